@@ -1,0 +1,54 @@
+"""The `fcnet` command.  Each subcommand lives in its own module with
+``register(subparsers)``; its handler returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fcnet.errors import FcnetError
+
+# subcommand modules, in the order `fcnet --help` lists them
+COMMANDS = ["check", "data", "train", "evaluate", "predict", "sweep", "study", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fcnet import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="fcnet",
+        description="Fully-connected neural networks for image classification: "
+        "an exact NumPy engine, a PyTorch backend, datasets, runs, sweeps and the study.",
+    )
+    parser.add_argument("--version", action="version", version=f"fcnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"fcnet.cli.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"fcnet.cli.{name}":
+                continue  # not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except FcnetError as err:
+        print(f"fcnet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fcnet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""One validated config object per run, saved beside its results as TOML.
+
+Defaults are the exercise's baseline (study.md Q3): hidden 50, std 1e-4,
+1,000 iterations, batch 200, lr 1e-4, decay 0.95, reg 0.25, mean-image
+subtraction.  Any bad value fails before work starts, naming the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fcnet.errors import FcnetError
+
+
+class RunConfig(BaseModel):
+    """Every hyper-parameter of a training run."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # data
+    dataset: str = Field("cifar10", description="cifar10 | imagefolder | mnist | fashion-mnist | digits | toy")
+    path: str | None = Field(None, description="local copy of the dataset (file or directory)")
+    val_size: int | None = Field(None, ge=1, description="validation rows (None: the dataset's default)")
+    test_size: int | None = Field(None, ge=1, description="test rows (None: all of the test split)")
+    split_seed: int = Field(0, ge=0, description="seed of the train/val/test split")
+    preprocess: Literal["mean", "channel", "scale", "none"] = Field(
+        "mean", description="mean-image subtraction | per-channel (x/255-0.5)/0.5 | x/255 | none"
+    )
+    pca: float | None = Field(
+        None, gt=0, description="PCA components: a count (>= 1) or a variance fraction in (0, 1)"
+    )
+    pca_whiten: bool = False
+
+    # model
+    backend: Literal["numpy", "torch"] = "numpy"
+    hidden: list[int] = Field(default_factory=lambda: [50], description="hidden sizes, e.g. [100, 50]")
+    std: float = Field(1e-4, gt=0, description="init: weights ~ std * randn")
+    init: str = Field("normal", description="torch init: normal | normal:<std> | kaiming | default")
+    dropout_keep: float = Field(1.0, gt=0, le=1, description="keep probability of inverted dropout")
+    batchnorm: bool = False
+    activation: Literal["relu", "gelu"] = "relu"
+
+    # optimisation
+    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = "sgd"
+    lr: float = Field(1e-4, gt=0, description="learning rate")
+    decay: float = Field(0.95, gt=0, le=1, description="lr multiplier per epoch")
+    schedule: Literal["step", "cosine"] = "step"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    reg: float = Field(0.25, ge=0, description="L2: reg * sum(W**2), gradient 2 reg W")
+    weight_decay: float | None = Field(None, ge=0, description="torch weight decay (None: 2 * reg)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: bool = False
+    iters: int | None = Field(1000, ge=1, description="training length in iterations")
+    epochs: int | None = Field(None, ge=1, description="training length in epochs (overrides iters)")
+    batch_size: int = Field(200, ge=1)
+    sampling: Literal["replacement", "shuffle"] = "replacement"
+    seed: int = Field(0, ge=0)
+    dtype: Literal["float32", "float64"] = "float64"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    keep_best: bool = False
+    eval_every: int | None = Field(None, ge=1, description="extra val checks every N iterations")
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden_positive(cls, v: list[int]) -> list[int]:
+        if not v or any(h <= 0 for h in v):
+            raise ValueError("every hidden size must be a positive integer")
+        return v
+
+    @field_validator("init")
+    @classmethod
+    def _init_known(cls, v: str) -> str:
+        kind, _, arg = v.partition(":")
+        if kind not in ("normal", "kaiming", "default") or (arg and kind != "normal"):
+            raise ValueError("must be normal, normal:<std>, kaiming or default")
+        if arg:
+            try:
+                if float(arg) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"normal:<std> needs a positive std, got {arg!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _pca_count(self) -> RunConfig:
+        if self.pca is not None and self.pca >= 1 and self.pca != int(self.pca):
+            raise ValueError("pca: a count must be an integer (or a fraction in (0, 1))")
+        if self.backend == "numpy" and self.optimizer == "adamw":
+            raise ValueError("optimizer: adamw needs --backend torch")
+        return self
+
+    # ----------------------------------------------------------------- helpers
+    def init_std(self) -> float:
+        """The normal init's std: from ``init='normal:<std>'`` or ``std``."""
+        _, _, arg = self.init.partition(":")
+        return float(arg) if arg else self.std
+
+    def to_toml(self) -> str:
+        lines = []
+        for key, value in self.model_dump().items():
+            if value is None:
+                continue  # TOML has no null: absent means default
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def _one_line(err: ValidationError) -> str:
+    e = err.errors()[0]
+    field = ".".join(str(p) for p in e["loc"]) or "config"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"config field '{field}': {msg}{more}"
+
+
+def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+    """Validate values (+ overrides, where None means 'not given'); FcnetError on failure."""
+    merged = dict(values or {})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return RunConfig(**merged)
+    except ValidationError as err:
+        raise FcnetError(_one_line(err)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise FcnetError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise FcnetError(f"{path}: not valid TOML ({err})") from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """A config from a TOML file (optional) with flag overrides on top."""
+    values = read_toml(path) if path else {}
+    return make_config(values, **overrides)

@@ -1,0 +1,106 @@
+"""Layers as forward/backward pairs, each line one line of study.md's derivation.
+
+Notation (study.md): x is (N, D), W is (D, H), z = x W + b, a = relu(z),
+scores z_L, probabilities softmax(z_L).  Every function takes optional ``out``
+buffers so the training hot loop reuses memory instead of allocating.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray | None = None):
+    """z = x W + b.
+
+    x: (N, D), w: (D, H), b: (H,) -> z: (N, H), written into ``out`` when given.
+    """
+    z = np.matmul(x, w, out=out)
+    z += b
+    return z
+
+
+def affine_backward(
+    dz: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    dw: np.ndarray | None = None,
+    db: np.ndarray | None = None,
+    dx: np.ndarray | None = None,
+    need_dx: bool = True,
+):
+    """Gradients of z = x W + b given dz = dJ/dz.
+
+    dz: (N, H), x: (N, D), w: (D, H) -> dx (N, D) or None, dw (D, H), db (H,).
+    ``need_dx=False`` skips dx, which the first layer never needs.
+    """
+    dw = np.matmul(x.T, dz, out=dw)  # dW = x^T dz
+    db = np.sum(dz, axis=0, out=db)  # db = sum_i dz_i
+    if not need_dx:
+        return None, dw, db
+    dx = np.matmul(dz, w.T, out=dx)  # dx = dz W^T
+    return dx, dw, db
+
+
+def relu_forward(z: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """a = max(z, 0); (N, H) -> (N, H), in place when asked (z is then lost)."""
+    return np.maximum(z, 0, out=z if inplace else None)
+
+
+def relu_backward(da: np.ndarray, a: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """dz = da * (z > 0), read from a = relu(z) since a > 0 exactly where z > 0.
+
+    da, a: (N, H) -> dz: (N, H); in place overwrites da.
+    """
+    dz = da if inplace else da.copy()
+    dz[a <= 0] = 0
+    return dz
+
+
+def dropout_mask(shape: tuple[int, ...], keep: float, rng, dtype=np.float64) -> np.ndarray:
+    """Inverted-dropout mask: 1/keep with probability keep, else 0; (N, H)."""
+    mask = (rng.rand(*shape) < keep).astype(dtype)
+    mask *= 1.0 / keep
+    return mask
+
+
+def dropout_forward(a: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """a_drop = a * mask, with mask already scaled by 1/keep (identity at prediction)."""
+    return np.multiply(a, mask, out=a if inplace else None)
+
+
+def dropout_backward(da: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """da_in = da * mask."""
+    return np.multiply(da, mask, out=da if inplace else None)
+
+
+def softmax(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so exp never overflows; (N, C)."""
+    p = scores if inplace else scores.copy()
+    p -= p.max(axis=1, keepdims=True)
+    np.exp(p, out=p)
+    p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False):
+    """Mean cross-entropy and its gradient.
+
+    J = mean_i(logsumexp(z_i) - z_i[y_i]); dJ/dz = (softmax(z) - onehot(y)) / N.
+
+    scores: (N, C), y: (N,) ints in [0, C) -> (loss, dscores (N, C)).
+    In place, ``scores`` becomes dscores.  Stable for logits of any magnitude:
+    shifted logits are <= 0, and the loss uses log-sum-exp, never log(p).
+    """
+    n = scores.shape[0]
+    rows = np.arange(n)
+    d = scores if inplace else scores.copy()
+    d -= d.max(axis=1, keepdims=True)  # z - max_j z_j
+    correct = d[rows, y].astype(np.float64)  # shifted z_{i, y_i}
+    np.exp(d, out=d)
+    sums = d.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(sums[:, 0].astype(np.float64)) - correct))
+    d /= sums  # softmax(z)
+    d[rows, y] -= 1  # - onehot(y)
+    d /= n
+    return loss, d
