@@ -22,7 +22,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    dataset: str = Field("cifar10", description="cifar10 | imagefolder | mnist | fashion-mnist | digits | toy")
+    dataset: str = Field(
+        "cifar10", description="cifar10 | imagefolder | mnist | fashion-mnist | digits | toy"
+    )
     path: str | None = Field(None, description="local copy of the dataset (file or directory)")
     val_size: int | None = Field(None, ge=1, description="validation rows (None: the dataset's default)")
     test_size: int | None = Field(None, ge=1, description="test rows (None: all of the test split)")
@@ -61,8 +63,8 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0)
     dtype: Literal["float32", "float64"] = "float64"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool | None = Field(None, description="torch bf16 autocast (None: CUDA float32 only)")
     keep_best: bool = False
-    eval_every: int | None = Field(None, ge=1, description="extra val checks every N iterations")
 
     @field_validator("hidden")
     @classmethod

@@ -6,6 +6,7 @@ the same engine with one hidden layer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -86,7 +87,8 @@ class MLP:
         self.dtype = resolve_dtype(dtype)
         rng = legacy_rng(seed)
         self.params: dict[str, np.ndarray] = {}
-        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
+        layer_shapes = zip(self.sizes[:-1], self.sizes[1:], strict=True)
+        for i, (fan_in, fan_out) in enumerate(layer_shapes, start=1):
             # drawn in float64 then cast, so float32 nets start from the same weights
             self.params[f"W{i}"] = (std * rng.randn(fan_in, fan_out)).astype(self.dtype)
             self.params[f"b{i}"] = np.zeros(fan_out, dtype=self.dtype)
@@ -127,9 +129,13 @@ class MLP:
             raise FcnetError("X contains NaN or infinite values")
         if y is None:
             return X, None
+        if X.shape[0] == 0:
+            raise FcnetError("X has no samples (0 rows); training needs at least one")
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != X.shape[0]:
             raise FcnetError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
+        if y.size and not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+            raise FcnetError(f"y must hold integer class labels, got dtype {y.dtype}")
         if y.size and not np.issubdtype(y.dtype, np.integer):
             if not np.all(np.mod(y, 1) == 0):
                 raise FcnetError("y must hold integer class labels")
@@ -150,13 +156,10 @@ class MLP:
                 layers.relu_forward(a, inplace=True)
         return a
 
-    def forward_backward(self, ws: Workspace, reg: float, rng=None) -> float:
-        """The training step's maths on ws.x (N, D) and ws.y (N,); fills ws.grads.
-
-        Dropout masks (when dropout_keep < 1) are drawn from ``rng``.
-        Returns the regularised loss J.
-        """
-        P, G, L = self.params, ws.grads, self.num_layers
+    def _forward_loss(self, ws: Workspace, reg: float, rng) -> tuple[float, np.ndarray]:
+        """Training forward pass on ws.x: post-ReLU (and dropout) activations in
+        ws.acts, then J and dJ/dz_L (N, C), written over the scores in ws.acts[-1]."""
+        P, L = self.params, self.num_layers
         # forward: a_l = relu(a_{l-1} W_l + b_l), then dropout
         a = ws.x
         for i in range(1, L):
@@ -166,10 +169,22 @@ class MLP:
                 mask = layers.dropout_mask(a.shape, self.dropout_keep, rng, self.dtype)
                 ws.masks[i - 1] = mask
                 layers.dropout_forward(a, mask, inplace=True)
+            else:
+                ws.masks[i - 1] = None  # no stale mask from an earlier run with dropout
         scores = layers.affine_forward(a, P[f"W{L}"], P[f"b{L}"], out=ws.acts[L - 1])
         # J = mean CE + reg * sum_l ||W_l||^2
         loss, dz = layers.softmax_loss(scores, ws.y, inplace=True)
         loss += reg * sum(float(np.vdot(P[f"W{i}"], P[f"W{i}"])) for i in range(1, L + 1))
+        return loss, dz
+
+    def forward_backward(self, ws: Workspace, reg: float, rng=None) -> float:
+        """The training step's maths on ws.x (N, D) and ws.y (N,); fills ws.grads.
+
+        Dropout masks (when dropout_keep < 1) are drawn from ``rng``.
+        Returns the regularised loss J.
+        """
+        P, G, L = self.params, ws.grads, self.num_layers
+        loss, dz = self._forward_loss(ws, reg, rng)
         # backward, top layer down: dW_l = a_{l-1}^T dz_l + 2 reg W_l
         for i in range(L, 0, -1):
             a_prev = ws.acts[i - 2] if i > 1 else ws.x
@@ -183,6 +198,41 @@ class MLP:
                 if ws.masks[i - 2] is not None:
                     layers.dropout_backward(da_prev, ws.masks[i - 2], inplace=True)
                 dz = layers.relu_backward(da_prev, a_prev, inplace=True)
+        return loss
+
+    def sgd_step(self, ws: Workspace, reg: float, lr: float, rng=None) -> float:
+        """One plain-SGD step on ws.x, ws.y with the update fused into backprop.
+
+        The same maths as ``forward_backward`` then ``optim.SGD`` (equal up to
+        float rounding): W_l <- (1 - 2 lr reg) W_l - lr a_{l-1}^T dz_l and
+        b_l <- b_l - lr sum_i dz_l.  Folding -lr into dz (a small (N, C) array)
+        makes each product the update itself, so a weight matrix costs one matrix
+        product into ws.tmp and one add, with no gradient buffer (ws.grads is
+        left untouched).  dx is never formed for the first layer.
+
+        Returns J; when it is not finite nothing is updated (the last good
+        parameters stay).
+        """
+        loss, dz = self._forward_loss(ws, reg, rng)
+        if not math.isfinite(loss):
+            return loss
+        P, L = self.params, self.num_layers
+        dz *= -lr  # -lr dJ/dz_L
+        shrink = 1.0 - 2.0 * lr * reg  # the L2 part: W - lr (2 reg W)
+        for i in range(L, 0, -1):
+            W, b = P[f"W{i}"], P[f"b{i}"]
+            a_prev = ws.acts[i - 2] if i > 1 else ws.x
+            if i > 1:  # -lr da_{l-1} = (-lr dz_l) W_l^T, from W_l before its update
+                da = np.matmul(dz, W.T, out=ws.dacts[i - 2])
+            step = np.matmul(a_prev.T, dz, out=ws.tmp[f"W{i}"])  # -lr a_{l-1}^T dz_l
+            if reg:
+                W *= shrink
+            W += step
+            b += dz.sum(axis=0)  # -lr sum_i dz_l
+            if i > 1:
+                if ws.masks[i - 2] is not None:
+                    layers.dropout_backward(da, ws.masks[i - 2], inplace=True)
+                dz = layers.relu_backward(da, a_prev, inplace=True)
         return loss
 
     def workspace(self, n: int) -> Workspace:

@@ -3,9 +3,20 @@ overwrite) and keeps its own state, so a checkpoint can restore it exactly."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fcnet.errors import FcnetError
+
+
+def _slot(store: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:
+    """store[key], created as zeros like ``like`` on first use only (setdefault
+    would build and zero a parameter-sized array on every call)."""
+    arr = store.get(key)
+    if arr is None:
+        arr = store[key] = np.zeros_like(like)
+    return arr
 
 
 class SGD:
@@ -37,7 +48,7 @@ class Momentum(SGD):
 
     def update(self, params, grads, lr):
         for k, w in params.items():
-            v = self.v.setdefault(k, np.zeros_like(w))
+            v = _slot(self.v, k, w)
             g = grads[k]
             g *= lr
             v *= self.mu
@@ -52,7 +63,8 @@ class Momentum(SGD):
 
 
 class Adam(SGD):
-    """Adam (Kingma & Ba): bias-corrected first and second moment estimates."""
+    """Adam (Kingma & Ba, Algorithm 1, as torch.optim.Adam): bias-corrected moments,
+    w -= lr m_hat / (sqrt(v_hat) + eps), eps added after the bias correction."""
 
     name = "adam"
 
@@ -65,23 +77,28 @@ class Adam(SGD):
 
     def update(self, params, grads, lr):
         self.t += 1
-        step = lr * np.sqrt(1 - self.b2**self.t) / (1 - self.b1**self.t)
+        step = lr / (1 - self.b1**self.t)  # lr m_hat = step m
+        inv_c2 = 1.0 / math.sqrt(1 - self.b2**self.t)  # sqrt(v_hat) = inv_c2 sqrt(v)
         for k, w in params.items():
             g = grads[k]
-            m = self.m.setdefault(k, np.zeros_like(w))
-            v = self.v.setdefault(k, np.zeros_like(w))
-            tmp = self._tmp.setdefault(k, np.empty_like(w))
-            m *= self.b1
-            m += (1 - self.b1) * g  # m = b1 m + (1 - b1) g
+            m = _slot(self.m, k, w)
+            v = _slot(self.v, k, w)
+            tmp = self._tmp.get(k)
+            if tmp is None:
+                tmp = self._tmp[k] = np.empty_like(w)
             np.multiply(g, g, out=tmp)
             tmp *= 1 - self.b2
             v *= self.b2
             v += tmp  # v = b2 v + (1 - b2) g^2
+            g *= 1 - self.b1
+            m *= self.b1
+            m += g  # m = b1 m + (1 - b1) g
             np.sqrt(v, out=tmp)
-            tmp += self.eps
+            tmp *= inv_c2
+            tmp += self.eps  # sqrt(v_hat) + eps
             np.divide(m, tmp, out=tmp)
             tmp *= step
-            w -= tmp  # w -= lr_t m / (sqrt(v) + eps)
+            w -= tmp  # w -= lr m_hat / (sqrt(v_hat) + eps)
 
     def state(self):
         out = {f"m.{k}": v for k, v in self.m.items()}

@@ -15,10 +15,28 @@ from collections.abc import Callable
 import numpy as np
 
 from fcnet.errors import FcnetError
+from fcnet.nn.fpenv import flush_denormals
 from fcnet.nn.model import MLP, legacy_rng
-from fcnet.nn.optim import make_optimizer
+from fcnet.nn.optim import SGD, make_optimizer
 
 SAMPLING = ("replacement", "shuffle")
+
+
+def draw_batch(
+    rng, n: int, batch_size: int, sampling: str, it: int, iters_per_epoch: int, perm: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (B,) of iteration ``it``'s minibatch and the (new) epoch permutation.
+
+    'replacement': ``rng.choice(n, B)`` (the exercise); 'shuffle': consecutive
+    slices of ``rng.permutation(n)``, redrawn at each epoch's start.
+    """
+    if sampling == "replacement":
+        return rng.choice(n, batch_size), perm
+    pos = (it % iters_per_epoch) * batch_size
+    if pos == 0 or pos + batch_size > perm.size:
+        perm = rng.permutation(n)
+        pos = 0
+    return perm[pos : pos + batch_size], perm
 
 
 class Solver:
@@ -28,6 +46,11 @@ class Solver:
     course's driver seeds it); an int gives a private ``RandomState(seed)``.
     ``callback(solver, event)`` is called with event 'iter' after every step
     and 'epoch' after every epoch record.
+
+    With ``optimizer='sgd'`` each step is ``MLP.sgd_step`` (update fused into
+    backprop, ws.grads not filled); other rules use ``forward_backward`` and
+    their ``update``.  ``run`` flushes subnormal floats to zero
+    (``flush_denormals=True``, see ``fcnet.nn.fpenv``).
     """
 
     def __init__(
@@ -49,6 +72,7 @@ class Solver:
         sampling: str = "replacement",
         dropout_keep: float | None = None,
         callback: Callable | None = None,
+        flush_denormals: bool = True,
     ):
         if sampling not in SAMPLING:
             raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
@@ -60,6 +84,11 @@ class Solver:
             model.dropout_keep = float(dropout_keep)
         X, y = model.check_inputs(X, y)
         X_val, y_val = model.check_inputs(X_val, y_val)
+        if sampling == "shuffle" and batch_size > X.shape[0]:
+            raise FcnetError(
+                f"batch_size {batch_size} exceeds the {X.shape[0]} training rows "
+                "(sampling 'shuffle' draws each batch without replacement)"
+            )
         self.model = model
         # one conversion up front, so every step gathers rows of the model's dtype
         self.X = np.ascontiguousarray(X, dtype=model.dtype)
@@ -76,6 +105,7 @@ class Solver:
         self.rng = legacy_rng(seed)
         self.optimizer = make_optimizer(optimizer, momentum=momentum)
         self.callback = callback
+        self.flush_denormals = flush_denormals
         self.iters_per_epoch = max(self.X.shape[0] // self.batch_size, 1)
         self.it = 0
         self.diverged_at: int | None = None
@@ -87,14 +117,11 @@ class Solver:
 
     # ----------------------------------------------------------------- loop
     def _batch_indices(self) -> np.ndarray:
-        n, b = self.X.shape[0], self.batch_size
-        if self.sampling == "replacement":
-            return self.rng.choice(n, b)
-        pos = (self.it % self.iters_per_epoch) * b
-        if pos == 0 or pos + b > self._perm.size:
-            self._perm = self.rng.permutation(n)
-            pos = 0
-        return self._perm[pos : pos + b]
+        idx, self._perm = draw_batch(
+            self.rng, self.X.shape[0], self.batch_size, self.sampling, self.it,
+            self.iters_per_epoch, self._perm,
+        )
+        return idx
 
     def step(self) -> float:
         """One iteration: gather a batch, forward/backward, update, maybe record."""
@@ -104,12 +131,17 @@ class Solver:
         # contiguous gather into the preallocated batch (mode='clip' is the fast path)
         np.take(self.X, idx, axis=0, out=ws.x, mode="clip")
         np.take(self.y, idx, out=ws.y, mode="clip")
-        loss = model.forward_backward(ws, self.reg, self.rng)
+        fused = type(self.optimizer) is SGD
+        if fused:  # forward, backward and update in one pass (updates only on a finite loss)
+            loss = model.sgd_step(ws, self.reg, self.lr, self.rng)
+        else:
+            loss = model.forward_backward(ws, self.reg, self.rng)
         self.loss_history.append(loss)
         if not math.isfinite(loss):
             self.diverged_at = it  # keep the last good parameters
             return loss
-        self.optimizer.update(model.params, ws.grads, self.lr)
+        if not fused:
+            self.optimizer.update(model.params, ws.grads, self.lr)
         if self.verbose and it % 100 == 0:
             print(f"iteration {it} / {self.num_iters}: loss {loss:f}")
         self.it = it + 1
@@ -134,8 +166,9 @@ class Solver:
     def run(self, until: int | None = None) -> Solver:
         """Train up to iteration ``until`` (default num_iters); stops on divergence."""
         stop = self.num_iters if until is None else min(until, self.num_iters)
-        while self.it < stop and self.diverged_at is None:
-            self.step()
+        with flush_denormals(self.flush_denormals):
+            while self.it < stop and self.diverged_at is None:
+                self.step()
         return self
 
     def history(self) -> dict:
@@ -147,10 +180,13 @@ class Solver:
 
     # ------------------------------------------------------------- resuming
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue bit for bit: params, optimiser, rng, lr."""
+        """Everything needed to continue bit for bit: params, optimiser, rng, lr.
+
+        A snapshot: arrays are copies, so later training leaves it unchanged."""
         rng_state = self.rng.get_state()
-        out = {f"param.{k}": v for k, v in self.model.params.items()}
-        out.update({f"optim.{k}": v for k, v in self.optimizer.state().items()})
+        out = {f"param.{k}": v.copy() for k, v in self.model.params.items()}
+        optim = self.optimizer.state()
+        out.update({f"optim.{k}": np.array(v, copy=True) for k, v in optim.items()})
         out.update(
             {
                 "it": np.array(self.it),
@@ -159,7 +195,7 @@ class Solver:
                 "rng.pos": np.array(rng_state[2]),
                 "rng.has_gauss": np.array(rng_state[3]),
                 "rng.gauss": np.array(rng_state[4]),
-                "perm": self._perm,
+                "perm": self._perm.copy(),
                 "loss_history": np.array(self.loss_history),
                 "train_acc_history": np.array(self.train_acc_history),
                 "val_acc_history": np.array(self.val_acc_history),

@@ -1,0 +1,439 @@
+"""`fcnet bench`: one SGD training step of the net 3072-100-10 at batch 200.
+
+Every system runs in this one process, interleaved: each round visits every
+system once (in a rotated order), lets the previous system's BLAS/OpenMP
+threads go idle (``gap_s``), takes a few untimed steps, then times a block of
+steps one by one.  Machine drift then touches all systems alike, and each
+figure is the median over all its timed steps.
+
+- ``fcnet_f32``/``fcnet_f64``: ``Solver.run`` one iteration at a time, as
+  ``train`` runs it (index draw, minibatch gather, forward, backward, update;
+  the per-epoch bookkeeping lands in few samples and the median drops it).
+- ``blas_floor_f32``/``blas_floor_f64``: only what such a step cannot avoid:
+  draw the indices, gather the rows into a preallocated buffer, and the five
+  matrix products (x W1, a W2, dz W2^T, a^T dz, x^T dz1).
+- ``torch_f32``: the same net and step in PyTorch on the CPU (autograd,
+  ``optim.SGD`` with weight decay 2 reg on the weights only), when installed.
+- ``sklearn_f32``: ``MLPClassifier`` (solver sgd, no momentum, batch 200,
+  alpha = 2 B reg, float32 inputs) fitting one epoch, divided by its steps;
+  ``assume_finite`` spares it a NaN scan of the whole training set per fit.
+- population: 8 configurations of 3072-50-10 (learning rates and L2 varied),
+  one step each of 8 lone Solvers vs one ``PopulationSolver`` step.
+
+Inputs are synthetic, CIFAR-sized (rows of 3,072 float32 values with the
+scale of mean-subtracted pixels): step time does not depend on the values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from fcnet.errors import FcnetError
+from fcnet.nn.fpenv import supported as ftz_supported
+from fcnet.nn.model import MLP, TwoLayerNet
+from fcnet.nn.population import PopulationSolver
+from fcnet.nn.solver import Solver
+
+STEP_KEYS = (
+    "fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32",
+)
+POP_KEYS = ("sequential", "population")
+MIN_STEPS = 30
+
+
+@dataclass
+class BenchSettings:
+    """What is measured.  ``steps`` timed steps per system (at least 30),
+    spread over ``rounds`` interleaved rounds."""
+
+    rows: int = 49_000
+    steps: int = 60
+    rounds: int = 6
+    warmup: int = 10
+    input_size: int = 3072
+    hidden: int = 100
+    classes: int = 10
+    batch: int = 200
+    lr: float = 1e-4
+    reg: float = 0.25
+    std: float = 1e-4
+    seed: int = 0
+    pop_k: int = 8
+    pop_hidden: int = 50
+    peers: tuple[str, ...] = ("torch", "sklearn")
+    gap_s: float = 0.05
+
+    def validate(self) -> None:
+        if self.steps < MIN_STEPS:
+            raise FcnetError(f"--steps must be at least {MIN_STEPS} (a median needs them), "
+                             f"got {self.steps}")
+        if self.rows < self.batch:
+            raise FcnetError(f"--rows must be at least the batch size {self.batch}, "
+                             f"got {self.rows}")
+        if self.rounds < 1:
+            raise FcnetError(f"--rounds must be positive, got {self.rounds}")
+
+
+# ---------------------------------------------------------------- systems
+
+
+class StepSystem:
+    """Something that takes one training step per ``step()`` call."""
+
+    name = ""
+    steps_per_call = 1  # sklearn's call is an epoch of many steps
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+class FcnetSystem(StepSystem):
+    def __init__(self, name: str, s: BenchSettings, X, y, dtype: str):
+        self.name = name
+        net = TwoLayerNet(s.input_size, s.hidden, s.classes, std=s.std, seed=s.seed, dtype=dtype)
+        n_val = min(1000, X.shape[0])
+        self.solver = Solver(
+            net, X, y, X[:n_val], y[:n_val], learning_rate=s.lr, reg=s.reg,
+            num_iters=2**62, batch_size=s.batch, seed=s.seed,
+        )
+
+    def step(self) -> None:
+        self.solver.run(until=self.solver.it + 1)
+
+
+class FloorSystem(StepSystem):
+    """Index draw, gather into a preallocated buffer, the five matrix products."""
+
+    def __init__(self, name: str, s: BenchSettings, X, dtype):
+        self.name = name
+        dt = np.dtype(dtype)
+        rng = np.random.RandomState(s.seed)
+        self.X, self.rng, self.batch = X, np.random.RandomState(s.seed), s.batch
+        self.W1 = (s.std * rng.randn(s.input_size, s.hidden)).astype(dt)
+        self.W2 = (s.std * rng.randn(s.hidden, s.classes)).astype(dt)
+        self.x = np.empty((s.batch, s.input_size), dtype=dt)
+        self.a = np.empty((s.batch, s.hidden), dtype=dt)
+        self.dz = np.empty((s.batch, s.classes), dtype=dt)
+        self.da = np.empty_like(self.a)
+        self.dW1, self.dW2 = np.empty_like(self.W1), np.empty_like(self.W2)
+
+    def step(self) -> None:
+        idx = self.rng.choice(self.X.shape[0], self.batch)
+        np.take(self.X, idx, axis=0, out=self.x, mode="clip")
+        np.matmul(self.x, self.W1, out=self.a)
+        np.matmul(self.a, self.W2, out=self.dz)
+        np.matmul(self.dz, self.W2.T, out=self.da)
+        np.matmul(self.a.T, self.dz, out=self.dW2)
+        np.matmul(self.x.T, self.da, out=self.dW1)
+
+
+class TorchSystem(StepSystem):
+    def __init__(self, s: BenchSettings, X32, y):
+        import torch
+
+        self.name, self.torch = "torch_f32", torch
+        torch.manual_seed(s.seed)
+        self.X, self.y, self.batch = torch.from_numpy(X32), torch.from_numpy(y), s.batch
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(s.input_size, s.hidden), torch.nn.ReLU(),
+            torch.nn.Linear(s.hidden, s.classes),
+        )
+        with torch.no_grad():
+            for layer in (self.net[0], self.net[2]):
+                layer.weight.normal_(0, s.std)
+                layer.bias.zero_()
+        weights = [self.net[0].weight, self.net[2].weight]
+        biases = [self.net[0].bias, self.net[2].bias]
+        # reg * sum(W**2) has gradient 2 reg W: weight_decay = 2 reg, weights only
+        self.opt = torch.optim.SGD(
+            [{"params": weights, "weight_decay": 2 * s.reg}, {"params": biases}], lr=s.lr
+        )
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step(self) -> None:
+        torch = self.torch
+        idx = torch.randint(0, self.X.shape[0], (self.batch,))
+        xb, yb = self.X.index_select(0, idx), self.y.index_select(0, idx)
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net(xb), yb)
+        loss.backward()
+        self.opt.step()
+        loss.item()  # fcnet's step yields its loss too
+
+
+class SklearnSystem(StepSystem):
+    """One call = one epoch of ``MLPClassifier.fit`` (``warm_start``: no re-init)."""
+
+    def __init__(self, s: BenchSettings, X32, y):
+        import sklearn
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        self.name, self.sklearn, self.warning = "sklearn_f32", sklearn, ConvergenceWarning
+        self.X, self.y = X32, y
+        self.steps_per_call = math.ceil(X32.shape[0] / s.batch)
+        # study.md: reg * sum(W**2) per batch is alpha = 2 * batch * reg
+        self.model = MLPClassifier(
+            hidden_layer_sizes=(s.hidden,), solver="sgd", batch_size=s.batch,
+            learning_rate_init=s.lr, alpha=2 * s.batch * s.reg, momentum=0.0,
+            nesterovs_momentum=False, max_iter=1, shuffle=True, random_state=s.seed,
+            warm_start=True, tol=0.0, n_iter_no_change=2**31,
+        )
+
+    def fit(self, X, y) -> None:
+        with warnings.catch_warnings(), self.sklearn.config_context(assume_finite=True):
+            warnings.simplefilter("ignore", self.warning)
+            self.model.fit(X, y)
+
+    def warm(self) -> None:
+        n = min(self.X.shape[0], 2000)
+        self.fit(self.X[:n], self.y[:n])
+
+    def step(self) -> None:
+        self.fit(self.X, self.y)
+
+
+class SequentialSystem(StepSystem):
+    """One step of each of K lone Solvers: the sweep without populations."""
+
+    def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
+        self.name = "sequential"
+        n_val = min(1000, X32.shape[0])
+        self.solvers = [
+            Solver(
+                pop_model(s, c), X32, y, X32[:n_val], y[:n_val], learning_rate=c["lr"],
+                reg=c["reg"], num_iters=2**62, batch_size=s.batch, seed=s.seed,
+            )
+            for c in configs
+        ]
+
+    def step(self) -> None:
+        for solver in self.solvers:
+            solver.run(until=solver.it + 1)
+
+
+class PopulationSystem(StepSystem):
+    def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
+        self.name = "population"
+        n_val = min(1000, X32.shape[0])
+        self.pop = PopulationSolver(
+            [pop_model(s, c) for c in configs], X32, y, X32[:n_val], y[:n_val],
+            learning_rates=[c["lr"] for c in configs], regs=[c["reg"] for c in configs],
+            num_iters=2**24, batch_size=s.batch, seed=s.seed,
+        )
+
+    def step(self) -> None:
+        self.pop.run(until=self.pop.it + 1)
+
+
+def pop_configs(s: BenchSettings) -> list[dict]:
+    """K sweep-like configurations: learning rates and L2 strengths spread out."""
+    lrs = np.geomspace(3e-5, 1e-3, s.pop_k)
+    regs = np.resize([0.0, 0.05, 0.25, 0.5], s.pop_k)
+    return [{"lr": float(a), "reg": float(b), "seed": s.seed + j}
+            for j, (a, b) in enumerate(zip(lrs, regs, strict=True))]
+
+
+def pop_model(s: BenchSettings, c: dict) -> MLP:
+    return MLP(s.input_size, [s.pop_hidden], s.classes, std=s.std, seed=c["seed"],
+               dtype="float32")
+
+
+# ------------------------------------------------------------ measurement
+
+
+def synthetic_data(rows: int, input_size: int, classes: int, seed: int):
+    """(rows, D) float32 with the spread of mean-subtracted pixels, labels (rows,)."""
+    gen = np.random.default_rng(seed)
+    X = gen.standard_normal((rows, input_size), dtype=np.float32)
+    X *= 60.0
+    return X, gen.integers(0, classes, rows).astype(np.intp)
+
+
+def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
+    X32, y = synthetic_data(s.rows, s.input_size, s.classes, s.seed)
+    X64 = X32.astype(np.float64)
+    systems: list[StepSystem] = [
+        FcnetSystem("fcnet_f32", s, X32, y, "float32"),
+        FcnetSystem("fcnet_f64", s, X64, y, "float64"),
+        FloorSystem("blas_floor_f32", s, X32, np.float32),
+        FloorSystem("blas_floor_f64", s, X64, np.float64),
+    ]
+    if "torch" in s.peers:
+        try:
+            systems.append(TorchSystem(s, X32, y))
+        except ImportError as err:
+            notes["torch_f32"] = f"not measured: {err}"
+    if "sklearn" in s.peers:
+        try:
+            systems.append(SklearnSystem(s, X32, y))
+        except ImportError as err:
+            notes["sklearn_f32"] = f"not measured: {err}"
+    configs = pop_configs(s)
+    systems += [SequentialSystem(s, X32, y, configs), PopulationSystem(s, X32, y, configs)]
+    return systems
+
+
+def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | None = None):
+    """Interleaved rounds; returns {name: [ms per step, ...]} (for sklearn, one
+    value per epoch: the epoch's time over its steps)."""
+    samples: dict[str, list[float]] = {sys_.name: [] for sys_ in systems}
+    for sys_ in systems:  # warm-up: workspaces, caches, thread pools, lazy inits
+        if isinstance(sys_, SklearnSystem):
+            sys_.warm()
+        else:
+            for _ in range(s.warmup):
+                sys_.step()
+    block = math.ceil(s.steps / s.rounds)
+    for r in range(s.rounds):
+        shift = r % len(systems)
+        for sys_ in systems[shift:] + systems[:shift]:
+            time.sleep(s.gap_s)  # let the last system's spinning threads go idle
+            # sklearn: enough whole epochs that it too gets ``steps`` steps in all
+            epochs = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
+            calls = epochs if sys_.steps_per_call > 1 else block
+            if sys_.steps_per_call == 1:
+                sys_.step()
+                sys_.step()
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                sys_.step()
+                dt = time.perf_counter() - t0
+                samples[sys_.name].append(1e3 * dt / sys_.steps_per_call)
+        if progress:
+            progress()
+    return samples
+
+
+def machine_info() -> dict:
+    """CPU, cores, BLAS library and threads, library versions."""
+    info: dict = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": None,
+        "blas_threads": None,
+        "flush_denormals": ftz_supported(),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if blas:
+            b = next((p for p in blas if "numpy" in p.get("filepath", "")), blas[0])
+            info["blas"] = f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})"
+            info["blas_threads"] = b.get("num_threads")
+    except ImportError:
+        pass
+    for mod in ("torch", "sklearn"):
+        m = sys.modules.get(mod)
+        info[mod] = getattr(m, "__version__", None) if m else None
+    if sys.modules.get("torch"):
+        info["torch_threads"] = sys.modules["torch"].get_num_threads()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _median(xs: list[float]) -> float | None:
+    return float(statistics.median(xs)) if xs else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def summarise(
+    samples: dict[str, list[float]], steps_timed: dict[str, int], s: BenchSettings, notes: dict
+) -> dict:
+    step = {k: _median(samples.get(k, [])) for k in STEP_KEYS}
+    seq, pop = _median(samples["sequential"]), _median(samples["population"])
+    f32 = step["fcnet_f32"]
+    targets = {
+        "fcnet_f32 / blas_floor_f32 <= 1.25": _ratio(f32, step["blas_floor_f32"]),
+        "fcnet_f32 / torch_f32 <= 1.0": _ratio(f32, step["torch_f32"]),
+        "sklearn_f32 / fcnet_f32 >= 1.5": _ratio(step["sklearn_f32"], f32),
+        "sequential / population >= 1.5": _ratio(seq, pop),
+    }
+    met = {}
+    for name, r in targets.items():
+        bound = float(name.split()[-1])
+        met[name] = None if r is None else (r <= bound if "<=" in name else r >= bound)
+    return {
+        "step_ms": step,
+        "population": {
+            "k": s.pop_k, "hidden": s.pop_hidden, "dtype": "float32",
+            "sequential_ms": seq, "population_ms": pop, "speedup": _ratio(seq, pop),
+        },
+        "machine": machine_info(),
+        "targets": {k: {"ratio": targets[k], "met": met[k]} for k in targets},
+        "settings": asdict(s) | {"peers": list(s.peers)},
+        "steps_timed": steps_timed,
+        "notes": notes,
+    }
+
+
+def run_bench(settings: BenchSettings | None = None, progress: Callable | None = None) -> dict:
+    """Build every system, measure them interleaved, return the summary dict."""
+    s = settings or BenchSettings()
+    s.validate()
+    notes: dict = {}
+    systems = build_systems(s, notes)
+    samples = measure(systems, s, progress)
+    steps_timed = {x.name: len(samples[x.name]) * x.steps_per_call for x in systems}
+    return summarise(samples, steps_timed, s, notes)
+
+
+def format_table(r: dict) -> str:
+    """The human-readable report."""
+    step = r["step_ms"]
+    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"]}
+    lines = [f"{'system':<16} {'ms/step':>9} {'x floor':>8}"]
+    for k in STEP_KEYS:
+        v = step[k]
+        fl = floor[k[-2:]]
+        ratio = "" if v is None or fl is None else f"{v / fl:8.2f}"
+        val = "   (n/a)" if v is None else f"{v:9.3f}"
+        lines.append(f"{k:<16} {val} {ratio}")
+    p = r["population"]
+    lines += [
+        "",
+        f"population: {p['k']} configurations of {r['settings']['input_size']}-{p['hidden']}-"
+        f"{r['settings']['classes']} ({p['dtype']}): sequential {p['sequential_ms']:.3f} ms, "
+        f"population {p['population_ms']:.3f} ms per step of all {p['k']} "
+        f"({p['speedup']:.2f}x)",
+        "",
+        "targets:",
+    ]
+    for name, t in r["targets"].items():
+        mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
+        ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        lines.append(f"  {name:<36} {ratio:>6}  {mark}")
+    m = r["machine"]
+    lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, BLAS {m['blas']} "
+              f"x{m['blas_threads']} threads, numpy {m['numpy']}, torch {m.get('torch')}, "
+              f"sklearn {m.get('sklearn')}"]
+    for k, v in r["notes"].items():
+        lines.append(f"note: {k}: {v}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""`fcnet bench`: one SGD step of 3072-100-10 at batch 200, fcnet vs its floor and peers."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time one SGD training step: fcnet vs the BLAS floor, PyTorch and scikit-learn",
+        description="Measures, in one process and interleaved (so machine drift cancels), "
+        "one SGD step (forward, backward, update) of the net 3072-100-10 at batch 200 on "
+        "CIFAR-sized inputs: fcnet in float32 and float64, the BLAS floor (gather plus the "
+        "matrix products), PyTorch on the CPU and scikit-learn's MLPClassifier when "
+        "installed; and 8 configurations trained one by one vs as one population. Each "
+        "figure is the median of the timed steps, after warm-up.",
+    )
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object {"step_ms", "population", "machine", ...} '
+                   "instead of the table; peers not installed are null")
+    p.add_argument("--steps", type=int, default=60, metavar="N",
+                   help="timed steps per system, at least 30 (default 60)")
+    p.add_argument("--rows", type=int, default=49_000, metavar="N",
+                   help="rows of synthetic training data to gather batches from "
+                   "(default 49000, CIFAR-10's training split; about 1.8 GB in float32 + "
+                   "float64); scikit-learn's epoch covers all of them")
+    p.add_argument("--rounds", type=int, default=6, metavar="R",
+                   help="interleaved rounds the timed steps are spread over (default 6)")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip PyTorch and scikit-learn (their figures are null)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from fcnet.bench import BenchSettings, format_table, run_bench
+
+    s = BenchSettings(rows=args.rows, steps=args.steps, rounds=args.rounds,
+                      peers=() if args.no_peers else ("torch", "sklearn"))
+    s.validate()
+    with tqdm(total=s.rounds, desc="bench rounds", disable=args.quiet, leave=False) as bar:
+        r = run_bench(s, progress=lambda: bar.update(1))
+    print(json.dumps(r, indent=2) if args.json else format_table(r))
+    return 0

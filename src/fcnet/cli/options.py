@@ -1,0 +1,71 @@
+"""Config flags shared by `train` and `sweep`: one flag per RunConfig field,
+generated from the config's own declaration so they can never drift apart."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from typing import Any
+
+from fcnet.config import RunConfig, make_config, read_toml
+from fcnet.errors import FcnetError
+
+# the short spellings study.md and the exercise use
+ALIASES = {"lr": ["--learning-rate"], "iters": ["--num-iters"]}
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """--config, --preset and one flag per RunConfig field (default: not given)."""
+    g = parser.add_argument_group("run config (flags override --config, which overrides --preset)")
+    g.add_argument("--config", metavar="TOML", help="read the run config from a TOML file")
+    g.add_argument("--preset", metavar="NAME", help="start from a named preset (best-cpu, best-gpu)")
+    for name, field in RunConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        help_text = f"{field.description or name.replace('_', ' ')} (default {default!r})"
+        ann = field.annotation
+        args = typing.get_args(ann)
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if ann is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(ann) is typing.Literal:
+            kwargs["choices"] = list(args)
+        elif name == "hidden":
+            kwargs.update(type=_int_list, metavar="H1,H2")
+        elif int in args or ann is int:
+            kwargs.update(type=int, metavar="N")
+        elif float in args or ann is float:
+            kwargs.update(type=float, metavar="X")
+        else:
+            kwargs.update(type=str)
+        g.add_argument(flag, *ALIASES.get(name, []), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> RunConfig:
+    """preset < --config TOML < flags; validated into one RunConfig."""
+    values: dict[str, Any] = {}
+    if getattr(args, "preset", None):
+        from fcnet.presets import load_preset
+
+        values.update(load_preset(args.preset))
+    if getattr(args, "config", None):
+        values.update(read_toml(args.config))
+    flags = {name: getattr(args, name, None) for name in RunConfig.model_fields}
+    if flags.get("epochs") is not None and flags.get("iters") is None:
+        values.pop("iters", None)
+    if flags.get("iters") is not None and flags.get("epochs") is None:
+        values["epochs"] = None  # --iters on the command line beats epochs from a file
+    values.update(extra or {})
+    return make_config(values, **flags)
+
+
+def check_not_both(args, a: str, b: str) -> None:
+    if getattr(args, a, None) and getattr(args, b, None):
+        raise FcnetError(f"give either --{a} or --{b}, not both")

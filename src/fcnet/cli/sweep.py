@@ -1,0 +1,164 @@
+"""`fcnet sweep`: many runs over a grid or a random/TPE search, crash-safe, shareable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fcnet.cli.options import add_config_flags, config_from_args
+from fcnet.config import RunConfig
+from fcnet.errors import FcnetError
+
+EPILOG = """\
+grid values (--grid FIELD=VALUES, one FIELD per item, their product is run):
+  lr=1e-3,1e-4            a list            hidden=50,100x50   [50] and [100, 50]
+  iters=1000:10000:1000   a range START:STOP:STEP, inclusive
+
+search ranges (--param FIELD=SPEC, with --search random|tpe --trials N):
+  lr=1e-5:1e-2:log   log-uniform     reg=0:1   uniform     reg=0:1:0.25   stepped
+  batch_size=100:500 integers (int field)      hidden=50,100  a choice
+
+sweep file (--config sweep.toml): [base] run config keys; [grid] field = [values];
+  optional [[points]] tables (each combined with the grid); or [search] with
+  method, trials, seed and [search.params] field = "LOW:HIGH[:log]" or [choices].
+
+examples:
+  fcnet sweep --dataset digits --grid hidden=50,100 reg=0,0.25 --dir sweeps/h-reg
+  fcnet sweep --dataset digits --search tpe --trials 30 --param lr=1e-4:1e-1:log \\
+      --param reg=0:1 --dir sweeps/tpe --workers 2
+  fcnet sweep --storage postgresql://user@db/fcnet --study big --join --dir sweeps/big
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid or random/TPE search of configs, in parallel, crash-safe",
+        description="Sweep any config field over a grid, or search ranges with random or "
+        "Optuna TPE sampling. Trials are stored with Optuna (SQLite in --dir by default, or "
+        "a database server via --storage), so a killed sweep continues where it stopped "
+        "when run again, identical configs run once, and runs that differ only in --iters "
+        "share one run evaluated along the way. Prints the trials ranked by validation "
+        "accuracy and writes results.md, results.csv and results.json into --dir.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_flags(p)
+    g = p.add_argument_group("what to sweep")
+    g.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=VALUES",
+                   help="grid values of a config field (see below); several fields make "
+                   "their product")
+    g.add_argument("--search", choices=["random", "tpe"],
+                   help="sample the --param ranges at random or with Optuna's TPE")
+    g.add_argument("--param", nargs="+", action="extend", default=[], metavar="FIELD=SPEC",
+                   help="a search range or choice list (see below)")
+    g.add_argument("--trials", type=int, metavar="N",
+                   help="number of search trials in total (default 20)")
+    g.add_argument("--search-seed", type=int, metavar="N",
+                   help="seed of the search's sampler (default 0)")
+    g = p.add_argument_group("where and how")
+    g.add_argument("--dir", required=True, metavar="SWEEP_DIR",
+                   help="the sweep's directory: storage (sweep.db), runs/<key>/, results.*")
+    g.add_argument("--runs-dir", metavar="DIR",
+                   help="where run directories go (default SWEEP_DIR/runs); share one between "
+                   "sweeps to train identical configs once")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="trials trained at once, each in its own process with "
+                   "cores/N BLAS threads (default 1: in this process)")
+    g.add_argument("--population", type=int, default=8, metavar="K",
+                   help="train up to K trials that differ only in lr, decay, reg, dropout, "
+                   "init scale or seed as one population, when the population trainer is "
+                   "available (default 8; 1 = off)")
+    g.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL, e.g. postgresql://user:pass@host/db, so "
+                   "processes on several machines share the sweep (default: SQLite in --dir)")
+    g.add_argument("--study", metavar="NAME",
+                   help="study name in the storage (default: 'sweep' in SQLite, else "
+                   "the name of --dir)")
+    g.add_argument("--join", action="store_true",
+                   help="work on an existing shared sweep: take its grid or search from the "
+                   "storage (waiting up to a minute for it to appear); flags given must match")
+    g = p.add_argument_group("output")
+    g.add_argument("--test", action="store_true",
+                   help="also compute the best trial's test accuracy (once; cached in "
+                   "SWEEP_DIR/test.json; never used to choose)")
+    g.add_argument("--json", action="store_true",
+                   help="print a JSON list, one object per trial (config, val_acc, status, ...)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--no-figures", action="store_true",
+                   help="skip each run's PNG figures (faster for many short runs)")
+    p.set_defaults(handler=run)
+
+
+def _config_given(args) -> bool:
+    return bool(getattr(args, "preset", None)) or any(
+        getattr(args, name, None) is not None for name in RunConfig.model_fields)
+
+
+def build_spec(args):
+    """The SweepSpec the flags (and a sweep file) describe; None to reopen a stored sweep."""
+    from fcnet.experiments.space import parse_grid, parse_params
+    from fcnet.experiments.sweep import SweepSpec, load_sweep_file
+
+    tables: dict = {}
+    base_values: dict = {}
+    if args.config:
+        base_values, tables = load_sweep_file(args.config)
+        if tables:
+            args.config = None  # consumed here: [base] goes in below
+        else:
+            base_values = {}  # a plain run config: config_from_args reads it
+    grid = {**tables.get("grid", {}), **parse_grid(args.grid)}
+    points = tables.get("points", [])
+    search = dict(tables.get("search") or {})
+    params = {**search.get("params", {}), **parse_params(args.param)}
+    method = args.search or (search.get("method") if search else None)
+    if not (grid or points or method or params or tables or args.config):  # e.g. --dir only
+        if _config_given(args):
+            raise FcnetError("nothing to sweep: give --grid, --search with --param, "
+                             "or a sweep --config file")
+        return None  # reopen the sweep stored in --dir / --study
+    if params and not method:
+        raise FcnetError("--param needs --search random or --search tpe")
+    base = config_from_args(args, extra=base_values)
+    return SweepSpec(base, grid=grid, points=points, search=method, params=params,
+                     trials=args.trials or search.get("trials") or 20,
+                     seed=args.search_seed if args.search_seed is not None else
+                     (search.get("seed") or 0))
+
+
+def run(args) -> int:
+    from fcnet.experiments.sweep import best_test_accuracy, run_sweep
+
+    if args.workers < 1:
+        raise FcnetError(f"--workers must be at least 1, got {args.workers}")
+    if args.population < 1:
+        raise FcnetError(f"--population must be at least 1, got {args.population}")
+    if args.trials is not None and args.trials < 1:
+        raise FcnetError(f"--trials must be at least 1, got {args.trials}")
+    if args.join and not args.storage:
+        raise FcnetError("--join needs --storage URL (a database server the workers share)")
+    spec = build_spec(args)
+    result = run_sweep(spec, args.dir, workers=args.workers, population=args.population,
+                       storage=args.storage, study=args.study, join=args.join,
+                       runs_dir=args.runs_dir, figures=not args.no_figures, quiet=args.quiet,
+                       trials=args.trials)
+    test = best_test_accuracy(result, quiet=args.quiet) if args.test else None
+    if args.json:
+        rows = result.to_json()
+        if test is not None:
+            for r in rows:
+                if r["key"] == test["key"]:
+                    r["test_acc"] = test["test_acc"]
+                    break
+        print(json.dumps(rows, indent=2))
+    else:
+        print(result.table("text"), end="")
+        print(f"\n{len(result.rows)} trials; tables in {result.sweep_dir}/results.md, "
+              f"results.csv, results.json", file=sys.stderr)
+        if test is not None:
+            print(f"best trial {test['key']} (val acc {test['val_acc']:.4f}): test acc "
+                  f"{test['test_acc']:.4f} on {test['n']} test images "
+                  "(computed once, not used to choose)")
+    return 0 if result.ok else 1

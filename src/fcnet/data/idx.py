@@ -1,0 +1,81 @@
+"""MNIST and Fashion-MNIST in the IDX format (raw or gzipped), with magic numbers,
+sizes and labels validated."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from fcnet.data.archive import one_line
+from fcnet.data.cache import cache_dir
+from fcnet.data.core import Dataset, Split
+from fcnet.errors import FcnetError
+
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # ubyte data, 3 dims / 1 dim
+FILES = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}
+CLASSES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}
+
+
+def find_file(root: Path, stem: str, dims: int) -> Path:
+    """``train-images-idx3-ubyte[.gz]`` (or Kaggle's ``train-images.idx3-ubyte``)."""
+    for sep in ("-", "."):
+        for gz in (".gz", ""):
+            p = root / f"{stem}{sep}idx{dims}-ubyte{gz}"
+            if p.is_file():
+                return p
+    raise FcnetError(f"{root}: {stem}-idx{dims}-ubyte.gz (or the same without .gz) is missing")
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array an IDX file holds, after checking its magic number and size."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise FcnetError(f"{path}: truncated or corrupt gzip file ({one_line(err)})") from None
+    got = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if got != magic:
+        shown = "none" if got is None else f"0x{got:08x}"
+        kind = "image" if magic == IMAGES_MAGIC else "label"
+        raise FcnetError(f"{path}: wrong magic number {shown} (an IDX {kind} file starts "
+                         f"with 0x{magic:08x})")
+    ndim = magic & 0xFF
+    head = 4 + 4 * ndim
+    if len(raw) < head:
+        raise FcnetError(f"{path}: truncated header")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    size = int(np.prod(dims))
+    if len(raw) - head != size:
+        raise FcnetError(f"{path}: holds {len(raw) - head} bytes of data but its header "
+                         f"announces {'x'.join(map(str, dims))} = {size}")
+    return np.frombuffer(raw, np.uint8, size, head).reshape(dims)
+
+
+def load_idx(name: str, path: Path | None) -> Dataset:
+    root = path if path is not None else cache_dir() / name
+    if not root.is_dir():
+        hint = "" if path is not None else " (put the four IDX files there, or pass --path)"
+        raise FcnetError(f"{root}: not a folder with the {name} IDX files{hint}")
+    classes = CLASSES[name]
+    parts = {}
+    for part, (img_stem, lab_stem) in FILES.items():
+        img_path, lab_path = find_file(root, img_stem, 3), find_file(root, lab_stem, 1)
+        x, y = read_idx(img_path, IMAGES_MAGIC), read_idx(lab_path, LABELS_MAGIC)
+        if y.shape[0] != x.shape[0]:
+            raise FcnetError(f"{lab_path}: {y.shape[0]} labels for the {x.shape[0]} images "
+                             f"of {img_path.name}")
+        if x.shape[0] == 0:
+            raise FcnetError(f"{img_path}: holds no images")
+        if y.max() >= len(classes):
+            raise FcnetError(f"{lab_path}: label {int(y.max())} out of range "
+                             f"({name} labels are 0..{len(classes) - 1})")
+        parts[part] = Split(x[..., None].copy(), y.astype(np.int64))
+    return Dataset(name, parts, list(classes), str(root), meta={"format": "IDX"})

@@ -1,0 +1,131 @@
+"""One entry point for every source: resolve it, read it through the decoded-array
+cache, split it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fcnet.data import cifar10
+from fcnet.data.archive import one_line
+from fcnet.data.builtin import load_digits, load_toy
+from fcnet.data.cache import load_decoded, source_checksum, store_decoded
+from fcnet.data.core import Dataset, SplitData
+from fcnet.data.idx import load_idx
+from fcnet.data.imagefolder import load_imagefolder
+from fcnet.data.preprocess import Preprocessor
+from fcnet.data.splits import make_splits
+from fcnet.errors import FcnetError
+
+DATASETS: dict[str, str] = {
+    "cifar10": "CIFAR-10: official python batches (folder or .tar.gz) or an image-folder tree "
+               "of its classes; downloaded to the cache when no --path is given",
+    "imagefolder": "any split/class/image tree, as a folder or a .tar, .tar.gz or .zip archive",
+    "mnist": "MNIST in the IDX format (the four standard files, gzipped or raw)",
+    "fashion-mnist": "Fashion-MNIST in the IDX format (the four standard files)",
+    "digits": "scikit-learn's bundled 8x8 digits (1,797 images, offline)",
+    "toy": "the exercise's toy data: 5 samples of 4 features, 3 classes",
+}
+
+
+def _array_digest(ds: Dataset) -> str:
+    h = hashlib.sha256()
+    for s in ds.parts.values():
+        h.update(np.ascontiguousarray(s.x).tobytes())
+        h.update(np.ascontiguousarray(s.y).tobytes())
+    return h.hexdigest()
+
+
+def _cached(name: str, path: Path, load, cache: bool) -> Dataset:
+    """``load()`` through the decoded cache, keyed by the source's content checksum."""
+    if not path.exists():
+        raise FcnetError(f"{path}: no such file or directory")
+    try:
+        checksum, kind = source_checksum(path)
+        if cache and (ds := load_decoded(name, checksum)) is not None:
+            ds.meta["cache"] = "hit"
+            return ds
+        ds = load()
+    except OSError as err:  # unreadable files, a folder that vanished, ...
+        raise FcnetError(f"{err.filename or path}: {err.strerror or one_line(err)}") from None
+    ds.checksum, ds.checksum_kind = checksum, kind
+    if cache:
+        store_decoded(ds)
+    ds.meta["cache"] = "miss" if cache else "off"
+    return ds
+
+
+def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = True,
+                 cache: bool = True) -> Dataset:
+    """The predefined parts of a dataset, as uint8 images (or features) and int64 labels."""
+    if dataset not in DATASETS:
+        raise FcnetError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    t0 = time.perf_counter()
+    p = Path(path).expanduser().absolute() if path is not None else None
+    if dataset in ("digits", "toy"):
+        if p is not None:
+            raise FcnetError(f"{dataset}: is built in and takes no --path")
+        ds = load_digits() if dataset == "digits" else load_toy()
+        ds.checksum, ds.checksum_kind = _array_digest(ds), "sha256 of the arrays"
+    elif dataset == "cifar10":
+        verify = False
+        if p is None:
+            p, verify = cifar10.default_source(progress)
+
+        def load() -> Dataset:
+            if verify:  # a cached official archive, checked once per decode
+                cifar10.verify_md5(p)
+            return cifar10.load_cifar10(p, progress)
+
+        ds = _cached("cifar10", p, load, cache)
+    elif dataset == "imagefolder":
+        if p is None:
+            raise FcnetError("imagefolder: needs --path (a split/class/image folder or archive)")
+        ds = _cached("imagefolder", p, lambda: load_imagefolder(p, progress), cache)
+    else:
+        if p is not None and not p.exists():
+            raise FcnetError(f"{p}: no such file or directory")
+        root = p
+        if root is None:
+            from fcnet.data.cache import cache_dir
+
+            root = cache_dir() / dataset
+            if not root.is_dir():
+                raise FcnetError(f"{root}: not found; put the four {dataset} IDX files there "
+                                 "(train-images-idx3-ubyte.gz, ...) or pass --path")
+        ds = _cached(dataset, root, lambda: load_idx(dataset, root), cache)
+    ds.meta["load_s"] = round(time.perf_counter() - t0, 3)
+    return ds
+
+
+def load_splits(dataset: str, path: str | None = None, val_size: int | None = None,
+                test_size: int | None = None, seed: int = 0, progress: bool = True,
+                train_size: int | None = None, cache: bool = True) -> SplitData:
+    """Load ``dataset`` and split it reproducibly.
+
+    val_size None: the dataset's default (cifar10 1,000, else 10% of the training part);
+    test_size None: the whole predefined test split (digits: a seeded 20% carved out;
+    toy: train = val = test = its 5 samples); train_size None: all that is left.
+    ``data.meta["split"]`` records the sizes, the seed and a hash of the indices.
+    """
+    ds = load_dataset(dataset, path, progress=progress, cache=cache)
+    return make_splits(ds, val_size, test_size, seed, train_size)
+
+
+def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
+                     num_test: int = 1000, path: str | None = None, progress: bool = False):
+    """The course's ``get_CIFAR10_data``: X_train, y_train, X_val, y_val, X_test, y_test
+    as float64 rows (N, 3072) with the mean training image subtracted.
+
+    On the official batches the rows are exactly the exercise's (train = the first
+    num_training, val = the next num_validation, test = the first num_test); on an
+    image-folder copy they are a seeded (seed 0) stratified draw of the same sizes."""
+    ds = load_dataset("cifar10", path, progress=progress)
+    data = make_splits(ds, num_validation, num_test, 0, num_training)
+    prep = Preprocessor("mean").fit(data.train.x)
+    X_train, X_val, X_test = (prep.transform(s.x) for s in (data.train, data.val, data.test))
+    return (X_train, np.asarray(data.train.y), X_val, np.asarray(data.val.y), X_test,
+            np.asarray(data.test.y))

@@ -1,0 +1,169 @@
+"""Preprocessing fitted on the training split only, then applied unchanged to
+val, test and new images; its state saves to .npz and reloads without pickle."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from fcnet.errors import FcnetError
+
+KINDS = ("mean", "channel", "scale", "none")
+DTYPES = ("float64", "float32")
+
+
+class Preprocessor:
+    """Rows (N, ...) -> float features (N, D).
+
+    kind
+        ``mean``: subtract the mean training image (the exercise);
+        ``channel``: ``(x/255 - 0.5)/0.5`` per channel (the PyTorch exercise's Normalize);
+        ``scale``: ``x/255``; ``none``: the values as they are.
+    pca
+        None, a component count (int >= 1) or a fraction of variance to keep (0 < f < 1),
+        fitted with scikit-learn on the output of ``kind``.
+    whiten
+        divide each PCA component by its standard deviation.
+    dtype
+        float64 or float32; a float32 transform never makes a float64 copy.
+    """
+
+    def __init__(self, kind: str = "mean", pca: float | int | None = None, whiten: bool = False,
+                 dtype: str = "float64"):
+        if kind not in KINDS:
+            raise FcnetError(f"preprocess: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+        if str(np.dtype(dtype)) not in DTYPES:
+            raise FcnetError(f"preprocess: dtype must be float64 or float32, got {dtype!r}")
+        if pca is not None:
+            if isinstance(pca, bool) or not isinstance(pca, int | float | np.number) or pca <= 0:
+                raise FcnetError(f"preprocess: pca must be a count >= 1 or a fraction in (0, 1), "
+                                 f"got {pca!r}")
+            if pca >= 1:
+                if float(pca) != int(pca):
+                    raise FcnetError(f"preprocess: a pca count must be whole, got {pca!r}")
+                pca = int(pca)
+        if whiten and pca is None:
+            raise FcnetError("preprocess: whiten needs pca")
+        self.kind, self.pca, self.whiten = kind, pca, bool(whiten)
+        self.dtype = np.dtype(dtype)
+        self.input_dim: int | None = None
+        self.mean: np.ndarray | None = None  # (D,) mean training row, kind "mean"
+        self.pca_mean: np.ndarray | None = None  # (D,)
+        self.components: np.ndarray | None = None  # (K, D)
+        self.explained_variance: np.ndarray | None = None  # (K,)
+        self.explained_variance_curve: np.ndarray | None = None  # cumulative ratio, all comps
+
+    def __repr__(self) -> str:
+        pca = "" if self.pca is None else f", pca={self.pca!r}, whiten={self.whiten}"
+        return f"Preprocessor(kind={self.kind!r}{pca}, dtype={self.dtype.name!r})"
+
+    @property
+    def output_dim(self) -> int | None:
+        return self.components.shape[0] if self.components is not None else self.input_dim
+
+    def fit(self, x: np.ndarray) -> Preprocessor:
+        """Fit on training rows x (N, ...) only."""
+        x = np.asarray(x)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise FcnetError(f"preprocess: fit needs rows (N, ...), got shape {x.shape}")
+        n = x.shape[0]
+        flat = x.reshape(n, -1)
+        self.input_dim = flat.shape[1]
+        if self.kind == "mean":
+            # float64 accumulation over uint8 rows, without a float copy of the data
+            self.mean = np.mean(flat, axis=0, dtype=np.float64)
+        if self.pca is not None:
+            self._fit_pca(self._base(flat))
+        return self
+
+    def _fit_pca(self, z: np.ndarray) -> None:
+        import sklearn
+        from sklearn.decomposition import PCA
+
+        n, d = z.shape
+        full = min(n, d)
+        if isinstance(self.pca, int) and self.pca > full:
+            raise FcnetError(f"preprocess: pca {self.pca} is more than the {full} components "
+                             f"{n} rows of {d} values have")
+        # all components, so the whole explained-variance curve is known;
+        # covariance_eigh (sklearn >= 1.5) is far faster when rows outnumber features
+        has_eigh = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 5)
+        solver = "covariance_eigh" if has_eigh and n >= d else "full"
+        p = PCA(n_components=full, svd_solver=solver, copy=False).fit(z)  # z is ours
+        ratio = p.explained_variance_ratio_
+        self.explained_variance_curve = np.cumsum(ratio)
+        if isinstance(self.pca, int):
+            k = self.pca
+        else:  # smallest count whose cumulative ratio reaches the fraction (sklearn's rule)
+            k = int(np.searchsorted(self.explained_variance_curve, self.pca, side="right")) + 1
+            k = min(k, full)
+        self.pca_mean = p.mean_.astype(self.dtype)
+        self.components = p.components_[:k].astype(self.dtype)
+        self.explained_variance = p.explained_variance_[:k].astype(self.dtype)
+
+    def _base(self, flat: np.ndarray) -> np.ndarray:
+        """kind's transform of (N, D) rows into a new array of self.dtype."""
+        out = flat.astype(self.dtype)  # the one copy, already in the target dtype
+        if self.kind == "mean":
+            out -= self.mean.astype(self.dtype, copy=False)
+        elif self.kind == "channel":
+            out /= 255
+            out -= 0.5
+            out /= 0.5
+        elif self.kind == "scale":
+            out /= 255
+        return out
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """x (N, ...) -> (N, D) of dtype, D = the input size or the PCA count."""
+        if self.input_dim is None:
+            raise FcnetError("preprocess: transform before fit")
+        x = np.asarray(x)
+        n = x.shape[0] if x.ndim else 0
+        flat = x.reshape(n, -1) if x.ndim >= 2 else None
+        if flat is None or flat.shape[1] != self.input_dim:
+            raise FcnetError(f"preprocess: rows of {self.input_dim} values expected, got shape "
+                             f"{x.shape}")
+        z = self._base(flat)
+        if self.components is None:
+            return z
+        z -= self.pca_mean
+        out = z @ self.components.T  # (N, D) @ (D, K), as PCA.transform
+        if self.whiten:
+            out /= np.sqrt(self.explained_variance)
+        return out
+
+    def fit_transform(self, x: np.ndarray) -> np.ndarray:
+        return self.fit(x).transform(x)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays only (np.savez-able, reloadable with allow_pickle=False)."""
+        if self.input_dim is None:
+            raise FcnetError("preprocess: state before fit")
+        s = {"kind": np.array(self.kind), "dtype": np.array(self.dtype.name),
+             "whiten": np.array(self.whiten), "input_dim": np.array(self.input_dim),
+             "pca": np.array(-1.0 if self.pca is None else float(self.pca))}
+        for k in ("mean", "pca_mean", "components", "explained_variance",
+                  "explained_variance_curve"):
+            if getattr(self, k) is not None:
+                s[k] = getattr(self, k)
+        return s
+
+    @classmethod
+    def from_state(cls, d: Mapping[str, np.ndarray]) -> Preprocessor:
+        """Rebuild from ``state()`` (a dict or an opened .npz); transforms identically."""
+        try:
+            pca = float(d["pca"])
+            p = cls(str(d["kind"]), None if pca < 0 else pca, bool(d["whiten"]),
+                    str(d["dtype"]))
+            p.input_dim = int(d["input_dim"])
+            for k in ("mean", "pca_mean", "components", "explained_variance",
+                      "explained_variance_curve"):
+                if k in d:
+                    setattr(p, k, np.asarray(d[k]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise FcnetError(f"preprocess state: missing or bad entry ({err})") from None
+        if p.kind == "mean" and p.mean is None or p.pca is not None and p.components is None:
+            raise FcnetError("preprocess state: arrays missing for its kind / pca")
+        return p

@@ -1,0 +1,1 @@
+"""Experiments built from many runs: sweeps and the reproduced study."""

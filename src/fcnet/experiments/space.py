@@ -1,0 +1,303 @@
+"""What a sweep varies: grid values and search ranges, parsed from text.
+
+Grid (``--grid FIELD=VALUES``), one value list per RunConfig field:
+
+    lr=1e-3,1e-4          a list
+    hidden=50,100         one hidden layer each: [50], [100]
+    hidden=100x50,200     two layers [100, 50], then [200]  (or JSON: [100,50],[200])
+    iters=1000:10000:1000 an inclusive range START:STOP:STEP (numeric fields)
+
+Search (``--param FIELD=SPEC``), for random or TPE search:
+
+    lr=1e-5:1e-2:log      log-uniform between the bounds
+    reg=0:1               uniform
+    reg=0:1:0.25          uniform on a step of 0.25
+    batch_size=100:500    integers (the field is an int)
+    hidden=50,100,100x50  a choice between values
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from fcnet.config import RunConfig, make_config
+from fcnet.errors import FcnetError
+
+FIELDS = RunConfig.model_fields
+
+
+def run_key(config: RunConfig) -> str:
+    """A short, stable name for a config: the first 12 hex digits of the sha256 of
+    its canonical JSON. Identical configs share one run directory and run once."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+
+
+def check_field(name: str, where: str) -> str:
+    """``name`` if it is a RunConfig field, else FcnetError naming ``where``."""
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, list(FIELDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FcnetError(f"{where}: unknown config field {name!r}{hint}")
+    return name
+
+
+def _numeric_kind(name: str) -> type | None:
+    """int or float for a numeric field (Optional allowed), else None."""
+    ann = FIELDS[name].annotation
+    args = typing.get_args(ann) or (ann,)
+    if bool in args:
+        return None
+    if int in args:
+        return int
+    if float in args:
+        return float
+    return None
+
+
+def _optional(name: str) -> bool:
+    return type(None) in typing.get_args(FIELDS[name].annotation)
+
+
+def _literals(name: str) -> tuple:
+    ann = FIELDS[name].annotation
+    return typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
+
+
+def split_values(text: str) -> list[str]:
+    """Split on commas that are not inside brackets: ``[1,2],[3]`` -> two values."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[(":
+            depth += 1
+        elif ch in "])":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_value(name: str, text: str) -> Any:
+    """One value of field ``name`` from text (JSON where it parses, else the string)."""
+    text = text.strip()
+    if name == "hidden" and "x" in text and not text.startswith("["):
+        try:
+            return [int(h) for h in text.split("x")]
+        except ValueError:
+            raise FcnetError(f"hidden: expected sizes like 100x50, got {text!r}") from None
+    if text in ("none", "None") and _optional(name) and text not in _literals(name):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    if name == "hidden" and isinstance(value, int):
+        value = [value]
+    return value
+
+
+def _number(text: str, where: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise FcnetError(f"{where}: expected a number, got {text!r}") from None
+
+
+def _range(name: str, text: str, where: str) -> list:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise FcnetError(f"{where}: a range is START:STOP:STEP, got {text!r}")
+    start, stop, step = (_number(p, where) for p in parts)
+    if step <= 0 or stop < start:
+        raise FcnetError(f"{where}: a range needs STEP > 0 and STOP >= START, got {text!r}")
+    n = int(round((stop - start) / step))
+    if n > 10_000:
+        raise FcnetError(f"{where}: {text!r} makes {n + 1} values; that is too many")
+    if all(isinstance(v, int) for v in (start, stop, step)):
+        return list(range(start, stop + 1, step))
+    # print-round so 0.1 steps give 0.3, not 0.30000000000000004
+    values = [float(f"{start + i * step:.12g}") for i in range(n + 1)]
+    return [v for v in values if v <= stop * (1 + 1e-12)]
+
+
+def parse_grid_item(item: str) -> tuple[str, list]:
+    """``FIELD=V1,V2`` (or a range) -> (field, [values])."""
+    name, eq, text = item.partition("=")
+    name = name.strip().replace("-", "_")
+    if not eq or not text.strip():
+        raise FcnetError(f"--grid {item!r}: expected FIELD=V1,V2,...")
+    check_field(name, f"--grid {item!r}")
+    where = f"--grid {name}"
+    if ":" in text and "," not in text and _numeric_kind(name) is not None:
+        values = _range(name, text, where)
+    else:
+        values = [parse_value(name, v) for v in split_values(text)]
+    return name, normalise_values(name, values, where)
+
+
+def normalise_values(name: str, values: list, where: str) -> list:
+    """Grid values of one field, from TOML or text: ranges expanded, hidden sizes as lists."""
+    out = []
+    for v in values:
+        if isinstance(v, str) and name != "hidden" and ":" in v and _numeric_kind(name):
+            out.extend(_range(name, v, where))
+        elif name == "hidden" and isinstance(v, str):
+            out.append(parse_value(name, v))
+        elif name == "hidden" and isinstance(v, int):
+            out.append([v])
+        else:
+            out.append(v)
+    if not out:
+        raise FcnetError(f"{where}: no values")
+    seen = []
+    for v in out:
+        if v in seen:
+            raise FcnetError(f"{where}: value {v!r} is listed twice")
+        seen.append(v)
+    return out
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    grid: dict[str, list] = {}
+    for item in items:
+        name, values = parse_grid_item(item)
+        if name in grid:
+            raise FcnetError(f"--grid {name}: given twice")
+        grid[name] = values
+    return grid
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One dimension of a random/TPE search: a range (optionally log or stepped) or choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+    choices: tuple | None = None
+
+    @classmethod
+    def parse(cls, item: str) -> SearchParam:
+        """``FIELD=LOW:HIGH[:log|:STEP]`` or ``FIELD=A,B,C``."""
+        name, eq, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        where = f"--param {item!r}"
+        if not eq or not text.strip():
+            raise FcnetError(f"{where}: expected FIELD=LOW:HIGH[:log] or FIELD=A,B,...")
+        check_field(name, where)
+        kind = _numeric_kind(name)
+        if ":" in text and "," not in text and kind is not None:
+            parts = text.split(":")
+            if len(parts) not in (2, 3):
+                raise FcnetError(f"{where}: a range is LOW:HIGH, LOW:HIGH:log or LOW:HIGH:STEP")
+            low, high = (_number(p, where) for p in parts[:2])
+            log, step = False, None
+            if len(parts) == 3:
+                if parts[2].strip() == "log":
+                    log = True
+                else:
+                    step = _number(parts[2], where)
+                    if step <= 0:
+                        raise FcnetError(f"{where}: STEP must be positive")
+            if not low < high:
+                raise FcnetError(f"{where}: needs LOW < HIGH")
+            if log and low <= 0:
+                raise FcnetError(f"{where}: a log range needs LOW > 0")
+            integer = kind is int
+            if integer and (low != int(low) or high != int(high)):
+                raise FcnetError(f"{where}: {name} is an integer field; bounds must be integers")
+            return cls(name, float(low), float(high), log, step, integer)
+        values = [parse_value(name, v) for v in split_values(text)]
+        if len(values) < 2:
+            raise FcnetError(f"{where}: give a range LOW:HIGH or at least two choices")
+        return cls(name, choices=tuple(_choice_key(v) for v in values))
+
+    def suggest(self, trial) -> Any:
+        """The value an Optuna trial suggests for this field."""
+        if self.choices is not None:
+            return _choice_value(self.name, trial.suggest_categorical(self.name, self.choices))
+        if self.integer:
+            step = int(self.step) if self.step else 1
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=step,
+                                     log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return ",".join(str(c) for c in self.choices)
+        tail = ":log" if self.log else (f":{self.step:g}" if self.step else "")
+        return f"{self.low:g}:{self.high:g}{tail}"
+
+
+def _choice_key(value: Any) -> Any:
+    """Optuna choices must be scalars: hidden [100, 50] is stored as '100x50'."""
+    if isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    return value
+
+
+def _choice_value(name: str, value: Any) -> Any:
+    return parse_value(name, value) if name == "hidden" and isinstance(value, str) else value
+
+
+def parse_params(items: list[str]) -> dict[str, SearchParam]:
+    params: dict[str, SearchParam] = {}
+    for item in items:
+        p = SearchParam.parse(item)
+        if p.name in params:
+            raise FcnetError(f"--param {p.name}: given twice")
+        params[p.name] = p
+    return params
+
+
+def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep") -> RunConfig:
+    """``base`` with ``changes`` applied and validated.
+
+    Setting ``iters`` clears an ``epochs`` inherited from the base (and the other
+    way round is not needed: epochs already overrides iters)."""
+    values = base.model_dump()
+    values.update(changes)
+    if "iters" in changes and "epochs" not in changes:
+        values["epochs"] = None
+    try:
+        return make_config(values)
+    except FcnetError as err:
+        raise FcnetError(f"{where} {_describe(changes)}: {err}") from None
+
+
+def _describe(changes: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_choice_key(v)}" for k, v in changes.items()) or "(base)"
+
+
+def expand(base: RunConfig, grid: dict[str, list], points: list[dict] | None = None
+           ) -> list[tuple[dict, RunConfig]]:
+    """Every (changes, config) of ``points x product(grid)``, in grid order.
+
+    Each point is a dict of fields; the grid's product is applied on top of it,
+    so points [{hidden: [50]}, {hidden: [100]}] with grid {reg: [0, 0.25]} give
+    four configs. Every config is validated here, before any work starts."""
+    out = []
+    names = list(grid)
+    for point in points or [{}]:
+        for name in point:
+            check_field(name, "points")
+        for combo in itertools.product(*(grid[n] for n in names)):
+            changes = {**point, **dict(zip(names, combo, strict=True))}
+            out.append((changes, with_changes(base, changes)))
+    return out

@@ -1,0 +1,148 @@
+"""Where a sweep keeps its trials: Optuna's RDB storage.
+
+By default an SQLite file in the sweep directory, used by one `fcnet sweep`
+process at a time (a lock file enforces it, so every RUNNING trial found on
+start belongs to a process that died). A server URL (postgresql://...) lets
+processes on several machines share one sweep; there a trial is stale when its
+heartbeat, recorded by the database's clock, stops for ``GRACE_S`` seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import warnings
+from pathlib import Path
+
+from fcnet.errors import FcnetError
+
+HEARTBEAT_S = 10  # how often a live process touches each trial it runs
+GRACE_S = 60  # silence after which another process may take the trial over
+DB_NAME = "sweep.db"
+
+
+def default_url(sweep_dir: Path) -> str:
+    return f"sqlite:///{(Path(sweep_dir) / DB_NAME).resolve()}"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def quiet_optuna() -> None:
+    """Optuna logs every trial at INFO and warns that heartbeats are experimental."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def open_storage(url: str):
+    """An Optuna RDBStorage for ``url``; FcnetError when it cannot be reached."""
+    import optuna
+    import sqlalchemy.exc
+
+    quiet_optuna()
+    kwargs: dict = {}
+    if is_sqlite(url):
+        # other readers (e.g. `optuna-dashboard`) may hold the file briefly
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                      engine_kwargs={"pool_pre_ping": True})
+    try:
+        return optuna.storages.RDBStorage(url, **kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FcnetError(f"--storage {_safe(url)}: cannot open ({msg})") from None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        cred, _, host = rest.rpartition("@")
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
+    return url
+
+
+class DirLock:
+    """An exclusive lock on a directory, held by an open file (released when the
+    process exits, however it exits)."""
+
+    def __init__(self, directory: Path, what: str):
+        self.path = Path(directory) / ".lock"
+        self.what = what
+        self._f = None
+
+    def acquire(self, wait: bool = False) -> DirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise FcnetError(f"{self.path.parent}: {self.what} is in use by {holder}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        self._f = f
+        return self
+
+    def release(self) -> None:
+        if self._f is not None:
+            fcntl.flock(self._f, fcntl.LOCK_UN)
+            self._f.close()
+            self._f = None
+
+    def __enter__(self) -> DirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+class Heartbeat:
+    """A thread that records a heartbeat for every trial this process holds."""
+
+    def __init__(self, storage, interval: float = HEARTBEAT_S):
+        self.storage = storage
+        self.interval = interval
+        self.trial_ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fcnet-heartbeat", daemon=True)
+        self._thread.start()
+
+    def add(self, trial_id: int) -> None:
+        with self._lock:
+            self.trial_ids.add(trial_id)
+        self._beat([trial_id])
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self.trial_ids.discard(trial_id)
+
+    def _beat(self, ids) -> None:
+        for tid in ids:
+            try:
+                self.storage.record_heartbeat(tid)
+            except Exception:  # a blip in the connection: the next beat retries
+                pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                ids = list(self.trial_ids)
+            self._beat(ids)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

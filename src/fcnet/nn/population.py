@@ -1,0 +1,374 @@
+"""Population training: K configurations of one architecture trained at once.
+
+Sweeps mostly vary what leaves array shapes alone (learning rate, decay,
+regularisation, dropout, init scale, init seed).  ``PopulationSolver`` stacks
+the K members' weights, so one large matrix product replaces K small ones:
+
+- layer 1: every member sees the same minibatch X (N, D), so all K first
+  layers are one product X @ [W1_1 ... W1_K], (N, D) @ (D, K*H1), and their
+  updates one product X^T dZ1, (D, N) @ (N, K*H1);
+- deeper layers: batched products, (K, N, H) @ (K, H, H') (``np.matmul``
+  broadcasting over the member axis).
+
+Common random numbers: the members share one minibatch stream, drawn from
+``RandomState(seed)`` exactly as ``Solver(seed=seed)`` draws it, so member k is
+the lone run ``Solver(model_k, ..., seed=seed)`` with member k's
+hyper-parameters, to float rounding (tests/test_population.py checks this), and
+differences between members come from their settings, not from the batches
+they happened to draw.  Dropout masks are the exception: a lone Solver draws
+them from its batch stream, a member draws them from its own stream
+``default_rng(SeedSequence(seed).spawn(K)[k])`` (independent of the other
+members and of K), so a member with dropout matches a lone run in distribution,
+not draw for draw.
+
+Only plain SGD (the exercise's rule) is supported.  A member whose loss stops
+being finite is frozen at its last good parameters (its history ends there, as
+a lone Solver's would); the others train on unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from fcnet.errors import FcnetError
+from fcnet.nn.fpenv import flush_denormals
+from fcnet.nn.model import MLP, legacy_rng
+from fcnet.nn.solver import SAMPLING, draw_batch
+
+
+def _per_member(name: str, value, k: int, low: float, high: float, low_open: bool) -> np.ndarray:
+    """A scalar or K values -> float64 (K,), each checked against (low, high]."""
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.ndim != 1 or arr.size not in (1, k):
+        raise FcnetError(f"{name} must be one value or {k} values (one per member), got {value!r}")
+    arr = np.broadcast_to(arr, (k,)).copy()
+    below = arr <= low if low_open else arr < low
+    if not np.isfinite(arr).all() or below.any() or (arr > high).any():
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise FcnetError(f"{name} must lie in {bound}, got {arr.tolist()}")
+    return arr
+
+
+class PopulationWorkspace:
+    """Preallocated buffers of one population step, for batches of n rows.
+
+    x (N, D), y (N,); z1 (N, K*H1): layer 1's product, reused for dZ1 in the
+    backward pass; acts[l] (K, N, H_{l+1}) and dacts[l] (K, N, H_{l+1});
+    masks[l] (K, N, H_{l+1}) or None; tmp mirrors the stacked weights.
+    """
+
+    def __init__(self, pop: PopulationSolver, n: int):
+        dt, k, sizes = pop.dtype, pop.k, pop.sizes
+        self.n = n
+        self.x = np.empty((n, sizes[0]), dtype=dt)
+        self.y = np.empty(n, dtype=np.intp)
+        self.z1 = np.empty((n, k * sizes[1]), dtype=dt)
+        self.acts = [np.empty((k, n, h), dtype=dt) for h in sizes[1:]]
+        self.dacts = [np.empty((k, n, h), dtype=dt) for h in sizes[1:-1]]
+        self.masks: list[np.ndarray | None] = [None] * (len(sizes) - 2)
+        if (pop.keeps < 1).any():
+            self.masks = [np.ones((k, n, h), dtype=dt) for h in sizes[1:-1]]
+        self.tmp = [np.empty_like(w) for w in pop.W]
+
+
+class PopulationSolver:
+    """Train K same-shaped MLPs at once with plain SGD, sharing every minibatch.
+
+    Parameters
+    ----------
+    models : K MLPs with identical layer sizes and dtype; their initial weights
+        (any init scale or seed) are copied into the population's stacks, and
+        each model's ``params`` then become live views of its slice, so
+        ``models[k].predict(X)`` works during and after training.
+    X, y, X_val, y_val : training (N, D), (N,) and validation data, shared.
+    learning_rates, decays, regs : one value for all or K values (Solver's
+        learning_rate, learning_rate_decay, reg).
+    dropout_keeps : None (each model's own ``dropout_keep``), one value or K.
+    num_iters, batch_size, sampling : as Solver.
+    seed : the shared minibatch stream, ``RandomState(seed)`` as
+        ``Solver(seed=seed)``; None draws from NumPy's global generator.
+    callback : ``callback(pop, event)`` with event 'iter' after every step and
+        'epoch' after every epoch record (e.g. to read ``val_accuracies()``).
+    flush_denormals : flush subnormal floats to zero during ``run``.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[MLP],
+        X,
+        y,
+        X_val,
+        y_val,
+        learning_rates: float | Sequence[float] = 1e-3,
+        decays: float | Sequence[float] = 0.95,
+        regs: float | Sequence[float] = 5e-6,
+        dropout_keeps: float | Sequence[float] | None = None,
+        num_iters: int = 100,
+        batch_size: int = 200,
+        seed: int | None = 0,
+        sampling: str = "replacement",
+        callback: Callable | None = None,
+        flush_denormals: bool = True,
+        verbose: bool = False,
+    ):
+        models = list(models)
+        if not models:
+            raise FcnetError("a population needs at least one model")
+        first = models[0]
+        for i, m in enumerate(models):
+            if not isinstance(m, MLP):
+                raise FcnetError(f"models[{i}] is not an MLP")
+            if m.sizes != first.sizes or m.dtype != first.dtype:
+                raise FcnetError(
+                    f"models[{i}] is {m!r}, but a population needs every member shaped "
+                    f"like models[0], {first!r}"
+                )
+        if len({id(m) for m in models}) != len(models):
+            raise FcnetError("each population member must be a distinct MLP object")
+        if sampling not in SAMPLING:
+            raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+        if batch_size <= 0:
+            raise FcnetError(f"batch_size must be positive, got {batch_size}")
+        k = len(models)
+        self.k, self.models, self.sizes, self.dtype = k, models, list(first.sizes), first.dtype
+        self.lr0 = _per_member("learning_rates", learning_rates, k, 0.0, math.inf, True)
+        self.decays = _per_member("decays", decays, k, 0.0, 1.0, True)
+        self.regs = _per_member("regs", regs, k, 0.0, math.inf, False)
+        keeps = [m.dropout_keep for m in models] if dropout_keeps is None else dropout_keeps
+        self.keeps = _per_member("dropout_keeps", keeps, k, 0.0, 1.0, True)
+        for m, keep in zip(models, self.keeps, strict=True):
+            m.dropout_keep = float(keep)
+
+        X, y = first.check_inputs(X, y)
+        X_val, y_val = first.check_inputs(X_val, y_val)
+        if sampling == "shuffle" and batch_size > X.shape[0]:
+            raise FcnetError(
+                f"batch_size {batch_size} exceeds the {X.shape[0]} training rows "
+                "(sampling 'shuffle' draws each batch without replacement)"
+            )
+        self.X = np.ascontiguousarray(X, dtype=self.dtype)
+        self.y = y
+        self.X_val = np.ascontiguousarray(X_val, dtype=self.dtype)
+        self.y_val = y_val
+        self.num_iters = int(num_iters)
+        self.batch_size = int(batch_size)
+        self.sampling = sampling
+        self.callback = callback
+        self.flush_denormals = flush_denormals
+        self.verbose = verbose
+        self.rng = legacy_rng(seed)
+        children = np.random.SeedSequence(seed).spawn(k)
+        self.mask_rngs = [np.random.default_rng(c) for c in children]
+        self.iters_per_epoch = max(self.X.shape[0] // self.batch_size, 1)
+        self._stack(models)
+
+        self.it = 0
+        self.lr = self.lr0.copy()
+        self.diverged_at: list[int | None] = [None] * k
+        self.active = np.ones(k, dtype=bool)
+        self._losses = np.full((self.num_iters, k), np.nan)
+        self.train_acc_history: list[list[float]] = [[] for _ in range(k)]
+        self.val_acc_history: list[list[float]] = [[] for _ in range(k)]
+        self.lr_history: list[list[float]] = [[] for _ in range(k)]
+        self._perm = np.empty(0, dtype=np.intp)
+        self._ws: PopulationWorkspace | None = None
+
+    # ------------------------------------------------------------- stacking
+    def _stack(self, models: list[MLP]) -> None:
+        """W[0] (D, K, H1), so [W1_1 ... W1_K] is its (D, K*H1) reshape;
+        W[l] (K, H_l, H_{l+1}) for l >= 1; b[l] (K, H_{l+1})."""
+        k, sizes, dt = self.k, self.sizes, self.dtype
+        self.L = len(sizes) - 1
+        self.W = [np.empty((sizes[0], k, sizes[1]), dtype=dt)]
+        shapes = zip(sizes[1:-1], sizes[2:], strict=True)
+        self.W += [np.empty((k, a, b), dtype=dt) for a, b in shapes]
+        self.b = [np.empty((k, h), dtype=dt) for h in sizes[1:]]
+        for j, m in enumerate(models):
+            self.W[0][:, j, :] = m.params["W1"]
+            for i in range(1, self.L):
+                self.W[i][j] = m.params[f"W{i + 1}"]
+            for i in range(self.L):
+                self.b[i][j] = m.params[f"b{i + 1}"]
+            # the member's params become views of its slice: always current
+            m.params["W1"] = self.W[0][:, j, :]
+            for i in range(1, self.L):
+                m.params[f"W{i + 1}"] = self.W[i][j]
+            for i in range(self.L):
+                m.params[f"b{i + 1}"] = self.b[i][j]
+            m._ws = None
+
+    def workspace(self, n: int) -> PopulationWorkspace:
+        if self._ws is None or self._ws.n != n:
+            self._ws = PopulationWorkspace(self, n)
+        return self._ws
+
+    # -------------------------------------------------------------- forward
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        """Every member's class scores (K, N, C) at prediction time (no dropout)."""
+        n, k, h1 = X.shape[0], self.k, self.sizes[1]
+        z1 = np.matmul(np.asarray(X, dtype=self.dtype), self.W[0].reshape(-1, k * h1))
+        a = z1.reshape(n, k, h1).transpose(1, 0, 2) + self.b[0][:, None, :]
+        for i in range(1, self.L):
+            np.maximum(a, 0, out=a)
+            a = np.matmul(a, self.W[i])
+            a += self.b[i][:, None, :]
+        return a
+
+    def predict(self, X) -> np.ndarray:
+        """Every member's predicted labels (K, N)."""
+        X, _ = self.models[0].check_inputs(X)
+        return np.argmax(self.scores(X), axis=2)
+
+    def val_accuracies(self, chunk: int = 4096) -> np.ndarray:
+        """Validation accuracy of every member now, (K,)."""
+        correct = np.zeros(self.k, dtype=np.int64)
+        for s in range(0, self.X_val.shape[0], chunk):
+            pred = np.argmax(self.scores(self.X_val[s : s + chunk]), axis=2)
+            correct += (pred == self.y_val[s : s + chunk]).sum(axis=1)
+        return correct / max(self.X_val.shape[0], 1)
+
+    def _forward_loss(self, ws: PopulationWorkspace) -> tuple[np.ndarray, np.ndarray]:
+        """Training forward pass on ws.x; returns J per member (K,) and
+        dJ/dz_L (K, N, C), written over the scores."""
+        n, k, h1, L = ws.n, self.k, self.sizes[1], self.L
+        # layer 1 for all members at once: (N, D) @ (D, K*H1), then to (K, N, H1)
+        np.matmul(ws.x, self.W[0].reshape(-1, k * h1), out=ws.z1)
+        a = ws.acts[0]
+        np.add(ws.z1.reshape(n, k, h1).transpose(1, 0, 2), self.b[0][:, None, :], out=a)
+        for i in range(1, L + 1):
+            if i > 1:  # a_i = a_{i-1} W_i + b_i, member by member
+                a = np.matmul(ws.acts[i - 2], self.W[i - 1], out=ws.acts[i - 1])
+                a += self.b[i - 1][:, None, :]
+            if i < L:
+                np.maximum(a, 0, out=a)
+                if ws.masks[i - 1] is not None:
+                    self._draw_masks(ws.masks[i - 1])
+                    a *= ws.masks[i - 1]
+        # per-member mean cross-entropy, as layers.softmax_loss
+        d, rows = ws.acts[L - 1], np.arange(n)
+        d -= d.max(axis=2, keepdims=True)
+        correct = d[:, rows, ws.y].astype(np.float64)  # (K, N)
+        np.exp(d, out=d)
+        sums = d.sum(axis=2, keepdims=True)
+        loss = np.mean(np.log(sums[:, :, 0].astype(np.float64)) - correct, axis=1)
+        d /= sums
+        d[:, rows, ws.y] -= 1
+        d /= n
+        # + reg_k * sum_l ||W_l,k||^2
+        sq = np.einsum("ij,ij->j", self.W[0].reshape(-1, k * h1), self.W[0].reshape(-1, k * h1))
+        sq = sq.reshape(k, h1).sum(axis=1, dtype=np.float64)
+        for w in self.W[1:]:
+            sq += np.einsum("kij,kij->k", w, w)
+        loss += self.regs * sq
+        return loss, d
+
+    def _draw_masks(self, masks: np.ndarray) -> None:
+        """Inverted-dropout masks (K, N, H): member k's from its own stream."""
+        for j in np.flatnonzero(self.keeps < 1):
+            keep = self.keeps[j]
+            u = self.mask_rngs[j].random(masks.shape[1:], dtype=self.dtype)
+            np.multiply(u < keep, 1.0 / keep, out=masks[j])
+
+    # ----------------------------------------------------------------- step
+    def step(self) -> np.ndarray:
+        """One iteration for every member; returns the losses (K,)."""
+        it, k, h1 = self.it, self.k, self.sizes[1]
+        ws = self.workspace(self.batch_size)
+        idx, self._perm = draw_batch(
+            self.rng, self.X.shape[0], self.batch_size, self.sampling, it,
+            self.iters_per_epoch, self._perm,
+        )
+        np.take(self.X, idx, axis=0, out=ws.x, mode="clip")
+        np.take(self.y, idx, out=ws.y, mode="clip")
+        if self.active.all():
+            loss, dz = self._forward_loss(ws)
+        else:  # frozen members keep overflowing; their results are discarded
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, dz = self._forward_loss(ws)
+        live = self.active.copy()
+        self._losses[it, live] = loss[live]
+        for j in np.flatnonzero(live & ~np.isfinite(loss)):
+            self.diverged_at[j] = it  # frozen at its last good parameters
+            self.active[j] = False
+        frozen = ~self.active
+        # fused SGD, as MLP.sgd_step: fold -lr into dz, then W <- shrink W + a^T dz
+        dz *= (-self.lr).astype(self.dtype)[:, None, None]
+        shrink = 1.0 - 2.0 * self.lr * self.regs
+        shrink[frozen] = 1.0
+        any_reg = bool((shrink != 1.0).any())
+        if frozen.any():
+            dz[frozen] = 0
+        for i in range(self.L - 1, -1, -1):  # stacked layer i is the model's layer i + 1
+            W, b, step = self.W[i], self.b[i], ws.tmp[i]
+            if i > 0:
+                a_prev = ws.acts[i - 1]
+                da = np.matmul(dz, W.transpose(0, 2, 1), out=ws.dacts[i - 1])
+                np.matmul(a_prev.transpose(0, 2, 1), dz, out=step)
+                if frozen.any():
+                    step[frozen] = 0
+                if any_reg:
+                    W *= shrink.astype(self.dtype)[:, None, None]
+            else:  # all members at once: X^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
+                dz1 = ws.z1.reshape(ws.n, k, h1)
+                np.copyto(dz1, dz.transpose(1, 0, 2))
+                np.matmul(ws.x.T, ws.z1, out=step.reshape(-1, k * h1))
+                if frozen.any():
+                    step[:, frozen] = 0
+                if any_reg:
+                    W *= shrink.astype(self.dtype)[None, :, None]
+            W += step
+            b += dz.sum(axis=1)
+            if i > 0:
+                if ws.masks[i - 1] is not None:
+                    da *= ws.masks[i - 1]
+                dz = np.multiply(da, a_prev > 0, out=da)  # ReLU gate
+        if self.verbose and it % 100 == 0:
+            print(f"iteration {it} / {self.num_iters}: losses {np.round(loss, 6).tolist()}")
+        self.it = it + 1
+        if it % self.iters_per_epoch == 0:
+            self._record_epoch(ws)
+            if self.callback:
+                self.callback(self, "epoch")
+        if self.callback:
+            self.callback(self, "iter")
+        return loss
+
+    def _record_epoch(self, ws: PopulationWorkspace) -> None:
+        """As Solver: train accuracy on the current batch, validation accuracy,
+        the learning rate, then lr *= decay; for active members only."""
+        train = (np.argmax(self.scores(ws.x), axis=2) == ws.y).mean(axis=1)
+        val = self.val_accuracies()
+        for j in np.flatnonzero(self.active):
+            self.train_acc_history[j].append(float(train[j]))
+            self.val_acc_history[j].append(float(val[j]))
+            self.lr_history[j].append(float(self.lr[j]))
+        self.lr[self.active] *= self.decays[self.active]
+
+    def run(self, until: int | None = None) -> PopulationSolver:
+        """Train up to iteration ``until`` (default num_iters); stops early only
+        when every member has diverged."""
+        stop = self.num_iters if until is None else min(until, self.num_iters)
+        with flush_denormals(self.flush_denormals):
+            while self.it < stop and self.active.any():
+                self.step()
+        return self
+
+    # ------------------------------------------------------------ histories
+    def losses(self, member: int) -> list[float]:
+        end = self.it if self.diverged_at[member] is None else self.diverged_at[member] + 1
+        return [float(v) for v in self._losses[:end, member]]
+
+    def history(self, member: int) -> dict:
+        """Member's histories, as Solver.history() plus 'lr_history'."""
+        return {
+            "loss_history": self.losses(member),
+            "train_acc_history": list(self.train_acc_history[member]),
+            "val_acc_history": list(self.val_acc_history[member]),
+            "lr_history": list(self.lr_history[member]),
+        }
+
+    def histories(self) -> list[dict]:
+        return [self.history(j) for j in range(self.k)]

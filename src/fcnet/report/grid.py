@@ -1,0 +1,49 @@
+"""Tile a batch of images into one picture, as the course's ``vis_utils`` does."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fcnet.errors import FcnetError
+
+
+def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> np.ndarray:
+    """Lay out N images on a square grid, each rescaled on its own to [0, ubound].
+
+    Parameters
+    ----------
+    Xs : (N, H, W, C) array
+        The images, e.g. first-layer weights reshaped to ``(H_units, 32, 32, 3)``.
+    ubound : float
+        Each tile is mapped linearly from [min, max] of that tile to [0, ubound].
+        A constant tile (max == min) becomes all zeros rather than NaN.
+    padding : int
+        Pixels of zeros between neighbouring tiles (none around the border).
+
+    Returns
+    -------
+    grid : (G*H + (G-1)*padding, G*W + (G-1)*padding, C) float64 array
+        With ``G = ceil(sqrt(N))``, tiles filled row by row; unused tiles are zero.
+    """
+    Xs = np.asarray(Xs)
+    if Xs.ndim != 4 or Xs.shape[0] == 0:
+        raise FcnetError(f"visualize_grid: expected a non-empty (N, H, W, C) array, got {Xs.shape}")
+    if padding < 0:
+        raise FcnetError(f"visualize_grid: padding must be >= 0, got {padding}")
+    N, H, W, C = Xs.shape
+    G = math.ceil(math.sqrt(N))
+
+    X = Xs.astype(np.float64, copy=False)
+    low = X.min(axis=(1, 2, 3), keepdims=True)
+    span = X.max(axis=(1, 2, 3), keepdims=True) - low
+    # constant tiles: divide by 1 instead of 0, so (X - low) = 0 stays 0
+    tiles = ubound * (X - low) / np.where(span > 0, span, 1.0)
+
+    # every tile plus its right/bottom padding, in a (G*G) stack, then one reshape
+    cells = np.zeros((G * G, H + padding, W + padding, C))
+    cells[:N, :H, :W] = tiles
+    grid = cells.reshape(G, G, H + padding, W + padding, C).transpose(0, 2, 1, 3, 4)
+    grid = grid.reshape(G * (H + padding), G * (W + padding), C)
+    return grid[: G * (H + padding) - padding, : G * (W + padding) - padding]

@@ -1,0 +1,356 @@
+"""The figures of fcnet's runs and study, written as PNG files.
+
+Every function draws on its own ``matplotlib.figure.Figure`` (no pyplot, no
+global state, no display: rendering goes through Agg), writes the PNG to a
+temporary file beside ``path`` and moves it into place with ``os.replace``, so a
+reader never sees half a file.  Each returns the ``Path`` it wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure as MplFigure
+from matplotlib.ticker import MaxNLocator
+
+from fcnet.errors import FcnetError
+from fcnet.report.grid import visualize_grid
+
+DPI = 120
+# a quiet palette that stays readable in print and for common colour blindness
+COLORS = ["#1f5a99", "#d1603d", "#3b8f5a", "#8a5fb0", "#b8862b", "#4a9fb5", "#c2577f", "#6b6b6b"]
+__all__ = [
+    "loss_curve",
+    "accuracy_curves",
+    "weight_grid",
+    "confusion_matrix",
+    "multi_curves",
+    "explained_variance",
+    "bar_table",
+    "crossing",
+    "moving_average",
+]
+
+
+# --------------------------------------------------------------------- helpers
+def _new_figure(width: float = 6.4, height: float = 4.0) -> MplFigure:
+    fig = MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return fig
+
+
+def _style(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
+    if title:
+        ax.set_title(title, fontsize=11, loc="left")
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(True, color="#e3e3e3", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _save(fig: MplFigure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # no Software/date metadata: the same data gives the same bytes
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _series(values: Sequence[float], what: str) -> np.ndarray:
+    """1-D float array with +-inf turned into NaN (a gap in the line, not a crash)."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise FcnetError(f"{what}: expected a non-empty 1-D sequence, got shape {a.shape}")
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Trailing mean over ``window`` points.
+
+    Returns ``(x, y)``: x are the indices of each window's last point, shape (n - window + 1,).
+    The window is clipped to the series length.
+    """
+    window = max(1, min(int(window), len(values)))
+    y = np.convolve(values, np.ones(window) / window, mode="valid")
+    return np.arange(window - 1, len(values)), y
+
+
+def crossing(cumulative: Sequence[float], line: float = 0.95) -> int | None:
+    """Smallest count k with ``cumulative[k - 1] >= line``, or None if never reached.
+
+    ``cumulative`` is the cumulative explained-variance ratio, shape (n_components,).
+    """
+    c = np.asarray(cumulative, dtype=np.float64)
+    hit = np.flatnonzero(c >= line)
+    return int(hit[0]) + 1 if hit.size else None
+
+
+# --------------------------------------------------------------------- figures
+def loss_curve(
+    loss_history: Sequence[float],
+    path: str | os.PathLike,
+    title: str = "Training loss",
+    smooth: int | None = None,
+) -> Path:
+    """Loss per iteration; with ``smooth=k`` the raw curve fades and a k-point mean is drawn.
+
+    loss_history : (iterations,) losses, one per iteration.
+    """
+    loss = _series(loss_history, "loss_curve")
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    x = np.arange(loss.size)
+    if smooth and smooth > 1 and loss.size > 1:
+        ax.plot(x, loss, color=COLORS[0], alpha=0.25, linewidth=0.8, label="per iteration")
+        xs, ys = moving_average(loss, smooth)
+        ax.plot(xs, ys, color=COLORS[0], linewidth=1.6, label=f"mean of {min(smooth, loss.size)}")
+        ax.legend(frameon=False)
+    else:
+        ax.plot(x, loss, color=COLORS[0], linewidth=1.2, marker="." if loss.size < 40 else None)
+    finite = loss[np.isfinite(loss)]
+    if finite.size:
+        ax.annotate(
+            f"final {loss[-1]:.4g}" if np.isfinite(loss[-1]) else "final: not finite",
+            xy=(1, 1), xycoords="axes fraction", ha="right", va="top", fontsize=9, color="#444",
+        )
+    _style(ax, title, "iteration", "loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, path)
+
+
+def accuracy_curves(
+    train_acc: Sequence[float],
+    val_acc: Sequence[float],
+    path: str | os.PathLike,
+    xlabel: str = "epoch",
+) -> Path:
+    """Training and validation accuracy, one point per epoch (or whatever ``xlabel`` says).
+
+    train_acc : (n,) ; val_acc : (m,) -- lengths may differ, each is drawn against its index.
+    """
+    tr = _series(train_acc, "accuracy_curves: train_acc")
+    va = _series(val_acc, "accuracy_curves: val_acc")
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    marker = "o" if max(tr.size, va.size) <= 30 else None
+    ax.plot(np.arange(tr.size), tr, color=COLORS[0], marker=marker, ms=3.5, label="train")
+    ax.plot(np.arange(va.size), va, color=COLORS[1], marker=marker, ms=3.5, label="validation")
+    if np.isfinite(va).any():
+        best = int(np.nanargmax(va))
+        ax.annotate(
+            f"best val {va[best]:.4g}", xy=(best, va[best]), xytext=(0, 8),
+            textcoords="offset points", ha="center", fontsize=9, color=COLORS[1],
+        )
+    ax.legend(frameon=False, loc="lower right")
+    _style(ax, "Classification accuracy", xlabel, "accuracy")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, path)
+
+
+def weight_grid(
+    W1: np.ndarray,
+    image_shape: tuple[int, int, int],
+    path: str | os.PathLike,
+    title: str = "First-layer weights",
+    channels_first: bool = False,
+) -> Path:
+    """Each hidden unit's incoming weights drawn as an image, as the course's ``show_net_weights``.
+
+    W1 : (D, H) first-layer weights, ``D = prod(image_shape)``.
+    image_shape : (height, width, channels) of the inputs, in the order the features were
+        flattened (row-major H, W, C as CIFAR-10's loader does; ``channels_first=True`` for
+        C, H, W flattening).  One channel is drawn in grey, three as RGB.
+    """
+    W1 = np.asarray(W1, dtype=np.float64)
+    h, w, c = (int(v) for v in image_shape)
+    if W1.ndim != 2 or W1.shape[0] != h * w * c:
+        raise FcnetError(
+            f"weight_grid: W1 has shape {W1.shape}, expected ({h * w * c}, hidden) for images "
+            f"{h}x{w}x{c} (inputs after PCA cannot be drawn as images)"
+        )
+    if c not in (1, 3):
+        raise FcnetError(f"weight_grid: images need 1 or 3 channels, got {c}")
+    units = W1.shape[1]
+    if channels_first:
+        tiles = W1.T.reshape(units, c, h, w).transpose(0, 2, 3, 1)
+    else:
+        tiles = W1.T.reshape(units, h, w, c)
+    pad = max(1, h // 16)
+    grid = visualize_grid(tiles, ubound=1.0, padding=pad)
+
+    # padding and unused tiles are drawn transparent (white page) rather than black
+    g = math.ceil(math.sqrt(units))
+    covered = np.zeros(grid.shape[:2], dtype=bool)
+    for i in range(units):
+        r, col = divmod(i, g)
+        covered[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = True
+    side = min(7.0, max(3.0, 0.55 * g))
+    rows = math.ceil(units / g)  # the last rows may be empty: crop them
+    grid, covered = grid[: rows * (h + pad) - pad], covered[: rows * (h + pad) - pad]
+    fig = _new_figure(side, side * rows / g + 0.35)
+    ax = fig.add_subplot()
+    if c == 1:
+        gray = np.ma.masked_array(grid[:, :, 0], mask=~covered)
+        ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.dstack([grid, covered.astype(np.float64)]), interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(f"{title} ({units} units)", fontsize=11, loc="left")
+    return _save(fig, path)
+
+
+def confusion_matrix(
+    cm: np.ndarray,
+    classes: list[str],
+    path: str | os.PathLike,
+    normalize: bool = True,
+) -> Path:
+    """Confusion matrix, rows = true class, columns = predicted class.
+
+    cm : (K, K) counts.  With ``normalize`` each row is divided by its total (a row of zeros
+    stays zero), so the diagonal reads as per-class recall.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    k = len(classes)
+    if cm.ndim != 2 or cm.shape != (k, k):
+        raise FcnetError(
+            f"confusion_matrix: cm has shape {cm.shape}, expected ({k}, {k}) for {k} classes"
+        )
+    if normalize:
+        totals = cm.sum(axis=1, keepdims=True)
+        cm = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+    side = min(9.0, max(4.0, 0.5 * k + 2.0))
+    fig = _new_figure(side + 0.8, side)
+    ax = fig.add_subplot()
+    im = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(k), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    title = "Confusion matrix" + (" (row-normalised)" if normalize else "")
+    ax.set_title(title, fontsize=11, loc="left")
+    if k <= 20:  # numbers in the cells stay legible up to about 20 classes
+        high = np.nanmax(cm) if cm.size else 0.0
+        for (i, j), v in np.ndenumerate(cm):
+            text = f"{v:.2f}" if normalize else f"{v:.0f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7 if k > 10 else 8,
+                    color="white" if v > 0.6 * high else "#222")
+    return _save(fig, path)
+
+
+def multi_curves(
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    smooth: int | None = None,
+    logy: bool = False,
+) -> Path:
+    """Several named series on one axis, e.g. loss at batch 100 vs 300, or per-layer scales.
+
+    curves : {label: (n_i,) values}; each drawn against its own index.  ``smooth=k`` draws a
+    k-point trailing mean over a faded raw line; ``logy`` uses a log y axis (values <= 0 are
+    left out).
+    """
+    if not curves:
+        raise FcnetError("multi_curves: no curves given")
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    for i, (label, values) in enumerate(curves.items()):
+        y = _series(values, f"multi_curves: {label!r}")
+        if logy:
+            y = np.where(y > 0, y, np.nan)
+        color = COLORS[i % len(COLORS)]
+        x = np.arange(y.size)
+        if smooth and smooth > 1 and y.size > 1:
+            ax.plot(x, y, color=color, alpha=0.2, linewidth=0.8)
+            xs, ys = moving_average(y, smooth)
+            ax.plot(xs, ys, color=color, linewidth=1.6, label=str(label))
+        else:
+            ax.plot(x, y, color=color, linewidth=1.4, marker="o" if y.size <= 30 else None,
+                    ms=3.5, label=str(label))
+    if logy:
+        ax.set_yscale("log")
+    ax.legend(frameon=False, fontsize=9)
+    _style(ax, title, xlabel, ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save(fig, path)
+
+
+def explained_variance(
+    cumulative: np.ndarray,
+    path: str | os.PathLike,
+    line: float = 0.95,
+) -> Path:
+    """Cumulative explained variance of PCA against the number of components.
+
+    cumulative : (n_components,) running sum of explained-variance ratios.  Draws the
+    ``line`` level and marks ``crossing(cumulative, line)``, the first count that reaches it.
+    """
+    c = _series(cumulative, "explained_variance")
+    k = crossing(c, line)
+    fig = _new_figure()
+    ax = fig.add_subplot()
+    x = np.arange(1, c.size + 1)
+    ax.plot(x, c, color=COLORS[0], linewidth=1.6)
+    ax.axhline(line, color=COLORS[1], linestyle="--", linewidth=1.0)
+    if k is not None:
+        ax.axvline(k, color=COLORS[1], linestyle=":", linewidth=1.0)
+        ax.plot([k], [c[k - 1]], "o", color=COLORS[1], ms=5)
+        note = f"{k} components reach {line:.0%}"
+    else:
+        note = f"{line:.0%} not reached with {c.size} components"
+    ax.annotate(note, xy=(0.98, 0.05), xycoords="axes fraction", ha="right", fontsize=10,
+                color=COLORS[1])
+    ax.set_ylim(0, 1.02)
+    _style(ax, "PCA: cumulative explained variance", "components", "cumulative explained variance")
+    return _save(fig, path)
+
+
+def bar_table(
+    labels: Sequence[object],
+    series: Mapping[str, Sequence[float]],
+    path: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """Grouped bars: one group per label (a table's varied value), one bar per series.
+
+    labels : (n,) group names, e.g. hidden sizes.  series : {name: (n,) values}, e.g.
+    ``{"fcnet": ours, "report": theirs}``; a NaN leaves its bar out.
+    """
+    if not series:
+        raise FcnetError("bar_table: no series given")
+    n = len(labels)
+    data = {name: _series(v, f"bar_table: {name!r}") for name, v in series.items()}
+    for name, v in data.items():
+        if v.size != n:
+            raise FcnetError(f"bar_table: series {name!r} has {v.size} values for {n} labels")
+    fig = _new_figure(max(5.0, min(11.0, 1.6 + 0.45 * n * len(data))), 4.0)
+    ax = fig.add_subplot()
+    width = 0.8 / len(data)
+    x = np.arange(n)
+    for i, (name, v) in enumerate(data.items()):
+        ax.bar(x + (i - (len(data) - 1) / 2) * width, v, width, label=str(name),
+               color=COLORS[i % len(COLORS)])
+    ax.set_xticks(x, [str(lab) for lab in labels])
+    if len(data) > 1:
+        ax.legend(frameon=False, fontsize=9)
+    _style(ax, title, xlabel, ylabel)
+    ax.grid(False, axis="x")
+    return _save(fig, path)

@@ -1,0 +1,347 @@
+"""A report as plain data (sections of text, tables and figures), written as Markdown and HTML.
+
+``Report(...).write(out_dir)`` writes ``out_dir/report.md`` (figures referenced by
+relative path, copied under ``out_dir/figures/`` when they live elsewhere) and
+``out_dir/report.html``, which is self-contained: CSS inline, figures embedded as
+base64 ``data:`` URIs and a Content-Security-Policy that forbids any request, so
+it reads the same offline, mailed, or years later.  Templates:
+``fcnet/report/templates/report.{html,md}.j2``.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import mimetypes
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import numpy as np
+from markupsafe import Markup
+
+from fcnet.errors import FcnetError
+from fcnet.report.markup import inline, to_html
+
+__all__ = [
+    "Report",
+    "Section",
+    "Table",
+    "Figure",
+    "markdown_table",
+    "format_cell",
+    "format_rows",
+    "is_numeric",
+]
+
+_NUMBER = re.compile(
+    r"^[+\-\u2212]?(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?"
+    r"(\s*(\u00b1|\+/-)\s*(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?)?$"
+)
+_MISSING = {"", "\u2014", "-", "n/a", "nan", "NaN", "inf", "-inf"}
+_IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp"}
+
+
+# ------------------------------------------------------------------ cells and tables
+def format_cell(value: Any) -> str:
+    """How a table shows one value: floats to 4 significant digits, None as an em dash.
+
+    Strings pass through untouched, so a caller who wants ``52.0`` (not ``52``) passes text.
+    """
+    if value is None:
+        return "\u2014"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        v = float(value)
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        if v == 0:
+            return "0"
+        return f"{v:.4g}"
+    return str(value)
+
+
+def _is_float(v: Any) -> bool:
+    return isinstance(v, float | np.floating) and math.isfinite(float(v))
+
+
+def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
+    """Format a table's cells, with one number of decimals per column of floats.
+
+    A column whose filled cells are all finite floats between 1e-3 and 1e5 shows every value
+    with the decimals its most precise value needs at 4 significant digits (``28.19`` and
+    ``35.80``, not ``35.8``); other cells go through ``format_cell``.
+    rows : (n_rows, n_columns) values.
+    """
+    out = [[format_cell(v) for v in r] for r in rows]
+    for j in range(len(rows[0]) if rows else 0):
+        values = [r[j] for r in rows if r[j] is not None]
+        if not values or not all(_is_float(v) for v in values):
+            continue
+        if not all(v == 0 or 1e-3 <= abs(float(v)) < 1e5 for v in values):
+            continue
+        decimals = max(len(out_i.partition(".")[2]) for out_i in (format_cell(v) for v in values))
+        for i, r in enumerate(rows):
+            if r[j] is not None:
+                out[i][j] = f"{float(r[j]):.{decimals}f}"
+    return out
+
+
+def is_numeric(text: str) -> bool:
+    """True for a cell that reads as a number (``52.0``, ``1e-3``, ``49,000``, ``53.9%``)."""
+    return bool(_NUMBER.match(text.strip()))
+
+
+def _numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
+    """A column is right-aligned when every filled cell is a number (and at least one is)."""
+    flags = []
+    for j in range(len(columns)):
+        cells = [r[j].strip() for r in rows if r[j].strip() not in _MISSING]
+        flags.append(bool(cells) and all(is_numeric(c) for c in cells))
+    return flags
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table; numeric columns are right-aligned (``---:``).
+
+    rows : (n_rows, n_columns) values, formatted with ``format_rows``.
+    """
+    cols = [str(c) for c in columns]
+    for i, r in enumerate(rows):
+        if len(r) != len(cols):
+            raise FcnetError(f"markdown_table: row {i} has {len(r)} cells for {len(cols)} columns")
+    body = format_rows(rows)
+    align = ["---:" if num else "---" for num in _numeric_columns(cols, body)]
+    lines = ["| " + " | ".join(_md_escape(c) for c in cols) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+@dataclass
+class Table:
+    """One table: a title (its caption), column names, rows of values, and a note.
+
+    rows : (n_rows, len(columns)) values; a column of floats shares one number of decimals
+        (4 significant digits for its most precise value), strings are shown as given.
+    note : e.g. ``"held fixed: hidden 50, lr 1e-3"``, shown under the table.
+    id : the HTML id; by default ``<section id>-table-<k>`` (k counts from 1 in the section).
+    """
+
+    title: str
+    columns: list[str]
+    rows: list[list]
+    note: str = ""
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        self.columns = [str(c) for c in self.columns]
+        self.rows = [list(r) for r in self.rows]
+        for i, r in enumerate(self.rows):
+            if len(r) != len(self.columns):
+                raise FcnetError(
+                    f"table {self.title!r}: row {i} has {len(r)} cells, "
+                    f"expected {len(self.columns)} ({', '.join(self.columns)})"
+                )
+
+    def cells(self) -> list[list[str]]:
+        return format_rows(self.rows)
+
+    def markdown(self) -> str:
+        return markdown_table(self.columns, self.rows)
+
+
+@dataclass
+class Figure:
+    """An image file (PNG from ``fcnet.report.plots``, or JPEG/GIF/SVG/WebP) and its caption."""
+
+    path: Path
+    caption: str
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+
+@dataclass
+class Section:
+    """A titled part of the report: Markdown-ish text, then its tables, then its figures."""
+
+    title: str
+    text: str = ""
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    id: str | None = None
+
+
+# ------------------------------------------------------------------ ids and files
+def slugify(text: str) -> str:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    s = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+    return s or "section"
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_image(path: Path) -> tuple[str, bytes]:
+    """(mime type, bytes) of a figure, with a clear error for a missing or odd file."""
+    if not path.is_file():
+        raise FcnetError(f"report figure {path}: file not found")
+    mime = mimetypes.guess_type(path.name)[0]
+    if mime not in _IMAGE_TYPES:
+        raise FcnetError(f"report figure {path}: not an image type a browser shows ({mime})")
+    data = path.read_bytes()
+    if mime == "image/png" and not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise FcnetError(f"report figure {path}: not a valid PNG file")
+    return mime, data
+
+
+def _md_reference(path: Path, out_dir: Path, copied: dict[Path, str], reserved: set[str]) -> str:
+    """Relative link from report.md to a figure; files outside out_dir are copied in first.
+
+    ``reserved`` holds the relative paths of figures already inside out_dir, so a copy never
+    overwrites one of them.
+    """
+    src, out = path.resolve(), out_dir.resolve()
+    if src.is_relative_to(out):
+        return quote(src.relative_to(out).as_posix())
+    if src not in copied:
+        taken = reserved | set(copied.values())
+        rel, k = f"figures/{src.name}", 2
+        while rel in taken:
+            rel, k = f"figures/{src.stem}-{k}{src.suffix}", k + 1
+        (out / "figures").mkdir(exist_ok=True)
+        shutil.copyfile(src, out / rel)
+        copied[src] = rel
+    return quote(copied[src])
+
+
+# ------------------------------------------------------------------ the report
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _environment(autoescape: bool) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+@dataclass
+class Report:
+    """A titled list of sections plus ``meta`` (shown as a key/value table at the top)."""
+
+    title: str
+    sections: list[Section]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``report.md`` and ``report.html`` into ``out_dir``; returns (md path, html path).
+
+        Table and figure numbers run through the whole report ("Table 3", "Figure 5").
+        """
+        from fcnet import __version__
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ids: set[str] = {"contents", "meta"}
+        copied: dict[Path, str] = {}
+        reserved = {
+            f.path.resolve().relative_to(out_dir.resolve()).as_posix()
+            for s in self.sections
+            for f in s.figures
+            if f.path.resolve().is_relative_to(out_dir.resolve())
+        }
+        n_table = n_figure = 0
+        sections = []
+        for s in self.sections:
+            if s.id is not None and s.id in ids:
+                raise FcnetError(f"report section {s.title!r}: id {s.id!r} is used twice")
+            sid = _unique(s.id or slugify(s.title), ids)
+            tables = []
+            for k, t in enumerate(s.tables, start=1):
+                n_table += 1
+                if t.id is not None and t.id in ids:
+                    raise FcnetError(f"report table {t.title!r}: id {t.id!r} is used twice")
+                cells = t.cells()
+                tables.append({
+                    "id": _unique(t.id or f"{sid}-table-{k}", ids),
+                    "number": n_table,
+                    "title": t.title,
+                    "title_html": inline(t.title),
+                    "columns": t.columns,
+                    "numeric": _numeric_columns(t.columns, cells),
+                    "rows": cells,
+                    "note": t.note,
+                    "note_html": inline(t.note),
+                    "markdown": t.markdown(),
+                })
+            figures = []
+            for f in s.figures:
+                n_figure += 1
+                mime, data = _read_image(f.path)
+                figures.append({
+                    "number": n_figure,
+                    "caption": f.caption,
+                    "caption_html": inline(f.caption),
+                    "src": _md_reference(f.path, out_dir, copied, reserved),
+                    "data_uri": Markup(f"data:{mime};base64,{base64.b64encode(data).decode()}"),
+                })
+            sections.append({
+                "id": sid,
+                "title": s.title,
+                "text": s.text.strip(),
+                "text_html": to_html(s.text),
+                "tables": tables,
+                "figures": figures,
+            })
+
+        meta = [(str(k), format_cell(v)) for k, v in self.meta.items()]
+        context = {
+            "title": self.title,
+            "meta": meta,
+            "meta_numeric": _numeric_columns(["value"], [[v] for _, v in meta]) if meta else [],
+            "sections": sections,
+            "version": __version__,
+            "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        md = _environment(False).get_template("report.md.j2").render(context)
+        md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
+        html = _environment(True).get_template("report.html.j2").render(context)
+        md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+        _atomic_write(md_path, md)
+        _atomic_write(html_path, html)
+        return md_path, html_path

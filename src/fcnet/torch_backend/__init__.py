@@ -1,0 +1,44 @@
+"""The PyTorch backend: the same networks as ``fcnet.nn``, trained with autograd,
+modern optimisers, schedules, augmentation, on CPU or CUDA.
+
+PyTorch is an optional extra (``pip install 'fcnet[torch]'``).  Nothing outside
+this package imports torch, and this module imports it only when asked, so the
+rest of fcnet works without it; ``require_torch()`` turns a missing install into
+one clear FcnetError.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from fcnet.errors import FcnetError
+
+INSTALL_HINT = "the torch backend needs PyTorch: pip install 'fcnet[torch]' (or torch==2.13.0)"
+
+__all__ = ["require_torch", "INSTALL_HINT", "MultiLayerPerceptron", "TorchTrainer", "depth_study"]
+
+
+def require_torch() -> ModuleType:
+    """Return the ``torch`` module, or raise FcnetError saying how to install it."""
+    try:
+        return importlib.import_module("torch")
+    except ImportError:  # includes sys.modules['torch'] = None
+        raise FcnetError(INSTALL_HINT) from None
+
+
+def __getattr__(name: str):
+    # lazy, so `import fcnet.torch_backend` works (and can say so) without torch
+    if name == "MultiLayerPerceptron":
+        from fcnet.torch_backend.model import MultiLayerPerceptron
+
+        return MultiLayerPerceptron
+    if name == "TorchTrainer":
+        from fcnet.torch_backend.train import TorchTrainer
+
+        return TorchTrainer
+    if name == "depth_study":
+        from fcnet.torch_backend.depth import depth_study
+
+        return depth_study
+    raise AttributeError(name)

@@ -1,0 +1,82 @@
+"""Flip and crop augmentation on flattened image rows, done on the rows' device.
+
+A row of X (N, D) is one image flattened in ``image_shape`` order: (H, W, C)
+channels-last (the course's CIFAR-10 layout), (C, H, W) channels-first (read off a
+first dimension of 1, 3 or 4 with a last one that is not), or (H, W) greyscale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fcnet.errors import FcnetError
+from fcnet.torch_backend import require_torch
+
+torch = require_torch()
+F = torch.nn.functional
+
+
+def image_layout(image_shape: Sequence[int], input_size: int) -> tuple[int, int, int, bool]:
+    """(H, W, C, channels_last) of a row layout; FcnetError when it does not fit D."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 2:
+        h, w, c, last = shape[0], shape[1], 1, True
+    elif len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        c, h, w, last = shape[0], shape[1], shape[2], False
+    elif len(shape) == 3:
+        h, w, c, last = shape[0], shape[1], shape[2], True
+    else:
+        raise FcnetError(f"image_shape must be (H, W), (H, W, C) or (C, H, W), got {shape}")
+    if h * w * c != input_size:
+        raise FcnetError(f"image_shape {shape} holds {h * w * c} values, but rows have {input_size}")
+    return h, w, c, last
+
+
+class FlipCrop:
+    """Random horizontal flip (p = 0.5) and random crop after zero padding by
+    ``pad`` pixels (default H // 8, 4 for 32 x 32), drawn per image.
+
+    Zero is the padding value in the preprocessed space (the mean image after
+    mean subtraction).  ``__call__(x, gen)``: x (B, D) -> (B, D), new tensor.
+    """
+
+    def __init__(self, image_shape: Sequence[int], input_size: int, pad: int | None = None):
+        self.h, self.w, self.c, self.channels_last = image_layout(image_shape, input_size)
+        self.pad = max(self.h // 8, 1) if pad is None else int(pad)
+
+    def draw(self, rows: int, gen) -> tuple:
+        """Random (dy, dx, flip), each (rows, 1), from the trainer's CPU generator:
+        drawn once per epoch and moved to the device in one go."""
+        p = self.pad
+        dy = torch.randint(-p, p + 1, (rows, 1), generator=gen)
+        dx = torch.randint(-p, p + 1, (rows, 1), generator=gen)
+        flip = torch.rand((rows, 1), generator=gen) < 0.5
+        return dy, dx, flip
+
+    def apply(self, x, dy, dx, flip):
+        """x (B, D) shifted by (dy, dx) pixels, then mirrored where ``flip``: (B, D), new.
+
+        Output pixel (i, j) is input pixel (i + dy, j + dx) before the flip, zero
+        outside the image.  The crop is a view of the padded batch's sliding
+        windows indexed per image, so it copies each row of pixels once.
+        """
+        b, p, h, w, c = x.shape[0], self.pad, self.h, self.w, self.c
+        img = x.view(b, h, w, c) if self.channels_last else x.view(b, c, h, w).permute(0, 2, 3, 1)
+        padded = F.pad(img, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, C), zeros around
+        windows = padded.unfold(1, h, 1).unfold(2, w, 1)  # (B, 2p + 1, 2p + 1, C, H, W) view
+        out = windows[torch.arange(b, device=x.device), dy[:, 0] + p, dx[:, 0] + p]  # (B, C, H, W)
+        out = torch.where(flip[:, :, None, None], out.flip(3), out)
+        if self.channels_last:
+            out = out.permute(0, 2, 3, 1)
+        return out.reshape(b, -1)
+
+    def mirror(self, x):
+        """Every image of x (B, D) mirrored left-right: (B, D), a new tensor."""
+        b, h, w, c = x.shape[0], self.h, self.w, self.c
+        if self.channels_last:
+            return x.view(b, h, w, c).flip(2).reshape(b, -1)
+        return x.view(b, c, h, w).flip(3).reshape(b, -1)
+
+    def __call__(self, x, gen):
+        """Augment one batch x (B, D) with fresh draws from ``gen``."""
+        return self.apply(x, *(t.to(x.device) for t in self.draw(x.shape[0], gen)))

@@ -1,0 +1,232 @@
+"""The depth study (study.md Q4): 2-5 Linear layers trained as the exercise set
+them, recording what the report's "overfitting" claim needs to be judged.
+
+Per depth and epoch (epoch 0 is the initial network) it records training
+accuracy on the whole training split, validation accuracy, and for every Linear
+layer l the standard deviation of its activation and the norm of the gradient
+of the data loss with respect to its weights, both measured on a fixed probe
+batch of training rows in eval mode:
+
+* ``act_std[l]``: std of relu(z_l) for hidden layers, of the scores z_L for the last;
+* ``grad_norm[l]``: Frobenius norm of d(mean cross-entropy)/dW_l.
+
+Training follows the exercise: float32, shuffled epochs of ``batch_size``,
+Adam(lr, weight_decay) on *all* parameters (PyTorch's coupled L2, biases
+included, as ``optim.Adam(model.parameters(), ...)`` does), lr times ``decay``
+after every epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fcnet.errors import FcnetError
+from fcnet.torch_backend import require_torch
+from fcnet.torch_backend.model import MultiLayerPerceptron, parse_init
+from fcnet.torch_backend.train import flush_subnormals, resolve_device
+
+torch = require_torch()
+F = torch.nn.functional
+
+
+def _probe(model, xp, yp) -> tuple[list[float], list[float]]:
+    """Per-layer activation std and weight-gradient norm on the probe batch."""
+    model.eval()
+    stds, a = [], xp
+    for m in model:
+        a = m(a)
+        if isinstance(m, torch.nn.Linear) and m is model.linears[-1]:
+            stds.append(float(a.detach().std()))
+        elif isinstance(m, torch.nn.ReLU | torch.nn.GELU):
+            stds.append(float(a.detach().std()))
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(a, yp).backward()
+    norms = [float(lin.weight.grad.norm()) for lin in model.linears]
+    model.zero_grad(set_to_none=True)
+    return stds, norms
+
+
+@torch.no_grad()
+def _accuracy(model, X, y, chunk: int = 8192) -> float:
+    model.eval()
+    correct = 0
+    for s in range(0, X.shape[0], chunk):
+        correct += int((model(X[s:s + chunk]).argmax(1) == y[s:s + chunk]).sum())
+    return correct / max(X.shape[0], 1)
+
+
+def depth_study(
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    depths: Sequence[int] = (2, 3, 4, 5),
+    init: str | Sequence[str] = "normal:1e-3",
+    hidden: int = 50,
+    epochs: int = 10,
+    batch_size: int = 200,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-3,
+    decay: float = 0.95,
+    seed: int = 0,
+    device: str = "auto",
+    probe_rows: int = 1000,
+    progress: bool = True,
+) -> list[dict]:
+    """Train one network per (init, depth) and record the signals per epoch and layer.
+
+    X_train (N, D), y_train (N,), X_val (M, D), y_val (M,): preprocessed rows
+    (the exercise normalises per channel, (x/255 - 0.5) / 0.5).  ``depths`` counts
+    Linear layers (depth L has L - 1 hidden layers of ``hidden`` units).  ``init``
+    is one init string or several ('normal:1e-3', 'kaiming', 'default').
+
+    Returns one dict per (init, depth), in order::
+
+        {'init', 'depth', 'hidden': [H, ...], 'train_acc_on': 'whole training split',
+         'probe_rows', 'history': [{'epoch', 'loss', 'lr', 'train_acc', 'val_acc',
+         'act_std': [L floats], 'grad_norm': [L floats]}, ...],   # epochs + 1 rows
+         'final_train_acc', 'final_val_acc', 'seconds'}
+    """
+    inits = [init] if isinstance(init, str) else list(init)
+    for spec in inits:
+        parse_init(spec)
+    if any(int(d) < 1 for d in depths):
+        raise FcnetError(f"depths count Linear layers and must be >= 1, got {list(depths)}")
+    X_train, X_val = np.asarray(X_train), np.asarray(X_val)
+    if X_train.ndim != 2 or X_val.ndim != 2 or X_train.shape[1] != X_val.shape[1]:
+        raise FcnetError("X_train and X_val must be 2-D with the same number of columns")
+    dev = resolve_device(device)
+    Xt = torch.as_tensor(X_train, dtype=torch.float32, device=dev)
+    yt = torch.as_tensor(np.asarray(y_train), dtype=torch.int64, device=dev)
+    Xv = torch.as_tensor(X_val, dtype=torch.float32, device=dev)
+    yv = torch.as_tensor(np.asarray(y_val), dtype=torch.int64, device=dev)
+    n, d = Xt.shape
+    classes = int(max(int(yt.max()), int(yv.max()) if yv.numel() else 0)) + 1
+    probe = torch.as_tensor(np.random.RandomState(seed).permutation(n)[:probe_rows], device=dev)
+    xp, yp = Xt[probe], yt[probe]
+    per_epoch = max(n // batch_size, 1)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
+                   dynamic_ncols=True)
+    results = []
+    with flush_subnormals():
+        for spec in inits:
+            for depth in depths:
+                torch.manual_seed(seed)
+                gen = torch.Generator().manual_seed(seed)
+                model = MultiLayerPerceptron(d, [hidden] * (int(depth) - 1), classes,
+                                             init=spec).to(dev)
+                opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+                t0 = time.perf_counter()
+                stds, norms = _probe(model, xp, yp)
+                history = [{"epoch": 0, "loss": None, "lr": None,
+                            "train_acc": _accuracy(model, Xt, yt),
+                            "val_acc": _accuracy(model, Xv, yv),
+                            "act_std": stds, "grad_norm": norms}]
+                for epoch in range(1, epochs + 1):
+                    cur = lr * decay ** (epoch - 1)
+                    for g in opt.param_groups:
+                        g["lr"] = cur
+                    order = torch.randperm(n, generator=gen).to(dev)
+                    model.train()
+                    losses = []
+                    for k in range(per_epoch):
+                        idx = order[k * batch_size:(k + 1) * batch_size]
+                        loss = F.cross_entropy(model(Xt[idx]), yt[idx])
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        losses.append(loss.detach())
+                    stds, norms = _probe(model, xp, yp)
+                    history.append({
+                        "epoch": epoch,
+                        "loss": float(torch.stack(losses).mean()),
+                        "lr": cur,
+                        "train_acc": _accuracy(model, Xt, yt),
+                        "val_acc": _accuracy(model, Xv, yv),
+                        "act_std": stds,
+                        "grad_norm": norms,
+                    })
+                    if bar is not None:
+                        bar.set_postfix(init=spec, depth=depth,
+                                        val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
+                        bar.update(1)
+                results.append({
+                    "init": spec,
+                    "depth": int(depth),
+                    "hidden": [hidden] * (int(depth) - 1),
+                    "train_acc_on": "whole training split",
+                    "probe_rows": int(probe.numel()),
+                    "history": history,
+                    "final_train_acc": history[-1]["train_acc"],
+                    "final_val_acc": history[-1]["val_acc"],
+                    "seconds": time.perf_counter() - t0,
+                })
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def depth_table(results: list[dict]) -> str:
+    """A Markdown table: one row per (init, depth), final accuracies and the
+    first and last layers' signals at initialisation and at the end."""
+    lines = [
+        "| init | Linear layers | train acc | val acc | act std, last layer (init -> end) "
+        "| grad norm, first layer (init -> end) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        h0, h1 = r["history"][0], r["history"][-1]
+        lines.append(
+            f"| {r['init']} | {r['depth']} | {100 * r['final_train_acc']:.1f}% "
+            f"| {100 * r['final_val_acc']:.1f}% "
+            f"| {h0['act_std'][-1]:.2e} -> {h1['act_std'][-1]:.2e} "
+            f"| {h0['grad_norm'][0]:.2e} -> {h1['grad_norm'][0]:.2e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_depth_study(results: list[dict], path: str | Path) -> Path:
+    """One figure, four panels: train and val accuracy per epoch, then activation
+    std and gradient norm per layer after the last epoch (log scale).  Solid
+    lines for the first init, dashed for the next."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inits = list(dict.fromkeys(r["init"] for r in results))
+    depths = sorted({r["depth"] for r in results})
+    colours = {dep: f"C{i}" for i, dep in enumerate(depths)}
+    styles = {spec: ls for spec, ls in zip(inits, ["-", "--", ":", "-."] * 4)}
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for r in results:
+        ep = [h["epoch"] for h in r["history"]]
+        kw = {"color": colours[r["depth"]], "linestyle": styles[r["init"]],
+              "label": f"{r['depth']} layers, {r['init']}"}
+        axes[0, 0].plot(ep, [h["train_acc"] for h in r["history"]], **kw)
+        axes[0, 1].plot(ep, [h["val_acc"] for h in r["history"]], **kw)
+        last = r["history"][-1]
+        layers = range(1, len(last["act_std"]) + 1)
+        axes[1, 0].semilogy(layers, np.maximum(last["act_std"], 1e-45), marker="o", **kw)
+        axes[1, 1].semilogy(layers, np.maximum(last["grad_norm"], 1e-45), marker="o", **kw)
+    axes[0, 0].set(title="training accuracy (whole split)", xlabel="epoch", ylabel="accuracy")
+    axes[0, 1].set(title="validation accuracy", xlabel="epoch", ylabel="accuracy")
+    axes[1, 0].set(title="activation std after training", xlabel="Linear layer", ylabel="std")
+    axes[1, 1].set(title="|dJ/dW| after training", xlabel="Linear layer", ylabel="norm")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,66 @@
+"""Data for a run: load the splits, fit preprocessing on train, convert once.
+
+Kept in a small in-process cache, so a study or sweep that trains many runs on
+the same data loads and converts it once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fcnet.config import RunConfig
+
+_CACHE: dict[tuple, Prepared] = {}
+_CACHE_SIZE = 2
+
+
+@dataclass
+class Prepared:
+    """Preprocessed float arrays (N, D) for train and val, raw test split, metadata."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    data: object  # fcnet.data.SplitData (uint8 images kept for test and figures)
+    prep: object  # fcnet.data.Preprocessor
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data.classes)
+
+    @property
+    def image_shape(self):
+        return self.data.image_shape
+
+    def transform(self, x) -> np.ndarray:
+        return self.prep.transform(x)
+
+
+def data_key(config: RunConfig) -> tuple:
+    c = config
+    return (c.dataset, c.path, c.val_size, c.test_size, c.split_seed, c.preprocess, c.pca,
+            c.pca_whiten, c.dtype)
+
+
+def prepare(config: RunConfig, progress: bool = False) -> Prepared:
+    """Load and preprocess the data a config asks for (cached by its data fields)."""
+    from fcnet.data import Preprocessor, load_splits
+
+    key = data_key(config)
+    if key in _CACHE:
+        return _CACHE[key]
+    data = load_splits(config.dataset, config.path, val_size=config.val_size,
+                       test_size=config.test_size, seed=config.split_seed, progress=progress)
+    pca = None
+    if config.pca is not None:
+        pca = int(config.pca) if config.pca >= 1 else float(config.pca)
+    prep = Preprocessor(kind=config.preprocess, pca=pca, whiten=config.pca_whiten,
+                        dtype=config.dtype).fit(data.train.x)
+    out = Prepared(prep.transform(data.train.x), np.asarray(data.train.y, dtype=np.intp),
+                   prep.transform(data.val.x), np.asarray(data.val.y, dtype=np.intp), data, prep)
+    while len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = out
+    return out

@@ -1,0 +1,90 @@
+"""`fcnet bench`: the JSON it prints and the table (structure and sanity only;
+speed targets live in benchmarks/, not in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fcnet.bench import STEP_KEYS, BenchSettings, format_table, run_bench
+from fcnet.errors import FcnetError
+
+SMALL = ["--rows", "1000", "--steps", "30", "--rounds", "3", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def bench_json() -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fcnet", "bench", "--json", *SMALL],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_json_has_step_ms_for_every_system_all_positive(bench_json):
+    step = bench_json["step_ms"]
+    assert set(step) == set(STEP_KEYS) == {
+        "fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32",
+    }
+    # torch and scikit-learn are installed in the dev environment, so all are measured
+    assert all(isinstance(v, float) and 0 < v < 1e4 for v in step.values()), step
+    # every system got at least 30 timed steps
+    assert all(n >= 30 for n in bench_json["steps_timed"].values()), bench_json["steps_timed"]
+
+
+def test_json_population_and_machine_blocks(bench_json):
+    pop = bench_json["population"]
+    assert pop["k"] == 8 and pop["hidden"] == 50
+    assert pop["sequential_ms"] > 0 and pop["population_ms"] > 0
+    assert pop["speedup"] == pytest.approx(pop["sequential_ms"] / pop["population_ms"])
+    m = bench_json["machine"]
+    assert m["cores"] >= 1
+    assert isinstance(m["cpu"], str) and m["cpu"]
+    assert m["blas_threads"] is None or m["blas_threads"] >= 1
+    assert {"blas", "numpy", "torch", "sklearn", "flush_denormals"} <= set(m)
+    targets = bench_json["targets"]
+    assert len(targets) == 4
+    assert all(t["ratio"] > 0 and isinstance(t["met"], bool) for t in targets.values())
+
+
+def test_table_names_every_system_and_the_population(bench_json):
+    text = format_table(bench_json)
+    for key in STEP_KEYS:
+        assert key in text
+    assert "population: 8 configurations of 3072-50-10" in text
+    assert "targets:" in text
+
+
+def test_missing_peers_are_null_in_json():
+    s = BenchSettings(rows=400, steps=30, rounds=2, warmup=1, gap_s=0.0, peers=())
+    r = run_bench(s)
+    assert r["step_ms"]["torch_f32"] is None and r["step_ms"]["sklearn_f32"] is None
+    assert r["step_ms"]["fcnet_f32"] > 0 and r["step_ms"]["blas_floor_f64"] > 0
+    assert r["targets"]["fcnet_f32 / torch_f32 <= 1.0"] == {"ratio": None, "met": None}
+    assert json.loads(json.dumps(r))["step_ms"]["torch_f32"] is None  # null in JSON
+    assert "(n/a)" in format_table(r)
+
+
+def test_a_peer_that_fails_to_import_is_null_with_a_note(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    s = BenchSettings(rows=400, steps=30, rounds=2, warmup=1, gap_s=0.0, peers=("torch",))
+    r = run_bench(s)
+    assert r["step_ms"]["torch_f32"] is None
+    assert "torch_f32" in r["notes"]
+
+
+def test_too_few_steps_is_a_one_line_error_exit_2():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fcnet", "bench", "--steps", "10", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "fcnet: error: --steps must be at least 30 (a median needs them), got 10"
+    )
+    with pytest.raises(FcnetError, match="--rows"):
+        BenchSettings(rows=10).validate()
