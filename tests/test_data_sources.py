@@ -158,6 +158,9 @@ def test_second_load_comes_from_the_cache_and_matches(tmp_path, cache):
     assert len(entries) == 1 and entries[0].startswith("decoded/cifar10-")
     assert entries[0].endswith(".npz")
     np.load(cache / entries[0], allow_pickle=False).close()  # plain arrays, no pickle
+    moved = archive.rename(tmp_path / "elsewhere.tar.gz")  # same content, same entry
+    c = load_dataset("cifar10", moved, progress=False)
+    assert c.meta["cache"] == "hit" and c.source == str(moved)
 
 
 def test_cache_is_invalidated_when_the_source_changes(tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from _sweep_util import DIGITS, FCNET, run_dirs, starts, summary, trained_ends
 
+from fcnet.experiments.storage import driver_url
+
 SEEDS = [0, 1, 2, 3, 4, 5]
 
 
@@ -87,7 +89,7 @@ def test_two_workers_share_one_sweep_and_run_every_trial_once(tmp_path, postgres
     workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outs = [w.communicate(timeout=180) for w in workers]
-    for w, (out, err) in zip(workers, outs, strict=True):
+    for w, (_, err) in zip(workers, outs, strict=True):
         assert w.returncode == 0, err
     tables = [json.loads(out) for out, _ in outs]
     for rows in tables:  # each worker waits for the other's trials, then prints the whole table
@@ -105,7 +107,7 @@ def test_two_workers_share_one_sweep_and_run_every_trial_once(tmp_path, postgres
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    study = optuna.load_study(study_name="shared", storage=driver_url(postgres_url))
     states = {t.state.name for t in study.trials}
     assert states <= {"COMPLETE", "PRUNED"}  # PRUNED: a twin enqueued by both, dropped
     ran = [t.user_attrs["key"] for t in study.trials

@@ -101,7 +101,7 @@ class FcnetSystem(StepSystem):
     def __init__(self, name: str, s: BenchSettings, X, y, dtype: str):
         self.name = name
         net = TwoLayerNet(s.input_size, s.hidden, s.classes, std=s.std, seed=s.seed, dtype=dtype)
-        n_val = min(1000, X.shape[0])
+        n_val = min(1000, X.shape[0] // 10)
         self.solver = Solver(
             net, X, y, X[:n_val], y[:n_val], learning_rate=s.lr, reg=s.reg,
             num_iters=2**62, batch_size=s.batch, seed=s.seed,
@@ -208,7 +208,7 @@ class SequentialSystem(StepSystem):
 
     def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
         self.name = "sequential"
-        n_val = min(1000, X32.shape[0])
+        n_val = min(1000, X32.shape[0] // 10)
         self.solvers = [
             Solver(
                 pop_model(s, c), X32, y, X32[:n_val], y[:n_val], learning_rate=c["lr"],
@@ -225,7 +225,7 @@ class SequentialSystem(StepSystem):
 class PopulationSystem(StepSystem):
     def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
         self.name = "population"
-        n_val = min(1000, X32.shape[0])
+        n_val = min(1000, X32.shape[0] // 10)
         self.pop = PopulationSolver(
             [pop_model(s, c) for c in configs], X32, y, X32[:n_val], y[:n_val],
             learning_rates=[c["lr"] for c in configs], regs=[c["reg"] for c in configs],

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except FcnetError as err:
         print(f"fcnet: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fcnet ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("fcnet: interrupted", file=sys.stderr)
         return 130

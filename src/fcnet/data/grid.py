@@ -37,31 +37,26 @@ def sample_grid(split: Split, classes: list[str], per_class: int = 8, seed: int 
 def save_grid(split: Split, classes: list[str], out: Path, per_class: int = 8, seed: int = 0,
               title: str = "") -> Path:
     """Draw the mosaic with class names beside each row; written atomically."""
-    import matplotlib
+    from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    if fmt not in FigureCanvasBase.get_supported_filetypes():
+        raise FcnetError(f"{out}: unknown image format .{fmt} (use .png, .pdf, .svg, .jpg)")
+    if not out.parent.is_dir():
+        raise FcnetError(f"{out}: folder {out.parent} does not exist")
     grid, labels = sample_grid(split, classes, per_class, seed)
     h_row = grid.shape[0] / len(labels)
-    fmt = out.suffix.lstrip(".").lower() or "png"
-    if fmt not in plt.gcf().canvas.get_supported_filetypes():
-        plt.close("all")
-        raise FcnetError(f"{out}: unknown image format .{fmt} (use .png, .pdf, .svg, .jpg)")
     scale = max(1.0, 48 / split.x.shape[2])  # small images drawn bigger
-    fig_w = 1.6 + grid.shape[1] * scale / 100
-    fig, ax = plt.subplots(figsize=(fig_w, 0.5 + grid.shape[0] * scale / 100), dpi=100)
+    fig = Figure(figsize=(1.6 + grid.shape[1] * scale / 100, 0.5 + grid.shape[0] * scale / 100),
+                 dpi=100)
+    ax = fig.subplots()
     ax.imshow(grid[..., 0] if grid.shape[2] == 1 else grid, cmap="gray", vmin=0, vmax=255,
               interpolation="nearest")
     ax.set_yticks([(i + 0.5) * h_row for i in range(len(labels))], labels, fontsize=8)
     ax.set_xticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    if not out.parent.is_dir():
-        plt.close(fig)
-        raise FcnetError(f"{out}: folder {out.parent} does not exist")
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format=fmt, bbox_inches="tight")
-    plt.close(fig)
     return out

@@ -4,6 +4,7 @@ cache, split it."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def _cached(name: str, path: Path, load, cache: bool) -> Dataset:
         checksum, kind = source_checksum(path)
         if cache and (ds := load_decoded(name, checksum)) is not None:
             ds.meta["cache"] = "hit"
+            ds.source = str(path)  # the entry may have been written from another path
             return ds
         ds = load()
     except OSError as err:  # unreadable files, a folder that vanished, ...
@@ -64,7 +66,7 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
     if dataset not in DATASETS:
         raise FcnetError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     t0 = time.perf_counter()
-    p = Path(path).expanduser().absolute() if path is not None else None
+    p = Path(os.path.abspath(Path(path).expanduser())) if path is not None else None
     if dataset in ("digits", "toy"):
         if p is not None:
             raise FcnetError(f"{dataset}: is built in and takes no --path")

@@ -85,7 +85,8 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
         pool = np.arange(len(y))
     else:
         k = test_size if test_size is not None else max(1, round(TEST_FRACTION * len(y)))
-        _check_size("test_size", k, len(y) - 1, "samples that leave one for training", where)
+        _check_size("test_size", k, len(y) - 1, f"rows it can take from the {len(y)} samples "
+                    "(one must stay for training)", where)
         picked, pool = stratified(y, k, rng)
         test = ("train", picked)
 
@@ -95,8 +96,8 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
     else:
         default = DEFAULT_VAL.get(ds.name, max(1, round(VAL_FRACTION * len(pool))))
         k = val_size if val_size is not None else default
-        _check_size("val_size", k, len(pool) - 1,
-                    "training samples that leave one for training", where)
+        _check_size("val_size", k, len(pool) - 1, f"rows it can take from the {len(pool)} "
+                    "training samples (one must stay for training)", where)
         if ds.ordered:  # the exercise: train = first rows, val = the rows after them
             t = train_size if train_size is not None else len(pool) - k
             _check_size("train_size", t, len(pool) - k, "training samples left beside val",

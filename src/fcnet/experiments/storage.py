@@ -12,7 +12,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import random
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -40,12 +42,28 @@ def quiet_optuna() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` with a driver that is installed.
+
+    SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3); fcnet's extra
+    installs psycopg2, so pick it when psycopg is missing."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+            return f"postgresql+psycopg2://{rest}"
+        return f"postgresql://{rest}"
+    return url
+
+
 def open_storage(url: str):
     """An Optuna RDBStorage for ``url``; FcnetError when it cannot be reached."""
     import optuna
     import sqlalchemy.exc
 
     quiet_optuna()
+    given, url = url, driver_url(url)
     kwargs: dict = {}
     if is_sqlite(url):
         # other readers (e.g. `optuna-dashboard`) may hold the file briefly
@@ -53,11 +71,26 @@ def open_storage(url: str):
     else:
         kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                       engine_kwargs={"pool_pre_ping": True})
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise FcnetError(f"--storage {_safe(url)}: cannot open ({msg})") from None
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            # workers starting together on an empty database race to create its
+            # tables; the loser finds them there on the next try
+            if attempt == 3 or not isinstance(err, sqlalchemy.exc.IntegrityError |
+                                              sqlalchemy.exc.ProgrammingError):
+                raise FcnetError(f"--storage {_safe(given)}: cannot open "
+                                 f"({_first_line(err)})") from None
+            time.sleep(0.2 + random.random())
+        except (ImportError, ValueError) as err:
+            raise FcnetError(f"--storage {_safe(given)}: cannot open ({_first_line(err)})"
+                             ) from None
+    raise AssertionError("unreachable")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _safe(url: str) -> str:

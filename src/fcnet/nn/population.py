@@ -169,7 +169,7 @@ class PopulationSolver:
         self.lr = self.lr0.copy()
         self.diverged_at: list[int | None] = [None] * k
         self.active = np.ones(k, dtype=bool)
-        self._losses = np.full((self.num_iters, k), np.nan)
+        self._losses: list[np.ndarray] = []  # (K,) per iteration
         self.train_acc_history: list[list[float]] = [[] for _ in range(k)]
         self.val_acc_history: list[list[float]] = [[] for _ in range(k)]
         self.lr_history: list[list[float]] = [[] for _ in range(k)]
@@ -288,9 +288,8 @@ class PopulationSolver:
         else:  # frozen members keep overflowing; their results are discarded
             with np.errstate(over="ignore", invalid="ignore"):
                 loss, dz = self._forward_loss(ws)
-        live = self.active.copy()
-        self._losses[it, live] = loss[live]
-        for j in np.flatnonzero(live & ~np.isfinite(loss)):
+        self._losses.append(loss)
+        for j in np.flatnonzero(self.active & ~np.isfinite(loss)):
             self.diverged_at[j] = it  # frozen at its last good parameters
             self.active[j] = False
         frozen = ~self.active
@@ -358,8 +357,9 @@ class PopulationSolver:
 
     # ------------------------------------------------------------ histories
     def losses(self, member: int) -> list[float]:
+        """Member's loss per iteration; ends at its divergence (as a lone Solver's)."""
         end = self.it if self.diverged_at[member] is None else self.diverged_at[member] + 1
-        return [float(v) for v in self._losses[:end, member]]
+        return [float(v[member]) for v in self._losses[:end]]
 
     def history(self, member: int) -> dict:
         """Member's histories, as Solver.history() plus 'lr_history'."""
