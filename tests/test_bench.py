@@ -62,7 +62,7 @@ def test_table_names_every_system_and_the_population(bench_json):
 def test_missing_peers_are_null_in_json_with_a_note(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     # torch asked for but missing, scikit-learn not asked for
-    s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, peers=("torch",))
+    s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0, peers=("torch",))
     r = run_bench(s)
     assert r["step_ms"]["torch_f32"] is None and r["step_ms"]["sklearn_f32"] is None
     assert "torch_f32" in r["notes"] and "sklearn_f32" not in r["notes"]

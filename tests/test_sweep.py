@@ -259,7 +259,7 @@ def test_one_process_at_a_time_holds_an_sqlite_sweep(tmp_path):
 def test_population_batches_reach_train_population_with_compatible_configs(tmp_path,
                                                                             monkeypatch):
     """The seam: with ``fcnet.training.train_population`` present, trials that differ only
-    in shape-free fields (here lr and seed) arrive in one call, hidden sizes never mix."""
+    in shape-free fields (here lr and reg) arrive in one call; hidden sizes never mix."""
     calls = []
 
     def fake_population(configs, run_dirs, quiet=True, resume=True, eval_at=None,
@@ -269,17 +269,18 @@ def test_population_batches_reach_train_population_with_compatible_configs(tmp_p
                 for c, d in zip(configs, run_dirs, strict=True)]
 
     monkeypatch.setattr(fcnet.training, "train_population", fake_population, raising=False)
-    spec = SweepSpec(digits(), grid={"hidden": [[10], [20]], "lr": [1e-2, 3e-2], "seed": [0, 1]})
+    spec = SweepSpec(digits(), grid={"hidden": [[10], [20]], "lr": [1e-2, 3e-2], "reg": [0, 1e-3]})
     res = run_sweep(spec, tmp_path / "s", population=4, figures=False)
     assert sorted(len(c) for c in calls) == [4, 4]
     for batch in calls:
         assert len({tuple(c.hidden) for c in batch}) == 1
-        assert len({(c.lr, c.seed) for c in batch}) == 4
+        assert len({(c.lr, c.reg) for c in batch}) == 4
     assert all(r.status == "completed" for r in res.rows) and len(run_dirs(tmp_path / "s")) == 8
     assert all(starts(d)[0]["batch"] == 4 for d in run_dirs(tmp_path / "s"))
 
-    calls.clear()  # --population 1 turns batching off
-    run_sweep(SweepSpec(digits(), grid={"seed": [5, 6]}), tmp_path / "p1", population=1,
+    calls.clear()  # seeds never mix (one shared batch stream); --population 1 turns it off
+    run_sweep(SweepSpec(digits(), grid={"seed": [5, 6]}), tmp_path / "p0", figures=False)
+    run_sweep(SweepSpec(digits(), grid={"lr": [5e-3, 6e-3]}), tmp_path / "p1", population=1,
               figures=False)
     assert calls == []
 

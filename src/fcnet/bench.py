@@ -71,7 +71,8 @@ class BenchSettings:
     pop_k: int = 8
     pop_hidden: int = 50
     peers: tuple[str, ...] = ("torch", "sklearn")
-    gap_s: float = 0.05
+    gap_s: float = 0.02
+    switch_gap_s: float = 0.3
 
     def validate(self) -> None:
         if self.steps < MIN_STEPS:
@@ -92,6 +93,7 @@ class StepSystem:
 
     name = ""
     steps_per_call = 1  # sklearn's call is an epoch of many steps
+    threads = "openblas"  # whose worker threads it runs on (NumPy's OpenBLAS or torch's)
 
     def step(self) -> None:
         raise NotImplementedError
@@ -141,7 +143,7 @@ class TorchSystem(StepSystem):
     def __init__(self, s: BenchSettings, X32, y):
         import torch
 
-        self.name, self.torch = "torch_f32", torch
+        self.name, self.torch, self.threads = "torch_f32", torch, "torch"
         torch.manual_seed(s.seed)
         self.X, self.y, self.batch = torch.from_numpy(X32), torch.from_numpy(y), s.batch
         self.net = torch.nn.Sequential(
@@ -295,10 +297,14 @@ def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | No
             for _ in range(s.warmup):
                 sys_.step()
     block = math.ceil(s.steps / s.rounds)
+    last = None
     for r in range(s.rounds):
         shift = r % len(systems)
         for sys_ in systems[shift:] + systems[:shift]:
-            time.sleep(s.gap_s)  # let the last system's spinning threads go idle
+            # OpenBLAS's idle workers spin for about 0.1 s after their last call, and
+            # slow torch's threads (and the other way round) until they sleep
+            time.sleep(s.gap_s if sys_.threads == last else s.switch_gap_s)
+            last = sys_.threads
             # sklearn: enough whole epochs that it too gets ``steps`` steps in all
             epochs = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
             calls = epochs if sys_.steps_per_call > 1 else block

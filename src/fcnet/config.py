@@ -55,6 +55,7 @@ class RunConfig(BaseModel):
     reg: float = Field(0.25, ge=0, description="L2: reg * sum(W**2), gradient 2 reg W")
     weight_decay: float | None = Field(None, ge=0, description="torch weight decay (None: 2 * reg)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    mixup: float = Field(0.0, ge=0, description="torch: mixup, lam ~ Beta(a, a) (0: off)")
     augment: bool = False
     iters: int | None = Field(1000, ge=1, description="training length in iterations")
     epochs: int | None = Field(None, ge=1, description="training length in epochs (overrides iters)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from fcnet.config import RunConfig, make_config
 from fcnet.errors import FcnetError
+from fcnet.training.files import write_json
 
 # The report's numbers (study.md), validation accuracy in % on official CIFAR-10.
 REPORT = {
@@ -324,9 +326,15 @@ def depth_section(R: StudyRunner, figs: Path, results: dict):
     from fcnet.torch_backend.depth import depth_study, plot_depth_study
     from fcnet.training.prepare import prepare
 
-    P = prepare(R.config(preprocess="channel"))
-    res = depth_study(P.X_train, P.y_train, P.X_val, P.y_val, depths=(2, 3, 4, 5),
-                      init=["normal:1e-3", "kaiming"], progress=False)
+    cfg = R.config(preprocess="channel")
+    cache = R.out / "runs" / f"depth-{run_key(cfg)}.json"
+    if cache.exists():  # a rerun reuses the finished depth study
+        res = json.loads(cache.read_text())
+    else:
+        P = prepare(cfg)
+        res = depth_study(P.X_train, P.y_train, P.X_val, P.y_val, depths=(2, 3, 4, 5),
+                          init=["normal:1e-3", "kaiming"], progress=False)
+        write_json(cache, res)
     rows = []
     for r in res:
         h0, h1 = r["history"][0], r["history"][-1]

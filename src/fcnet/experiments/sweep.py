@@ -23,6 +23,7 @@ Python API (what `fcnet sweep` and `fcnet study` call)::
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -38,11 +39,18 @@ from fcnet.config import RunConfig, make_config, read_toml
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.space import SearchParam, run_key
-from fcnet.experiments.storage import DirLock, Heartbeat, default_url, is_sqlite, open_storage
+from fcnet.experiments.storage import (
+    GRACE_S,
+    DirLock,
+    Heartbeat,
+    default_url,
+    is_sqlite,
+    open_storage,
+)
 from fcnet.experiments.worker import POPULATION_FIELDS, population_fn, run_task
 
 SEARCHES = ("random", "tpe")
-POLL_S = 2.0  # how often a process waiting on other machines' trials looks again
+POLL_S = 1.0  # how often a process waiting on other machines' trials looks again
 RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
                "samples_per_second", "iterations", "diverged_at", "trained")
 
@@ -186,8 +194,8 @@ class Job:
     @property
     def pop(self) -> str | None:
         """Population key: jobs with equal keys may train as one population."""
-        if self.config.backend != "numpy":
-            return None
+        if self.config.backend != "numpy" or self.config.optimizer != "sgd":
+            return None  # the population trainer is NumPy plain SGD
         d = self.config.model_dump()
         for f in POPULATION_FIELDS:
             d.pop(f, None)
@@ -382,7 +390,7 @@ def _pid_alive(pid: int) -> bool:
 class _Study:
     """The Optuna study behind a sweep, with the operations the sweep needs."""
 
-    def __init__(self, url: str, name: str):
+    def __init__(self, url: str, name: str, create: bool = True):
         import optuna
 
         self.url = url
@@ -391,11 +399,16 @@ class _Study:
         self.shared = not is_sqlite(url)
         self.created = False
         try:  # exactly one process creates a study: the name is a unique key
+            if not create:
+                raise optuna.exceptions.DuplicatedStudyError
             self.study = optuna.create_study(study_name=name, storage=self.storage,
                                              direction="maximize", load_if_exists=False)
             self.created = True
         except optuna.exceptions.DuplicatedStudyError:
-            self.study = optuna.load_study(study_name=name, storage=self.storage)
+            try:
+                self.study = optuna.load_study(study_name=name, storage=self.storage)
+            except KeyError:
+                raise FcnetError(f"no study {name!r} in {url.split('://')[0]} storage") from None
 
     @property
     def attrs(self) -> dict:
@@ -466,6 +479,7 @@ class _Coordinator:
 
         running = self.st.trials((TrialState.RUNNING,))
         host = socket.gethostname()
+        now = datetime.datetime.now()
         for t in running:
             if t._trial_id in self.held:
                 continue
@@ -473,7 +487,10 @@ class _Coordinator:
             o_host, _, o_pid = owner.rpartition(":")
             dead = not self.st.shared  # the sweep-dir lock says nobody else is running
             if o_host == host and o_pid.isdigit() and not _pid_alive(int(o_pid)):
-                dead = True
+                dead = True  # its process on this machine is gone
+            if not owner and t.datetime_start and (
+                    now - t.datetime_start).total_seconds() > GRACE_S:
+                dead = True  # taken by a process that died before its first heartbeat
             if dead:
                 self.st.finish(t._trial_id, {"error": "interrupted (its process died)"},
                                TrialState.FAIL)
@@ -537,7 +554,8 @@ class _Coordinator:
             self.st.finish(trial_id, {**attrs, "reused_from": src.number}, TrialState.COMPLETE,
                            src.value)
             self._release(trial_id)
-            self._advance(1)
+            if self.spec.search:  # a grid's bar counts jobs, and this one was done already
+                self._advance(1)
             return True
         if any(t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < number
                for t in twins):
@@ -803,21 +821,32 @@ class _Coordinator:
                 w["task"] = task
                 w["tasks"].put(task)
                 progressed = True
-        busy = [w for w in self.pool if w["task"] is not None]
-        if not busy:
+        if not any(w["task"] is not None for w in self.pool):
             return progressed
         try:
-            i, results = self.results.get(timeout=1.0)
+            self._collect(self.results.get(timeout=1.0))
         except queue.Empty:
-            self._check_workers()
-            return True
+            pass
+        self._check_workers()
+        return True
+
+    def _collect(self, message: tuple[int, list[dict]]) -> None:
+        i, results = message
         for r in results:
             self.record(r)
         self.pool[i]["task"] = None
-        return True
 
     def _check_workers(self) -> None:
         """A worker that died (killed, out of memory) fails its task and is replaced."""
+        import queue
+
+        if not any(w["task"] is not None and not w["proc"].is_alive() for w in self.pool):
+            return
+        try:  # results it sent before dying still count
+            while True:
+                self._collect(self.results.get(timeout=0.2))
+        except queue.Empty:
+            pass
         for i, w in enumerate(self.pool):
             if w["task"] is not None and not w["proc"].is_alive():
                 code = w["proc"].exitcode
@@ -1013,7 +1042,7 @@ def load_result(sweep_dir: str | Path, storage: str | None = None, study: str | 
     url = storage or default_url(sweep_dir)
     if is_sqlite(url) and storage is None and not (sweep_dir / "sweep.db").exists():
         raise FcnetError(f"{sweep_dir}: not a sweep directory (no sweep.db)")
-    st = _Study(url, study or _default_study(url, sweep_dir))
+    st = _Study(url, study or _default_study(url, sweep_dir), create=False)
     spec = _spec_for(st, None, False, 0.0)
     runs = Path(runs_dir) if runs_dir else sweep_dir / "runs"
     return SweepResult(sweep_dir, spec, _rows(st, spec, runs), st.name, st.url)

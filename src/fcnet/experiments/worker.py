@@ -26,9 +26,10 @@ from fcnet.errors import FcnetError
 ATTEMPTS = "sweep-attempts.jsonl"  # one line when a trial starts in a run dir, one when it ends
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-# fields that change no array shape: trials differing only in these can train as one population
-POPULATION_FIELDS = ("lr", "decay", "reg", "dropout_keep", "std", "init", "seed", "momentum",
-                     "weight_decay", "label_smoothing")
+# Trials that differ only in these fields can train as one population (same shapes, one
+# shared minibatch stream). Not the seed: PopulationSolver draws every member's batches from
+# one RandomState(seed), so only equal seeds reproduce the lone runs.
+POPULATION_FIELDS = ("lr", "decay", "reg", "dropout_keep", "std", "init")
 
 
 def population_fn():
@@ -158,7 +159,10 @@ def _die_with_parent(parent_pid: int) -> None:
 def worker_main(index: int, tasks, results, parent_pid: int, threads: int,
                 figures: bool) -> None:
     """Loop of one worker process: take a task, run it, send its results back."""
+    import signal
+
     _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle
     try:
         from threadpoolctl import threadpool_limits
 

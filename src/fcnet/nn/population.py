@@ -372,3 +372,57 @@ class PopulationSolver:
 
     def histories(self) -> list[dict]:
         return [self.history(j) for j in range(self.k)]
+
+    # ------------------------------------------------------------- resuming
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue bit for bit, as plain arrays (np.savez,
+        no pickle): stacked parameters, iteration, learning rates, divergence,
+        the batch and mask streams, histories.  A snapshot (copies)."""
+        keys, pos, has_gauss, gauss = self.rng.get_state()[1:]
+        out = {f"W.{i}": w.copy() for i, w in enumerate(self.W)}
+        out.update({f"b.{i}": b.copy() for i, b in enumerate(self.b)})
+        out.update({
+            "it": np.array(self.it), "lr": self.lr.copy(), "active": self.active.copy(),
+            "diverged_at": np.array([-1 if d is None else d for d in self.diverged_at]),
+            "rng.keys": keys.copy(), "rng.pos": np.array(pos),
+            "rng.has_gauss": np.array(has_gauss), "rng.gauss": np.array(gauss),
+            "perm": self._perm.copy(),
+            "losses": np.array(self._losses).reshape(-1, self.k),
+        })
+        for j, g in enumerate(self.mask_rngs):
+            st = g.bit_generator.state  # PCG64: two 128-bit integers, split into uint64 words
+            words = [st["state"]["state"], st["state"]["inc"]]
+            out[f"mask_rng.{j}"] = np.array(
+                [w >> 64 for w in words] + [w & (2**64 - 1) for w in words]
+                + [st["has_uint32"], st["uinteger"]], dtype=np.uint64)
+            out[f"train_acc.{j}"] = np.array(self.train_acc_history[j])
+            out[f"val_acc.{j}"] = np.array(self.val_acc_history[j])
+            out[f"lr_history.{j}"] = np.array(self.lr_history[j])
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore ``state()``'s output into this population (same K and shapes)."""
+        for i, w in enumerate(self.W):
+            w[...] = state[f"W.{i}"]  # in place: the members' params stay views
+        for i, b in enumerate(self.b):
+            b[...] = state[f"b.{i}"]
+        self.it = int(state["it"])
+        self.lr = np.array(state["lr"], dtype=np.float64)
+        self.active = np.array(state["active"], dtype=bool)
+        self.diverged_at = [None if d < 0 else int(d) for d in state["diverged_at"]]
+        self.rng.set_state(
+            ("MT19937", np.asarray(state["rng.keys"], dtype=np.uint32), int(state["rng.pos"]),
+             int(state["rng.has_gauss"]), float(state["rng.gauss"]))
+        )
+        self._perm = np.asarray(state["perm"], dtype=np.intp)
+        self._losses = list(np.asarray(state["losses"], dtype=np.float64).reshape(-1, self.k))
+        for j, g in enumerate(self.mask_rngs):
+            w = [int(v) for v in state[f"mask_rng.{j}"]]
+            g.bit_generator.state = {
+                "bit_generator": "PCG64",
+                "state": {"state": (w[0] << 64) | w[2], "inc": (w[1] << 64) | w[3]},
+                "has_uint32": w[4], "uinteger": w[5],
+            }
+            self.train_acc_history[j] = [float(v) for v in state[f"train_acc.{j}"]]
+            self.val_acc_history[j] = [float(v) for v in state[f"val_acc.{j}"]]
+            self.lr_history[j] = [float(v) for v in state[f"lr_history.{j}"]]

@@ -21,6 +21,8 @@ Conventions (docs/torch.md):
   rows (eval mode, no augmentation); ``final_train_acc`` on the whole split.
 * Subnormal floats are flushed to zero while training: tiny initialisations
   otherwise run about 15x slower on CPUs that trap on them.
+* ``mixup`` a > 0 blends each batch with itself reversed, weight lam ~ Beta(a, a)
+  per batch, and the loss likewise (Zhang et al. 2018).
 * Test-time augmentation: a run trained with flips (``augment``) predicts the
   mean of the probabilities of each image and its mirror image (``tta``).
 * Mixed precision (bfloat16 autocast, float32 weights) is on for float32 runs
@@ -258,6 +260,9 @@ class TorchTrainer:
                 order = order.to(self.device)
                 if self.augment is not None:
                     draws = [t.to(self.device) for t in self.augment.draw(order.numel(), self.gen)]
+                if c.mixup > 0:  # one lam per batch, from a seed drawn off the generator
+                    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen))
+                    lams = np.random.RandomState(seed).beta(c.mixup, c.mixup, size=steps)
                 self.model.train()
                 for k in range(steps):
                     rows = slice(k * b, (k + 1) * b)
@@ -267,10 +272,16 @@ class TorchTrainer:
                         xb = self.augment.apply(xb, *(t[rows] for t in draws))
                     for group in self.optimizer.param_groups:
                         group["lr"] = self.lr_at(self.iteration, total, per_epoch)
+                    if c.mixup > 0:
+                        # mixup: each image blended with the batch's reversed partner
+                        lam = float(lams[k])
+                        xb = lam * xb + (1 - lam) * xb.flip(0)
                     with self._autocast():
-                        scores = self.model(xb)
-                    loss = F.cross_entropy(scores.to(self.dtype), yb,
-                                           label_smoothing=c.label_smoothing)
+                        scores = self.model(xb).to(self.dtype)
+                    loss = F.cross_entropy(scores, yb, label_smoothing=c.label_smoothing)
+                    if c.mixup > 0:
+                        loss = lam * loss + (1 - lam) * F.cross_entropy(
+                            scores, yb.flip(0), label_smoothing=c.label_smoothing)
                     if not cuda and not math.isfinite(loss.item()):
                         self.diverged_at = self.iteration  # keep the last good weights
                         losses.append(loss.detach())

@@ -103,8 +103,10 @@ def train_run(
         if summary_path.exists():
             old = files.read_json(summary_path)
             wanted = {str(i) for i in eval_at or []}
-            if old.get("status") in ("completed", "diverged") and wanted <= set(old.get("val_acc_at", {})):
-                return old
+            if old.get("status") in ("completed", "diverged"):
+                if wanted <= set(old.get("val_acc_at", {})):
+                    return old
+                resume = False  # points along the way can only come from a fresh run
     run_dir.mkdir(parents=True, exist_ok=True)
     files.write_text(cfg_path, config_text)
 
@@ -223,9 +225,8 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     diverged = solver.diverged_at is not None
     if not all(np.isfinite(v).all() for v in model.params.values()):
         raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
-    for it in sorted(wanted):
-        if str(it) not in val_at and it <= solver.it:
-            val_at[str(it)] = solver.val_accuracy()
+    if solver.it in wanted:
+        val_at[str(solver.it)] = solver.val_accuracy()
     save_checkpoint()
     files.save_npz(run_dir / "params.npz", model.params)
     if config.keep_best and best["params"] is not None:

@@ -1,0 +1,63 @@
+"""`fcnet study --dataset digits`: the offline default, end to end, in a real browser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._browser_util import open_page_check
+
+EXPECTED_ROWS = {"t-toy": 7, "t-baseline": 1, "t1": 10, "t2": 5, "t3": 12, "t4": 5, "t5": 5,
+                 "t6": 4, "t7": 2, "t-chosen": 2, "t-depth": 8}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("study")
+    r = subprocess.run([sys.executable, "-m", "fcnet", "study", "--dataset", "digits", "--out",
+                        str(out), "--json"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, json.loads(r.stdout)
+
+
+def test_study_writes_markdown_and_self_contained_html(study):
+    out, res = study
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for title in ("Table 1: iterations", "Table 7: PCA", "Depth study", "Chosen model"):
+        assert title in md and title in html
+    assert "held fixed" in md
+    assert "src=\"figures/" not in html and "data:image/png;base64," in html
+    assert res["checks_ok"] is True
+    assert 0.0 < res["chosen_test"] <= 1.0
+
+
+def test_study_report_renders_in_headless_chromium(study):
+    out, _ = study
+    page = open_page_check(out / "report.html")
+    assert page["console_errors"] == []
+    assert page["n_images"] >= 10 and page["images_loaded"] == page["n_images"]
+    for table_id, rows in EXPECTED_ROWS.items():
+        assert page["table_rows"].get(table_id) == rows, (table_id, page["table_rows"])
+
+
+def test_study_tables_carry_the_reports_numbers_beside_fcnets(study):
+    _, res = study
+    t1 = res["tables"]["t1"]
+    assert [row[0] for row in t1] == list(range(1000, 10001, 1000))
+    assert [row[2] for row in t1][:2] == [28.19, 35.80]  # the report's column, from study.md
+    assert all(isinstance(row[1], str) for row in t1)
+
+
+def test_study_rerun_reuses_finished_runs(study):
+    out, _ = study
+    params = sorted((out / "runs").glob("*/params.npz"))
+    before = {p: p.stat().st_mtime_ns for p in params}
+    r = subprocess.run([sys.executable, "-m", "fcnet", "study", "--dataset", "digits", "--out",
+                        str(out), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in params} == before
