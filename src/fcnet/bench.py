@@ -2,8 +2,8 @@
 
 Every system runs in this one process, interleaved: each round visits every
 system once (in a rotated order), lets the previous system's BLAS/OpenMP
-threads go idle (``gap_s``), takes a few untimed steps, then times a block of
-steps one by one.  Machine drift then touches all systems alike, and each
+threads go idle (``switch_gap_s`` between NumPy's OpenBLAS and torch, else
+``gap_s``), takes a few untimed steps, then times a block of steps one by one.  Machine drift then touches all systems alike, and each
 figure is the median over all its timed steps.
 
 - ``fcnet_f32``/``fcnet_f64``: ``Solver.run`` one iteration at a time, as

@@ -81,6 +81,22 @@ class StudyRunner:
                   f"{_describe(config, self.base)}: val {acc:.3f}", flush=True)
         return s
 
+    def run_many(self, configs: list[RunConfig], eval_at: list[int] | None = None) -> None:
+        """Train configs that differ only in lr, decay, reg, dropout or init scale as
+        populations (one stacked model, shared minibatches); the rest one by one."""
+        from fcnet.training import train_population
+        from fcnet.training.population_run import population_key
+
+        groups: dict[tuple, list[RunConfig]] = {}
+        for c in {run_key(c): c for c in configs}.values():  # identical configs once
+            groups.setdefault(population_key(c), []).append(c)
+        for group in groups.values():
+            t0 = time.perf_counter()
+            train_population(group, [self.run_dir(c) for c in group], eval_at=eval_at)
+            if not self.quiet:
+                print(f"[{time.perf_counter() - self.started:6.1f}s] population of "
+                      f"{len(group)} runs in {time.perf_counter() - t0:.1f}s", flush=True)
+
     def run_dir(self, config: RunConfig) -> Path:
         return self.out / "runs" / run_key(config)
 
@@ -182,16 +198,16 @@ def run_study(
         if ipe < 100 else "")
     tables: list[Table] = []
     # ---- Table 1, 2: one run each, evaluated along the way
-    say("Table 1 (iterations)")
+    say("Tables 1-2 (iterations), one population")
     c1 = R.config(iters=max(T1_ITERS))
-    s1 = R.run(c1, eval_at=T1_ITERS)
+    c2 = R.config(iters=max(T2_ITERS), lr=1e-3)
+    R.run_many([c1, c2], eval_at=sorted(set(T1_ITERS) | set(T2_ITERS)))
+    s1 = R.run(c1, eval_at=sorted(set(T1_ITERS) | set(T2_ITERS)))
     t1 = [[it, pct(s1["val_acc_at"].get(str(it))), r] for it, r in zip(T1_ITERS, REPORT["t1"])]
     tables.append(Table("Table 1: iterations", ["iterations", "fcnet val %", "report val %"], t1,
                         note="held fixed: the baseline (hidden 50, lr 1e-4, batch 200, reg 0.25); "
                              "one 10,000-iteration run evaluated after every 1,000", id="t1"))
-    say("Table 2 (iterations at lr 1e-3)")
-    c2 = R.config(iters=max(T2_ITERS), lr=1e-3)
-    s2 = R.run(c2, eval_at=T2_ITERS)
+    s2 = R.run(c2, eval_at=sorted(set(T1_ITERS) | set(T2_ITERS)))
     tables.append(Table("Table 2: iterations at lr 1e-3", ["iterations", "fcnet val %", "report val %"],
                         [[it, pct(s2["val_acc_at"].get(str(it))), r]
                          for it, r in zip(T2_ITERS, REPORT["t2"])],
@@ -220,7 +236,11 @@ def run_study(
     plots.multi_curves(noise, figs / "batch_noise.png", xlabel="iteration", ylabel="loss",
                        title="Loss at batch 100 vs 300 (hidden 50)")
     # ---- Table 5: regularisation
-    say("Table 5 (regularisation)")
+    say("Tables 5-6 (regularisation, dropout), one population per hidden size")
+    R.run_many([R.config(hidden=[h], reg=reg, lr=1e-3, iters=4000) for h in (50, 100)
+                for reg in T5_REG]
+               + [R.config(hidden=[h], dropout_keep=k, lr=1e-3, iters=4000) for h in (50, 100)
+                  for k in T6_KEEP])
     t5 = []
     for reg, r50, r100 in zip(T5_REG, REPORT["t5"][50], REPORT["t5"][100]):
         a = R.run(R.config(hidden=[50], reg=reg, lr=1e-3, iters=4000))
@@ -230,7 +250,6 @@ def run_study(
                                                         "H100 fcnet", "H100 report"], t5,
                         note=f"held fixed: {fixed_hi}, batch 200", id="t5"))
     # ---- Table 6: dropout
-    say("Table 6 (dropout)")
     t6 = []
     for keep, r50, r100 in zip(T6_KEEP, REPORT["t6"][50], REPORT["t6"][100]):
         a = R.run(R.config(hidden=[50], dropout_keep=keep, lr=1e-3, iters=4000))

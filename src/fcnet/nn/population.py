@@ -316,8 +316,9 @@ class PopulationSolver:
                 np.matmul(ws.x.T, ws.z1, out=step.reshape(-1, k * h1))
                 if frozen.any():
                     step[:, frozen] = 0
-                if any_reg:
-                    W *= shrink.astype(self.dtype)[None, :, None]
+                if any_reg:  # one factor per column of (D, K*H1): a contiguous inner loop
+                    W2d = W.reshape(-1, k * h1)
+                    W2d *= np.repeat(shrink.astype(self.dtype), h1)
             W += step
             b += dz.sum(axis=1)
             if i > 0:

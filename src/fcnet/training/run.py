@@ -222,36 +222,47 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     if bar is not None:
         bar.close()
 
-    diverged = solver.diverged_at is not None
-    if not all(np.isfinite(v).all() for v in model.params.values()):
-        raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
     if solver.it in wanted:
         val_at[str(solver.it)] = solver.val_accuracy()
     save_checkpoint()
-    files.save_npz(run_dir / "params.npz", model.params)
     if config.keep_best and best["params"] is not None:
         files.save_npz(run_dir / "best_params.npz", best["params"])
-    final_val = solver.val_accuracy()
-    done_iters = solver.it - start_it
+    hist = {**solver.history(), "lr_history": solver.lr_history}
+    return finish_run(config, run_dir, model, P, hist, summary, diverged_at=solver.diverged_at,
+                      iterations=solver.it, iters_per_epoch=solver.iters_per_epoch,
+                      seconds=seconds, done_iters=solver.it - start_it, val_at=val_at,
+                      best_epoch=best["epoch"], figures=figures)
+
+
+def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: dict,
+               summary: dict, *, diverged_at: int | None, iterations: int,
+               iters_per_epoch: int, seconds: float, done_iters: int, val_at: dict,
+               best_epoch: int, figures: bool) -> dict:
+    """Write a finished NumPy run's parameters, metrics, figures and summary."""
+    if not all(np.isfinite(v).all() for v in model.params.values()):
+        raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
+    files.save_npz(run_dir / "params.npz", model.params)
+    write_metrics(run_dir, hist, iters_per_epoch)
+    final_val = _accuracy(model, P.X_val, P.y_val)
+    losses = hist["loss_history"]
+    final_loss = float(losses[-1]) if losses else None
     summary.update({
-        "status": "diverged" if diverged else "completed",
-        "diverged_at": solver.diverged_at,
-        "iterations": solver.it,
-        "iters_per_epoch": solver.iters_per_epoch,
-        "epochs_recorded": len(solver.val_acc_history),
-        "final_loss": float(solver.loss_history[-1]) if solver.loss_history else None,
+        "status": "diverged" if diverged_at is not None else "completed",
+        "diverged_at": diverged_at,
+        "iterations": iterations,
+        "iters_per_epoch": iters_per_epoch,
+        "epochs_recorded": len(hist["val_acc_history"]),
+        "final_loss": final_loss if final_loss is not None and math.isfinite(final_loss) else None,
         "final_val_acc": final_val,
-        "best_val_acc": max([final_val, *solver.val_acc_history]),
-        "best_epoch": best["epoch"],
+        "best_val_acc": max([final_val, *hist["val_acc_history"]]),
+        "best_epoch": best_epoch,
         "final_train_acc": _accuracy(model, P.X_train, P.y_train),
         "train_seconds": seconds,
         "samples_per_second": (done_iters * config.batch_size / seconds) if seconds > 0 else None,
         "val_acc_at": val_at,
     })
-    if summary["final_loss"] is not None and not math.isfinite(summary["final_loss"]):
-        summary["final_loss"] = None  # JSON has no NaN
     if figures:
-        write_figures(run_dir, model.params["W1"], solver, P, model)
+        write_figures(run_dir, model, hist, P)
     files.write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -269,14 +280,15 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
-def write_figures(run_dir: Path, W1, solver: Solver, P: Prepared, model: MLP) -> None:
+def write_figures(run_dir: Path, model: MLP, hist: dict, P: Prepared) -> None:
     """The pictures a person looks at: loss, accuracies, weights, confusion matrix."""
     from fcnet.report import plots
 
-    plots.loss_curve(solver.loss_history, run_dir / "loss.png")
-    if solver.val_acc_history:
-        plots.accuracy_curves(solver.train_acc_history, solver.val_acc_history,
+    plots.loss_curve(hist["loss_history"], run_dir / "loss.png")
+    if hist["val_acc_history"]:
+        plots.accuracy_curves(hist["train_acc_history"], hist["val_acc_history"],
                               run_dir / "accuracy.png")
+    W1 = model.params["W1"]
     if P.image_shape is not None and W1.shape[0] == int(np.prod(P.image_shape)):
         plots.weight_grid(W1, tuple(P.image_shape), run_dir / "weights.png")
     pred = np.argmax(model.scores(P.X_val), axis=1)
