@@ -93,14 +93,14 @@ def test_model_is_a_sequential_of_linear_relu_pairs_with_the_exercise_init():
     m = MultiLayerPerceptron(3072, [100, 50], 10, init="normal:1e-3")
     kinds = [type(x).__name__ for x in m]
     assert kinds == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
-    w = m.linears[0].weight
+    w = m.linears[0].weight.detach()
     assert w.shape == (100, 3072)
     assert abs(float(w.std()) - 1e-3) < 5e-5
-    assert all(float(lin.bias.abs().max()) == 0 for lin in m.linears)
+    assert all(float(lin.bias.detach().abs().max()) == 0 for lin in m.linears)
     bn = MultiLayerPerceptron(8, [4], 2, dropout=0.1, batchnorm=True, activation="gelu",
                               init="kaiming")
     assert [type(x).__name__ for x in bn] == ["Linear", "BatchNorm1d", "GELU", "Dropout", "Linear"]
-    assert abs(float(bn.linears[0].weight.std()) - np.sqrt(2 / 8)) < 0.25
+    assert abs(float(bn.linears[0].weight.detach().std()) - np.sqrt(2 / 8)) < 0.25
 
 
 @pytest.mark.parametrize("bad", ["normal", "normal:-1", "xavier", "kaiming:2"])
@@ -201,7 +201,7 @@ def test_saved_weights_load_back_with_weights_only(tmp_path):
 def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path):
     X, y = blobs(n=400)
     img = (2, 2, 5)  # rows of 20 as tiny 2x2x5 "images", so augmentation draws too
-    cfg = small_config(epochs=4, dropout_keep=0.8, augment=True, optimizer="adamw")
+    cfg = small_config(epochs=4, dropout_keep=0.8, augment=True, optimizer="adamw", mixup=0.4)
     full = TorchTrainer(cfg, 20, 3, image_shape=img)
     h_full = full.fit(X[:300], y[:300], X[300:], y[300:])
 
@@ -279,6 +279,19 @@ def test_flip_and_shift_move_pixels_as_expected_in_both_layouts():
     out_hwc = a_hwc.apply(hwc, one, -one, flip).reshape(4, 5, 3).numpy()
     out_chw = a_chw.apply(chw, one, -one, flip).reshape(3, 4, 5).numpy()
     assert np.array_equal(out_hwc.transpose(2, 0, 1), out_chw)
+
+
+def test_a_net_trained_with_flips_predicts_the_mean_over_each_image_and_its_mirror():
+    X, y = blobs(n=300, d=12)
+    t = TorchTrainer(small_config(augment=True, epochs=1), 12, 3, image_shape=(2, 2, 3))
+    t.fit(X[:200], y[:200], X[200:], y[200:])
+    assert t.tta
+    both = t.predict_proba(X[200:])
+    t.tta = False
+    plain = t.predict_proba(X[200:])
+    mirrored = X[200:].reshape(-1, 2, 2, 3)[:, :, ::-1].reshape(100, 12)
+    assert np.allclose(both, (plain + t.predict_proba(mirrored)) / 2, atol=1e-6)
+    assert not np.allclose(both, plain, atol=1e-3)
 
 
 def test_image_shape_must_match_the_rows():

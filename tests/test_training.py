@@ -117,7 +117,7 @@ def test_keep_best_writes_best_params(tmp_path):
 
 # ----------------------------------------------------------------- resume and atomicity
 def test_resume_after_sigkill_ends_with_identical_parameters(tmp_path):
-    args = ["train", "--dataset", "digits", "--iters", "3000", "--batch-size", "20", "--lr",
+    args = ["train", "--dataset", "digits", "--iters", "20000", "--batch-size", "20", "--lr",
             "1e-2", "--std", "1e-2", "--quiet", "--checkpoint-every", "0", "--runs-dir",
             str(tmp_path)]
     ref = fcnet(*args, "--name", "straight")
@@ -128,12 +128,11 @@ def test_resume_after_sigkill_ends_with_identical_parameters(tmp_path):
     deadline = time.time() + 60
     while time.time() < deadline and not ckpt.exists():
         time.sleep(0.05)
-    time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ckpt.exists()
     it = int(load_npz(ckpt)["it"])
-    assert 0 < it < 3000, "the kill must land mid-run"
+    assert 0 < it < 20000, "the kill must land mid-run"
     r = fcnet("train", "--resume", str(tmp_path / "killed"), "--quiet")
     assert r.returncode == 0, r.stderr
     a = load_npz(tmp_path / "straight" / "params.npz")

@@ -195,8 +195,9 @@ def depth_table(results: list[dict]) -> str:
 
 
 def plot_depth_study(results: list[dict], path: str | Path) -> Path:
-    """One figure, four panels: train and val accuracy per epoch, then activation
-    std and gradient norm per layer after the last epoch (log scale).  Solid
+    """One figure, six panels: train and validation accuracy per epoch, then
+    activation std and gradient norm per layer at initialisation and after the
+    last epoch (log scale; exact zeros, from underflow, are not drawn).  Solid
     lines for the first init, dashed for the next."""
     import matplotlib
 
@@ -207,26 +208,30 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     depths = sorted({r["depth"] for r in results})
     colours = {dep: f"C{i}" for i, dep in enumerate(depths)}
     styles = {spec: ls for spec, ls in zip(inits, ["-", "--", ":", "-."] * 4)}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(3, 2, figsize=(11, 11))
     for r in results:
         ep = [h["epoch"] for h in r["history"]]
         kw = {"color": colours[r["depth"]], "linestyle": styles[r["init"]],
               "label": f"{r['depth']} layers, {r['init']}"}
         axes[0, 0].plot(ep, [h["train_acc"] for h in r["history"]], **kw)
         axes[0, 1].plot(ep, [h["val_acc"] for h in r["history"]], **kw)
-        last = r["history"][-1]
-        layers = range(1, len(last["act_std"]) + 1)
-        axes[1, 0].semilogy(layers, np.maximum(last["act_std"], 1e-45), marker="o", **kw)
-        axes[1, 1].semilogy(layers, np.maximum(last["grad_norm"], 1e-45), marker="o", **kw)
+        for row, h in ((1, r["history"][0]), (2, r["history"][-1])):
+            layers = np.arange(1, len(h["act_std"]) + 1)
+            for col, key in ((0, "act_std"), (1, "grad_norm")):
+                v = np.asarray(h[key], dtype=float)
+                axes[row, col].semilogy(layers, np.where(v > 0, v, np.nan), marker="o", **kw)
     axes[0, 0].set(title="training accuracy (whole split)", xlabel="epoch", ylabel="accuracy")
     axes[0, 1].set(title="validation accuracy", xlabel="epoch", ylabel="accuracy")
-    axes[1, 0].set(title="activation std after training", xlabel="Linear layer", ylabel="std")
-    axes[1, 1].set(title="|dJ/dW| after training", xlabel="Linear layer", ylabel="norm")
+    for row, when in ((1, "at initialisation"), (2, "after training")):
+        axes[row, 0].set(title=f"activation std {when}", xlabel="Linear layer", ylabel="std")
+        axes[row, 1].set(title=f"|dJ/dW| {when}", xlabel="Linear layer", ylabel="norm")
+        for ax in axes[row]:
+            ax.set_xticks(range(1, max(depths) + 1))
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
