@@ -108,7 +108,7 @@ def test_iteration_points_share_one_run_and_identical_configs_are_one_job():
 
 
 def test_cosine_schedule_and_keep_best_do_not_share_iterations():
-    for base in (digits(schedule="cosine"), digits(keep_best=True)):
+    for base in (digits(schedule="cosine", backend="torch"), digits(keep_best=True)):
         _, jobs = plan(SweepSpec(base, grid={"iters": [20, 40]}))
         assert len(jobs) == 2 and all(j.eval_at == [] for j in jobs.values())
 

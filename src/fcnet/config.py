@@ -35,37 +35,43 @@ class RunConfig(BaseModel):
     pca: float | None = Field(
         None, gt=0, description="PCA components: a count (>= 1) or a variance fraction in (0, 1)"
     )
-    pca_whiten: bool = False
+    pca_whiten: bool = Field(False, description="whiten the PCA components (unit variance)")
 
     # model
-    backend: Literal["numpy", "torch"] = "numpy"
+    backend: Literal["numpy", "torch"] = Field(
+        "numpy", description="numpy (the exact engine) | torch (PyTorch, CPU or CUDA)")
     hidden: list[int] = Field(default_factory=lambda: [50], description="hidden sizes, e.g. [100, 50]")
     std: float = Field(1e-4, gt=0, description="init: weights ~ std * randn")
     init: str = Field("normal", description="torch init: normal | normal:<std> | kaiming | default")
     dropout_keep: float = Field(1.0, gt=0, le=1, description="keep probability of inverted dropout")
-    batchnorm: bool = False
-    activation: Literal["relu", "gelu"] = "relu"
+    batchnorm: bool = Field(False, description="torch: BatchNorm after each hidden Linear")
+    activation: Literal["relu", "gelu"] = Field("relu", description="torch: hidden nonlinearity")
 
     # optimisation
-    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
+        "sgd", description="update rule (adamw: torch only)")
     lr: float = Field(1e-4, gt=0, description="learning rate")
     decay: float = Field(0.95, gt=0, le=1, description="lr multiplier per epoch")
-    schedule: Literal["step", "cosine"] = "step"
-    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["step", "cosine"] = Field(
+        "step", description="step: lr *= decay per epoch | cosine (torch)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum coefficient (optimizer momentum)")
     reg: float = Field(0.25, ge=0, description="L2: reg * sum(W**2), gradient 2 reg W")
     weight_decay: float | None = Field(None, ge=0, description="torch weight decay (None: 2 * reg)")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="torch: label smoothing")
     mixup: float = Field(0.0, ge=0, description="torch: mixup, lam ~ Beta(a, a) (0: off)")
-    augment: bool = False
+    augment: bool = Field(False, description="torch: random crop and horizontal flip of images")
     iters: int | None = Field(1000, ge=1, description="training length in iterations")
     epochs: int | None = Field(None, ge=1, description="training length in epochs (overrides iters)")
-    batch_size: int = Field(200, ge=1)
-    sampling: Literal["replacement", "shuffle"] = "replacement"
-    seed: int = Field(0, ge=0)
-    dtype: Literal["float32", "float64"] = "float64"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(200, ge=1, description="minibatch size")
+    sampling: Literal["replacement", "shuffle"] = Field(
+        "replacement", description="minibatches drawn with replacement (the exercise) | shuffled epochs")
+    seed: int = Field(0, ge=0, description="seed of the initial weights and the minibatch stream")
+    dtype: Literal["float32", "float64"] = Field(
+        "float64", description="float64 (exact, the default) | float32 (fast)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="torch device; auto picks CUDA when present")
     amp: bool | None = Field(None, description="torch bf16 autocast (None: CUDA float32 only)")
-    keep_best: bool = False
+    keep_best: bool = Field(False, description="also keep the parameters of the best val epoch")
 
     @field_validator("hidden")
     @classmethod
@@ -92,8 +98,17 @@ class RunConfig(BaseModel):
     def _pca_count(self) -> RunConfig:
         if self.pca is not None and self.pca >= 1 and self.pca != int(self.pca):
             raise ValueError("pca: a count must be an integer (or a fraction in (0, 1))")
-        if self.backend == "numpy" and self.optimizer == "adamw":
-            raise ValueError("optimizer: adamw needs --backend torch")
+        if self.backend == "numpy":
+            defaults = {"optimizer": "sgd", "batchnorm": False, "activation": "relu",
+                        "schedule": "step", "label_smoothing": 0.0, "mixup": 0.0,
+                        "augment": False, "amp": None, "weight_decay": None}
+            for key, default in defaults.items():
+                value = getattr(self, key)
+                if value != default and not (key == "optimizer" and value in ("momentum", "adam")):
+                    raise ValueError(f"{key}={value!r} needs --backend torch")
+            if self.init.split(":")[0] != "normal":
+                raise ValueError(f"init={self.init!r} needs --backend torch "
+                                 "(the NumPy engine draws std * randn)")
         return self
 
     # ----------------------------------------------------------------- helpers
@@ -124,12 +139,13 @@ def _toml_value(v: Any) -> str:
 
 def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
-    field = ".".join(str(p) for p in e["loc"]) or "config"
+    field = ".".join(str(p) for p in e["loc"])
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"config field '{field}': {msg}{more}"
+    where = f"config field '{field}'" if field else "config"
+    return f"{where}: {msg}{more}"
 
 
 def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:

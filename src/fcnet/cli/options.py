@@ -33,7 +33,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         ann = field.annotation
         args = typing.get_args(ann)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
-        if ann is bool:
+        if ann is bool or set(args) == {bool, type(None)}:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(ann) is typing.Literal:
             kwargs["choices"] = list(args)

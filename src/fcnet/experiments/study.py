@@ -368,10 +368,12 @@ def depth_section(R: StudyRunner, figs: Path, results: dict):
         "Q4: deeper networks in PyTorch", id="depth",
         text="2-5 Linear layers, hidden 50, Adam 1e-3 with weight decay 1e-3, 10 epochs, batch "
              "200, lr x0.95 per epoch, inputs (x/255 - 0.5)/0.5. With the exercise's init, "
-             "normal(0, 1e-3), the signal shrinks by orders of magnitude at every layer: the "
-             "4- and 5-layer nets stay at chance on the *training* set too, so their collapse is "
-             "not overfitting (the report's claim) but vanishing signal. Kaiming init, scaled to "
-             "each layer's fan-in, trains every depth.",
+             "normal(0, 1e-3), the signal shrinks by orders of magnitude at every layer (the "
+             "score std column): the 4- and 5-layer nets stay at chance on the *training* set "
+             "too, so their collapse is not overfitting (the report's claim) but vanishing "
+             "signal. The data gradient of the first layers is then far smaller than the weight "
+             "decay term, which drives those weights to zero (W1 gradient norm 0 at the end). "
+             "Kaiming init, scaled to each layer's fan-in, trains every depth.",
         tables=[Table("Depth study", ["Linear layers", "init", "report val %", "fcnet train %",
                                       "fcnet val %", "score std (init -> end)",
                                       "W1 grad norm (init -> end)"],
