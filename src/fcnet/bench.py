@@ -3,8 +3,9 @@
 Every system runs in this one process, interleaved: each round visits every
 system once (in a rotated order), lets the previous system's BLAS/OpenMP
 threads go idle (``switch_gap_s`` between NumPy's OpenBLAS and torch, else
-``gap_s``), takes a few untimed steps, then times a block of steps one by one.  Machine drift then touches all systems alike, and each
-figure is the median over all its timed steps.
+``gap_s``), takes a few untimed steps, then times a block of steps one by one.
+Machine drift then touches all systems alike, and each figure is the median
+over all its timed steps.
 
 - ``fcnet_f32``/``fcnet_f64``: ``Solver.run`` one iteration at a time, as
   ``train`` runs it (index draw, minibatch gather, forward, backward, update;
@@ -331,6 +332,8 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "blas": None,
         "blas_threads": None,
+        # OpenBLAS's kernel choice can be forced (this environment sets Haswell)
+        "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
         "flush_denormals": ftz_supported(),
     }
     try:
