@@ -217,3 +217,13 @@ def test_evaluate_on_unfinished_run_is_refused(tmp_path):
     p.write_text(json.dumps(s))
     with pytest.raises(FcnetError, match="not finished"):
         evaluate_run(tmp_path / "r", "val")
+
+
+def test_unreadable_dataset_fails_in_one_line_and_writes_no_run_dir(tmp_path):
+    bad = tmp_path / "broken.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08 this is not a gzip stream")
+    r = fcnet("train", "--dataset", "imagefolder", "--path", str(bad), "--quiet",
+              "--runs-dir", str(tmp_path / "runs"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "broken.tar.gz" in r.stderr
+    assert not (tmp_path / "runs").exists()

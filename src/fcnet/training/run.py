@@ -107,10 +107,9 @@ def train_run(
                 if wanted <= set(old.get("val_acc_at", {})):
                     return old
                 resume = False  # points along the way can only come from a fresh run
+    prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     files.write_text(cfg_path, config_text)
-
-    prepared = prepare(config, progress=not quiet)
     if config.backend == "torch":
         from fcnet.training.torch_run import train_torch
 
