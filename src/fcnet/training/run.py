@@ -169,8 +169,9 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
         solver.load_state(state)
         val_at = {k[7:]: float(v) for k, v in state.items() if k.startswith("val_at.")}
         if "best.acc" in state:
+            kept = {k[12:]: v for k, v in state.items() if k.startswith("best.params.")}
             best = {"acc": float(state["best.acc"]), "epoch": int(state["best.epoch"]),
-                    "params": {k[12:]: v for k, v in state.items() if k.startswith("best.params.")}}
+                    "params": kept or None}
     files.save_npz(run_dir / "preprocess.npz", P.prep.state())
     files.write_json(run_dir / "summary.json", summary)
     wanted = set(eval_at)
@@ -185,8 +186,8 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     def save_checkpoint():
         state = solver.state()
         state.update({f"val_at.{k}": np.array(v) for k, v in val_at.items()})
+        state.update({"best.acc": np.array(best["acc"]), "best.epoch": np.array(best["epoch"])})
         if best["params"] is not None:
-            state.update({"best.acc": np.array(best["acc"]), "best.epoch": np.array(best["epoch"])})
             state.update({f"best.params.{k}": v for k, v in best["params"].items()})
         files.save_npz(ckpt, state)
         write_metrics(run_dir, {**solver.history(), "lr_history": solver.lr_history},
