@@ -392,4 +392,4 @@ def check_dataset(dataset: str) -> None:
     from fcnet.data import DATASETS
 
     if dataset not in DATASETS:
-        raise FcnetError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+        raise FcnetError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
