@@ -83,3 +83,19 @@ def write_json(path: str | None, obj: dict) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text)
     print(f"wrote {p}", file=sys.stderr)
+
+
+def progress_bar(total: int, desc: str, unit: str, quiet: bool):
+    """A tqdm bar on stderr, or None when quiet."""
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
+
+
+def emit(result: dict, json_path: str | None, format_table) -> None:
+    """Print the table (unless the JSON goes to stdout), then write the JSON."""
+    if json_path != "-":
+        print(format_table(result))
+    write_json(json_path, result)

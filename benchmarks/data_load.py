@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 
-from _proc import DEFAULT_CIFAR, check_source, last_line, run_measured, write_json
+from _proc import DEFAULT_CIFAR, check_source, emit, last_line, progress_bar, run_measured
 
 CHILD = """\
 import json, sys, time
@@ -119,17 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     path = check_source(a.path)
-    bar = None
-    if not a.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=a.rounds * (1 + a.warm), desc="loads", unit="load", file=sys.stderr)
+    bar = progress_bar(a.rounds * (1 + a.warm), "loads", "load", a.quiet)
     result = run("cifar10", path, a.rounds, a.warm, bar.update if bar else None)
     if bar:
         bar.close()
-    if a.json != "-":
-        print(format_table(result))
-    write_json(a.json, result)
+    emit(result, a.json, format_table)
     return 0
 
 

@@ -24,7 +24,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _proc import DEFAULT_CIFAR, check_source, fcnet_cmd, last_line, run_measured, write_json
+from _proc import (
+    DEFAULT_CIFAR,
+    check_source,
+    emit,
+    fcnet_cmd,
+    last_line,
+    progress_bar,
+    run_measured,
+)
 
 
 def commands(path: str, tmp: Path, which: list[str]) -> dict[str, list[str]]:
@@ -106,17 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     which = list(dict.fromkeys(a.only))
     needs_data = any(k.startswith("train_cifar10") for k in which)
     path = check_source(a.path) if needs_data else None
-    bar = None
-    if not a.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(which), desc="commands", unit="cmd", file=sys.stderr)
+    bar = progress_bar(len(which), "commands", "cmd", a.quiet)
     result = run(path, which, bar.update if bar else None)
     if bar:
         bar.close()
-    if a.json != "-":
-        print(format_table(result))
-    write_json(a.json, result)
+    emit(result, a.json, format_table)
     return 0
 
 

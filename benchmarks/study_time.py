@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _proc import DEFAULT_CIFAR, check_source, fcnet_cmd, last_line, run_measured, write_json
+from _proc import DEFAULT_CIFAR, check_source, emit, fcnet_cmd, last_line, run_measured
 
 DATASETS = ("cifar10", "digits")
 
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets = list(dict.fromkeys(a.datasets))
     path = check_source(a.path) if "cifar10" in datasets else None
     result = run(datasets, path, a.cold, a.no_depth, a.keep)
-    if a.json != "-":
-        print(format_table(result))
-    write_json(a.json, result)
+    emit(result, a.json, format_table)
     return 0
 
 

@@ -39,7 +39,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from _proc import DEFAULT_CIFAR, check_source, write_json
+from _proc import DEFAULT_CIFAR, check_source, emit, progress_bar
 
 SYSTEMS = ("fcnet", "torch", "sklearn")
 
@@ -403,18 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         d = synthetic(a.synthetic)
     else:
         d = load_cifar(check_source(a.path))
-    bar = None
-    if not a.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(s.seeds) * s.max_epochs, desc="epochs", unit="epoch",
-                   file=sys.stderr)
+    bar = progress_bar(len(s.seeds) * s.max_epochs, "epochs", "epoch", a.quiet)
     result = run(s, d, bar.update if bar else None)
     if bar:
         bar.close()
-    if a.json != "-":
-        print(format_table(result))
-    write_json(a.json, result)
+    emit(result, a.json, format_table)
     return 0
 
 
