@@ -27,6 +27,8 @@ def run_measured(cmd: list[str], env: dict | None = None, cwd: str | None = None
 
     ``wall_s`` runs from just before the fork to the child's exit (Python start-up and
     imports included). A child still running after ``timeout_s`` is killed (rc -9).
+    Linux keeps ru_maxrss across fork and exec, so the peak is at least this process's
+    own size at the fork: call it from a small process (the benchmark scripts are).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
