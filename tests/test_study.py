@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._browser_util import open_page_check
+from _browser_util import open_page_check
 
 EXPECTED_ROWS = {"t-toy": 7, "t-baseline": 1, "t1": 10, "t2": 5, "t3": 12, "t4": 5, "t5": 5,
                  "t6": 4, "t7": 2, "t-chosen": 2, "t-depth": 8}

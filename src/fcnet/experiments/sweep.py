@@ -24,21 +24,29 @@ Python API (what `fcnet sweep` and `fcnet study` call)::
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fcnet.config import RunConfig, make_config, read_toml
+from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
-from fcnet.experiments.space import SearchParam, run_key
+from fcnet.experiments.plan import (  # noqa: F401  (re-exported: the sweep's API)
+    SEARCHES,
+    Job,
+    Point,
+    SweepSpec,
+    load_sweep_file,
+    plan,
+    shares_iterations,
+)
+from fcnet.experiments.results import Row, SweepResult  # noqa: F401
+from fcnet.experiments.space import run_key
 from fcnet.experiments.storage import (
     GRACE_S,
     DirLock,
@@ -49,319 +57,9 @@ from fcnet.experiments.storage import (
 )
 from fcnet.experiments.worker import POPULATION_FIELDS, population_fn, run_task
 
-SEARCHES = ("random", "tpe")
 POLL_S = 1.0  # how often a process waiting on other machines' trials looks again
 RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
                "samples_per_second", "iterations", "diverged_at", "trained")
-
-
-# ------------------------------------------------------------------------- the spec
-@dataclass
-class SweepSpec:
-    """What to run: a base config and either a grid (with optional explicit
-    points) or a search over ranges.
-
-    ``grid``: field -> values; their product is applied to each of ``points``
-    (dicts of fields; none means just the base). ``search``: 'random' or 'tpe'
-    over ``params`` for ``trials`` trials, the sampler seeded with ``seed``.
-    """
-
-    base: RunConfig
-    grid: dict[str, list] = field(default_factory=dict)
-    points: list[dict] = field(default_factory=list)
-    search: str | None = None
-    params: dict[str, SearchParam] = field(default_factory=dict)
-    trials: int = 20
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.search is not None:
-            if self.search not in SEARCHES:
-                raise FcnetError(f"--search: expected one of {', '.join(SEARCHES)}, "
-                                 f"got {self.search!r}")
-            if self.grid or self.points:
-                raise FcnetError("give either a grid or a search, not both")
-            if not self.params:
-                raise FcnetError(f"--search {self.search}: give the ranges with --param")
-            if self.trials < 1:
-                raise FcnetError("--trials must be at least 1")
-            for p in self.params.values():  # both ends of every range must be valid configs
-                ends = p.choices if p.choices is not None else (p.low, p.high)
-                for v in ends:
-                    v = space._choice_value(p.name, v)
-                    v = int(v) if p.integer else v
-                    space.with_changes(self.base, {p.name: v}, where=f"--param {p.name}")
-        for name, values in self.grid.items():
-            space.check_field(name, "grid")
-            values = space.normalise_values(name, list(values), f"grid {name}")
-            self.grid[name] = [_canonical(self.base, name, v) for v in values]
-        self.points = [{k: _canonical(self.base, k, v) for k, v in p.items()}
-                       for p in self.points]
-
-    def identity(self) -> dict:
-        """Everything that defines the sweep's trials (not the trial budget)."""
-        d: dict[str, Any] = {"base": json.loads(self.base.model_dump_json())}
-        if self.search:
-            d.update(search=self.search, seed=self.seed,
-                     params={n: p.describe() for n, p in self.params.items()})
-        else:
-            d.update(grid=self.grid, points=self.points)
-        return d
-
-    @classmethod
-    def from_identity(cls, d: dict, trials: int = 20) -> SweepSpec:
-        base = make_config(d["base"])
-        if d.get("search"):
-            params = space.parse_params([f"{n}={t}" for n, t in d["params"].items()])
-            return cls(base, search=d["search"], params=params, trials=trials, seed=d["seed"])
-        return cls(base, grid=d.get("grid", {}), points=d.get("points", []))
-
-    def varied(self) -> list[str]:
-        """The fields this sweep varies, in order (its table's columns)."""
-        if self.search:
-            return list(self.params)
-        names: list[str] = []
-        for p in self.points:
-            names += [n for n in p if n not in names]
-        return names + [n for n in self.grid if n not in names]
-
-
-def _canonical(base: RunConfig, name: str, value: Any) -> Any:
-    """A field value as the config stores it (0 -> 0.0 for reg), so equal sweeps compare
-    equal; left as given when it is only valid together with other changes."""
-    space.check_field(name, "grid")
-    try:
-        return getattr(space.with_changes(base, {name: value}), name)
-    except FcnetError:
-        return value
-
-
-def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
-    """A sweep TOML file -> (base values, sweep tables).
-
-    ``[base]`` holds RunConfig keys; ``[grid]`` field = [values] (or a range
-    string "START:STOP:STEP"); ``[[points]]`` explicit points; ``[search]`` with
-    ``method``, ``trials``, ``seed`` and ``[search.params]`` field = "LOW:HIGH[:log]"
-    or a list of choices. A file with none of these tables is a plain run config.
-    """
-    data = read_toml(path)
-    tables = {"base", "grid", "points", "search"}
-    if not tables & set(data):
-        return data, {}
-    extra = sorted(set(data) - tables)
-    if extra:
-        raise FcnetError(f"{path}: unknown key {extra[0]!r} in a sweep file "
-                         "(put run config keys under [base])")
-    sweep: dict[str, Any] = {}
-    grid = data.get("grid", {})
-    if not isinstance(grid, dict):
-        raise FcnetError(f"{path}: [grid] must be a table of field = [values]")
-    sweep["grid"] = {}
-    for name, values in grid.items():
-        if isinstance(values, str):  # "START:STOP:STEP" or "V1,V2", as on the command line
-            name, values = space.parse_grid_item(f"{name}={values}")
-        sweep["grid"][name] = values if isinstance(values, list) else [values]
-    points = data.get("points", [])
-    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
-        raise FcnetError(f"{path}: points must be an array of tables ([[points]])")
-    sweep["points"] = points
-    if "search" in data:
-        s = dict(data["search"])
-        unknown = set(s) - {"method", "trials", "seed", "params"}
-        if unknown:
-            raise FcnetError(f"{path}: [search] has unknown key {sorted(unknown)[0]!r}")
-        items = []
-        for name, v in s.get("params", {}).items():
-            if isinstance(v, list):
-                v = ",".join(space._choice_key(x) if isinstance(x, list) else
-                             json.dumps(x) for x in v)
-            items.append(f"{name}={v}")
-        sweep["search"] = {"method": s.get("method", "tpe"), "trials": s.get("trials"),
-                           "seed": s.get("seed"), "params": space.parse_params(items)}
-    return data.get("base", {}), sweep
-
-
-# ------------------------------------------------------------------------- the plan
-@dataclass
-class Job:
-    """One training run: a config (at the largest iteration count of its group)
-    and the iterations at which it is evaluated along the way."""
-
-    key: str
-    config: RunConfig
-    eval_at: list[int]
-
-    @property
-    def pop(self) -> str | None:
-        """Population key: jobs with equal keys may train as one population."""
-        if self.config.backend != "numpy" or self.config.optimizer != "sgd":
-            return None  # the population trainer is NumPy plain SGD
-        d = self.config.model_dump()
-        for f in POPULATION_FIELDS:
-            d.pop(f, None)
-        d["eval_at"] = self.eval_at
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-@dataclass
-class Point:
-    """One grid point: its config, and which job's run gives its number."""
-
-    changes: dict
-    config: RunConfig
-    key: str
-    job: str
-    iteration: int | None  # read along the job's run at this iteration; None: its end
-
-
-def shares_iterations(config: RunConfig) -> bool:
-    """Can this config's accuracy at k iterations be read along a longer run?"""
-    return config.schedule == "step" and not config.keep_best and config.epochs is None
-
-
-def plan(spec: SweepSpec) -> tuple[list[Point], dict[str, Job]]:
-    """Grid points in order, and the distinct jobs that compute them."""
-    expanded = space.expand(spec.base, spec.grid, spec.points)
-    groups: dict[str, list[tuple[dict, RunConfig]]] = {}
-    for changes, config in expanded:
-        if shares_iterations(config):
-            g = run_key(config.model_copy(update={"iters": 1}))
-        else:
-            g = run_key(config)
-        groups.setdefault(g, []).append((changes, config))
-    jobs: dict[str, Job] = {}
-    job_of: dict[str, tuple[str, int | None]] = {}
-    for members in groups.values():
-        longest = max((c for _, c in members), key=lambda c: c.iters or 0)
-        key = run_key(longest)
-        shorter = sorted({c.iters for _, c in members if c.iters != longest.iters})
-        jobs[key] = Job(key, longest, shorter)
-        for _, c in members:
-            job_of[run_key(c)] = (key, None if c.iters == longest.iters else c.iters)
-    points = []
-    for changes, config in expanded:
-        k = run_key(config)
-        job, it = job_of[k]
-        points.append(Point(changes, config, k, job, it))
-    return points, jobs
-
-
-# ------------------------------------------------------------------------- results
-@dataclass
-class Row:
-    """One row of a sweep's table."""
-
-    config: RunConfig
-    params: dict
-    val_acc: float | None
-    status: str  # completed | diverged | shared | reused | running | pending | error
-    key: str
-    run_dir: str | None
-    iteration: int | None = None
-    trial: int | None = None
-    error: str | None = None
-    train_seconds: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.val_acc is not None and self.status not in ("running", "pending", "error")
-
-    def to_json(self) -> dict:
-        return {"config": json.loads(self.config.model_dump_json()), "params": self.params,
-                "val_acc": self.val_acc, "status": self.status, "key": self.key,
-                "run_dir": self.run_dir, "iteration": self.iteration, "trial": self.trial,
-                "error": self.error, "train_seconds": self.train_seconds}
-
-
-@dataclass
-class SweepResult:
-    sweep_dir: Path
-    spec: SweepSpec
-    rows: list[Row]  # grid order (search: trial order)
-    study_name: str = "sweep"
-    storage: str = ""
-
-    def ranked(self) -> list[Row]:
-        """Rows by validation accuracy, best first; unfinished rows last."""
-        done = [r for r in self.rows if r.finished]
-        rest = [r for r in self.rows if not r.finished]
-        return sorted(done, key=lambda r: -r.val_acc) + rest
-
-    def best(self) -> Row | None:
-        done = self.ranked()
-        return done[0] if done and done[0].finished else None
-
-    @property
-    def ok(self) -> bool:
-        return all(r.finished or r.status == "diverged" for r in self.rows)
-
-    def to_json(self) -> list[dict]:
-        return [r.to_json() for r in self.ranked()]
-
-    def table(self, fmt: str = "text") -> str:
-        """The ranked table as 'text' (aligned), 'markdown' (run dirs linked) or 'csv'."""
-        cols = self.spec.varied()
-        rows = self.ranked()
-        if fmt == "csv":
-            import csv
-            import io
-
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(["rank", *cols, "val_acc", "status", "run_dir", "key", "error"])
-            for i, r in enumerate(rows, 1):
-                w.writerow([i, *(_fmt(r.params.get(c)) for c in cols),
-                            "" if r.val_acc is None else repr(r.val_acc), r.status,
-                            r.run_dir or "", r.key, r.error or ""])
-            return buf.getvalue()
-        head = ["#", *cols, "val acc", "status", "run"]
-        body = []
-        for i, r in enumerate(rows, 1):
-            run = self._rel(r.run_dir)
-            if r.iteration is not None and run:
-                run += f" @{r.iteration}"
-            if fmt == "markdown" and r.run_dir:
-                run = f"[{self._rel(r.run_dir)}]({self._rel(r.run_dir)}/)" + (
-                    f" @{r.iteration}" if r.iteration is not None else "")
-            status = r.status if not r.error else f"{r.status}: {r.error}"
-            body.append([str(i), *(_fmt(r.params.get(c)) for c in cols),
-                         "-" if r.val_acc is None else f"{r.val_acc:.4f}", status, run])
-        if fmt == "markdown":
-            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
-            return "\n".join(lines) + "\n"
-        widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-        def fmt_row(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-        return "\n".join([fmt_row(head), *(fmt_row(b) for b in body)]) + "\n"
-
-    def _rel(self, run_dir: str | None) -> str:
-        if not run_dir:
-            return ""
-        try:
-            return os.path.relpath(run_dir, self.sweep_dir)
-        except ValueError:
-            return run_dir
-
-    def write(self) -> None:
-        """results.md, results.csv and results.json in the sweep directory."""
-        from fcnet.training import files
-
-        d = self.sweep_dir
-        files.write_text(d / "results.md", self.table("markdown"))
-        files.write_text(d / "results.csv", self.table("csv"))
-        files.write_text(d / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, list):
-        return "x".join(str(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
 
 
 # ------------------------------------------------------------------------- storage glue

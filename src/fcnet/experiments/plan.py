@@ -1,0 +1,210 @@
+"""A sweep's spec (base config, grid, points or search) and its plan: the jobs
+(one training run each) the rows need, with identical configs merged and
+iteration-only differences shared by one run evaluated along the way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fcnet.config import RunConfig, make_config, read_toml
+from fcnet.errors import FcnetError
+from fcnet.experiments import space
+from fcnet.experiments.space import SearchParam, run_key
+from fcnet.experiments.worker import POPULATION_FIELDS
+
+SEARCHES = ("random", "tpe")
+
+
+# ------------------------------------------------------------------------- the spec
+@dataclass
+class SweepSpec:
+    """What to run: a base config and either a grid (with optional explicit
+    points) or a search over ranges.
+
+    ``grid``: field -> values; their product is applied to each of ``points``
+    (dicts of fields; none means just the base). ``search``: 'random' or 'tpe'
+    over ``params`` for ``trials`` trials, the sampler seeded with ``seed``.
+    """
+
+    base: RunConfig
+    grid: dict[str, list] = field(default_factory=dict)
+    points: list[dict] = field(default_factory=list)
+    search: str | None = None
+    params: dict[str, SearchParam] = field(default_factory=dict)
+    trials: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.search is not None:
+            if self.search not in SEARCHES:
+                raise FcnetError(f"--search: expected one of {', '.join(SEARCHES)}, "
+                                 f"got {self.search!r}")
+            if self.grid or self.points:
+                raise FcnetError("give either a grid or a search, not both")
+            if not self.params:
+                raise FcnetError(f"--search {self.search}: give the ranges with --param")
+            if self.trials < 1:
+                raise FcnetError("--trials must be at least 1")
+            for p in self.params.values():  # both ends of every range must be valid configs
+                ends = p.choices if p.choices is not None else (p.low, p.high)
+                for v in ends:
+                    v = space._choice_value(p.name, v)
+                    v = int(v) if p.integer else v
+                    space.with_changes(self.base, {p.name: v}, where=f"--param {p.name}")
+        for name, values in self.grid.items():
+            space.check_field(name, "grid")
+            values = space.normalise_values(name, list(values), f"grid {name}")
+            self.grid[name] = [_canonical(self.base, name, v) for v in values]
+        self.points = [{k: _canonical(self.base, k, v) for k, v in p.items()}
+                       for p in self.points]
+
+    def identity(self) -> dict:
+        """Everything that defines the sweep's trials (not the trial budget)."""
+        d: dict[str, Any] = {"base": json.loads(self.base.model_dump_json())}
+        if self.search:
+            d.update(search=self.search, seed=self.seed,
+                     params={n: p.describe() for n, p in self.params.items()})
+        else:
+            d.update(grid=self.grid, points=self.points)
+        return d
+
+    @classmethod
+    def from_identity(cls, d: dict, trials: int = 20) -> SweepSpec:
+        base = make_config(d["base"])
+        if d.get("search"):
+            params = space.parse_params([f"{n}={t}" for n, t in d["params"].items()])
+            return cls(base, search=d["search"], params=params, trials=trials, seed=d["seed"])
+        return cls(base, grid=d.get("grid", {}), points=d.get("points", []))
+
+    def varied(self) -> list[str]:
+        """The fields this sweep varies, in order (its table's columns)."""
+        if self.search:
+            return list(self.params)
+        names: list[str] = []
+        for p in self.points:
+            names += [n for n in p if n not in names]
+        return names + [n for n in self.grid if n not in names]
+
+
+def _canonical(base: RunConfig, name: str, value: Any) -> Any:
+    """A field value as the config stores it (0 -> 0.0 for reg), so equal sweeps compare
+    equal; left as given when it is only valid together with other changes."""
+    space.check_field(name, "grid")
+    try:
+        return getattr(space.with_changes(base, {name: value}), name)
+    except FcnetError:
+        return value
+
+
+def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
+    """A sweep TOML file -> (base values, sweep tables).
+
+    ``[base]`` holds RunConfig keys; ``[grid]`` field = [values] (or a range
+    string "START:STOP:STEP"); ``[[points]]`` explicit points; ``[search]`` with
+    ``method``, ``trials``, ``seed`` and ``[search.params]`` field = "LOW:HIGH[:log]"
+    or a list of choices. A file with none of these tables is a plain run config.
+    """
+    data = read_toml(path)
+    tables = {"base", "grid", "points", "search"}
+    if not tables & set(data):
+        return data, {}
+    extra = sorted(set(data) - tables)
+    if extra:
+        raise FcnetError(f"{path}: unknown key {extra[0]!r} in a sweep file "
+                         "(put run config keys under [base])")
+    sweep: dict[str, Any] = {}
+    grid = data.get("grid", {})
+    if not isinstance(grid, dict):
+        raise FcnetError(f"{path}: [grid] must be a table of field = [values]")
+    sweep["grid"] = {}
+    for name, values in grid.items():
+        if isinstance(values, str):  # "START:STOP:STEP" or "V1,V2", as on the command line
+            name, values = space.parse_grid_item(f"{name}={values}")
+        sweep["grid"][name] = values if isinstance(values, list) else [values]
+    points = data.get("points", [])
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise FcnetError(f"{path}: points must be an array of tables ([[points]])")
+    sweep["points"] = points
+    if "search" in data:
+        s = dict(data["search"])
+        unknown = set(s) - {"method", "trials", "seed", "params"}
+        if unknown:
+            raise FcnetError(f"{path}: [search] has unknown key {sorted(unknown)[0]!r}")
+        items = []
+        for name, v in s.get("params", {}).items():
+            if isinstance(v, list):
+                v = ",".join(space._choice_key(x) if isinstance(x, list) else
+                             json.dumps(x) for x in v)
+            items.append(f"{name}={v}")
+        sweep["search"] = {"method": s.get("method", "tpe"), "trials": s.get("trials"),
+                           "seed": s.get("seed"), "params": space.parse_params(items)}
+    return data.get("base", {}), sweep
+
+
+# ------------------------------------------------------------------------- the plan
+@dataclass
+class Job:
+    """One training run: a config (at the largest iteration count of its group)
+    and the iterations at which it is evaluated along the way."""
+
+    key: str
+    config: RunConfig
+    eval_at: list[int]
+
+    @property
+    def pop(self) -> str | None:
+        """Population key: jobs with equal keys may train as one population."""
+        if self.config.backend != "numpy" or self.config.optimizer != "sgd":
+            return None  # the population trainer is NumPy plain SGD
+        d = self.config.model_dump()
+        for f in POPULATION_FIELDS:
+            d.pop(f, None)
+        d["eval_at"] = self.eval_at
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Point:
+    """One grid point: its config, and which job's run gives its number."""
+
+    changes: dict
+    config: RunConfig
+    key: str
+    job: str
+    iteration: int | None  # read along the job's run at this iteration; None: its end
+
+
+def shares_iterations(config: RunConfig) -> bool:
+    """Can this config's accuracy at k iterations be read along a longer run?"""
+    return config.schedule == "step" and not config.keep_best and config.epochs is None
+
+
+def plan(spec: SweepSpec) -> tuple[list[Point], dict[str, Job]]:
+    """Grid points in order, and the distinct jobs that compute them."""
+    expanded = space.expand(spec.base, spec.grid, spec.points)
+    groups: dict[str, list[tuple[dict, RunConfig]]] = {}
+    for changes, config in expanded:
+        if shares_iterations(config):
+            g = run_key(config.model_copy(update={"iters": 1}))
+        else:
+            g = run_key(config)
+        groups.setdefault(g, []).append((changes, config))
+    jobs: dict[str, Job] = {}
+    job_of: dict[str, tuple[str, int | None]] = {}
+    for members in groups.values():
+        longest = max((c for _, c in members), key=lambda c: c.iters or 0)
+        key = run_key(longest)
+        shorter = sorted({c.iters for _, c in members if c.iters != longest.iters})
+        jobs[key] = Job(key, longest, shorter)
+        for _, c in members:
+            job_of[run_key(c)] = (key, None if c.iters == longest.iters else c.iters)
+    points = []
+    for changes, config in expanded:
+        k = run_key(config)
+        job, it = job_of[k]
+        points.append(Point(changes, config, k, job, it))
+    return points, jobs

@@ -1,0 +1,130 @@
+"""A sweep's results: rows, ranking, and the terminal / Markdown / CSV / JSON tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fcnet.config import RunConfig
+from fcnet.experiments.plan import SweepSpec
+
+
+# ------------------------------------------------------------------------- results
+@dataclass
+class Row:
+    """One row of a sweep's table."""
+
+    config: RunConfig
+    params: dict
+    val_acc: float | None
+    status: str  # completed | diverged | shared | reused | running | pending | error
+    key: str
+    run_dir: str | None
+    iteration: int | None = None
+    trial: int | None = None
+    error: str | None = None
+    train_seconds: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.val_acc is not None and self.status not in ("running", "pending", "error")
+
+    def to_json(self) -> dict:
+        return {"config": json.loads(self.config.model_dump_json()), "params": self.params,
+                "val_acc": self.val_acc, "status": self.status, "key": self.key,
+                "run_dir": self.run_dir, "iteration": self.iteration, "trial": self.trial,
+                "error": self.error, "train_seconds": self.train_seconds}
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    spec: SweepSpec
+    rows: list[Row]  # grid order (search: trial order)
+    study_name: str = "sweep"
+    storage: str = ""
+
+    def ranked(self) -> list[Row]:
+        """Rows by validation accuracy, best first; unfinished rows last."""
+        done = [r for r in self.rows if r.finished]
+        rest = [r for r in self.rows if not r.finished]
+        return sorted(done, key=lambda r: -r.val_acc) + rest
+
+    def best(self) -> Row | None:
+        done = self.ranked()
+        return done[0] if done and done[0].finished else None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.finished or r.status == "diverged" for r in self.rows)
+
+    def to_json(self) -> list[dict]:
+        return [r.to_json() for r in self.ranked()]
+
+    def table(self, fmt: str = "text") -> str:
+        """The ranked table as 'text' (aligned), 'markdown' (run dirs linked) or 'csv'."""
+        cols = self.spec.varied()
+        rows = self.ranked()
+        if fmt == "csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(["rank", *cols, "val_acc", "status", "run_dir", "key", "error"])
+            for i, r in enumerate(rows, 1):
+                w.writerow([i, *(_fmt(r.params.get(c)) for c in cols),
+                            "" if r.val_acc is None else repr(r.val_acc), r.status,
+                            r.run_dir or "", r.key, r.error or ""])
+            return buf.getvalue()
+        head = ["#", *cols, "val acc", "status", "run"]
+        body = []
+        for i, r in enumerate(rows, 1):
+            run = self._rel(r.run_dir)
+            if r.iteration is not None and run:
+                run += f" @{r.iteration}"
+            if fmt == "markdown" and r.run_dir:
+                run = f"[{self._rel(r.run_dir)}]({self._rel(r.run_dir)}/)" + (
+                    f" @{r.iteration}" if r.iteration is not None else "")
+            status = r.status if not r.error else f"{r.status}: {r.error}"
+            body.append([str(i), *(_fmt(r.params.get(c)) for c in cols),
+                         "-" if r.val_acc is None else f"{r.val_acc:.4f}", status, run])
+        if fmt == "markdown":
+            lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
+            return "\n".join(lines) + "\n"
+        widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+        def fmt_row(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+        return "\n".join([fmt_row(head), *(fmt_row(b) for b in body)]) + "\n"
+
+    def _rel(self, run_dir: str | None) -> str:
+        if not run_dir:
+            return ""
+        try:
+            return os.path.relpath(run_dir, self.sweep_dir)
+        except ValueError:
+            return run_dir
+
+    def write(self) -> None:
+        """results.md, results.csv and results.json in the sweep directory."""
+        from fcnet.training import files
+
+        d = self.sweep_dir
+        files.write_text(d / "results.md", self.table("markdown"))
+        files.write_text(d / "results.csv", self.table("csv"))
+        files.write_text(d / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return "x".join(str(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
