@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from _browser_util import open_page_check
 
 EXPECTED_ROWS = {"t-toy": 7, "t-baseline": 1, "t1": 10, "t2": 5, "t3": 12, "t4": 5, "t5": 5,
