@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,21 @@ from fcnet.experiments.worker import POPULATION_FIELDS, population_fn, run_task
 POLL_S = 1.0  # how often a process waiting on other machines' trials looks again
 RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
                "samples_per_second", "iterations", "diverged_at", "trained")
+
+
+@contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ------------------------------------------------------------------------- storage glue
@@ -469,17 +485,9 @@ class _Coordinator:
             os.cpu_count() or 1)
         threads = max(1, cores // self.workers)
         self.results = ctx.Queue()
-        saved = {k: os.environ.get(k) for k in thread_env(threads)}
-        os.environ.update(thread_env(threads))  # a spawned child copies this environment
-        try:
+        with _environ(thread_env(threads)):  # a spawned child copies this environment
             for i in range(self.workers):
                 self.pool.append(self._spawn(ctx, i, threads))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         self.ctx, self.threads = ctx, threads
 
     def _spawn(self, ctx, i: int, threads: int) -> dict:
@@ -556,16 +564,8 @@ class _Coordinator:
     def _spawn_again(self, i: int) -> dict:
         from fcnet.experiments.worker import thread_env
 
-        saved = {k: os.environ.get(k) for k in thread_env(self.threads)}
-        os.environ.update(thread_env(self.threads))
-        try:
+        with _environ(thread_env(self.threads)):
             return self._spawn(self.ctx, i, self.threads)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 # ------------------------------------------------------------------------- rows

@@ -36,7 +36,7 @@ import numpy as np
 from fcnet.errors import FcnetError
 from fcnet.nn.fpenv import flush_denormals
 from fcnet.nn.model import MLP, legacy_rng
-from fcnet.nn.solver import SAMPLING, draw_batch
+from fcnet.nn.solver import draw_batch, training_arrays
 
 
 def _over_classes(ufunc, d: np.ndarray) -> np.ndarray:
@@ -136,10 +136,6 @@ class PopulationSolver:
                 )
         if len({id(m) for m in models}) != len(models):
             raise FcnetError("each population member must be a distinct MLP object")
-        if sampling not in SAMPLING:
-            raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
-        if batch_size <= 0:
-            raise FcnetError(f"batch_size must be positive, got {batch_size}")
         k = len(models)
         self.k, self.models, self.sizes, self.dtype = k, models, list(first.sizes), first.dtype
         self.lr0 = _per_member("learning_rates", learning_rates, k, 0.0, math.inf, True)
@@ -150,17 +146,8 @@ class PopulationSolver:
         for m, keep in zip(models, self.keeps, strict=True):
             m.dropout_keep = float(keep)
 
-        X, y = first.check_inputs(X, y)
-        X_val, y_val = first.check_inputs(X_val, y_val)
-        if sampling == "shuffle" and batch_size > X.shape[0]:
-            raise FcnetError(
-                f"batch_size {batch_size} exceeds the {X.shape[0]} training rows "
-                "(sampling 'shuffle' draws each batch without replacement)"
-            )
-        self.X = np.ascontiguousarray(X, dtype=self.dtype)
-        self.y = y
-        self.X_val = np.ascontiguousarray(X_val, dtype=self.dtype)
-        self.y_val = y_val
+        self.X, self.y, self.X_val, self.y_val = training_arrays(
+            first, X, y, X_val, y_val, batch_size, sampling)
         self.num_iters = int(num_iters)
         self.batch_size = int(batch_size)
         self.sampling = sampling

@@ -39,6 +39,24 @@ def draw_batch(
     return perm[pos : pos + batch_size], perm
 
 
+def training_arrays(model: MLP, X, y, X_val, y_val, batch_size: int, sampling: str):
+    """Checked training and validation data, converted once to the model's dtype so
+    every step gathers contiguous rows: (X (N, D), y (N,), X_val (M, D), y_val (M,))."""
+    if sampling not in SAMPLING:
+        raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+    if batch_size <= 0:
+        raise FcnetError(f"batch_size must be positive, got {batch_size}")
+    X, y = model.check_inputs(X, y)
+    X_val, y_val = model.check_inputs(X_val, y_val)
+    if sampling == "shuffle" and batch_size > X.shape[0]:
+        raise FcnetError(
+            f"batch_size {batch_size} exceeds the {X.shape[0]} training rows "
+            "(sampling 'shuffle' draws each batch without replacement)"
+        )
+    return (np.ascontiguousarray(X, dtype=model.dtype), y,
+            np.ascontiguousarray(X_val, dtype=model.dtype), y_val)
+
+
 class Solver:
     """Owns the loop; the model only knows its loss.
 
@@ -74,27 +92,13 @@ class Solver:
         callback: Callable | None = None,
         flush_denormals: bool = True,
     ):
-        if sampling not in SAMPLING:
-            raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
-        if batch_size <= 0:
-            raise FcnetError(f"batch_size must be positive, got {batch_size}")
         if dropout_keep is not None:
             if not 0.0 < dropout_keep <= 1.0:
                 raise FcnetError(f"dropout_keep must be in (0, 1], got {dropout_keep}")
             model.dropout_keep = float(dropout_keep)
-        X, y = model.check_inputs(X, y)
-        X_val, y_val = model.check_inputs(X_val, y_val)
-        if sampling == "shuffle" and batch_size > X.shape[0]:
-            raise FcnetError(
-                f"batch_size {batch_size} exceeds the {X.shape[0]} training rows "
-                "(sampling 'shuffle' draws each batch without replacement)"
-            )
         self.model = model
-        # one conversion up front, so every step gathers rows of the model's dtype
-        self.X = np.ascontiguousarray(X, dtype=model.dtype)
-        self.y = y
-        self.X_val = np.ascontiguousarray(X_val, dtype=model.dtype)
-        self.y_val = y_val
+        self.X, self.y, self.X_val, self.y_val = training_arrays(
+            model, X, y, X_val, y_val, batch_size, sampling)
         self.lr0 = self.lr = float(learning_rate)
         self.decay = float(learning_rate_decay)
         self.reg = float(reg)
