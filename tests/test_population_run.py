@@ -20,7 +20,7 @@ def cfg(**kw):
 
 
 def test_population_runs_equal_lone_runs_and_write_full_run_dirs(tmp_path):
-    configs = [cfg(lr=1e-2), cfg(lr=3e-2, reg=0.0), cfg(lr=5e-3, decay=0.9), cfg(std=1e-3)]
+    configs = [cfg(lr=1e-2), cfg(lr=2e-2, reg=0.0), cfg(lr=5e-3, decay=0.9), cfg(std=1e-3)]
     pop = train_population(configs, [tmp_path / f"p{i}" for i in range(4)], eval_at=[60, 120])
     for i, c in enumerate(configs):
         alone = train_run(c, tmp_path / f"a{i}", eval_at=[60, 120])
