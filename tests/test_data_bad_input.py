@@ -147,6 +147,18 @@ def test_empty_class_folder_in_archive(tmp_path, capsys, cache):
           "class folder train/b/ is empty")
 
 
+def test_class_with_test_images_but_no_training_images(tmp_path, capsys, cache):
+    image_tree(tmp_path / "t", {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1, "c": 1}})
+    fails(capsys, cache, ["imagefolder", "--path", str(tmp_path / "t")], "class 'c'",
+          "test images but no training images", leftovers=None)
+
+
+def test_class_with_val_images_but_no_training_images(tmp_path, capsys, cache):
+    image_tree(tmp_path / "t", {"train": {"a": 2}, "val": {"a": 1, "zebra": 1}})
+    fails(capsys, cache, ["imagefolder", "--path", str(tmp_path / "t")], "class 'zebra'",
+          "val images but no training images", leftovers=None)
+
+
 def test_empty_split_folder(tmp_path, capsys, cache):
     image_tree(tmp_path / "t", {"train": {"a": 2, "b": 2}})
     (tmp_path / "t" / "test").mkdir()

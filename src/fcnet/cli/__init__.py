@@ -13,10 +13,18 @@ from fcnet.errors import FcnetError
 COMMANDS = ["check", "data", "train", "evaluate", "predict", "sweep", "study", "bench"]
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is its one line and a pointer to --help, not the whole usage block.
+    Subcommand parsers inherit this class (add_subparsers uses the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fcnet import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fcnet",
         description="Fully-connected neural networks for image classification: "
         "an exact NumPy engine, a PyTorch backend, datasets, runs, sweeps and the study.",
