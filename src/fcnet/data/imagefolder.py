@@ -150,6 +150,13 @@ def layout(tree: Tree, classes: list[str] | None = None) -> tuple[list[str], dic
         order = np.fromiter((r[2] for r in rows), np.intp, len(rows))
         y = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         parts_out[s] = Split(tree.images[order], y)
+    # a class with test or val images but no training images could never be predicted
+    trained = set(parts_out["train"].y.tolist())
+    for s, part in sorted(parts_out.items()):
+        lacking = [classes[c] for c in sorted(set(part.y.tolist()) - trained)]
+        if lacking:
+            raise FcnetError(f"{src}: class {', '.join(map(repr, lacking))} has {s} images "
+                             f"but no training images (add them to {prefix}train/ or remove the class)")
     return classes, parts_out
 
 

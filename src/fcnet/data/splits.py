@@ -135,21 +135,8 @@ def _take(s: Split, rows: np.ndarray) -> Split:
     return Split(s.x[rows], s.y[rows])
 
 
-def _check_train_covers_classes(ds: Dataset) -> None:
-    """A class with test or val rows but no training rows could never be predicted."""
-    seen = np.bincount(ds.parts["train"].y, minlength=len(ds.classes))
-    for part, s in sorted(ds.parts.items()):
-        if part == "train" or s.n == 0:
-            continue
-        lacking = [ds.classes[c] for c in np.unique(s.y) if c < seen.size and seen[c] == 0]
-        if lacking:
-            raise FcnetError(f"{ds.source}: class {', '.join(map(repr, lacking))} has {part} images "
-                             "but no training images (add them to train/ or remove the class)")
-
-
 def make_splits(ds: Dataset, val_size: int | None = None, test_size: int | None = None,
                 seed: int = 0, train_size: int | None = None) -> SplitData:
-    _check_train_covers_classes(ds)
     idx = split_indices(ds, val_size, test_size, seed, train_size)
     out = {name: _take(ds.parts[part], rows) for name, (part, rows) in idx.items()}
     for name, s in out.items():
