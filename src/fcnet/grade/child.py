@@ -124,6 +124,11 @@ def main(argv: list[str]) -> int:
             emit({"check": name, "error": describe(err, work), "seconds": round(time.perf_counter() - t0, 3)})
     emit({"end": True})
     out.close()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
     os._exit(0)  # no atexit handlers or lingering threads of the student's
 
 

@@ -104,7 +104,7 @@ def _env(home: str) -> dict[str, str]:
     """A clean environment: nothing of the grader's (tokens, proxies) reaches student code."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home, "MPLCONFIGDIR": home,
            "PYTHONPATH": _python_path(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-           "PYTHONHASHSEED": "0", "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
+           "PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = "1"  # one core per submission: timings stay fair and the task count small
     if "OPENBLAS_CORETYPE" in os.environ:
