@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import socket
-import zipfile
 from pathlib import Path
 
 import pytest

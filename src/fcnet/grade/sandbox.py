@@ -11,9 +11,10 @@ Isolation (``mode``):
 
 Limits (either mode): wall clock (the grader kills the process group), CPU
 seconds, address space, process count, file size and open files, set by the
-child on itself before any student code runs.  When the grader runs as root
-the child runs as an unused uid (61000 + worker slot), so the process limit
-holds (root is exempt from RLIMIT_NPROC) and it cannot write root's files.
+child on itself before any student code runs, then a seccomp filter
+(``fcnet.grade.seccomp``): no new processes, no sockets but AF_UNIX.  In mode
+"none" a grader running as root runs the child as an unused uid (61000 + worker
+slot) when that uid can run the interpreter, so it cannot write root's files.
 """
 
 from __future__ import annotations
