@@ -92,6 +92,7 @@ SPIN = "while True:\n    pass\n" + GOOD
 SLEEP = "import time\ntime.sleep(10**6)\n" + GOOD
 FORK = ("import os, time\nfor _ in range(300):\n    if os.fork() == 0:\n"
         "        time.sleep(30)\n        os._exit(0)\n" + GOOD)
+HOG = "hog = bytearray(16 * 1024**3)\n" + GOOD
 LOUD = "import sys\nfor _ in range(6000):\n    sys.stdout.write('x' * 1000 + '\\n')\n" + GOOD
 
 # what must fail, exactly, for each broken submission
@@ -141,7 +142,8 @@ def graded(tmp_path_factory):
     escape_target = root / "escaped.txt"
     files = {"good": GOOD, "no_shift": NO_SHIFT, "no_reg_grad": NO_REG_GRAD, "half_reg": HALF_REG,
              "looped": LOOPED, "syntax": SYNTAX, "crash": CRASH, "spin": SPIN, "sleep": SLEEP,
-             "fork": FORK, "loud": LOUD, "escape": escaping(escape_target, server.getsockname()[1])}
+             "fork": FORK, "hog": HOG, "loud": LOUD,
+             "escape": escaping(escape_target, server.getsockname()[1])}
     for name, src in files.items():
         (subs / f"{name}.py").write_text(src)
     out = root / "out"
@@ -154,8 +156,10 @@ def graded(tmp_path_factory):
     finally:
         server.close()
     grades = {g["submission"]: g for g in json.loads((out / "grades.json").read_text())}
+    from fcnet.grade.sandbox import Sandbox
+
     return {"rc": rc, "grades": grades, "out": out, "escape_target": escape_target,
-            "connected": connected}
+            "connected": connected, "mode": Sandbox.detect("auto").mode}
 
 
 def failed(g: dict) -> set[str]:
@@ -221,10 +225,24 @@ def test_a_fork_bomb_is_stopped_by_the_limits(graded):
         == message(g, "load")
 
 
+def writes_confined(mode: str) -> bool:
+    """bubblewrap makes the file system read-only; without it Landlock must confine writes."""
+    from fcnet.grade import landlock
+
+    return mode == "bwrap" or landlock.abi() > 0
+
+
+def test_memory_beyond_the_limit_is_a_memory_error(graded):
+    g = graded["grades"]["hog"]
+    assert g["score"] == 0 and message(g, "load") == "MemoryError (two_layernet.py, line 1)"
+
+
 def test_a_submission_cannot_write_outside_its_folder_nor_open_a_socket(graded):
+    assert not graded["connected"]  # the seccomp filter (and bwrap's network namespace)
+    if not writes_confined(graded["mode"]):
+        pytest.skip("neither bubblewrap nor Landlock works on this machine: writes are not confined")
     assert not graded["escape_target"].exists()
     assert not Path("/etc/fcnet-grade-escape").exists()
-    assert not graded["connected"]
     g = graded["grades"]["escape"]
     assert g["score"] == 100.0  # its own folder was writable; the escapes failed quietly
     page = (graded["out"] / "submissions" / "escape" / "report.html").read_text()
@@ -252,3 +270,30 @@ def test_outputs_csv_and_html_overview(graded):
         page = (out / "submissions" / name / "report.html").read_text()
         assert "<script" not in page
     assert "data:image/png;base64," in (out / "submissions" / "good" / "report.html").read_text()
+
+
+def test_without_bubblewrap_landlock_and_seccomp_still_hold_and_a_warning_says_what_is_open(
+        tmp_path, capsys):
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    server.setblocking(False)
+    target = tmp_path / "escaped.txt"
+    (tmp_path / "escape.py").write_text(escaping(target, server.getsockname()[1]))
+    (tmp_path / "fork.py").write_text(FORK)
+    out = tmp_path / "out"
+    assert main(["grade", str(tmp_path / "escape.py"), str(tmp_path / "fork.py"), "--out", str(out),
+                 "--sandbox", "none", "--quiet", "--jobs", "2"]) == 0
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.close()
+    err = capsys.readouterr().err
+    assert err.count("fcnet: warning: --sandbox none: submissions run with resource limits only") == 1
+    grades = {g["submission"]: g for g in json.loads((out / "grades.json").read_text())}
+    assert message(grades["fork"], "load").startswith("BlockingIOError: [Errno 11]")
+    page = (out / "submissions" / "escape" / "report.html").read_text()
+    assert "socket blocked:" in page and "CONNECTED" not in page
+    if not writes_confined("none"):
+        pytest.skip("Landlock is not available on this kernel: writes are not confined")
+    assert not target.exists() and grades["escape"]["score"] == 100.0
+    assert "blocked (Landlock)" in err

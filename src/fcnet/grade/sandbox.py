@@ -6,15 +6,17 @@ Isolation (``mode``):
   namespaces (no network at all, no view of other processes), the whole file
   system read-only, a private size-capped tmpfs on /tmp holding its copy of the
   submission, and no capabilities.  Killing bwrap kills everything inside.
-- ``none``: only the resource limits and, when the grader is root, an
-  unprivileged user id; the file system and network are not isolated.
+- ``none`` (bubblewrap missing or unable to start, or ``--sandbox none``): no
+  namespaces.  The child confines its own writes to its private folder with
+  Landlock where the kernel has it; otherwise the file system is not isolated
+  (when the grader is root it then tries an unused uid, 61000 + worker slot).
 
-Limits (either mode): wall clock (the grader kills the process group), CPU
-seconds, address space, process count, file size and open files, set by the
-child on itself before any student code runs, then a seccomp filter
-(``fcnet.grade.seccomp``): no new processes, no sockets but AF_UNIX.  In mode
-"none" a grader running as root runs the child as an unused uid (61000 + worker
-slot) when that uid can run the interpreter, so it cannot write root's files.
+Either mode: wall clock (the grader kills the process group), then limits the
+child sets on itself before any student code runs: CPU seconds, address
+space, process count, file size and open files (``child.set_limits``), Landlock
+(``fcnet.grade.landlock``) and a seccomp filter (``fcnet.grade.seccomp``: no new
+processes, no sockets but AF_UNIX, which also holds for root, whom
+RLIMIT_NPROC exempts).  The grader prints once what is not isolated.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ def _env(home: str) -> dict[str, str]:
     return env
 
 
+_NO_SECCOMP = (f"the seccomp filter is not available on {platform.machine()}: forks and sockets "
+               "of submissions are not blocked")
+
+
 @dataclass
 class Sandbox:
     mode: str  # "bwrap" | "none"
@@ -122,62 +128,56 @@ class Sandbox:
     # ------------------------------------------------------------- detection
     @classmethod
     def detect(cls, requested: str = "auto") -> Sandbox:
-        """The strongest sandbox that works here: each candidate runs a probe child."""
+        """The strongest sandbox that works here: each candidate runs a probe child,
+        which also reports whether Landlock and seccomp work."""
         from fcnet.errors import FcnetError
 
-        root = os.geteuid() == 0
-        warnings: list[str] = []
+        why = "--sandbox none"
         if requested in ("auto", "bwrap"):
             if not shutil.which("bwrap"):
-                if requested == "bwrap":
-                    raise FcnetError("--sandbox bwrap: bubblewrap is not installed "
-                                     "(Debian/Ubuntu: apt-get install bubblewrap)")
-                warnings.append("bubblewrap (bwrap) is not installed, so the file system is NOT "
-                                "isolated; only resource limits and the seccomp filter apply "
-                                "(apt-get install bubblewrap)")
+                why = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
             else:
                 box = cls("bwrap", False)
-                rc = box.probe()
-                if rc in (0, 3):
-                    box.warnings = warnings + box._seccomp_warning(rc)
+                caps = box.probe()
+                if caps is not None:
+                    box.warnings = [] if caps["seccomp"] else [_NO_SECCOMP]
                     return box
-                if requested == "bwrap":
-                    raise FcnetError("--sandbox bwrap: bubblewrap is installed but cannot start a "
-                                     "sandbox here (user namespaces disabled?)")
-                warnings.append("bubblewrap cannot start a sandbox here (user namespaces disabled?), "
-                                "so the file system is NOT isolated; only resource limits and the "
-                                "seccomp filter apply")
-        elif requested == "none":
-            warnings.append("--sandbox none: the file system is NOT isolated; only resource limits "
-                            "and the seccomp filter apply")
-        for drop in ([True, False] if root else [False]):
+                why = "bubblewrap cannot start a sandbox here (user namespaces disabled?)"
+            if requested == "bwrap":
+                raise FcnetError(f"--sandbox bwrap: {why}")
+        for drop in ([True, False] if os.geteuid() == 0 else [False]):
             box = cls("none", drop)
-            rc = box.probe()
-            if rc in (0, 3):
-                if root and not drop:
-                    warnings.append(f"submissions run as root (an unprivileged user cannot run "
-                                    f"{sys.executable}), so they can write root's files")
-                box.warnings = warnings + box._seccomp_warning(rc)
-                return box
+            caps = box.probe()
+            if caps is None:
+                continue
+            if caps["landlock"]:
+                fs = ("writes outside its own folder are blocked (Landlock), but it can read "
+                      "the file system and see other processes")
+            elif drop:
+                fs = f"the file system is NOT isolated: it runs as uid {DROP_UID}+ (no Landlock)"
+            else:
+                fs = "the file system is NOT isolated: it runs as the grader's user (no Landlock)"
+            box.warnings = [f"{why}: submissions run with resource limits only; {fs}"]
+            if not caps["seccomp"]:
+                box.warnings.append(_NO_SECCOMP)
+            return box
         raise FcnetError(f"cannot start the grader's child process ({sys.executable} -m fcnet.grade.child)")
 
-    @staticmethod
-    def _seccomp_warning(rc: int) -> list[str]:
-        if rc == 0:
-            return []
-        return [f"the seccomp filter is not available on {platform.machine()}: forks and sockets of "
-                "submissions are not blocked"]
-
-    def probe(self) -> int:
-        """The probe child's exit status: 0 ready, 3 ready without seccomp, else broken."""
+    def probe(self) -> dict | None:
+        """What a probe child reports ({"landlock": abi, "seccomp": bool}), None when it fails."""
         tmp = Path(tempfile.mkdtemp(prefix="fcnet-grade-probe-"))
         try:
             os.chmod(tmp, 0o755)
             (tmp / "src").mkdir(mode=0o755)
             r = self.run({"probe": True}, tmp / "src", None, Limits(timeout=60), slot=0)
-            return -1 if r.timed_out else r.returncode
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        if r.returncode != 0 or r.timed_out:
+            return None
+        for line in r.output.splitlines():
+            if line.startswith("FCNET-PROBE "):
+                return json.loads(line.split(" ", 1)[1])
+        return None
 
     # ------------------------------------------------------------------- run
     def run(self, cfg: dict, stage: Path, data: Path | None, limits: Limits, slot: int = 0) -> RunResult:
