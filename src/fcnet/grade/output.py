@@ -102,13 +102,13 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict) -> P
                            "check", "submissions failing it", "Which checks fail most")
     links = "\n".join(f"- [{g.submission}](submissions/{s}/report.html): {g.score:.1f}"
                       for g, s in zip(grades, slugs))
-    score_rows = [[g.submission, g.score, f"{len(g.checks) - len(g.failed)}/{len(g.checks)}",
+    score_rows = [[g.submission, f"{g.score:.1f}", f"{len(g.checks) - len(g.failed)}/{len(g.checks)}",
                    ", ".join(g.failed) or "-"] for g in grades]
     check_rows = []
     for n in order:
         reasons = Counter(c.message for g in grades for c in g.checks if c.name == n and not c.passed)
         c0 = grades[0].checks[names.index(n)]
-        check_rows.append([n, BY_NAME[n].title, f"{c0.points:g}",
+        check_rows.append([n, BY_NAME[n].question, f"{c0.points:g}",
                            "-" if c0.threshold is None else f"{BY_NAME[n].op} {fmt(c0.threshold)}",
                            len(grades) - fails[n], fails[n],
                            reasons.most_common(1)[0][0] if reasons else "-"])
@@ -119,7 +119,8 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict) -> P
                 figures=[Figure(dist, "Distribution of scores (0-100)")]),
         Section("Checks", "Most failed first; the most common reason is the failure message most "
                 "submissions share.",
-                tables=[Table("Checks", ["check", "what", "points", "threshold", "passed", "failed",
+                tables=[Table("Checks (docs/grade.md says what each measures)",
+                              ["check", "study.md", "points", "threshold", "passed", "failed",
                                          "most common reason"], check_rows)],
                 figures=[Figure(most, "Submissions failing each check")]),
     ]
