@@ -52,7 +52,7 @@ CHECKS: list[Check] = [
     Check("q3_digits", "Q3", "validation accuracy on digits (hidden 50, lr 1e-2, reg 0.05, "
           "300 iterations, batch 200)", ">=", 0.90, "fcnet (its own net reaches 0.97)"),
     Check("q3_cifar10", "Q3", "validation accuracy on CIFAR-10, the baseline (hidden 50, lr 1e-4, "
-          "reg 0.25, 1,000 iterations, batch 200)", ">=", 0.25, "study.md (about 29%; report 28.4%)"),
+          "reg 0.25, 1,000 iterations, batch 200)", ">=", 0.22, "study.md: about 29% (report 28.4%)"),
 ]
 BY_NAME = {c.name: c for c in CHECKS}
 TRAINING_CHECK = {"digits": "q3_digits", "cifar10": "q3_cifar10"}

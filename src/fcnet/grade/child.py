@@ -25,7 +25,8 @@ MB = 1 << 20
 
 
 def set_limits(lim: dict) -> None:
-    """CPU seconds, address space, processes, file size, open files; no core dumps."""
+    """CPU seconds, address space, processes, file size, open files; no core dumps;
+    SIGKILL when the grader dies (PR_SET_PDEATHSIG)."""
     for name, soft, hard in (
         ("RLIMIT_CPU", lim["cpu_s"], lim["cpu_s"] + 5),
         ("RLIMIT_AS", lim["memory_mb"] * MB, lim["memory_mb"] * MB),
@@ -39,6 +40,10 @@ def set_limits(lim: dict) -> None:
         if cur_hard != resource.RLIM_INFINITY:
             hard, soft = min(hard, cur_hard), min(soft, cur_hard)
         resource.setrlimit(res, (soft, hard))
+    # die with the grader (without bwrap nothing else would end a sleeping child)
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, ctypes.c_ulong(9), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
 def describe(err: BaseException, work: Path) -> str:
