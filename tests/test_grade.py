@@ -140,7 +140,11 @@ def graded(tmp_path_factory):
     server.listen(4)
     server.setblocking(False)
     escape_target = root / "escaped.txt"
-    files = {"good": GOOD, "no_shift": NO_SHIFT, "no_reg_grad": NO_REG_GRAD, "half_reg": HALF_REG,
+    # outside /tmp (bwrap hides the host's /tmp), in a folder that exists: the tests' own
+    writer_target = Path(__file__).with_name(".fcnet-grade-escape.txt")
+    writer_target.unlink(missing_ok=True)
+    files = {"writer": f"open({str(writer_target)!r}, 'w').write('escaped')\n" + GOOD,
+             "good": GOOD, "no_shift": NO_SHIFT, "no_reg_grad": NO_REG_GRAD, "half_reg": HALF_REG,
              "looped": LOOPED, "syntax": SYNTAX, "crash": CRASH, "spin": SPIN, "sleep": SLEEP,
              "fork": FORK, "hog": HOG, "loud": LOUD,
              "escape": escaping(escape_target, server.getsockname()[1])}
@@ -158,8 +162,10 @@ def graded(tmp_path_factory):
     grades = {g["submission"]: g for g in json.loads((out / "grades.json").read_text())}
     from fcnet.grade.sandbox import Sandbox
 
+    escaped_write = writer_target.exists()
+    writer_target.unlink(missing_ok=True)
     return {"rc": rc, "grades": grades, "out": out, "escape_target": escape_target,
-            "connected": connected, "mode": Sandbox.detect("auto").mode}
+            "escaped_write": escaped_write, "connected": connected, "mode": Sandbox.detect("auto").mode}
 
 
 def failed(g: dict) -> set[str]:
@@ -248,6 +254,17 @@ def test_a_submission_cannot_write_outside_its_folder_nor_open_a_socket(graded):
     page = (graded["out"] / "submissions" / "escape" / "report.html").read_text()
     assert page.count("write blocked:") == 2 and "socket blocked:" in page
     assert "WROTE" not in page and "CONNECTED" not in page
+
+
+def test_an_import_that_writes_outside_its_folder_fails_to_load(graded):
+    if not writes_confined(graded["mode"]):
+        pytest.skip("neither bubblewrap nor Landlock works on this machine: writes are not confined")
+    g = graded["grades"]["writer"]
+    assert not graded["escaped_write"]
+    assert g["score"] == 0 and failed(g) == ALL
+    msg = message(g, "load")
+    assert msg.startswith(("OSError: [Errno 30] Read-only file system", "PermissionError: [Errno 13]"))
+    assert msg.endswith("(two_layernet.py, line 1)")
 
 
 def test_megabytes_of_output_are_drained_and_cut_to_a_tail(graded):
