@@ -88,6 +88,8 @@ LOOPED = variant(
     "            e = np.exp(z3[i] - z3[i].max())\n            a3[i] = e / e.sum()\n")
 SYNTAX = variant("    def predict(self, X):", "    def predict(self, X)")
 CRASH = variant("        loss = -np.log", "        1 / 0\n        loss = -np.log")
+EXITS = variant("        num_train = X.shape[0]\n", "        import os\n        os._exit(3)\n")
+SEGV = variant("        num_train = X.shape[0]\n", "        import ctypes\n        ctypes.string_at(0)\n")
 SPIN = "while True:\n    pass\n" + GOOD
 SLEEP = "import time\ntime.sleep(10**6)\n" + GOOD
 FORK = ("import os, time\nfor _ in range(300):\n    if os.fork() == 0:\n"
@@ -146,7 +148,7 @@ def graded(tmp_path_factory):
     files = {"writer": f"open({str(writer_target)!r}, 'w').write('escaped')\n" + GOOD,
              "good": GOOD, "no_shift": NO_SHIFT, "no_reg_grad": NO_REG_GRAD, "half_reg": HALF_REG,
              "looped": LOOPED, "syntax": SYNTAX, "crash": CRASH, "spin": SPIN, "sleep": SLEEP,
-             "fork": FORK, "hog": HOG, "loud": LOUD,
+             "fork": FORK, "hog": HOG, "loud": LOUD, "exits": EXITS, "segv": SEGV,
              "escape": escaping(escape_target, server.getsockname()[1])}
     for name, src in files.items():
         (subs / f"{name}.py").write_text(src)
@@ -214,6 +216,18 @@ def test_a_crash_is_a_failed_check_with_the_exceptions_last_line(graded):
     assert message(g, "load").startswith("SyntaxError:")
     assert message(g, "load").endswith(f"(two_layernet.py, line {line})")
     assert message(g, "q1_scores") == "not run: two_layernet.py did not load"
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("exits", "exited with status 3 before the checks finished"),
+    ("segv", "killed by SIGSEGV"),
+])
+def test_a_process_that_dies_mid_check_keeps_the_checks_before_it(graded, name, reason):
+    g = graded["grades"][name]
+    assert failed(g) == {"q3_toy_training", "q3_digits"}
+    assert message(g, "q3_toy_training") == reason
+    assert message(g, "q3_digits") == "not run: the submission was stopped during q3_toy_training"
+    assert g["score"] == 70.0
 
 
 @pytest.mark.parametrize("name", ["spin", "sleep"])
