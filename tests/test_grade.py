@@ -239,6 +239,10 @@ def test_a_submission_that_never_returns_is_killed_at_the_timeout_and_scores_0(g
 
 
 def test_a_fork_bomb_is_stopped_by_the_limits(graded):
+    from fcnet.grade import seccomp
+
+    if not seccomp.supported():  # RLIMIT_NPROC alone does not bind root
+        pytest.skip("the seccomp filter supports x86-64 and arm64 Linux only")
     g = graded["grades"]["fork"]
     assert g["score"] == 0
     assert "BlockingIOError: [Errno 11] Resource temporarily unavailable (two_layernet.py, line 3)" \
