@@ -59,13 +59,13 @@ def _submission_page(g: Grade, out: Path, meta: dict) -> Path:
     from fcnet.report import plots
     from fcnet.report.render import Figure, Report, Section, Table
 
-    rows = [[c.name, BY_NAME[c.name].title, "pass" if c.passed else "FAIL", fmt(c.value),
+    rows = [[c.name, BY_NAME[c.name].question, "pass" if c.passed else "FAIL", fmt(c.value),
              "-" if c.threshold is None else f"{BY_NAME[c.name].op} {fmt(c.threshold)}",
              f"{c.points:g}", c.message] for c in g.checks]
     sections = [Section("Checks", f"Score **{g.score:.1f}** / 100; {len(g.failed)} of {len(g.checks)} "
                         "checks failed.  [All submissions](../../report.html)",
                         tables=[Table("Checks, their values and thresholds",
-                                      ["check", "what", "result", "value", "threshold", "points",
+                                      ["check", "study.md", "result", "value", "threshold", "points",
                                        "message"], rows)])]
     toy = next((c for c in g.checks if c.name == "q3_toy_training"), None)
     if toy is not None and toy.detail and toy.detail.get("loss_history"):
