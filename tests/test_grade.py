@@ -16,6 +16,8 @@ import pytest
 
 from fcnet.cli import main
 
+pytestmark = pytest.mark.slow  # one grading of 16 submissions in the sandbox, two of them timing out
+
 GOOD = '''\
 import numpy as np
 

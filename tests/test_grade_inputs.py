@@ -44,7 +44,8 @@ def test_a_folder_of_submissions_grades_each_and_flags_a_bad_entry(tmp_path):
     (root / "frank.zip").write_bytes(b"not a zip")
     (root / "gina").mkdir()  # a folder without two_layernet.py
     (root / "README.txt").write_text("ignored")
-    subs = collect([root])
+    (root / "grades").mkdir()  # an earlier run's output, inside the folder graded
+    subs = collect([root], exclude=[root / "grades"])
     assert [(s.name, s.problem) for s in subs] == [
         ("erin", None), ("frank", "not a valid zip file (File is not a zip file)"),
         ("gina", "no two_layernet.py in the folder")]

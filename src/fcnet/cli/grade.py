@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 
 def register(sub) -> None:
@@ -52,7 +53,7 @@ def run(args) -> int:
     if args.path and args.dataset != "cifar10":
         raise FcnetError("--path is only for --dataset cifar10 (digits are built in)")
     rubric = load_rubric(args.rubric)
-    subs = collect(args.submissions)
+    subs = collect(args.submissions, exclude=[Path(args.out)])
     t0 = time.perf_counter()
 
     def progress(n: int, g) -> None:

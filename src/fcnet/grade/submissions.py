@@ -66,8 +66,10 @@ def _one(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in (".py", ".zip") or (path / ENTRY).is_file()
 
 
-def collect(paths: list[str | os.PathLike]) -> list[Submission]:
-    """The submissions the user named, each with a unique name, in the given order."""
+def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Submission]:
+    """The submissions the user named, each with a unique name, in the given order.
+    ``exclude``: folders never taken as submissions (the output folder)."""
+    skip = {Path(e).resolve() for e in exclude}
     subs: list[Submission] = []
     for raw in paths:
         p = Path(raw)
@@ -82,7 +84,8 @@ def collect(paths: list[str | os.PathLike]) -> list[Submission]:
             subs.append(Submission(p.resolve().name, p))
         else:
             inner = sorted(c for c in p.iterdir() if not c.name.startswith(".") and c.name not in _SKIP
-                           and (c.is_dir() or c.suffix.lower() in (".py", ".zip")))
+                           and (c.is_dir() or c.suffix.lower() in (".py", ".zip"))
+                           and c.resolve() not in skip)
             if not inner:
                 raise FcnetError(f"{p}: no {ENTRY} in the folder, and no submissions in it "
                                  "(.py files, .zip files or folders)")
