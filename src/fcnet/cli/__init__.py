@@ -10,7 +10,7 @@ import sys
 from fcnet.errors import FcnetError
 
 # subcommand modules, in the order `fcnet --help` lists them
-COMMANDS = ["check", "data", "train", "evaluate", "predict", "sweep", "study", "bench"]
+COMMANDS = ["check", "data", "train", "evaluate", "predict", "sweep", "study", "bench", "grade"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,1 @@
+"""fcnet grade: check students' implementations of the exercise, safely."""

@@ -1,0 +1,63 @@
+"""The rubric: points per check (and optional threshold overrides), from TOML."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from fcnet.config import read_toml
+from fcnet.errors import FcnetError
+from fcnet.grade.checks import BY_NAME, Check
+
+DEFAULT = Path(__file__).with_name("rubric.toml")
+
+
+@dataclass(frozen=True)
+class Rubric:
+    points: dict[str, float]
+    thresholds: dict[str, float]
+    source: str
+
+    def threshold(self, check: Check) -> float | None:
+        return self.thresholds.get(check.name, check.threshold)
+
+
+def _number(path: Path, table: str, key: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise FcnetError(f"rubric {path}: [{table}] {key} must be a number, got {v!r}")
+    return float(v)
+
+
+def load_rubric(path: str | Path | None = None) -> Rubric:
+    """The default rubric, or the one in ``path``; FcnetError (one line) when it is malformed."""
+    p = Path(path) if path is not None else DEFAULT
+    if not p.is_file():
+        raise FcnetError(f"rubric {p}: no such file")
+    try:
+        data = read_toml(p)
+    except FcnetError as err:
+        raise FcnetError(f"rubric {err}") from None
+    unknown = set(data) - {"points", "thresholds"}
+    if unknown:
+        raise FcnetError(f"rubric {p}: unknown table {sorted(unknown)[0]!r} (expected [points] and "
+                         "optionally [thresholds])")
+    tables = {}
+    for table in ("points", "thresholds"):
+        t = data.get(table, {})
+        if not isinstance(t, dict):
+            raise FcnetError(f"rubric {p}: {table} must be a table ([{table}])")
+        for key in t:
+            if key not in BY_NAME:
+                raise FcnetError(f"rubric {p}: [{table}] unknown check {key!r} "
+                                 f"(checks: {', '.join(BY_NAME)})")
+        tables[table] = {k: _number(p, table, k, v) for k, v in t.items()}
+    for k, v in tables["points"].items():
+        if v < 0:
+            raise FcnetError(f"rubric {p}: [points] {k} must not be negative, got {v:g}")
+    for k in tables["thresholds"]:
+        if BY_NAME[k].op == "ok":
+            raise FcnetError(f"rubric {p}: [thresholds] {k} has no threshold (it passes when it runs)")
+    if not any(tables["points"].values()):
+        raise FcnetError(f"rubric {p}: no check is worth any points")
+    return Rubric(tables["points"], tables["thresholds"], str(p))

@@ -1,0 +1,141 @@
+"""Finding submissions and copying each into the run's private folder.
+
+A submission is a ``.py`` file, a folder holding ``two_layernet.py`` or a
+``.zip`` of such a folder (``two_layernet.py`` at the top or under one folder).
+Any other folder is a folder of submissions: each ``.py``, ``.zip`` and
+sub-folder in it is one.  Zips are read member by member through
+``fcnet.data.archive`` (no path traversal, no links) and capped in size.
+
+Faults in what the user named (a missing path, a bad zip, a folder with no
+submission) raise FcnetError; a bad entry inside a folder of submissions is
+graded 0 with the reason instead, so one broken upload does not stop the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from fcnet.data.archive import iter_members, one_line
+from fcnet.errors import FcnetError
+
+ENTRY = "two_layernet.py"
+MAX_BYTES = 64 << 20
+MAX_FILES = 2000
+_SKIP = {"__MACOSX", "__pycache__", ".git"}
+
+
+@dataclass
+class Submission:
+    name: str
+    path: Path
+    problem: str | None = None  # set when it cannot be graded at all
+
+
+def _zip_root(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
+    """(folder holding two_layernet.py inside the zip, its files); FcnetError when unusable."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise FcnetError(f"{path}: not a valid zip file ({one_line(err)})") from None
+    if len(infos) > MAX_FILES or sum(i.file_size for i in infos) > MAX_BYTES:
+        raise FcnetError(f"{path}: more than {MAX_FILES} files or {MAX_BYTES >> 20} MB unpacked")
+    files = [(n, b) for n, b in iter_members(path) if b is not None
+             and not any(part in _SKIP for part in n.split("/"))]
+    entries = sorted((n for n, _ in files if n.rsplit("/", 1)[-1] == ENTRY), key=lambda n: n.count("/"))
+    if not entries:
+        raise FcnetError(f"{path}: no {ENTRY} in the zip")
+    if len(entries) > 1 and entries[0].count("/") == entries[1].count("/"):
+        raise FcnetError(f"{path}: {entries[0]} and {entries[1]}: which one is the submission?")
+    root = entries[0][: -len(ENTRY)]
+    return root, [(n[len(root):], b) for n, b in files if n.startswith(root)]
+
+
+def _check(path: Path) -> None:
+    """Raise FcnetError when ``path`` cannot be a submission."""
+    if path.suffix.lower() == ".zip":
+        _zip_root(path)
+    elif path.is_dir() and not (path / ENTRY).is_file():
+        raise FcnetError(f"{path}: no {ENTRY} in the folder")
+
+
+def _one(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in (".py", ".zip") or (path / ENTRY).is_file()
+
+
+def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Submission]:
+    """The submissions the user named, each with a unique name, in the given order.
+    ``exclude``: folders never taken as submissions (the output folder)."""
+    skip = {Path(e).resolve() for e in exclude}
+    subs: list[Submission] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise FcnetError(f"{p}: no such file or directory")
+        if p.is_file():
+            if p.suffix.lower() not in (".py", ".zip"):
+                raise FcnetError(f"{p}: a submission is a .py file, a .zip or a folder with {ENTRY}")
+            _check(p)
+            subs.append(Submission(p.stem if p.name != ENTRY else p.parent.name, p))
+        elif (p / ENTRY).is_file():
+            subs.append(Submission(p.resolve().name, p))
+        else:
+            inner = sorted(c for c in p.iterdir() if not c.name.startswith(".") and c.name not in _SKIP
+                           and (c.is_dir() or c.suffix.lower() in (".py", ".zip"))
+                           and c.resolve() not in skip)
+            if not inner:
+                raise FcnetError(f"{p}: no {ENTRY} in the folder, and no submissions in it "
+                                 "(.py files, .zip files or folders)")
+            for c in inner:
+                sub = Submission(c.stem if c.is_file() else c.name, c)
+                if not _one(c):
+                    sub.problem = f"no {ENTRY} in the folder"
+                else:
+                    try:
+                        _check(c)
+                    except FcnetError as err:
+                        sub.problem = str(err).removeprefix(f"{c}: ")
+                subs.append(sub)
+    taken: dict[str, int] = {}
+    for s in subs:
+        k = taken.get(s.name, 0)
+        taken[s.name] = k + 1
+        if k:
+            s.name = f"{s.name}-{k + 1}"
+    return subs
+
+
+def stage(sub: Submission, dest: Path) -> None:
+    """Copy the submission's files into ``dest`` (made here), world-readable, with
+    ``two_layernet.py`` at its top.  Only regular files: links are skipped."""
+    dest.mkdir(mode=0o755)
+    p = sub.path
+    if p.is_file() and p.suffix.lower() == ".py":
+        _write(dest / ENTRY, p.read_bytes())
+        return
+    if p.is_file():
+        _, files = _zip_root(p)
+        for rel, data in files:
+            _write(dest / rel, data)
+        return
+    total = count = 0
+    for root, dirs, names in os.walk(p):  # os.walk does not follow links to folders
+        dirs[:] = [d for d in dirs if d not in _SKIP]
+        for n in names:
+            src = Path(root) / n
+            if src.is_symlink() or not src.is_file():
+                continue
+            total += src.stat().st_size
+            count += 1
+            if total > MAX_BYTES or count > MAX_FILES:
+                raise FcnetError(f"{p}: more than {MAX_FILES} files or {MAX_BYTES >> 20} MB")
+            _write(dest / src.relative_to(p), src.read_bytes())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
