@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
@@ -384,7 +384,7 @@ class TorchTrainer:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
     def save(self, path: str | Path) -> None:
-        """torch.save of the state_dict, written atomically (tmp file + rename)."""
+        """torch.save of the state_dict, written atomically (temp file, fsync, rename)."""
         _atomic_save(self.state_dict(), path)
 
     @classmethod
@@ -454,10 +454,8 @@ def _to_cpu(obj):
 
 
 def _atomic_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through fcnet's one atomic writer (temp file, fsync, rename)."""
+    files.atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _safe_load(path: str | Path) -> dict:
