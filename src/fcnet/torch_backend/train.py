@@ -105,6 +105,8 @@ class TorchTrainer:
     image_shape : shape of one image in the rows' flattening order, for
         augmentation ((H, W, C), (C, H, W) or (H, W)); None for non-images
     class_names : labels of the C classes (kept for callers)
+    optimizer : optional ``optimizer(parameters) -> torch.optim.Optimizer`` used
+        instead of the config's rule (its lr is still set from the schedule)
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class TorchTrainer:
         num_classes: int,
         image_shape: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
+        optimizer: Callable | None = None,
     ):
         self.config = config
         self.input_size, self.num_classes = int(input_size), int(num_classes)
@@ -141,7 +144,10 @@ class TorchTrainer:
         ).to(device=self.device, dtype=self.dtype)
         self.gen = torch.Generator().manual_seed(config.seed)  # batches and augmentation
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
-        self.optimizer = self._make_optimizer()
+        # a caller's optimizer(parameters) replaces the config's (the depth study decays
+        # biases too, as the exercise does); the loss history is then the data loss alone
+        self.custom_optimizer = optimizer is not None
+        self.optimizer = optimizer(self.model.parameters()) if optimizer else self._make_optimizer()
         # progress, all of it saved by checkpoint_state()
         self.epoch = 0
         self.iteration = 0
@@ -182,7 +188,7 @@ class TorchTrainer:
 
     def _l2_penalty(self):
         # the coupled optimisers' decay is the gradient of wd/2 * sum(W**2)
-        if self.weight_decay == 0 or self.config.optimizer == "adamw":
+        if self.weight_decay == 0 or self.config.optimizer == "adamw" or self.custom_optimizer:
             return None
         ws = self.optimizer.param_groups[0]["params"]
         return 0.5 * self.weight_decay * sum((w.detach().float() ** 2).sum() for w in ws)
