@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnet import files
 from fcnet.config import RunConfig, make_config
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
@@ -244,6 +245,8 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        files.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png", dpi=110))
+    finally:
+        plt.close(fig)
     return path

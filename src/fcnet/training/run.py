@@ -82,10 +82,9 @@ def train_run(
                     return old
                 resume = False  # points along the way can only come from a fresh run
             else:
-                name, why = next(iter(bad.items()))
                 ckpt = checkpoint_name(config)
                 resume = resume and ckpt not in bad and (run_dir / ckpt).exists()
-                rundir.say(f"{run_dir / name} is {why}; " + (
+                rundir.say(f"{run_dir}: {rundir.describe(bad)}; " + (
                     f"resuming from the last intact checkpoint ({ckpt})" if resume
                     else "training again from the start"))
     prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written

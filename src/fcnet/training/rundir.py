@@ -77,8 +77,13 @@ def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) ->
         if not path.is_file():
             out[name] = "missing"
         elif files.file_digest(path) != recorded[name]:
-            out[name] = "damaged (its sha256 differs from the one in summary.json)"
+            out[name] = "damaged (its sha256 differs from summary.json's)"
     return out
+
+
+def describe(bad: dict[str, str]) -> str:
+    """'params.npz damaged (...), loss.png missing' for a notice."""
+    return ", ".join(f"{name} {why}" for name, why in bad.items())
 
 
 def is_finished(summary: dict | None) -> bool:
@@ -104,8 +109,7 @@ def finished(run_dir: Path, config: RunConfig, eval_at: Iterable[int] = ()) -> d
 
 def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
     """FcnetError naming the first of ``names`` that is damaged."""
-    bad = damaged(run_dir, summary, names)
-    for name, why in bad.items():
+    for name, why in damaged(run_dir, summary, names).items():
         raise FcnetError(f"{Path(run_dir) / name}: {why}; train the run again with "
                          f"fcnet train --resume {run_dir}")
 
@@ -132,8 +136,12 @@ def base_summary(config: RunConfig, prepared: Prepared) -> dict:
 
 
 def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict:
-    """Write the config, the fitted preprocessing and a 'running' summary."""
+    """Write the config, the fitted preprocessing and a 'running' summary, after
+    removing the temp files a killed run may have left."""
     run_dir = files.ensure_dir(run_dir)
+    for p in run_dir.iterdir():
+        if files.is_temp(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
     files.write_text(run_dir / CONFIG, config.to_toml())
     files.save_npz(run_dir / PREPROCESS, prepared.prep.state())
     summary = {**base_summary(config, prepared), **extra}
