@@ -14,8 +14,8 @@ import pytest
 
 from fcnet.config import make_config
 from fcnet.errors import FcnetError
-from fcnet.training import evaluate_run, predict_files, train_run
 from fcnet.files import load_npz, save_npz
+from fcnet.training import evaluate_run, predict_files, train_run
 
 FCNET = [sys.executable, "-m", "fcnet"]
 
