@@ -398,6 +398,18 @@ def test_an_interrupted_run_with_a_truncated_checkpoint_trains_from_the_start(tm
     assert same_arrays(run / "params.npz", reference / "params.npz")
 
 
+def test_a_truncated_summary_is_never_taken_for_a_finished_run(tmp_path, capsys, reference):
+    run = tmp_path / "r"
+    shutil.copytree(reference, run)
+    (run / "summary.json").write_text('{"status": "compl')
+    rc, lines = cli(capsys, "evaluate", run)
+    assert rc == 2 and lines[0].startswith(f"fcnet: error: {run / 'summary.json'}: not valid JSON")
+    rc, lines = cli(capsys, "train", "--resume", run, "--quiet")
+    assert rc == 0 and "summary.json: unreadable" in lines[0]
+    assert same_arrays(run / "params.npz", reference / "params.npz")
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
 def test_a_torch_run_with_truncated_weights_is_named_and_retrained(tmp_path, capsys):
     pytest.importorskip("torch")
     args = ["train", "--dataset", "digits", "--backend", "torch", "--epochs", "2", "--device",

@@ -75,6 +75,9 @@ def train_run(
             raise FcnetError(f"{run_dir}: holds a run with a different config; "
                              "choose another --name or delete it")
         old = rundir.read_summary(run_dir)
+        if old is None and (run_dir / rundir.SUMMARY).exists():
+            rundir.say(f"{run_dir / rundir.SUMMARY}: unreadable; resuming from the last "
+                       "checkpoint if it is intact, else from the start")
         if rundir.is_finished(old):
             bad = rundir.damaged(run_dir, old)
             if not bad:
