@@ -10,7 +10,7 @@ import pytest
 
 from fcnet.errors import FcnetError
 from fcnet.report import plots
-from fcnet.report.markup import to_html
+from fcnet.report.markup import inline, to_html
 from fcnet.report.render import (
     Figure,
     Report,
@@ -262,16 +262,28 @@ def test_markdown_table_aligns_numbers_and_escapes_pipes():
     ]
 
 
+def squeeze(html) -> str:
+    """HTML without the line breaks between tags and before closing ones, runs of
+    whitespace as one space: how a browser shows it."""
+    html = re.sub(r"\n(?=</)", "", re.sub(r">\s+<", "><", str(html)))
+    return re.sub(r"\s+", " ", html).strip()
+
+
 def test_markup_subset():
     html = to_html(
-        "Intro *x* and **y**\nwraps.\n\n1. first\n2. second\n\n```\na < b\n```\n### Head"
+        "Intro *x* and **y**\nwraps.\n\n1. first\n2. second\n\n```\na < b\n```\n# Top\n### Head"
     )
-    assert html == (
-        "<p>Intro <em>x</em> and <strong>y</strong> wraps.</p>\n"
-        "<ol><li>first</li><li>second</li></ol>\n"
-        "<pre><code>a &lt; b</code></pre>\n"
-        "<h3>Head</h3>"
+    assert squeeze(html) == (
+        "<p>Intro <em>x</em> and <strong>y</strong> wraps.</p>"
+        "<ol><li>first</li><li>second</li></ol>"
+        "<pre><code>a &lt; b</code></pre>"
+        "<h3>Top</h3><h3>Head</h3>"  # headings sit under the section's <h2>
     )
+
+
+def test_raw_html_in_text_is_escaped():
+    assert "<script" not in str(to_html("a <script>alert(1)</script> b"))
+    assert str(inline("two <b>x</b>")) == "two &lt;b&gt;x&lt;/b&gt;"
 
 
 def test_markup_links_only_safe_urls():
@@ -283,7 +295,7 @@ def test_markup_links_only_safe_urls():
 
 
 def test_code_spans_are_verbatim():
-    assert str(to_html("`**not bold**` and `a<b`")) == (
+    assert squeeze(to_html("`**not bold**` and `a<b`")) == (
         "<p><code>**not bold**</code> and <code>a&lt;b</code></p>"
     )
 

@@ -14,8 +14,8 @@ import pytest
 
 from fcnet.config import make_config
 from fcnet.errors import FcnetError
+from fcnet.files import load_npz, save_npz
 from fcnet.training import evaluate_run, predict_files, train_run
-from fcnet.training.files import load_npz, save_npz
 
 FCNET = [sys.executable, "-m", "fcnet"]
 
@@ -146,7 +146,7 @@ def test_kill_during_checkpoint_write_leaves_previous_checkpoint_intact(tmp_path
     save_npz(target, {"w": np.arange(10.0)})
     code = f"""
 import os, signal, numpy as np
-from fcnet.training.files import atomic_write
+from fcnet.files import atomic_write
 def write(f):
     f.write(b"PK\\x03\\x04 partial bytes of a new checkpoint")
     f.flush()

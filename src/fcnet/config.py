@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fcnet.data.load import DATASETS
 from fcnet.errors import FcnetError
 
 
@@ -22,9 +23,7 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    dataset: str = Field(
-        "cifar10", description="cifar10 | imagefolder | mnist | fashion-mnist | digits | toy"
-    )
+    dataset: str = Field("cifar10", description=" | ".join(DATASETS))
     path: str | None = Field(None, description="local copy of the dataset (file or directory)")
     val_size: int | None = Field(None, ge=1, description="validation rows (None: the dataset's default)")
     test_size: int | None = Field(None, ge=1, description="test rows (None: all of the test split)")
@@ -72,6 +71,13 @@ class RunConfig(BaseModel):
         "auto", description="torch device; auto picks CUDA when present")
     amp: bool | None = Field(None, description="torch bf16 autocast (None: CUDA float32 only)")
     keep_best: bool = Field(False, description="also keep the parameters of the best val epoch")
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset {v!r}; choose one of {', '.join(DATASETS)}")
+        return v
 
     @field_validator("hidden")
     @classmethod

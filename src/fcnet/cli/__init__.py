@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from fcnet.errors import FcnetError
 
@@ -42,6 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """fcnet's own warnings ("fcnet: ...") print as the one line they are (call it
+    inside ``warnings.catch_warnings()``, which restores the default)."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(message).startswith("fcnet: "):
+            print(message, file=sys.stderr if file is None else file)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -49,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
+        with warnings.catch_warnings():
+            _one_line_warnings()
+            return int(args.handler(args) or 0)
     except FcnetError as err:
         print(f"fcnet: error: {err}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `fcnet ... | head`
-        sys.stderr.close()
-        return 0
+    except OSError as err:  # last resort: a write or read fcnet did not wrap itself
+        if isinstance(err, BrokenPipeError):  # `fcnet ... | head`
+            sys.stderr.close()
+            return 0
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"fcnet: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fcnet: interrupted", file=sys.stderr)
         return 130

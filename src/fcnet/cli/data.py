@@ -11,8 +11,9 @@ SPLITS = ("train", "val", "test")
 
 
 def _add_source_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", metavar="DATASET",
-                   help="cifar10 | imagefolder | mnist | fashion-mnist | digits | toy")
+    from fcnet.data import DATASETS
+
+    p.add_argument("dataset", metavar="DATASET", help=" | ".join(DATASETS))
     p.add_argument("--path", metavar="P",
                    help="local copy: a folder or a .tar/.tar.gz/.zip archive (cifar10: a "
                    "cifar-10-batches-py folder, cifar-10-python.tar.gz or an image-folder tree; "

@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--name", help="run name (default: a timestamp)")
     p.add_argument("--runs-dir", default="runs", help="where run directories go (default runs/)")
     p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an interrupted run from its last checkpoint")
+                   help="continue an interrupted or damaged run from its last intact "
+                   "checkpoint (or from the start, saying so)")
     p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="SECONDS",
                    help="write a checkpoint at the first epoch end after this many seconds "
                    "(default 5; 0 = every epoch)")
@@ -51,7 +52,8 @@ def run(args) -> int:
               f"kept the last finite parameters in {run_dir}", file=sys.stderr)
         return 1
     if not args.json:
+        speed = summary.get("samples_per_second")
         print(f"{run_dir}: val acc {summary['final_val_acc']:.4f} (best "
-              f"{summary['best_val_acc']:.4f}), {summary['train_seconds']:.1f} s, "
-              f"{summary['samples_per_second']:.0f} samples/s")
+              f"{summary['best_val_acc']:.4f}), {summary['train_seconds']:.1f} s"
+              + (f", {speed:.0f} samples/s" if speed else ""))
     return 0

@@ -1,25 +1,24 @@
-"""The on-disk cache: where it lives, atomic writes, content checksums and the
-decoded-array store (plain .npz, read without pickle)."""
+"""The on-disk cache: where it lives, content checksums and the decoded-array
+store (plain .npz, read without pickle), written through ``fcnet.files``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import secrets
 import warnings
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from fcnet import files
 from fcnet.data.core import Dataset, Split
+from fcnet.errors import FcnetError
+from fcnet.files import atomic_path, file_digest  # noqa: F401  (data's modules import them here)
 
 # bump when the decoded layout or a loader's output changes, so old entries are ignored
 CACHE_VERSION = 1
-_CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
@@ -29,27 +28,6 @@ def cache_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "fcnet"
-
-
-@contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """A temporary path beside ``dest``, moved onto it only when the block succeeds,
-    so a failure or interrupt never leaves a half-written ``dest``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def file_digest(path: Path, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree_fingerprint(root: Path) -> str:
@@ -105,7 +83,7 @@ def store_decoded(ds: Dataset) -> None:
     arrays["classes"] = np.array(ds.classes, dtype=str)
     path = decoded_path(ds.name, ds.checksum)
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-    except OSError as err:
-        warnings.warn(f"fcnet: cannot write the data cache {path}: {err}", stacklevel=2)
+        files.save_npz(path, arrays)
+    except FcnetError as err:  # one line: "cannot write <path>: <problem>"
+        warnings.warn(f"fcnet: {err} (the data cache only saves time; going on without it)",
+                      stacklevel=2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcnet.data.cache import atomic_path
+from fcnet import files
 from fcnet.data.core import Split
 from fcnet.errors import FcnetError
 
@@ -57,6 +57,4 @@ def save_grid(split: Split, classes: list[str], out: Path, per_class: int = 8, s
     ax.set_xticks([])
     if title:
         ax.set_title(title, fontsize=9)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt, bbox_inches="tight")
-    return out
+    return files.atomic_write(out, lambda f: fig.savefig(f, format=fmt, bbox_inches="tight"))

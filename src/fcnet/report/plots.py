@@ -1,9 +1,9 @@
 """The figures of fcnet's runs and study, written as PNG files.
 
 Every function draws on its own ``matplotlib.figure.Figure`` (no pyplot, no
-global state, no display: rendering goes through Agg), writes the PNG to a
-temporary file beside ``path`` and moves it into place with ``os.replace``, so a
-reader never sees half a file.  Each returns the ``Path`` it wrote.
+global state, no display: rendering goes through Agg), writes the PNG through ``fcnet.files`` (temp
+file beside ``path``, fsync, rename), so a reader never sees half a file and a
+full disk is one line naming the file.  Each returns the ``Path`` it wrote.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
+from fcnet import files
 from fcnet.errors import FcnetError
 from fcnet.report.grid import visualize_grid
 
@@ -56,16 +57,9 @@ def _style(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> Non
 
 
 def _save(fig: MplFigure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        # no Software/date metadata: the same data gives the same bytes
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # no Software/date metadata: the same data gives the same bytes
+    return files.atomic_write(
+        path, lambda f: fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None}))
 
 
 def _series(values: Sequence[float], what: str) -> np.ndarray:

@@ -15,7 +15,6 @@ import math
 import mimetypes
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ import jinja2
 import numpy as np
 from markupsafe import Markup
 
+from fcnet import files
 from fcnet.errors import FcnetError
 from fcnet.report.markup import inline, to_html
 
@@ -203,15 +203,6 @@ def _unique(base: str, taken: set[str]) -> str:
     return name
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _read_image(path: Path) -> tuple[str, bytes]:
     """(mime type, bytes) of a figure, with a clear error for a missing or odd file."""
     if not path.is_file():
@@ -239,8 +230,8 @@ def _md_reference(path: Path, out_dir: Path, copied: dict[Path, str], reserved: 
         rel, k = f"figures/{src.name}", 2
         while rel in taken:
             rel, k = f"figures/{src.stem}-{k}{src.suffix}", k + 1
-        (out / "figures").mkdir(exist_ok=True)
-        shutil.copyfile(src, out / rel)
+        data = src.read_bytes()
+        files.atomic_write(out / rel, lambda f: f.write(data))
         copied[src] = rel
     return quote(copied[src])
 
@@ -275,8 +266,7 @@ class Report:
         """
         from fcnet import __version__
 
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = files.ensure_dir(out_dir)
         ids: set[str] = {"contents", "meta"}
         copied: dict[Path, str] = {}
         reserved = {
@@ -342,6 +332,6 @@ class Report:
         md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
         html = _environment(True).get_template("report.html.j2").render(context)
         md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-        _atomic_write(md_path, md)
-        _atomic_write(html_path, html)
+        files.write_text(md_path, md)
+        files.write_text(html_path, html)
         return md_path, html_path

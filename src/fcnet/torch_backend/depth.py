@@ -10,24 +10,28 @@ batch of training rows in eval mode:
 * ``act_std[l]``: std of relu(z_l) for hidden layers, of the scores z_L for the last;
 * ``grad_norm[l]``: Frobenius norm of d(mean cross-entropy)/dW_l.
 
-Training follows the exercise: float32, shuffled epochs of ``batch_size``,
-Adam(lr, weight_decay) on *all* parameters (PyTorch's coupled L2, biases
-included, as ``optim.Adam(model.parameters(), ...)`` does), lr times ``decay``
-after every epoch.
+Training follows the exercise, through ``TorchTrainer`` (one training loop for
+runs and study): float32, shuffled epochs of ``batch_size``, Adam(lr,
+weight_decay) on *all* parameters (PyTorch's coupled L2, biases included, as
+``optim.Adam(model.parameters(), ...)`` does), lr times ``decay`` after every
+epoch.  A loss that turns non-finite stops that network's history there.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from fcnet import files
+from fcnet.config import RunConfig, make_config
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
-from fcnet.torch_backend.model import MultiLayerPerceptron, parse_init
-from fcnet.torch_backend.train import flush_subnormals, resolve_device
+from fcnet.torch_backend.model import parse_init
+from fcnet.torch_backend.train import TorchTrainer, flush_subnormals, resolve_device
 
 torch = require_torch()
 F = torch.nn.functional
@@ -110,6 +114,9 @@ def depth_study(
     xp, yp = Xt[probe], yt[probe]
     per_epoch = max(n // batch_size, 1)
 
+    def adam(params):  # the exercise's optim.Adam(model.parameters(), ...): biases decayed too
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
     bar = None
     if progress:
         from tqdm import tqdm
@@ -117,62 +124,68 @@ def depth_study(
         bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
                    dynamic_ncols=True)
     results = []
-    with flush_subnormals():
-        for spec in inits:
-            for depth in depths:
-                torch.manual_seed(seed)
-                gen = torch.Generator().manual_seed(seed)
-                model = MultiLayerPerceptron(d, [hidden] * (int(depth) - 1), classes,
-                                             init=spec).to(dev)
-                opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-                t0 = time.perf_counter()
-                stds, norms = _probe(model, xp, yp)
-                history = [{"epoch": 0, "loss": None, "lr": None,
-                            "train_acc": _accuracy(model, Xt, yt),
-                            "val_acc": _accuracy(model, Xv, yv),
-                            "act_std": stds, "grad_norm": norms}]
-                for epoch in range(1, epochs + 1):
-                    cur = lr * decay ** (epoch - 1)
-                    for g in opt.param_groups:
-                        g["lr"] = cur
-                    order = torch.randperm(n, generator=gen).to(dev)
-                    model.train()
-                    losses = []
-                    for k in range(per_epoch):
-                        idx = order[k * batch_size:(k + 1) * batch_size]
-                        loss = F.cross_entropy(model(Xt[idx]), yt[idx])
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        losses.append(loss.detach())
-                    stds, norms = _probe(model, xp, yp)
-                    history.append({
-                        "epoch": epoch,
-                        "loss": float(torch.stack(losses).mean()),
-                        "lr": cur,
-                        "train_acc": _accuracy(model, Xt, yt),
-                        "val_acc": _accuracy(model, Xv, yv),
-                        "act_std": stds,
-                        "grad_norm": norms,
-                    })
-                    if bar is not None:
-                        bar.set_postfix(init=spec, depth=depth,
-                                        val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
-                        bar.update(1)
-                results.append({
-                    "init": spec,
-                    "depth": int(depth),
-                    "hidden": [hidden] * (int(depth) - 1),
-                    "train_acc_on": "whole training split",
-                    "probe_rows": int(probe.numel()),
-                    "history": history,
-                    "final_train_acc": history[-1]["train_acc"],
-                    "final_val_acc": history[-1]["val_acc"],
-                    "seconds": time.perf_counter() - t0,
-                })
+    for spec in inits:
+        for depth in depths:
+            config = _config(int(depth), spec, hidden, epochs, batch_size, lr, decay,
+                             weight_decay, seed, device)
+            trainer = TorchTrainer(config, d, classes, optimizer=adam)
+            model = trainer.model
+            t0 = time.perf_counter()
+            with flush_subnormals():
+                history = [_signals(model, 0, None, None, Xt, yt, Xv, yv, xp, yp)]
+
+            on_epoch = partial(_record_epoch, trainer=trainer, history=history,
+                               per_epoch=per_epoch, data=(Xt, yt, Xv, yv, xp, yp), bar=bar,
+                               label={"init": spec, "depth": depth})
+            trainer.fit(X_train, y_train, X_val, y_val, callback=on_epoch)
+            results.append({
+                "init": spec,
+                "depth": int(depth),
+                "hidden": [hidden] * (int(depth) - 1),
+                "train_acc_on": "whole training split",
+                "probe_rows": int(probe.numel()),
+                "history": history,
+                "final_train_acc": history[-1]["train_acc"],
+                "final_val_acc": history[-1]["val_acc"],
+                "seconds": time.perf_counter() - t0,
+            })
     if bar is not None:
         bar.close()
     return results
+
+
+def _record_epoch(record: dict, trainer: TorchTrainer, history: list, per_epoch: int,
+                  data: tuple, bar, label: dict) -> None:
+    """The trainer's end-of-epoch callback: append the epoch's row to ``history``."""
+    # the epoch's mean data loss, in float32 as the batches computed it
+    losses = trainer.history["loss_history"][-per_epoch:]
+    loss = float(torch.tensor(losses, dtype=torch.float32, device=data[0].device).mean())
+    history.append(_signals(trainer.model, record["epoch"], loss, record["lr"], *data))
+    if bar is not None:
+        bar.set_postfix(**label, val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
+        bar.update(1)
+
+
+def _config(depth: int, init: str, hidden: int, epochs: int, batch_size: int, lr: float,
+            decay: float, weight_decay: float, seed: int, device: str) -> RunConfig:
+    """The exercise's settings as a run config: float32, shuffled epochs, lr x decay
+    per epoch, no mixed precision (the study measures float32 signals)."""
+    config = make_config({
+        "backend": "torch", "hidden": [hidden] * max(depth - 1, 1), "init": init,
+        "optimizer": "adam", "lr": lr, "decay": decay, "schedule": "step",
+        "weight_decay": weight_decay, "epochs": epochs, "batch_size": batch_size,
+        "sampling": "shuffle", "seed": seed, "dtype": "float32", "device": device, "amp": False,
+    })
+    # one Linear layer has no hidden size, which a run's config cannot say
+    return config if depth > 1 else config.model_copy(update={"hidden": []})
+
+
+def _signals(model, epoch: int, loss: float | None, lr: float | None, Xt, yt, Xv, yv,
+             xp, yp) -> dict:
+    """One history row: accuracies on the whole splits and the probe's per-layer signals."""
+    stds, norms = _probe(model, xp, yp)
+    return {"epoch": epoch, "loss": loss, "lr": lr, "train_acc": _accuracy(model, Xt, yt),
+            "val_acc": _accuracy(model, Xv, yv), "act_std": stds, "grad_norm": norms}
 
 
 def depth_table(results: list[dict]) -> str:
@@ -232,6 +245,8 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        files.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png", dpi=110))
+    finally:
+        plt.close(fig)
     return path

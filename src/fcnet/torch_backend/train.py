@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
@@ -105,6 +105,8 @@ class TorchTrainer:
     image_shape : shape of one image in the rows' flattening order, for
         augmentation ((H, W, C), (C, H, W) or (H, W)); None for non-images
     class_names : labels of the C classes (kept for callers)
+    optimizer : optional ``optimizer(parameters) -> torch.optim.Optimizer`` used
+        instead of the config's rule (its lr is still set from the schedule)
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class TorchTrainer:
         num_classes: int,
         image_shape: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
+        optimizer: Callable | None = None,
     ):
         self.config = config
         self.input_size, self.num_classes = int(input_size), int(num_classes)
@@ -141,7 +144,10 @@ class TorchTrainer:
         ).to(device=self.device, dtype=self.dtype)
         self.gen = torch.Generator().manual_seed(config.seed)  # batches and augmentation
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
-        self.optimizer = self._make_optimizer()
+        # a caller's optimizer(parameters) replaces the config's (the depth study decays
+        # biases too, as the exercise does); the loss history is then the data loss alone
+        self.custom_optimizer = optimizer is not None
+        self.optimizer = optimizer(self.model.parameters()) if optimizer else self._make_optimizer()
         # progress, all of it saved by checkpoint_state()
         self.epoch = 0
         self.iteration = 0
@@ -182,7 +188,7 @@ class TorchTrainer:
 
     def _l2_penalty(self):
         # the coupled optimisers' decay is the gradient of wd/2 * sum(W**2)
-        if self.weight_decay == 0 or self.config.optimizer == "adamw":
+        if self.weight_decay == 0 or self.config.optimizer == "adamw" or self.custom_optimizer:
             return None
         ws = self.optimizer.param_groups[0]["params"]
         return 0.5 * self.weight_decay * sum((w.detach().float() ** 2).sum() for w in ws)
@@ -384,7 +390,7 @@ class TorchTrainer:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
     def save(self, path: str | Path) -> None:
-        """torch.save of the state_dict, written atomically (tmp file + rename)."""
+        """torch.save of the state_dict, written atomically (temp file, fsync, rename)."""
         _atomic_save(self.state_dict(), path)
 
     @classmethod
@@ -454,10 +460,8 @@ def _to_cpu(obj):
 
 
 def _atomic_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through fcnet's one atomic writer (temp file, fsync, rename)."""
+    files.atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _safe_load(path: str | Path) -> dict:

@@ -7,28 +7,40 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnet import files
 from fcnet.errors import FcnetError
 from fcnet.nn.model import MLP
-from fcnet.training import files
-from fcnet.training.run import build_model, confusion, read_run_config
+from fcnet.training import rundir
+from fcnet.training.rundir import confusion, read_run_config
 
 SPLITS = ("train", "val", "test")
 
 
 class RunModel:
-    """A trained run: its config, preprocessing and a predict_proba (N, D) -> (N, C)."""
+    """A trained run: its config, preprocessing and a predict_proba (N, D) -> (N, C).
+
+    Every file it reads is checked against the sha256 recorded in summary.json.
+    """
 
     def __init__(self, run_dir: Path):
         from fcnet.data import Preprocessor
 
         self.run_dir = Path(run_dir)
         self.config = read_run_config(self.run_dir)
-        summary = files.read_json(self.run_dir / "summary.json")
-        if summary.get("status") not in ("completed", "diverged"):
+        summary = files.read_json(self.run_dir / rundir.SUMMARY)
+        if not rundir.is_finished(summary):
             raise FcnetError(f"{run_dir}: the run has not finished (status "
                              f"{summary.get('status')!r}); resume it with fcnet train --resume")
         self.summary = summary
-        self.prep = Preprocessor.from_state(files.load_npz(self.run_dir / "preprocess.npz"))
+        if self.config.backend == "torch":
+            from fcnet.training.torch_run import WEIGHTS
+
+            weights = WEIGHTS
+        else:
+            weights = "best_params.npz" if (self.run_dir / "best_params.npz").exists() \
+                else "params.npz"
+        rundir.check_intact(self.run_dir, summary, [rundir.CONFIG, rundir.PREPROCESS, weights])
+        self.prep = Preprocessor.from_state(files.load_npz(self.run_dir / rundir.PREPROCESS))
         self.classes: list[str] = summary.get("classes") or []
         self.image_shape = summary.get("image_shape")
         if self.config.backend == "torch":
@@ -36,12 +48,15 @@ class RunModel:
 
             self._proba = load_torch_model(self.run_dir, self.config, summary)
         else:
-            name = "best_params.npz" if (self.run_dir / "best_params.npz").exists() else "params.npz"
-            params = files.load_npz(self.run_dir / name)
+            from fcnet.training.run import build_model
+
+            params = files.load_npz(self.run_dir / weights)
+            if f"b{len(self.config.hidden) + 1}" not in params or "W1" not in params:
+                raise FcnetError(f"{self.run_dir / weights}: parameters do not match the config")
             num_classes = params[f"b{len(self.config.hidden) + 1}"].shape[0]
             model: MLP = build_model(self.config, params["W1"].shape[0], num_classes)
             if set(params) != set(model.params):
-                raise FcnetError(f"{self.run_dir / name}: parameters do not match the config")
+                raise FcnetError(f"{self.run_dir / weights}: parameters do not match the config")
             for k in model.params:
                 model.params[k] = params[k].astype(model.dtype)
             self._proba = model.predict_proba

@@ -17,10 +17,9 @@ import numpy as np
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.nn.population import PopulationSolver
-from fcnet.training import files
+from fcnet.training import rundir
 from fcnet.training.prepare import data_key, prepare
 from fcnet.training.run import (
-    _base_summary,
     blas_threads,
     build_model,
     finish_run,
@@ -45,15 +44,6 @@ def compatible(configs: list[RunConfig]) -> bool:
             and len({population_key(c) for c in configs}) == 1)
 
 
-def _finished(config: RunConfig, run_dir: Path, eval_at: list[int]) -> dict | None:
-    path = run_dir / "summary.json"
-    if not path.exists() or read_run_config(run_dir) != config:
-        return None
-    s = files.read_json(path)
-    ok = s.get("status") in ("completed", "diverged")
-    return s if ok and {str(i) for i in eval_at} <= set(s.get("val_acc_at", {})) else None
-
-
 def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool = True,
                      resume: bool = True, eval_at: list[int] | None = None,
                      figures: bool = True) -> list[dict]:
@@ -71,7 +61,7 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
     for c, d in zip(configs, map(Path, run_dirs)):
         if (d / "config.toml").exists() and read_run_config(d) != c:
             raise FcnetError(f"{d}: holds a run with a different config")
-        out.append(_finished(c, d, eval_at))
+        out.append(rundir.finished(d, c, eval_at))
     todo = [i for i, s in enumerate(out) if s is None]
     if len(todo) == 1:
         i = todo[0]
@@ -95,13 +85,7 @@ def _train(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, eval_at:
     n_iters = num_iterations(c0, P.X_train.shape[0])
     summaries = []
     for c, d in zip(configs, run_dirs):
-        d.mkdir(parents=True, exist_ok=True)
-        files.write_text(d / "config.toml", c.to_toml())
-        files.save_npz(d / "preprocess.npz", P.prep.state())
-        s = _base_summary(c, P)
-        s["population"] = len(configs)
-        files.write_json(d / "summary.json", s)
-        summaries.append(s)
+        summaries.append(rundir.start(d, c, P, population=len(configs)))
     wanted = set(eval_at)
     val_at: list[dict[str, float]] = [{} for _ in configs]
 

@@ -1,40 +1,33 @@
-"""One training run into one run directory.
+"""One training run into one run directory (layout: fcnet.training.rundir).
 
-runs/<name>/
-  config.toml        the resolved, validated config
-  summary.json       status (running | completed | diverged), accuracies, timing, provenance
-  loss.csv           per-iteration loss
-  epochs.csv         per-epoch iteration, lr, train accuracy (batch), val accuracy
-  checkpoint.npz     everything to resume bit for bit (NumPy backend; torch: checkpoint.pt)
-  preprocess.npz     the fitted preprocessing (mean image, PCA), for evaluate/predict
-  params.npz         final parameters (best_params.npz with keep_best)
-  *.png              loss, accuracy, first-layer weights, confusion matrix
+``train_run`` decides what to do with the directory (reuse a finished intact
+run, resume from the last intact checkpoint, or train from the start) and
+hands the NumPy backend to ``_train_numpy``, a flat loop: step, evaluate at
+epoch ends, checkpoint, log.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fcnet.config import RunConfig, load_config
+from fcnet import files
+from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
+from fcnet.nn.fpenv import flush_denormals
 from fcnet.nn.model import MLP
 from fcnet.nn.solver import Solver
-from fcnet.training import files
+from fcnet.training import rundir
 from fcnet.training.prepare import Prepared, prepare
+from fcnet.training.rundir import read_run_config
+
+__all__ = ["train_run", "read_run_config", "build_model", "num_iterations", "finish_run"]
 
 CHECKPOINT = "checkpoint.npz"
-
-
-def _version() -> str:
-    from fcnet import __version__
-
-    return __version__
 
 
 def num_iterations(config: RunConfig, n_train: int) -> int:
@@ -49,31 +42,12 @@ def build_model(config: RunConfig, input_size: int, num_classes: int) -> MLP:
                dropout_keep=config.dropout_keep, seed=config.seed, dtype=config.dtype)
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    path = Path(run_dir) / "config.toml"
-    if not path.exists():
-        raise FcnetError(f"{run_dir}: not a run directory (no config.toml)")
-    return load_config(path)
+def checkpoint_name(config: RunConfig) -> str:
+    if config.backend == "torch":
+        from fcnet.training.torch_run import CHECKPOINT as TORCH_CHECKPOINT
 
-
-def _csv(rows: list[list], header: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
-def write_metrics(run_dir: Path, hist: dict, iters_per_epoch: int) -> None:
-    loss = hist["loss_history"]
-    files.write_text(run_dir / "loss.csv",
-                     _csv([[i, repr(float(v))] for i, v in enumerate(loss)], ["iteration", "loss"]))
-    rows = []
-    for e, (tr, va) in enumerate(zip(hist["train_acc_history"], hist["val_acc_history"])):
-        lr = hist["lr_history"][e] if e < len(hist.get("lr_history", [])) else ""
-        rows.append([e, e * iters_per_epoch, lr, tr, va])
-    files.write_text(run_dir / "epochs.csv",
-                     _csv(rows, ["epoch", "iteration", "lr", "train_acc", "val_acc"]))
+        return TORCH_CHECKPOINT
+    return CHECKPOINT
 
 
 def train_run(
@@ -87,29 +61,36 @@ def train_run(
 ) -> dict:
     """Train one run into ``run_dir`` and return its summary.
 
-    A completed run with the same config is returned as is (reuse); an
-    interrupted one continues from its last checkpoint when ``resume``.
-    ``eval_at`` lists iterations at which validation accuracy is recorded
-    along the way (``summary['val_acc_at']``).
+    A finished run with the same config whose files all keep their recorded
+    checksums is returned as is (reuse).  An interrupted or damaged one
+    continues from its last intact checkpoint when ``resume``, else trains
+    from the start; a notice on stderr says which.  ``eval_at`` lists
+    iterations at which validation accuracy is recorded along the way
+    (``summary['val_acc_at']``).
     """
     run_dir = Path(run_dir)
-    config_text = config.to_toml()
-    cfg_path = run_dir / "config.toml"
-    if cfg_path.exists():
+    eval_at = list(eval_at or [])
+    if (run_dir / rundir.CONFIG).exists():
         if read_run_config(run_dir) != config:
             raise FcnetError(f"{run_dir}: holds a run with a different config; "
                              "choose another --name or delete it")
-        summary_path = run_dir / "summary.json"
-        if summary_path.exists():
-            old = files.read_json(summary_path)
-            wanted = {str(i) for i in eval_at or []}
-            if old.get("status") in ("completed", "diverged"):
-                if wanted <= set(old.get("val_acc_at", {})):
+        old = rundir.read_summary(run_dir)
+        if old is None and (run_dir / rundir.SUMMARY).exists():
+            rundir.say(f"{run_dir / rundir.SUMMARY}: unreadable; resuming from the last "
+                       "checkpoint if it is intact, else from the start")
+        if rundir.is_finished(old):
+            bad = rundir.damaged(run_dir, old)
+            if not bad:
+                if rundir.covers(old, eval_at):
                     return old
                 resume = False  # points along the way can only come from a fresh run
+            else:
+                ckpt = checkpoint_name(config)
+                resume = resume and ckpt not in bad and (run_dir / ckpt).exists()
+                rundir.say(f"{run_dir}: {rundir.describe(bad)}; " + (
+                    f"resuming from the last intact checkpoint ({ckpt})" if resume
+                    else "training again from the start"))
     prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    files.write_text(cfg_path, config_text)
     if config.backend == "torch":
         from fcnet.training.torch_run import train_torch
 
@@ -117,7 +98,7 @@ def train_run(
                            eval_at=eval_at, figures=figures, checkpoint_seconds=checkpoint_seconds)
     with np.errstate(over="ignore", invalid="ignore"), blas_threads(config, prepared):
         # divergence is detected from the loss, not warned about
-        return _train_numpy(config, run_dir, prepared, quiet, resume, eval_at or [],
+        return _train_numpy(config, run_dir, prepared, quiet, resume, eval_at,
                             checkpoint_seconds, figures)
 
 
@@ -132,50 +113,60 @@ def blas_threads(config: RunConfig, prepared: Prepared):
     return threadpool_limits(1, user_api="blas") if flops < 4_000_000 else nullcontext()
 
 
-def _base_summary(config: RunConfig, prepared: Prepared) -> dict:
-    meta = prepared.data.meta
-    return {
-        "status": "running",
-        "backend": config.backend,
-        "dataset": config.dataset,
-        "source_checksum": meta.get("checksum"),
-        "split_hash": meta.get("split", {}).get("hash"),
-        "split": meta.get("split"),
-        "n_train": int(prepared.X_train.shape[0]),
-        "n_val": int(prepared.X_val.shape[0]),
-        "input_size": int(prepared.X_train.shape[1]),
-        "seed": config.seed,
-        "classes": list(prepared.classes),
-        "image_shape": list(prepared.image_shape) if prepared.image_shape is not None else None,
-        "fcnet_version": _version(),
-    }
+def read_checkpoint(path: Path) -> dict[str, np.ndarray] | None:
+    """The checkpoint's arrays, or None (with a notice) when it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        return files.load_npz(path)
+    except FcnetError as err:
+        rundir.say(f"{err}; training again from the start")
+        return None
 
 
-def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_seconds, figures):
-    P = prepared
-    C = len(P.classes)
-    model = build_model(config, P.X_train.shape[1], C)
+def _new_solver(config: RunConfig, P: Prepared, n_iters: int) -> Solver:
+    model = build_model(config, P.X_train.shape[1], len(P.classes))
+    return Solver(model, P.X_train, P.y_train, P.X_val, P.y_val, learning_rate=config.lr,
+                  learning_rate_decay=config.decay, reg=config.reg, num_iters=n_iters,
+                  batch_size=config.batch_size, seed=config.seed, optimizer=config.optimizer,
+                  momentum=config.momentum, sampling=config.sampling)
+
+
+def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best_acc: float,
+                     best_epoch: int, best_params: dict | None) -> None:
+    state = solver.state()
+    state.update({f"val_at.{k}": np.array(v) for k, v in val_at.items()})
+    state.update({"best.acc": np.array(best_acc), "best.epoch": np.array(best_epoch)})
+    if best_params is not None:
+        state.update({f"best.params.{k}": v for k, v in best_params.items()})
+    files.save_npz(path, state)
+
+
+def _history(solver: Solver) -> dict:
+    return {**solver.history(), "lr_history": solver.lr_history}
+
+
+def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds, figures):
     n_iters = num_iterations(config, P.X_train.shape[0])
-    val_at: dict[str, float] = {}
-    best = {"acc": -1.0, "epoch": -1, "params": None}
-    solver = Solver(model, P.X_train, P.y_train, P.X_val, P.y_val, learning_rate=config.lr,
-                    learning_rate_decay=config.decay, reg=config.reg, num_iters=n_iters,
-                    batch_size=config.batch_size, seed=config.seed, optimizer=config.optimizer,
-                    momentum=config.momentum, sampling=config.sampling)
     ckpt = run_dir / CHECKPOINT
-    summary = _base_summary(config, P)
-    if resume and ckpt.exists():
-        state = files.load_npz(ckpt)
-        solver.load_state(state)
+    solver = _new_solver(config, P, n_iters)
+    val_at: dict[str, float] = {}
+    best_acc, best_epoch, best_params = -1.0, -1, None
+    state = read_checkpoint(ckpt) if resume else None
+    if state is not None:
+        try:
+            solver.load_state(state)
+        except (KeyError, ValueError) as err:
+            rundir.say(f"{ckpt}: does not fit this run ({err}); training again from the start")
+            solver, state = _new_solver(config, P, n_iters), None
+    if state is not None:
         val_at = {k[7:]: float(v) for k, v in state.items() if k.startswith("val_at.")}
         if "best.acc" in state:
-            kept = {k[12:]: v for k, v in state.items() if k.startswith("best.params.")}
-            best = {"acc": float(state["best.acc"]), "epoch": int(state["best.epoch"]),
-                    "params": kept or None}
-    files.save_npz(run_dir / "preprocess.npz", P.prep.state())
-    files.write_json(run_dir / "summary.json", summary)
-    wanted = set(eval_at)
-    last_save = [time.monotonic()]
+            best_acc, best_epoch = float(state["best.acc"]), int(state["best.epoch"])
+            best_params = {k[12:]: v for k, v in state.items()
+                           if k.startswith("best.params.")} or None
+    summary = rundir.start(run_dir, config, P)
+    model, wanted = solver.model, set(eval_at)
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -183,66 +174,64 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
         bar = tqdm(total=n_iters, initial=solver.it, desc=f"train {run_dir.name}",
                    unit="it", dynamic_ncols=True)
 
-    def save_checkpoint():
-        state = solver.state()
-        state.update({f"val_at.{k}": np.array(v) for k, v in val_at.items()})
-        state.update({"best.acc": np.array(best["acc"]), "best.epoch": np.array(best["epoch"])})
-        if best["params"] is not None:
-            state.update({f"best.params.{k}": v for k, v in best["params"].items()})
-        files.save_npz(ckpt, state)
-        write_metrics(run_dir, {**solver.history(), "lr_history": solver.lr_history},
-                      solver.iters_per_epoch)
-        last_save[0] = time.monotonic()
-
-    def callback(s: Solver, event: str):
-        if event == "epoch":
-            acc = s.val_acc_history[-1]
-            if acc > best["acc"]:
-                best.update(acc=acc, epoch=len(s.val_acc_history) - 1)
-                if config.keep_best:
-                    best["params"] = model.state()
-            if bar is not None:
-                bar.set_postfix(loss=f"{s.loss_history[-1]:.4f}", val_acc=f"{acc:.3f}",
-                                refresh=False)
-            if time.monotonic() - last_save[0] >= checkpoint_seconds:
-                save_checkpoint()
-        elif event == "iter":
-            if s.it in wanted:
-                val_at[str(s.it)] = s.val_accuracy()
-            if bar is not None and (s.it % 20 == 0 or s.it == n_iters):
-                bar.n = s.it
-                bar.set_postfix(loss=f"{s.loss_history[-1]:.4f}", refresh=False)
-                bar.update(0)
-
-    solver.callback = callback
-    t0 = time.perf_counter()
+    t0 = last_save = time.monotonic()
     start_it = solver.it
-    solver.run()
-    seconds = time.perf_counter() - t0
+    with flush_denormals(solver.flush_denormals):
+        while solver.it < n_iters and solver.diverged_at is None:
+            # step: one minibatch; at an epoch's end the solver also records
+            # train/val accuracy and decays the learning rate
+            epochs = len(solver.val_acc_history)
+            loss = solver.step()
+            if solver.diverged_at is not None:
+                break  # the last good parameters are kept
+            if solver.it in wanted:  # before a checkpoint, so a resume keeps the point
+                val_at[str(solver.it)] = solver.val_accuracy()
+            if len(solver.val_acc_history) > epochs:
+                # evaluate: keep the best epoch
+                acc = solver.val_acc_history[-1]
+                if acc > best_acc:
+                    best_acc, best_epoch = acc, len(solver.val_acc_history) - 1
+                    if config.keep_best:
+                        best_params = model.state()
+                # checkpoint: at most every checkpoint_seconds, always at an epoch end
+                if time.monotonic() - last_save >= checkpoint_seconds:
+                    _save_checkpoint(ckpt, solver, val_at, best_acc, best_epoch, best_params)
+                    rundir.write_metrics(run_dir, _history(solver), solver.iters_per_epoch)
+                    last_save = time.monotonic()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{acc:.3f}", refresh=False)
+            # log
+            if bar is not None and (solver.it % 20 == 0 or solver.it == n_iters):
+                bar.n = solver.it
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.update(0)
+    seconds = time.monotonic() - t0
     if bar is not None:
         bar.close()
 
     if solver.it in wanted:
         val_at[str(solver.it)] = solver.val_accuracy()
-    save_checkpoint()
-    if config.keep_best and best["params"] is not None:
-        files.save_npz(run_dir / "best_params.npz", best["params"])
-    hist = {**solver.history(), "lr_history": solver.lr_history}
-    return finish_run(config, run_dir, model, P, hist, summary, diverged_at=solver.diverged_at,
-                      iterations=solver.it, iters_per_epoch=solver.iters_per_epoch,
-                      seconds=seconds, done_iters=solver.it - start_it, val_at=val_at,
-                      best_epoch=best["epoch"], figures=figures)
+    _save_checkpoint(ckpt, solver, val_at, best_acc, best_epoch, best_params)
+    written = [CHECKPOINT]
+    if config.keep_best and best_params is not None:
+        files.save_npz(run_dir / "best_params.npz", best_params)
+        written.append("best_params.npz")
+    return finish_run(config, run_dir, model, P, _history(solver), summary,
+                      diverged_at=solver.diverged_at, iterations=solver.it,
+                      iters_per_epoch=solver.iters_per_epoch, seconds=seconds,
+                      done_iters=solver.it - start_it, val_at=val_at, best_epoch=best_epoch,
+                      figures=figures, written=written)
 
 
 def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: dict,
                summary: dict, *, diverged_at: int | None, iterations: int,
                iters_per_epoch: int, seconds: float, done_iters: int, val_at: dict,
-               best_epoch: int, figures: bool) -> dict:
+               best_epoch: int, figures: bool, written: Sequence[str] = ()) -> dict:
     """Write a finished NumPy run's parameters, metrics, figures and summary."""
     if not all(np.isfinite(v).all() for v in model.params.values()):
         raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
     files.save_npz(run_dir / "params.npz", model.params)
-    write_metrics(run_dir, hist, iters_per_epoch)
+    written = [*written, "params.npz", *rundir.write_metrics(run_dir, hist, iters_per_epoch)]
     final_val = _accuracy(model, P.X_val, P.y_val)
     losses = hist["loss_history"]
     final_loss = float(losses[-1]) if losses else None
@@ -262,9 +251,9 @@ def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: 
         "val_acc_at": val_at,
     })
     if figures:
-        write_figures(run_dir, model, hist, P)
-    files.write_json(run_dir / "summary.json", summary)
-    return summary
+        pred = np.argmax(model.scores(P.X_val), axis=1)
+        written += rundir.write_figures(run_dir, hist, model.params["W1"], P, pred)
+    return rundir.complete(run_dir, summary, written)
 
 
 def _accuracy(model: MLP, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> float:
@@ -272,25 +261,3 @@ def _accuracy(model: MLP, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> fl
     for s in range(0, X.shape[0], chunk):
         correct += int((np.argmax(model.scores(X[s : s + chunk]), axis=1) == y[s : s + chunk]).sum())
     return correct / max(X.shape[0], 1)
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    from sklearn.metrics import confusion_matrix
-
-    return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
-
-
-def write_figures(run_dir: Path, model: MLP, hist: dict, P: Prepared) -> None:
-    """The pictures a person looks at: loss, accuracies, weights, confusion matrix."""
-    from fcnet.report import plots
-
-    plots.loss_curve(hist["loss_history"], run_dir / "loss.png")
-    if hist["val_acc_history"]:
-        plots.accuracy_curves(hist["train_acc_history"], hist["val_acc_history"],
-                              run_dir / "accuracy.png")
-    W1 = model.params["W1"]
-    if P.image_shape is not None and W1.shape[0] == int(np.prod(P.image_shape)):
-        plots.weight_grid(W1, tuple(P.image_shape), run_dir / "weights.png")
-    pred = np.argmax(model.scores(P.X_val), axis=1)
-    plots.confusion_matrix(confusion(P.y_val, pred, len(P.classes)), P.classes,
-                           run_dir / "confusion.png")

@@ -1,4 +1,5 @@
-"""The torch backend inside the same run directory, metrics and figures as NumPy's."""
+"""The torch backend inside the same run directory, metrics and figures as NumPy's
+(all written by fcnet.training.rundir)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.training import files
+from fcnet.training import rundir
 from fcnet.training.prepare import Prepared
 
 CHECKPOINT = "checkpoint.pt"
@@ -28,30 +29,36 @@ def _trainer(config: RunConfig, input_size: int, num_classes: int, image_shape, 
 def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = True,
                 resume: bool = True, eval_at: list[int] | None = None, figures: bool = True,
                 checkpoint_seconds: float = 5.0) -> dict:
-    from fcnet.training.run import _base_summary, confusion, write_metrics
-
     if eval_at:
         raise FcnetError("evaluation along the way (eval_at) needs the numpy backend")
     image_shape = P.image_shape if P.X_train.shape[1] == int(np.prod(P.image_shape or [0])) else None
-    t = _trainer(config, P.X_train.shape[1], len(P.classes), image_shape, P.classes)
+
+    def new_trainer():
+        return _trainer(config, P.X_train.shape[1], len(P.classes), image_shape, P.classes)
+
+    t = new_trainer()
     ckpt = run_dir / CHECKPOINT
     if resume and ckpt.exists():
-        t.load_checkpoint(ckpt)
-    summary = _base_summary(config, P)
-    files.save_npz(run_dir / "preprocess.npz", P.prep.state())
-    files.write_json(run_dir / "summary.json", summary)
-    last = [time.monotonic()]
+        try:
+            t.load_checkpoint(ckpt)
+        except FcnetError as err:  # damaged or foreign: the partly loaded trainer is dropped
+            rundir.say(f"{err}; training again from the start")
+            t = new_trainer()
+    summary = rundir.start(run_dir, config, P)
+    last_save = time.monotonic()
 
     def on_epoch(record: dict) -> None:
-        if time.monotonic() - last[0] >= checkpoint_seconds:
+        nonlocal last_save
+        if time.monotonic() - last_save >= checkpoint_seconds:
             t.save_checkpoint(ckpt)
-            write_metrics(run_dir, t.history, record["iteration"] // max(record["epoch"] + 1, 1))
-            last[0] = time.monotonic()
+            rundir.write_metrics(run_dir, t.history,
+                                 record["iteration"] // max(record["epoch"], 1))
+            last_save = time.monotonic()
 
     out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet)
     t.save_checkpoint(ckpt)
     t.save(run_dir / WEIGHTS)
-    write_metrics(run_dir, out, out["iters_per_epoch"])
+    written = [CHECKPOINT, WEIGHTS, *rundir.write_metrics(run_dir, out, out["iters_per_epoch"])]
     final_val = t.score(P.X_val, P.y_val)
     seconds = out["train_seconds"]
     summary.update({
@@ -70,20 +77,10 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         "val_acc_at": {},
     })
     if figures:
-        from fcnet.report import plots
-
-        plots.loss_curve(out["loss_history"], run_dir / "loss.png")
-        if out["val_acc_history"]:
-            plots.accuracy_curves(out["train_acc_history"], out["val_acc_history"],
-                                  run_dir / "accuracy.png")
         W1 = t.model.linears[0].weight.detach().cpu().double().numpy().T  # (D, H)
-        if image_shape is not None:
-            plots.weight_grid(W1, tuple(image_shape), run_dir / "weights.png")
         pred = np.argmax(t.predict_proba(P.X_val), axis=1)
-        plots.confusion_matrix(confusion(P.y_val, pred, len(P.classes)), P.classes,
-                               run_dir / "confusion.png")
-    files.write_json(run_dir / "summary.json", summary)
-    return summary
+        written += rundir.write_figures(run_dir, out, W1, P, pred)
+    return rundir.complete(run_dir, summary, written)
 
 
 def load_torch_model(run_dir: Path, config: RunConfig, summary: dict):

@@ -1,0 +1,206 @@
+"""Every file fcnet writes goes through ``atomic_file``: a temp file beside the
+target, fsync, ``os.replace``, then fsync of the folder, so a process killed at
+any moment leaves the previous complete file or the new one, never a torn one.
+
+The temp file gets the mode the user's umask gives (mkstemp alone makes 0600)
+and is removed on any failure.  An ``OSError`` while writing (full disk,
+permission denied, read-only folder, a file where a folder should be) becomes
+one ``FcnetError`` line naming the target and the problem.
+
+Sits at the bottom of the package (beside errors.py), so data/, report/,
+training/ and the torch backend all write through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from fcnet.errors import FcnetError
+
+_CHUNK = 1 << 20
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (no window for other threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere the only way to read it is to set it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _in_the_way(folders: list[Path]) -> Path | None:
+    """The first of ``folders`` that exists but is not a folder."""
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            return folder
+    return None
+
+
+def write_error(path: str | os.PathLike, err: OSError, folder: bool = False) -> FcnetError:
+    """One line naming ``path`` (a file, or a ``folder``) and what went wrong."""
+    path = Path(path)
+    blocker = _in_the_way([*reversed(path.parents), *([path] if folder else [])])
+    if blocker is not None:
+        return FcnetError(f"cannot write {path}: {blocker} is a file, not a folder")
+    return FcnetError(f"cannot write {path}: {err.strerror or err}")
+
+
+def ensure_dir(path: str | os.PathLike) -> Path:
+    """``mkdir -p`` with the one-line error of a failed write."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(path, err, folder=True) from None
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable, where the platform allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on folders; the file itself is synced
+    finally:
+        os.close(fd)
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """An open temp file beside ``path``, moved onto it when the block succeeds.
+
+    Any ``OSError`` (from the block's writes too) becomes one ``FcnetError`` line.
+    """
+    path = Path(path)
+    ensure_dir(path.parent)
+    tmp = None
+    try:
+        fd, tmp = _temp_beside(path)
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as err:
+        raise write_error(path, err) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], mode: str = "wb") -> Path:
+    """Call ``write(f)`` on a temp file beside ``path``, then move it onto ``path``."""
+    with atomic_file(path, mode) as f:
+        write(f)
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp file name beside ``path`` for writers that open files themselves,
+    moved onto ``path`` (after an fsync) when the block succeeds.  Errors raised
+    inside the block pass through as they are: the caller knows what it was doing."""
+    path = Path(path)
+    ensure_dir(path.parent)
+    try:
+        fd, tmp = _temp_beside(path)
+        os.close(fd)
+    except OSError as err:
+        raise write_error(path, err) from None
+    try:
+        yield Path(tmp)
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as err:
+            raise write_error(path, err) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json(path: str | os.PathLike, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def is_temp(name: str) -> bool:
+    """Whether a file name is one of the writer's temp files."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+# ------------------------------------------------------------------ reading back
+def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Arrays from an .npz, never unpickling objects; a damaged file is one line."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FcnetError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise FcnetError(f"{path}: not a readable .npz file ({err})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FcnetError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FcnetError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise FcnetError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -1,0 +1,208 @@
+"""The run directory, for both backends and population members alike.
+
+runs/<name>/
+  config.toml        the resolved, validated config
+  summary.json       status (running | completed | diverged), accuracies, timing, provenance,
+                     and ``files``: the sha256 of every other file the run wrote
+  loss.csv           per-iteration loss
+  epochs.csv         per-epoch iteration, lr, train accuracy, val accuracy
+  checkpoint.npz     everything to resume bit for bit (NumPy; torch: checkpoint.pt)
+  preprocess.npz     the fitted preprocessing (mean image, PCA), for evaluate/predict
+  params.npz         final parameters (best_params.npz with keep_best; torch: model.pt)
+  *.png              loss, accuracy, first-layer weights, confusion matrix
+
+Every file goes through ``fcnet.files`` (atomic, fsync'd).  A run is finished
+when its summary says completed or diverged *and* every file it recorded still
+has its checksum: a damaged run is never reused as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fcnet import files
+from fcnet.config import RunConfig, load_config
+from fcnet.errors import FcnetError
+from fcnet.training.prepare import Prepared
+
+CONFIG = "config.toml"
+SUMMARY = "summary.json"
+PREPROCESS = "preprocess.npz"
+FINISHED = ("completed", "diverged")
+
+
+def say(message: str) -> None:
+    """A one-line notice on stderr (what a resume fell back to, ...), even when quiet."""
+    print(f"fcnet: {message}", file=sys.stderr, flush=True)
+
+
+def _version() -> str:
+    from fcnet import __version__
+
+    return __version__
+
+
+# ------------------------------------------------------------------ reading
+def read_run_config(run_dir: Path) -> RunConfig:
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise FcnetError(f"{run_dir}: not a run directory (no {CONFIG})")
+    return load_config(path)
+
+
+def read_summary(run_dir: Path) -> dict | None:
+    """The summary, or None when there is none yet or it is unreadable (a damaged run)."""
+    path = Path(run_dir) / SUMMARY
+    if not path.exists():
+        return None
+    try:
+        return files.read_json(path)
+    except FcnetError:
+        return None
+
+
+def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) -> dict[str, str]:
+    """{file name: what is wrong} for the recorded files (all, or ``names``) whose
+    sha256 no longer matches summary.json; runs written before checksums pass."""
+    recorded = summary.get("files") or {}
+    out = {}
+    for name in recorded if names is None else [n for n in names if n in recorded]:
+        path = Path(run_dir) / name
+        if not path.is_file():
+            out[name] = "missing"
+        elif files.file_digest(path) != recorded[name]:
+            out[name] = "damaged (its sha256 differs from summary.json's)"
+    return out
+
+
+def describe(bad: dict[str, str]) -> str:
+    """'params.npz damaged (...), loss.png missing' for a notice."""
+    return ", ".join(f"{name} {why}" for name, why in bad.items())
+
+
+def is_finished(summary: dict | None) -> bool:
+    return summary is not None and summary.get("status") in FINISHED
+
+
+def covers(summary: dict, eval_at: Iterable[int]) -> bool:
+    """Whether the run recorded validation accuracy at every iteration of ``eval_at``."""
+    return {str(i) for i in eval_at} <= set(summary.get("val_acc_at", {}))
+
+
+def finished(run_dir: Path, config: RunConfig, eval_at: Iterable[int] = ()) -> dict | None:
+    """The summary of a finished, intact run of ``config`` with every point of
+    ``eval_at``; None when it must (re)train."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists() or read_run_config(run_dir) != config:
+        return None
+    s = read_summary(run_dir)
+    if not is_finished(s) or not covers(s, eval_at) or damaged(run_dir, s):
+        return None
+    return s
+
+
+def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
+    """FcnetError naming the first of ``names`` that is damaged."""
+    for name, why in damaged(run_dir, summary, names).items():
+        raise FcnetError(f"{Path(run_dir) / name}: {why}; train the run again with "
+                         f"fcnet train --resume {run_dir}")
+
+
+# ------------------------------------------------------------------ writing
+def base_summary(config: RunConfig, prepared: Prepared) -> dict:
+    """What every run's summary starts with: status running, data provenance, sizes."""
+    meta = prepared.data.meta
+    return {
+        "status": "running",
+        "backend": config.backend,
+        "dataset": config.dataset,
+        "source_checksum": meta.get("checksum"),
+        "split_hash": meta.get("split", {}).get("hash"),
+        "split": meta.get("split"),
+        "n_train": int(prepared.X_train.shape[0]),
+        "n_val": int(prepared.X_val.shape[0]),
+        "input_size": int(prepared.X_train.shape[1]),
+        "seed": config.seed,
+        "classes": list(prepared.classes),
+        "image_shape": list(prepared.image_shape) if prepared.image_shape is not None else None,
+        "fcnet_version": _version(),
+    }
+
+
+def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict:
+    """Write the config, the fitted preprocessing and a 'running' summary, after
+    removing the temp files a killed run may have left."""
+    run_dir = files.ensure_dir(run_dir)
+    for p in run_dir.iterdir():
+        if files.is_temp(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+    files.write_text(run_dir / CONFIG, config.to_toml())
+    files.save_npz(run_dir / PREPROCESS, prepared.prep.state())
+    summary = {**base_summary(config, prepared), **extra}
+    files.write_json(run_dir / SUMMARY, summary)
+    return summary
+
+
+def _csv(rows: list[list], header: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def write_metrics(run_dir: Path, hist: dict, iters_per_epoch: int) -> list[str]:
+    """loss.csv (per iteration) and epochs.csv (per epoch); returns their names."""
+    loss = hist["loss_history"]
+    files.write_text(run_dir / "loss.csv",
+                     _csv([[i, repr(float(v))] for i, v in enumerate(loss)], ["iteration", "loss"]))
+    rows = []
+    for e, (tr, va) in enumerate(zip(hist["train_acc_history"], hist["val_acc_history"])):
+        lr = hist["lr_history"][e] if e < len(hist.get("lr_history", [])) else ""
+        rows.append([e, e * iters_per_epoch, lr, tr, va])
+    files.write_text(run_dir / "epochs.csv",
+                     _csv(rows, ["epoch", "iteration", "lr", "train_acc", "val_acc"]))
+    return ["loss.csv", "epochs.csv"]
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+
+
+def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
+                  val_pred: np.ndarray) -> list[str]:
+    """The pictures a person looks at: loss, accuracies, first-layer weights W1 (D, H)
+    when the inputs are images, and the confusion matrix of the validation
+    predictions (M,).  Returns the names written."""
+    from fcnet.report import plots
+
+    names = ["loss.png"]
+    plots.loss_curve(hist["loss_history"], run_dir / "loss.png")
+    if hist["val_acc_history"]:
+        plots.accuracy_curves(hist["train_acc_history"], hist["val_acc_history"],
+                              run_dir / "accuracy.png")
+        names.append("accuracy.png")
+    if P.image_shape is not None and W1.shape[0] == int(np.prod(P.image_shape)):
+        plots.weight_grid(W1, tuple(P.image_shape), run_dir / "weights.png")
+        names.append("weights.png")
+    plots.confusion_matrix(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
+                           run_dir / "confusion.png")
+    return [*names, "confusion.png"]
+
+
+def complete(run_dir: Path, summary: dict, written: Sequence[str]) -> dict:
+    """Record the sha256 of every file the run wrote, then the summary: the last
+    write of a run, so a summary that says completed vouches for all of them."""
+    run_dir = Path(run_dir)
+    names = dict.fromkeys([CONFIG, PREPROCESS, *written])
+    summary["files"] = {n: files.file_digest(run_dir / n) for n in names}
+    files.write_json(run_dir / SUMMARY, summary)
+    return summary
