@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fcnet.grade.checks import BY_NAME
 from fcnet.grade.grade import Grade, fmt
-from fcnet.training.files import write_json, write_text
+from fcnet.files import write_json, write_text
 
 
 def table(grades: list[Grade]) -> str:
