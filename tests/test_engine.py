@@ -325,7 +325,7 @@ def test_solver_rejects_nan_in_validation_set_and_labels_out_of_range():
     with pytest.raises(FcnetError, match="sampling"):
         Solver(net, X, y, X, y, sampling="sequential")
     with pytest.raises(FcnetError, match="optimizer"):
-        Solver(net, X, y, X, y, optimizer="rmsprop")
+        Solver(net, X, y, X, y, optimizer="adagrad")
 
 
 def test_string_labels_raise_fcnet_error_not_a_numpy_type_error():

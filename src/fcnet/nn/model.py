@@ -274,7 +274,7 @@ class MLP:
 
         Keyword options and defaults are the exercise's: learning_rate=1e-3,
         learning_rate_decay=0.95, reg=5e-6, num_iters=100, batch_size=200,
-        verbose=False, seed=None; extras: optimizer, momentum, sampling, ...
+        verbose=False, seed=None; extras: optimizer, optim_config, sampling, ...
         Returns {'loss_history', 'train_acc_history', 'val_acc_history'}.
         """
         from fcnet.nn.solver import Solver

@@ -10,7 +10,7 @@ rate by ``learning_rate_decay``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -65,7 +65,9 @@ class Solver:
     ``callback(solver, event)`` is called with event 'iter' after every step
     and 'epoch' after every epoch record.
 
-    With ``optimizer='sgd'`` each step is ``MLP.sgd_step`` (update fused into
+    ``optimizer`` names an update rule of ``fcnet.nn.optim.RULES`` and
+    ``optim_config`` holds its own settings (e.g. ``{'momentum': 0.9}``; missing
+    ones take the rule's defaults).  With ``optimizer='sgd'`` each step is ``MLP.sgd_step`` (update fused into
     backprop, ws.grads not filled); other rules use ``forward_backward`` and
     their ``update``.  ``run`` flushes subnormal floats to zero
     (``flush_denormals=True``, see ``fcnet.nn.fpenv``).
@@ -86,7 +88,7 @@ class Solver:
         verbose: bool = False,
         seed: int | None = None,
         optimizer: str = "sgd",
-        momentum: float = 0.9,
+        optim_config: Mapping[str, float] | None = None,
         sampling: str = "replacement",
         dropout_keep: float | None = None,
         callback: Callable | None = None,
@@ -107,7 +109,7 @@ class Solver:
         self.verbose = verbose
         self.sampling = sampling
         self.rng = legacy_rng(seed)
-        self.optimizer = make_optimizer(optimizer, momentum=momentum)
+        self.optimizer = make_optimizer(optimizer, optim_config)
         self.callback = callback
         self.flush_denormals = flush_denormals
         self.iters_per_epoch = max(self.X.shape[0] // self.batch_size, 1)

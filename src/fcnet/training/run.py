@@ -161,7 +161,7 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     solver = Solver(model, P.X_train, P.y_train, P.X_val, P.y_val, learning_rate=config.lr,
                     learning_rate_decay=config.decay, reg=config.reg, num_iters=n_iters,
                     batch_size=config.batch_size, seed=config.seed, optimizer=config.optimizer,
-                    momentum=config.momentum, sampling=config.sampling)
+                    optim_config=config.optim_config(), sampling=config.sampling)
     ckpt = run_dir / CHECKPOINT
     summary = _base_summary(config, P)
     if resume and ckpt.exists():
