@@ -405,7 +405,8 @@ def test_float32_training_stays_close_to_float64():
 # -------------------------------------------------------------- optimisers
 
 
-@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.1), ("momentum", 0.02), ("adam", 0.01)])
+@pytest.mark.parametrize(
+    ("optimizer", "lr"), [("sgd", 0.1), ("momentum", 0.02), ("adam", 0.01), ("rmsprop", 0.01)])
 def test_every_optimizer_reduces_the_loss_on_a_small_problem(optimizer, lr):
     X, y = blobs(n=60, d=5)
     net = MLP(5, [16], 3, std=0.1, seed=0)
@@ -512,7 +513,7 @@ def resumable_solver(net: MLP, optimizer: str, sampling: str, seed: int):
 
 @pytest.mark.parametrize("keep", [1.0, 0.6])
 @pytest.mark.parametrize("sampling", ["replacement", "shuffle"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "rmsprop"])
 def test_save_and_load_state_resumes_bitwise_identically(tmp_path, optimizer, sampling, keep):
     straight_net = MLP(5, [12, 9], 3, std=0.1, seed=7, dropout_keep=keep)
     straight = resumable_solver(straight_net, optimizer, sampling, seed=3).run()
@@ -611,8 +612,8 @@ def test_training_step_of_3072_100_10_net_allocates_far_less_than_one_input_batc
     assert max(peaks) < batch_bytes / 2, peaks
 
 
-@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
-def test_momentum_and_adam_steps_allocate_no_parameter_sized_temporaries(optimizer):
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "rmsprop"])
+def test_momentum_adam_and_rmsprop_steps_allocate_no_parameter_sized_temporaries(optimizer):
     # regression: `self.v.setdefault(k, np.zeros_like(w))` evaluated zeros_like on
     # every call, and Adam's `m += (1 - b1) * g` built a temporary, so each step
     # allocated (and zeroed) arrays the size of W1 (3072 x 100).
