@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fcnet.errors import FcnetError
@@ -138,23 +139,9 @@ class RunConfig(BaseModel):
         return {k: getattr(self, k) for k in rule(self.optimizer).settings}
 
     def to_toml(self) -> str:
-        lines = []
-        for key, value in self.model_dump().items():
-            if value is None:
-                continue  # TOML has no null: absent means default
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
+        """The config as TOML; None fields are left out (TOML has no null: absent
+        means default)."""
+        return tomli_w.dumps({k: v for k, v in self.model_dump().items() if v is not None})
 
 
 def _one_line(err: ValidationError) -> str:
