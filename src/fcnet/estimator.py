@@ -22,7 +22,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fcnet.errors import FcnetError
 from fcnet.nn.model import DTYPES, MLP
 from fcnet.nn.optim import NUMPY_RULES, SETTINGS, Setting, rule
-from fcnet.nn.solver import SAMPLING, Solver
+from fcnet.nn.loop import SAMPLING
+from fcnet.nn.solver import Solver
 
 _SEED_MAX = np.iinfo(np.int32).max
 
