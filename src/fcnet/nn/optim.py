@@ -147,6 +147,7 @@ class Momentum(UpdateRule):
     name = "momentum"
     settings = {"momentum": MOMENTUM}
     slots = ("v",)
+    v: dict[str, np.ndarray]  # velocity per parameter
     torch_class = "SGD"
 
     @classmethod
@@ -173,6 +174,7 @@ class RMSprop(UpdateRule):
     name = "rmsprop"
     settings = {"decay_rate": DECAY_RATE, "eps": EPS}
     slots = ("cache",)
+    cache: dict[str, np.ndarray]  # running mean of dw^2 per parameter
     torch_class = "RMSprop"
 
     @classmethod
@@ -209,6 +211,8 @@ class Adam(UpdateRule):
     name = "adam"
     settings = {"beta1": BETA1, "beta2": BETA2, "eps": EPS}
     slots = ("m", "v")
+    m: dict[str, np.ndarray]  # first moment per parameter
+    v: dict[str, np.ndarray]  # second moment per parameter
     torch_class = "Adam"
     torch_fused = True
 
