@@ -285,6 +285,23 @@ def test_model_loss_and_probabilities_finite_when_scores_reach_1e4():
     assert np.isfinite(probs).all()
 
 
+def test_layer_functions_take_a_leading_axis_of_models():
+    # the population trainer runs K models' layers at once through the same functions
+    rng = np.random.RandomState(0)
+    scores, y = 5 * rng.randn(3, 8, 4), rng.randint(0, 4, 8)
+    losses, d = layers.softmax_loss(scores, y)
+    assert losses.shape == (3,) and d.shape == (3, 8, 4)
+    for k in range(3):
+        loss_k, d_k = layers.softmax_loss(scores[k], y)
+        assert losses[k] == loss_k and np.array_equal(d[k], d_k)  # bit for bit
+    dz, x, w = rng.randn(3, 8, 5), rng.randn(3, 8, 6), rng.randn(3, 6, 5)
+    dx, dw, db = layers.affine_backward(dz, x, w)
+    for k in range(3):
+        for got, want in zip((dx[k], dw[k], db[k]), layers.affine_backward(dz[k], x[k], w[k]),
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 # ------------------------------------------------------------ bad inputs
 
 
