@@ -285,6 +285,23 @@ def test_model_loss_and_probabilities_finite_when_scores_reach_1e4():
     assert np.isfinite(probs).all()
 
 
+def test_layer_functions_take_a_leading_axis_of_models():
+    # the population trainer runs K models' layers at once through the same functions
+    rng = np.random.RandomState(0)
+    scores, y = 5 * rng.randn(3, 8, 4), rng.randint(0, 4, 8)
+    losses, d = layers.softmax_loss(scores, y)
+    assert losses.shape == (3,) and d.shape == (3, 8, 4)
+    for k in range(3):
+        loss_k, d_k = layers.softmax_loss(scores[k], y)
+        assert losses[k] == loss_k and np.array_equal(d[k], d_k)  # bit for bit
+    dz, x, w = rng.randn(3, 8, 5), rng.randn(3, 8, 6), rng.randn(3, 6, 5)
+    dx, dw, db = layers.affine_backward(dz, x, w)
+    for k in range(3):
+        for got, want in zip((dx[k], dw[k], db[k]), layers.affine_backward(dz[k], x[k], w[k]),
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
 # ------------------------------------------------------------ bad inputs
 
 
@@ -325,7 +342,7 @@ def test_solver_rejects_nan_in_validation_set_and_labels_out_of_range():
     with pytest.raises(FcnetError, match="sampling"):
         Solver(net, X, y, X, y, sampling="sequential")
     with pytest.raises(FcnetError, match="optimizer"):
-        Solver(net, X, y, X, y, optimizer="rmsprop")
+        Solver(net, X, y, X, y, optimizer="adagrad")
 
 
 def test_string_labels_raise_fcnet_error_not_a_numpy_type_error():
@@ -405,7 +422,8 @@ def test_float32_training_stays_close_to_float64():
 # -------------------------------------------------------------- optimisers
 
 
-@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 0.1), ("momentum", 0.02), ("adam", 0.01)])
+@pytest.mark.parametrize(
+    ("optimizer", "lr"), [("sgd", 0.1), ("momentum", 0.02), ("adam", 0.01), ("rmsprop", 0.01)])
 def test_every_optimizer_reduces_the_loss_on_a_small_problem(optimizer, lr):
     X, y = blobs(n=60, d=5)
     net = MLP(5, [16], 3, std=0.1, seed=0)
@@ -512,7 +530,7 @@ def resumable_solver(net: MLP, optimizer: str, sampling: str, seed: int):
 
 @pytest.mark.parametrize("keep", [1.0, 0.6])
 @pytest.mark.parametrize("sampling", ["replacement", "shuffle"])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "rmsprop"])
 def test_save_and_load_state_resumes_bitwise_identically(tmp_path, optimizer, sampling, keep):
     straight_net = MLP(5, [12, 9], 3, std=0.1, seed=7, dropout_keep=keep)
     straight = resumable_solver(straight_net, optimizer, sampling, seed=3).run()
@@ -611,8 +629,8 @@ def test_training_step_of_3072_100_10_net_allocates_far_less_than_one_input_batc
     assert max(peaks) < batch_bytes / 2, peaks
 
 
-@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
-def test_momentum_and_adam_steps_allocate_no_parameter_sized_temporaries(optimizer):
+@pytest.mark.parametrize("optimizer", ["momentum", "adam", "rmsprop"])
+def test_momentum_adam_and_rmsprop_steps_allocate_no_parameter_sized_temporaries(optimizer):
     # regression: `self.v.setdefault(k, np.zeros_like(w))` evaluated zeros_like on
     # every call, and Adam's `m += (1 - b1) * g` built a temporary, so each step
     # allocated (and zeroed) arrays the size of W1 (3072 x 100).

@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
@@ -71,7 +72,8 @@ def test_defaults_are_the_exercise_settings_and_init_only_stores_them():
     assert est.get_params() == {
         "hidden": (50,), "std": 1e-4, "learning_rate": 1e-3, "learning_rate_decay": 0.95,
         "reg": 0.25, "num_iters": 1000, "batch_size": 200, "optimizer": "sgd",
-        "momentum": 0.9, "sampling": "replacement", "dropout_keep": 1.0, "dtype": "float64",
+        "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "decay_rate": 0.99, "eps": 1e-8,
+        "sampling": "replacement", "dropout_keep": 1.0, "dtype": "float64",
         "validation_fraction": 0.0, "random_state": None, "verbose": False,
     }
     odd = FCNetClassifier(hidden="wide", learning_rate=-1)  # no checks until fit
@@ -185,20 +187,32 @@ def test_validation_fraction_fills_the_per_epoch_validation_history():
         ({"num_iters": 0}, "num_iters"),
         ({"num_iters": 2.5}, "num_iters"),
         ({"batch_size": 0}, "batch_size"),
-        ({"optimizer": "rmsprop"}, "optimizer"),
+        ({"optimizer": "adagrad"}, "optimizer"),
+        ({"optimizer": "adamw"}, "optimizer"),
         ({"sampling": "sequential"}, "sampling"),
         ({"dropout_keep": 0.0}, "dropout_keep"),
         ({"dtype": "float16"}, "dtype"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
         ({"momentum": 1.5}, "momentum"),
+        ({"learning_rate": float("inf")}, "learning_rate"),
+        ({"reg": float("inf")}, "reg"),
+        ({"std": float("nan")}, "std"),
+        ({"learning_rate_decay": float("-inf")}, "learning_rate_decay"),
+        ({"eps": float("inf")}, "eps"),
+        ({"eps": 0.0}, "eps"),
+        ({"decay_rate": float("nan")}, "decay_rate"),
+        ({"decay_rate": 1.0}, "decay_rate"),
+        ({"beta2": float("inf")}, "beta2"),
     ],
 )
 def test_bad_parameters_fail_at_fit_naming_the_parameter(params, name):
     X, y = np.random.RandomState(0).randn(10, 3), np.arange(10) % 2
     est = FCNetClassifier(**{"num_iters": 5, **params})
-    with pytest.raises(EstimatorError, match=rf"FCNetClassifier: {name} must be") as info:
+    with pytest.raises(EstimatorError, match=rf"The '{name}' parameter of FCNetClassifier must be") as info:
         est.fit(X, y)
+    # fcnet's one-line error, a ValueError and scikit-learn's own parameter error
     assert isinstance(info.value, FcnetError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, InvalidParameterError)
 
 
 def test_divergence_is_an_error_naming_the_learning_rate():

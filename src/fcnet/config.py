@@ -11,16 +11,25 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fcnet.data.load import DATASETS
 from fcnet.errors import FcnetError
+from fcnet.nn.optim import RULES, SETTINGS, rule
+
+
+def _rule_field(name: str):
+    """A config field for update-rule setting ``name``, declared by the rule (nn.optim)."""
+    s = SETTINGS[name]
+    return Field(s.default, gt=s.gt, ge=s.ge, lt=s.lt, le=s.le, description=s.help)
 
 
 class RunConfig(BaseModel):
     """Every hyper-parameter of a training run."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float field refuses NaN and +-inf, from flags, TOML or code
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # data
     dataset: str = Field("cifar10", description=" | ".join(DATASETS))
@@ -47,13 +56,19 @@ class RunConfig(BaseModel):
     activation: Literal["relu", "gelu"] = Field("relu", description="torch: hidden nonlinearity")
 
     # optimisation
-    optimizer: Literal["sgd", "momentum", "adam", "adamw"] = Field(
-        "sgd", description="update rule (adamw: torch only)")
+    optimizer: Literal[tuple(RULES)] = Field(  # type: ignore[valid-type]
+        "sgd", description="update rule: " + " | ".join(
+            name + ("" if r.numpy else " (torch)") for name, r in RULES.items()))
     lr: float = Field(1e-4, gt=0, description="learning rate")
     decay: float = Field(0.95, gt=0, le=1, description="lr multiplier per epoch")
     schedule: Literal["step", "cosine"] = Field(
         "step", description="step: lr *= decay per epoch | cosine (torch)")
-    momentum: float = Field(0.9, ge=0, lt=1, description="momentum coefficient (optimizer momentum)")
+    # the update rules' own settings (each rule reads only its own; see optim_config)
+    momentum: float = _rule_field("momentum")
+    beta1: float = _rule_field("beta1")
+    beta2: float = _rule_field("beta2")
+    decay_rate: float = _rule_field("decay_rate")
+    eps: float = _rule_field("eps")
     reg: float = Field(0.25, ge=0, description="L2: reg * sum(W**2), gradient 2 reg W")
     weight_decay: float | None = Field(None, ge=0, description="torch weight decay (None: 2 * reg)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="torch: label smoothing")
@@ -105,12 +120,14 @@ class RunConfig(BaseModel):
         if self.pca is not None and self.pca >= 1 and self.pca != int(self.pca):
             raise ValueError("pca: a count must be an integer (or a fraction in (0, 1))")
         if self.backend == "numpy":
-            defaults = {"optimizer": "sgd", "batchnorm": False, "activation": "relu",
-                        "schedule": "step", "label_smoothing": 0.0, "mixup": 0.0,
-                        "augment": False, "amp": None, "weight_decay": None}
+            if not rule(self.optimizer).numpy:
+                raise ValueError(f"optimizer={self.optimizer!r} needs --backend torch")
+            defaults = {"batchnorm": False, "activation": "relu", "schedule": "step",
+                        "label_smoothing": 0.0, "mixup": 0.0, "augment": False, "amp": None,
+                        "weight_decay": None}
             for key, default in defaults.items():
                 value = getattr(self, key)
-                if value != default and not (key == "optimizer" and value in ("momentum", "adam")):
+                if value != default:
                     raise ValueError(f"{key}={value!r} needs --backend torch")
             if self.init.split(":")[0] != "normal":
                 raise ValueError(f"init={self.init!r} needs --backend torch "
@@ -123,24 +140,14 @@ class RunConfig(BaseModel):
         _, _, arg = self.init.partition(":")
         return float(arg) if arg else self.std
 
+    def optim_config(self) -> dict[str, float]:
+        """The chosen update rule's own settings, e.g. {'momentum': 0.9}."""
+        return {k: getattr(self, k) for k in rule(self.optimizer).settings}
+
     def to_toml(self) -> str:
-        lines = []
-        for key, value in self.model_dump().items():
-            if value is None:
-                continue  # TOML has no null: absent means default
-            lines.append(f"{key} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{s}"'
+        """The config as TOML; None fields are left out (TOML has no null: absent
+        means default)."""
+        return tomli_w.dumps({k: v for k, v in self.model_dump().items() if v is not None})
 
 
 def _one_line(err: ValidationError) -> str:

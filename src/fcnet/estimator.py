@@ -8,21 +8,22 @@ drops into ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fcnet.errors import FcnetError
+from fcnet.nn.loop import SAMPLING
 from fcnet.nn.model import DTYPES, MLP
-from fcnet.nn.optim import OPTIMIZERS
-from fcnet.nn.solver import SAMPLING, Solver
+from fcnet.nn.optim import NUMPY_RULES, SETTINGS, Setting, rule
+from fcnet.nn.solver import Solver
 
 _SEED_MAX = np.iinfo(np.int32).max
 
@@ -33,6 +34,20 @@ class EstimatorError(FcnetError, ValueError):
     Both fcnet's error (the CLI shows it as one line) and a ValueError, which is
     what scikit-learn's tools and checks expect from an estimator.
     """
+
+
+class ParameterError(EstimatorError, InvalidParameterError):
+    """A parameter outside its declared constraints (also scikit-learn's own error)."""
+
+
+def _interval(s: Setting) -> Interval:
+    """An update-rule setting's bounds as scikit-learn's constraint; an open end
+    (no bound) excludes +-inf, and an Interval never holds NaN."""
+    left = s.gt if s.gt is not None else s.ge
+    right = s.lt if s.lt is not None else s.le
+    closed = {(True, True): "both", (True, False): "left", (False, True): "right",
+              (False, False): "neither"}[(s.ge is not None, s.le is not None)]
+    return Interval(Real, left, right, closed=closed)
 
 
 class FCNetClassifier(ClassifierMixin, BaseEstimator):
@@ -58,9 +73,13 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         Minibatch steps (not epochs).
     batch_size : int, default 200
         Rows per step; larger than N is fine with ``sampling='replacement'``.
-    optimizer : {'sgd', 'momentum', 'adam'}, default 'sgd'
-    momentum : float, default 0.9
-        Used by ``optimizer='momentum'`` only.
+    optimizer : {'sgd', 'momentum', 'adam', 'rmsprop'}, default 'sgd'
+        A NumPy update rule of ``fcnet.nn.optim.RULES``.
+    momentum, beta1, beta2, decay_rate, eps : float
+        The update rules' settings, declared (defaults and bounds) by the rules
+        in ``fcnet.nn.optim``; each rule reads only its own: momentum (0.9) for
+        'momentum', beta1 (0.9), beta2 (0.999) and eps (1e-8) for 'adam',
+        decay_rate (0.99) and eps for 'rmsprop'.
     sampling : {'replacement', 'shuffle'}, default 'replacement'
         The exercise's ``choice(N, B)`` per step, or shuffled epochs (the batch is
         then capped at N).
@@ -104,7 +123,11 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         num_iters: int = 1000,
         batch_size: int = 200,
         optimizer: str = "sgd",
-        momentum: float = 0.9,
+        momentum: float = SETTINGS["momentum"].default,
+        beta1: float = SETTINGS["beta1"].default,
+        beta2: float = SETTINGS["beta2"].default,
+        decay_rate: float = SETTINGS["decay_rate"].default,
+        eps: float = SETTINGS["eps"].default,
         sampling: str = "replacement",
         dropout_keep: float = 1.0,
         dtype: str = "float64",
@@ -121,6 +144,10 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.momentum = momentum
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.decay_rate = decay_rate
+        self.eps = eps
         self.sampling = sampling
         self.dropout_keep = dropout_keep
         self.dtype = dtype
@@ -129,58 +156,47 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------ validation
-    def _hidden_sizes(self) -> list[int]:
-        h = self.hidden
-        sizes = [h] if isinstance(h, Integral) else h
+    # checked by scikit-learn before fit (an open end excludes inf; no Interval holds NaN)
+    _parameter_constraints: dict = {
+        "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "std": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate_decay": [Interval(Real, 0, None, closed="neither")],
+        "reg": [Interval(Real, 0, None, closed="left")],
+        "num_iters": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "optimizer": [StrOptions(set(NUMPY_RULES))],
+        **{name: [_interval(s)] for name, s in SETTINGS.items()},
+        "sampling": [StrOptions(set(SAMPLING))],
+        "dropout_keep": [Interval(Real, 0, 1, closed="right")],
+        "dtype": [StrOptions(set(DTYPES))],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def _validate_params(self) -> None:
+        """scikit-learn's declared checks, raised as fcnet's error too."""
         try:
-            sizes = list(sizes)
-        except TypeError:
-            sizes = None
-        if sizes is None or not all(isinstance(s, Integral) and s > 0 for s in sizes):
-            raise EstimatorError(
-                f"FCNetClassifier: hidden must be a positive int or a sequence of them, got {h!r}"
+            super()._validate_params()
+        except InvalidParameterError as err:
+            raise ParameterError(str(err)) from None
+
+    def _hidden_sizes(self) -> list[int]:
+        """hidden as a list of positive widths (an int means one hidden layer)."""
+        h = self.hidden
+        sizes = [h] if isinstance(h, Integral) else list(h)
+        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
+            raise ParameterError(
+                "The 'hidden' parameter of FCNetClassifier must be a positive int or a "
+                f"sequence of them. Got {h!r} instead."
             )
         return [int(s) for s in sizes]
 
-    def _check_params(self) -> None:
-        """Fail at once, naming the parameter, rather than deep inside training."""
-
-        def bad(name: str, rule: str) -> EstimatorError:
-            got = getattr(self, name)
-            return EstimatorError(f"FCNetClassifier: {name} must be {rule}, got {got!r}")
-
-        def real(name: str) -> float:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-                raise bad(name, "a finite number")
-            return float(v)
-
-        for name in ("std", "learning_rate", "learning_rate_decay"):
-            if real(name) <= 0:
-                raise bad(name, "> 0")
-        if real("reg") < 0:
-            raise bad("reg", ">= 0")
-        if not 0 <= real("momentum") < 1:
-            raise bad("momentum", "in [0, 1)")
-        if not 0 < real("dropout_keep") <= 1:
-            raise bad("dropout_keep", "in (0, 1]")
-        if not 0 <= real("validation_fraction") < 1:
-            raise bad("validation_fraction", "in [0, 1)")
-        for name in ("num_iters", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, Integral) or v < 1:
-                raise bad(name, "a positive int")
-        if not isinstance(self.optimizer, str) or self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"one of {sorted(OPTIMIZERS)}")
-        if not isinstance(self.sampling, str) or self.sampling not in SAMPLING:
-            raise bad("sampling", f"one of {list(SAMPLING)}")
-        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
-            raise bad("dtype", f"one of {sorted(DTYPES)}")
-
     # -------------------------------------------------------------- training
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> FCNetClassifier:
         """Train a fresh network on X (N, D) and labels y (N,) of any hashable type."""
-        self._check_params()
         hidden = self._hidden_sizes()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
@@ -204,7 +220,8 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
             model, X_tr, y_tr, X_val, y_val,
             learning_rate=self.learning_rate, learning_rate_decay=self.learning_rate_decay,
             reg=self.reg, num_iters=self.num_iters, batch_size=batch, verbose=self.verbose,
-            seed=solver_seed, optimizer=self.optimizer, momentum=self.momentum,
+            seed=solver_seed, optimizer=self.optimizer,
+            optim_config={k: getattr(self, k) for k in rule(self.optimizer).settings},
             sampling=self.sampling,
         )
         solver.run()

@@ -32,13 +32,15 @@ def affine_backward(
     """Gradients of z = x W + b given dz = dJ/dz.
 
     dz: (N, H), x: (N, D), w: (D, H) -> dx (N, D) or None, dw (D, H), db (H,).
+    A leading axis of K models, (K, N, H), (K, N, D), (K, D, H), gives each
+    model's gradients, (K, N, D), (K, D, H), (K, H).
     ``need_dx=False`` skips dx, which the first layer never needs.
     """
-    dw = np.matmul(x.T, dz, out=dw)  # dW = x^T dz
-    db = np.sum(dz, axis=0, out=db)  # db = sum_i dz_i
+    dw = np.matmul(np.swapaxes(x, -1, -2), dz, out=dw)  # dW = x^T dz
+    db = np.sum(dz, axis=-2, out=db)  # db = sum_i dz_i
     if not need_dx:
         return None, dw, db
-    dx = np.matmul(dz, w.T, out=dx)  # dx = dz W^T
+    dx = np.matmul(dz, np.swapaxes(w, -1, -2), out=dx)  # dx = dz W^T
     return dx, dw, db
 
 
@@ -82,24 +84,34 @@ def softmax(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
     return p
 
 
+def row_max(d: np.ndarray) -> np.ndarray:
+    """max over the last axis of d (..., C) -> (...), folded class by class:
+    numpy reduces a short last axis slowly, and a maximum is exact in any order."""
+    out = np.maximum(d[..., 0], d[..., 1]) if d.shape[-1] > 1 else d[..., 0].copy()
+    for c in range(2, d.shape[-1]):
+        np.maximum(out, d[..., c], out=out)
+    return out
+
+
 def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False):
     """Mean cross-entropy and its gradient.
 
     J = mean_i(logsumexp(z_i) - z_i[y_i]); dJ/dz = (softmax(z) - onehot(y)) / N.
 
-    scores: (N, C), y: (N,) ints in [0, C) -> (loss, dscores (N, C)).
+    scores: (N, C), y: (N,) ints in [0, C) -> (loss, dscores (N, C)).  Scores of
+    K models on the same rows, (K, N, C), give K losses (K,) and (K, N, C).
     In place, ``scores`` becomes dscores.  Stable for logits of any magnitude:
     shifted logits are <= 0, and the loss uses log-sum-exp, never log(p).
     """
-    n = scores.shape[0]
+    n = scores.shape[-2]
     rows = np.arange(n)
     d = scores if inplace else scores.copy()
-    d -= d.max(axis=1, keepdims=True)  # z - max_j z_j
-    correct = d[rows, y].astype(np.float64)  # shifted z_{i, y_i}
+    d -= row_max(d)[..., None]  # z - max_j z_j
+    correct = d[..., rows, y].astype(np.float64)  # shifted z_{i, y_i}
     np.exp(d, out=d)
-    sums = d.sum(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(sums[:, 0].astype(np.float64)) - correct))
+    sums = d.sum(axis=-1, keepdims=True)
+    loss = np.mean(np.log(sums[..., 0].astype(np.float64)) - correct, axis=-1)
     d /= sums  # softmax(z)
-    d[rows, y] -= 1  # - onehot(y)
+    d[..., rows, y] -= 1  # - onehot(y)
     d /= n
-    return loss, d
+    return (float(loss) if d.ndim == 2 else loss), d

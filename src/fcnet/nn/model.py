@@ -13,6 +13,8 @@ import numpy as np
 
 from fcnet.errors import FcnetError
 from fcnet.nn import layers
+from fcnet.nn.rng import legacy_rng
+from fcnet.nn.solver import Solver
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -23,12 +25,6 @@ def resolve_dtype(dtype) -> np.dtype:
     if key not in DTYPES:
         raise FcnetError(f"dtype must be float32 or float64, got {dtype!r}")
     return np.dtype(DTYPES[key])
-
-
-def legacy_rng(seed: int | None):
-    """NumPy's legacy generator: seeded, or the global one (the course's driver
-    calls ``np.random.seed(0)`` and expects the net to draw from it)."""
-    return np.random if seed is None else np.random.RandomState(seed)
 
 
 class Workspace:
@@ -44,7 +40,7 @@ class Workspace:
         self.dacts = [np.empty((n, h), dtype=dt) for h in model.sizes[1:-1]]
         self.masks: list[np.ndarray | None] = [None] * (model.num_layers - 1)
         self.grads = {k: np.empty_like(v) for k, v in model.params.items()}
-        self.tmp = {k: np.empty_like(v) for k, v in model.params.items() if k.startswith("W")}
+        self.tmp = {k: np.empty_like(v) for k, v in model.params.items()}  # scratch
 
 
 class MLP:
@@ -177,27 +173,37 @@ class MLP:
         loss += reg * sum(float(np.vdot(P[f"W{i}"], P[f"W{i}"])) for i in range(1, L + 1))
         return loss, dz
 
+    def _backward(self, ws: Workspace, dz: np.ndarray, layer_step) -> None:
+        """Back-propagate dz = dJ/dz_L (N, C) top layer down.  For each layer l,
+        ``layer_step(l, dz_l, a_{l-1}, da)`` takes the layer's gradients (and, for
+        l > 1, writes da_{l-1} = dz_l W_l^T into da, from W_l before any update);
+        then the dropout and ReLU gates turn da_{l-1} into dz_{l-1}, in place."""
+        for i in range(self.num_layers, 0, -1):
+            a_prev = ws.acts[i - 2] if i > 1 else ws.x
+            da = ws.dacts[i - 2] if i > 1 else None
+            layer_step(i, dz, a_prev, da)
+            if i > 1:
+                if ws.masks[i - 2] is not None:
+                    layers.dropout_backward(da, ws.masks[i - 2], inplace=True)
+                dz = layers.relu_backward(da, a_prev, inplace=True)
+
     def forward_backward(self, ws: Workspace, reg: float, rng=None) -> float:
         """The training step's maths on ws.x (N, D) and ws.y (N,); fills ws.grads.
 
         Dropout masks (when dropout_keep < 1) are drawn from ``rng``.
         Returns the regularised loss J.
         """
-        P, G, L = self.params, ws.grads, self.num_layers
+        P, G = self.params, ws.grads
         loss, dz = self._forward_loss(ws, reg, rng)
-        # backward, top layer down: dW_l = a_{l-1}^T dz_l + 2 reg W_l
-        for i in range(L, 0, -1):
-            a_prev = ws.acts[i - 2] if i > 1 else ws.x
-            da_prev = ws.dacts[i - 2] if i > 1 else None
-            layers.affine_backward(
-                dz, a_prev, P[f"W{i}"], dw=G[f"W{i}"], db=G[f"b{i}"], dx=da_prev, need_dx=i > 1
-            )
+
+        def grads(i: int, dz: np.ndarray, a_prev: np.ndarray, da: np.ndarray | None) -> None:
+            # dW_l = a_{l-1}^T dz_l + 2 reg W_l, db_l = sum_i dz_l
+            W, dW = P[f"W{i}"], G[f"W{i}"]
+            layers.affine_backward(dz, a_prev, W, dw=dW, db=G[f"b{i}"], dx=da, need_dx=i > 1)
             if reg:
-                G[f"W{i}"] += np.multiply(P[f"W{i}"], 2.0 * reg, out=ws.tmp[f"W{i}"])
-            if i > 1:
-                if ws.masks[i - 2] is not None:
-                    layers.dropout_backward(da_prev, ws.masks[i - 2], inplace=True)
-                dz = layers.relu_backward(da_prev, a_prev, inplace=True)
+                dW += np.multiply(W, 2.0 * reg, out=ws.tmp[f"W{i}"])
+
+        self._backward(ws, dz, grads)
         return loss
 
     def sgd_step(self, ws: Workspace, reg: float, lr: float, rng=None) -> float:
@@ -206,9 +212,9 @@ class MLP:
         The same maths as ``forward_backward`` then ``optim.SGD`` (equal up to
         float rounding): W_l <- (1 - 2 lr reg) W_l - lr a_{l-1}^T dz_l and
         b_l <- b_l - lr sum_i dz_l.  Folding -lr into dz (a small (N, C) array)
-        makes each product the update itself, so a weight matrix costs one matrix
-        product into ws.tmp and one add, with no gradient buffer (ws.grads is
-        left untouched).  dx is never formed for the first layer.
+        makes each layer's gradient the update itself, so a weight matrix costs
+        one matrix product into ws.tmp and one add, with no gradient buffer
+        (ws.grads is left untouched).  dx is never formed for the first layer.
 
         Returns J; when it is not finite nothing is updated (the last good
         parameters stay).
@@ -216,23 +222,20 @@ class MLP:
         loss, dz = self._forward_loss(ws, reg, rng)
         if not math.isfinite(loss):
             return loss
-        P, L = self.params, self.num_layers
-        dz *= -lr  # -lr dJ/dz_L
+        P = self.params
+        dz *= -lr  # -lr dJ/dz_L, so every product below is -lr times a gradient
         shrink = 1.0 - 2.0 * lr * reg  # the L2 part: W - lr (2 reg W)
-        for i in range(L, 0, -1):
+
+        def update(i: int, dz: np.ndarray, a_prev: np.ndarray, da: np.ndarray | None) -> None:
             W, b = P[f"W{i}"], P[f"b{i}"]
-            a_prev = ws.acts[i - 2] if i > 1 else ws.x
-            if i > 1:  # -lr da_{l-1} = (-lr dz_l) W_l^T, from W_l before its update
-                da = np.matmul(dz, W.T, out=ws.dacts[i - 2])
-            step = np.matmul(a_prev.T, dz, out=ws.tmp[f"W{i}"])  # -lr a_{l-1}^T dz_l
+            _, step, db = layers.affine_backward(dz, a_prev, W, dw=ws.tmp[f"W{i}"],
+                                                 db=ws.tmp[f"b{i}"], dx=da, need_dx=i > 1)
             if reg:
                 W *= shrink
-            W += step
-            b += dz.sum(axis=0)  # -lr sum_i dz_l
-            if i > 1:
-                if ws.masks[i - 2] is not None:
-                    layers.dropout_backward(da, ws.masks[i - 2], inplace=True)
-                dz = layers.relu_backward(da, a_prev, inplace=True)
+            W += step  # -lr a_{l-1}^T dz_l
+            b += db  # -lr sum_i dz_l
+
+        self._backward(ws, dz, update)
         return loss
 
     def workspace(self, n: int) -> Workspace:
@@ -270,15 +273,13 @@ class MLP:
         return np.argmax(self.scores(X), axis=1)
 
     def train(self, X, y, X_val, y_val, **kwargs) -> dict:
-        """Minibatch SGD exactly as study.md Q3 (see ``fcnet.nn.solver.Solver``).
+        """Minibatch SGD exactly as study.md Q3 (``fcnet.nn.solver.Solver``).
 
         Keyword options and defaults are the exercise's: learning_rate=1e-3,
         learning_rate_decay=0.95, reg=5e-6, num_iters=100, batch_size=200,
-        verbose=False, seed=None; extras: optimizer, momentum, sampling, ...
+        verbose=False, seed=None; extras: optimizer, optim_config, sampling, ...
         Returns {'loss_history', 'train_acc_history', 'val_acc_history'}.
         """
-        from fcnet.nn.solver import Solver
-
         solver = Solver(self, X, y, X_val, y_val, **kwargs)
         solver.run()
         return solver.history()

@@ -34,17 +34,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from fcnet.errors import FcnetError
-from fcnet.nn.fpenv import flush_denormals
-from fcnet.nn.model import MLP, legacy_rng
-from fcnet.nn.solver import draw_batch, training_arrays
-
-
-def _over_classes(ufunc, d: np.ndarray) -> np.ndarray:
-    """ufunc folded over the last axis of d (K, N, C) -> (K, N), one class at a time."""
-    out = ufunc(d[:, :, 0], d[:, :, 1]) if d.shape[2] > 1 else d[:, :, 0].copy()
-    for c in range(2, d.shape[2]):
-        ufunc(out, d[:, :, c], out=out)
-    return out
+from fcnet.nn import layers
+from fcnet.nn.loop import MinibatchLoop
+from fcnet.nn.model import MLP
+from fcnet.nn.rng import load_pcg64_state, pcg64_state
 
 
 def _per_member(name: str, value, k: int, low: float, high: float, low_open: bool) -> np.ndarray:
@@ -65,7 +58,8 @@ class PopulationWorkspace:
 
     x (N, D), y (N,); z1 (N, K*H1): layer 1's product, reused for dZ1 in the
     backward pass; acts[l] (K, N, H_{l+1}) and dacts[l] (K, N, H_{l+1});
-    masks[l] (K, N, H_{l+1}) or None; tmp mirrors the stacked weights.
+    masks[l] (K, N, H_{l+1}) or None; tmp and db mirror the stacked weights
+    and biases (each layer's update, before it is added).
     """
 
     def __init__(self, pop: PopulationSolver, n: int):
@@ -80,9 +74,10 @@ class PopulationWorkspace:
         if (pop.keeps < 1).any():
             self.masks = [np.ones((k, n, h), dtype=dt) for h in sizes[1:-1]]
         self.tmp = [np.empty_like(w) for w in pop.W]
+        self.db = [np.empty_like(b) for b in pop.b]
 
 
-class PopulationSolver:
+class PopulationSolver(MinibatchLoop):
     """Train K same-shaped MLPs at once with plain SGD, sharing every minibatch.
 
     Parameters
@@ -146,21 +141,12 @@ class PopulationSolver:
         for m, keep in zip(models, self.keeps, strict=True):
             m.dropout_keep = float(keep)
 
-        self.X, self.y, self.X_val, self.y_val = training_arrays(
-            first, X, y, X_val, y_val, batch_size, sampling)
-        self.num_iters = int(num_iters)
-        self.batch_size = int(batch_size)
-        self.sampling = sampling
-        self.callback = callback
-        self.flush_denormals = flush_denormals
-        self.verbose = verbose
-        self.rng = legacy_rng(seed)
+        super().__init__(first, X, y, X_val, y_val, num_iters, batch_size, sampling, seed,
+                         callback, flush_denormals, verbose)
         children = np.random.SeedSequence(seed).spawn(k)
         self.mask_rngs = [np.random.default_rng(c) for c in children]
-        self.iters_per_epoch = max(self.X.shape[0] // self.batch_size, 1)
         self._stack(models)
 
-        self.it = 0
         self.lr = self.lr0.copy()
         self.diverged_at: list[int | None] = [None] * k
         self.active = np.ones(k, dtype=bool)
@@ -168,7 +154,6 @@ class PopulationSolver:
         self.train_acc_history: list[list[float]] = [[] for _ in range(k)]
         self.val_acc_history: list[list[float]] = [[] for _ in range(k)]
         self.lr_history: list[list[float]] = [[] for _ in range(k)]
-        self._perm = np.empty(0, dtype=np.intp)
         self._ws: PopulationWorkspace | None = None
 
     # ------------------------------------------------------------- stacking
@@ -207,9 +192,8 @@ class PopulationSolver:
         z1 = np.matmul(np.asarray(X, dtype=self.dtype), self.W[0].reshape(-1, k * h1))
         a = z1.reshape(n, k, h1).transpose(1, 0, 2) + self.b[0][:, None, :]
         for i in range(1, self.L):
-            np.maximum(a, 0, out=a)
-            a = np.matmul(a, self.W[i])
-            a += self.b[i][:, None, :]
+            layers.relu_forward(a, inplace=True)
+            a = layers.affine_forward(a, self.W[i], self.b[i][:, None, :])
         return a
 
     def predict(self, X) -> np.ndarray:
@@ -219,11 +203,7 @@ class PopulationSolver:
 
     def val_accuracies(self, chunk: int = 4096) -> np.ndarray:
         """Validation accuracy of every member now, (K,)."""
-        correct = np.zeros(self.k, dtype=np.int64)
-        for s in range(0, self.X_val.shape[0], chunk):
-            pred = np.argmax(self.scores(self.X_val[s : s + chunk]), axis=2)
-            correct += (pred == self.y_val[s : s + chunk]).sum(axis=1)
-        return correct / max(self.X_val.shape[0], 1)
+        return self._accuracy(self.X_val, self.y_val, chunk)
 
     def _forward_loss(self, ws: PopulationWorkspace) -> tuple[np.ndarray, np.ndarray]:
         """Training forward pass on ws.x; returns J per member (K,) and
@@ -235,25 +215,16 @@ class PopulationSolver:
         np.add(ws.z1.reshape(n, k, h1).transpose(1, 0, 2), self.b[0][:, None, :], out=a)
         for i in range(1, L + 1):
             if i > 1:  # a_i = a_{i-1} W_i + b_i, member by member
-                a = np.matmul(ws.acts[i - 2], self.W[i - 1], out=ws.acts[i - 1])
-                a += self.b[i - 1][:, None, :]
+                a = layers.affine_forward(ws.acts[i - 2], self.W[i - 1],
+                                          self.b[i - 1][:, None, :], out=ws.acts[i - 1])
             if i < L:
-                np.maximum(a, 0, out=a)
+                layers.relu_forward(a, inplace=True)
                 if ws.masks[i - 1] is not None:
                     self._draw_masks(ws.masks[i - 1])
-                    a *= ws.masks[i - 1]
-        # per-member mean cross-entropy, as layers.softmax_loss; numpy reduces a
-        # short last axis slowly, so the row max (exact in any order) runs class by
-        # class; the sum keeps numpy's order, so members match lone runs bit for bit
-        d, rows = ws.acts[L - 1], np.arange(n)
-        d -= _over_classes(np.maximum, d)[:, :, None]
-        correct = d[:, rows, ws.y].astype(np.float64)  # (K, N)
-        np.exp(d, out=d)
-        sums = d.sum(axis=2, keepdims=True)
-        loss = np.mean(np.log(sums[:, :, 0].astype(np.float64)) - correct, axis=1)
-        d /= sums
-        d[:, rows, ws.y] -= 1
-        d /= n
+                    layers.dropout_forward(a, ws.masks[i - 1], inplace=True)
+        # per-member mean cross-entropy; its sum keeps numpy's order, so members
+        # match lone runs bit for bit
+        loss, d = layers.softmax_loss(ws.acts[L - 1], ws.y, inplace=True)
         # + reg_k * sum_l ||W_l,k||^2 (members without L2 need none)
         if self.regs.any():
             w1 = self.W[0].reshape(-1, k * h1)
@@ -275,12 +246,7 @@ class PopulationSolver:
         """One iteration for every member; returns the losses (K,)."""
         it, k, h1 = self.it, self.k, self.sizes[1]
         ws = self.workspace(self.batch_size)
-        idx, self._perm = draw_batch(
-            self.rng, self.X.shape[0], self.batch_size, self.sampling, it,
-            self.iters_per_epoch, self._perm,
-        )
-        np.take(self.X, idx, axis=0, out=ws.x, mode="clip")
-        np.take(self.y, idx, out=ws.y, mode="clip")
+        self._next_batch(ws)
         if self.active.all():
             loss, dz = self._forward_loss(ws)
         else:  # frozen members keep overflowing; their results are discarded
@@ -299,11 +265,11 @@ class PopulationSolver:
         if frozen.any():
             dz[frozen] = 0
         for i in range(self.L - 1, -1, -1):  # stacked layer i is the model's layer i + 1
-            W, b, step = self.W[i], self.b[i], ws.tmp[i]
-            if i > 0:
+            W, b, step, db = self.W[i], self.b[i], ws.tmp[i], ws.db[i]
+            if i > 0:  # member by member: (K, H, N) @ (K, N, H'), and da from W before its update
                 a_prev = ws.acts[i - 1]
-                da = np.matmul(dz, W.transpose(0, 2, 1), out=ws.dacts[i - 1])
-                np.matmul(a_prev.transpose(0, 2, 1), dz, out=step)
+                da, _, _ = layers.affine_backward(dz, a_prev, W, dw=step, db=db,
+                                                  dx=ws.dacts[i - 1])
                 if frozen.any():
                     step[frozen] = 0
                 if any_reg:
@@ -312,6 +278,7 @@ class PopulationSolver:
                 dz1 = ws.z1.reshape(ws.n, k, h1)
                 np.copyto(dz1, dz.transpose(1, 0, 2))
                 np.matmul(ws.x.T, ws.z1, out=step.reshape(-1, k * h1))
+                np.sum(dz, axis=1, out=db)
                 if frozen.any():
                     step[:, frozen] = 0
                 if any_reg:  # one factor per column of (D, K*H1): a contiguous inner loop
@@ -321,26 +288,20 @@ class PopulationSolver:
                     else:
                         W2d *= np.repeat(shrink.astype(self.dtype), h1)
             W += step
-            b += dz.sum(axis=1)
+            b += db
             if i > 0:
                 if ws.masks[i - 1] is not None:
-                    da *= ws.masks[i - 1]
-                dz = np.multiply(da, a_prev > 0, out=da)  # ReLU gate
+                    layers.dropout_backward(da, ws.masks[i - 1], inplace=True)
+                dz = layers.relu_backward(da, a_prev, inplace=True)
         if self.verbose and it % 100 == 0:
             print(f"iteration {it} / {self.num_iters}: losses {np.round(loss, 6).tolist()}")
-        self.it = it + 1
-        if it % self.iters_per_epoch == 0:
-            self._record_epoch(ws)
-            if self.callback:
-                self.callback(self, "epoch")
-        if self.callback:
-            self.callback(self, "iter")
+        self._end_step(ws)
         return loss
 
     def _record_epoch(self, ws: PopulationWorkspace) -> None:
         """As Solver: train accuracy on the current batch, validation accuracy,
         the learning rate, then lr *= decay; for active members only."""
-        train = (np.argmax(self.scores(ws.x), axis=2) == ws.y).mean(axis=1)
+        train = self._accuracy(ws.x, ws.y)
         val = self.val_accuracies()
         for j in np.flatnonzero(self.active):
             self.train_acc_history[j].append(float(train[j]))
@@ -348,14 +309,13 @@ class PopulationSolver:
             self.lr_history[j].append(float(self.lr[j]))
         self.lr[self.active] *= self.decays[self.active]
 
+    def _running(self) -> bool:
+        return bool(self.active.any())
+
     def run(self, until: int | None = None) -> PopulationSolver:
         """Train up to iteration ``until`` (default num_iters); stops early only
         when every member has diverged."""
-        stop = self.num_iters if until is None else min(until, self.num_iters)
-        with flush_denormals(self.flush_denormals):
-            while self.it < stop and self.active.any():
-                self.step()
-        return self
+        return super().run(until)
 
     # ------------------------------------------------------------ histories
     def losses(self, member: int) -> list[float]:
@@ -380,23 +340,16 @@ class PopulationSolver:
         """Everything needed to continue bit for bit, as plain arrays (np.savez,
         no pickle): stacked parameters, iteration, learning rates, divergence,
         the batch and mask streams, histories.  A snapshot (copies)."""
-        keys, pos, has_gauss, gauss = self.rng.get_state()[1:]
         out = {f"W.{i}": w.copy() for i, w in enumerate(self.W)}
         out.update({f"b.{i}": b.copy() for i, b in enumerate(self.b)})
+        out.update(self._loop_state())
         out.update({
-            "it": np.array(self.it), "lr": self.lr.copy(), "active": self.active.copy(),
+            "lr": self.lr.copy(), "active": self.active.copy(),
             "diverged_at": np.array([-1 if d is None else d for d in self.diverged_at]),
-            "rng.keys": keys.copy(), "rng.pos": np.array(pos),
-            "rng.has_gauss": np.array(has_gauss), "rng.gauss": np.array(gauss),
-            "perm": self._perm.copy(),
             "losses": np.array(self._losses).reshape(-1, self.k),
         })
         for j, g in enumerate(self.mask_rngs):
-            st = g.bit_generator.state  # PCG64: two 128-bit integers, split into uint64 words
-            words = [st["state"]["state"], st["state"]["inc"]]
-            out[f"mask_rng.{j}"] = np.array(
-                [w >> 64 for w in words] + [w & (2**64 - 1) for w in words]
-                + [st["has_uint32"], st["uinteger"]], dtype=np.uint64)
+            out[f"mask_rng.{j}"] = pcg64_state(g)
             out[f"train_acc.{j}"] = np.array(self.train_acc_history[j])
             out[f"val_acc.{j}"] = np.array(self.val_acc_history[j])
             out[f"lr_history.{j}"] = np.array(self.lr_history[j])
@@ -408,23 +361,13 @@ class PopulationSolver:
             w[...] = state[f"W.{i}"]  # in place: the members' params stay views
         for i, b in enumerate(self.b):
             b[...] = state[f"b.{i}"]
-        self.it = int(state["it"])
+        self._load_loop_state(state)
         self.lr = np.array(state["lr"], dtype=np.float64)
         self.active = np.array(state["active"], dtype=bool)
         self.diverged_at = [None if d < 0 else int(d) for d in state["diverged_at"]]
-        self.rng.set_state(
-            ("MT19937", np.asarray(state["rng.keys"], dtype=np.uint32), int(state["rng.pos"]),
-             int(state["rng.has_gauss"]), float(state["rng.gauss"]))
-        )
-        self._perm = np.asarray(state["perm"], dtype=np.intp)
         self._losses = list(np.asarray(state["losses"], dtype=np.float64).reshape(-1, self.k))
         for j, g in enumerate(self.mask_rngs):
-            w = [int(v) for v in state[f"mask_rng.{j}"]]
-            g.bit_generator.state = {
-                "bit_generator": "PCG64",
-                "state": {"state": (w[0] << 64) | w[2], "inc": (w[1] << 64) | w[3]},
-                "has_uint32": w[4], "uinteger": w[5],
-            }
+            load_pcg64_state(g, state[f"mask_rng.{j}"])
             self.train_acc_history[j] = [float(v) for v in state[f"train_acc.{j}"]]
             self.val_acc_history[j] = [float(v) for v in state[f"val_acc.{j}"]]
             self.lr_history[j] = [float(v) for v in state[f"lr_history.{j}"]]

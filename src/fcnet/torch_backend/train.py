@@ -161,20 +161,18 @@ class TorchTrainer:
 
     # ------------------------------------------------------------- optimiser
     def _make_optimizer(self):
+        """The config's update rule as its torch.optim class (nn.optim.RULES names it)."""
+        from fcnet.nn import optim
+
         c, wd = self.config, self.weight_decay
         decay = [p for p in self.model.parameters() if p.ndim >= 2]  # Linear weights
         rest = [p for p in self.model.parameters() if p.ndim < 2]  # biases, BatchNorm
         groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        if c.optimizer == "sgd":
-            return torch.optim.SGD(groups, lr=c.lr)
-        if c.optimizer == "momentum":
-            return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)
-        if c.optimizer == "adam":
-            return torch.optim.Adam(groups, lr=c.lr, **fused)
-        if c.optimizer == "adamw":
-            return torch.optim.AdamW(groups, lr=c.lr, **fused)
-        raise FcnetError(f"config field 'optimizer': unknown {c.optimizer!r}")
+        rule = optim.rule(c.optimizer)
+        kwargs = rule.torch_kwargs(c.optim_config())
+        if rule.torch_fused and self.device.type == "cuda":
+            kwargs["fused"] = True
+        return getattr(torch.optim, rule.torch_class)(groups, lr=c.lr, **kwargs)
 
     def lr_at(self, it: int, total: int, per_epoch: int) -> float:
         """Learning rate of iteration ``it`` (0-based) of ``total``."""

@@ -129,7 +129,7 @@ def _new_solver(config: RunConfig, P: Prepared, n_iters: int) -> Solver:
     return Solver(model, P.X_train, P.y_train, P.X_val, P.y_val, learning_rate=config.lr,
                   learning_rate_decay=config.decay, reg=config.reg, num_iters=n_iters,
                   batch_size=config.batch_size, seed=config.seed, optimizer=config.optimizer,
-                  momentum=config.momentum, sampling=config.sampling)
+                  optim_config=config.optim_config(), sampling=config.sampling)
 
 
 def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best_acc: float,
