@@ -27,6 +27,7 @@ from fcnet.nn.model import MLP
 from fcnet.nn.solver import Solver
 from fcnet.training import files
 from fcnet.training.prepare import Prepared, prepare
+from fcnet.training.tensorboard import RunLogger, first_layer_image, weight_matrices
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -174,6 +175,7 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
                     "params": kept or None}
     files.save_npz(run_dir / "preprocess.npz", P.prep.state())
     files.write_json(run_dir / "summary.json", summary)
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=solver.it)
     wanted = set(eval_at)
     last_save = [time.monotonic()]
     bar = None
@@ -197,6 +199,9 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     def callback(s: Solver, event: str):
         if event == "epoch":
             acc = s.val_acc_history[-1]
+            tb.epoch((len(s.val_acc_history) - 1) * s.iters_per_epoch, s.train_acc_history[-1], acc,
+                     s.lr_history[-1], weights=weight_matrices(model.params),
+                     first_layer_image=first_layer_image(model.params["W1"], P.image_shape))
             if acc > best["acc"]:
                 best.update(acc=acc, epoch=len(s.val_acc_history) - 1)
                 if config.keep_best:
@@ -207,6 +212,7 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
             if time.monotonic() - last_save[0] >= checkpoint_seconds:
                 save_checkpoint()
         elif event == "iter":
+            tb.scalars(s.it - 1, loss=s.loss_history[-1])
             if s.it in wanted:
                 val_at[str(s.it)] = s.val_accuracy()
             if bar is not None and (s.it % 20 == 0 or s.it == n_iters):
@@ -219,6 +225,8 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     start_it = solver.it
     solver.run()
     seconds = time.perf_counter() - t0
+    if solver.diverged_at is not None:  # the step that diverged gets no 'iter' callback
+        tb.scalars(solver.diverged_at, loss=solver.loss_history[-1])
     if bar is not None:
         bar.close()
 
@@ -231,13 +239,13 @@ def _train_numpy(config, run_dir, prepared, quiet, resume, eval_at, checkpoint_s
     return finish_run(config, run_dir, model, P, hist, summary, diverged_at=solver.diverged_at,
                       iterations=solver.it, iters_per_epoch=solver.iters_per_epoch,
                       seconds=seconds, done_iters=solver.it - start_it, val_at=val_at,
-                      best_epoch=best["epoch"], figures=figures)
+                      best_epoch=best["epoch"], figures=figures, tb=tb)
 
 
 def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: dict,
                summary: dict, *, diverged_at: int | None, iterations: int,
                iters_per_epoch: int, seconds: float, done_iters: int, val_at: dict,
-               best_epoch: int, figures: bool) -> dict:
+               best_epoch: int, figures: bool, tb: RunLogger | None = None) -> dict:
     """Write a finished NumPy run's parameters, metrics, figures and summary."""
     if not all(np.isfinite(v).all() for v in model.params.values()):
         raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
@@ -263,6 +271,8 @@ def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: 
     })
     if figures:
         write_figures(run_dir, model, hist, P)
+    if tb is not None:
+        tb.finish(config.model_dump(), summary)
     files.write_json(run_dir / "summary.json", summary)
     return summary
 

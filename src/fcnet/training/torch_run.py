@@ -11,6 +11,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.training import files
 from fcnet.training.prepare import Prepared
+from fcnet.training.tensorboard import RunLogger, first_layer_image
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -41,14 +42,28 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
     files.save_npz(run_dir / "preprocess.npz", P.prep.state())
     files.write_json(run_dir / "summary.json", summary)
     last = [time.monotonic()]
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration)
+    per_epoch = max(P.X_train.shape[0] // config.batch_size, 1)
+    logged = [len(t.history["loss_history"])]  # losses already in TensorBoard
+
+    def log_losses() -> None:
+        tb.losses(logged[0], t.history["loss_history"][logged[0]:])
+        logged[0] = len(t.history["loss_history"])
 
     def on_epoch(record: dict) -> None:
+        log_losses()
+        if tb.enabled:
+            W = [m.weight.detach().cpu().double().numpy().T for m in t.model.linears]  # (in, out)
+            tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
+                     record["val_acc"], record["lr"], weights={f"W{i + 1}": w for i, w in enumerate(W)},
+                     first_layer_image=first_layer_image(W[0], image_shape))
         if time.monotonic() - last[0] >= checkpoint_seconds:
             t.save_checkpoint(ckpt)
             write_metrics(run_dir, t.history, record["iteration"] // max(record["epoch"] + 1, 1))
             last[0] = time.monotonic()
 
     out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet)
+    log_losses()  # a diverged epoch's losses get no callback
     t.save_checkpoint(ckpt)
     t.save(run_dir / WEIGHTS)
     write_metrics(run_dir, out, out["iters_per_epoch"])
@@ -82,6 +97,7 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         pred = np.argmax(t.predict_proba(P.X_val), axis=1)
         plots.confusion_matrix(confusion(P.y_val, pred, len(P.classes)), P.classes,
                                run_dir / "confusion.png")
+    tb.finish(config.model_dump(), summary)
     files.write_json(run_dir / "summary.json", summary)
     return summary
 

@@ -1,0 +1,197 @@
+"""TensorBoard event files for a run, written with TensorBoard's own event writer.
+
+A run writes into ``<run_dir>/tb/``:
+
+* every iteration: ``loss`` (the values of loss.csv, step = iteration);
+* every epoch record (step = the ``iteration`` column of epochs.csv):
+  ``accuracy/train``, ``accuracy/val``, ``lr``, a histogram of each weight
+  matrix (``weights/W1`` ...) and the first-layer weights as one picture
+  (``weights/first_layer``) when the inputs are images;
+* at the end: the run's config through the hparams plugin (the run is one
+  session of TensorBoard's HParams tab), with ``hparams/final_val_acc``,
+  ``hparams/best_val_acc``, ``hparams/final_train_acc`` and ``hparams/final_loss``
+  (from summary.json) among its metrics.
+
+Only the ``tensorboard`` package is needed (no TensorFlow, no torch), so both
+backends log the same way.  Without it installed, or with ``enabled=False``
+(``--no-tensorboard``), :meth:`RunLogger.open` returns a logger that writes
+nothing.  A resumed run marks its restart step, so TensorBoard drops the
+events a killed run had written past its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TB_DIR = "tb"
+METRICS = ("final_val_acc", "best_val_acc", "final_train_acc", "final_loss")  # summary.json keys
+FLUSH_SECS = 10  # a run being watched shows up within seconds; writes stay batched
+
+
+class RunLogger:
+    """TensorBoard logging of one run; a no-op when ``writer`` is None."""
+
+    def __init__(self, writer: Any = None):
+        self._writer = writer
+
+    @classmethod
+    def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0) -> RunLogger:
+        """A logger writing into ``run_dir/tb``, or one that writes nothing.
+
+        ``start_step``: the iteration training (re)starts from; events at or
+        after it from an earlier, interrupted attempt are superseded.
+        """
+        if not enabled:
+            return cls()
+        try:
+            from tensorboard.compat.proto import event_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            return cls()  # the writer is optional: the CSVs and PNGs stay the record
+        writer = EventFileWriter(str(Path(run_dir) / TB_DIR), flush_secs=FLUSH_SECS)
+        restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(start_step),
+                                         session_log=restart))
+        return cls(writer)
+
+    @property
+    def enabled(self) -> bool:
+        return self._writer is not None
+
+    # ------------------------------------------------------------------ writing
+    def _add(self, step: int, values: list) -> None:
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        summary = summary_pb2.Summary(value=values)
+        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def scalars(self, step: int, **values: float | None) -> None:
+        """One scalar per keyword (tag = its name), at ``step``; None is skipped."""
+        if self._writer is None:
+            return
+        from tensorboard.compat.proto import summary_pb2
+
+        self._add(step, [summary_pb2.Summary.Value(tag=k, simple_value=float(v))
+                         for k, v in values.items() if v is not None])
+
+    def losses(self, start: int, values: list[float]) -> None:
+        """``loss`` at steps start, start + 1, ... (a torch epoch's iterations)."""
+        for i, v in enumerate(values):
+            self.scalars(start + i, loss=v)
+
+    def epoch(self, step: int, train_acc: float, val_acc: float, lr: float,
+              weights: Mapping[str, np.ndarray] | None = None,
+              first_layer_image: np.ndarray | None = None) -> None:
+        """An epoch record: accuracies and lr, a histogram per weight matrix,
+        the first-layer picture ((H, W, C) in [0, 1], C = 1 or 3)."""
+        if self._writer is None:
+            return
+        self.scalars(step, **{"accuracy/train": train_acc, "accuracy/val": val_acc, "lr": lr})
+        from tensorboard.compat.proto import summary_pb2
+
+        values = [summary_pb2.Summary.Value(tag=f"weights/{name}", histo=_histogram(W))
+                  for name, W in (weights or {}).items()]
+        if first_layer_image is not None:
+            values.append(summary_pb2.Summary.Value(tag="weights/first_layer",
+                                                    image=_image(first_layer_image)))
+        if values:
+            self._add(step, values)
+
+    def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float | None],
+                step: int = 0, ok: bool = True) -> None:
+        """The run as one session of the HParams tab: its config values and, as
+        scalars ``hparams/<name>``, its final metrics."""
+        if self._writer is None:
+            return
+        from tensorboard.compat.proto import summary_pb2
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+
+        self._add(0, list(hparams_pb(hparam_values(config)).value))
+        self.scalars(step, **{f"hparams/{k}": v for k, v in metrics.items()
+                              if v is not None and math.isfinite(v)})
+        end = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(
+            status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
+            end_time_secs=time.time()))
+        self._add(step, [summary_pb2.Summary.Value(
+            tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(end),
+            tensor=metadata.NULL_TENSOR)])
+
+    def finish(self, config: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+        """Write the finished run's hparams session (metrics from its summary), then close."""
+        self.hparams(config, {k: summary.get(k) for k in METRICS},
+                     step=int(summary.get("iterations") or 0), ok=summary.get("status") == "completed")
+        self.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | float | str]:
+    """Config values as the hparams plugin takes them: bool, number or string
+    (lists as '100,50'); unset (None) fields are left out."""
+    out: dict[str, bool | float | str] = {}
+    for k, v in config.items():
+        if v is None:
+            continue
+        if isinstance(v, list | tuple):
+            v = ",".join(str(x) for x in v)
+        out[k] = v if isinstance(v, bool | int | float | str) else str(v)
+    return out
+
+
+def weight_matrices(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weight matrices W1, W2, ... of a NumPy model's params (biases left out)."""
+    return {k: v for k, v in params.items() if k.startswith("W")}
+
+
+def first_layer_image(W1: np.ndarray, image_shape) -> np.ndarray | None:
+    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], each unit a tile, as
+    weights.png draws it; None when the inputs are not images (PCA, toy)."""
+    from fcnet.report.grid import visualize_grid
+
+    if image_shape is None:
+        return None
+    shape = tuple(int(v) for v in image_shape)
+    h, w, c = shape if len(shape) == 3 else (*shape, 1)
+    if W1.ndim != 2 or W1.shape[0] != h * w * c or c not in (1, 3):
+        return None
+    tiles = np.asarray(W1, dtype=np.float64).T.reshape(W1.shape[1], h, w, c)
+    return visualize_grid(tiles, ubound=1.0, padding=max(1, h // 16))
+
+
+def _histogram(W: np.ndarray, bins: int = 30):
+    """A HistogramProto of the values of W (any shape)."""
+    from tensorboard.compat.proto import summary_pb2
+
+    v = np.asarray(W, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return summary_pb2.HistogramProto()
+    counts, edges = np.histogram(v, bins=bins)
+    return summary_pb2.HistogramProto(min=float(v.min()), max=float(v.max()), num=float(v.size),
+                                      sum=float(v.sum()), sum_squares=float(v @ v),
+                                      bucket_limit=edges[1:].tolist(), bucket=counts.tolist())
+
+
+def _image(picture: np.ndarray):
+    """A PNG-encoded Summary.Image of an (H, W, C) picture in [0, 1]."""
+    from PIL import Image
+    from tensorboard.compat.proto import summary_pb2
+
+    a = np.clip(np.asarray(picture, dtype=np.float64), 0.0, 1.0)
+    a = np.round(a * 255).astype(np.uint8)
+    h, w, c = a.shape
+    buf = io.BytesIO()
+    Image.fromarray(a[:, :, 0] if c == 1 else a).save(buf, format="PNG")
+    return summary_pb2.Summary.Image(height=h, width=w, colorspace=c,
+                                     encoded_image_string=buf.getvalue())
