@@ -1,0 +1,142 @@
+"""TensorBoard event files of runs, read back with TensorBoard's own EventAccumulator."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcnet.config import RunConfig, load_config, make_config
+from fcnet.training import train_population, train_run
+from fcnet.training.tensorboard import RunLogger
+
+ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                         reason="the tensorboard package (extra 'torch'/'dev' of bin/setup) is needed")
+
+
+def digits(**kw) -> RunConfig:
+    return make_config({"dataset": "digits", "iters": 60, "batch_size": 50, "lr": 1e-2,
+                        "reg": 1e-3, "std": 1e-2, **kw})
+
+
+def events(run_dir: Path):
+    acc = ea.EventAccumulator(str(run_dir / "tb"), size_guidance={
+        ea.SCALARS: 0, ea.IMAGES: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0})
+    return acc.Reload()
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def check_run(run_dir: Path, hidden: list[int], lr: float = 1e-2) -> None:
+    """The events hold loss.csv and epochs.csv, a picture and histograms per epoch,
+    and the config and final metrics for the HParams tab."""
+    acc = events(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    loss = rows(run_dir / "loss.csv")
+    got = acc.Scalars("loss")
+    assert [e.step for e in got] == [int(r["iteration"]) for r in loss]
+    np.testing.assert_allclose([e.value for e in got], [float(r["loss"]) for r in loss], rtol=1e-6)
+
+    epochs = rows(run_dir / "epochs.csv")
+    assert len(epochs) >= 2
+    steps = [int(r["iteration"]) for r in epochs]
+    for tag, col in [("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"), ("lr", "lr")]:
+        got = acc.Scalars(tag)
+        assert [e.step for e in got] == steps, tag
+        np.testing.assert_allclose([e.value for e in got], [float(r[col]) for r in epochs],
+                                   rtol=1e-6, err_msg=tag)
+
+    images = acc.Images("weights/first_layer")
+    assert [im.step for im in images] == steps
+    g = int(np.ceil(np.sqrt(hidden[0])))  # 8x8 digit tiles, 1 pixel apart
+    assert (images[-1].width, images[-1].height) == (9 * g - 1, 9 * g - 1)
+    sizes = [64, *hidden, 10]
+    for i in range(len(sizes) - 1):
+        hists = acc.Histograms(f"weights/W{i + 1}")
+        assert [h.step for h in hists] == steps
+        assert hists[-1].histogram_value.num == sizes[i] * sizes[i + 1]
+
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["lr"].number_value == pytest.approx(lr)
+    assert start.hparams["hidden"].string_value == ",".join(map(str, hidden))
+    assert start.hparams["dataset"].string_value == "digits"
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    final = acc.Scalars("hparams/final_val_acc")
+    assert final[-1].value == pytest.approx(summary["final_val_acc"], rel=1e-6)
+    assert final[-1].step == summary["iterations"]
+
+
+def test_numpy_run_writes_its_csvs_and_pictures_as_events(tmp_path):
+    train_run(digits(hidden=[20, 10]), tmp_path / "run", figures=False)
+    check_run(tmp_path / "run", [20, 10])
+
+
+def test_torch_run_writes_the_same_events(tmp_path):
+    pytest.importorskip("torch", reason="the torch backend needs torch")
+    train_run(digits(backend="torch", hidden=[16], device="cpu"), tmp_path / "run", figures=False)
+    check_run(tmp_path / "run", [16])
+
+
+def test_population_members_each_write_their_own_events(tmp_path):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    out = train_population([digits(lr=1e-2), digits(lr=2e-2)], dirs, figures=False)
+    assert [s.get("population") for s in out] == [2, 2]  # trained together, not one by one
+    for d, lr in zip(dirs, [1e-2, 2e-2]):
+        check_run(d, [50], lr=lr)
+        assert events(d).Scalars("lr")[0].value == pytest.approx(lr)
+
+
+def test_no_tensorboard_flag_writes_nothing(tmp_path):
+    from fcnet.cli import main
+
+    assert main(["train", "--dataset", "digits", "--iters", "30", "--batch-size", "50",
+                 "--runs-dir", str(tmp_path), "--name", "off", "--no-tensorboard"]) == 0
+    run = tmp_path / "off"
+    assert (run / "loss.csv").exists() and not (run / "tb").exists()
+    assert load_config(run / "config.toml").tensorboard is False
+
+
+def test_without_the_writer_nothing_is_written_and_nothing_fails(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith("tensorboard."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    summary = train_run(digits(), tmp_path / "run", figures=False)
+    assert summary["status"] == "completed"
+    assert not (tmp_path / "run" / "tb").exists()
+    assert not RunLogger.open(tmp_path / "other").enabled
+
+
+def test_a_resumed_run_supersedes_the_events_past_its_restart(tmp_path):
+    first = RunLogger.open(tmp_path)
+    for i in range(10):
+        first.scalars(i, loss=float(i))
+    first.close()  # killed after its checkpoint at step 5
+    again = RunLogger.open(tmp_path, start_step=5)
+    for i in range(5, 8):
+        again.scalars(i, loss=100.0 + i)
+    again.close()
+    got = [(e.step, e.value) for e in events(tmp_path).Scalars("loss")]
+    assert got == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 105), (6, 106), (7, 107)]
+
+
+def test_the_switch_keeps_existing_run_keys_and_round_trips():
+    assert "tensorboard" not in RunConfig().model_dump()  # on: every run key stays as it was
+    off = RunConfig(tensorboard=False)
+    assert RunConfig.model_validate_json(off.model_dump_json()).tensorboard is False
+    assert "tensorboard = false" in off.to_toml()
