@@ -140,3 +140,15 @@ def test_the_switch_keeps_existing_run_keys_and_round_trips():
     off = RunConfig(tensorboard=False)
     assert RunConfig.model_validate_json(off.model_dump_json()).tensorboard is False
     assert "tensorboard = false" in off.to_toml()
+
+
+def test_the_fast_checksum_is_tensorboards_own():
+    pytest.importorskip("google_crc32c", reason="google-crc32c (extra 'tensorboard') is optional")
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    from fcnet.training.tensorboard import _masked_crc32c
+
+    rng = np.random.RandomState(0)
+    for n in (0, 1, 12, 1000):
+        data = rng.bytes(n)
+        assert _masked_crc32c(data) == masked_crc32c(data)
