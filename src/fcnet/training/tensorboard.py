@@ -1,4 +1,4 @@
-"""TensorBoard event files for a run, written with TensorBoard's own event writer.
+"""TensorBoard event files for a run, written with TensorBoard's own record writer.
 
 A run writes into ``<run_dir>/tb/``:
 
@@ -17,6 +17,11 @@ backends log the same way.  Without it installed, or with ``enabled=False``
 (``--no-tensorboard``), :meth:`RunLogger.open` returns a logger that writes
 nothing.  A resumed run marks its restart step, so TensorBoard drops the
 events a killed run had written past its last checkpoint.
+
+Cost, measured on 2 busy cores: ~17 us per loss scalar, ~2-3 ms per epoch
+record of a digits net (histograms, a 71x71 picture), ~0.13 s per epoch of a
+CIFAR-10 net with 100 hidden units (its 300 KB picture); small beside an
+iteration except for digits-sized toys.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ class RunLogger:
     """TensorBoard logging of one run; a no-op when it has no writer.
 
     Records go through tensorboard's own ``RecordWriter``, synchronously: its
-    threaded ``EventFileWriter`` costs a thread switch per event (~50-100 us
-    measured on 2 busy cores, as much as a digits iteration)."""
+    threaded ``EventFileWriter`` costs a thread switch per event (40-90 us
+    measured on 2 busy cores, a third of a digits iteration)."""
 
     def __init__(self, file: Any = None):
         self._file = file
@@ -58,7 +63,8 @@ class RunLogger:
 
     @classmethod
     def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0) -> RunLogger:
-        """A logger writing a new event file into ``run_dir/tb``, or one that writes nothing.
+        """A logger writing a new event file into ``run_dir/tb``, or, when not
+        ``enabled`` or without the tensorboard package, one that writes nothing.
 
         ``start_step``: the iteration training (re)starts from; events at or
         after it from an earlier, interrupted attempt are superseded.
@@ -173,10 +179,10 @@ def _masked_crc32c(data: bytes) -> int:
 
 
 def _use_fast_crc() -> None:
-    """TensorBoard's record writer checksums every byte in pure Python (about 0.5 us a
-    byte: 0.2 s for one picture of 100 CIFAR-10 units, 2 s for 1,000, and a third of a
-    tiny digits run's time); with google-crc32c installed it gets the same checksum in C.
-    Readers verify it, so the tests reading events back check the two agree."""
+    """TensorBoard's record writer checksums every byte in pure Python (0.5 us a byte
+    measured: 0.17 s for one 300 KB picture of 100 CIFAR-10 units, 1.7 s for 1,000
+    units); with google-crc32c installed it gets the same checksum in C.  Readers
+    verify it, so the tests reading events back also check that the two agree."""
     try:
         import google_crc32c  # noqa: F401
         from tensorboard.summary.writer import record_writer
