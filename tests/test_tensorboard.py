@@ -152,3 +152,25 @@ def test_the_fast_checksum_is_tensorboards_own():
     for n in (0, 1, 12, 1000):
         data = rng.bytes(n)
         assert _masked_crc32c(data) == masked_crc32c(data)
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-tensorboard"]])
+def test_sweep_trials_write_events_unless_turned_off(tmp_path, flag):
+    from fcnet.cli import main
+
+    assert main(["sweep", "--dataset", "digits", "--iters", "30", "--batch-size", "50",
+                 "--grid", "lr=1e-2,2e-2", "--dir", str(tmp_path), "--quiet", "--no-figures",
+                 *flag]) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    if flag:
+        assert not any((r / "tb").exists() for r in runs)
+    else:  # one HParams session per trial, with its own lr
+        from tensorboard.plugins.hparams import metadata
+
+        def lr(run: Path) -> float:
+            content = events(run).PluginTagToContent(metadata.PLUGIN_NAME)
+            start = content[metadata.SESSION_START_INFO_TAG]
+            return metadata.parse_session_start_info_plugin_data(start).hparams["lr"].number_value
+
+        assert sorted(lr(r) for r in runs) == pytest.approx([1e-2, 2e-2])
