@@ -9,9 +9,9 @@ import io
 from collections import Counter
 from pathlib import Path
 
+from fcnet.files import write_json, write_text
 from fcnet.grade.checks import BY_NAME
 from fcnet.grade.grade import Grade, fmt
-from fcnet.files import write_json, write_text
 
 
 def table(grades: list[Grade]) -> str:
