@@ -444,9 +444,13 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
     length = time.monotonic() - t0
     rng = random.Random(12)
     run, kills = tmp_path / "killed", 0
+
+    def again() -> list[str]:  # killed before its config was written, a run starts afresh
+        return ([*FCNET, "train", "--resume", str(run), "--quiet"]
+                if (run / "config.toml").exists() else [*args, "--name", "killed"])
+
     for _ in range(4):
-        cmd = ([*FCNET, "train", "--resume", str(run), "--quiet"]
-               if (run / "config.toml").exists() else [*args, "--name", "killed"])
+        cmd = again()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.2, 0.8 * length))  # anywhere: start-up, training, files
         if proc.poll() is None:
@@ -456,8 +460,7 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
         if run.exists():
             assert_complete(run)  # a kill never leaves a torn file
     assert kills >= 1
-    r = subprocess.run([*FCNET, "train", "--resume", str(run), "--quiet"], capture_output=True,
-                       text=True)
+    r = subprocess.run(again(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     straight = tmp_path / "straight"
     for name in ("params.npz", "checkpoint.npz"):
