@@ -42,6 +42,12 @@ def cli(capsys, *args: str) -> tuple[int, list[str]]:
     return rc, capsys.readouterr().err.strip().splitlines()
 
 
+def contents(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (tb/'s event files too) by its relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in Path(folder).rglob("*")
+            if p.is_file()}
+
+
 def temp_files(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).rglob("*") if files.is_temp(p.name))
 
@@ -143,7 +149,7 @@ def test_train_failing_to_write_any_run_file_says_so_in_one_line(tmp_path, capsy
     # a damaged file makes --resume rewrite every file of the run from its checkpoint
     bait = "epochs.csv" if name == "loss.csv" else "loss.csv"
     (run / bait).write_text("iteration,loss\n")
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = contents(run)
     with monkeypatch.context() as m:
         fail_writes(m, name, err)
         rc, lines = cli(capsys, "train", "--resume", run, "--quiet")
@@ -306,11 +312,11 @@ def test_a_read_only_folder_for_real_is_one_line_and_changes_nothing(tmpfs, caps
     run = tmpfs / "r"
     shutil.copytree(reference, run)
     (run / "loss.csv").write_text("damaged")  # so --resume has to write
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = contents(run)
     subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
     rc, lines = cli(capsys, "train", "--resume", run, "--quiet")
     assert rc == 2 and lines[-1].endswith("Read-only file system") and str(run) in lines[-1]
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert contents(run) == before
 
 
 def test_permission_denied_for_real_is_one_line(tmp_path, reference):
@@ -325,7 +331,7 @@ def test_permission_denied_for_real_is_one_line(tmp_path, reference):
     run = tmp_path / "r"
     shutil.copytree(reference, run)
     (run / "loss.csv").write_text("damaged")  # so --resume has to write
-    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    before = contents(run)
     run.chmod(0o555)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     try:
@@ -337,7 +343,7 @@ def test_permission_denied_for_real_is_one_line(tmp_path, reference):
     assert r.returncode == 2, r.stderr
     assert lines[-1].startswith(f"fcnet: error: cannot write {run}/")
     assert lines[-1].endswith("Permission denied") and "Traceback" not in r.stderr
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert contents(run) == before
 
 
 # ----------------------------------------------------------------- damaged run files
@@ -438,9 +444,13 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
     length = time.monotonic() - t0
     rng = random.Random(12)
     run, kills = tmp_path / "killed", 0
+
+    def again() -> list[str]:  # killed before its config was written, a run starts afresh
+        return ([*FCNET, "train", "--resume", str(run), "--quiet"]
+                if (run / "config.toml").exists() else [*args, "--name", "killed"])
+
     for _ in range(4):
-        cmd = ([*FCNET, "train", "--resume", str(run), "--quiet"]
-               if (run / "config.toml").exists() else [*args, "--name", "killed"])
+        cmd = again()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.2, 0.8 * length))  # anywhere: start-up, training, files
         if proc.poll() is None:
@@ -450,8 +460,7 @@ def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
         if run.exists():
             assert_complete(run)  # a kill never leaves a torn file
     assert kills >= 1
-    r = subprocess.run([*FCNET, "train", "--resume", str(run), "--quiet"], capture_output=True,
-                       text=True)
+    r = subprocess.run(again(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     straight = tmp_path / "straight"
     for name in ("params.npz", "checkpoint.npz"):
@@ -470,5 +479,6 @@ def test_every_run_file_gets_the_mode_the_umask_gives(tmp_path, umask):
                   tmp_path / "r")
     finally:
         os.umask(old)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "r").iterdir()}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "r").rglob("*")
+             if p.is_file()}  # tb/'s event files too
     assert set(modes.values()) == {0o666 & ~umask}, modes

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from fcnet.data.load import DATASETS
 from fcnet.errors import FcnetError
@@ -86,6 +94,15 @@ class RunConfig(BaseModel):
         "auto", description="torch device; auto picks CUDA when present")
     amp: bool | None = Field(None, description="torch bf16 autocast (None: CUDA float32 only)")
     keep_best: bool = Field(False, description="also keep the parameters of the best val epoch")
+    tensorboard: bool = Field(True, description="write TensorBoard event files into the run's tb/")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_tensorboard(self, handler):
+        # a logging switch: left out when on, so every existing run key and config.toml stays the same
+        out = handler(self)
+        if self.tensorboard:
+            out.pop("tensorboard", None)
+        return out
 
     @field_validator("dataset")
     @classmethod

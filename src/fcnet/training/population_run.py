@@ -27,6 +27,7 @@ from fcnet.training.run import (
     read_run_config,
     train_run,
 )
+from fcnet.training.tensorboard import RunLogger, first_layer_image, weight_matrices
 
 # fields members may differ in: none of them changes an array shape or the batch stream
 FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init"}
@@ -88,8 +89,16 @@ def _train(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, eval_at:
         summaries.append(rundir.start(d, c, P, population=len(configs)))
     wanted = set(eval_at)
     val_at: list[dict[str, float]] = [{} for _ in configs]
+    tbs = [RunLogger.open(d, enabled=c.tensorboard) for c, d in zip(configs, run_dirs)]
 
     def callback(pop: PopulationSolver, event: str) -> None:
+        if event == "epoch":
+            for j in np.flatnonzero(pop.active):
+                e = len(pop.val_acc_history[j]) - 1
+                W = weight_matrices(models[j].params)  # views of the member's slice, current
+                tbs[j].epoch(e * pop.iters_per_epoch, pop.train_acc_history[j][-1],
+                             pop.val_acc_history[j][-1], pop.lr_history[j][-1], weights=W,
+                             first_layer_image=first_layer_image(W["W1"], P.image_shape))
         if event == "iter" and pop.it in wanted:
             accs = pop.val_accuracies()
             for j in range(pop.k):
@@ -110,11 +119,12 @@ def _train(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, eval_at:
         for j, (c, d, m, s) in enumerate(zip(configs, run_dirs, models, summaries)):
             hist = pop.history(j)
             its = len(hist["loss_history"])
+            tbs[j].losses(0, hist["loss_history"])  # once trained: the population keeps them stacked
             out.append(finish_run(c, d, m, P, hist, s, diverged_at=pop.diverged_at[j],
                                   iterations=its if pop.diverged_at[j] is None else pop.diverged_at[j],
                                   iters_per_epoch=pop.iters_per_epoch,
                                   seconds=seconds / len(configs), done_iters=its,
                                   val_at=val_at[j], best_epoch=int(np.argmax(
                                       hist["val_acc_history"])) if hist["val_acc_history"] else -1,
-                                  figures=figures))
+                                  figures=figures, tb=tbs[j]))
     return out

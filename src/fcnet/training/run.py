@@ -24,6 +24,7 @@ from fcnet.nn.solver import Solver
 from fcnet.training import rundir
 from fcnet.training.prepare import Prepared, prepare
 from fcnet.training.rundir import read_run_config
+from fcnet.training.tensorboard import RunLogger, first_layer_image, weight_matrices
 
 __all__ = ["train_run", "read_run_config", "build_model", "num_iterations", "finish_run"]
 
@@ -166,6 +167,7 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
             best_params = {k[12:]: v for k, v in state.items()
                            if k.startswith("best.params.")} or None
     summary = rundir.start(run_dir, config, P)
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=solver.it)
     model, wanted = solver.model, set(eval_at)
     bar = None
     if not quiet:
@@ -180,8 +182,9 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
         while solver.it < n_iters and solver.diverged_at is None:
             # step: one minibatch; at an epoch's end the solver also records
             # train/val accuracy and decays the learning rate
-            epochs = len(solver.val_acc_history)
+            epochs, it = len(solver.val_acc_history), solver.it
             loss = solver.step()
+            tb.scalars(it, loss=loss)  # the diverged step's loss too, as in loss.csv
             if solver.diverged_at is not None:
                 break  # the last good parameters are kept
             if solver.it in wanted:  # before a checkpoint, so a resume keeps the point
@@ -189,12 +192,16 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
             if len(solver.val_acc_history) > epochs:
                 # evaluate: keep the best epoch
                 acc = solver.val_acc_history[-1]
+                tb.epoch(it, solver.train_acc_history[-1], acc, solver.lr_history[-1],
+                         weights=weight_matrices(model.params),
+                         first_layer_image=first_layer_image(model.params["W1"], P.image_shape))
                 if acc > best_acc:
                     best_acc, best_epoch = acc, len(solver.val_acc_history) - 1
                     if config.keep_best:
                         best_params = model.state()
                 # checkpoint: at most every checkpoint_seconds, always at an epoch end
                 if time.monotonic() - last_save >= checkpoint_seconds:
+                    tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
                     _save_checkpoint(ckpt, solver, val_at, best_acc, best_epoch, best_params)
                     rundir.write_metrics(run_dir, _history(solver), solver.iters_per_epoch)
                     last_save = time.monotonic()
@@ -220,13 +227,14 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
                       diverged_at=solver.diverged_at, iterations=solver.it,
                       iters_per_epoch=solver.iters_per_epoch, seconds=seconds,
                       done_iters=solver.it - start_it, val_at=val_at, best_epoch=best_epoch,
-                      figures=figures, written=written)
+                      figures=figures, written=written, tb=tb)
 
 
 def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: dict,
                summary: dict, *, diverged_at: int | None, iterations: int,
                iters_per_epoch: int, seconds: float, done_iters: int, val_at: dict,
-               best_epoch: int, figures: bool, written: Sequence[str] = ()) -> dict:
+               best_epoch: int, figures: bool, written: Sequence[str] = (),
+               tb: RunLogger | None = None) -> dict:
     """Write a finished NumPy run's parameters, metrics, figures and summary."""
     if not all(np.isfinite(v).all() for v in model.params.values()):
         raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
@@ -253,6 +261,8 @@ def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: 
     if figures:
         pred = np.argmax(model.scores(P.X_val), axis=1)
         written += rundir.write_figures(run_dir, hist, model.params["W1"], P, pred)
+    if tb is not None:  # tb/ is a log, not in the checksums: it goes before the last write
+        tb.finish(config.model_dump(), summary)
     return rundir.complete(run_dir, summary, written)
 
 

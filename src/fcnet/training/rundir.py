@@ -10,10 +10,13 @@ runs/<name>/
   preprocess.npz     the fitted preprocessing (mean image, PCA), for evaluate/predict
   params.npz         final parameters (best_params.npz with keep_best; torch: model.pt)
   *.png              loss, accuracy, first-layer weights, confusion matrix
+  tb/                TensorBoard event files (fcnet.training.tensorboard; not with --no-tensorboard)
 
-Every file goes through ``fcnet.files`` (atomic, fsync'd).  A run is finished
-when its summary says completed or diverged *and* every file it recorded still
-has its checksum: a damaged run is never reused as it is.
+Every file but tb/'s goes through ``fcnet.files`` (atomic, fsync'd).  A run is
+finished when its summary says completed or diverged *and* every file it
+recorded still has its checksum: a damaged run is never reused as it is.
+tb/ holds logs appended during the run, one event file per attempt, so it is
+not among the checksums: damaged or deleted, it never makes a run train again.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.training import rundir
 from fcnet.training.prepare import Prepared
+from fcnet.training.tensorboard import RunLogger, first_layer_image
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -45,17 +46,29 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
             rundir.say(f"{err}; training again from the start")
             t = new_trainer()
     summary = rundir.start(run_dir, config, P)
-    last_save = time.monotonic()
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration)
+    per_epoch = max(P.X_train.shape[0] // config.batch_size, 1)
+    last_save, logged = time.monotonic(), len(t.history["loss_history"])  # losses in tb/
 
     def on_epoch(record: dict) -> None:
-        nonlocal last_save
+        nonlocal last_save, logged
+        losses = t.history["loss_history"]
+        tb.losses(logged, losses[logged:])
+        logged = len(losses)
+        if tb.enabled:
+            W = [m.weight.detach().cpu().double().numpy().T for m in t.model.linears]  # (in, out)
+            tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
+                     record["val_acc"], record["lr"], weights={f"W{i + 1}": w for i, w in enumerate(W)},
+                     first_layer_image=first_layer_image(W[0], image_shape))
         if time.monotonic() - last_save >= checkpoint_seconds:
+            tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
             t.save_checkpoint(ckpt)
             rundir.write_metrics(run_dir, t.history,
                                  record["iteration"] // max(record["epoch"], 1))
             last_save = time.monotonic()
 
     out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet)
+    tb.losses(logged, out["loss_history"][logged:])  # a diverged epoch's losses get no callback
     t.save_checkpoint(ckpt)
     t.save(run_dir / WEIGHTS)
     written = [CHECKPOINT, WEIGHTS, *rundir.write_metrics(run_dir, out, out["iters_per_epoch"])]
@@ -80,6 +93,7 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         W1 = t.model.linears[0].weight.detach().cpu().double().numpy().T  # (D, H)
         pred = np.argmax(t.predict_proba(P.X_val), axis=1)
         written += rundir.write_figures(run_dir, out, W1, P, pred)
+    tb.finish(config.model_dump(), summary)  # tb/ is a log, not in the checksums
     return rundir.complete(run_dir, summary, written)
 
 

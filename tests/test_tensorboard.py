@@ -1,0 +1,248 @@
+"""TensorBoard event files of runs, read back with TensorBoard's own EventAccumulator."""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcnet.config import RunConfig, load_config, make_config
+from fcnet.training import train_population, train_run
+from fcnet.training.tensorboard import RunLogger
+
+ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",
+                         reason="the tensorboard package (extra 'torch'/'dev' of bin/setup) is needed")
+
+
+def digits(**kw) -> RunConfig:
+    return make_config({"dataset": "digits", "iters": 60, "batch_size": 50, "lr": 1e-2,
+                        "reg": 1e-3, "std": 1e-2, **kw})
+
+
+def events(run_dir: Path):
+    acc = ea.EventAccumulator(str(run_dir / "tb"), size_guidance={
+        ea.SCALARS: 0, ea.IMAGES: 0, ea.HISTOGRAMS: 0, ea.TENSORS: 0})
+    return acc.Reload()
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def check_run(run_dir: Path, hidden: list[int], lr: float = 1e-2) -> None:
+    """The events hold loss.csv and epochs.csv, a picture and histograms per epoch,
+    and the config and final metrics for the HParams tab."""
+    acc = events(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    loss = rows(run_dir / "loss.csv")
+    got = acc.Scalars("loss")
+    assert [e.step for e in got] == [int(r["iteration"]) for r in loss]
+    np.testing.assert_allclose([e.value for e in got], [float(r["loss"]) for r in loss], rtol=1e-6)
+
+    epochs = rows(run_dir / "epochs.csv")
+    assert len(epochs) >= 2
+    steps = [int(r["iteration"]) for r in epochs]
+    for tag, col in [("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"), ("lr", "lr")]:
+        got = acc.Scalars(tag)
+        assert [e.step for e in got] == steps, tag
+        np.testing.assert_allclose([e.value for e in got], [float(r[col]) for r in epochs],
+                                   rtol=1e-6, err_msg=tag)
+
+    images = acc.Images("weights/first_layer")
+    assert [im.step for im in images] == steps
+    g = int(np.ceil(np.sqrt(hidden[0])))  # 8x8 digit tiles, 1 pixel apart
+    assert (images[-1].width, images[-1].height) == (9 * g - 1, 9 * g - 1)
+    sizes = [64, *hidden, 10]
+    for i in range(len(sizes) - 1):
+        hists = acc.Histograms(f"weights/W{i + 1}")
+        assert [h.step for h in hists] == steps
+        assert hists[-1].histogram_value.num == sizes[i] * sizes[i + 1]
+
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    assert start.hparams["lr"].number_value == pytest.approx(lr)
+    assert start.hparams["hidden"].string_value == ",".join(map(str, hidden))
+    assert start.hparams["dataset"].string_value == "digits"
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    assert end.status == api_pb2.STATUS_SUCCESS
+    final = acc.Scalars("hparams/final_val_acc")
+    assert final[-1].value == pytest.approx(summary["final_val_acc"], rel=1e-6)
+    assert final[-1].step == summary["iterations"]
+
+
+def test_numpy_run_writes_its_csvs_and_pictures_as_events(tmp_path):
+    train_run(digits(hidden=[20, 10]), tmp_path / "run", figures=False)
+    check_run(tmp_path / "run", [20, 10])
+
+
+def test_torch_run_writes_the_same_events(tmp_path):
+    pytest.importorskip("torch", reason="the torch backend needs torch")
+    train_run(digits(backend="torch", hidden=[16], device="cpu"), tmp_path / "run", figures=False)
+    check_run(tmp_path / "run", [16])
+
+
+def test_population_members_each_write_their_own_events(tmp_path):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    out = train_population([digits(lr=1e-2), digits(lr=2e-2)], dirs, figures=False)
+    assert [s.get("population") for s in out] == [2, 2]  # trained together, not one by one
+    for d, lr in zip(dirs, [1e-2, 2e-2]):
+        check_run(d, [50], lr=lr)
+        assert events(d).Scalars("lr")[0].value == pytest.approx(lr)
+
+
+def test_no_tensorboard_flag_writes_nothing(tmp_path):
+    from fcnet.cli import main
+
+    assert main(["train", "--dataset", "digits", "--iters", "30", "--batch-size", "50",
+                 "--runs-dir", str(tmp_path), "--name", "off", "--no-tensorboard"]) == 0
+    run = tmp_path / "off"
+    assert (run / "loss.csv").exists() and not (run / "tb").exists()
+    assert load_config(run / "config.toml").tensorboard is False
+
+
+def test_without_the_writer_nothing_is_written_and_nothing_fails(tmp_path, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "tensorboard" or name.startswith("tensorboard."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    summary = train_run(digits(), tmp_path / "run", figures=False)
+    assert summary["status"] == "completed"
+    assert not (tmp_path / "run" / "tb").exists()
+    assert not RunLogger.open(tmp_path / "other").enabled
+
+
+def test_a_resumed_run_supersedes_the_events_past_its_restart(tmp_path):
+    first = RunLogger.open(tmp_path)
+    for i in range(10):
+        first.scalars(i, loss=float(i))
+    first.close()  # killed after its checkpoint at step 5
+    again = RunLogger.open(tmp_path, start_step=5)
+    for i in range(5, 8):
+        again.scalars(i, loss=100.0 + i)
+    again.close()
+    got = [(e.step, e.value) for e in events(tmp_path).Scalars("loss")]
+    assert got == [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (5, 105), (6, 106), (7, 107)]
+
+
+def test_the_switch_keeps_existing_run_keys_and_round_trips():
+    assert "tensorboard" not in RunConfig().model_dump()  # on: every run key stays as it was
+    off = RunConfig(tensorboard=False)
+    assert RunConfig.model_validate_json(off.model_dump_json()).tensorboard is False
+    assert "tensorboard = false" in off.to_toml()
+
+
+def test_the_fast_checksum_is_tensorboards_own():
+    pytest.importorskip("google_crc32c", reason="google-crc32c (extra 'tensorboard') is optional")
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+    from fcnet.training.tensorboard import _masked_crc32c
+
+    rng = np.random.RandomState(0)
+    for n in (0, 1, 12, 1000):
+        data = rng.bytes(n)
+        assert _masked_crc32c(data) == masked_crc32c(data)
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-tensorboard"]])
+def test_sweep_trials_write_events_unless_turned_off(tmp_path, flag):
+    from fcnet.cli import main
+
+    assert main(["sweep", "--dataset", "digits", "--iters", "30", "--batch-size", "50",
+                 "--grid", "lr=1e-2,2e-2", "--dir", str(tmp_path), "--quiet", "--no-figures",
+                 *flag]) == 0
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2
+    if flag:
+        assert not any((r / "tb").exists() for r in runs)
+    else:  # one HParams session per trial, with its own lr
+        from tensorboard.plugins.hparams import metadata
+
+        def lr(run: Path) -> float:
+            content = events(run).PluginTagToContent(metadata.PLUGIN_NAME)
+            start = content[metadata.SESSION_START_INFO_TAG]
+            return metadata.parse_session_start_info_plugin_data(start).hparams["lr"].number_value
+
+        assert sorted(lr(r) for r in runs) == pytest.approx([1e-2, 2e-2])
+
+
+# ----------------------------------------------------------------- tb/ beside the run's own files
+def test_tb_is_not_in_the_checksums_so_damage_to_it_never_retrains(tmp_path):
+    run = tmp_path / "run"
+    first = train_run(digits(), run, figures=False)
+    assert not [n for n in first["files"] if n.startswith("tb")]
+    params = (run / "params.npz").read_bytes()
+    for f in (run / "tb").iterdir():
+        f.write_bytes(f.read_bytes()[:-7])  # torn, as a kill mid-write leaves it
+    assert train_run(digits(), run, figures=False) == first  # reused, not retrained
+    assert (run / "params.npz").read_bytes() == params
+    # the torn tail (the last hparams record) is skipped, what precedes it still reads
+    assert len(events(run).Scalars("loss")) == len(rows(run / "loss.csv"))
+
+
+class _FullDisk:
+    """An unbuffered event file on a disk that fills up at the ``full``-th write:
+    that write stores half its bytes (as the kernel does), every later one fails."""
+
+    def __init__(self, f, full: int):
+        self._f, self._writes, self._full = f, 0, full
+
+    def write(self, data) -> int:
+        import errno
+        import os
+
+        self._writes += 1
+        if self._writes > self._full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self._writes == self._full:
+            return self._f.write(data[: len(data) // 2])
+        return self._f.write(data)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def test_a_failing_tensorboard_write_is_one_line_and_resume_completes(tmp_path, capsys,
+                                                                      monkeypatch):
+    import re
+
+    from fcnet.cli import main
+    from fcnet.training import tensorboard
+
+    args = ["train", "--dataset", "digits", "--iters", "90", "--batch-size", "50", "--lr", "1e-2",
+            "--std", "1e-2", "--quiet", "--checkpoint-every", "0", "--runs-dir", str(tmp_path)]
+    assert main([*args, "--name", "straight"]) == 0
+    # flushes: the file's header, then one before each (epoch-end) checkpoint; the 4th fails
+    monkeypatch.setattr(tensorboard, "open", lambda *a, **kw: _FullDisk(open(*a, **kw), full=4),
+                        raising=False)
+    capsys.readouterr()
+    assert main([*args, "--name", "r"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    run = tmp_path / "r"
+    assert len(lines) == 1 and re.fullmatch(
+        rf"fcnet: error: cannot write {re.escape(str(run / 'tb'))}/events\.out\.tfevents\.\S+: "
+        r"No space left on device", lines[0]), lines
+    assert json.loads((run / "summary.json").read_text())["status"] == "running"
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    assert "resuming" not in capsys.readouterr().err  # from its checkpoint, silently
+    for name in ("params.npz", "loss.csv", "epochs.csv"):
+        assert (run / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    # the torn first file and the resumed one read back as the whole loss.csv
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    first, again = [list(EventFileLoader(str(f)).Load()) for f in sorted((run / "tb").iterdir())]
+    restart = [e.step for e in again if e.HasField("session_log")]
+    assert len(restart) == 1 and 1 < restart[0] <= max(e.step for e in first)  # steps superseded
+    got = events(run).Scalars("loss")
+    assert [e.step for e in got] == [int(r["iteration"]) for r in rows(run / "loss.csv")]
