@@ -274,7 +274,7 @@ class TorchPopulation:
             return
         B = self.batch_size
         for i, h in enumerate(self.sizes[1:-1]):
-            u = torch.stack([torch.rand(B, h, generator=g, device=self.device, dtype=self.md)
+            u = torch.stack([torch.rand(B, h, generator=g, device=self.device)  # any dtype alike
                              for g in self.mask_gens])
             u = u.index_select(0, self.group_t) if len(self.mask_gens) > 1 else u
             self.masks[i] = ((u < self.keep_t) / self.keep_t).to(self.cd)
@@ -285,14 +285,18 @@ class TorchPopulation:
         return self._forward(x, train=False).to(self.md)
 
     @torch.no_grad()
-    def val_accuracies(self, chunk: int = 4096) -> list[float]:
-        """Validation accuracy of every member now, K floats."""
-        m = self.X_val.shape[0]
+    def accuracies(self, X, y, chunk: int = 4096) -> list[float]:
+        """Accuracy of every member on rows X (M, D) (as ``_rows`` makes them), y (M,)."""
+        m = X.shape[0]
         correct = torch.zeros(self.k, dtype=torch.long, device=self.device)
         for s in range(0, m, chunk):
-            pred = self.scores(self.X_val[s:s + chunk]).argmax(dim=2)
-            correct += (pred == self.y_val[s:s + chunk]).sum(dim=1)
+            pred = self.scores(X[s:s + chunk]).argmax(dim=2)
+            correct += (pred == y[s:s + chunk]).sum(dim=1)
         return (correct.double() / max(m, 1)).cpu().tolist()
+
+    def val_accuracies(self) -> list[float]:
+        """Validation accuracy of every member now, K floats."""
+        return self.accuracies(self.X_val, self.y_val)
 
     # -------------------------------------------------------------- step
     @torch.no_grad()
