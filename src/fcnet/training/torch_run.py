@@ -67,6 +67,8 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         "train_seconds": seconds,
         "samples_per_second": out["iterations"] * config.batch_size / seconds if seconds else None,
         "device": str(t.device),
+        "precision": t.precision,  # bfloat16-mixed, float32 or float64 as trained
+        "bf16_fallback": t.bf16_fallback,  # why a bfloat16 run trained in float32
         "val_acc_at": {},
     })
     if figures:
