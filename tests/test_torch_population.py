@@ -157,3 +157,32 @@ def test_cuda_members_match_the_cpu_run(dtype):
     for j in range(len(MEMBERS)):
         a, b = cpu.history(j)["loss_history"], gpu.history(j)["loss_history"]
         assert np.max(np.abs(np.array(a) - np.array(b))) < tol
+
+
+# ---------------------------------------------------- run directories (training/)
+def digits(**kw):
+    from fcnet.config import make_config
+
+    base = dict(dataset="digits", backend="torch", preprocess="mean", iters=40, batch_size=50,
+                lr=1e-3, std=1e-2, reg=0.01, dtype="float64", device="cpu")
+    return make_config(base | kw)
+
+
+def test_train_population_dispatches_torch_configs_and_members_equal_lone_runs(tmp_path):
+    from fcnet.training import train_population, train_run
+    from fcnet.training.torch_population import compatible
+
+    configs = [digits(), digits(lr=3e-3, seed=1), digits(reg=0.0, dropout_keep=0.8, std=3e-2)]
+    assert compatible(configs) and not compatible([digits(optimizer="adam"), digits()])
+    dirs = [tmp_path / f"p{i}" for i in range(3)]
+    out = train_population(configs, dirs, figures=False, eval_at=[20])
+    for c, d, s in zip(configs, dirs, out, strict=True):
+        assert s["population"] == 3 and s["status"] == "completed" and "20" in s["val_acc_at"]
+        assert {"config.toml", "summary.json", "loss.csv", "model.pt"} <= {p.name for p in d.iterdir()}
+        lone = train_run(c, tmp_path / f"lone-{d.name}", figures=False)
+        a = np.loadtxt(d / "loss.csv", delimiter=",", skiprows=1)[:, 1]
+        b = np.loadtxt(tmp_path / f"lone-{d.name}" / "loss.csv", delimiter=",", skiprows=1)[:, 1]
+        assert rel(a, b) < 1e-9
+        assert s["final_val_acc"] == lone["final_val_acc"]
+    again = train_population(configs, dirs, figures=False, eval_at=[20])  # finished: reused
+    assert [s["train_seconds"] for s in again] == [s["train_seconds"] for s in out]

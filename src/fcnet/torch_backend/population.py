@@ -32,6 +32,7 @@ softmax, loss and updates are float32.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,6 +44,22 @@ from fcnet.torch_backend import require_torch
 torch = require_torch()
 
 DTYPES = ("float64", "float32", "bfloat16")
+
+
+def subnormals_flushed() -> bool:
+    """Whether this thread flushes subnormal floats to zero right now."""
+    return torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
+
+
+@contextlib.contextmanager
+def flush_subnormals():
+    """Flush subnormals to zero inside the block, restoring the previous mode after."""
+    before = subnormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def normal_init(sizes: Sequence[int], std: float, seed: int) -> list[np.ndarray]:
@@ -74,6 +91,8 @@ class TorchPopulation:
     num_iters, batch_size, sampling : as ``Solver``
     dtype : 'float64' | 'float32' | 'bfloat16' (mixed: bf16 products, float32 rest)
     device : a torch device (or its name)
+    eval_at : iterations after which every active member's validation accuracy
+        is kept in ``val_at[k]`` ({str(iteration): accuracy})
     """
 
     def __init__(
@@ -93,6 +112,7 @@ class TorchPopulation:
         sampling: str = "replacement",
         dtype: str = "float32",
         device="cpu",
+        eval_at: Sequence[int] = (),
     ):
         k = len(weights)
         if k == 0:
@@ -157,6 +177,8 @@ class TorchPopulation:
         self.train_acc_history: list[list[float]] = [[] for _ in range(k)]
         self.val_acc_history: list[list[float]] = [[] for _ in range(k)]
         self.lr_history: list[list[float]] = [[] for _ in range(k)]
+        self.eval_at = {int(i) for i in eval_at}
+        self.val_at: list[dict[str, float]] = [{} for _ in range(k)]
         self._queue: torch.Tensor | None = None  # (steps, S, B) batch indices ahead
         self._queue_at = 0
 
@@ -351,6 +373,11 @@ class TorchPopulation:
         self.it += 1
         if (self.it - 1) % self.iters_per_epoch == 0:
             self._record_epoch(yb)
+        if self.it in self.eval_at:
+            accs, active = self.val_accuracies(), self.active.cpu().tolist()
+            for j in range(k):
+                if active[j]:
+                    self.val_at[j][str(self.it)] = accs[j]
 
     def _update(self, i: int, step, db, shrink) -> None:
         """W_i <- shrink W_i + step, b_i <- b_i + db (float), then the bf16 copies."""
@@ -385,8 +412,6 @@ class TorchPopulation:
     def run(self, until: int | None = None) -> TorchPopulation:
         """Train up to iteration ``until`` (default num_iters); stops early only
         once every member has diverged (checked at epoch records)."""
-        from fcnet.torch_backend.train import flush_subnormals
-
         stop = self.num_iters if until is None else min(until, self.num_iters)
         with flush_subnormals():
             while self.it < stop and any(self._active_host):
@@ -451,6 +476,8 @@ class TorchPopulation:
             out[f"train_acc.{j}"] = torch.tensor(self.train_acc_history[j], dtype=torch.float64)
             out[f"val_acc.{j}"] = torch.tensor(self.val_acc_history[j], dtype=torch.float64)
             out[f"lr_history.{j}"] = torch.tensor(self.lr_history[j], dtype=torch.float64)
+            out[f"val_at.{j}"] = torch.tensor([[int(i), a] for i, a in self.val_at[j].items()],
+                                              dtype=torch.float64).reshape(-1, 2)
         if self._queue is not None:
             out["queue"] = self._queue[self._queue_at:].cpu().clone()
         return out
@@ -480,6 +507,7 @@ class TorchPopulation:
             self.train_acc_history[j] = state[f"train_acc.{j}"].tolist()
             self.val_acc_history[j] = state[f"val_acc.{j}"].tolist()
             self.lr_history[j] = state[f"lr_history.{j}"].tolist()
+            self.val_at[j] = {str(int(i)): a for i, a in state[f"val_at.{j}"].tolist()}
         q = state.get("queue")
         self._queue, self._queue_at = (None, 0) if q is None or not q.numel() else \
             (q.to(self.device), 0)

@@ -42,7 +42,6 @@ Conventions (docs/torch.md):
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -53,10 +52,15 @@ import numpy as np
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.torch_backend import require_torch
+from fcnet.torch_backend import exercise_mode, require_torch
 from fcnet.torch_backend.augment import FlipCrop
 from fcnet.torch_backend.model import MultiLayerPerceptron
-from fcnet.torch_backend.population import TorchPopulation, normal_init
+from fcnet.torch_backend.population import (  # noqa: F401  (flush helpers re-exported)
+    TorchPopulation,
+    flush_subnormals,
+    normal_init,
+    subnormals_flushed,
+)
 
 torch = require_torch()
 F = torch.nn.functional
@@ -99,30 +103,6 @@ def bf16_unsupported(device) -> str | None:
         except OSError:
             pass
     return "this CPU has no bfloat16 instructions (AVX512-BF16, AMX or Arm BF16)"
-
-
-def exercise_mode(config: RunConfig) -> bool:
-    """Whether a torch config is the exercise's run (trained as the NumPy Solver)."""
-    c = config
-    return (c.optimizer == "sgd" and c.schedule == "step" and c.sampling == "replacement"
-            and not c.batchnorm and c.activation == "relu" and not c.augment
-            and c.mixup == 0 and c.label_smoothing == 0 and c.weight_decay is None)
-
-
-def subnormals_flushed() -> bool:
-    """Whether this thread flushes subnormal floats to zero right now."""
-    return torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
-
-
-@contextlib.contextmanager
-def flush_subnormals():
-    """Flush subnormals to zero inside the block, restoring the previous mode after."""
-    before = subnormals_flushed()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(before)
 
 
 def training_length(config: RunConfig, n_train: int) -> tuple[int, int]:
