@@ -33,6 +33,7 @@ softmax, loss and updates are float32.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -122,6 +123,7 @@ class TorchPopulation:
         if sampling not in SAMPLING:
             raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
         self.k, self.device = k, torch.device(device)
+        self.cuda = self.device.type == "cuda"  # no host read-backs per step there
         self.mixed = dtype == "bfloat16"
         self.md = torch.float64 if dtype == "float64" else torch.float32  # master dtype
         self.cd = torch.bfloat16 if self.mixed else self.md  # operands of the products
@@ -225,11 +227,20 @@ class TorchPopulation:
         self.masks: list = [None] * (self.L - 1)
         self.keep_t = torch.tensor(self.keeps, dtype=self.md, device=dev).view(k, 1, 1)
         self.reg_t = torch.tensor(self.regs, dtype=self.md, device=dev)
+        self.reg_t64 = self.reg_t.double()
         self.any_reg = any(r != 0 for r in self.regs)
         self.group_t = torch.tensor(self.group, dtype=torch.long, device=dev)
 
     def _set_lr(self) -> None:
+        """The learning rates on the device, and what the step derives from them."""
         self.lr_t = torch.tensor(self.lr, dtype=self.md, device=self.device)
+        self.coef_t = (-self.lr_t / self.batch_size).view(self.k, 1, 1)  # dz = coef * dJ/ds * B
+        self.negcoef_t = -self.coef_t
+        self.shrink = None
+        if self.any_reg:
+            shrink = [1 - 2 * lr * r for lr, r in zip(self.lr, self.regs, strict=True)]
+            self.shrink = shrink[0] if self.k == 1 else torch.tensor(shrink, dtype=self.md,
+                                                                     device=self.device)
 
     # ----------------------------------------------------------- batches
     def _indices(self):
@@ -264,8 +275,9 @@ class TorchPopulation:
         """relu(x W1 + b1) for every member, as (K, B, H1) (a view)."""
         k, h1 = self.k, self.sizes[1]
         if x.dim() == 2:
-            z = torch.mm(x, self.Wc[0], out=out) if out is not None else torch.mm(x, self.Wc[0])
-            z += self.bc[0].view(-1)
+            b1 = self.bc[0].view(-1)
+            z = torch.addmm(b1, x, self.Wc[0], out=out) if out is not None else \
+                torch.addmm(b1, x, self.Wc[0])
             z.relu_()
             return z.view(x.shape[0], k, h1).permute(1, 0, 2)
         w1 = self.Wc[0].view(-1, k, h1).permute(1, 0, 2)  # (K, D, H1)
@@ -331,41 +343,43 @@ class TorchPopulation:
         # softmax cross-entropy per member, in the master dtype
         s -= s.amax(dim=2, keepdim=True)
         ys = (yb if yb.dim() == 2 else yb.expand(k, B)).unsqueeze(2)  # (K, B, 1)
-        correct = s.gather(2, ys).squeeze(2)
+        correct = s.gather(2, ys)
         s.exp_()
         sums = s.sum(dim=2, keepdim=True)
-        loss = (sums.squeeze(2).double().log() - correct.double()).mean(dim=1)
+        loss = (sums.log() - correct).mean(dim=(1, 2), dtype=torch.float64)  # (K,)
         if self.any_reg:  # + reg_k * sum_l ||W_l,k||^2, one pass over each stack
-            norm = torch.linalg.vector_norm
-            sq = norm(self.W[0].view(-1, k, self.sizes[1]), dim=(0, 2), dtype=torch.float64) ** 2
-            for w in self.W[1:]:
-                sq += norm(w, dim=(1, 2), dtype=torch.float64) ** 2
-            loss += self.reg_t.double() * sq
+            loss += self.reg_t64 * self._sq_norms()
         self._loss_chunks[-1][self._queue_at - 1] = loss
-        self.active &= torch.isfinite(loss)
-        # dJ/dscores, with -lr folded in (frozen members: lr 0)
-        lr = torch.where(self.active, self.lr_t, 0)
-        s /= sums
-        s.scatter_add_(2, ys, torch.full_like(correct, -1).unsqueeze(2))
-        s *= (-lr / B).view(k, 1, 1)
-        s.masked_fill_(~self.active.view(k, 1, 1), 0)  # a NaN member's dz is NaN, not 0
-        shrink = (1 - 2 * lr * self.reg_t) if self.any_reg else None
-        dz_master, dz = s, s.to(self.cd)
+        # dJ/dscores with -lr folded in; frozen (diverged) members get lr 0 and dz 0
+        fast = not self.cuda and all(self._active_host) and math.isfinite(loss.sum().item())
+        if fast:  # the CPU's common case, no masking
+            coef, negcoef, shrink = self.coef_t, self.negcoef_t, self.shrink
+        else:
+            self.active &= torch.isfinite(loss)
+            if not self.cuda:
+                self._active_host = self.active.tolist()
+            lr = torch.where(self.active, self.lr_t, 0)
+            coef = (-lr / B).view(k, 1, 1)
+            negcoef = -coef
+            shrink = (1 - 2 * lr * self.reg_t) if self.any_reg else None
+        s.mul_(coef / sums)
+        s.scatter_add_(2, ys, negcoef.expand(k, B, 1))
+        if not fast:
+            s.masked_fill_(~self.active.view(k, 1, 1), 0)  # a NaN member's dz is NaN, not 0
+        dz = s.to(self.cd)
         for i in range(L - 1, 0, -1):  # stacked layer i is the model's layer i + 1
             a_prev = self.acts[i - 2] if i > 1 else self.z1.view(B, k, -1).permute(1, 0, 2)
             da = torch.bmm(dz, self.Wc[i].transpose(1, 2))  # from W_i before its update
-            step = torch.bmm(a_prev.transpose(1, 2), dz)
-            self._update(i, step, dz_master.sum(dim=1), shrink)
+            self._update(i, torch.bmm(a_prev.transpose(1, 2), dz), s.sum(dim=1), shrink)
             if self.masks[i - 1] is not None:
                 da.mul_(self.masks[i - 1])
-            da.mul_(a_prev > 0)
-            dz_master = dz = da
+            s = dz = torch.ops.aten.threshold_backward(da, a_prev, 0)  # ReLU's gate
         # layer 1: [dZ1_1 ... dZ1_K] as (B, K*H1), then one product x^T dZ1
         h1 = self.sizes[1]
         if self.shared:
-            self.dz1.view(B, k, h1).copy_(dz.permute(1, 0, 2))
-            torch.mm(self.x.t(), self.dz1, out=self.step1)
-            self._update(0, self.step1, self.dz1.sum(dim=0).view(k, h1), shrink)
+            dz1 = dz[0] if k == 1 else self.dz1.view(B, k, h1).copy_(dz.permute(1, 0, 2)).view(B, -1)
+            torch.mm(self.x.t(), dz1, out=self.step1)
+            self._update(0, self.step1, dz1.sum(dim=0), shrink)
         else:
             step = torch.bmm(self.x.transpose(1, 2), dz)  # (K, D, H1)
             self.step1.view(-1, k, h1).copy_(step.permute(1, 0, 2))
@@ -379,15 +393,29 @@ class TorchPopulation:
                 if active[j]:
                     self.val_at[j][str(self.it)] = accs[j]
 
+    def _sq_norms(self) -> torch.Tensor:
+        """sum_l ||W_l,k||^2 per member, (K,) float64."""
+        if self.k == 1:
+            return sum(torch.dot(w.view(-1), w.view(-1)) for w in self.W).double().view(1)
+        norm = torch.linalg.vector_norm
+        sq = norm(self.W[0].view(-1, self.k, self.sizes[1]), dim=(0, 2)).double() ** 2
+        for w in self.W[1:]:
+            sq += norm(w, dim=(1, 2)).double() ** 2
+        return sq
+
     def _update(self, i: int, step, db, shrink) -> None:
-        """W_i <- shrink W_i + step, b_i <- b_i + db (float), then the bf16 copies."""
+        """W_i <- shrink W_i + step, b_i <- b_i + db (float), then the bf16 copies.
+        ``shrink``: None (no L2), a float (K = 1) or per member (K,)."""
         W = self.W[i]
-        if shrink is not None:
-            if i == 0:
-                W.view(-1, self.k, self.sizes[1]).mul_(shrink.view(1, -1, 1))
-            else:
-                W.mul_(shrink.view(-1, 1, 1))
-        W.add_(step)
+        if isinstance(shrink, float):
+            torch.add(step, W, alpha=shrink, out=W)
+        else:
+            if shrink is not None:
+                if i == 0:
+                    W.view(-1, self.k, self.sizes[1]).mul_(shrink.view(1, -1, 1))
+                else:
+                    W.mul_(shrink.view(-1, 1, 1))
+            W.add_(step)
         self.b[i].add_(db.view_as(self.b[i]))
         if self.mixed:
             self.Wc[i].copy_(W)
