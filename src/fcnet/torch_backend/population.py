@@ -151,7 +151,8 @@ class TorchPopulation:
         if min(self.keeps) < 1:
             self.mask_gens = [torch.Generator(device=self.device).manual_seed(s) for s in uniq]
 
-        X, y = np.asarray(X), np.asarray(y)
+        X = X if torch.is_tensor(X) else np.asarray(X)
+        y = np.asarray(y)
         if X.ndim != 2 or X.shape[1] != self.sizes[0] or y.shape != (X.shape[0],):
             raise FcnetError(f"X must be (N, {self.sizes[0]}) with y (N,), got "
                              f"{X.shape} and {y.shape}")
@@ -163,7 +164,7 @@ class TorchPopulation:
                              "(sampling 'shuffle' draws each batch without replacement)")
         self.X = self._rows(X)
         self.y = torch.from_numpy(y.astype(np.int64)).to(self.device)
-        self.X_val = self._rows(np.asarray(X_val))
+        self.X_val = self._rows(X_val)
         self.y_val = torch.from_numpy(np.asarray(y_val).astype(np.int64)).to(self.device)
         self.num_iters, self.batch_size, self.sampling = int(num_iters), int(batch_size), sampling
         self.iters_per_epoch = max(self.n // self.batch_size, 1)
@@ -185,8 +186,11 @@ class TorchPopulation:
         self._queue_at = 0
 
     # ------------------------------------------------------------ set-up
-    def _rows(self, X: np.ndarray):
-        """Rows on the device in the products' dtype, converted once."""
+    def _rows(self, X):
+        """Rows on the device in the products' dtype, converted once (a tensor
+        already so is used as it is)."""
+        if torch.is_tensor(X):
+            return X.to(self.device, self.cd).contiguous()
         t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64 if self.md == torch.float64
                                                   else np.float32))
         return t.to(self.device).to(self.cd).contiguous()
@@ -315,8 +319,7 @@ class TorchPopulation:
 
     def scores(self, X) -> torch.Tensor:
         """Every member's scores (K, M, C) at prediction time, float (master dtype)."""
-        x = X if torch.is_tensor(X) else self._rows(np.asarray(X))
-        return self._forward(x, train=False).to(self.md)
+        return self._forward(self._rows(X), train=False).to(self.md)
 
     @torch.no_grad()
     def accuracies(self, X, y, chunk: int = 4096) -> list[float]:
