@@ -24,7 +24,8 @@ over all its timed steps.
   it (``TorchPopulation`` of one: index draw, gather, forward, loss, backward,
   float32 update and the refresh of the bf16 weight copies).
 - ``bf16_floor``: the five products alone in bf16, plus the gather into a
-  preallocated buffer.
+  preallocated buffer, on the same torch thread count as ``torch_bf16``
+  (``bf16_threads``, 1: ``TorchPopulation``'s CPU default).
 - ``population.torch_bf16_ms`` / ``torch_bf16_k64_ms``: one ``TorchPopulation``
   step in bf16-mixed of the 8 configurations, and of 64 (when torch is here).
 
@@ -81,6 +82,7 @@ class BenchSettings:
     pop_k: int = 8
     pop_hidden: int = 50
     pop_k_large: int = 64
+    bf16_threads: int = 1  # torch threads of the bf16 systems, floor included (TorchPopulation's)
     peers: tuple[str, ...] = ("torch", "sklearn")
     gap_s: float = 0.02
     switch_gap_s: float = 0.3
@@ -264,7 +266,8 @@ class TorchBf16System(StepSystem):
         self.pop = TorchPopulation(
             [normal_init(sizes, s.std, c["seed"]) for c in configs], Xb, y, Xb[:n_val],
             y[:n_val], lrs=[c["lr"] for c in configs], regs=[c["reg"] for c in configs],
-            seeds=s.seed, num_iters=2**40, batch_size=s.batch, dtype="bfloat16")
+            seeds=s.seed, num_iters=2**40, batch_size=s.batch, dtype="bfloat16",
+            threads=s.bf16_threads)
 
     def step(self) -> None:
         self.pop.step()
@@ -278,7 +281,7 @@ class Bf16FloorSystem(StepSystem):
     def __init__(self, s: BenchSettings, Xb):
         import torch
 
-        self.name, self.torch = "bf16_floor", torch
+        self.name, self.torch, self.threads_n = "bf16_floor", torch, s.bf16_threads
         bf = torch.bfloat16
         gen = torch.Generator().manual_seed(s.seed)
         self.X = Xb
@@ -293,6 +296,8 @@ class Bf16FloorSystem(StepSystem):
 
     def step(self) -> None:
         torch = self.torch
+        before = torch.get_num_threads()  # the thread count torch_bf16's step runs on
+        torch.set_num_threads(self.threads_n)
         idx = torch.from_numpy(self.rng.choice(self.X.shape[0], self.batch))
         torch.index_select(self.X, 0, idx, out=self.x)
         torch.mm(self.x, self.W1, out=self.a)
@@ -300,6 +305,7 @@ class Bf16FloorSystem(StepSystem):
         torch.mm(self.dz, self.W2.t(), out=self.da)
         torch.mm(self.a.t(), self.dz, out=self.dW2)
         torch.mm(self.x.t(), self.da, out=self.dW1)
+        torch.set_num_threads(before)
 
 
 def pop_configs(s: BenchSettings, k: int | None = None) -> list[dict]:
