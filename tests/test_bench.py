@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fcnet.bench import STEP_KEYS, BenchSettings, format_table, run_bench
+from fcnet.bench import STEP_KEYS, TORCH_STEP_KEYS, BenchSettings, format_table, run_bench
 from fcnet.errors import FcnetError
 
 SMALL = ["--rows", "1000", "--steps", "30", "--rounds", "2", "--quiet"]
@@ -27,8 +27,9 @@ def bench_json() -> dict:
 
 def test_json_has_step_ms_for_every_system_all_positive(bench_json):
     step = bench_json["step_ms"]
-    assert set(step) == set(STEP_KEYS) == {
+    assert set(step) == set(STEP_KEYS + TORCH_STEP_KEYS) == {
         "fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32",
+        "torch_bf16", "bf16_floor",
     }
     # torch and scikit-learn are installed in the dev environment, so all are measured
     assert all(isinstance(v, float) and 0 < v < 1e4 for v in step.values()), step
@@ -41,20 +42,25 @@ def test_json_population_and_machine_blocks(bench_json):
     assert pop["k"] == 8 and pop["hidden"] == 50
     assert pop["sequential_ms"] > 0 and pop["population_ms"] > 0
     assert pop["speedup"] == pytest.approx(pop["sequential_ms"] / pop["population_ms"])
+    # the torch bf16 population, K = 8 and K = 64, beside them
+    assert pop["torch_bf16_ms"] > 0 and pop["torch_bf16_k64_ms"] > 0 and pop["k_large"] == 64
     m = bench_json["machine"]
     assert m["cores"] >= 1
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert m["blas_threads"] is None or m["blas_threads"] >= 1
     assert {"blas", "numpy", "torch", "sklearn", "flush_denormals"} <= set(m)
     targets = bench_json["targets"]
-    assert len(targets) == 4
+    assert len(targets) == 7
+    assert {"torch_bf16 / bf16_floor <= 1.6", "fcnet_f32 / torch_bf16 >= 2.2",
+            "sequential / torch_bf16_population >= 4"} <= set(targets)
     assert all(t["ratio"] > 0 and isinstance(t["met"], bool) for t in targets.values())
 
 
 def test_table_names_every_system_and_the_population(bench_json):
     text = format_table(bench_json)
-    for key in STEP_KEYS:
+    for key in STEP_KEYS + TORCH_STEP_KEYS:
         assert key in text
+    assert "torch bf16 population:" in text
     assert "population: 8 configurations of 3072-50-10" in text
     assert "targets:" in text
 
@@ -65,6 +71,8 @@ def test_missing_peers_are_null_in_json_with_a_note(monkeypatch):
     s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0, peers=("torch",))
     r = run_bench(s)
     assert r["step_ms"]["torch_f32"] is None and r["step_ms"]["sklearn_f32"] is None
+    assert r["step_ms"]["torch_bf16"] is None and r["population"]["torch_bf16_ms"] is None
+    assert "torch_bf16" in r["notes"]
     assert "torch_f32" in r["notes"] and "sklearn_f32" not in r["notes"]
     assert r["step_ms"]["fcnet_f32"] > 0 and r["step_ms"]["blas_floor_f64"] > 0
     assert r["targets"]["fcnet_f32 / torch_f32 <= 1.0"] == {"ratio": None, "met": None}

@@ -20,6 +20,14 @@ over all its timed steps.
   ``assume_finite`` spares it a NaN scan of the whole training set per fit.
 - population: 8 configurations of 3072-50-10 (learning rates and L2 varied),
   one step each of 8 lone Solvers vs one ``PopulationSolver`` step.
+- ``torch_bf16``: the exercise step in bf16-mixed on torch as a run executes
+  it (``TorchPopulation`` of one: index draw, gather, forward, loss, backward,
+  float32 update and the refresh of the bf16 weight copies).
+- ``bf16_floor``: the five products alone in bf16, plus the gather into a
+  preallocated buffer, on the same torch thread count as ``torch_bf16``
+  (``bf16_threads``, 1: ``TorchPopulation``'s CPU default).
+- ``population.torch_bf16_ms`` / ``torch_bf16_k64_ms``: one ``TorchPopulation``
+  step in bf16-mixed of the 8 configurations, and of 64 (when torch is here).
 
 Inputs are synthetic, CIFAR-sized (rows of 3,072 float32 values with the
 scale of mean-subtracted pixels): step time does not depend on the values.
@@ -49,6 +57,8 @@ STEP_KEYS = (
     "fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32",
 )
 POP_KEYS = ("sequential", "population")
+TORCH_STEP_KEYS = ("torch_bf16", "bf16_floor")  # step_ms entries of the torch bf16 systems
+TORCH_POP_KEYS = ("torch_bf16", "torch_bf16_k64")  # population.<key>_ms
 MIN_STEPS = 30
 
 
@@ -71,6 +81,8 @@ class BenchSettings:
     seed: int = 0
     pop_k: int = 8
     pop_hidden: int = 50
+    pop_k_large: int = 64
+    bf16_threads: int = 1  # torch threads of the bf16 systems, floor included (TorchPopulation's)
     peers: tuple[str, ...] = ("torch", "sklearn")
     gap_s: float = 0.02
     switch_gap_s: float = 0.3
@@ -239,10 +251,68 @@ class PopulationSystem(StepSystem):
         self.pop.run(until=self.pop.it + 1)
 
 
-def pop_configs(s: BenchSettings) -> list[dict]:
+class TorchBf16System(StepSystem):
+    """A ``TorchPopulation`` step in bf16-mixed: the exercise's net (K = 1, as a
+    torch run executes it) or K sweep configurations."""
+
+    threads = "torch"
+
+    def __init__(self, name: str, s: BenchSettings, Xb, y, configs: list[dict], hidden: int):
+        from fcnet.torch_backend.population import TorchPopulation, normal_init
+
+        self.name = name
+        n_val = min(1000, Xb.shape[0] // 10)
+        sizes = [s.input_size, hidden, s.classes]
+        self.pop = TorchPopulation(
+            [normal_init(sizes, s.std, c["seed"]) for c in configs], Xb, y, Xb[:n_val],
+            y[:n_val], lrs=[c["lr"] for c in configs], regs=[c["reg"] for c in configs],
+            seeds=s.seed, num_iters=2**40, batch_size=s.batch, dtype="bfloat16",
+            threads=s.bf16_threads)
+
+    def step(self) -> None:
+        self.pop.step()
+
+
+class Bf16FloorSystem(StepSystem):
+    """The five products in bf16 and the gather into a preallocated buffer."""
+
+    threads = "torch"
+
+    def __init__(self, s: BenchSettings, Xb):
+        import torch
+
+        self.name, self.torch, self.threads_n = "bf16_floor", torch, s.bf16_threads
+        bf = torch.bfloat16
+        gen = torch.Generator().manual_seed(s.seed)
+        self.X = Xb
+        self.rng, self.batch = np.random.RandomState(s.seed), s.batch
+        self.W1 = (s.std * torch.randn(s.input_size, s.hidden, generator=gen)).to(bf)
+        self.W2 = (s.std * torch.randn(s.hidden, s.classes, generator=gen)).to(bf)
+        self.x = torch.empty(s.batch, s.input_size, dtype=bf)
+        self.a = torch.empty(s.batch, s.hidden, dtype=bf)
+        self.dz = torch.empty(s.batch, s.classes, dtype=bf)
+        self.da = torch.empty_like(self.a)
+        self.dW1, self.dW2 = torch.empty_like(self.W1), torch.empty_like(self.W2)
+
+    def step(self) -> None:
+        torch = self.torch
+        before = torch.get_num_threads()  # the thread count torch_bf16's step runs on
+        torch.set_num_threads(self.threads_n)
+        idx = torch.from_numpy(self.rng.choice(self.X.shape[0], self.batch))
+        torch.index_select(self.X, 0, idx, out=self.x)
+        torch.mm(self.x, self.W1, out=self.a)
+        torch.mm(self.a, self.W2, out=self.dz)
+        torch.mm(self.dz, self.W2.t(), out=self.da)
+        torch.mm(self.a.t(), self.dz, out=self.dW2)
+        torch.mm(self.x.t(), self.da, out=self.dW1)
+        torch.set_num_threads(before)
+
+
+def pop_configs(s: BenchSettings, k: int | None = None) -> list[dict]:
     """K sweep-like configurations: learning rates and L2 strengths spread out."""
-    lrs = np.geomspace(3e-5, 1e-3, s.pop_k)
-    regs = np.resize([0.0, 0.05, 0.25, 0.5], s.pop_k)
+    k = s.pop_k if k is None else k
+    lrs = np.geomspace(3e-5, 1e-3, k)
+    regs = np.resize([0.0, 0.05, 0.25, 0.5], k)
     return [{"lr": float(a), "reg": float(b), "seed": s.seed + j}
             for j, (a, b) in enumerate(zip(lrs, regs, strict=True))]
 
@@ -284,6 +354,20 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
             notes["sklearn_f32"] = f"not measured: {err}"
     configs = pop_configs(s)
     systems += [SequentialSystem(s, X32, y, configs), PopulationSystem(s, X32, y, configs)]
+    if "torch" in s.peers:
+        try:
+            import torch  # first: a missing torch is an ImportError here
+
+            Xb = torch.from_numpy(X32).to(torch.bfloat16)  # one bf16 copy for all of them
+            ex = [{"lr": s.lr, "reg": s.reg, "seed": s.seed}]
+            systems += [
+                TorchBf16System("torch_bf16", s, Xb, y, ex, s.hidden), Bf16FloorSystem(s, Xb),
+                TorchBf16System("pop_torch_bf16", s, Xb, y, configs, s.pop_hidden),
+                TorchBf16System("pop_torch_bf16_k64", s, Xb, y, pop_configs(s, s.pop_k_large),
+                                s.pop_hidden),
+            ]
+        except (ImportError, FcnetError) as err:
+            notes["torch_bf16"] = f"not measured: {err}"
     return systems
 
 
@@ -365,6 +449,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _median(xs: list[float]) -> float | None:
     return float(statistics.median(xs)) if xs else None
 
@@ -376,14 +464,18 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def summarise(
     samples: dict[str, list[float]], steps_timed: dict[str, int], s: BenchSettings, notes: dict
 ) -> dict:
-    step = {k: _median(samples.get(k, [])) for k in STEP_KEYS}
+    step = {k: _median(samples.get(k, [])) for k in STEP_KEYS + TORCH_STEP_KEYS}
     seq, pop = _median(samples["sequential"]), _median(samples["population"])
+    tpop = {k: _median(samples.get(f"pop_{k}", [])) for k in TORCH_POP_KEYS}
     f32 = step["fcnet_f32"]
     targets = {
         "fcnet_f32 / blas_floor_f32 <= 1.25": _ratio(f32, step["blas_floor_f32"]),
         "fcnet_f32 / torch_f32 <= 1.0": _ratio(f32, step["torch_f32"]),
         "sklearn_f32 / fcnet_f32 >= 1.5": _ratio(step["sklearn_f32"], f32),
         "sequential / population >= 1.5": _ratio(seq, pop),
+        "torch_bf16 / bf16_floor <= 1.6": _ratio(step["torch_bf16"], step["bf16_floor"]),
+        "fcnet_f32 / torch_bf16 >= 2.2": _ratio(f32, step["torch_bf16"]),
+        "sequential / torch_bf16_population >= 4": _ratio(seq, tpop["torch_bf16"]),
     }
     met = {}
     for name, r in targets.items():
@@ -394,6 +486,8 @@ def summarise(
         "population": {
             "k": s.pop_k, "hidden": s.pop_hidden, "dtype": "float32",
             "sequential_ms": seq, "population_ms": pop, "speedup": _ratio(seq, pop),
+            "torch_bf16_ms": tpop["torch_bf16"], "torch_bf16_k64_ms": tpop["torch_bf16_k64"],
+            "k_large": s.pop_k_large,
         },
         "machine": machine_info(),
         "targets": {k: {"ratio": targets[k], "met": met[k]} for k in targets},
@@ -419,9 +513,10 @@ def format_table(r: dict) -> str:
     step = r["step_ms"]
     floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"]}
     lines = [f"{'system':<16} {'ms/step':>9} {'x floor':>8}"]
-    for k in STEP_KEYS:
-        v = step[k]
-        fl = floor[k[-2:]]
+    floor["16"] = step.get("bf16_floor")
+    for k in STEP_KEYS + TORCH_STEP_KEYS:
+        v = step.get(k)
+        fl = floor.get(k[-2:], floor["16"])
         ratio = "" if v is None or fl is None else f"{v / fl:8.2f}"
         val = "   (n/a)" if v is None else f"{v:9.3f}"
         lines.append(f"{k:<16} {val} {ratio}")
@@ -432,6 +527,8 @@ def format_table(r: dict) -> str:
         f"{r['settings']['classes']} ({p['dtype']}): sequential {p['sequential_ms']:.3f} ms, "
         f"population {p['population_ms']:.3f} ms per step of all {p['k']} "
         f"({p['speedup']:.2f}x)",
+        f"torch bf16 population: {_ms(p.get('torch_bf16_ms'))} ms per step of all {p['k']}, "
+        f"{_ms(p.get('torch_bf16_k64_ms'))} ms of {p.get('k_large')}",
         "",
         "targets:",
     ]

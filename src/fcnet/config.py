@@ -46,7 +46,8 @@ class RunConfig(BaseModel):
     test_size: int | None = Field(None, ge=1, description="test rows (None: all of the test split)")
     split_seed: int = Field(0, ge=0, description="seed of the train/val/test split")
     preprocess: Literal["mean", "channel", "scale", "none"] = Field(
-        "mean", description="mean-image subtraction | per-channel (x/255-0.5)/0.5 | x/255 | none"
+        "mean", description="mean-image subtraction | per-channel (x/255-0.5)/0.5 | x/255 | none "
+        "(default: mean on numpy, channel on torch)"
     )
     pca: float | None = Field(
         None, gt=0, description="PCA components: a count (>= 1) or a variance fraction in (0, 1)"
@@ -88,8 +89,9 @@ class RunConfig(BaseModel):
     sampling: Literal["replacement", "shuffle"] = Field(
         "replacement", description="minibatches drawn with replacement (the exercise) | shuffled epochs")
     seed: int = Field(0, ge=0, description="seed of the initial weights and the minibatch stream")
-    dtype: Literal["float32", "float64"] = Field(
-        "float64", description="float64 (exact, the default) | float32 (fast)")
+    dtype: Literal["float32", "float64", "bfloat16"] = Field(
+        "float64", description="float64 (exact, the default) | float32 (fast) | "
+        "bfloat16 (torch: bf16 products, float32 weights and updates)")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="torch device; auto picks CUDA when present")
     amp: bool | None = Field(None, description="torch bf16 autocast (None: CUDA float32 only)")
@@ -110,6 +112,16 @@ class RunConfig(BaseModel):
         if v not in DATASETS:
             raise ValueError(f"unknown dataset {v!r}; choose one of {', '.join(DATASETS)}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_defaults(cls, data: Any) -> Any:
+        # torch defaults to per-channel normalisation (PyTorch's CIFAR-10 recipes);
+        # the resolved value is what config.toml then records
+        if isinstance(data, dict) and data.get("backend") == "torch" \
+                and data.get("preprocess") is None:
+            data = {**data, "preprocess": "channel"}
+        return data
 
     @field_validator("hidden")
     @classmethod
@@ -137,6 +149,8 @@ class RunConfig(BaseModel):
         if self.pca is not None and self.pca >= 1 and self.pca != int(self.pca):
             raise ValueError("pca: a count must be an integer (or a fraction in (0, 1))")
         if self.backend == "numpy":
+            if self.dtype == "bfloat16":
+                raise ValueError("dtype='bfloat16' needs --backend torch (bf16 mixed precision)")
             if not rule(self.optimizer).numpy:
                 raise ValueError(f"optimizer={self.optimizer!r} needs --backend torch")
             defaults = {"batchnorm": False, "activation": "relu", "schedule": "step",

@@ -27,12 +27,21 @@ Conventions (docs/torch.md):
   mean of the probabilities of each image and its mirror image (``tta``).
 * Mixed precision (bfloat16 autocast, float32 weights) is on for float32 runs
   on CUDA, and on CPU when ``amp = true`` (CPUs with AVX512-BF16/AMX run it
-  2-3x faster).
+  2-3x faster).  ``dtype = "bfloat16"`` asks for it outright: bf16 products,
+  float32 weights, softmax, loss and updates; where the device has no bf16
+  instructions the run trains in float32 and ``bf16_fallback`` says why.
+* The exercise's runs (plain SGD, step schedule, sampling with replacement, no
+  BatchNorm, augmentation, mixup or label smoothing, ReLU, weight decay 2 reg)
+  train as ``fcnet.nn.Solver`` does, on torch (``exercise_mode``): batches from
+  ``RandomState(seed).choice(N, B)``, the train/val record and lr decay after
+  iterations 0, N // B, ..., the init ``normal`` drawn as ``fcnet.nn.MLP``
+  draws it, and the step written out by hand (``TorchPopulation`` with K = 1),
+  so a float64 torch run is the NumPy run to rounding.  ``train_acc_history``
+  is then scored on each record's batch, as the Solver does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -43,9 +52,15 @@ import numpy as np
 from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.torch_backend import require_torch
+from fcnet.torch_backend import exercise_mode, require_torch
 from fcnet.torch_backend.augment import FlipCrop
 from fcnet.torch_backend.model import MultiLayerPerceptron
+from fcnet.torch_backend.population import (  # noqa: F401  (flush helpers re-exported)
+    TorchPopulation,
+    flush_subnormals,
+    normal_init,
+    subnormals_flushed,
+)
 
 torch = require_torch()
 F = torch.nn.functional
@@ -71,20 +86,23 @@ def init_spec(config: RunConfig) -> str:
     return f"normal:{config.std!r}" if config.init == "normal" else config.init
 
 
-def subnormals_flushed() -> bool:
-    """Whether this thread flushes subnormal floats to zero right now."""
-    return torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
-
-
-@contextlib.contextmanager
-def flush_subnormals():
-    """Flush subnormals to zero inside the block, restoring the previous mode after."""
-    before = subnormals_flushed()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(before)
+def bf16_unsupported(device) -> str | None:
+    """None when ``device`` runs bf16 products natively, else the reason it can't."""
+    if device.type == "cuda":
+        return None if torch.cuda.is_bf16_supported() else "this CUDA device lacks bfloat16"
+    checks = [getattr(torch.cpu, n, None) for n in
+              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(f is not None and f() for f in checks):
+        return None
+    if all(f is None for f in checks):  # private probes gone: ask the kernel
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = set(f.read().split())
+            if flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+                return None
+        except OSError:
+            pass
+    return "this CPU has no bfloat16 instructions (AVX512-BF16, AMX or Arm BF16)"
 
 
 def training_length(config: RunConfig, n_train: int) -> tuple[int, int]:
@@ -129,6 +147,14 @@ class TorchTrainer:
             raise FcnetError("config field 'amp': mixed precision needs dtype float32")
         self.amp = (self.device.type == "cuda" and self.dtype == torch.float32) if amp is None \
             else bool(amp)
+        # dtype bfloat16: bf16 products where the device has them, else float32
+        self.bf16_fallback = bf16_unsupported(self.device) if config.dtype == "bfloat16" \
+            else None
+        if config.dtype == "bfloat16":
+            self.amp = self.bf16_fallback is None
+        self.exercise = exercise_mode(config)
+        self.precision = "bfloat16-mixed" if self.amp else config.dtype.replace(
+            "bfloat16", "float32")
         self.augment = None
         if config.augment:
             if self.image_shape is None:
@@ -142,6 +168,13 @@ class TorchTrainer:
             self.input_size, config.hidden, self.num_classes, dropout=1.0 - config.dropout_keep,
             batchnorm=config.batchnorm, activation=config.activation, init=init_spec(config),
         ).to(device=self.device, dtype=self.dtype)
+        if self.exercise and config.init == "normal":  # the NumPy engine's init, draw for draw
+            params = normal_init(self.model.sizes, config.init_std(), config.seed)
+            with torch.no_grad():
+                for lin, w, b in zip(self.model.linears, params[::2], params[1::2], strict=True):
+                    lin.weight.copy_(torch.from_numpy(w.T))
+                    lin.bias.copy_(torch.from_numpy(b))
+        self._pop_state: dict | None = None  # an exercise run's checkpointed progress
         self.gen = torch.Generator().manual_seed(config.seed)  # batches and augmentation
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
         # a caller's optimizer(parameters) replaces the config's (the depth study decays
@@ -236,6 +269,8 @@ class TorchTrainer:
         n, b = X_train.shape[0], c.batch_size
         if n == 0:
             raise FcnetError("the training split is empty")
+        if self.exercise:
+            return self._fit_exercise(X_train, y_train, X_val, y_val, callback, progress)
         total, per_epoch = training_length(c, n)
         n_epochs = math.ceil(total / per_epoch)
         Xt, yt = self._tensor(X_train), torch.from_numpy(y_train).to(self.device)
@@ -341,6 +376,79 @@ class TorchTrainer:
             "train_seconds": time.perf_counter() - t0,
         }
 
+    def _fit_exercise(self, X_train, y_train, X_val, y_val, callback, progress) -> dict:
+        """``fit`` for the exercise's runs: a ``TorchPopulation`` of one, which
+        trains the model's weights (copied back after every record)."""
+        c = self.config
+        total, per_epoch = training_length(c, X_train.shape[0])
+        params = [t for lin in self.model.linears for t in (lin.weight.detach().T, lin.bias)]
+        pop = TorchPopulation(
+            [params], X_train, y_train, X_val, y_val, lrs=c.lr, decays=c.decay, regs=c.reg,
+            keeps=c.dropout_keep, seeds=c.seed, num_iters=total, batch_size=c.batch_size,
+            sampling=c.sampling, dtype="bfloat16" if self.amp else str(self.dtype)[6:],
+            device=self.device)
+        if self._pop_state is not None:
+            pop.load_state(self._pop_state)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=pop.it, unit="it", dynamic_ncols=True,
+                       desc=f"train torch {self.device.type} ({self.precision})")
+        t0 = time.perf_counter()
+        with flush_subnormals():
+            while pop.it < total and pop._active_host[0]:
+                before = pop.it
+                pop.step()
+                if bar is not None:
+                    bar.update(pop.it - before)
+                if len(pop.val_acc_history[0]) > self.epoch or pop.it == total:
+                    self._sync(pop)
+                if len(pop.val_acc_history[0]) > self.epoch:
+                    self.epoch = len(pop.val_acc_history[0])
+                    h = self.history
+                    record = {
+                        "epoch": self.epoch, "iteration": self.iteration,
+                        "loss": h["loss_history"][-1] if h["loss_history"] else float("nan"),
+                        "train_acc": h["train_acc_history"][-1],
+                        "val_acc": h["val_acc_history"][-1], "lr": h["lr_history"][-1],
+                        "seconds": time.perf_counter() - t0,
+                    }
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{record['loss']:.4f}",
+                                        val_acc=f"{record['val_acc']:.3f}", refresh=False)
+                    if callback is not None:
+                        callback(record)
+            self._sync(pop)
+            final_train_acc = pop.accuracies(pop.X, pop.y)[0]
+        if bar is not None:
+            bar.close()
+        return {
+            **{k: list(v) for k, v in self.history.items()},
+            "final_train_acc": final_train_acc,
+            "diverged_at": self.diverged_at,
+            "epochs": self.epoch,
+            "iterations": self.iteration,
+            "iters_per_epoch": per_epoch,
+            "train_acc_rows": c.batch_size,
+            "tta": self.tta,
+            "train_seconds": time.perf_counter() - t0,
+        }
+
+    @torch.no_grad()
+    def _sync(self, pop: TorchPopulation) -> None:
+        """The population's weights, progress and histories into the trainer."""
+        p = pop.member_params(0)
+        for lin, w, b in zip(self.model.linears, p[::2], p[1::2], strict=True):
+            lin.weight.copy_(w.T)
+            lin.bias.copy_(b)
+        self.iteration = pop.it
+        self.diverged_at = pop.diverged_at()[0]
+        if self.diverged_at is not None:
+            self.iteration = self.diverged_at
+        self.history = pop.history(0)
+        self._pop_state = pop.state()
+
     # ------------------------------------------------------------ prediction
     @torch.no_grad()
     def _proba(self, Xt, idx=None):
@@ -420,6 +528,8 @@ class TorchTrainer:
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state()
+        if self._pop_state is not None:
+            state["exercise"] = self._pop_state
         return state
 
     def load_checkpoint_state(self, state: dict) -> None:
@@ -436,6 +546,8 @@ class TorchTrainer:
             d = int(state["diverged_at"])
             self.diverged_at = None if d < 0 else d
             self.history = {k: [float(x) for x in v.tolist()] for k, v in state["history"].items()}
+            if self.exercise:
+                self._pop_state = state.get("exercise")
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise FcnetError(f"checkpoint does not fit this run ({str(err).splitlines()[0]})") \
                 from None

@@ -52,6 +52,9 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
 
     Finished runs are reused; incompatible lists fall back to one run at a time.
     """
+    if configs and configs[0].backend == "torch":  # the torch population (TorchPopulation)
+        from fcnet.training.torch_population import train_population as torch_population
+        return torch_population(configs, run_dirs, quiet, resume, eval_at, figures)
     if len(configs) != len(run_dirs):
         raise FcnetError("train_population needs one run directory per config")
     eval_at = list(eval_at or [])

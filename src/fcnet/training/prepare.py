@@ -57,7 +57,8 @@ def prepare(config: RunConfig, progress: bool = False) -> Prepared:
     if config.pca is not None:
         pca = int(config.pca) if config.pca >= 1 else float(config.pca)
     prep = Preprocessor(kind=config.preprocess, pca=pca, whiten=config.pca_whiten,
-                        dtype=config.dtype).fit(data.train.x)
+                        dtype="float32" if config.dtype == "bfloat16" else config.dtype
+                        ).fit(data.train.x)  # bf16 runs keep float32 data (cast on the device)
     out = Prepared(prep.transform(data.train.x), np.asarray(data.train.y, dtype=np.intp),
                    prep.transform(data.val.x), np.asarray(data.val.y, dtype=np.intp), data, prep)
     while len(_CACHE) >= _CACHE_SIZE:

@@ -69,7 +69,16 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
 
     out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet)
     tb.losses(logged, out["loss_history"][logged:])  # a diverged epoch's losses get no callback
-    t.save_checkpoint(ckpt)
+    return finish_torch(config, run_dir, t, P, out, summary, tb, figures)
+
+
+def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, summary: dict,
+                 tb: RunLogger, figures: bool, val_at: dict | None = None) -> dict:
+    """A trained torch run's files: checkpoint, weights, metrics, summary, figures.
+
+    ``out`` is ``TorchTrainer.fit``'s result (histories, iterations, diverged_at, ...);
+    lone runs and torch population members both finish here."""
+    t.save_checkpoint(run_dir / CHECKPOINT)
     t.save(run_dir / WEIGHTS)
     written = [CHECKPOINT, WEIGHTS, *rundir.write_metrics(run_dir, out, out["iters_per_epoch"])]
     final_val = t.score(P.X_val, P.y_val)
@@ -87,7 +96,9 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         "train_seconds": seconds,
         "samples_per_second": out["iterations"] * config.batch_size / seconds if seconds else None,
         "device": str(t.device),
-        "val_acc_at": {},
+        "precision": t.precision,  # bfloat16-mixed, float32 or float64 as trained
+        "bf16_fallback": t.bf16_fallback,  # why a bfloat16 run trained in float32
+        "val_acc_at": dict(val_at or {}),
     })
     if figures:
         W1 = t.model.linears[0].weight.detach().cpu().double().numpy().T  # (D, H)
