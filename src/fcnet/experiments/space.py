@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -111,9 +112,12 @@ def _number(text: str, where: str) -> int | float:
     except ValueError:
         pass
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise FcnetError(f"{where}: expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise FcnetError(f"{where}: expected a finite number, got {text.strip()!r}")
+    return value
 
 
 def _range(name: str, text: str, where: str) -> list:
@@ -271,6 +275,9 @@ def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep")
 
     Setting ``iters`` clears an ``epochs`` inherited from the base (and the other
     way round is not needed: epochs already overrides iters)."""
+    for k, v in changes.items():  # also where the config itself would let it through
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FcnetError(f"{where} {k}={v}: not a finite number")
     values = base.model_dump()
     values.update(changes)
     if "iters" in changes and "epochs" not in changes:

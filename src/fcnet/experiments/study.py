@@ -33,7 +33,7 @@ BLOCKS = ("toy", "baseline", "batch_noise", "pca_curve", "chosen", "depth")
 TABLE_KEYS = {"name", "id", "vary", "base", "rows", "row_labels", "column_labels", "show",
               "reference", "reference_label", "note"}
 BLOCK_KEYS = {"toy": set(), "baseline": {"reference"}, "batch_noise": {"runs", "labels"},
-              "pca_curve": {"pca"}, "chosen": {"config", "reference"},
+              "pca_curve": {"pca"}, "chosen": {"config", "reference", "weights", "weight_labels"},
               "depth": {"config", "depths", "init", "reference"}}
 
 
@@ -207,6 +207,9 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
                 b[key] = _changes(b[key], base, f"{w}.{key}")
         if kind == "batch_noise":
             b["runs"] = [_changes(r, base, f"{w}.runs[{k}]") for k, r in enumerate(b["runs"])]
+        if kind == "chosen":
+            b["weights"] = [_changes(r, base, f"{w}.weights[{k}]")
+                            for k, r in enumerate(b.get("weights", []))]
         if "reference" in b and kind != "depth":
             _reference([b["reference"]], 1, f"{w}.reference")
         if kind == "depth" and "reference" in b:
@@ -220,7 +223,7 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
         runs += [c for row in t.cells() for c in row]
     runs += blocks.get("batch_noise", {}).get("runs", [])
     if "chosen" in blocks:
-        runs.append(blocks["chosen"].get("config", {}))
+        runs += [blocks["chosen"].get("config", {}), *blocks["chosen"]["weights"]]
     study.runs = runs
     return study
 
@@ -337,7 +340,6 @@ class _Context:
         from fcnet.report.render import Figure, Section, Table
 
         bdir, s = self.own_run({})
-        self.baseline_dir = bdir
         results["baseline_val"] = s["final_val_acc"]
         c = self.study.base
         return Section(
@@ -439,8 +441,10 @@ class _Context:
         results["chosen_test"] = test["test_acc"]
         run_dir = Path(test["run_dir"])
         c = r.config
-        figs = [(getattr(self, "baseline_dir", None), "baseline"),
-                (run_dir, f"chosen: hidden {_fmt(c.hidden)}, lr {c.lr:g}, {c.iters:,} it")]
+        labels = block.get("weight_labels") or [_describe(w) for w in block["weights"]]
+        figs = [(self.own_run(w)[0], lab) for w, lab in zip(block["weights"], labels)]
+        figs.append((run_dir, f"the chosen model (hidden {_fmt(c.hidden)}, lr {c.lr:g}, "
+                              f"{c.iters:,} it)"))
         ref = block.get("reference")
         return Section(
             "The chosen model", id="chosen",
@@ -517,6 +521,10 @@ class _Context:
             figures=[Figure(self.figs / "depth.png", "Accuracy per epoch, and activation std "
                                                      "and gradient norm per layer, by depth "
                                                      "and init")])
+
+
+def _describe(changes: dict) -> str:
+    return ", ".join(f"{k} {_fmt(v)}" for k, v in changes.items()) or "the base config"
 
 
 def _cell(v: Any) -> Any:
