@@ -357,7 +357,7 @@ def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, popu
                       on_tell=lambda: _progress(st, spec, bar)).run()
     import multiprocessing as mp
 
-    from fcnet.experiments.worker import environ, thread_env, worker_main
+    from fcnet.experiments.worker import environ, thread_env
 
     ctx = mp.get_context("spawn")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
@@ -391,6 +391,25 @@ def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, popu
         return (f"{len(died)} worker process(es) died (exit code {died[0]}); "
                 "run the same command again to continue")
     return None
+
+
+def worker_main(url: str, name: str, identity: str, trials: int, runs_dir: str,
+                population: int, workers: int, figures: bool, parent_pid: int,
+                threads: int) -> None:
+    """One worker process: a sweep Worker loop on the study. Exit 2 on a user error."""
+    import signal
+
+    from fcnet.experiments.worker import die_with_parent
+
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
+    st = _Study(url, name, create=False)
+    spec = SweepSpec.from_identity(json.loads(identity), trials=trials)
+    if Worker(st, spec, Path(runs_dir), population, workers, figures).run():
+        sys.exit(2)
 
 
 def _last_user_error(st: _Study) -> str | None:

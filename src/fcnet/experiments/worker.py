@@ -112,7 +112,7 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
 
 
 # ------------------------------------------------------------------ worker processes
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Exit when the sweep process dies (even by SIGKILL), so no orphan keeps
     training into a run directory that a restarted sweep will resume."""
     try:
@@ -133,26 +133,6 @@ def _die_with_parent(parent_pid: int) -> None:
     if os.getppid() != parent_pid:
         os._exit(1)
     threading.Thread(target=watch, daemon=True).start()
-
-
-def worker_main(url: str, name: str, identity: str, trials: int, runs_dir: str,
-                population: int, workers: int, figures: bool, parent_pid: int,
-                threads: int) -> None:
-    """One worker process: a sweep Worker loop on the study. Exit 2 on a user error."""
-    import signal
-    import sys
-
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(threads)
-    from fcnet.experiments.sweep import SweepSpec, Worker, _Study
-
-    st = _Study(url, name, create=False)
-    spec = SweepSpec.from_identity(json.loads(identity), trials=trials)
-    if Worker(st, spec, Path(runs_dir), population, workers, figures).run():
-        sys.exit(2)
 
 
 def thread_env(threads: int) -> dict[str, str]:
