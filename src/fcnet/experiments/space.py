@@ -275,17 +275,19 @@ def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep")
 
     Setting ``iters`` clears an ``epochs`` inherited from the base (and the other
     way round is not needed: epochs already overrides iters)."""
-    for k, v in changes.items():  # also where the config itself would let it through
-        if isinstance(v, float) and not math.isfinite(v):
-            raise FcnetError(f"{where} {k}={v}: not a finite number")
     values = base.model_dump()
     values.update(changes)
     if "iters" in changes and "epochs" not in changes:
         values["epochs"] = None
     try:
-        return make_config(values)
+        config = make_config(values)
     except FcnetError as err:
         raise FcnetError(f"{where} {_describe(changes)}: {err}") from None
+    for k in changes:  # also where the config itself would let it through ("inf" text too)
+        v = getattr(config, k)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FcnetError(f"{where} {k}={changes[k]}: not a finite number")
+    return config
 
 
 def _describe(changes: dict[str, Any]) -> str:

@@ -190,7 +190,7 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
         base = make_config({**base_values, **over})
     except FcnetError as err:
         raise FcnetError(f"{path}: base: {err}") from None
-    _changes({k: v for k, v in base_values.items()}, base, f"{path}: base")
+    _changes({**base_values, **over}, base, f"{path}: base")
     tables = [_table(i, t, base, path) for i, t in enumerate(data.get("table", []))]
     blocks: dict[str, dict] = {}
     for i, b in enumerate(data.get("block", [])):
@@ -207,6 +207,8 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
                 b[key] = _changes(b[key], base, f"{w}.{key}")
         if kind == "batch_noise":
             b["runs"] = [_changes(r, base, f"{w}.runs[{k}]") for k, r in enumerate(b["runs"])]
+        if kind == "pca_curve":
+            b["pca"] = _changes({"pca": b.get("pca", 0.95)}, base, w)["pca"]
         if kind == "chosen":
             b["weights"] = [_changes(r, base, f"{w}.weights[{k}]")
                             for k, r in enumerate(b.get("weights", []))]
@@ -404,7 +406,7 @@ class _Context:
         if pca:
             from fcnet.training.prepare import prepare
 
-            line = float(pca.get("pca", 0.95))
+            line = float(pca["pca"])
             curve = prepare(self.config({"pca": line})).prep.explained_variance_curve
             if curve is not None:
                 plots.explained_variance(np.asarray(curve), self.figs / "pca_variance.png",
