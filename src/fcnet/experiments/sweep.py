@@ -516,7 +516,7 @@ def _spec_for(st: _Study, spec: SweepSpec | None, join: bool, wait_s: float) -> 
     """The study's spec: set it when new; check it matches when given. A joining process
     waits (up to ``wait_s``) until the process that set the sweep up has queued its jobs."""
     deadline = time.monotonic() + wait_s
-    while "ready" not in st.attrs and (join or spec is None) and time.monotonic() < deadline:
+    while join and "ready" not in st.attrs and time.monotonic() < deadline:
         time.sleep(POLL_S)
     stored = st.attrs.get("spec")
     if spec is None:
