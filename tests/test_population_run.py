@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fcnet.config import make_config
+from fcnet.files import load_npz
 from fcnet.training import train_population, train_run
-from fcnet.training.files import load_npz
 from fcnet.training.population_run import compatible
 
 

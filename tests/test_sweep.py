@@ -301,3 +301,29 @@ def test_worker_processes_split_the_cores_and_run_each_trial_once(tmp_path):
         assert len(trained_ends(run)) == 1 and summary(run)["status"] == "completed"
     pids = {starts(run)[0]["pid"] for run in dirs}
     assert 1 <= len(pids) <= 2
+
+
+@pytest.mark.parametrize("build", [
+    lambda: parse_grid(["reg=0:inf:0.25"]),                      # a range's end
+    lambda: parse_grid(["lr=1e-3:1e-2:nan"]),                    # a range's step
+    lambda: SearchParam.parse("lr=1e-5:inf:log"),                # a search bound
+    lambda: SearchParam.parse("reg=nan:1"),
+    lambda: plan(SweepSpec(digits(), grid={"reg": [0.0, float("inf")]})),  # a grid value
+    lambda: plan(SweepSpec(digits(), grid={"lr": [float("nan")]})),
+    lambda: plan(SweepSpec(digits(), points=[{"std": float("inf")}])),  # an explicit point
+    lambda: SweepSpec(digits(), search="random",
+                      params=space.parse_params(["reg=0,inf"])),  # a choice
+])
+def test_non_finite_numbers_are_refused_in_grids_ranges_and_searches(build):
+    with pytest.raises(FcnetError, match="finite|nan|inf"):
+        build()
+
+
+def test_cli_non_finite_grid_value_is_one_line_and_writes_nothing(tmp_path):
+    f = tmp_path / "sweep.toml"
+    f.write_text('[base]\ndataset = "digits"\n[grid]\nreg = [0.0, inf]\n')
+    for args in (["--config", str(f)], [*DIGITS, "--grid", "reg=0:inf:1"]):
+        r = cli("sweep", *args, "--dir", str(tmp_path / "s"))
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "reg" in r.stderr
+        assert not (tmp_path / "s").exists()

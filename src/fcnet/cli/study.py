@@ -1,4 +1,4 @@
-"""`fcnet study`: reproduce study.md with one command."""
+"""`fcnet study`: run a study file (by default the bundled exercise study, study.md)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,34 @@ import os
 def register(sub) -> None:
     p = sub.add_parser(
         "study",
-        help="run the whole study of study.md and write report.md + report.html",
-        description="Runs the toy checks, the baseline, Tables 1-7, the batch-noise and PCA "
-        "figures, the weight pictures, the chosen model's test accuracy and the Q4 depth "
-        "table, and writes <out>/report.md and a self-contained <out>/report.html. Finished "
-        "runs are reused on a rerun. The offline default is --dataset digits (~1 minute); "
-        "--dataset cifar10 --path <local copy> runs the full study.",
+        help="run a study file (default: study.md's study) and write report.md + report.html",
+        description="Runs a study: a TOML file of tables and blocks (format: docs/study.md). "
+        "Without FILE, the bundled 'exercise' study reproduces study.md: the toy checks, the "
+        "baseline, Tables 1-7, the batch-noise and PCA figures, the chosen model's test "
+        "accuracy and the Q4 depth table. All runs are one sweep, so finished runs are "
+        "reused on a rerun and --workers, --storage and --join work as for `fcnet sweep`. "
+        "Writes <out>/report.md and a self-contained <out>/report.html. The offline default "
+        "is --dataset digits (~1 minute); --dataset cifar10 --path <local copy> runs the "
+        "full study.",
     )
-    p.add_argument("--dataset", default="digits", help="dataset (default digits, offline)")
+    p.add_argument("file", nargs="?", metavar="FILE",
+                   help="a study file, or the name of a bundled one (default: exercise)")
+    p.add_argument("--list", action="store_true", help="list the bundled studies and exit")
+    p.add_argument("--dataset", help="dataset (default: the file's, else digits, offline)")
     p.add_argument("--path", help="local copy of the dataset (file or directory)")
     p.add_argument("--out", help="study directory (default study/<dataset>)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                   help="training precision (default float32: fast, same accuracies)")
+    p.add_argument("--backend", choices=["numpy", "torch"],
+                   help="engine of every run (default: the file's, else numpy); torch trains the "
+                   "exercise's runs as torch populations")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
+                   help="training precision (default float32: fast, same accuracies; "
+                   "bfloat16: torch's mixed precision, needs --backend torch)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="train in N processes, as `fcnet sweep --workers`")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL shared by several machines (default: SQLite in --out)")
+    p.add_argument("--join", action="store_true",
+                   help="work on a study another process started on --storage")
     p.add_argument("--no-depth", action="store_true", help="skip the Q4 depth study (torch)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
@@ -28,11 +44,32 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from fcnet.experiments.study import check_dataset, run_study
+    from fcnet.errors import FcnetError
+    from fcnet.experiments.study import bundled, load_study, run_study
 
-    check_dataset(args.dataset)
-    res = run_study(args.dataset, args.path, args.out, quiet=args.quiet or args.json,
-                    depth=not args.no_depth, dtype=args.dtype)
+    if args.list:
+        for name, path in sorted(bundled().items()):
+            from fcnet.config import read_toml
+
+            print(f"{name}: {read_toml(path).get('title', '')}  ({path})")
+        return 0
+    if args.workers < 1:
+        raise FcnetError(f"--workers must be at least 1, got {args.workers}")
+    if args.join and not args.storage:
+        raise FcnetError("--join needs --storage URL (a database server the workers share)")
+    if args.dataset:
+        from fcnet.data import DATASETS
+
+        if args.dataset not in DATASETS:
+            raise FcnetError(f"unknown dataset {args.dataset!r}; choose one of "
+                             f"{', '.join(DATASETS)}")
+    file = args.file or "exercise"
+    dataset = args.dataset or (None if args.file else "digits")
+    study = load_study(file, dataset=dataset, data_path=args.path, dtype=args.dtype,
+                       backend=args.backend)
+    out = args.out or os.path.join("study", study.base.dataset)
+    res = run_study(study, out, workers=args.workers, storage=args.storage, join=args.join,
+                    quiet=args.quiet or args.json, depth=not args.no_depth)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
     else:

@@ -28,6 +28,7 @@ examples:
   fcnet sweep --dataset digits --search tpe --trials 30 --param lr=1e-4:1e-1:log \\
       --param reg=0:1 --dir sweeps/tpe --workers 2
   fcnet sweep --storage postgresql://user@db/fcnet --study big --join --dir sweeps/big
+  fcnet sweep dashboard sweeps/h-reg          optuna-dashboard on 127.0.0.1:8080
 """
 
 
@@ -44,6 +45,9 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("action", nargs="*", metavar="dashboard [SWEEP_DIR]",
+                   help="`dashboard SWEEP_DIR` (or --storage URL): browse the sweep's trials "
+                   "in optuna-dashboard, served on 127.0.0.1 (--port, default 8080)")
     add_config_flags(p)
     g = p.add_argument_group("what to sweep")
     g.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=VALUES",
@@ -58,7 +62,7 @@ def register(sub) -> None:
     g.add_argument("--search-seed", type=int, metavar="N",
                    help="seed of the search's sampler (default 0)")
     g = p.add_argument_group("where and how")
-    g.add_argument("--dir", required=True, metavar="SWEEP_DIR",
+    g.add_argument("--dir", metavar="SWEEP_DIR",
                    help="the sweep's directory: storage (sweep.db), runs/<key>/, results.*")
     g.add_argument("--runs-dir", metavar="DIR",
                    help="where run directories go (default SWEEP_DIR/runs); share one between "
@@ -86,6 +90,7 @@ def register(sub) -> None:
     g.add_argument("--json", action="store_true",
                    help="print a JSON list, one object per trial (config, val_acc, status, ...)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--port", type=int, default=8080, help="dashboard: port on 127.0.0.1")
     g.add_argument("--no-figures", action="store_true",
                    help="skip each run's PNG figures (faster for many short runs)")
     p.set_defaults(handler=run)
@@ -128,9 +133,47 @@ def build_spec(args):
                      (search.get("seed") or 0))
 
 
+def dashboard(args) -> int:
+    """optuna-dashboard on loopback for one sweep's storage (every study in it)."""
+    from fcnet.experiments.storage import default_url, open_storage
+
+    rest = args.action[1:]
+    if len(rest) > 1 or (rest and args.dir) or not (rest or args.dir or args.storage):
+        raise FcnetError("usage: fcnet sweep dashboard SWEEP_DIR (or --storage URL)")
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise FcnetError("optuna-dashboard is not installed: pip install 'fcnet[dashboard]'"
+                         ) from None
+    url = args.storage
+    if url is None:
+        from pathlib import Path
+
+        d = Path(rest[0] if rest else args.dir)
+        if not (d / "sweep.db").exists():
+            raise FcnetError(f"{d}: not a sweep directory (no sweep.db)")
+        url = default_url(d)
+    storage = open_storage(url)
+    print(f"optuna-dashboard: http://127.0.0.1:{args.port}/dashboard/ (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+    try:
+        run_server(storage, host="127.0.0.1", port=args.port)
+    except OSError as err:
+        raise FcnetError(f"--port {args.port}: {err.strerror or err}") from None
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def run(args) -> int:
     from fcnet.experiments.sweep import best_test_accuracy, run_sweep
 
+    if args.action:
+        if args.action[0] != "dashboard":
+            raise FcnetError(f"unknown sweep action {args.action[0]!r} (known: dashboard)")
+        return dashboard(args)
+    if not args.dir:
+        raise FcnetError("--dir SWEEP_DIR is required")
     if args.workers < 1:
         raise FcnetError(f"--workers must be at least 1, got {args.workers}")
     if args.population < 1:

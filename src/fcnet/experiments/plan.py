@@ -14,7 +14,6 @@ from fcnet.config import RunConfig, make_config, read_toml
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.space import SearchParam, run_key
-from fcnet.experiments.worker import POPULATION_FIELDS
 
 SEARCHES = ("random", "tpe")
 
@@ -157,14 +156,18 @@ class Job:
 
     @property
     def pop(self) -> str | None:
-        """Population key: jobs with equal keys may train as one population."""
-        if self.config.backend != "numpy" or self.config.optimizer != "sgd":
-            return None  # the population trainer is NumPy plain SGD
-        d = self.config.model_dump()
-        for f in POPULATION_FIELDS:
-            d.pop(f, None)
-        d["eval_at"] = self.eval_at
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return pop_key(self.config)
+
+
+def pop_key(config: RunConfig) -> str | None:
+    """Jobs with equal keys may train as one population (None: never). The one
+    definition is the population trainer's own; a population is evaluated at the
+    union of its members' ``eval_at``, which does not change what they learn."""
+    from fcnet.training.population_run import compatible, population_key
+
+    if not compatible([config]):
+        return None
+    return hashlib.sha256(repr(population_key(config)).encode()).hexdigest()[:12]
 
 
 @dataclass

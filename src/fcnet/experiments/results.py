@@ -110,12 +110,18 @@ class SweepResult:
         except ValueError:
             return run_dir
 
-    def write(self) -> None:
-        """results.md, results.csv and results.json in the sweep directory."""
-        from fcnet.training import files
+    def write(self, study=None) -> None:
+        """results.md, results.csv and results.json in the sweep directory, and with the
+        Optuna ``study`` where two or more params vary, Optuna's parameter-importance and
+        parallel-coordinate figures beside them (shown in results.md)."""
+        from fcnet import files
 
         d = self.sweep_dir
-        files.write_text(d / "results.md", self.table("markdown"))
+        md = self.table("markdown")
+        if study is not None:
+            for name, caption in optuna_figures(study, d):
+                md += f"\n![{caption}]({name})\n"
+        files.write_text(d / "results.md", md)
         files.write_text(d / "results.csv", self.table("csv"))
         files.write_text(d / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
 
@@ -128,3 +134,43 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+FIGURES = {"importance.png": ("plot_param_importances", "parameter importance (fANOVA)"),
+           "parallel.png": ("plot_parallel_coordinate", "parallel coordinates")}
+
+
+def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
+    """Optuna's own plots of the finished trials, when at least two params vary."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varied = [n for n in {n for t in done for n in t.params}
+              if len({json.dumps(t.params.get(n)) for t in done}) > 1]
+    if len(varied) < 2:
+        return []
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as vis
+
+    from fcnet import files
+
+    written = []
+    for name, (fn, caption) in FIGURES.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" warnings of optuna's plots
+            try:
+                ax = getattr(vis, fn)(study, params=sorted(varied))
+            except (ValueError, RuntimeError):  # e.g. importances of constant values
+                continue
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(8, 4.5)
+        fig.tight_layout()
+        files.atomic_write(out / name, lambda f, fig=fig: fig.savefig(f, format="png", dpi=100))
+        plt.close(fig)
+        written.append((name, caption))
+    return written

@@ -22,6 +22,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -111,9 +112,12 @@ def _number(text: str, where: str) -> int | float:
     except ValueError:
         pass
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise FcnetError(f"{where}: expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise FcnetError(f"{where}: expected a finite number, got {text.strip()!r}")
+    return value
 
 
 def _range(name: str, text: str, where: str) -> list:
@@ -276,9 +280,14 @@ def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep")
     if "iters" in changes and "epochs" not in changes:
         values["epochs"] = None
     try:
-        return make_config(values)
+        config = make_config(values)
     except FcnetError as err:
         raise FcnetError(f"{where} {_describe(changes)}: {err}") from None
+    for k in changes:  # also where the config itself would let it through ("inf" text too)
+        v = getattr(config, k)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FcnetError(f"{where} {k}={changes[k]}: not a finite number")
+    return config
 
 
 def _describe(changes: dict[str, Any]) -> str:

@@ -1,10 +1,12 @@
 """Where a sweep keeps its trials: Optuna's RDB storage.
 
 By default an SQLite file in the sweep directory, used by one `fcnet sweep`
-process at a time (a lock file enforces it, so every RUNNING trial found on
-start belongs to a process that died). A server URL (postgresql://...) lets
-processes on several machines share one sweep; there a trial is stale when its
-heartbeat, recorded by the database's clock, stops for ``GRACE_S`` seconds.
+process (and its workers) at a time: a lock file enforces it, so every RUNNING
+trial found on start belongs to a process that died. A server URL
+(postgresql://...) lets processes on several machines share one sweep. On both,
+every process records a heartbeat for the trials it runs (Optuna's own runs only
+inside ``optimize()``), a trial whose heartbeat stops for ``GRACE_S`` seconds is
+failed by ``optuna.storages.fail_stale_trials``, and :func:`retry` queues it again.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def quiet_optuna() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # fcnet records the heartbeat itself, around ask -> train -> tell
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
@@ -64,13 +68,13 @@ def open_storage(url: str):
 
     quiet_optuna()
     given, url = url, driver_url(url)
-    kwargs: dict = {}
+    kwargs: dict = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+                    "heartbeat_stale_trial_callback": retry}
     if is_sqlite(url):
-        # other readers (e.g. `optuna-dashboard`) may hold the file briefly
+        # worker processes and other readers (e.g. `optuna-dashboard`) share the file
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     else:
-        kwargs.update(heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                      engine_kwargs={"pool_pre_ping": True})
+        kwargs["engine_kwargs"] = {"pool_pre_ping": True}
     for attempt in range(4):
         try:
             return optuna.storages.RDBStorage(url, **kwargs)
@@ -86,6 +90,22 @@ def open_storage(url: str):
             raise FcnetError(f"--storage {_safe(given)}: cannot open ({_first_line(err)})"
                              ) from None
     raise AssertionError("unreachable")
+
+
+JOB_ATTRS = ("key", "config", "eval_at", "pop")  # what a trial needs to run again
+
+
+def retry(study, trial) -> None:
+    """Queue a failed trial again: Optuna's RetryFailedTrialCallback (same params and
+    distributions, ``retry_history`` kept), carrying only the job's user attributes, not
+    the dead process's owner or error."""
+    import copy
+
+    import optuna
+
+    job = copy.deepcopy(trial)
+    job.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in JOB_ATTRS}
+    optuna.storages.RetryFailedTrialCallback(max_retry=None)(study, job)
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,17 +1,26 @@
 """Sweeps: many runs of one base config, over a grid or a random/TPE search.
 
-Built on Optuna's storage: every *job* (one training run) is an Optuna trial
-whose user attributes hold its config, so any process that can reach the
-storage can run it, and a finished one is never run again. Rows of the result
-are derived from the spec and the finished trials:
+Optuna schedules, fcnet trains. Every job (one training run) is an Optuna
+trial whose params are the varied fields (grid values as categorical
+distributions, search ranges as float/int ones) and whose value is the
+validation accuracy; the resolved config and its run key are user attributes.
+Grid jobs are queued with ``enqueue_trial`` and taken with ``ask()``; search
+trials are sampled by ``ask()``. Each worker process runs one loop, like
+Optuna's own ``_run_trial``: fail stale trials, ask, heartbeat, train, tell.
+A worker asks for up to K queued mates (configs the population trainer can
+train together) and trains them as one population. So:
 
-- identical configs are one job (one run directory, ``runs/<key>``);
+- identical configs are one job (one run directory, ``runs/<key>``), and two
+  trials of one key (a search's repeat, or two processes queueing the same
+  job) train once: the run directory's lock and resume make the second a reuse;
 - configs that differ only in ``iters`` (step schedule, no keep_best) are one
-  job at the largest count, evaluated along the way at the smaller ones: the
-  learning rate decays per epoch, not per fraction of the total, so the state
-  after k updates of a long run is the state a k-update run ends in;
-- a trial left RUNNING by a process that died is marked FAIL and run again,
-  resuming its run directory from the last checkpoint.
+  job at the largest count, reported at the smaller ones as Optuna
+  intermediate values: the learning rate decays per epoch, not per fraction of
+  the total, so the state after k updates of a long run is the state a
+  k-update run ends in;
+- a trial whose process died is failed (heartbeat gone, or its local pid dead)
+  and queued again by Optuna's ``RetryFailedTrialCallback``; the retry resumes
+  its run directory.
 
 Python API (what `fcnet sweep` and `fcnet study` call)::
 
@@ -30,7 +39,6 @@ import os
 import socket
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +52,7 @@ from fcnet.experiments.plan import (  # noqa: F401  (re-exported: the sweep's AP
     SweepSpec,
     load_sweep_file,
     plan,
+    pop_key,
     shares_iterations,
 )
 from fcnet.experiments.results import Row, SweepResult  # noqa: F401
@@ -55,42 +64,81 @@ from fcnet.experiments.storage import (
     default_url,
     is_sqlite,
     open_storage,
+    retry,
 )
-from fcnet.experiments.worker import POPULATION_FIELDS, population_fn, run_task
 
-POLL_S = 1.0  # how often a process waiting on other machines' trials looks again
+POLL_S = 1.0  # how often a worker waiting on other processes' trials looks again
 RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
                "samples_per_second", "iterations", "diverged_at", "trained")
 
 
-@contextmanager
-def _environ(values: dict[str, str]):
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+# ------------------------------------------------------------------------- the study
+class _Study:
+    """The Optuna study behind a sweep."""
+
+    def __init__(self, url: str, name: str, create: bool = True):
+        import optuna
+
+        self.url, self.name = url, name
+        self.storage = open_storage(url)
+        self.created = False
+        try:  # exactly one process creates a study: the name is a unique key
+            if not create:
+                raise optuna.exceptions.DuplicatedStudyError
+            self.study = optuna.create_study(study_name=name, storage=self.storage,
+                                             direction="maximize")
+            self.created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            try:
+                self.study = optuna.load_study(study_name=name, storage=self.storage)
+            except KeyError:
+                raise FcnetError(f"no study {name!r} in {url.split('://')[0]} storage") from None
+
+    @property
+    def attrs(self) -> dict:
+        return self.study.user_attrs
+
+    def set_attr(self, key: str, value) -> None:
+        self.study.set_user_attr(key, value)
+
+    def trials(self, *states) -> list:
+        return self.study.get_trials(deepcopy=False, states=states or None)
 
 
-# ------------------------------------------------------------------------- storage glue
-def _trials(study, states=None) -> list:
-    return study.get_trials(deepcopy=False, states=states)
+def _distributions(spec: SweepSpec) -> dict:
+    """A grid's params: each varied field, categorical over the values its points take."""
+    from optuna.distributions import CategoricalDistribution
+
+    points, _ = plan(spec)
+    choices: dict[str, list] = {n: [] for n in spec.varied()}
+    for p in points:
+        for n, values in choices.items():
+            v = space._choice_key(getattr(p.config, n))
+            if v not in values:
+                values.append(v)
+    return {n: CategoricalDistribution(v) for n, v in choices.items()}
 
 
-def _attrs(config: RunConfig, key: str, eval_at: list[int], pop: str | None) -> dict:
-    return {"key": key, "config": config.model_dump_json(), "eval_at": eval_at, "pop": pop}
+def _enqueue_missing(st: _Study, spec: SweepSpec) -> None:
+    """Queue every grid job that has no finished, running or waiting trial, mates
+    (equal population keys) next to each other so that ``ask()`` hands them out together."""
+    from optuna.trial import TrialState
+
+    _, jobs = plan(spec)
+    alive = {t.user_attrs.get("key") for t in st.trials(
+        TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    order = {}
+    for job in jobs.values():
+        order.setdefault(job.pop or job.key, len(order))
+    for job in sorted(jobs.values(), key=lambda j: order[j.pop or j.key]):
+        if job.key not in alive:
+            params = {n: space._choice_key(getattr(job.config, n)) for n in spec.varied()}
+            st.study.enqueue_trial(params, user_attrs={
+                "key": job.key, "config": job.config.model_dump_json(),
+                "eval_at": job.eval_at, "pop": job.pop})
 
 
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
+# ------------------------------------------------------------------------- one worker
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -101,224 +149,51 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class _Study:
-    """The Optuna study behind a sweep, with the operations the sweep needs."""
+def fail_dead(st: _Study, all_running: bool = False, why: str = "its process died") -> None:
+    """Fail (and queue again) the trials whose process is gone: by heartbeat
+    (``fail_stale_trials``), and at once for a dead pid on this machine, or for
+    every RUNNING trial when ``all_running`` (the SQLite lock proves nobody runs)."""
+    import optuna
+    from optuna.trial import TrialState
 
-    def __init__(self, url: str, name: str, create: bool = True):
-        import optuna
-
-        self.url = url
-        self.name = name
-        self.storage = open_storage(url)
-        self.shared = not is_sqlite(url)
-        self.created = False
-        try:  # exactly one process creates a study: the name is a unique key
-            if not create:
-                raise optuna.exceptions.DuplicatedStudyError
-            self.study = optuna.create_study(study_name=name, storage=self.storage,
-                                             direction="maximize", load_if_exists=False)
-            self.created = True
-        except optuna.exceptions.DuplicatedStudyError:
-            try:
-                self.study = optuna.load_study(study_name=name, storage=self.storage)
-            except KeyError:
-                raise FcnetError(f"no study {name!r} in {url.split('://')[0]} storage") from None
-
-    @property
-    def attrs(self) -> dict:
-        return self.storage.get_study_user_attrs(self.study._study_id)
-
-    def set_attr(self, key: str, value) -> None:
-        self.storage.set_study_user_attr(self.study._study_id, key, value)
-
-    def trials(self, states=None) -> list:
-        return _trials(self.study, states)
-
-    def take(self, trial_id: int) -> bool:
-        """WAITING -> RUNNING, atomically (another process may take it first)."""
-        from optuna.exceptions import UpdateFinishedTrialError
-        from optuna.trial import TrialState
-
-        try:
-            return self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)
-        except UpdateFinishedTrialError:
-            return False
-
-    def finish(self, trial_id: int, attrs: dict, state, value: float | None = None) -> bool:
-        """Record a trial's results; False when it was already finished elsewhere."""
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        try:
-            for k, v in attrs.items():
-                self.storage.set_trial_user_attr(trial_id, k, v)
-            self.storage.set_trial_state_values(
-                trial_id, state, None if value is None else [value])
-        except UpdateFinishedTrialError:
-            return False
-        return True
+    host, now = socket.gethostname(), datetime.datetime.now()
+    for t in st.trials(TrialState.RUNNING):
+        o_host, _, o_pid = t.user_attrs.get("owner", "").rpartition(":")
+        dead = all_running or (o_host == host and o_pid.isdigit() and
+                               not _pid_alive(int(o_pid)))
+        if not o_pid and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S:
+            dead = True  # taken by a process that died before it wrote its name
+        if dead:
+            _fail(st, t._trial_id, f"interrupted ({why})")
+    optuna.storages.fail_stale_trials(st.study)
 
 
-# ------------------------------------------------------------------------- the coordinator
-class _Coordinator:
-    """Claims trials from the study, runs them (here or in worker processes),
-    records results. Several coordinators may share one study (server storage)."""
+def _fail(st: _Study, trial_id: int, error: str) -> None:
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
 
-    def __init__(self, st: _Study, spec: SweepSpec, sweep_dir: Path, runs_dir: Path,
-                 workers: int, population: int, figures: bool, quiet: bool):
-        self.st = st
-        self.spec = spec
-        self.sweep_dir = sweep_dir
-        self.runs_dir = runs_dir
-        self.workers = max(1, int(workers))
-        self.population = population if population > 1 and population_fn() else 1
-        self.figures = figures
-        self.quiet = quiet
-        self.held: dict[int, int] = {}  # trial_id -> trial number, trials this process runs
-        self.errored: set[str] = set()  # keys that failed in this process: not retried here
-        self.stop_error: str | None = None
-        self.heartbeat = Heartbeat(st.storage) if st.shared else None
-        self.owner = _owner()
-        self.bar = None
-        self.pool: list[dict] = []
-        if spec.search is None:
-            self.points, self.jobs = plan(spec)
-        else:
-            self.points, self.jobs = [], {}
-            self.sampler = self._sampler()
+    try:
+        st.storage.set_trial_user_attr(trial_id, "error", error)
+        if st.storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            retry(st.study, st.storage.get_trial(trial_id))
+    except UpdateFinishedTrialError:
+        pass  # finished (or failed) by another process meanwhile
 
-    # ---- recovery
-    def recover(self) -> None:
-        """Mark trials whose process died as FAIL (they are requeued by reconcile)."""
-        from optuna.trial import TrialState
 
-        running = self.st.trials((TrialState.RUNNING,))
-        host = socket.gethostname()
-        now = datetime.datetime.now()
-        for t in running:
-            if t._trial_id in self.held:
-                continue
-            owner = t.user_attrs.get("owner", "")
-            o_host, _, o_pid = owner.rpartition(":")
-            dead = not self.st.shared  # the sweep-dir lock says nobody else is running
-            if o_host == host and o_pid.isdigit() and not _pid_alive(int(o_pid)):
-                dead = True  # its process on this machine is gone
-            if not owner and t.datetime_start and (
-                    now - t.datetime_start).total_seconds() > GRACE_S:
-                dead = True  # taken by a process that died before its first heartbeat
-            if dead:
-                self.st.finish(t._trial_id, {"error": "interrupted (its process died)"},
-                               TrialState.FAIL)
-        if self.st.shared:
-            import optuna
+class Worker:
+    """One ask -> train -> tell loop on a sweep's study (see the module docstring)."""
 
-            optuna.storages.fail_stale_trials(self.st.study)
-
-    def reconcile(self) -> None:
-        """Enqueue every job that has no finished, running or waiting trial."""
-        from optuna.trial import TrialState
-
-        trials = self.st.trials()
-        alive = {t.user_attrs.get("key") for t in trials
-                 if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
-        if self.spec.search is None:
-            for job in self.jobs.values():
-                if job.key not in alive and job.key not in self.errored:
-                    self.st.study.enqueue_trial(
-                        {}, user_attrs=_attrs(job.config, job.key, job.eval_at, job.pop))
-            return
-        seen = set()
-        for t in trials:  # failed search trials run again with the same params
-            k = t.user_attrs.get("key")
-            if (t.state == TrialState.FAIL and k and k not in alive and k not in seen
-                    and k not in self.errored):
-                seen.add(k)
-                self.st.study.enqueue_trial(
-                    t.params, user_attrs={a: t.user_attrs[a] for a in
-                                          ("key", "config", "eval_at", "pop")
-                                          if a in t.user_attrs})
-
-    # ---- claiming
-    def _hold(self, trial_id: int, number: int) -> None:
-        self.held[trial_id] = number
-        self.st.storage.set_trial_user_attr(trial_id, "owner", self.owner)
-        if self.heartbeat:
-            self.heartbeat.add(trial_id)
-
-    def _release(self, trial_id: int) -> None:
-        self.held.pop(trial_id, None)
-        if self.heartbeat:
-            self.heartbeat.discard(trial_id)
-
-    def _dedupe(self, trial_id: int, number: int, key: str) -> bool:
-        """Settle a just-taken trial whose config another trial has or is running.
-
-        A finished twin: copy its result. A live twin with a smaller number:
-        drop this one (PRUNED). The smallest live trial of a key never drops,
-        so every key runs exactly once. True when settled (nothing to run)."""
-        from optuna.trial import TrialState
-
-        twins = [t for t in self.st.trials() if t.user_attrs.get("key") == key
-                 and t._trial_id != trial_id]
-        done = [t for t in twins if t.state == TrialState.COMPLETE
-                and "reused_from" not in t.user_attrs]
-        if done:
-            src = done[0]
-            attrs = {k: src.user_attrs[k] for k in (*RESULT_KEYS, "run_dir")
-                     if k in src.user_attrs}
-            self.st.finish(trial_id, {**attrs, "reused_from": src.number}, TrialState.COMPLETE,
-                           src.value)
-            self._release(trial_id)
-            if self.spec.search:  # a grid's bar counts jobs, and this one was done already
-                self._advance(1)
-            return True
-        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) and t.number < number
-               for t in twins):
-            twin = min(t.number for t in twins
-                       if t.state in (TrialState.RUNNING, TrialState.WAITING))
-            self.st.finish(trial_id, {"duplicate_of": twin}, TrialState.PRUNED)
-            self._release(trial_id)
-            return True
-        return False
-
-    def _job(self, trial_id: int, number: int, attrs: dict) -> dict:
-        return {"trial": number, "trial_id": trial_id, "key": attrs["key"],
-                "config": attrs["config"], "eval_at": list(attrs.get("eval_at") or []),
-                "run_dir": str(self.runs_dir / attrs["key"])}
-
-    def _batch_cap(self, compatible: int) -> int:
-        if self.population <= 1:
-            return 1
-        return max(1, min(self.population, math.ceil(compatible / self.workers)))
-
-    def claim(self) -> list[dict] | None:
-        """Take the next task (one job, or a batch of population-compatible ones)."""
-        if self.stop_error:
-            return None
-        return self._claim_grid() if self.spec.search is None else self._claim_search()
-
-    def _claim_grid(self) -> list[dict] | None:
-        from optuna.trial import TrialState
-
-        waiting = sorted(self.st.trials((TrialState.WAITING,)), key=lambda t: t.number)
-        for i, t in enumerate(waiting):
-            if not self.st.take(t._trial_id):
-                continue
-            self._hold(t._trial_id, t.number)
-            if self._dedupe(t._trial_id, t.number, t.user_attrs["key"]):
-                continue
-            task = [self._job(t._trial_id, t.number, t.user_attrs)]
-            pop = t.user_attrs.get("pop")
-            mates = [u for u in waiting[i + 1:] if pop and u.user_attrs.get("pop") == pop]
-            cap = self._batch_cap(1 + len(mates))
-            for u in mates:
-                if len(task) >= cap:
-                    break
-                if self.st.take(u._trial_id):
-                    self._hold(u._trial_id, u.number)
-                    if not self._dedupe(u._trial_id, u.number, u.user_attrs["key"]):
-                        task.append(self._job(u._trial_id, u.number, u.user_attrs))
-            return task
-        return None
+    def __init__(self, st: _Study, spec: SweepSpec, runs_dir: Path, population: int = 8,
+                 workers: int = 1, figures: bool = True, on_tell=None):
+        self.st, self.spec, self.runs_dir = st, spec, runs_dir
+        self.population, self.workers, self.figures = population, workers, figures
+        self.on_tell = on_tell
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = Heartbeat(st.storage)
+        self.held: list = []
+        self.dists = _distributions(spec) if spec.search is None else None
+        if spec.search:
+            self.st.study.sampler = self._sampler()
 
     def _sampler(self):
         import optuna
@@ -334,238 +209,225 @@ class _Coordinator:
     def _budget_left(self) -> int:
         from optuna.trial import TrialState
 
-        trials = self.st.trials()
-        used = sum(t.state in (TrialState.COMPLETE, TrialState.RUNNING) for t in trials)
-        waiting = sum(t.state == TrialState.WAITING for t in trials)
-        return waiting + max(0, self.spec.trials - used - waiting)
+        used = len(self.st.trials(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+        return self.spec.trials - used + len(self.st.trials(TrialState.WAITING))
 
-    def _claim_search(self) -> list[dict] | None:
-        left = self._budget_left()
-        if left <= 0:
+    def _ask(self):
+        """One trial, RUNNING and held by this process, with its params and job; None when
+        there is nothing to ask for (a grid's queue is empty, a search's budget spent)."""
+        from optuna.trial import TrialState
+
+        if self.spec.search is None and not self.st.trials(TrialState.WAITING):
             return None
-        all_shape_free = set(self.spec.params) <= set(POPULATION_FIELDS)
-        cap = self._batch_cap(left) if all_shape_free else 1
-        task: list[dict] = []
-        while len(task) < cap and left > 0:
-            self.st.study.sampler = self.sampler
-            trial = self.st.study.ask()
-            self._hold(trial._trial_id, trial.number)
+        if self.spec.search and self._budget_left() <= 0:
+            return None
+        trial = self.st.study.ask()
+        self.st.storage.set_trial_user_attr(trial._trial_id, "owner", self.owner)
+        self.heartbeat.add(trial._trial_id)
+        self.held.append(trial)
+        if "key" not in trial.user_attrs:
+            if self.spec.search is None:  # another worker emptied the queue first
+                self._finish(trial, TrialState.PRUNED, {"error": "queue was empty"})
+                return None
             changes = {n: p.suggest(trial) for n, p in self.spec.params.items()}
             config = space.with_changes(self.spec.base, changes, where="--param")
-            key = run_key(config)
-            job = Job(key, config, [])
-            attrs = _attrs(config, key, [], job.pop)
-            for k, v in attrs.items():
-                self.st.storage.set_trial_user_attr(trial._trial_id, k, v)
-            left -= 1
-            if not self._dedupe(trial._trial_id, trial.number, key):
-                task.append(self._job(trial._trial_id, trial.number, attrs))
-        return task or ([] if left > 0 else None)
-
-    # ---- results
-    def _advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def record(self, result: dict) -> None:
-        from optuna.trial import TrialState
-
-        tid = result["trial_id"]
-        if "error" in result:
-            self.errored.add(result["key"])
-            attrs = {"error": result["error"], "error_kind": result["kind"]}
-            self.st.finish(tid, attrs, TrialState.FAIL)
-            if result["kind"] == "user" and self.stop_error is None:
-                self.stop_error = result["error"]
-            elif result["kind"] == "bug" and not self.quiet:
-                print(result.get("traceback", ""), file=sys.stderr)
+            for k, v in {"key": run_key(config), "config": config.model_dump_json(),
+                         "eval_at": [], "pop": pop_key(config)}.items():
+                trial.set_user_attr(k, v)
+        elif self.spec.search is None:
+            for n, d in self.dists.items():  # the queued values, with their distributions
+                trial.suggest_categorical(n, d.choices)
         else:
-            s = result["summary"]
-            attrs = {k: s.get(k) for k in RESULT_KEYS}
-            attrs.update(run_dir=str(Path(result["run_dir"]).resolve()),
-                         host=socket.gethostname())
-            value = s.get("final_val_acc")
-            value = float(value) if value is not None and math.isfinite(value) else 0.0
-            self.st.finish(tid, attrs, TrialState.COMPLETE, value)
-        self._release(tid)
-        self._advance(1)
+            for p in self.spec.params.values():
+                p.suggest(trial)
+        return trial
 
-    # ---- the loop
-    def _total(self) -> tuple[int, int]:
+    def _take(self) -> list:
+        """A task: one trial, and up to K-1 mates that train with it as one population."""
         from optuna.trial import TrialState
 
-        done_keys = {t.user_attrs.get("key") for t in self.st.trials((TrialState.COMPLETE,))}
-        if self.spec.search is None:
-            return len(self.jobs), sum(k in done_keys for k in self.jobs)
-        return self.spec.trials, min(self.spec.trials,
-                                     len(self.st.trials((TrialState.COMPLETE,))))
+        first = self._ask()
+        if first is None:
+            return []
+        task, pop = [first], first.user_attrs["pop"]
+        if self.population <= 1 or pop is None:
+            return task
+        while True:
+            waiting = sorted(self.st.trials(TrialState.WAITING), key=lambda t: t.number)
+            if waiting:
+                mates = sum(1 for t in waiting if t.user_attrs.get("pop") == pop)
+                if waiting[0].user_attrs.get("pop") != pop:
+                    break
+            elif self.spec.search and self._shape_free():
+                mates = self._budget_left()
+            else:
+                break
+            cap = min(self.population, math.ceil((len(task) + mates) / self.workers))
+            if len(task) >= cap:
+                break
+            trial = self._ask()
+            if trial is None:
+                break
+            task.append(trial)
+        return task
 
-    def _others_running(self) -> bool:
+    def _shape_free(self) -> bool:
+        """Do all of a search's samples train together (its ranges change no shapes)?"""
+        pops = set()
+        for p in self.spec.params.values():
+            for v in p.choices if p.choices is not None else (p.low, p.high):
+                v = int(v) if p.integer else space._choice_value(p.name, v)
+                pops.add(pop_key(space.with_changes(self.spec.base, {p.name: v})))
+        return len(pops) == 1 and None not in pops
+
+    def _finish(self, trial, state, attrs: dict, value: float | None = None) -> None:
+        for k, v in attrs.items():
+            self.st.storage.set_trial_user_attr(trial._trial_id, k, v)
+        self.st.study.tell(trial, value, state=state, skip_if_finished=True)
+        self.heartbeat.discard(trial._trial_id)
+        self.held.remove(trial)
+
+    def _tell(self, trial, result: dict) -> str | None:
+        """Record a result; returns the message of a user-caused error."""
         from optuna.trial import TrialState
 
-        return any(t._trial_id not in self.held
-                   for t in self.st.trials((TrialState.RUNNING, TrialState.WAITING)))
+        if "error" in result:
+            self._finish(trial, TrialState.FAIL, {"error": result["error"],
+                                                  "error_kind": result["kind"]})
+            if result["kind"] == "bug":
+                print(result.get("traceback", ""), file=sys.stderr)
+            return result["error"] if result["kind"] == "user" else None
+        s = result["summary"]
+        attrs = {k: s.get(k) for k in RESULT_KEYS}
+        attrs.update(run_dir=str(Path(result["run_dir"]).resolve()), host=socket.gethostname())
+        if not s.get("trained"):  # a twin's (or an earlier process's) run, read back
+            twins = [t.number for t in self.st.trials(TrialState.COMPLETE)
+                     if t.user_attrs.get("key") == result["key"]
+                     and "reused_from" not in t.user_attrs]
+            if twins:
+                attrs["reused_from"] = min(twins)
+        for it, acc in (s.get("val_acc_at") or {}).items():
+            if acc is not None and math.isfinite(acc):
+                trial.report(float(acc), int(it))
+        value = s.get("final_val_acc")
+        value = float(value) if value is not None and math.isfinite(value) else 0.0
+        self._finish(trial, TrialState.COMPLETE, attrs, value)
+        return None
 
-    def run(self) -> None:
-        self.recover()
-        self.reconcile()
-        if not self.quiet:
-            from tqdm import tqdm
+    def run(self) -> str | None:
+        """Loop until nothing is left to ask for and no other process runs a trial
+        that may yet fail back into the queue; returns a user-caused error, if one stopped it."""
+        from optuna.trial import TrialState
 
-            total, done = self._total()
-            self.bar = tqdm(total=total, initial=done, desc="sweep", unit="trial",
-                            file=sys.stderr, dynamic_ncols=True)
+        from fcnet.experiments.worker import run_task
+
         try:
-            if self.workers > 1:
-                self._start_pool()
             while True:
-                if self._step():
-                    continue
-                if self.stop_error:
-                    break
-                if self._others_running():  # on other machines, or queued by one
+                fail_dead(self.st)
+                task = self._take()
+                if task:
+                    jobs = [{"trial": t.number, "key": t.user_attrs["key"],
+                             "config": t.user_attrs["config"],
+                             "eval_at": list(t.user_attrs.get("eval_at") or []),
+                             "run_dir": str(self.runs_dir / t.user_attrs["key"])} for t in task]
+                    errors = [self._tell(t, r) for t, r in
+                              zip(task, run_task(jobs, figures=self.figures), strict=True)]
+                    if self.on_tell:
+                        self.on_tell()
+                    if any(errors):
+                        return next(e for e in errors if e)
+                elif self.st.trials(TrialState.RUNNING, TrialState.WAITING):
                     time.sleep(POLL_S)
-                    self.recover()
-                    self.reconcile()
-                    continue
-                self.reconcile()  # anything that went missing (a dropped twin whose twin failed)
-                if not self._claimable():
-                    break
-        except BaseException:
-            self._abandon()
+                else:
+                    return None
+        except BaseException:  # interrupted: give the trials back, so a rerun takes them at once
+            for t in list(self.held):
+                _fail(self.st, t._trial_id, "interrupted")
             raise
         finally:
-            self._stop_pool()
-            if self.heartbeat:
-                self.heartbeat.stop()
-            if self.bar is not None:
-                self.bar.close()
-        if self.stop_error:
-            raise FcnetError(self.stop_error)
+            self.heartbeat.stop()
 
-    def _claimable(self) -> bool:
-        from optuna.trial import TrialState
 
-        if self.stop_error:
-            return False
-        if self.st.trials((TrialState.WAITING,)):
-            return True
-        return self.spec.search is not None and self._budget_left() > 0
+# ------------------------------------------------------------------------- processes
+def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, population: int,
+                 figures: bool, bar) -> str | None:
+    """``workers`` processes, each one Worker loop on the study; None or a user error."""
+    if workers == 1:
+        return Worker(st, spec, runs_dir, population, 1, figures,
+                      on_tell=lambda: _progress(st, spec, bar)).run()
+    import multiprocessing as mp
 
-    def _abandon(self) -> None:
-        """Interrupted: give back the trials this process holds, so a rerun takes them at once."""
-        from optuna.trial import TrialState
+    from fcnet.experiments.worker import environ, thread_env
 
-        for tid in list(self.held):
-            try:
-                self.st.finish(tid, {"error": "interrupted"}, TrialState.FAIL)
-            except Exception:
-                pass
-            self._release(tid)
+    ctx = mp.get_context("spawn")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    threads = max(1, cores // workers)
+    args = (st.url, st.name, json.dumps(spec.identity()), spec.trials, str(runs_dir),
+            population, workers, figures, os.getpid(), threads)
+    with environ(thread_env(threads)):  # a spawned child copies this environment
+        procs = [ctx.Process(target=worker_main, args=args, name=f"fcnet-sweep-{i}",
+                             daemon=True) for i in range(workers)]
+        for p in procs:
+            p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            _progress(st, spec, bar)
+            for p in procs:
+                p.join(timeout=POLL_S / len(procs))
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+        fail_dead(st, why="the sweep was interrupted")
+        raise
+    _progress(st, spec, bar)
+    died = [p.exitcode for p in procs if p.exitcode not in (0, 2)]
+    if any(p.exitcode == 2 for p in procs):
+        return _last_user_error(st) or "a worker stopped on an error"
+    if died:
+        fail_dead(st)  # their trials, queued again for the next run
+        return (f"{len(died)} worker process(es) died (exit code {died[0]}); "
+                "run the same command again to continue")
+    return None
 
-    def _step(self) -> bool:
-        """Claim and run work; False when nothing could be done right now."""
-        if self.workers == 1:
-            task = self.claim()
-            if task is None:
-                return False
-            for r in run_task(task, figures=self.figures) if task else []:
-                self.record(r)
-            return True
-        return self._step_pool()
 
-    # ---- worker processes
-    def _start_pool(self) -> None:
-        import multiprocessing as mp
+def worker_main(url: str, name: str, identity: str, trials: int, runs_dir: str,
+                population: int, workers: int, figures: bool, parent_pid: int,
+                threads: int) -> None:
+    """One worker process: a sweep Worker loop on the study. Exit 2 on a user error."""
+    import signal
 
-        from fcnet.experiments.worker import thread_env
+    from fcnet.experiments.worker import die_with_parent
 
-        ctx = mp.get_context("spawn")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
-        threads = max(1, cores // self.workers)
-        self.results = ctx.Queue()
-        with _environ(thread_env(threads)):  # a spawned child copies this environment
-            for i in range(self.workers):
-                self.pool.append(self._spawn(ctx, i, threads))
-        self.ctx, self.threads = ctx, threads
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle
+    from threadpoolctl import threadpool_limits
 
-    def _spawn(self, ctx, i: int, threads: int) -> dict:
-        from fcnet.experiments.worker import worker_main
+    threadpool_limits(threads)
+    st = _Study(url, name, create=False)
+    spec = SweepSpec.from_identity(json.loads(identity), trials=trials)
+    if Worker(st, spec, Path(runs_dir), population, workers, figures).run():
+        sys.exit(2)
 
-        q = ctx.Queue()
-        p = ctx.Process(target=worker_main, name=f"fcnet-sweep-{i}", daemon=True,
-                        args=(i, q, self.results, os.getpid(), threads, self.figures))
-        p.start()
-        return {"proc": p, "tasks": q, "task": None}
 
-    def _stop_pool(self) -> None:
-        for w in self.pool:
-            if w["proc"].is_alive():
-                if w["task"] is None:
-                    w["tasks"].put(None)
-                else:
-                    w["proc"].terminate()
-        for w in self.pool:
-            w["proc"].join(timeout=5)
-            if w["proc"].is_alive():
-                w["proc"].kill()
-        self.pool = []
+def _last_user_error(st: _Study) -> str | None:
+    from optuna.trial import TrialState
 
-    def _step_pool(self) -> bool:
-        import queue
+    errs = [t for t in st.trials(TrialState.FAIL) if t.user_attrs.get("error_kind") == "user"]
+    return max(errs, key=lambda t: t.number).user_attrs["error"] if errs else None
 
-        progressed = False
-        for w in self.pool:
-            if w["task"] is None:
-                task = self.claim()
-                if task is None:
-                    break
-                if not task:
-                    progressed = True
-                    continue
-                w["task"] = task
-                w["tasks"].put(task)
-                progressed = True
-        if not any(w["task"] is not None for w in self.pool):
-            return progressed
-        try:
-            self._collect(self.results.get(timeout=1.0))
-        except queue.Empty:
-            pass
-        self._check_workers()
-        return True
 
-    def _collect(self, message: tuple[int, list[dict]]) -> None:
-        i, results = message
-        for r in results:
-            self.record(r)
-        self.pool[i]["task"] = None
+def _progress(st: _Study, spec: SweepSpec, bar) -> None:
+    if bar is None:
+        return
+    from optuna.trial import TrialState
 
-    def _check_workers(self) -> None:
-        """A worker that died (killed, out of memory) fails its task and is replaced."""
-        import queue
-
-        if not any(w["task"] is not None and not w["proc"].is_alive() for w in self.pool):
-            return
-        try:  # results it sent before dying still count
-            while True:
-                self._collect(self.results.get(timeout=0.2))
-        except queue.Empty:
-            pass
-        for i, w in enumerate(self.pool):
-            if w["task"] is not None and not w["proc"].is_alive():
-                code = w["proc"].exitcode
-                for job in w["task"]:
-                    self.record({**job, "error": f"worker process died (exit code {code})",
-                                 "kind": "bug"})
-                self.pool[i] = self._spawn_again(i)
-
-    def _spawn_again(self, i: int) -> dict:
-        from fcnet.experiments.worker import thread_env
-
-        with _environ(thread_env(self.threads)):
-            return self._spawn(self.ctx, i, self.threads)
+    done = {t.user_attrs.get("key") for t in st.trials(TrialState.COMPLETE)}
+    bar.n = len(done & set(plan(spec)[1])) if spec.search is None else min(len(done),
+                                                                            spec.trials)
+    bar.refresh()
 
 
 # ------------------------------------------------------------------------- rows
@@ -618,15 +480,10 @@ def _rows(st: _Study, spec: SweepSpec, runs_dir: Path) -> list[Row]:
     rows = []
     for t in trials:
         k = t.user_attrs.get("key")
-        if k is None or t.state not in rank:
-            continue
-        if t.state == TrialState.FAIL and by_key.get(k) is not t:
-            continue  # failed, then run again by a later trial
-        if t.state != TrialState.COMPLETE and by_key.get(k) is not t:
-            continue
+        if k is None or by_key.get(k) is not t:
+            continue  # e.g. failed, then run again by a later trial
         config = RunConfig.model_validate_json(t.user_attrs["config"])
-        params = {n: getattr(config, n) for n in spec.params}
-        rows.append(row(config, params, k, k, None, t))
+        rows.append(row(config, {n: getattr(config, n) for n in spec.params}, k, k, None, t))
     return rows
 
 
@@ -640,13 +497,11 @@ def _open(sweep_dir: Path, storage: str | None, study: str | None, must_exist: b
         if storage is None and must_exist and not (sweep_dir / "sweep.db").exists():
             raise FcnetError(f"{sweep_dir}: no sweep here (no sweep.db): give --grid, "
                              "--search or a sweep --config to start one")
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         lock = DirLock(sweep_dir, "this sweep").acquire()
     else:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
-        name = study or _default_study(url, sweep_dir)
-        return _Study(url, name), lock
+        return _Study(url, study or _default_study(url, sweep_dir)), lock
     except BaseException:
         if lock:
             lock.release()
@@ -654,18 +509,16 @@ def _open(sweep_dir: Path, storage: str | None, study: str | None, must_exist: b
 
 
 def _default_study(url: str, sweep_dir: Path) -> str:
-    if is_sqlite(url):
-        return "sweep"
-    return Path(sweep_dir).resolve().name
+    return "sweep" if is_sqlite(url) else Path(sweep_dir).resolve().name
 
 
 def _spec_for(st: _Study, spec: SweepSpec | None, join: bool, wait_s: float) -> SweepSpec:
-    """The study's spec: set it when new; check it matches when given."""
+    """The study's spec: set it when new; check it matches when given. A joining process
+    waits (up to ``wait_s``) until the process that set the sweep up has queued its jobs."""
     deadline = time.monotonic() + wait_s
+    while join and "ready" not in st.attrs and time.monotonic() < deadline:
+        time.sleep(POLL_S)
     stored = st.attrs.get("spec")
-    while stored is None and spec is None and time.monotonic() < deadline:
-        time.sleep(POLL_S)  # a joining worker may start before the sweep is set up
-        stored = st.attrs.get("spec")
     if spec is None:
         if stored is None:
             raise FcnetError(f"study {st.name!r} in {st.url.split('://')[0]} storage holds no "
@@ -701,14 +554,14 @@ def run_sweep(
     """Run (or finish, or join) a sweep and return its table.
 
     ``spec=None`` reopens the sweep stored in ``sweep_dir`` / ``study``.
-    ``workers`` > 1 trains in that many spawned processes, BLAS threads divided
-    among them. ``population`` > 1 batches shape-compatible trials into one
-    population call when ``fcnet.training.train_population`` exists. ``storage``:
-    an SQLAlchemy URL (default: SQLite ``sweep_dir/sweep.db``); with a server, any
-    number of processes on any machines may run the same sweep. ``runs_dir``
-    (default ``sweep_dir/runs``) may be shared between sweeps: identical configs
-    then train once. ``trials`` changes a search's budget (e.g. to extend a
-    reopened one). Raises FcnetError for a user-caused problem (bad config,
+    ``workers``: that many processes, each an ask -> train -> tell loop with
+    cores/N BLAS threads (1: this process). ``population`` > 1: a worker takes up
+    to that many queued mates and trains them as one population. ``storage``: an
+    SQLAlchemy URL (default: SQLite ``sweep_dir/sweep.db``); with a server, any
+    number of processes on any machines may run the same sweep (``join``: take
+    the sweep from the storage). ``runs_dir`` (default ``sweep_dir/runs``) may be
+    shared between sweeps: identical configs then train once. ``trials`` changes
+    a search's budget. Raises FcnetError for a user-caused problem (bad config,
     missing data); other trial errors are rows with status 'error'.
     """
     sweep_dir = Path(sweep_dir)
@@ -718,15 +571,32 @@ def run_sweep(
     try:
         if spec is not None and trials is not None:
             spec.trials = trials
-        spec = _spec_for(st, spec, join, join_wait_s if join else 0.0)
+        spec = _spec_for(st, spec, join, join_wait_s)
         if trials is not None and spec.search:
             spec.trials = trials
             if not join:
                 st.set_attr("trials", trials)
+        if lock:  # nobody else runs this sweep: its RUNNING trials are leftovers
+            fail_dead(st, all_running=True)
+        if spec.search is None and (st.created or not join):
+            _enqueue_missing(st, spec)
+        st.set_attr("ready", True)
         runs = Path(runs_dir) if runs_dir else sweep_dir / "runs"
-        _Coordinator(st, spec, sweep_dir, runs, workers, population, figures, quiet).run()
+        bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(plan(spec)[1]) if spec.search is None else spec.trials,
+                       desc="sweep", unit="trial", file=sys.stderr, dynamic_ncols=True)
+        try:
+            error = _run_workers(st, spec, runs, max(1, workers), population, figures, bar)
+        finally:
+            if bar is not None:
+                bar.close()
         result = SweepResult(sweep_dir, spec, _rows(st, spec, runs), st.name, st.url)
-        result.write()
+        result.write(st.study)
+        if error:
+            raise FcnetError(error)
         return result
     finally:
         if lock:
@@ -755,23 +625,31 @@ def best_test_accuracy(result: SweepResult, quiet: bool = True) -> dict:
     those the row's validation accuracy describes. The test split is never
     used to choose: the row is chosen before it is read.
     """
-    from fcnet.training import evaluate_run, files, train_run
-
     best = result.best()
     if best is None:
         raise FcnetError(f"{result.sweep_dir}: no finished trial to test")
-    cache_path = result.sweep_dir / "test.json"
+    return test_accuracy(result.sweep_dir, best, quiet=quiet)
+
+
+def test_accuracy(sweep_dir: Path, row: Row, quiet: bool = True) -> dict:
+    """One row's test accuracy, cached in ``sweep_dir/test.json`` (see best_test_accuracy)."""
+    from fcnet.training import evaluate_run, files, train_run
+
+    cache_path = Path(sweep_dir) / "test.json"
     cache = files.read_json(cache_path) if cache_path.exists() else {}
-    if best.key in cache:
-        return cache[best.key]
-    run_dir = Path(best.run_dir)
-    record: dict[str, Any] = {"key": best.key, "params": best.params, "val_acc": best.val_acc}
-    if best.iteration is not None:
-        run_dir = Path(best.run_dir).parent / best.key
-        s = train_run(best.config, run_dir, quiet=quiet, resume=True)
+    if row.key in cache:
+        return cache[row.key]
+    run_dir = Path(row.run_dir)
+    record: dict[str, Any] = {"key": row.key, "params": row.params, "val_acc": row.val_acc}
+    if row.iteration is not None:
+        run_dir = Path(row.run_dir).parent / row.key
+        s = train_run(row.config, run_dir, quiet=quiet, resume=True)
         record["own_run_val_acc"] = s.get("final_val_acc")
     ev = evaluate_run(run_dir, split="test")
     record.update(run_dir=str(run_dir), split=ev["split"], n=ev["n"], test_acc=ev["accuracy"])
-    cache[best.key] = record
+    cache[row.key] = record
     files.write_json(cache_path, cache)
     return record
+
+
+test_accuracy.__test__ = False  # not a pytest test, despite its name

@@ -1,14 +1,11 @@
-"""Running a sweep's trials: in the sweep's own process or in worker processes.
+"""Training a sweep's trials, in the sweep's process or in worker processes.
 
 A *task* is a list of jobs (one trial each) handed to one call of
-:func:`run_task`. Jobs whose configs differ only in fields that keep array
-shapes (see ``POPULATION_FIELDS``) may be batched into one task; when
-``fcnet.training.train_population`` exists such a batch is trained as one
-population, otherwise its jobs run one by one through ``train_run``.
-
-Worker processes are started with the 'spawn' method and BLAS thread counts set
-in their environment, so the variables are in place before NumPy loads.
-This module imports NumPy only inside functions for the same reason.
+:func:`run_task`; a task of several population mates is one call of
+``fcnet.training.train_population``. Worker processes are started with the
+'spawn' method and BLAS thread counts set in their environment, so the
+variables are in place before NumPy loads; this module imports NumPy only
+inside functions for the same reason.
 """
 
 from __future__ import annotations
@@ -19,6 +16,7 @@ import socket
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from fcnet.errors import FcnetError
@@ -26,26 +24,6 @@ from fcnet.errors import FcnetError
 ATTEMPTS = "sweep-attempts.jsonl"  # one line when a trial starts in a run dir, one when it ends
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-# Trials that differ only in these fields can train as one population (same shapes, one
-# shared minibatch stream). Not the seed: PopulationSolver draws every member's batches from
-# one RandomState(seed), so only equal seeds reproduce the lone runs.
-POPULATION_FIELDS = ("lr", "decay", "reg", "dropout_keep", "std", "init")
-
-
-def population_fn():
-    """``fcnet.training.train_population`` when it exists, else None.
-
-    Expected contract (the seam the sweep is built around)::
-
-        train_population(configs: list[RunConfig], run_dirs: list[Path], quiet=True,
-                         resume=True, eval_at: list[int] | None = None,
-                         figures: bool = True) -> list[dict]   # one summary per config
-    """
-    try:
-        from fcnet.training import train_population
-    except ImportError:
-        return None
-    return train_population
 
 
 def _log_attempt(run_dir: Path, record: dict) -> None:
@@ -71,7 +49,7 @@ def _error(job: dict, err: BaseException) -> dict:
 def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
     """Train every job of a task; returns one result per job, in order.
 
-    A job is ``{"trial", "trial_id", "key", "config" (JSON), "run_dir", "eval_at"}``;
+    A job is ``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``;
     its result adds ``"summary"`` (train_run's dict, plus ``"trained"``: False when
     the run directory already held the finished run) or ``"error"`` and ``"kind"``
     ('user' for an FcnetError, 'bug' for anything else).
@@ -95,9 +73,10 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
                                    "start": time.time(), "batch": len(jobs),
                                    "threads": os.environ.get("OMP_NUM_THREADS")})
         eval_at = sorted({i for job in jobs for i in job["eval_at"]})
-        train_population = population_fn() if len(jobs) > 1 else None
         outcomes: list[tuple[bool, dict]] = []  # (ok, summary or error result)
-        if train_population is not None:
+        if len(jobs) > 1:
+            from fcnet.training import train_population
+
             try:
                 summaries = train_population(configs, run_dirs, quiet=True, resume=True,
                                              eval_at=eval_at or None, figures=figures)
@@ -133,7 +112,7 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
 
 
 # ------------------------------------------------------------------ worker processes
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Exit when the sweep process dies (even by SIGKILL), so no orphan keeps
     training into a run directory that a restarted sweep will resume."""
     try:
@@ -156,25 +135,20 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def worker_main(index: int, tasks, results, parent_pid: int, threads: int,
-                figures: bool) -> None:
-    """Loop of one worker process: take a task, run it, send its results back."""
-    import signal
-
-    _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the sweep's to handle
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)
-    except ImportError:
-        pass
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        results.put((index, run_task(task, figures=figures)))
-
-
 def thread_env(threads: int) -> dict[str, str]:
     return {v: str(threads) for v in THREAD_VARS}
+
+
+@contextmanager
+def environ(values: dict[str, str]):
+    """Set environment variables for the duration of the block, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

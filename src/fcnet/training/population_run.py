@@ -17,7 +17,7 @@ import numpy as np
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.nn.population import PopulationSolver
-from fcnet.training import rundir
+from fcnet.training import rundir, torch_population
 from fcnet.training.prepare import data_key, prepare
 from fcnet.training.run import (
     blas_threads,
@@ -34,12 +34,17 @@ FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init"}
 
 
 def population_key(config: RunConfig) -> tuple:
-    """Configs with equal keys can train together."""
+    """Configs with equal keys can train together (torch: the torch population's key)."""
+    if config.backend == "torch":
+        return torch_population.population_key(config)
     d = config.model_dump()
     return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in FREE)
 
 
 def compatible(configs: list[RunConfig]) -> bool:
+    """Whether these configs can train as one population: the one definition sweeps use."""
+    if configs and all(c.backend == "torch" for c in configs):
+        return torch_population.compatible(configs)
     return (all(c.backend == "numpy" and c.optimizer == "sgd" and not c.keep_best
                 for c in configs)
             and len({population_key(c) for c in configs}) == 1)
@@ -53,8 +58,7 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
     Finished runs are reused; incompatible lists fall back to one run at a time.
     """
     if configs and configs[0].backend == "torch":  # the torch population (TorchPopulation)
-        from fcnet.training.torch_population import train_population as torch_population
-        return torch_population(configs, run_dirs, quiet, resume, eval_at, figures)
+        return torch_population.train_population(configs, run_dirs, quiet, resume, eval_at, figures)
     if len(configs) != len(run_dirs):
         raise FcnetError("train_population needs one run directory per config")
     eval_at = list(eval_at or [])
