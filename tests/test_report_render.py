@@ -307,3 +307,15 @@ def test_a_column_of_floats_shares_its_decimals():
         ["2000", "35.80", "0.520", "0.001"],
         ["3000", "38.00", "\u2014", "2.5e-06"],  # tiny values keep their own 4 digits
     ]
+
+
+def test_a_title_with_its_own_table_number_is_not_numbered_again(tmp_path):
+    report = Report("r", [Section("s", tables=[
+        Table("Overview", ["a"], [[1]]),
+        Table("Table 1: iterations", ["a"], [[2]]),
+    ])])
+    md, html = report.write(tmp_path)
+    md_text, html_text = md.read_text(), html.read_text()
+    assert "**Table 1.** Overview" in md_text
+    assert "**Table 1: iterations**" in md_text and "Table 2. Table 1" not in md_text
+    assert "Table 2.</span> Table 1" not in html_text and "Table 1: iterations" in html_text

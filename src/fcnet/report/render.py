@@ -30,6 +30,8 @@ from fcnet import files
 from fcnet.errors import FcnetError
 from fcnet.report.markup import inline, to_html
 
+OWN_TABLE_NUMBER = re.compile(r"(?i)^table\s+[\w.-]+\s*[:.]")
+
 __all__ = [
     "Report",
     "Section",
@@ -290,6 +292,8 @@ class Report:
                 tables.append({
                     "id": _unique(t.id or f"{sid}-table-{k}", ids),
                     "number": n_table,
+                    # a title with the source's own numbering ("Table 1: iterations") keeps it alone
+                    "own_number": bool(OWN_TABLE_NUMBER.match(t.title)),
                     "title": t.title,
                     "title_html": inline(t.title),
                     "columns": t.columns,
