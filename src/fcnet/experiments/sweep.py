@@ -633,7 +633,8 @@ def best_test_accuracy(result: SweepResult, quiet: bool = True) -> dict:
 
 def test_accuracy(sweep_dir: Path, row: Row, quiet: bool = True) -> dict:
     """One row's test accuracy, cached in ``sweep_dir/test.json`` (see best_test_accuracy)."""
-    from fcnet.training import evaluate_run, files, train_run
+    from fcnet import files
+    from fcnet.training import evaluate_run, train_run
 
     cache_path = Path(sweep_dir) / "test.json"
     cache = files.read_json(cache_path) if cache_path.exists() else {}
