@@ -56,9 +56,9 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
     """Train compatible runs at once; returns their summaries in order.
 
     Finished runs are reused; incompatible lists fall back to one run at a time.
+    Torch configs train as a ``TorchPopulation`` (fcnet.training.torch_population).
     """
-    if configs and configs[0].backend == "torch":  # the torch population (TorchPopulation)
-        return torch_population.train_population(configs, run_dirs, quiet, resume, eval_at, figures)
+    torch = bool(configs) and configs[0].backend == "torch"
     if len(configs) != len(run_dirs):
         raise FcnetError("train_population needs one run directory per config")
     eval_at = list(eval_at or [])
@@ -71,12 +71,13 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
             raise FcnetError(f"{d}: holds a run with a different config")
         out.append(rundir.finished(d, c, eval_at))
     todo = [i for i, s in enumerate(out) if s is None]
-    if len(todo) == 1:
+    if len(todo) == 1 and not (torch and eval_at):  # lone torch runs cannot evaluate along the way
         i = todo[0]
         out[i] = train_run(configs[i], run_dirs[i], quiet=quiet, resume=resume, eval_at=eval_at,
                            figures=figures)
     elif todo:
-        for i, s in zip(todo, _train(configs=[configs[i] for i in todo],
+        train = torch_population.train_members if torch else _train
+        for i, s in zip(todo, train(configs=[configs[i] for i in todo],
                                      run_dirs=[Path(run_dirs[i]) for i in todo],
                                      quiet=quiet, eval_at=eval_at, figures=figures)):
             out[i] = s

@@ -97,7 +97,7 @@ class RunLogger:
         tb = files.ensure_dir(Path(run_dir) / TB_DIR)
         # the name TensorBoard's EventFileWriter gives; readers take files in name order
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
-        logger = cls(tb / f"{name}.{next(_FILES)}")
+        logger = cls(tb / f"{name}.{next(_FILES):06d}")  # padded: name order is write order
         logger._event(event_pb2.Event(file_version="brain.Event:2"))
         restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
         logger._event(event_pb2.Event(step=int(start_step), session_log=restart))

@@ -6,8 +6,9 @@ device; they may differ in lr, decay, reg, dropout keep, init scale and seed
 (members with one seed share one batch stream and layer 1 becomes one
 product).  Each member gets its own complete run directory, laid out as a lone
 torch run's (``train_torch``).  Not checkpointed mid-way: a killed population's
-unfinished members simply train again.  ``eval_at`` (validation accuracy along
-the way) works here, for a population of one too.
+unfinished members simply train again.  ``fcnet.training.train_population``
+(population_run) reuses finished runs and calls ``train_members`` for the rest.
+``eval_at`` (validation accuracy along the way) works here, for a population of one too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from fcnet.config import RunConfig
-from fcnet.errors import FcnetError
 from fcnet.training import rundir
 from fcnet.training.prepare import data_key, prepare
 from fcnet.training.tensorboard import RunLogger
@@ -44,37 +44,7 @@ def compatible(configs: list[RunConfig]) -> bool:
             and len({population_key(c) for c in configs}) == 1)
 
 
-def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool = True,
-                     resume: bool = True, eval_at: list[int] | None = None,
-                     figures: bool = True) -> list[dict]:
-    """``fcnet.training.train_population`` for torch configs: compatible runs at
-    once, finished runs reused, anything else one run at a time."""
-    from fcnet.training.run import train_run
-
-    if len(configs) != len(run_dirs):
-        raise FcnetError("train_population needs one run directory per config")
-    eval_at = list(eval_at or [])
-    if not compatible(configs):  # lone torch runs (eval_at: train_run says it can't)
-        return [train_run(c, d, quiet=quiet, resume=resume, eval_at=eval_at, figures=figures)
-                for c, d in zip(configs, run_dirs)]
-    out: list[dict | None] = []
-    for c, d in zip(configs, map(Path, run_dirs)):
-        if (d / rundir.CONFIG).exists() and rundir.read_run_config(d) != c:
-            raise FcnetError(f"{d}: holds a run with a different config")
-        out.append(rundir.finished(d, c, eval_at))
-    todo = [i for i, s in enumerate(out) if s is None]
-    if len(todo) == 1 and not eval_at:  # a lone run, checkpointed as it trains
-        i = todo[0]
-        out[i] = train_run(configs[i], run_dirs[i], quiet=quiet, resume=resume, figures=figures)
-    elif todo:  # a population, even of one: it evaluates along the way
-        done = _train([configs[i] for i in todo], [Path(run_dirs[i]) for i in todo], quiet,
-                      eval_at, figures)
-        for i, s in zip(todo, done):
-            out[i] = s
-    return out  # type: ignore[return-value]
-
-
-def _train(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, eval_at: list[int],
+def train_members(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, eval_at: list[int],
            figures: bool) -> list[dict]:
     from fcnet.torch_backend.population import TorchPopulation
     from fcnet.torch_backend.train import TorchTrainer, flush_subnormals, training_length
