@@ -364,17 +364,7 @@ class TorchTrainer:
             final_train_acc = self._accuracy(Xt, yt)
         if bar is not None:
             bar.close()
-        return {
-            **{k: list(v) for k, v in self.history.items()},
-            "final_train_acc": final_train_acc,
-            "diverged_at": self.diverged_at,
-            "epochs": self.epoch,
-            "iterations": self.iteration,
-            "iters_per_epoch": per_epoch,
-            "train_acc_rows": int(sub_idx.numel()),
-            "tta": self.tta,
-            "train_seconds": time.perf_counter() - t0,
-        }
+        return self._result(final_train_acc, per_epoch, int(sub_idx.numel()), t0)
 
     def _fit_exercise(self, X_train, y_train, X_val, y_val, callback, progress) -> dict:
         """``fit`` for the exercise's runs: a ``TorchPopulation`` of one, which
@@ -423,6 +413,11 @@ class TorchTrainer:
             final_train_acc = pop.accuracies(pop.X, pop.y)[0]
         if bar is not None:
             bar.close()
+        return self._result(final_train_acc, per_epoch, c.batch_size, t0)
+
+    def _result(self, final_train_acc: float, per_epoch: int, train_acc_rows: int,
+                t0: float) -> dict:
+        """What ``fit`` returns: the histories, progress and timing of this training."""
         return {
             **{k: list(v) for k, v in self.history.items()},
             "final_train_acc": final_train_acc,
@@ -430,7 +425,7 @@ class TorchTrainer:
             "epochs": self.epoch,
             "iterations": self.iteration,
             "iters_per_epoch": per_epoch,
-            "train_acc_rows": c.batch_size,
+            "train_acc_rows": train_acc_rows,
             "tta": self.tta,
             "train_seconds": time.perf_counter() - t0,
         }
