@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None, default_preset: str = "best-cpu") -> dic
     data = load_splits("cifar10", args.data, val_size=config.val_size, test_size=config.test_size,
                        seed=config.split_seed, progress=not args.quiet,
                        train_size=args.train_size)
-    prep = Preprocessor(config.preprocess, dtype=config.dtype).fit(data.train.x)
+    prep = Preprocessor(config.preprocess, dtype=config.dtype, zca_eps=config.zca_eps).fit(
+        data.train.x)
     X_train, X_val, X_test = (prep.transform(s.x) for s in (data.train, data.val, data.test))
     trainer = TorchTrainer(config, X_train.shape[1], len(data.classes), data.image_shape,
                            data.classes)

@@ -82,7 +82,25 @@ def test_whitened_components_have_unit_variance_on_train():
     np.testing.assert_allclose(z.var(axis=0, ddof=1), 1.0, rtol=1e-8)
 
 
+def test_zca_whitens_the_training_pixels_and_keeps_their_layout():
+    p = Preprocessor("zca", zca_eps=1e-6).fit(TRAIN)
+    z = p.transform(TRAIN)
+    assert z.shape == (300, 108)
+    # the covariance of whitened training rows is the identity (eps ~ 0, N > D)
+    cov = np.cov(z, rowvar=False)  # ddof 1, as scikit-learn's explained variance
+    np.testing.assert_allclose(cov, np.eye(108), atol=1e-4)
+    # W = C^(-1/2) is symmetric: ZCA, not PCA whitening (which rotates pixels away)
+    np.testing.assert_allclose(p.zca, p.zca.T, atol=1e-10)
+    # a larger eps damps the low-variance directions: the variance falls below 1
+    damped = Preprocessor("zca", zca_eps=1.0).fit(TRAIN).transform(TRAIN)
+    assert damped.var(axis=0).max() < 0.2
+    # val is centred with the training mean and whitened with the training matrix
+    x = VAL.reshape(40, -1) / 255.0 - TRAIN.reshape(300, -1).mean(axis=0) / 255.0
+    np.testing.assert_allclose(p.transform(VAL), x @ p.zca, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("kw", [{"kind": "mean"}, {"kind": "channel", "dtype": "float32"},
+                                {"kind": "zca", "zca_eps": 0.01},
                                 {"kind": "mean", "pca": 0.95, "whiten": True},
                                 {"kind": "scale", "pca": 12.0}])
 def test_state_reloads_without_pickle_and_transforms_identically(tmp_path, kw):
@@ -91,10 +109,13 @@ def test_state_reloads_without_pickle_and_transforms_identically(tmp_path, kw):
     with np.load(tmp_path / "prep.npz", allow_pickle=False) as d:
         q = Preprocessor.from_state(d)
     np.testing.assert_array_equal(q.transform(VAL), p.transform(VAL))
-    assert (q.kind, q.pca, q.whiten, q.dtype) == (p.kind, p.pca, p.whiten, p.dtype)
+    assert (q.kind, q.pca, q.whiten, q.dtype, q.zca_eps) == \
+        (p.kind, p.pca, p.whiten, p.dtype, p.zca_eps)
 
 
-@pytest.mark.parametrize("kw,msg", [({"kind": "zca"}, "unknown kind"),
+@pytest.mark.parametrize("kw,msg", [({"kind": "whiten"}, "unknown kind"),
+                                    ({"kind": "zca", "zca_eps": 0}, "zca_eps must be"),
+                                    ({"kind": "zca", "pca": 10}, "does not combine"),
                                     ({"pca": 0}, "pca must be"),
                                     ({"pca": 2.5}, "must be whole"),
                                     ({"whiten": True}, "whiten needs pca"),

@@ -198,10 +198,12 @@ def test_saved_weights_load_back_with_weights_only(tmp_path):
         TorchTrainer.load(tmp_path / "junk.pt", cfg, 20, 3)
 
 
-def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path, ema):
     X, y = blobs(n=400)
     img = (2, 2, 5)  # rows of 20 as tiny 2x2x5 "images", so augmentation draws too
-    cfg = small_config(epochs=4, dropout_keep=0.8, augment=True, optimizer="adamw", mixup=0.4)
+    cfg = small_config(epochs=4, dropout_keep=0.8, augment=True, optimizer="adamw", mixup=0.4,
+                       ema=ema, batchnorm=True)
     full = TorchTrainer(cfg, 20, 3, image_shape=img)
     h_full = full.fit(X[:300], y[:300], X[300:], y[300:])
 
@@ -224,6 +226,25 @@ def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(tmp_path):
     assert h["val_acc_history"] == h_full["val_acc_history"]
     for k, v in full.state_dict().items():
         assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_ema_averages_the_weights_and_the_average_is_the_trained_model():
+    X, y = blobs(n=400)
+    plain = TorchTrainer(small_config(batchnorm=True), 20, 3)
+    plain.fit(X[:300], y[:300], X[300:], y[300:])
+    # a vanishing decay: the average is the last weights (and BatchNorm statistics)
+    last = TorchTrainer(small_config(batchnorm=True, ema=1e-12), 20, 3)
+    last.fit(X[:300], y[:300], X[300:], y[300:])
+    for k, v in plain.state_dict().items():
+        torch.testing.assert_close(last.state_dict()[k].float(), v.float(), rtol=1e-5, atol=1e-6)
+    # a slow average: the served weights lie between the initial and the last ones
+    init = {k: v.clone() for k, v in TorchTrainer(small_config(batchnorm=True), 20, 3)
+            .state_dict().items()}
+    slow = TorchTrainer(small_config(batchnorm=True, ema=0.99), 20, 3)
+    slow.fit(X[:300], y[:300], X[300:], y[300:])
+    w, w0, w1 = (d["0.weight"] for d in (slow.state_dict(), init, plain.state_dict()))
+    assert 0 < (w - w0).norm() < (w1 - w0).norm()
+    assert slow.state_dict()["1.running_var"].ne(plain.state_dict()["1.running_var"]).any()
 
 
 def test_divergence_stops_training_and_keeps_finite_weights():

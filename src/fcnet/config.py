@@ -45,10 +45,11 @@ class RunConfig(BaseModel):
     val_size: int | None = Field(None, ge=1, description="validation rows (None: the dataset's default)")
     test_size: int | None = Field(None, ge=1, description="test rows (None: all of the test split)")
     split_seed: int = Field(0, ge=0, description="seed of the train/val/test split")
-    preprocess: Literal["mean", "channel", "scale", "none"] = Field(
-        "mean", description="mean-image subtraction | per-channel (x/255-0.5)/0.5 | x/255 | none "
-        "(default: mean on numpy, channel on torch)"
+    preprocess: Literal["mean", "channel", "scale", "zca", "none"] = Field(
+        "mean", description="mean-image subtraction | per-channel (x/255-0.5)/0.5 | x/255 | "
+        "ZCA whitening fitted on train | none (default: mean on numpy, channel on torch)"
     )
+    zca_eps: float = Field(0.1, gt=0, description="ZCA regulariser, in [0, 1]-pixel variance units")
     pca: float | None = Field(
         None, gt=0, description="PCA components: a count (>= 1) or a variance fraction in (0, 1)"
     )
@@ -82,6 +83,8 @@ class RunConfig(BaseModel):
     weight_decay: float | None = Field(None, ge=0, description="torch weight decay (None: 2 * reg)")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="torch: label smoothing")
     mixup: float = Field(0.0, ge=0, description="torch: mixup, lam ~ Beta(a, a) (0: off)")
+    ema: float = Field(0.0, ge=0, lt=1, description="torch: average the weights, avg <- ema avg + "
+                       "(1 - ema) w per step (0: off)")
     augment: bool = Field(False, description="torch: random crop and horizontal flip of images")
     iters: int | None = Field(1000, ge=1, description="training length in iterations")
     epochs: int | None = Field(None, ge=1, description="training length in epochs (overrides iters)")
@@ -99,11 +102,13 @@ class RunConfig(BaseModel):
     tensorboard: bool = Field(True, description="write TensorBoard event files into the run's tb/")
 
     @model_serializer(mode="wrap")
-    def _omit_default_tensorboard(self, handler):
-        # a logging switch: left out when on, so every existing run key and config.toml stays the same
+    def _omit_late_defaults(self, handler):
+        # fields added after runs existed are left out at their defaults, so every
+        # existing run key and config.toml stays the same
         out = handler(self)
-        if self.tensorboard:
-            out.pop("tensorboard", None)
+        for key, default in LATE_DEFAULTS.items():
+            if out.get(key) == default:
+                out.pop(key)
         return out
 
     @field_validator("dataset")
@@ -154,7 +159,7 @@ class RunConfig(BaseModel):
             if not rule(self.optimizer).numpy:
                 raise ValueError(f"optimizer={self.optimizer!r} needs --backend torch")
             defaults = {"batchnorm": False, "activation": "relu", "schedule": "step",
-                        "label_smoothing": 0.0, "mixup": 0.0, "augment": False, "amp": None,
+                        "label_smoothing": 0.0, "mixup": 0.0, "augment": False, "amp": None, "ema": 0.0,
                         "weight_decay": None}
             for key, default in defaults.items():
                 value = getattr(self, key)
@@ -179,6 +184,9 @@ class RunConfig(BaseModel):
         """The config as TOML; None fields are left out (TOML has no null: absent
         means default)."""
         return tomli_w.dumps({k: v for k, v in self.model_dump().items() if v is not None})
+
+
+LATE_DEFAULTS = {"tensorboard": True, "zca_eps": 0.1, "ema": 0.0}
 
 
 def _one_line(err: ValidationError) -> str:

@@ -9,8 +9,25 @@ import numpy as np
 
 from fcnet.errors import FcnetError
 
-KINDS = ("mean", "channel", "scale", "none")
+KINDS = ("mean", "channel", "scale", "zca", "none")
 DTYPES = ("float64", "float32")
+
+
+_ARRAYS = ("mean", "pca_mean", "components", "explained_variance", "explained_variance_curve",
+           "zca")
+
+
+def _all_components(z: np.ndarray):
+    """scikit-learn's PCA of rows z (N, D) with every component, so the whole
+    explained-variance curve is known; z may be overwritten (it is the caller's copy)."""
+    import sklearn
+    from sklearn.decomposition import PCA
+
+    n, d = z.shape
+    # covariance_eigh (sklearn >= 1.5) is far faster when rows outnumber features
+    has_eigh = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 5)
+    solver = "covariance_eigh" if has_eigh and n >= d else "full"
+    return PCA(n_components=min(n, d), svd_solver=solver, copy=False).fit(z)
 
 
 class Preprocessor:
@@ -19,18 +36,25 @@ class Preprocessor:
     kind
         ``mean``: subtract the mean training image (the exercise);
         ``channel``: ``(x/255 - 0.5)/0.5`` per channel (the PyTorch exercise's Normalize);
-        ``scale``: ``x/255``; ``none``: the values as they are.
+        ``scale``: ``x/255``; ``zca``: ``x/255`` centred, then ZCA-whitened,
+        ``(x - mu) U diag(1 / sqrt(lambda + zca_eps)) U^T`` with U, lambda the
+        eigenvectors and eigenvalues of the training rows' covariance (scikit-learn's
+        PCA); it decorrelates pixels while keeping the image layout, so flips and
+        crops still apply; ``none``: the values as they are.
     pca
         None, a component count (int >= 1) or a fraction of variance to keep (0 < f < 1),
         fitted with scikit-learn on the output of ``kind``.
     whiten
         divide each PCA component by its standard deviation.
+    zca_eps
+        ``zca``'s regulariser, in units of the [0, 1] pixels' variance (about 0.06
+        per pixel on CIFAR-10): larger keeps more of the low-variance directions damped.
     dtype
         float64 or float32; a float32 transform never makes a float64 copy.
     """
 
     def __init__(self, kind: str = "mean", pca: float | int | None = None, whiten: bool = False,
-                 dtype: str = "float64"):
+                 dtype: str = "float64", zca_eps: float = 0.1):
         if kind not in KINDS:
             raise FcnetError(f"preprocess: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
         if str(np.dtype(dtype)) not in DTYPES:
@@ -45,6 +69,12 @@ class Preprocessor:
                 pca = int(pca)
         if whiten and pca is None:
             raise FcnetError("preprocess: whiten needs pca")
+        if not (isinstance(zca_eps, int | float) and np.isfinite(zca_eps) and zca_eps > 0):
+            raise FcnetError(f"preprocess: zca_eps must be a positive number, got {zca_eps!r}")
+        if kind == "zca" and pca is not None:
+            raise FcnetError("preprocess: zca keeps every pixel; it does not combine with pca")
+        self.zca_eps = float(zca_eps)
+        self.zca: np.ndarray | None = None  # (D, D) symmetric whitening matrix, kind "zca"
         self.kind, self.pca, self.whiten = kind, pca, bool(whiten)
         self.dtype = np.dtype(dtype)
         self.input_dim: int | None = None
@@ -70,27 +100,30 @@ class Preprocessor:
         n = x.shape[0]
         flat = x.reshape(n, -1)
         self.input_dim = flat.shape[1]
-        if self.kind == "mean":
+        if self.kind in ("mean", "zca"):
             # float64 accumulation over uint8 rows, without a float copy of the data
             self.mean = np.mean(flat, axis=0, dtype=np.float64)
+        if self.kind == "zca":
+            self._fit_zca(flat)
         if self.pca is not None:
             self._fit_pca(self._base(flat))
         return self
 
-    def _fit_pca(self, z: np.ndarray) -> None:
-        import sklearn
-        from sklearn.decomposition import PCA
+    def _fit_zca(self, flat: np.ndarray) -> None:
+        """W = U diag(1 / sqrt(lambda + eps)) U^T from every principal component
+        of the centred [0, 1] training pixels."""
+        p = _all_components(self._base(flat))
+        u = p.components_.astype(np.float64)  # (K, D), rows are eigenvectors
+        scale = 1.0 / np.sqrt(p.explained_variance_.astype(np.float64) + self.zca_eps)
+        self.zca = ((u.T * scale) @ u).astype(self.dtype)
 
+    def _fit_pca(self, z: np.ndarray) -> None:
         n, d = z.shape
         full = min(n, d)
         if isinstance(self.pca, int) and self.pca > full:
             raise FcnetError(f"preprocess: pca {self.pca} is more than the {full} components "
                              f"{n} rows of {d} values have")
-        # all components, so the whole explained-variance curve is known;
-        # covariance_eigh (sklearn >= 1.5) is far faster when rows outnumber features
-        has_eigh = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 5)
-        solver = "covariance_eigh" if has_eigh and n >= d else "full"
-        p = PCA(n_components=full, svd_solver=solver, copy=False).fit(z)  # z is ours
+        p = _all_components(z)
         ratio = p.explained_variance_ratio_
         self.explained_variance_curve = np.cumsum(ratio)
         if isinstance(self.pca, int):
@@ -107,6 +140,9 @@ class Preprocessor:
         out = flat.astype(self.dtype)  # the one copy, already in the target dtype
         if self.kind == "mean":
             out -= self.mean.astype(self.dtype, copy=False)
+        elif self.kind == "zca":
+            out -= self.mean.astype(self.dtype, copy=False)
+            out /= 255
         elif self.kind == "channel":
             out /= 255
             out -= 0.5
@@ -126,6 +162,8 @@ class Preprocessor:
             raise FcnetError(f"preprocess: rows of {self.input_dim} values expected, got shape "
                              f"{x.shape}")
         z = self._base(flat)
+        if self.zca is not None:
+            return z @ self.zca  # (N, D) @ (D, D); W is symmetric
         if self.components is None:
             return z
         z -= self.pca_mean
@@ -143,9 +181,9 @@ class Preprocessor:
             raise FcnetError("preprocess: state before fit")
         s = {"kind": np.array(self.kind), "dtype": np.array(self.dtype.name),
              "whiten": np.array(self.whiten), "input_dim": np.array(self.input_dim),
-             "pca": np.array(-1.0 if self.pca is None else float(self.pca))}
-        for k in ("mean", "pca_mean", "components", "explained_variance",
-                  "explained_variance_curve"):
+             "pca": np.array(-1.0 if self.pca is None else float(self.pca)),
+             "zca_eps": np.array(self.zca_eps)}
+        for k in _ARRAYS:
             if getattr(self, k) is not None:
                 s[k] = getattr(self, k)
         return s
@@ -156,14 +194,14 @@ class Preprocessor:
         try:
             pca = float(d["pca"])
             p = cls(str(d["kind"]), None if pca < 0 else pca, bool(d["whiten"]),
-                    str(d["dtype"]))
+                    str(d["dtype"]), float(d["zca_eps"]) if "zca_eps" in d else 0.1)
             p.input_dim = int(d["input_dim"])
-            for k in ("mean", "pca_mean", "components", "explained_variance",
-                      "explained_variance_curve"):
+            for k in _ARRAYS:
                 if k in d:
                     setattr(p, k, np.asarray(d[k]))
         except (KeyError, TypeError, ValueError) as err:
             raise FcnetError(f"preprocess state: missing or bad entry ({err})") from None
-        if p.kind == "mean" and p.mean is None or p.pca is not None and p.components is None:
+        if p.kind in ("mean", "zca") and p.mean is None or p.pca is not None and \
+                p.components is None or p.kind == "zca" and p.zca is None:
             raise FcnetError("preprocess state: arrays missing for its kind / pca")
         return p

@@ -35,7 +35,7 @@ def exercise_mode(config) -> bool:
     c = config
     return (c.optimizer == "sgd" and c.schedule == "step" and c.sampling == "replacement"
             and not c.batchnorm and c.activation == "relu" and not c.augment
-            and c.mixup == 0 and c.label_smoothing == 0 and c.weight_decay is None)
+            and c.mixup == 0 and c.ema == 0 and c.label_smoothing == 0 and c.weight_decay is None)
 
 
 def __getattr__(name: str):

@@ -23,6 +23,10 @@ Conventions (docs/torch.md):
   otherwise run about 15x slower on CPUs that trap on them.
 * ``mixup`` a > 0 blends each batch with itself reversed, weight lam ~ Beta(a, a)
   per batch, and the loss likewise (Zhang et al. 2018).
+* ``ema`` d > 0 keeps an exponential moving average of the weights (and BatchNorm
+  statistics), ``avg <- d avg + (1 - d) w`` after every step (torch's
+  ``AveragedModel``); the per-epoch validation scores the average, and at the end
+  the model takes the averaged weights, so what is saved and served is the average.
 * Test-time augmentation: a run trained with flips (``augment``) predicts the
   mean of the probabilities of each image and its mirror image (``tta``).
 * Mixed precision (bfloat16 autocast, float32 weights) is on for float32 runs
@@ -181,6 +185,13 @@ class TorchTrainer:
         # biases too, as the exercise does); the loss history is then the data loss alone
         self.custom_optimizer = optimizer is not None
         self.optimizer = optimizer(self.model.parameters()) if optimizer else self._make_optimizer()
+        self.ema = None
+        if config.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
+                                     use_buffers=True)
+        self._averaging = False  # True inside fit: the per-epoch scores use the average
         # progress, all of it saved by checkpoint_state()
         self.epoch = 0
         self.iteration = 0
@@ -286,6 +297,7 @@ class TorchTrainer:
             bar = tqdm(total=total, initial=self.iteration, unit="it", dynamic_ncols=True,
                        desc=f"train torch {self.device.type}")
         t0 = time.perf_counter()
+        self._averaging = True
         with flush_subnormals():
             while self.epoch < n_epochs and self.diverged_at is None:
                 steps = min(per_epoch, total - self.iteration)
@@ -328,6 +340,8 @@ class TorchTrainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
+                    if self.ema is not None:
+                        self.ema.update_parameters(self.model)
                     penalty = self._l2_penalty()
                     losses.append(loss.detach() + penalty if penalty is not None
                                   else loss.detach())
@@ -361,6 +375,9 @@ class TorchTrainer:
                                     val_acc=f"{record['val_acc']:.3f}", refresh=False)
                 if callback is not None:
                     callback(record)
+            if self.ema is not None:  # the averaged weights are the trained model
+                self.model.load_state_dict(self.ema.module.state_dict())
+            self._averaging = False
             final_train_acc = self._accuracy(Xt, yt)
         if bar is not None:
             bar.close()
@@ -448,16 +465,17 @@ class TorchTrainer:
     @torch.no_grad()
     def _proba(self, Xt, idx=None):
         """Probabilities (N, C), eval mode, in chunks; with ``tta`` the mean of the
-        image's and its mirror image's."""
-        self.model.eval()
+        image's and its mirror image's.  While ``ema`` trains, the average scores."""
+        model = self.ema.module if self.ema is not None and self._averaging else self.model
+        model.eval()
         rows = Xt.shape[0] if idx is None else idx.numel()
         out = []
         for s in range(0, rows, EVAL_CHUNK):
             xb = Xt[s:s + EVAL_CHUNK] if idx is None else Xt[idx[s:s + EVAL_CHUNK]]
             with self._autocast():
-                p = torch.softmax(self.model(xb).to(self.dtype), dim=1)
+                p = torch.softmax(model(xb).to(self.dtype), dim=1)
                 if self.tta:
-                    p = 0.5 * (p + torch.softmax(self.model(self.augment.mirror(xb))
+                    p = 0.5 * (p + torch.softmax(model(self.augment.mirror(xb))
                                                  .to(self.dtype), dim=1))
             out.append(p)
         if not out:
@@ -525,6 +543,8 @@ class TorchTrainer:
             state["cuda_rng"] = torch.cuda.get_rng_state()
         if self._pop_state is not None:
             state["exercise"] = self._pop_state
+        if self.ema is not None:
+            state["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
         return state
 
     def load_checkpoint_state(self, state: dict) -> None:
@@ -543,6 +563,8 @@ class TorchTrainer:
             self.history = {k: [float(x) for x in v.tolist()] for k, v in state["history"].items()}
             if self.exercise:
                 self._pop_state = state.get("exercise")
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise FcnetError(f"checkpoint does not fit this run ({str(err).splitlines()[0]})") \
                 from None

@@ -41,7 +41,7 @@ class Prepared:
 def data_key(config: RunConfig) -> tuple:
     c = config
     return (c.dataset, c.path, c.val_size, c.test_size, c.split_seed, c.preprocess, c.pca,
-            c.pca_whiten, c.dtype)
+            c.pca_whiten, c.dtype, c.zca_eps)
 
 
 def prepare(config: RunConfig, progress: bool = False) -> Prepared:
@@ -56,9 +56,10 @@ def prepare(config: RunConfig, progress: bool = False) -> Prepared:
     pca = None
     if config.pca is not None:
         pca = int(config.pca) if config.pca >= 1 else float(config.pca)
+    # bf16 runs keep float32 data (cast on the device)
     prep = Preprocessor(kind=config.preprocess, pca=pca, whiten=config.pca_whiten,
-                        dtype="float32" if config.dtype == "bfloat16" else config.dtype
-                        ).fit(data.train.x)  # bf16 runs keep float32 data (cast on the device)
+                        dtype="float32" if config.dtype == "bfloat16" else config.dtype,
+                        zca_eps=config.zca_eps).fit(data.train.x)
     out = Prepared(prep.transform(data.train.x), np.asarray(data.train.y, dtype=np.intp),
                    prep.transform(data.val.x), np.asarray(data.val.y, dtype=np.intp), data, prep)
     while len(_CACHE) >= _CACHE_SIZE:
