@@ -34,9 +34,22 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def pictured(steps: list[int], last: bool = True) -> list[int]:
+    """The epoch records that carry weight pictures: the first, the last, and those
+    at least WEIGHTS_EVERY iterations after the previous picture."""
+    from fcnet.training.tensorboard import WEIGHTS_EVERY
+
+    out: list[int] = []
+    for i, step in enumerate(steps):
+        if not out or step - out[-1] >= WEIGHTS_EVERY or (last and i == len(steps) - 1):
+            out.append(step)
+    return out
+
+
 def check_run(run_dir: Path, hidden: list[int], lr: float = 1e-2) -> None:
-    """The events hold loss.csv and epochs.csv, a picture and histograms per epoch,
-    and the config and final metrics for the HParams tab."""
+    """The events hold loss.csv and epochs.csv, a picture and histograms per epoch
+    (at most every WEIGHTS_EVERY iterations), and the config and final metrics for
+    the HParams tab."""
     acc = events(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
     loss = rows(run_dir / "loss.csv")
@@ -54,13 +67,13 @@ def check_run(run_dir: Path, hidden: list[int], lr: float = 1e-2) -> None:
                                    rtol=1e-6, err_msg=tag)
 
     images = acc.Images("weights/first_layer")
-    assert [im.step for im in images] == steps
+    assert [im.step for im in images] == pictured(steps)
     g = int(np.ceil(np.sqrt(hidden[0])))  # 8x8 digit tiles, 1 pixel apart
     assert (images[-1].width, images[-1].height) == (9 * g - 1, 9 * g - 1)
     sizes = [64, *hidden, 10]
     for i in range(len(sizes) - 1):
         hists = acc.Histograms(f"weights/W{i + 1}")
-        assert [h.step for h in hists] == steps
+        assert [h.step for h in hists] == pictured(steps)
         assert hists[-1].histogram_value.num == sizes[i] * sizes[i + 1]
 
     from tensorboard.plugins.hparams import api_pb2, metadata
@@ -246,3 +259,32 @@ def test_a_failing_tensorboard_write_is_one_line_and_resume_completes(tmp_path, 
     assert len(restart) == 1 and 1 < restart[0] <= max(e.step for e in first)  # steps superseded
     got = events(run).Scalars("loss")
     assert [e.step for e in got] == [int(r["iteration"]) for r in rows(run / "loss.csv")]
+
+
+def test_weight_pictures_are_spaced_and_computed_only_when_written(tmp_path):
+    """A digits-sized run records an epoch every 6 iterations; histograms and the
+    picture go out every WEIGHTS_EVERY iterations (and at the ends), and the
+    weights are not even fetched in between."""
+    from fcnet.training.tensorboard import WEIGHTS_EVERY
+
+    calls: list[int] = []
+    rng = np.random.RandomState(0)
+
+    def weights(step):
+        calls.append(step)
+        return {"W1": rng.randn(64, 9), "W2": rng.randn(9, 10)}
+
+    steps = list(range(0, 1000, 6))
+    tb = RunLogger.open(tmp_path)
+    for i, step in enumerate(steps):
+        tb.epoch(step, 0.5, 0.5, 1e-3, weights=lambda step=step: weights(step),
+                 image_shape=(8, 8), last=i == len(steps) - 1)
+    tb.close()
+    acc = events(tmp_path)
+    want = pictured(steps)
+    assert calls == want and want[-1] == steps[-1]
+    assert all(b - a >= WEIGHTS_EVERY for a, b in zip(want[:-2], want[1:-1]))
+    assert len(want) < len(steps) / 20
+    assert [im.step for im in acc.Images("weights/first_layer")] == want
+    assert [h.step for h in acc.Histograms("weights/W2")] == want
+    assert [e.step for e in acc.Scalars("accuracy/val")] == steps

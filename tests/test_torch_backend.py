@@ -179,6 +179,35 @@ def test_subnormals_are_flushed_during_training_and_restored_after():
     assert torch.tensor([1e-323], dtype=torch.float64).item() != 0  # off again afterwards
 
 
+FLUSH_PROBE = """
+import sys, torch
+{setup}
+from fcnet.torch_backend.population import flush_subnormals
+torch.set_num_threads(2)
+x = torch.full((1 << 21,), 1e-300, dtype=torch.float64)
+with flush_subnormals():
+    y = x * 1e-20  # 1e-320 is subnormal: 0 in every thread that flushes
+print(int((y != 0).sum()))
+"""
+
+
+def _unflushed(setup: str) -> int:
+    out = subprocess.run([sys.executable, "-c", FLUSH_PROBE.format(setup=setup)],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_torchs_worker_threads_flush_subnormals_too():
+    """The depth study's tiny-init deep nets ran 10x slower when only the calling
+    thread flushed: torch's intra-op workers, started by fcnet, flush as well."""
+    assert _unflushed("from fcnet.torch_backend import require_torch; require_torch()") == 0
+    # the failure it guards against: a pool started before flushing keeps subnormals
+    # in the workers' share of an element-wise product (2 threads on 2+ cores)
+    if (torch.get_num_threads() or 1) > 1:
+        assert _unflushed("torch.set_num_threads(2); torch.ones(1 << 21).sum()\n"
+                          "from fcnet.torch_backend import require_torch; require_torch()") > 0
+
+
 def test_saved_weights_load_back_with_weights_only(tmp_path):
     X, y = blobs(n=300)
     cfg = small_config(batchnorm=True, epochs=2)

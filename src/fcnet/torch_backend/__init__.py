@@ -20,12 +20,40 @@ __all__ = ["require_torch", "exercise_mode", "INSTALL_HINT", "MultiLayerPerceptr
            "TorchTrainer", "depth_study"]
 
 
+_pool_flushes = False
+
+
 def require_torch() -> ModuleType:
     """Return the ``torch`` module, or raise FcnetError saying how to install it."""
     try:
-        return importlib.import_module("torch")
+        torch = importlib.import_module("torch")
     except ImportError:  # includes sys.modules['torch'] = None
         raise FcnetError(INSTALL_HINT) from None
+    _flushing_pool(torch)
+    return torch
+
+
+def _flushing_pool(torch) -> None:
+    """Start torch's intra-op threads while this thread flushes subnormals.
+
+    ``torch.set_flush_denormal`` sets FTZ/DAZ in the calling thread only, and a
+    thread inherits its creator's floating-point mode, so workers started with it
+    off never flush: in the depth study the normal(0, 1e-3) nets of 4 and 5
+    layers, whose weights decay into subnormals, took 119 s for 10 epochs on 2
+    threads against 11.6 s with flushing workers.  The workers flush for good;
+    the calling thread flushes only inside ``flush_subnormals`` as before (a
+    pool torch already started keeps its mode).
+    """
+    global _pool_flushes
+    if _pool_flushes:
+        return
+    _pool_flushes = True
+    before = torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
+    torch.set_flush_denormal(True)
+    try:
+        torch.ones(1 << 20).sum()  # a parallel region: the pool starts here
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def exercise_mode(config) -> bool:

@@ -27,7 +27,7 @@ from fcnet.training.run import (
     read_run_config,
     train_run,
 )
-from fcnet.training.tensorboard import RunLogger, first_layer_image, weight_matrices
+from fcnet.training.tensorboard import RunLogger, weight_matrices
 
 # fields members may differ in: none of them changes an array shape or the batch stream
 FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init"}
@@ -103,10 +103,12 @@ def _train(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, eval_at:
         if event == "epoch":
             for j in np.flatnonzero(pop.active):
                 e = len(pop.val_acc_history[j]) - 1
-                W = weight_matrices(models[j].params)  # views of the member's slice, current
                 tbs[j].epoch(e * pop.iters_per_epoch, pop.train_acc_history[j][-1],
-                             pop.val_acc_history[j][-1], pop.lr_history[j][-1], weights=W,
-                             first_layer_image=first_layer_image(W["W1"], P.image_shape))
+                             pop.val_acc_history[j][-1], pop.lr_history[j][-1],
+                             # views of the member's slice, current
+                             weights=lambda j=j: weight_matrices(models[j].params),
+                             image_shape=P.image_shape,
+                             last=pop.it + pop.iters_per_epoch > pop.num_iters)
         if event == "iter" and pop.it in wanted:
             accs = pop.val_accuracies()
             for j in range(pop.k):

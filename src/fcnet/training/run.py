@@ -24,7 +24,7 @@ from fcnet.nn.solver import Solver
 from fcnet.training import rundir
 from fcnet.training.prepare import Prepared, prepare
 from fcnet.training.rundir import read_run_config
-from fcnet.training.tensorboard import RunLogger, first_layer_image, weight_matrices
+from fcnet.training.tensorboard import RunLogger, weight_matrices
 
 __all__ = ["train_run", "read_run_config", "build_model", "num_iterations", "finish_run"]
 
@@ -193,8 +193,8 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
                 # evaluate: keep the best epoch
                 acc = solver.val_acc_history[-1]
                 tb.epoch(it, solver.train_acc_history[-1], acc, solver.lr_history[-1],
-                         weights=weight_matrices(model.params),
-                         first_layer_image=first_layer_image(model.params["W1"], P.image_shape))
+                         weights=lambda: weight_matrices(model.params), image_shape=P.image_shape,
+                         last=solver.it + solver.iters_per_epoch > n_iters)
                 if acc > best_acc:
                     best_acc, best_epoch = acc, len(solver.val_acc_history) - 1
                     if config.keep_best:

@@ -4,9 +4,11 @@ A run writes into ``<run_dir>/tb/``:
 
 * every iteration: ``loss`` (the values of loss.csv, step = iteration);
 * every epoch record (step = the ``iteration`` column of epochs.csv):
-  ``accuracy/train``, ``accuracy/val``, ``lr``, a histogram of each weight
-  matrix (``weights/W1`` ...) and the first-layer weights as one picture
-  (``weights/first_layer``) when the inputs are images;
+  ``accuracy/train``, ``accuracy/val``, ``lr``;
+* at the first and last epoch records, and at records at least ``WEIGHTS_EVERY``
+  (200) iterations apart: a histogram of each weight matrix (``weights/W1`` ...)
+  and the first-layer weights as one picture (``weights/first_layer``) when the
+  inputs are images (every CIFAR-10 epoch; every 34th 6-iteration digits epoch);
 * at the end: the run's config through the hparams plugin (the run is one
   session of TensorBoard's HParams tab), with ``hparams/final_val_acc``,
   ``hparams/best_val_acc``, ``hparams/final_train_acc`` and ``hparams/final_loss``
@@ -43,7 +45,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ from fcnet import files
 
 TB_DIR = "tb"
 METRICS = ("final_val_acc", "best_val_acc", "final_train_acc", "final_loss")  # summary.json keys
+WEIGHTS_EVERY = 200  # iterations between weight histograms and pictures, at least
 FLUSH_SECS = 5.0  # a run being watched shows its progress within seconds
 _FILES = itertools.count()  # event file names unique within a process
 
@@ -66,6 +69,7 @@ class RunLogger:
 
     def __init__(self, path: Path | None = None):
         self._path, self._file, self._records = path, None, None
+        self._pictured: int | None = None  # step of the last weight histograms and picture
         self._buf = io.BytesIO()  # records since the last flush
         self._flushed = time.monotonic()
         if path is not None:
@@ -153,20 +157,30 @@ class RunLogger:
             self.scalars(start + i, loss=v)
 
     def epoch(self, step: int, train_acc: float, val_acc: float, lr: float,
-              weights: Mapping[str, np.ndarray] | None = None,
-              first_layer_image: np.ndarray | None = None) -> None:
-        """An epoch record: accuracies and lr, a histogram per weight matrix,
-        the first-layer picture ((H, W, C) in [0, 1], C = 1 or 3)."""
+              weights: Callable[[], Mapping[str, np.ndarray]] | None = None,
+              image_shape=None, last: bool = False) -> None:
+        """An epoch record: accuracies and lr; and, on the first record, the
+        ``last`` one and at least ``WEIGHTS_EVERY`` iterations after the previous
+        picture, a histogram per weight matrix of ``weights()`` ({'W1': (D, H1),
+        ...}, called only then) and W1 as a picture when the inputs are images
+        of ``image_shape``.  A digits epoch is 6 iterations: pictures at every
+        record cost a quarter of its study's time."""
         if self._file is None:
             return
         self.scalars(step, **{"accuracy/train": train_acc, "accuracy/val": val_acc, "lr": lr})
+        due = self._pictured is None or last or step - self._pictured >= WEIGHTS_EVERY
+        if weights is None or not due:
+            return
         from tensorboard.compat.proto import summary_pb2
 
-        values = [summary_pb2.Summary.Value(tag=f"weights/{name}", histo=_histogram(W))
-                  for name, W in (weights or {}).items()]
-        if first_layer_image is not None:
+        self._pictured = step
+        W = weights()
+        values = [summary_pb2.Summary.Value(tag=f"weights/{name}", histo=_histogram(w))
+                  for name, w in W.items()]
+        picture = first_layer_image(W["W1"], image_shape) if "W1" in W else None
+        if picture is not None:
             values.append(summary_pb2.Summary.Value(tag="weights/first_layer",
-                                                    image=_image(first_layer_image)))
+                                                    image=_image(picture)))
         if values:
             self._add(step, values)
 

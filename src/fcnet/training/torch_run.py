@@ -12,7 +12,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.training import rundir
 from fcnet.training.prepare import Prepared
-from fcnet.training.tensorboard import RunLogger, first_layer_image
+from fcnet.training.tensorboard import RunLogger
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
@@ -47,7 +47,9 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
             t = new_trainer()
     summary = rundir.start(run_dir, config, P)
     tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration)
-    per_epoch = max(P.X_train.shape[0] // config.batch_size, 1)
+    from fcnet.torch_backend.train import training_length
+
+    total, per_epoch = training_length(config, P.X_train.shape[0])
     last_save, logged = time.monotonic(), len(t.history["loss_history"])  # losses in tb/
 
     def on_epoch(record: dict) -> None:
@@ -55,11 +57,14 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         losses = t.history["loss_history"]
         tb.losses(logged, losses[logged:])
         logged = len(losses)
-        if tb.enabled:
-            W = [m.weight.detach().cpu().double().numpy().T for m in t.model.linears]  # (in, out)
-            tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
-                     record["val_acc"], record["lr"], weights={f"W{i + 1}": w for i, w in enumerate(W)},
-                     first_layer_image=first_layer_image(W[0], image_shape))
+
+        def weights() -> dict:  # (in, out), as the NumPy engine's
+            return {f"W{i + 1}": m.weight.detach().cpu().double().numpy().T
+                    for i, m in enumerate(t.model.linears)}
+
+        tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
+                 record["val_acc"], record["lr"], weights=weights, image_shape=image_shape,
+                 last=record["iteration"] + per_epoch > total)
         if time.monotonic() - last_save >= checkpoint_seconds:
             tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
             t.save_checkpoint(ckpt)
