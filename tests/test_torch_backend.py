@@ -103,6 +103,23 @@ def test_model_is_a_sequential_of_linear_relu_pairs_with_the_exercise_init():
     assert abs(float(bn.linears[0].weight.detach().std()) - np.sqrt(2 / 8)) < 0.25
 
 
+def test_dropout_keeps_1_minus_p_of_the_units_scaled_and_passes_the_mask_back():
+    from fcnet.torch_backend.model import Dropout
+
+    torch.manual_seed(0)
+    for p in (0.1, 0.5, 0.9):
+        x = torch.ones(301, 1237, requires_grad=True)  # not a multiple of 4 units
+        y = Dropout(p)(x)
+        kept = (y > 0).double().mean().item()
+        assert abs(kept - (1 - p)) < 4 * ((p * (1 - p) / x.numel()) ** 0.5) + 2e-5
+        assert y.max().item() == pytest.approx(1 / (1 - p), rel=1e-4)  # inverted: mean kept
+        y.sum().backward()
+        assert torch.equal(x.grad, y.detach())  # d(x * mask * scale)/dx = mask * scale
+    d = Dropout(0.5).eval()
+    x = torch.randn(4, 6)
+    assert torch.equal(d(x), x)
+
+
 @pytest.mark.parametrize("bad", ["normal", "normal:-1", "xavier", "kaiming:2"])
 def test_model_rejects_an_unknown_init(bad):
     with pytest.raises(FcnetError, match="init"):

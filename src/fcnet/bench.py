@@ -24,7 +24,7 @@ over all its timed steps.
   it (``TorchPopulation`` of one: index draw, gather, forward, loss, backward,
   float32 update and the refresh of the bf16 weight copies).
 - ``bf16_floor``: the five products alone in bf16, plus the gather into a
-  preallocated buffer and the copy of x^T that makes x^T dZ1 fast, on the same
+  preallocated buffer, on the same
   torch thread count as ``torch_bf16`` (``bf16_threads``, 0: torch's own count,
   ``TorchPopulation``'s default).
 - ``population.torch_bf16_ms`` / ``torch_bf16_k64_ms``: one ``TorchPopulation``
@@ -291,7 +291,6 @@ class Bf16FloorSystem(StepSystem):
         self.W1 = (s.std * torch.randn(s.input_size, s.hidden, generator=gen)).to(bf)
         self.W2 = (s.std * torch.randn(s.hidden, s.classes, generator=gen)).to(bf)
         self.x = torch.empty(s.batch, s.input_size, dtype=bf)
-        self.xt = torch.empty(s.input_size, s.batch, dtype=bf)
         self.a = torch.empty(s.batch, s.hidden, dtype=bf)
         self.dz = torch.empty(s.batch, s.classes, dtype=bf)
         self.da = torch.empty_like(self.a)
@@ -307,8 +306,7 @@ class Bf16FloorSystem(StepSystem):
         torch.mm(self.a, self.W2, out=self.dz)
         torch.mm(self.dz, self.W2.t(), out=self.da)
         torch.mm(self.a.t(), self.dz, out=self.dW2)
-        self.xt.copy_(self.x.t())
-        torch.mm(self.xt, self.da, out=self.dW1)
+        torch.mm(self.x.t(), self.da, out=self.dW1)
         torch.set_num_threads(before)
 
 

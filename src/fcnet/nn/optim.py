@@ -86,7 +86,7 @@ class UpdateRule:
     slots: ClassVar[tuple[str, ...]] = ()
     numpy: ClassVar[bool] = True  # False: the rule exists in the torch backend only
     torch_class: ClassVar[str]  # the rule's class in torch.optim
-    torch_fused: ClassVar[bool] = False  # torch's fused CUDA kernel exists for it
+    torch_fused: ClassVar[bool] = False  # torch's fused kernel exists for it (CPU and CUDA)
 
     def __init__(self, **settings: float):
         unknown = sorted(set(settings) - set(self.settings))

