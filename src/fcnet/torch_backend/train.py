@@ -362,7 +362,7 @@ class TorchTrainer:
                     "epoch": self.epoch,
                     "iteration": self.iteration,
                     "loss": float(np.mean(epoch_losses)),
-                    "train_acc": self._accuracy(Xt, yt, sub_idx),
+                    "train_acc": self._accuracy(Xt, yt, sub_idx, tta=False),  # as it fits
                     "val_acc": self._accuracy(Xv, yv),
                     "lr": lr0,
                     "seconds": time.perf_counter() - t0,
@@ -378,7 +378,7 @@ class TorchTrainer:
             if self.ema is not None:  # the averaged weights are the trained model
                 self.model.load_state_dict(self.ema.module.state_dict())
             self._averaging = False
-            final_train_acc = self._accuracy(Xt, yt)
+            final_train_acc = self._accuracy(Xt, yt, tta=False)
         if bar is not None:
             bar.close()
         return self._result(final_train_acc, per_epoch, int(sub_idx.numel()), t0)
@@ -463,9 +463,10 @@ class TorchTrainer:
 
     # ------------------------------------------------------------ prediction
     @torch.no_grad()
-    def _proba(self, Xt, idx=None):
-        """Probabilities (N, C), eval mode, in chunks; with ``tta`` the mean of the
-        image's and its mirror image's.  While ``ema`` trains, the average scores."""
+    def _proba(self, Xt, idx=None, tta: bool | None = None):
+        """Probabilities (N, C), eval mode, in chunks; with ``tta`` (default
+        ``self.tta``) the mean of the image's and its mirror image's.  While ``ema``
+        trains, the average scores.  Training accuracies are single-view, as the net fits."""
         model = self.ema.module if self.ema is not None and self._averaging else self.model
         model.eval()
         rows = Xt.shape[0] if idx is None else idx.numel()
@@ -474,7 +475,7 @@ class TorchTrainer:
             xb = Xt[s:s + EVAL_CHUNK] if idx is None else Xt[idx[s:s + EVAL_CHUNK]]
             with self._autocast():
                 p = torch.softmax(model(xb).to(self.dtype), dim=1)
-                if self.tta:
+                if self.tta if tta is None else tta:
                     p = 0.5 * (p + torch.softmax(model(self.augment.mirror(xb))
                                                  .to(self.dtype), dim=1))
             out.append(p)
@@ -482,10 +483,10 @@ class TorchTrainer:
             return torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)
         return torch.cat(out)
 
-    def _accuracy(self, Xt, yt, idx=None) -> float:
+    def _accuracy(self, Xt, yt, idx=None, tta: bool | None = None) -> float:
         if (Xt.shape[0] if idx is None else idx.numel()) == 0:
             return float("nan")
-        pred = self._proba(Xt, idx).argmax(dim=1)
+        pred = self._proba(Xt, idx, tta).argmax(dim=1)
         y = yt if idx is None else yt[idx]
         return float((pred == y).double().mean().item())
 

@@ -167,7 +167,8 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
             best_params = {k[12:]: v for k, v in state.items()
                            if k.startswith("best.params.")} or None
     summary = rundir.start(run_dir, config, P)
-    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=solver.it)
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=solver.it,
+                        total_steps=n_iters)
     model, wanted = solver.model, set(eval_at)
     bar = None
     if not quiet:

@@ -6,9 +6,10 @@ A run writes into ``<run_dir>/tb/``:
 * every epoch record (step = the ``iteration`` column of epochs.csv):
   ``accuracy/train``, ``accuracy/val``, ``lr``;
 * at the first and last epoch records, and at records at least ``WEIGHTS_EVERY``
-  (200) iterations apart: a histogram of each weight matrix (``weights/W1`` ...)
-  and the first-layer weights as one picture (``weights/first_layer``) when the
-  inputs are images (every CIFAR-10 epoch; every 34th 6-iteration digits epoch);
+  (200) iterations apart and at most about ``MAX_PICTURES`` (50) a run: a
+  histogram of each weight matrix (``weights/W1`` ...) and the first-layer
+  weights as one picture (``weights/first_layer``) when the inputs are images
+  (each epoch of a short CIFAR-10 run; every 34th 6-iteration digits epoch);
 * at the end: the run's config through the hparams plugin (the run is one
   session of TensorBoard's HParams tab), with ``hparams/final_val_acc``,
   ``hparams/best_val_acc``, ``hparams/final_train_acc`` and ``hparams/final_loss``
@@ -56,6 +57,7 @@ from fcnet import files
 TB_DIR = "tb"
 METRICS = ("final_val_acc", "best_val_acc", "final_train_acc", "final_loss")  # summary.json keys
 WEIGHTS_EVERY = 200  # iterations between weight histograms and pictures, at least
+MAX_PICTURES = 50  # and at most about this many a run (best-cpu's 1536-unit picture takes 0.3 s)
 FLUSH_SECS = 5.0  # a run being watched shows its progress within seconds
 _FILES = itertools.count()  # event file names unique within a process
 
@@ -70,6 +72,7 @@ class RunLogger:
     def __init__(self, path: Path | None = None):
         self._path, self._file, self._records = path, None, None
         self._pictured: int | None = None  # step of the last weight histograms and picture
+        self.every = WEIGHTS_EVERY  # iterations between them, at least
         self._buf = io.BytesIO()  # records since the last flush
         self._flushed = time.monotonic()
         if path is not None:
@@ -83,12 +86,15 @@ class RunLogger:
             self._records, self._Event = RecordWriter(self._buf), Event
 
     @classmethod
-    def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0) -> RunLogger:
+    def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0,
+             total_steps: int | None = None) -> RunLogger:
         """A logger writing a new event file into ``run_dir/tb``, or, when not
         ``enabled`` or without the tensorboard package, one that writes nothing.
 
         ``start_step``: the iteration training (re)starts from; events at or
         after it from an earlier, interrupted attempt are superseded.
+        ``total_steps``: the run's length, which spaces the weight pictures so a
+        run has at most about ``MAX_PICTURES`` of them.
         """
         if not enabled:
             return cls()
@@ -102,6 +108,8 @@ class RunLogger:
         # the name TensorBoard's EventFileWriter gives; readers take files in name order
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
         logger = cls(tb / f"{name}.{next(_FILES):06d}")  # padded: name order is write order
+        if total_steps:
+            logger.every = max(WEIGHTS_EVERY, int(total_steps) // MAX_PICTURES)
         logger._event(event_pb2.Event(file_version="brain.Event:2"))
         restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
         logger._event(event_pb2.Event(step=int(start_step), session_log=restart))
@@ -160,7 +168,7 @@ class RunLogger:
               weights: Callable[[], Mapping[str, np.ndarray]] | None = None,
               image_shape=None, last: bool = False) -> None:
         """An epoch record: accuracies and lr; and, on the first record, the
-        ``last`` one and at least ``WEIGHTS_EVERY`` iterations after the previous
+        ``last`` one and at least ``self.every`` iterations after the previous
         picture, a histogram per weight matrix of ``weights()`` ({'W1': (D, H1),
         ...}, called only then) and W1 as a picture when the inputs are images
         of ``image_shape``.  A digits epoch is 6 iterations: pictures at every
@@ -168,7 +176,7 @@ class RunLogger:
         if self._file is None:
             return
         self.scalars(step, **{"accuracy/train": train_acc, "accuracy/val": val_acc, "lr": lr})
-        due = self._pictured is None or last or step - self._pictured >= WEIGHTS_EVERY
+        due = self._pictured is None or last or step - self._pictured >= self.every
         if weights is None or not due:
             return
         from tensorboard.compat.proto import summary_pb2

@@ -46,10 +46,11 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
             rundir.say(f"{err}; training again from the start")
             t = new_trainer()
     summary = rundir.start(run_dir, config, P)
-    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration)
     from fcnet.torch_backend.train import training_length
 
     total, per_epoch = training_length(config, P.X_train.shape[0])
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration,
+                        total_steps=total)
     last_save, logged = time.monotonic(), len(t.history["loss_history"])  # losses in tb/
 
     def on_epoch(record: dict) -> None:
