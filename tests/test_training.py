@@ -227,3 +227,25 @@ def test_unreadable_dataset_fails_in_one_line_and_writes_no_run_dir(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "broken.tar.gz" in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_checkpoints_are_spaced_by_what_saving_costs(monkeypatch):
+    from fcnet.training import rundir
+
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    clock = rundir.CheckpointClock(5.0)
+    assert not clock.due()
+    now[0] += 5.0
+    assert clock.due()
+    clock.saved(started=now[0] - 0.5)  # a 0.5 s save: the next one 25 s later, not 5
+    now[0] += 24.0
+    assert not clock.due()
+    now[0] += 1.0
+    assert clock.due()
+    clock.saved(started=now[0] - 0.01)  # a quick save: back to checkpoint_seconds
+    now[0] += 5.0
+    assert clock.due()
+    every = rundir.CheckpointClock(0.0)
+    every.saved(started=now[0] - 1.0)
+    assert every.due()  # 0: every epoch end, whatever saving costs

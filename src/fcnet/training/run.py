@@ -177,7 +177,7 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
         bar = tqdm(total=n_iters, initial=solver.it, desc=f"train {run_dir.name}",
                    unit="it", dynamic_ncols=True)
 
-    t0 = last_save = time.monotonic()
+    t0, clock = time.monotonic(), rundir.CheckpointClock(checkpoint_seconds)
     start_it = solver.it
     with flush_denormals(solver.flush_denormals):
         while solver.it < n_iters and solver.diverged_at is None:
@@ -200,12 +200,13 @@ def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds,
                     best_acc, best_epoch = acc, len(solver.val_acc_history) - 1
                     if config.keep_best:
                         best_params = model.state()
-                # checkpoint: at most every checkpoint_seconds, always at an epoch end
-                if time.monotonic() - last_save >= checkpoint_seconds:
+                # checkpoint: at an epoch end, checkpoint_seconds apart at least
+                if clock.due():
+                    started = time.monotonic()
                     tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
                     _save_checkpoint(ckpt, solver, val_at, best_acc, best_epoch, best_params)
                     rundir.write_metrics(run_dir, _history(solver), solver.iters_per_epoch)
-                    last_save = time.monotonic()
+                    clock.saved(started)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{acc:.3f}", refresh=False)
             # log

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -38,6 +39,29 @@ CONFIG = "config.toml"
 SUMMARY = "summary.json"
 PREPROCESS = "preprocess.npz"
 FINISHED = ("completed", "diverged")
+
+
+class CheckpointClock:
+    """When to checkpoint: at epoch ends, ``seconds`` apart at least, and at least
+    ``SPACING`` times as long apart as the last save took, so saving costs at
+    most 1/SPACING of the run (``seconds`` 0: every epoch end).  best-cpu's 71 MB
+    checkpoint every 5 s made its CIFAR-10 epochs 6.0 s instead of 4.4."""
+
+    SPACING = 50
+
+    def __init__(self, seconds: float):
+        self._now = time.monotonic
+        self.seconds, self.gap = float(seconds), float(seconds)
+        self.last = self._now()
+
+    def due(self) -> bool:
+        return self._now() - self.last >= self.gap
+
+    def saved(self, started: float) -> None:
+        """A save that began at ``started`` (``time.monotonic()``) just ended."""
+        self.last = self._now()
+        if self.seconds > 0:
+            self.gap = max(self.seconds, self.SPACING * (self.last - started))
 
 
 def say(message: str) -> None:

@@ -51,10 +51,10 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
     total, per_epoch = training_length(config, P.X_train.shape[0])
     tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration,
                         total_steps=total)
-    last_save, logged = time.monotonic(), len(t.history["loss_history"])  # losses in tb/
+    clock, logged = rundir.CheckpointClock(checkpoint_seconds), len(t.history["loss_history"])
 
     def on_epoch(record: dict) -> None:
-        nonlocal last_save, logged
+        nonlocal logged  # losses already in tb/
         losses = t.history["loss_history"]
         tb.losses(logged, losses[logged:])
         logged = len(losses)
@@ -66,12 +66,13 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
                  record["val_acc"], record["lr"], weights=weights, image_shape=image_shape,
                  last=record["iteration"] + per_epoch > total)
-        if time.monotonic() - last_save >= checkpoint_seconds:
+        if clock.due():
+            started = time.monotonic()
             tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
             t.save_checkpoint(ckpt)
             rundir.write_metrics(run_dir, t.history,
                                  record["iteration"] // max(record["epoch"], 1))
-            last_save = time.monotonic()
+            clock.saved(started)
 
     out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet)
     tb.losses(logged, out["loss_history"][logged:])  # a diverged epoch's losses get no callback
