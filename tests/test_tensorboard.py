@@ -294,9 +294,9 @@ def test_a_long_run_has_about_max_pictures_weight_pictures(tmp_path):
     from fcnet.training.tensorboard import MAX_PICTURES, WEIGHTS_EVERY
 
     assert RunLogger.open(tmp_path / "a", total_steps=1000).every == WEIGHTS_EVERY
-    long = RunLogger.open(tmp_path / "b", total_steps=26_740)  # best-cpu: 140 epochs of 191
-    assert long.every == 26_740 // MAX_PICTURES
-    for step in range(0, 26_740, 191):
+    long = RunLogger.open(tmp_path / "b", total_steps=23_875)  # best-cpu: 125 epochs of 191
+    assert long.every == 23_875 // MAX_PICTURES
+    for step in range(0, 23_875, 191):
         long.epoch(step, 0.5, 0.5, 1e-3, weights=lambda: {"W2": np.ones((3, 2))})
     long.close()
     n = len(events(tmp_path / "b").Histograms("weights/W2"))
