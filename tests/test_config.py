@@ -63,3 +63,20 @@ def test_to_toml_reads_back_as_the_same_config_and_leaves_out_none():
     assert make_config(values) == c
     assert "val_size" not in values and "weight_decay" not in values  # None: absent
     assert values["hidden"] == [30, 20] and values["path"] == 'C:\\data\\"x"'
+
+
+def test_fields_added_later_stay_out_of_old_configs_until_set():
+    """A run key is the config's dump: zca_eps and ema (added after runs existed)
+    appear only when set, so earlier runs are still found; set, they are kept."""
+    plain = make_config({})
+    assert not {"zca_eps", "ema", "tensorboard"} & set(plain.model_dump())
+    c = make_config({"backend": "torch", "preprocess": "zca", "zca_eps": 0.01, "ema": 0.99})
+    dumped = c.model_dump()
+    assert dumped["zca_eps"] == 0.01 and dumped["ema"] == 0.99
+    assert load_config(None, **{}) == plain
+    with pytest.raises(FcnetError, match="ema=0.5 needs --backend torch"):
+        make_config({"ema": 0.5})  # numpy: a torch-only setting
+    with pytest.raises(FcnetError, match="ZCA keeps every pixel"):
+        make_config({"preprocess": "zca", "pca": 0.95})
+    with pytest.raises(FcnetError, match="zca_eps"):
+        make_config({"preprocess": "zca", "zca_eps": 0})

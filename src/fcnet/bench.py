@@ -24,9 +24,8 @@ over all its timed steps.
   it (``TorchPopulation`` of one: index draw, gather, forward, loss, backward,
   float32 update and the refresh of the bf16 weight copies).
 - ``bf16_floor``: the five products alone in bf16, plus the gather into a
-  preallocated buffer, on the same
-  torch thread count as ``torch_bf16`` (``bf16_threads``, 0: torch's own count,
-  ``TorchPopulation``'s default).
+  preallocated buffer, on the same torch thread count as ``torch_bf16``
+  (``bf16_threads``, 0: torch's own count, ``TorchPopulation``'s default).
 - ``population.torch_bf16_ms`` / ``torch_bf16_k64_ms``: one ``TorchPopulation``
   step in bf16-mixed of the 8 configurations, and of 64 (when torch is here).
 

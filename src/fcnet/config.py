@@ -153,6 +153,8 @@ class RunConfig(BaseModel):
     def _pca_count(self) -> RunConfig:
         if self.pca is not None and self.pca >= 1 and self.pca != int(self.pca):
             raise ValueError("pca: a count must be an integer (or a fraction in (0, 1))")
+        if self.pca is not None and self.preprocess == "zca":
+            raise ValueError("pca: ZCA keeps every pixel; use preprocess zca or pca, not both")
         if self.backend == "numpy":
             if self.dtype == "bfloat16":
                 raise ValueError("dtype='bfloat16' needs --backend torch (bf16 mixed precision)")
