@@ -37,6 +37,6 @@ def test_each_preset_trains_a_step_on_digits_and_evaluates(tmp_path, name):
     config = make_config(values)
     summary = train_run(config, tmp_path / name, figures=False)
     assert summary["iterations"] == 1
-    assert summary["status"] == "finished"
+    assert summary["status"] == "completed"
     r = evaluate_run(tmp_path / name, "test")
     assert 0 <= r["accuracy"] <= 1 and r["n"] > 0
