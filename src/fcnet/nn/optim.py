@@ -64,6 +64,14 @@ DECAY_RATE = Setting(0.99, "RMSprop: decay of the squared-gradient cache (optimi
 EPS = Setting(1e-8, "Adam / RMSprop: eps added to the root in the denominator", gt=0)
 
 
+def _mean_square(avg: np.ndarray, g: np.ndarray, decay: float, tmp: np.ndarray) -> None:
+    """avg <- decay avg + (1 - decay) g^2 in place (RMSprop's cache, Adam's v); tmp is scratch."""
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - decay
+    avg *= decay
+    avg += tmp
+
+
 def _slot(store: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:
     """store[key], created as zeros like ``like`` on first use only (setdefault
     would build and zero a parameter-sized array on every call)."""
@@ -193,10 +201,7 @@ class RMSprop(UpdateRule):
             g = grads[k]
             cache = _slot(self.cache, k, w)
             tmp = _slot(self._tmp, k, w)
-            np.multiply(g, g, out=tmp)
-            tmp *= 1 - rho
-            cache *= rho
-            cache += tmp  # cache = rho cache + (1 - rho) g^2
+            _mean_square(cache, g, rho, tmp)  # cache = rho cache + (1 - rho) g^2
             np.sqrt(cache, out=tmp)
             tmp += eps
             np.divide(g, tmp, out=tmp)
@@ -234,10 +239,7 @@ class Adam(UpdateRule):
             m = _slot(self.m, k, w)
             v = _slot(self.v, k, w)
             tmp = _slot(self._tmp, k, w)
-            np.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v *= b2
-            v += tmp  # v = b2 v + (1 - b2) g^2
+            _mean_square(v, g, b2, tmp)  # v = b2 v + (1 - b2) g^2
             g *= 1 - b1
             m *= b1
             m += g  # m = b1 m + (1 - b1) g
