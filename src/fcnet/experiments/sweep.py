@@ -281,9 +281,16 @@ class Worker:
         return len(pops) == 1 and None not in pops
 
     def _finish(self, trial, state, attrs: dict, value: float | None = None) -> None:
-        for k, v in attrs.items():
-            self.st.storage.set_trial_user_attr(trial._trial_id, k, v)
-        self.st.study.tell(trial, value, state=state, skip_if_finished=True)
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            for k, v in attrs.items():
+                self.st.storage.set_trial_user_attr(trial._trial_id, k, v)
+            self.st.study.tell(trial, value, state=state, skip_if_finished=True)
+        except UpdateFinishedTrialError:
+            # another process found this trial stale and failed it, queueing a retry:
+            # the retry reads this run back from disk, so nothing is lost or trained twice
+            pass
         self.heartbeat.discard(trial._trial_id)
         self.held.remove(trial)
 
