@@ -53,7 +53,11 @@ def test_json_population_and_machine_blocks(bench_json):
     assert len(targets) == 7
     assert {"torch_bf16 / bf16_floor <= 1.6", "fcnet_f32 / torch_bf16 >= 2.2",
             "sequential / torch_bf16_population >= 4"} <= set(targets)
-    assert all(t["ratio"] > 0 and isinstance(t["met"], bool) for t in targets.values())
+    assert all(t["ratio"] > 0 for t in targets.values())
+    fallback = pop["torch_dtype"] == "float32"  # this CPU has no bf16 instructions
+    assert fallback == ("bf16" in bench_json["notes"])
+    for name, t in targets.items():
+        assert t["met"] is None if fallback and "bf16" in name else isinstance(t["met"], bool)
 
 
 def test_table_names_every_system_and_the_population(bench_json):
@@ -78,6 +82,22 @@ def test_missing_peers_are_null_in_json_with_a_note(monkeypatch):
     assert r["targets"]["fcnet_f32 / torch_f32 <= 1.0"] == {"ratio": None, "met": None}
     assert json.loads(json.dumps(r))["step_ms"]["torch_f32"] is None  # null in JSON
     assert "(n/a)" in format_table(r)
+
+
+def test_a_cpu_without_bf16_times_the_float32_fallback_and_leaves_bf16_targets_open(monkeypatch):
+    import fcnet.torch_backend.train as torch_train
+
+    monkeypatch.setattr(torch_train, "bf16_unsupported", lambda device: "no bf16 here")
+    s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0,
+                      peers=("torch",))
+    r = run_bench(s)
+    assert r["population"]["torch_dtype"] == "float32"
+    assert r["notes"]["bf16"].startswith("no bf16 here: ")
+    assert r["step_ms"]["torch_bf16"] > 0 and r["population"]["torch_bf16_k64_ms"] > 0
+    for name, t in r["targets"].items():
+        if "bf16" in name:
+            assert t["ratio"] > 0 and t["met"] is None
+    assert "note: bf16: no bf16 here" in format_table(r)
 
 
 def test_too_few_steps_is_a_one_line_error_exit_2():

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,22 @@ def test_one_process_at_a_time_holds_an_sqlite_sweep(tmp_path):
     with DirLock(tmp_path, "this sweep"):
         with pytest.raises(FcnetError, match="in use by pid"):
             run_sweep(SweepSpec(digits(), grid={"seed": [0]}), tmp_path, figures=False)
+
+
+def test_a_joining_process_that_creates_the_study_queues_it_without_waiting(tmp_path):
+    # every worker of a shared sweep may be started with --join: the one that happens to
+    # create the study queues the jobs at once (it once waited out join_wait_s for itself)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec = SweepSpec(digits(), grid={"seed": [0, 1]})
+    t0 = time.monotonic()
+    r = run_sweep(spec, tmp_path / "a", storage=url, join=True, join_wait_s=60, figures=False)
+    assert time.monotonic() - t0 < 45
+    assert r.ok and [x.status for x in r.rows] == ["completed", "completed"]
+    # a joining process without the sweep's flags waits for another to set it up, and
+    # says so in one line when nobody does
+    with pytest.raises(FcnetError, match="was not set up within 1 s"):
+        run_sweep(None, tmp_path / "b", storage=f"sqlite:///{tmp_path / 'empty.db'}",
+                  join=True, join_wait_s=1, figures=False)
 
 
 # ------------------------------------------------------------------ population and workers

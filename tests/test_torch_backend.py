@@ -318,7 +318,12 @@ def test_bad_inputs_and_impossible_settings_fail_with_one_clear_message():
             TorchTrainer(small_config(device="cuda"), 20, 3)
 
 
-def test_mixed_precision_on_cpu_trains_with_float32_weights():
+def test_mixed_precision_on_cpu_trains_with_float32_weights(monkeypatch):
+    import fcnet.torch_backend.train as torch_train
+
+    # the autocast path even on a CPU without bf16 instructions (there torch emulates
+    # bf16, slowly; a run would fall back to float32 instead)
+    monkeypatch.setattr(torch_train, "bf16_unsupported", lambda device: None)
     X, y = blobs()
     t = TorchTrainer(small_config(amp=True), 20, 3)
     assert t.amp

@@ -96,6 +96,9 @@ def test_bfloat16_on_a_cpu_without_bf16_falls_back_to_float32_and_says_so(monkey
     # and the non-exercise path too
     adam = TorchTrainer(exercise(dtype="bfloat16", optimizer="adam", lr=1e-2), 20, 3)
     assert not adam.exercise and not adam.amp and adam.bf16_fallback
+    # amp = true (best-cpu's autocast) likewise: float32, not emulated bf16
+    auto = TorchTrainer(exercise(optimizer="adam", lr=1e-2, amp=True, dtype="float32"), 20, 3)
+    assert not auto.amp and auto.precision == "float32" and auto.bf16_fallback
     assert torch_train.bf16_unsupported(torch.device("cpu")) is not None
 
 

@@ -522,8 +522,13 @@ def _default_study(url: str, sweep_dir: Path) -> str:
 def _spec_for(st: _Study, spec: SweepSpec | None, join: bool, wait_s: float) -> SweepSpec:
     """The study's spec: set it when new; check it matches when given. A joining process
     waits (up to ``wait_s``) until the process that set the sweep up has queued its jobs."""
+    # a process that created the study with a spec queues the jobs itself: no waiting
     deadline = time.monotonic() + wait_s
-    while join and "ready" not in st.attrs and time.monotonic() < deadline:
+    while join and "ready" not in st.attrs and not (st.created and spec is not None):
+        if time.monotonic() >= deadline:
+            raise FcnetError(f"study {st.name!r} in {st.url.split('://')[0]} storage was not "
+                             f"set up within {wait_s:.0f} s by the process that created it: "
+                             "start that sweep again (the same command without --join)")
         time.sleep(POLL_S)
     stored = st.attrs.get("spec")
     if spec is None:

@@ -33,7 +33,7 @@ Conventions (docs/torch.md):
   on CUDA, and on CPU when ``amp = true`` (CPUs with AVX512-BF16/AMX run it
   2-3x faster).  ``dtype = "bfloat16"`` asks for it outright: bf16 products,
   float32 weights, softmax, loss and updates; where the device has no bf16
-  instructions the run trains in float32 and ``bf16_fallback`` says why.
+  instructions (``amp`` too) the run trains in float32 and ``bf16_fallback`` says why.
 * The exercise's runs (plain SGD, step schedule, sampling with replacement, no
   BatchNorm, augmentation, mixup or label smoothing, ReLU, weight decay 2 reg)
   train as ``fcnet.nn.Solver`` does, on torch (``exercise_mode``): batches from
@@ -151,10 +151,11 @@ class TorchTrainer:
             raise FcnetError("config field 'amp': mixed precision needs dtype float32")
         self.amp = (self.device.type == "cuda" and self.dtype == torch.float32) if amp is None \
             else bool(amp)
-        # dtype bfloat16: bf16 products where the device has them, else float32
-        self.bf16_fallback = bf16_unsupported(self.device) if config.dtype == "bfloat16" \
-            else None
-        if config.dtype == "bfloat16":
+        # dtype bfloat16 (or amp): bf16 products where the device has them, else float32
+        # (emulated bf16 products run 10-40x slower than float32 ones)
+        self.bf16_fallback = bf16_unsupported(self.device) \
+            if config.dtype == "bfloat16" or self.amp else None
+        if config.dtype == "bfloat16" or self.amp:
             self.amp = self.bf16_fallback is None
         self.exercise = exercise_mode(config)
         self.precision = "bfloat16-mixed" if self.amp else config.dtype.replace(
