@@ -163,3 +163,15 @@ def test_a_bfloat16_run_directory_records_its_precision_and_preprocessing(tmp_pa
     assert s["precision"] in ("bfloat16-mixed", "float32")
     assert (s["precision"] == "float32") == (s["bf16_fallback"] is not None)
     assert load_config(tmp_path / "r" / "config.toml").preprocess == "channel"
+
+
+def test_a_fallback_run_says_so_in_one_line_and_records_it(tmp_path, monkeypatch, capsys):
+    from fcnet.training.run import train_run
+
+    monkeypatch.setattr(torch_train, "bf16_unsupported", lambda device: "no bf16 here")
+    cfg = make_config(dataset="digits", backend="torch", dtype="bfloat16", device="cpu",
+                      iters=30, batch_size=50, lr=1e-2, tensorboard=False)
+    s = train_run(cfg, tmp_path / "r", quiet=False, figures=False)
+    err = capsys.readouterr().err
+    assert "fcnet: no bf16 here: training in float32" in err
+    assert s["precision"] == "float32" and s["bf16_fallback"] == "no bf16 here"

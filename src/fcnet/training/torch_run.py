@@ -38,6 +38,8 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         return _trainer(config, P.X_train.shape[1], len(P.classes), image_shape, P.classes)
 
     t = new_trainer()
+    if t.bf16_fallback and not quiet:
+        rundir.say(f"{t.bf16_fallback}: training in float32 (emulated bf16 would be far slower)")
     ckpt = run_dir / CHECKPOINT
     if resume and ckpt.exists():
         try:
