@@ -85,7 +85,10 @@ def test_two_workers_share_one_sweep_and_run_every_trial_once(tmp_path, postgres
     d = tmp_path / "s"
     args = [*FCNET, "sweep", *DIGITS, "--iters", "2000",
             "--grid", "seed=" + ",".join(map(str, SEEDS)), "--dir", str(d),
-            "--storage", postgres_url, "--study", "shared", "--join", "--json", "--quiet"]
+            "--storage", postgres_url, "--study", "shared", "--join", "--json", "--quiet",
+            # populations of 2: neither worker can know of the other, so with the default
+            # of 8 the one that queued the grid could take all 6 mates before the other woke
+            "--population", "2"]
     workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outs = [w.communicate(timeout=180) for w in workers]

@@ -529,7 +529,7 @@ def _spec_for(st: _Study, spec: SweepSpec | None, join: bool, wait_s: float) -> 
             raise FcnetError(f"study {st.name!r} in {st.url.split('://')[0]} storage was not "
                              f"set up within {wait_s:.0f} s by the process that created it: "
                              "start that sweep again (the same command without --join)")
-        time.sleep(POLL_S)
+        time.sleep(POLL_S / 4)  # soon after it is queued: the creator is asking already
     stored = st.attrs.get("spec")
     if spec is None:
         if stored is None:
