@@ -89,7 +89,7 @@ def test_a_cpu_without_bf16_times_the_float32_fallback_and_leaves_bf16_targets_o
 
     monkeypatch.setattr(torch_train, "bf16_unsupported", lambda device: "no bf16 here")
     s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0,
-                      peers=("torch",))
+                      peers=("torch",), input_size=256, pop_k=2, pop_k_large=3)
     r = run_bench(s)
     assert r["population"]["torch_dtype"] == "float32"
     assert r["notes"]["bf16"].startswith("no bf16 here: ")
