@@ -153,9 +153,9 @@ class TorchTrainer:
             else bool(amp)
         # dtype bfloat16 (or amp): bf16 products where the device has them, else float32
         # (emulated bf16 products run 10-40x slower than float32 ones)
-        self.bf16_fallback = bf16_unsupported(self.device) \
-            if config.dtype == "bfloat16" or self.amp else None
+        self.bf16_fallback = None
         if config.dtype == "bfloat16" or self.amp:
+            self.bf16_fallback = bf16_unsupported(self.device)
             self.amp = self.bf16_fallback is None
         self.exercise = exercise_mode(config)
         self.precision = "bfloat16-mixed" if self.amp else config.dtype.replace(
