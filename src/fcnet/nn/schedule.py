@@ -1,0 +1,28 @@
+"""The learning-rate schedule: one function for every backend and population member.
+
+'step' is the exercise's (study.md Q3): the solver decays the rate once per
+epoch of ``iters_per_epoch`` iterations, the first time right after iteration 0,
+so iteration ``it`` trains with ``lr * decay ** ceil(it / iters_per_epoch)``.
+'cosine' warms up linearly over min(an epoch, a tenth of the run), then follows
+half a cosine down to 0 at iteration ``total``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def lr_at(it: int, *, lr, decay, schedule: str, iters_per_epoch: int, total: int):
+    """Learning rate of iteration ``it`` (0-based) of ``total``.
+
+    ``lr`` and ``decay`` may be floats or arrays (K,) of per-member values; the
+    result has their shape.
+    """
+    if schedule == "step":
+        return lr * np.power(decay, -(-it // iters_per_epoch))
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}")
+    warm = max(min(iters_per_epoch, total // 10), 1)
+    if it < warm:
+        return lr * ((it + 1) / warm)
+    return lr * (0.5 * (1 + np.cos(np.pi * (it - warm) / max(total - warm, 1))))
