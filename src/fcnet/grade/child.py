@@ -1,16 +1,23 @@
-"""The grader's child process: ``python -m fcnet.grade.child CONFIG_JSON``.
+"""The grader's child process: ``python -I -S child.py CONFIG_JSON``.
 
-It runs inside the sandbox, one process per submission.  It lowers its own
-resource limits before any student code runs (hard limits: no way back up),
-copies the submission into its private folder, imports ``two_layernet.py`` and
-measures each check, writing one JSON line per event to the result file
-descriptor the grader passed: ``{"start": name}`` before a check,
-``{"check": name, "value"|"error": ...}`` after it, ``{"end": true}`` at the end.
-If the process dies mid-check the grader knows which check was running.
+It runs inside the sandbox, one process per submission, and is deliberately
+standalone (the standard library and NumPy only): under bubblewrap fcnet is
+not importable at all, so a submission cannot hand in fcnet's own net.
+
+It only *runs* the student's code, on inputs the grader chose (``.npy`` files
+loaded without pickle), and hands back plain numbers: one JSON line per event on
+the result file descriptor, ``{"start": check}`` before a check and
+``{"check": check, "outputs": [...]}`` after it (one entry per step: numbers and
+lists, or ``{"error": ...}``), ``{"imports": [...]}`` once the submission is
+loaded and again at the end, ``{"end": true}`` last.  Every comparison,
+threshold and timing decision is the grader's (``fcnet.grade.judge``): what a
+submission patches in this process (numpy, builtins, ``__eq__``) changes only
+its own outputs.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -22,6 +29,20 @@ import traceback
 from pathlib import Path
 
 MB = 1 << 20
+PARAMS = ("W1", "b1", "W2", "b2")
+HERE = Path(__file__).resolve().parent
+
+
+class Refused(Exception):
+    """A contract violation, reported as its message alone."""
+
+
+def _own(name: str):
+    """landlock.py / seccomp.py from this folder, by path (fcnet itself is not importable)."""
+    spec = importlib.util.spec_from_file_location(f"_fcnet_grade_{name}", HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def set_limits(lim: dict) -> None:
@@ -48,9 +69,7 @@ def set_limits(lim: dict) -> None:
 
 def describe(err: BaseException, work: Path) -> str:
     """The exception's last line, with the deepest place in the submission's own files."""
-    from fcnet.grade.measure import GradeFailure
-
-    if isinstance(err, GradeFailure):
+    if isinstance(err, Refused):
         return str(err)
     last = traceback.format_exception_only(type(err), err)[-1].strip()
     if isinstance(err, SyntaxError):
@@ -66,6 +85,153 @@ def describe(err: BaseException, work: Path) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+class ImportLog:
+    """Every module name the submission asks for (even one that fails to import)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in self.names and len(self.names) < 2000:
+            self.names.append(fullname)
+        return None  # only a log: the real finders do the work
+
+
+def imports_record(log: ImportLog, before: set[str]) -> list[list[str]]:
+    """[name, file] of each module the submission asked for or loaded."""
+    out = {n: "" for n in log.names}
+    for name, mod in list(sys.modules.items()):
+        if name not in before:
+            out[name] = str(getattr(mod, "__file__", "") or "")
+    return [[n, f] for n, f in list(out.items())[:2000]]
+
+
+# ------------------------------------------------------------------ running the student's code
+class Runner:
+    """Runs one step at a time on the student's TwoLayerNet and returns plain values."""
+
+    def __init__(self, cls: type, data: Path):
+        import numpy as np
+
+        self.np, self.cls, self.data = np, cls, data
+        self._cache: dict = {}
+
+    def array(self, name: str):
+        if name not in self._cache:
+            self._cache[name] = self.np.load(self.data / f"{name}.npy", allow_pickle=False)
+        return self._cache[name]
+
+    def plain(self, value, what: str):
+        """A student value as a nested list of floats (an ``{"error"}`` when it is not numbers)."""
+        np = self.np
+        try:
+            a = np.array(value, dtype=np.float64)
+        except Exception:  # noqa: BLE001 - an object of the student's may raise anything
+            return {"error": f"{what} returned {type(value).__name__}, not numbers"}
+        return a.tolist() if a.ndim else float(a)
+
+    def construct(self, step: dict):
+        np = self.np
+        np.random.seed(step.get("seed", 0))
+        D, H, C = step["dims"]
+        net = self.cls(D, H, C, std=step["std"])
+        if not isinstance(getattr(net, "params", None), dict):
+            raise Refused("TwoLayerNet has no params dict")
+        return net
+
+    def net_with(self, step: dict):
+        """The student's net holding the grader's weights ``step["params"]``."""
+        net = self.construct({"dims": step["dims"], "std": 0.1})
+        for k in PARAMS:
+            net.params[k] = self.array(f"{step['params']}_{k}").copy()
+        return net
+
+    def params_of(self, net) -> dict:
+        params = getattr(net, "params", None)
+        if not isinstance(params, dict):
+            return {k: {"error": "TwoLayerNet has no params dict"} for k in PARAMS}
+        return {k: self.plain(params[k], f"params[{k!r}]") if k in params else {"error": f"params lacks {k}"}
+                for k in PARAMS}
+
+    def run(self, step: dict) -> dict:
+        op = step["op"]
+        if op == "construct":
+            return self.params_of(self.construct(step))
+        if op == "forward":
+            net = self.net_with(step)
+            with self.np.errstate(all="ignore"):
+                return {"probs": self.plain(net.loss(self.array(step["X"])), "loss(X)")}
+        if op == "loss":
+            net = self.net_with(step)
+            return self.loss(net, self.array(step["X"]), self.array(step["y"]), step["reg"])
+        if op == "time":
+            return self.time(step)
+        if op == "train":
+            return self.train(step)
+        raise Refused(f"unknown step {op!r}")
+
+    def loss(self, net, X, y, reg: float) -> dict:
+        out = net.loss(X, y, reg=reg)
+        loss, grads = out if isinstance(out, tuple | list) and len(out) == 2 else (out, None)
+        rec = {"loss": self.plain(loss, "loss(X, y, reg)")}
+        if not isinstance(grads, dict):
+            rec["grads"] = {"error": f"loss(X, y, reg) returned no grads dict ({type(grads).__name__})"}
+        else:
+            rec["grads"] = {k: self.plain(grads[k], f"grads[{k!r}]") if k in grads
+                            else {"error": f"grads lacks {k}"} for k in PARAMS}
+        return rec
+
+    def time(self, step: dict) -> dict:
+        """Best-of times of the student's loss and of a vectorised yardstick, interleaved."""
+        net = self.net_with(step)
+        X, y, reg, sizes = self.array(step["X"]), self.array(step["y"]), step["reg"], step["sizes"]
+        params = {k: self.array(f"{step['params']}_{k}") for k in PARAMS}
+        best = {"yours": [float("inf")] * len(sizes), "yardstick": [float("inf")] * len(sizes)}
+        losses = []
+        for rep in range(step["reps"]):
+            for who in ("yours", "yardstick"):
+                for i, n in enumerate(sizes):
+                    t0 = time.perf_counter()
+                    if who == "yours":
+                        out = net.loss(X[:n], y[:n], reg=reg)
+                    else:
+                        _yardstick(self.np, params, X[:n], y[:n], reg)
+                    best[who][i] = min(best[who][i], time.perf_counter() - t0)
+                    if who == "yours" and rep == 0:
+                        losses.append(out[0] if isinstance(out, tuple | list) and len(out) == 2 else out)
+            if rep and sum(best["yours"]) > 1.0:  # a slow loss: two timings are enough
+                break
+        return {**best, "loss": [self.plain(v, "loss(X, y, reg)") for v in losses]}
+
+    def train(self, step: dict) -> dict:
+        net = self.construct(step)
+        stats = net.train(self.array(step["X"]), self.array(step["y"]), self.array(step["X_val"]),
+                          self.array(step["y_val"]), verbose=False, **step["kwargs"])
+        rec: dict = {"params": self.params_of(net)}
+        hist = stats.get("loss_history") if isinstance(stats, dict) else None
+        rec["loss_history"] = (self.plain(hist, "train's loss_history") if hist is not None else
+                               {"error": "train must return a dict with 'loss_history'"})
+        if step.get("predict"):
+            rec["predict"] = self.plain(net.predict(self.array(step["predict"])), "predict(X)")
+        return rec
+
+
+def _yardstick(np, p: dict, X, y, reg: float) -> None:
+    """A plain vectorised loss and backward pass: the timing check's unit of speed."""
+    z2 = X @ p["W1"] + p["b1"]
+    a2 = np.maximum(z2, 0)
+    z3 = a2 @ p["W2"] + p["b2"]
+    e = np.exp(z3 - z3.max(axis=1, keepdims=True))
+    a3 = e / e.sum(axis=1, keepdims=True)
+    n = X.shape[0]
+    _ = -np.log(a3[np.arange(n), y]).mean() + reg * ((p["W1"] ** 2).sum() + (p["W2"] ** 2).sum())
+    dz3 = a3.copy()
+    dz3[np.arange(n), y] -= 1
+    dz3 /= n
+    dz2 = (dz3 @ p["W2"].T) * (z2 > 0)
+    _ = (a2.T @ dz3, dz3.sum(axis=0), X.T @ dz2, dz2.sum(axis=0))
+
+
 def load_submission(work: Path) -> type:
     path = work / "two_layernet.py"
     spec = importlib.util.spec_from_file_location("two_layernet", path)
@@ -74,19 +240,17 @@ def load_submission(work: Path) -> type:
     spec.loader.exec_module(module)
     cls = getattr(module, "TwoLayerNet", None)
     if not isinstance(cls, type):
-        from fcnet.grade.measure import GradeFailure
-
-        raise GradeFailure("two_layernet.py defines no class TwoLayerNet")
+        raise Refused("two_layernet.py defines no class TwoLayerNet")
     return cls
 
 
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[1])
-    # everything the grader needs is imported before student code can shadow it
+    sys.path[:] = [p for p in sys.path if p] + list(cfg.get("site", []))  # NumPy's site-packages only
+    # everything the runner needs is imported before student code can shadow it
     import numpy as np  # noqa: F401
 
-    from fcnet.grade import landlock, measure, seccomp
-
+    landlock, seccomp = _own("landlock"), _own("seccomp")
     work = Path(cfg["work"])
     work.mkdir(parents=True, exist_ok=True)
     if cfg.get("probe"):  # report what confinement works here, on stdout
@@ -112,6 +276,9 @@ def main(argv: list[str]) -> int:
             out.flush()
 
     shutil.copytree(cfg["src"], work, dirs_exist_ok=True)
+    # copytree gives the folder the staged folder's mtime, which the import system's cached
+    # listing of the (then empty) folder compares: without this, helper modules do not import
+    importlib.invalidate_caches()
     work = work.resolve()
     try:
         landlock.restrict_writes([work])  # writes only in its own folder
@@ -122,22 +289,32 @@ def main(argv: list[str]) -> int:
     os.chdir(work)
     sys.path.insert(0, str(work))
     sys.argv = ["two_layernet.py"]
-    data = Path(cfg["data"]) if cfg.get("data") else None
-    ctx = None
-    for name in cfg["checks"]:
+    runner = None
+    log, before = ImportLog(), set(sys.modules)
+    sys.meta_path.insert(0, log)
+    for check in cfg["plan"]:
+        name = check["name"]
         emit({"start": name})
         t0 = time.perf_counter()
-        try:
-            if name == "load":
-                ctx = measure.Context(load_submission(work), data, cfg["dataset"])
-            elif ctx is None:
-                emit({"check": name, "error": "not run: two_layernet.py did not load"})
-                continue
-            value, note, detail = measure.RUN[name](ctx)
-            emit({"check": name, "value": value, "note": note, "detail": detail,
-                  "seconds": round(time.perf_counter() - t0, 3)})
-        except BaseException as err:  # noqa: BLE001 - student code may raise anything, SystemExit too
-            emit({"check": name, "error": describe(err, work), "seconds": round(time.perf_counter() - t0, 3)})
+        if name == "load":
+            try:
+                runner = Runner(load_submission(work), Path(cfg["data"]))
+                emit({"check": name, "outputs": [], "seconds": round(time.perf_counter() - t0, 3)})
+            except BaseException as err:  # noqa: BLE001 - student code may raise anything, SystemExit too
+                emit({"check": name, "error": describe(err, work)})
+            emit({"imports": imports_record(log, before)})
+            continue
+        if runner is None:
+            emit({"check": name, "error": "not run: two_layernet.py did not load"})
+            continue
+        outputs = []
+        for step in check["steps"]:
+            try:
+                outputs.append(runner.run(step))
+            except BaseException as err:  # noqa: BLE001
+                outputs.append({"error": describe(err, work)})
+        emit({"check": name, "outputs": outputs, "seconds": round(time.perf_counter() - t0, 3)})
+    emit({"imports": imports_record(log, before)})
     emit({"end": True})
     out.close()
     for stream in (sys.stdout, sys.stderr):

@@ -5,13 +5,17 @@ Isolation (``mode``):
 - ``bwrap``: bubblewrap gives the child new user, PID, network, IPC and UTS
   namespaces (no network at all, no view of other processes), the whole file
   system read-only, a private size-capped tmpfs on /tmp holding its copy of the
-  submission, and no capabilities.  Killing bwrap kills everything inside.
+  submission (and the interpreter's prefix when that lives under /tmp), fcnet's
+  own package hidden under an empty tmpfs, and no capabilities.  Killing bwrap
+  kills everything inside.
 - ``none`` (bubblewrap missing or unable to start, or ``--sandbox none``): no
   namespaces.  The child confines its own writes to its private folder with
   Landlock where the kernel has it; otherwise the file system is not isolated
   (when the grader is root it then tries an unused uid, 61000 + worker slot).
 
-Either mode: wall clock (the grader kills the process group), then limits the
+Either mode: the child is ``python -I -S child.py`` (no site, no environment), with
+NumPy's site-packages on its path and not fcnet (``fcnet.grade.child`` imports
+nothing of fcnet's); wall clock (the grader kills the process group), then limits the
 child sets on itself before any student code runs: CPU seconds, address
 space, process count, file size and open files (``child.set_limits``), Landlock
 (``fcnet.grade.landlock``) and a seccomp filter (``fcnet.grade.seccomp``: no new
@@ -99,14 +103,33 @@ def _processes_of(uid: int) -> int:
     return n
 
 
-def _python_path() -> str:
-    return str(Path(fcnet.__file__).resolve().parent.parent)
+HERE = Path(__file__).resolve().parent
+RUNNER = ("child.py", "landlock.py", "seccomp.py")  # what the child runs: the standard library and NumPy
+
+
+def _site() -> list[str]:
+    """The site-packages folder(s) the child needs: NumPy's."""
+    import numpy
+
+    return [str(Path(numpy.__file__).resolve().parent.parent)]
+
+
+def _hidden_by_tmp() -> list[str]:
+    """The interpreter's folders that bwrap's private /tmp would hide (a venv under /tmp)."""
+
+    found = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                                         *_site())}
+    found.add(Path(sys.executable).parent.parent)
+    found.add(Path(sys.executable).resolve().parent.parent)
+    tmp = Path("/tmp").resolve()
+    inside = sorted(p for p in found if p.is_relative_to(tmp) and p != tmp)
+    return [str(p) for p in inside if not any(p != q and p.is_relative_to(q) for q in inside)]
 
 
 def _env(home: str) -> dict[str, str]:
     """A clean environment: nothing of the grader's (tokens, proxies) reaches student code."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home, "MPLCONFIGDIR": home,
-           "PYTHONPATH": _python_path(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
            "PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = "1"  # one core per submission: timings stay fair and the task count small
@@ -138,16 +161,16 @@ class Sandbox:
                 why = "bubblewrap (bwrap) is not installed (apt-get install bubblewrap)"
             else:
                 box = cls("bwrap", False)
-                caps = box.probe()
+                caps, output = box.probe()
                 if caps is not None:
                     box.warnings = [] if caps["seccomp"] else [_NO_SECCOMP]
                     return box
-                why = "bubblewrap cannot start a sandbox here (user namespaces disabled?)"
+                why = _bwrap_failure(output)
             if requested == "bwrap":
                 raise FcnetError(f"--sandbox bwrap: {why}")
         for drop in ([True, False] if os.geteuid() == 0 else [False]):
             box = cls("none", drop)
-            caps = box.probe()
+            caps, _ = box.probe()
             if caps is None:
                 continue
             if caps["landlock"]:
@@ -161,10 +184,11 @@ class Sandbox:
             if not caps["seccomp"]:
                 box.warnings.append(_NO_SECCOMP)
             return box
-        raise FcnetError(f"cannot start the grader's child process ({sys.executable} -m fcnet.grade.child)")
+        raise FcnetError(f"cannot start the grader's child process ({sys.executable} {HERE / 'child.py'})")
 
-    def probe(self) -> dict | None:
-        """What a probe child reports ({"landlock": abi, "seccomp": bool}), None when it fails."""
+    def probe(self) -> tuple[dict | None, str]:
+        """What a probe child reports ({"landlock": abi, "seccomp": bool}, None when it fails),
+        and what it printed."""
         tmp = Path(tempfile.mkdtemp(prefix="fcnet-grade-probe-"))
         try:
             os.chmod(tmp, 0o755)
@@ -173,11 +197,11 @@ class Sandbox:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if r.returncode != 0 or r.timed_out:
-            return None
+            return None, r.output
         for line in r.output.splitlines():
             if line.startswith("FCNET-PROBE "):
-                return json.loads(line.split(" ", 1)[1])
-        return None
+                return json.loads(line.split(" ", 1)[1]), r.output
+        return None, r.output
 
     # ------------------------------------------------------------------- run
     def run(self, cfg: dict, stage: Path, data: Path | None, limits: Limits, slot: int = 0) -> RunResult:
@@ -188,13 +212,18 @@ class Sandbox:
         """
         uid = DROP_UID + slot if self.drop_uid else None
         r_fd, w_fd = os.pipe()
-        cfg = dict(cfg, result_fd=w_fd, limits=limits.for_child(uid), dataset=cfg.get("dataset", "digits"))
+        cfg = dict(cfg, result_fd=w_fd, limits=limits.for_child(uid), site=_site())
         if self.mode == "bwrap":
             cfg.update(src="/tmp/submission", work="/tmp/work", data="/tmp/data" if data else None)
-            home = "/tmp/work"
+            home, runner = "/tmp/work", "/tmp/runner"
             argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                    "--size", str(limits.tmpfs_mb * (1 << 20)), "--tmpfs", "/tmp",
-                    "--ro-bind", str(stage), "/tmp/submission"]
+                    "--size", str(limits.tmpfs_mb * (1 << 20)), "--tmpfs", "/tmp"]
+            for path in _hidden_by_tmp():  # a venv under /tmp: the interpreter must stay visible
+                argv += ["--ro-bind", path, path]
+            argv += ["--tmpfs", str(Path(fcnet.__file__).resolve().parent)]  # fcnet is not importable
+            for name in RUNNER:
+                argv += ["--ro-bind", str(HERE / name), f"{runner}/{name}"]
+            argv += ["--ro-bind", str(stage), "/tmp/submission"]
             if data:
                 argv += ["--ro-bind", str(data), "/tmp/data"]
             argv += ["--unshare-all", "--die-with-parent", "--new-session", "--chdir", "/tmp"]
@@ -208,8 +237,8 @@ class Sandbox:
                 os.chown(work, uid, uid)
             os.chmod(work, 0o700)
             cfg.update(src=str(stage), work=str(work), data=str(data) if data else None)
-            home, argv, cwd = str(work), [], str(work)
-        argv += [sys.executable, "-m", "fcnet.grade.child", json.dumps(cfg)]
+            home, argv, cwd, runner = str(work), [], str(work), str(HERE)
+        argv += [sys.executable, "-I", "-S", f"{runner}/child.py", json.dumps(cfg)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.Popen(
@@ -261,6 +290,21 @@ class Sandbox:
             t.join(timeout=5)
         return RunResult(records, tail.decode("utf-8", "replace"), total[0], proc.returncode,
                          timed_out, round(time.perf_counter() - t0, 3))
+
+
+def _bwrap_failure(probe_output: str) -> str:
+    """Why the bubblewrap sandbox did not start: bwrap's own words."""
+    try:
+        r = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        bare = (r.returncode, (r.stderr or r.stdout).strip())
+    except (OSError, subprocess.TimeoutExpired) as err:
+        bare = (1, str(err))
+    lines = [ln.strip() for ln in probe_output.splitlines() if ln.strip()]
+    if bare[0] != 0:
+        return f"bubblewrap cannot start a sandbox here: {(bare[1].splitlines() or ['exit ' + str(bare[0])])[-1]}"
+    last = lines[-1][:300] if lines else "no output"
+    return f"bubblewrap starts, but the grader's child fails inside it: {last}"
 
 
 def _kill_group(pgid: int) -> None:

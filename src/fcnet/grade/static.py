@@ -1,5 +1,6 @@
 """Q1c's static half: find Python loops over samples, units or classes in a
-submission's ``loss`` and in what it calls.
+submission's ``loss`` and in what it calls, read from its source files by the
+grader (nothing of the submission is imported or run here).
 
 A loop is flagged when what it iterates over depends on the data or on array
 sizes: the method's array arguments and anything computed from them, ``.shape``,
@@ -9,13 +10,16 @@ over a literal list, over ``params`` itself (``.items()``, ``.keys()``,
 ``.values()``) or over ``range`` of constants and layer counts are allowed:
 they run a fixed, tiny number of times.  ``np.vectorize``,
 ``np.apply_along_axis`` and ``map`` over data count as loops too.
+
+Each finding is in the forward pass and loss (what study.md's Q1c asks to
+vectorise) or in the backward pass: a loop that runs only when labels are given
+(after ``if y is None: return ...``, or inside ``if y is not None:``) and that
+the returned loss does not depend on.
 """
 
 from __future__ import annotations
 
 import ast
-import inspect
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ class Finding:
     file: str
     line: int
     code: str
+    part: str = "forward"  # "forward" (forward pass and loss) or "backward"
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line} `{self.code}`"
@@ -97,93 +102,205 @@ def _pairs(target: ast.AST, value: ast.AST | None) -> list[tuple[ast.AST, ast.AS
     return [(target, value)]
 
 
-def _parse(func) -> tuple[ast.FunctionDef, str, int, list[str]] | None:
-    """(def node, file name, line offset, source lines) of a Python function."""
-    try:
-        lines, first = inspect.getsourcelines(func)
-        tree = ast.parse(textwrap.dedent("".join(lines)))
-        file = inspect.getsourcefile(func) or "?"
-    except (OSError, TypeError, SyntaxError, RecursionError, MemoryError):
-        return None
-    node = tree.body[0] if tree.body else None
-    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-        return None
-    return node, file, first - 1, lines
-
-
 def _code(lines: list[str], lineno: int) -> str:
     text = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def find_loops(cls: type, roots: list[Path] | None = None, method: str = "loss") -> list[Finding]:
-    """Loops over data in ``cls.<method>`` and in the functions it calls that live
-    under ``roots`` (default: the folder of the file defining the method), followed
-    through ``self.other(...)``, ``helper(...)`` and ``module.helper(...)``."""
-    start = inspect.getattr_static(cls, method, None)
-    if isinstance(start, staticmethod | classmethod):
-        start = start.__func__
-    if not inspect.isfunction(start):
+class _Source:
+    """One parsed file of the submission: its functions, classes and imports."""
+
+    def __init__(self, path: Path):
+        self.path, self.lines = path, path.read_text(errors="replace").splitlines()
+        self.tree = ast.parse("\n".join(self.lines), filename=path.name)
+        self.defs: dict[str, ast.AST] = {}
+        self.imports: dict[str, tuple[str, str | None]] = {}  # local name -> (module, attribute)
+        for node in self.tree.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                self.defs[node.name] = node
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    self.imports[a.asname or a.name.split(".")[0]] = (a.name if a.asname else
+                                                                      a.name.split(".")[0], None)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for a in node.names:
+                    self.imports[a.asname or a.name] = (node.module, a.name)
+
+
+class _Folder:
+    """The submission's folder: its own modules, parsed on demand (None: not its own)."""
+
+    def __init__(self, root: Path):
+        self.root, self.cache = root, {}
+
+    def module(self, name: str) -> _Source | None:
+        if name not in self.cache:
+            path = self.root.joinpath(*name.split(".")).with_suffix(".py")
+            try:
+                self.cache[name] = _Source(path) if path.is_file() else None
+            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+                self.cache[name] = None
+        return self.cache[name]
+
+    def lookup(self, src: _Source, name: str) -> tuple[_Source, ast.AST] | None:
+        """What ``name`` means at the top of ``src``: a def there or one imported from the folder."""
+        for _ in range(8):
+            if name in src.defs:
+                return src, src.defs[name]
+            if name not in src.imports:
+                return None
+            mod, attr = src.imports[name]
+            nxt = self.module(mod)
+            if nxt is None or attr is None:
+                return None
+            src, name = nxt, attr
+        return None
+
+    def method(self, src: _Source, cls: ast.ClassDef, name: str, depth: int = 0):
+        """(file, function) of ``cls.name``, through base classes of the submission's own."""
+        for node in cls.body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+                return src, node
+        for base in cls.bases if depth < 8 else []:
+            found = self.lookup(src, base.id) if isinstance(base, ast.Name) else None
+            if found and isinstance(found[1], ast.ClassDef):
+                m = self.method(found[0], found[1], name, depth + 1)
+                if m:
+                    return m
+        return None
+
+
+def _labels_region(fn: ast.AST) -> list[ast.stmt]:
+    """The statements of ``fn`` that run only when labels are given: those after
+    ``if y is None: ... return``, or the body of ``if y is not None:``."""
+    args = [a.arg for a in fn.args.args[1:]]
+    y = args[1] if len(args) > 1 else "y"
+    for i, st in enumerate(fn.body):
+        if not (isinstance(st, ast.If) and isinstance(st.test, ast.Compare) and len(st.test.ops) == 1
+                and isinstance(st.test.left, ast.Name) and st.test.left.id == y):
+            continue
+        op = st.test.ops[0]
+        if isinstance(op, ast.Is | ast.Eq) and any(isinstance(n, ast.Return) for n in st.body):
+            return fn.body[i + 1:] + list(st.orelse)
+        if isinstance(op, ast.IsNot | ast.NotEq):
+            return list(st.body)
+    return []
+
+
+def _names(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _written(node: ast.AST) -> set[str]:
+    """Names a statement assigns to, including ``a[i] = ...`` and ``a.x += ...`` (``a``)."""
+    out = set()
+    for n in ast.walk(node):
+        targets = (n.targets if isinstance(n, ast.Assign) else [n.target]
+                   if isinstance(n, ast.AugAssign | ast.AnnAssign | ast.For | ast.AsyncFor) else [])
+        for t in targets:
+            while isinstance(t, ast.Subscript | ast.Attribute | ast.Starred):
+                t = t.value
+            out |= _names(t)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):  # a.append(...), np.add.at(a, ...)
+            if isinstance(n.func.value, ast.Name):
+                out.add(n.func.value.id)
+            if n.func.attr == "at" and n.args:
+                out |= _names(n.args[0])
+    return out
+
+
+def _loss_names(region: list[ast.stmt]) -> set[str] | None:
+    """The names the returned loss depends on within ``region`` (None: no ``return loss, grads``)."""
+    ret = [n for st in region for n in ast.walk(st) if isinstance(n, ast.Return)
+           and isinstance(n.value, ast.Tuple) and len(n.value.elts) == 2]
+    if not ret:
+        return None
+    need = _names(ret[-1].value.elts[0])
+    for _ in range(len(region) + 1):
+        before = len(need)
+        for st in region:
+            if _written(st) & need:
+                need |= _names(st)
+        if len(need) == before:
+            break
+    return need
+
+
+def find_loops(folder: Path, cls_name: str = "TwoLayerNet", method: str = "loss") -> list[Finding]:
+    """Loops over data in ``cls_name.<method>`` of ``folder/two_layernet.py`` and in the
+    functions it calls from the submission's own files (``self.other(...)``,
+    ``helper(...)``, ``module.helper(...)``), each marked forward or backward."""
+    files = _Folder(Path(folder))
+    entry = files.module("two_layernet")
+    found = files.lookup(entry, cls_name) if entry else None
+    if not found or not isinstance(found[1], ast.ClassDef):
         return []
-    base = inspect.getsourcefile(start)
-    own = [Path(r).resolve() for r in (roots or ([Path(base).parent] if base else []))]
+    src, cls = found
+    start = files.method(src, cls, method)
+    if start is None:
+        return []
     findings: list[Finding] = []
     seen: set = set()
-    todo: list[tuple[object, bool]] = [(start, True)]
+    todo: list[tuple[_Source, ast.AST, bool, str | None]] = [(*start, True, None)]
     while todo:
-        func, is_method = todo.pop()
-        if func.__code__ in seen:
+        src, fn, is_method, part = todo.pop()
+        if (src.path, fn.lineno) in seen:
             continue
-        seen.add(func.__code__)
-        parsed = _parse(func)
-        if parsed is None:
-            continue
-        fn, file, offset, lines = parsed
-        name = Path(file).name
+        seen.add((src.path, fn.lineno))
+        backward: set[int] = set()  # ids of the root's statements that only the backward pass needs
+        if part is None:
+            region = _labels_region(fn)
+            need = _loss_names(region)
+            if need is not None:
+                backward = {id(st) for st in region if not (_written(st) & need)
+                            and not any(isinstance(n, ast.Return) for n in ast.walk(st))}
         taint = _Taint(fn, is_method)
-        for n in ast.walk(fn):
-            bad = None
-            if isinstance(n, ast.For | ast.AsyncFor) and not taint.allowed(n.iter):
-                bad = n
-            elif isinstance(n, ast.comprehension) and not taint.allowed(n.iter):
-                bad = n.iter
-            elif isinstance(n, ast.While) and taint.tainted(n.test):
-                bad = n
-            elif isinstance(n, ast.Call):
-                f = n.func
-                if isinstance(f, ast.Attribute) and f.attr in _HIDDEN_LOOPS:
+        for top in fn.body:
+            where = part or ("backward" if id(top) in backward else "forward")
+            for n in ast.walk(top):
+                bad = None
+                if isinstance(n, ast.For | ast.AsyncFor) and not taint.allowed(n.iter):
                     bad = n
-                elif isinstance(f, ast.Name) and f.id == "map" and any(taint.tainted(a) for a in n.args):
+                elif isinstance(n, ast.comprehension) and not taint.allowed(n.iter):
+                    bad = n.iter
+                elif isinstance(n, ast.While) and taint.tainted(n.test):
                     bad = n
-                else:
-                    callee = _resolve(f, func, cls)
-                    if callee is not None and _is_own(callee[0], own):
-                        todo.append(callee)
-            if bad is not None:
-                findings.append(Finding(name, offset + bad.lineno, _code(lines, bad.lineno)))
-    return sorted(set(findings), key=lambda f: (f.file, f.line))
+                elif isinstance(n, ast.Call):
+                    f = n.func
+                    if isinstance(f, ast.Attribute) and f.attr in _HIDDEN_LOOPS:
+                        bad = n
+                    elif isinstance(f, ast.Name) and f.id == "map" and any(taint.tainted(a) for a in n.args):
+                        bad = n
+                    else:
+                        callee = _resolve(files, src, cls, f)
+                        if callee is not None:
+                            todo.append((*callee, where))
+                if bad is not None:
+                    findings.append(Finding(src.path.name, bad.lineno, _code(src.lines, bad.lineno), where))
+    # a loop reached from both passes counts as forward
+    best: dict[tuple, Finding] = {}
+    for f in findings:
+        k = (f.file, f.line)
+        if k not in best or f.part == "forward":
+            best[k] = f
+    return sorted(best.values(), key=lambda f: (f.file, f.line))
 
 
-def _resolve(f: ast.AST, func, cls: type):
-    """The Python function a call expression names, and whether it is a method."""
-    g = getattr(func, "__globals__", {})
-    obj, is_method = None, False
+def _resolve(files: _Folder, src: _Source, cls: ast.ClassDef, f: ast.AST):
+    """(file, function, is_method) that a call expression names in the submission's own files."""
     if isinstance(f, ast.Name):
-        obj = g.get(f.id)
+        hit = files.lookup(src, f.id)
+        if hit and isinstance(hit[1], ast.FunctionDef | ast.AsyncFunctionDef):
+            return hit[0], hit[1], False
     elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
         if f.value.id == "self":
-            obj = inspect.getattr_static(cls, f.attr, None)
-            is_method = not isinstance(obj, staticmethod)
-            if isinstance(obj, staticmethod | classmethod):
-                obj = obj.__func__
-        elif inspect.ismodule(g.get(f.value.id)):
-            obj = getattr(g[f.value.id], f.attr, None)
-    return (obj, is_method) if inspect.isfunction(obj) else None
-
-
-def _is_own(func, roots: list[Path]) -> bool:
-    try:
-        path = Path(inspect.getsourcefile(func) or "").resolve()
-    except TypeError:
-        return False
-    return any(path.is_relative_to(r) for r in roots)
+            hit = files.method(src, cls, f.attr)
+            if hit:
+                static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in hit[1].decorator_list)
+                return hit[0], hit[1], not static
+        elif f.value.id in src.imports and src.imports[f.value.id][1] is None:
+            mod = files.module(src.imports[f.value.id][0])
+            hit = files.lookup(mod, f.attr) if mod else None
+            if hit and isinstance(hit[1], ast.FunctionDef | ast.AsyncFunctionDef):
+                return hit[0], hit[1], False
+    return None

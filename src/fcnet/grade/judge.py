@@ -1,0 +1,304 @@
+"""Turning what the child returned into each check's value, in the grader's process.
+
+The child hands back plain numbers (``fcnet.grade.child``); here they are compared
+with fcnet's own net on the same inputs (``fcnet.grade.plan``).  Each function
+returns ``(value, note, detail)``: the number the grader compares with the
+threshold, a short remark, and extra data (the toy loss curve).  ``Failed``
+carries a one-line reason instead of a value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fcnet.check import EXPECTED_LOSS, EXPECTED_PROBS, EXPECTED_TOY_FINAL_LOSS, THRESHOLDS
+from fcnet.gradcheck import rel_error
+from fcnet.grade.plan import LARGE_SCALE, PARAMS, SCALING_SIZES, TOY_REG, TOY_TRAINING, Case, Plan
+from fcnet.grade.static import find_loops
+
+FEEDBACK = "feedback (the course does not ask for it; 0 points in the default rubric)"
+
+
+class Failed(Exception):
+    """The check fails for the reason given (no value)."""
+
+
+@dataclass
+class Seen:
+    """What a check is judged on: its outputs (one per step), earlier checks' verdicts,
+    the submission's staged folder and the modules it imported."""
+
+    outputs: list
+    passed: dict[str, bool]
+    folder: Path | None
+    imports: list
+
+
+def _arr(value, shape: tuple | None, what: str) -> np.ndarray:
+    """A returned value as a float array of ``shape``; Failed with the child's error or a wrong shape."""
+    if isinstance(value, dict):
+        raise Failed(str(value.get("error", f"{what}: no value"))[:300])
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Failed(f"{what} is not an array of numbers") from None
+    if shape is not None and a.shape != shape:
+        raise Failed(f"{what} has shape {a.shape}, expected {shape}")
+    return a
+
+
+def _out(seen: Seen, i: int) -> dict:
+    o = seen.outputs[i] if i < len(seen.outputs) else {"error": "no output"}
+    if not isinstance(o, dict):
+        raise Failed("the child returned something that is not a record")
+    if "error" in o and len(o) == 1:
+        raise Failed(str(o["error"])[:300])
+    return o
+
+
+def _loss(o: dict, what: str) -> float:
+    return float(_arr(o.get("loss", {"error": f"{what}: no loss"}), (), what))
+
+
+def _ref_loss(case: Case, reg: float) -> tuple[float, dict]:
+    loss, grads = case.reference().loss(case.X, case.y, reg=reg)
+    return float(loss), grads
+
+
+def _l2(case: Case) -> float:
+    return float(sum(np.sum(case.params[k] ** 2) for k in ("W1", "W2")))
+
+
+def _where(case: Case) -> str:
+    D, H, C = case.dims
+    return "the toy example" if case.name == "toy" else f"random inputs (N {len(case.y)}, D {D}, H {H}, C {C})"
+
+
+# ------------------------------------------------------------------ the checks
+def own_code(seen: Seen, plan: Plan):
+    import fcnet
+
+    home = Path(fcnet.__file__).resolve().parent
+    bad = []
+    for name, file in seen.imports:
+        inside = False
+        if file:
+            try:
+                inside = Path(file).resolve().is_relative_to(home)
+            except (OSError, ValueError):
+                pass
+        if name == "fcnet" or name.startswith("fcnet.") or inside:
+            bad.append(name)
+    if bad:
+        raise Failed(f"imports {', '.join(sorted(set(bad))[:3])}: fcnet is a reference implementation, "
+                     "not the student's own code (the score is 0)")
+    return None, "imports nothing of fcnet's", None
+
+
+def init(seen: Seen, plan: Plan):
+    from fcnet.nn.model import TwoLayerNet
+
+    worst, notes = 0.0, []
+    for i, (dims, std, seed) in enumerate([(plan.toy.dims, 0.1, 0),
+                                           (plan.init_rand["dims"], plan.init_rand["std"],
+                                            plan.init_rand["seed"])]):
+        saved = np.random.get_state()
+        try:
+            np.random.seed(seed)
+            ref = TwoLayerNet(*dims, std=std)
+        finally:
+            np.random.set_state(saved)
+        o = _out(seen, i)
+        for k in PARAMS:
+            got = _arr(o.get(k, {"error": f"params lacks {k}"}), ref.params[k].shape, f"params[{k!r}]")
+            worst = max(worst, float(np.max(np.abs(got - ref.params[k]))))
+        if i == 0 and worst >= 1e-12:
+            notes.append("draw W1 then W2 as std * np.random.randn(...), biases zero")
+    return worst, "; ".join(notes), None
+
+
+def q1_scores(seen: Seen, plan: Plan):
+    worst, notes = 0.0, []
+    for i, case in enumerate((plan.toy, plan.rand)):
+        want = EXPECTED_PROBS if case.name == "toy" else case.reference().loss(case.X)
+        probs = _arr(_out(seen, i).get("probs"), want.shape, "loss(X)")
+        diff = float(np.sum(np.abs(probs - want)))
+        if not math.isfinite(diff) or diff >= THRESHOLDS["scores_diff"]:
+            notes.append(f"{_where(case)}: {diff:.2e}")
+            if np.all(np.isfinite(probs)) and not np.allclose(probs.sum(axis=1), 1.0):
+                notes.append("rows do not sum to 1: loss(X) must return probabilities, not scores")
+        worst = max(worst, diff) if math.isfinite(diff) else math.nan
+    if len(notes) == 1 and notes[0].startswith("random") and not math.isnan(worst):
+        notes.append("the toy example is right: published numbers memorised?")
+    return worst, "; ".join(notes), None
+
+
+def q1_stable(seen: Seen, plan: Plan):
+    case = plan.toy
+    want = case.reference().loss(case.X * LARGE_SCALE)
+    with np.errstate(all="ignore"):
+        probs = _arr(_out(seen, 0).get("probs"), want.shape, "loss(X)")
+        value = float(np.sum(np.abs(probs - want)))
+    note = "" if np.all(np.isfinite(probs)) else "NaN or inf: subtract each row's max before exp"
+    return value, "; ".join(x for x in (note, FEEDBACK) if x), None
+
+
+def q1_loss(seen: Seen, plan: Plan):
+    cases = [(plan.toy, TOY_REG), (plan.rand, plan.regs[0]), (plan.rand, plan.regs[1])]
+    worst, wrong, implied = 0.0, [], []
+    for i, (case, reg) in enumerate(cases):
+        got = _loss(_out(seen, i), "loss(X, y, reg)")
+        ref, _ = _ref_loss(case, reg)
+        want = EXPECTED_LOSS if case.name == "toy" else ref
+        diff = abs(got - want)
+        worst = max(worst, diff) if math.isfinite(diff) else math.nan
+        data, _ = _ref_loss(case, 0.0)
+        implied.append((got - data) / _l2(case))  # the reg the student's L2 term acts as
+        if not diff < THRESHOLDS["loss_diff"]:
+            wrong.append(f"{_where(case)} at reg {reg:g}")
+    note = ""
+    if wrong:
+        regs = [r for _, r in cases]
+        if all(abs(v) < 1e-9 for v in implied):
+            note = "matches the loss without the L2 term"
+        elif all(abs(v - 0.5 * r) < 1e-9 * max(1, r) for v, r in zip(implied, regs)):
+            note = "matches 0.5 * reg * sum(W**2): study.md's L2 has no 1/2"
+        elif abs(implied[1] - implied[2]) < 1e-9 and abs(implied[1] - regs[1]) > 1e-6:
+            note = (f"right at reg {TOY_REG:g} but the L2 term ignores reg: it acts as reg {implied[1]:.4g} "
+                    f"for reg {regs[1]:g} and {regs[2]:g}: is reg hard-coded?")
+        else:
+            note = "wrong on " + ", ".join(wrong)
+    return worst, note, None
+
+
+def q2_gradients(seen: Seen, plan: Plan):
+    cases = [(plan.toy, TOY_REG), (plan.rand, plan.regs[0])]
+    errs: dict[str, float] = {k: 0.0 for k in PARAMS}
+    got_all = []
+    for i, (case, reg) in enumerate(cases):
+        grads = _out(seen, i).get("grads", {"error": "no gradients returned"})
+        if isinstance(grads, dict) and "error" in grads and len(grads) == 1:
+            raise Failed(str(grads["error"])[:300])
+        _, ref = _ref_loss(case, reg)
+        got = {k: _arr(grads.get(k), ref[k].shape, f"grads[{k!r}]") for k in PARAMS}
+        got_all.append(got)
+        for k in PARAMS:
+            errs[k] = max(errs[k], rel_error(got[k], ref[k]))
+    value = max(errs.values())
+    note = ", ".join(f"{k} {errs[k]:.1e}" for k in PARAMS)
+    if not value < THRESHOLDS["rel_error"]:
+        _, fixed = _ref_loss(plan.rand, TOY_REG)
+        toy_ok = all(rel_error(got_all[0][k], _ref_loss(plan.toy, TOY_REG)[1][k]) < 1e-8 for k in PARAMS)
+        o0 = _out(seen, 2).get("grads", {})
+        _, r0 = _ref_loss(plan.toy, 0.0)
+        if toy_ok and all(rel_error(got_all[1][k], fixed[k]) < 1e-8 for k in PARAMS):
+            note += (f"; right at reg {TOY_REG:g}, but at reg {plan.regs[0]:g} the gradients are those of "
+                     f"reg {TOY_REG:g}: is reg hard-coded?")
+        elif isinstance(o0, dict) and all(k in o0 and not isinstance(o0[k], dict) and
+                                          np.shape(o0[k]) == r0[k].shape and rel_error(o0[k], r0[k]) < 1e-8
+                                          for k in PARAMS):
+            note += "; right without reg: is the 2 * reg * W term there?"
+    return value, note, None
+
+
+def _loops(seen: Seen, part: str, needs: tuple[str, ...]):
+    missing = [n for n in needs if not seen.passed.get(n)]
+    if missing:
+        raise Failed(f"not judged: {' and '.join(missing)} must pass first (a loss that computes "
+                     "nothing has no loops)")
+    try:
+        found = [f for f in find_loops(seen.folder) if f.part == part] if seen.folder else []
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as err:
+        raise Failed(f"cannot read the source: {type(err).__name__}") from None
+    note = "; ".join(str(f) for f in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return float(len(found)), note
+
+
+def q1c_loops(seen: Seen, plan: Plan):
+    n, note = _loops(seen, "forward", ("q1_scores", "q1_loss"))
+    return n, note or "no loop over data in the forward pass and loss", None
+
+
+def q2_loops(seen: Seen, plan: Plan):
+    n, note = _loops(seen, "backward", ("q2_gradients",))
+    return n, "; ".join(x for x in (note or "no loop over data in the backward pass", FEEDBACK)), None
+
+
+def q1c_scaling(seen: Seen, plan: Plan):
+    o = _out(seen, 0)
+    case = plan.toy
+    ref = case.reference()
+    X, y = plan.arrays["time_X"], plan.arrays["time_y"]
+    for n, got in zip(SCALING_SIZES, o.get("loss", [])):
+        want = float(ref.loss(X[:n], y[:n], reg=TOY_REG)[0])
+        if isinstance(got, dict) or not isinstance(got, int | float) or not abs(got - want) < 1e-9 * max(1, want):
+            raise Failed(f"not timed: loss(X, y) for N {n} is not study.md's loss (q1_loss): a loss that "
+                         "computes nothing is not vectorised")
+    if len(o.get("loss", [])) != len(SCALING_SIZES):
+        raise Failed("not timed: the loss was not run at every size")
+    yours, unit = (_arr(o.get(k), (len(SCALING_SIZES),), f"{k} times") for k in ("yours", "yardstick"))
+    dn = SCALING_SIZES[1] - SCALING_SIZES[0]
+    slope, base = (yours[1] - yours[0]) / dn, (unit[1] - unit[0]) / dn
+    value = max(slope, 0.0) / max(base, 1e-9)
+    return value, f"{slope * 1e6:.3g} us per sample (a plain vectorised loss {base * 1e6:.2g})", None
+
+
+def q3_toy_training(seen: Seen, plan: Plan):
+    o = _out(seen, 0)
+    hist = _arr(o.get("loss_history"), None, "train's loss_history").ravel()
+    if hist.size == 0:
+        raise Failed("train returned an empty 'loss_history'")
+    params = o.get("params", {})
+    case = plan.toy
+    trained = case.reference()
+    for k in PARAMS:
+        trained.params[k][...] = _arr(params.get(k) if isinstance(params, dict) else None,
+                                      trained.params[k].shape, f"params[{k!r}] after train")
+    start = _ref_loss(case, TOY_TRAINING["reg"])[0]
+    actual = float(trained.loss(case.X, case.y, reg=TOY_TRAINING["reg"])[0])
+    final = float(hist[-1])
+    value = max(final, actual)
+    if not actual < start:
+        note = (f"training did not reduce the loss: the weights after train give {actual:.4g} on the toy "
+                f"data, {start:.4g} before (the reported final loss is {final:.4g})")
+    elif abs(final - EXPECTED_TOY_FINAL_LOSS) < 1e-12:
+        note = "the course's exact 0.01714960793873205"
+    else:
+        note = f"reported {final:.4g}, trained weights {actual:.4g}; the course's driver gives 0.01714960793873205"
+    step = max(1, hist.size // 2000)
+    return value, note, {"loss_history": hist[::step].tolist()}
+
+
+def _training(seen: Seen, plan: Plan):
+    o = _out(seen, 0)
+    if plan.y_test is None:
+        raise Failed("no test labels in the grader")
+    pred = _arr(o.get("predict", {"error": "predict(X_test) returned nothing"}), plan.y_test.shape,
+                "predict(X_test)")
+    acc = float(np.mean(pred == plan.y_test))
+    hist = o.get("loss_history")
+    detail, note = None, ""
+    if isinstance(hist, list) and hist:
+        h = np.asarray(hist, dtype=np.float64).ravel()
+        note = f"final training loss {h[-1]:.4g}"
+        detail = {"loss_history": h[:: max(1, h.size // 2000)].tolist()}
+    return acc, note, detail
+
+
+def q3_digits(seen: Seen, plan: Plan):
+    return _training(seen, plan)
+
+
+def q3_cifar10(seen: Seen, plan: Plan):
+    return _training(seen, plan)
+
+
+JUDGE: dict[str, Callable[[Seen, Plan], tuple]] = {
+    f.__name__: f for f in (own_code, init, q1_scores, q1_stable, q1_loss, q1c_loops, q1c_scaling,
+                            q2_gradients, q2_loops, q3_toy_training, q3_digits, q3_cifar10)
+}
