@@ -7,6 +7,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,6 @@ from fcnet.config import make_config
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.space import SearchParam, parse_grid, run_key
-from fcnet.experiments.storage import DirLock
 from fcnet.experiments.sweep import (
     SweepResult,
     SweepSpec,
@@ -251,9 +252,18 @@ def test_a_different_sweep_in_the_same_dir_is_refused(tmp_path):
 
 
 def test_one_process_at_a_time_holds_an_sqlite_sweep(tmp_path):
-    with DirLock(tmp_path, "this sweep"):
-        with pytest.raises(FcnetError, match="in use by pid"):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from fcnet.experiments.storage import lock_sweep; "
+        f"held = lock_sweep({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FcnetError, match=f"in use by pid {holder.pid}"):
             run_sweep(SweepSpec(digits(), grid={"seed": [0]}), tmp_path, figures=False)
+        assert not (tmp_path / "sweep.db").exists()  # refused before opening the storage
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_joining_process_that_creates_the_study_queues_it_without_waiting(tmp_path):

@@ -175,6 +175,51 @@ def is_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def remove_temps(folder: str | os.PathLike, min_age_s: float = 0.0) -> list[str]:
+    """Remove the temp files a killed write left in ``folder`` (not its subfolders),
+    those at least ``min_age_s`` old (another live process's write is younger);
+    returns their names.  Call it only where no other process writes the same files."""
+    import time
+
+    removed, now = [], time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed  # no folder yet: nothing left behind
+    for e in entries:
+        try:
+            if is_temp(e.name) and e.is_file(follow_symlinks=False) and (
+                    min_age_s <= 0 or now - e.stat().st_mtime >= min_age_s):
+                os.unlink(e.path)
+                removed.append(e.name)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+# ------------------------------------------------------------------ locks
+def lock(path: str | os.PathLike):
+    """The process-wide ``filelock.FileLock`` of ``path`` (re-entrant: the same object
+    for the same path, so a caller holding it may call code that takes it again).
+    The holder writes ``pid N`` into the file, for :func:`lock_holder`."""
+    from filelock import FileLock
+
+    return FileLock(Path(path).resolve(), is_singleton=True, on_acquired=_name_holder)
+
+
+def _name_holder(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+
+
+def lock_holder(path: str | os.PathLike) -> str:
+    """'pid N' of the process that holds the lock file ``path`` (as far as it says)."""
+    try:
+        return Path(path).read_text().strip() or "another process"
+    except (OSError, UnicodeDecodeError):
+        return "another process"
+
+
 # ------------------------------------------------------------------ reading back
 def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
     h = hashlib.new(algo)

@@ -11,9 +11,7 @@ failed by ``optuna.storages.fail_stale_trials``, and :func:`retry` queues it aga
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import random
 import threading
 import time
@@ -81,6 +79,9 @@ def open_storage(url: str):
         except sqlalchemy.exc.SQLAlchemyError as err:
             # workers starting together on an empty database race to create its
             # tables; the loser finds them there on the next try
+            race = sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError
+            if isinstance(err, sqlalchemy.exc.DatabaseError) and not isinstance(err, race):
+                raise storage_error(given, err) from None
             if attempt == 3 or not isinstance(err, sqlalchemy.exc.IntegrityError |
                                               sqlalchemy.exc.ProgrammingError):
                 raise FcnetError(f"--storage {_safe(given)}: cannot open "
@@ -123,43 +124,65 @@ def _safe(url: str) -> str:
     return url
 
 
-class DirLock:
-    """An exclusive lock on a directory, held by an open file (released when the
-    process exits, however it exits)."""
+def lock_sweep(sweep_dir: Path):
+    """The SQLite sweep's lock (``filelock``), held by this process; FcnetError naming
+    the holder when another process runs the sweep."""
+    from filelock import Timeout
 
-    def __init__(self, directory: Path, what: str):
-        self.path = Path(directory) / ".lock"
-        self.what = what
-        self._f = None
+    from fcnet import files
 
-    def acquire(self, wait: bool = False) -> DirLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise FcnetError(f"{self.path.parent}: {self.what} is in use by {holder}") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
-        self._f = f
-        return self
+    path = files.ensure_dir(sweep_dir) / ".lock"
+    lock = files.lock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise FcnetError(f"{sweep_dir}: this sweep is in use by {files.lock_holder(path)}"
+                         ) from None
+    except OSError as err:
+        raise files.write_error(path, err) from None
+    return lock
 
-    def release(self) -> None:
-        if self._f is not None:
-            fcntl.flock(self._f, fcntl.LOCK_UN)
-            self._f.close()
-            self._f = None
 
-    def __enter__(self) -> DirLock:
-        return self.acquire()
+# ------------------------------------------------------------------ storage failures
+_CAUSES = (  # (words in the driver's message, cause, what to do); first match wins
+    (("readonly", "read-only", "permission denied"), "cannot be written (read-only)",
+     "make it writable and run the same command again"),
+    (("disk is full", "no space left", "disk full", "could not extend file"), "is full",
+     "free space and run the same command again"),
+    (("malformed", "not a database", "file is encrypted", "disk i/o error"), "is damaged",
+     "move it away and run the same command again (finished runs in runs/ are reused)"),
+    (("unable to open database",), "cannot be opened",
+     "check the folder exists and is writable, then run the same command again"),
+)
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+
+def storage_error(url: str, err: BaseException) -> FcnetError:
+    """One line for a storage that failed under a sweep: which storage, why, what to do.
+    Whatever it was, finished runs stay on disk and are reused by the next run."""
+    text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e).lower()
+    where = _safe(url)
+    if is_sqlite(url):
+        where = url.split(":///", 1)[-1]
+        for words, cause, todo in _CAUSES:
+            if any(w in text for w in words):
+                return FcnetError(f"sweep storage {where} {cause}: {todo}")
+    else:
+        host = where.partition("://")[2].rpartition("@")[2].split("/")[0] or where
+        for words, cause, todo in _CAUSES[:2]:
+            if any(w in text for w in words):
+                return FcnetError(f"sweep storage {where} {cause}: {todo}")
+        return FcnetError(f"sweep storage {where}: the server at {host} stopped or cannot be "
+                          "reached: start it and run the same command again")
+    return FcnetError(f"sweep storage {where} failed ({_first_line(err)}): "
+                      "run the same command again")
+
+
+def storage_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a failing storage raises: Optuna's wrapper and SQLAlchemy's own."""
+    import optuna
+    import sqlalchemy.exc
+
+    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
 class Heartbeat:

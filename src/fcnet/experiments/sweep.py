@@ -32,16 +32,14 @@ Python API (what `fcnet sweep` and `fcnet study` call)::
 
 from __future__ import annotations
 
-import datetime
 import json
-import math
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
@@ -56,20 +54,18 @@ from fcnet.experiments.plan import (  # noqa: F401  (re-exported: the sweep's AP
     shares_iterations,
 )
 from fcnet.experiments.results import Row, SweepResult  # noqa: F401
-from fcnet.experiments.space import run_key
 from fcnet.experiments.storage import (
-    GRACE_S,
-    DirLock,
-    Heartbeat,
     default_url,
     is_sqlite,
+    lock_sweep,
     open_storage,
     retry,
+    storage_error,
+    storage_errors,
 )
+from fcnet.experiments.worker import POLL_S, fail_stale, work
 
-POLL_S = 1.0  # how often a worker waiting on other processes' trials looks again
-RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
-               "samples_per_second", "iterations", "diverged_at", "trained")
+STORAGE_LOST = 3  # a worker process's exit status when the storage failed under it
 
 
 # ------------------------------------------------------------------------- the study
@@ -105,263 +101,40 @@ class _Study:
         return self.study.get_trials(deepcopy=False, states=states or None)
 
 
-def _distributions(spec: SweepSpec) -> dict:
-    """A grid's params: each varied field, categorical over the values its points take."""
-    from optuna.distributions import CategoricalDistribution
-
-    points, _ = plan(spec)
-    choices: dict[str, list] = {n: [] for n in spec.varied()}
-    for p in points:
-        for n, values in choices.items():
-            v = space._choice_key(getattr(p.config, n))
-            if v not in values:
-                values.append(v)
-    return {n: CategoricalDistribution(v) for n, v in choices.items()}
-
-
 def _enqueue_missing(st: _Study, spec: SweepSpec) -> None:
-    """Queue every grid job that has no finished, running or waiting trial, mates
-    (equal population keys) next to each other so that ``ask()`` hands them out together."""
+    """Queue every grid job (``enqueue_trial(skip_if_exists=True)``), mates (equal
+    population keys) next to each other so that ``ask()`` hands them out together; a job
+    whose last trial failed on an error (data since fixed, ...) is queued again by
+    Optuna's retry callback."""
     from optuna.trial import TrialState
 
     _, jobs = plan(spec)
-    alive = {t.user_attrs.get("key") for t in st.trials(
-        TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    trials = st.trials()
+    known = {t.user_attrs.get("key") for t in trials}
     order = {}
     for job in jobs.values():
         order.setdefault(job.pop or job.key, len(order))
     for job in sorted(jobs.values(), key=lambda j: order[j.pop or j.key]):
-        if job.key not in alive:
+        if job.key not in known:  # the check below reads every trial: only for new jobs
             params = {n: space._choice_key(getattr(job.config, n)) for n in spec.varied()}
             st.study.enqueue_trial(params, user_attrs={
                 "key": job.key, "config": job.config.model_dump_json(),
-                "eval_at": job.eval_at, "pop": job.pop})
-
-
-# ------------------------------------------------------------------------- one worker
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def fail_dead(st: _Study, all_running: bool = False, why: str = "its process died") -> None:
-    """Fail (and queue again) the trials whose process is gone: by heartbeat
-    (``fail_stale_trials``), and at once for a dead pid on this machine, or for
-    every RUNNING trial when ``all_running`` (the SQLite lock proves nobody runs)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    host, now = socket.gethostname(), datetime.datetime.now()
-    for t in st.trials(TrialState.RUNNING):
-        o_host, _, o_pid = t.user_attrs.get("owner", "").rpartition(":")
-        dead = all_running or (o_host == host and o_pid.isdigit() and
-                               not _pid_alive(int(o_pid)))
-        if not o_pid and t.datetime_start and (now - t.datetime_start).total_seconds() > GRACE_S:
-            dead = True  # taken by a process that died before it wrote its name
-        if dead:
-            _fail(st, t._trial_id, f"interrupted ({why})")
-    optuna.storages.fail_stale_trials(st.study)
-
-
-def _fail(st: _Study, trial_id: int, error: str) -> None:
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    try:
-        st.storage.set_trial_user_attr(trial_id, "error", error)
-        if st.storage.set_trial_state_values(trial_id, TrialState.FAIL):
-            retry(st.study, st.storage.get_trial(trial_id))
-    except UpdateFinishedTrialError:
-        pass  # finished (or failed) by another process meanwhile
-
-
-class Worker:
-    """One ask -> train -> tell loop on a sweep's study (see the module docstring)."""
-
-    def __init__(self, st: _Study, spec: SweepSpec, runs_dir: Path, population: int = 8,
-                 workers: int = 1, figures: bool = True, on_tell=None):
-        self.st, self.spec, self.runs_dir = st, spec, runs_dir
-        self.population, self.workers, self.figures = population, workers, figures
-        self.on_tell = on_tell
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
-        self.heartbeat = Heartbeat(st.storage)
-        self.held: list = []
-        self.dists = _distributions(spec) if spec.search is None else None
-        if spec.search:
-            self.st.study.sampler = self._sampler()
-
-    def _sampler(self):
-        import optuna
-
-        # a restarted or joining process must not replay the first process's proposals
-        seed = self.spec.seed + len(self.st.trials())
-        if not self.st.created:
-            seed += os.getpid()
-        if self.spec.search == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed)
-
-    def _budget_left(self) -> int:
-        from optuna.trial import TrialState
-
-        used = len(self.st.trials(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
-        return self.spec.trials - used + len(self.st.trials(TrialState.WAITING))
-
-    def _ask(self):
-        """One trial, RUNNING and held by this process, with its params and job; None when
-        there is nothing to ask for (a grid's queue is empty, a search's budget spent)."""
-        from optuna.trial import TrialState
-
-        if self.spec.search is None and not self.st.trials(TrialState.WAITING):
-            return None
-        if self.spec.search and self._budget_left() <= 0:
-            return None
-        trial = self.st.study.ask()
-        self.st.storage.set_trial_user_attr(trial._trial_id, "owner", self.owner)
-        self.heartbeat.add(trial._trial_id)
-        self.held.append(trial)
-        if "key" not in trial.user_attrs:
-            if self.spec.search is None:  # another worker emptied the queue first
-                self._finish(trial, TrialState.PRUNED, {"error": "queue was empty"})
-                return None
-            changes = {n: p.suggest(trial) for n, p in self.spec.params.items()}
-            config = space.with_changes(self.spec.base, changes, where="--param")
-            for k, v in {"key": run_key(config), "config": config.model_dump_json(),
-                         "eval_at": [], "pop": pop_key(config)}.items():
-                trial.set_user_attr(k, v)
-        elif self.spec.search is None:
-            for n, d in self.dists.items():  # the queued values, with their distributions
-                trial.suggest_categorical(n, d.choices)
-        else:
-            for p in self.spec.params.values():
-                p.suggest(trial)
-        return trial
-
-    def _take(self) -> list:
-        """A task: one trial, and up to K-1 mates that train with it as one population."""
-        from optuna.trial import TrialState
-
-        first = self._ask()
-        if first is None:
-            return []
-        task, pop = [first], first.user_attrs["pop"]
-        if self.population <= 1 or pop is None:
-            return task
-        while True:
-            waiting = sorted(self.st.trials(TrialState.WAITING), key=lambda t: t.number)
-            if waiting:
-                mates = sum(1 for t in waiting if t.user_attrs.get("pop") == pop)
-                if waiting[0].user_attrs.get("pop") != pop:
-                    break
-            elif self.spec.search and self._shape_free():
-                mates = self._budget_left()
-            else:
-                break
-            cap = min(self.population, math.ceil((len(task) + mates) / self.workers))
-            if len(task) >= cap:
-                break
-            trial = self._ask()
-            if trial is None:
-                break
-            task.append(trial)
-        return task
-
-    def _shape_free(self) -> bool:
-        """Do all of a search's samples train together (its ranges change no shapes)?"""
-        pops = set()
-        for p in self.spec.params.values():
-            for v in p.choices if p.choices is not None else (p.low, p.high):
-                v = int(v) if p.integer else space._choice_value(p.name, v)
-                pops.add(pop_key(space.with_changes(self.spec.base, {p.name: v})))
-        return len(pops) == 1 and None not in pops
-
-    def _finish(self, trial, state, attrs: dict, value: float | None = None) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
-
-        try:
-            for k, v in attrs.items():
-                self.st.storage.set_trial_user_attr(trial._trial_id, k, v)
-            self.st.study.tell(trial, value, state=state, skip_if_finished=True)
-        except UpdateFinishedTrialError:
-            # another process found this trial stale and failed it, queueing a retry:
-            # the retry reads this run back from disk, so nothing is lost or trained twice
-            pass
-        self.heartbeat.discard(trial._trial_id)
-        self.held.remove(trial)
-
-    def _tell(self, trial, result: dict) -> str | None:
-        """Record a result; returns the message of a user-caused error."""
-        from optuna.trial import TrialState
-
-        if "error" in result:
-            self._finish(trial, TrialState.FAIL, {"error": result["error"],
-                                                  "error_kind": result["kind"]})
-            if result["kind"] == "bug":
-                print(result.get("traceback", ""), file=sys.stderr)
-            return result["error"] if result["kind"] == "user" else None
-        s = result["summary"]
-        attrs = {k: s.get(k) for k in RESULT_KEYS}
-        attrs.update(run_dir=str(Path(result["run_dir"]).resolve()), host=socket.gethostname())
-        if not s.get("trained"):  # a twin's (or an earlier process's) run, read back
-            twins = [t.number for t in self.st.trials(TrialState.COMPLETE)
-                     if t.user_attrs.get("key") == result["key"]
-                     and "reused_from" not in t.user_attrs]
-            if twins:
-                attrs["reused_from"] = min(twins)
-        for it, acc in (s.get("val_acc_at") or {}).items():
-            if acc is not None and math.isfinite(acc):
-                trial.report(float(acc), int(it))
-        value = s.get("final_val_acc")
-        value = float(value) if value is not None and math.isfinite(value) else 0.0
-        self._finish(trial, TrialState.COMPLETE, attrs, value)
-        return None
-
-    def run(self) -> str | None:
-        """Loop until nothing is left to ask for and no other process runs a trial
-        that may yet fail back into the queue; returns a user-caused error, if one stopped it."""
-        from optuna.trial import TrialState
-
-        from fcnet.experiments.worker import run_task
-
-        try:
-            while True:
-                fail_dead(self.st)
-                task = self._take()
-                if task:
-                    jobs = [{"trial": t.number, "key": t.user_attrs["key"],
-                             "config": t.user_attrs["config"],
-                             "eval_at": list(t.user_attrs.get("eval_at") or []),
-                             "run_dir": str(self.runs_dir / t.user_attrs["key"])} for t in task]
-                    errors = [self._tell(t, r) for t, r in
-                              zip(task, run_task(jobs, figures=self.figures), strict=True)]
-                    if self.on_tell:
-                        self.on_tell()
-                    if any(errors):
-                        return next(e for e in errors if e)
-                elif self.st.trials(TrialState.RUNNING, TrialState.WAITING):
-                    time.sleep(POLL_S)
-                else:
-                    return None
-        except BaseException:  # interrupted: give the trials back, so a rerun takes them at once
-            for t in list(self.held):
-                _fail(self.st, t._trial_id, "interrupted")
-            raise
-        finally:
-            self.heartbeat.stop()
+                "eval_at": job.eval_at, "pop": job.pop}, skip_if_exists=True)
+    alive = {t.user_attrs.get("key") for t in trials if t.state in (
+        TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    for t in sorted(trials, key=lambda t: -t.number):  # the last failure of each job
+        if t.state == TrialState.FAIL and t.user_attrs.get("key") in set(jobs) - alive:
+            retry(st.study, t)
+            alive.add(t.user_attrs["key"])
 
 
 # ------------------------------------------------------------------------- processes
 def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, population: int,
                  figures: bool, bar) -> str | None:
-    """``workers`` processes, each one Worker loop on the study; None or a user error."""
+    """``workers`` processes, each one worker loop on the study; None or a user error."""
     if workers == 1:
-        return Worker(st, spec, runs_dir, population, 1, figures,
-                      on_tell=lambda: _progress(st, spec, bar)).run()
+        return work(st, spec, runs_dir, population, 1, figures,
+                    on_tell=lambda: _progress(st, spec, bar))
     import multiprocessing as mp
 
     from fcnet.experiments.worker import environ, thread_env
@@ -387,14 +160,18 @@ def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, popu
             p.terminate()
         for p in procs:
             p.join(timeout=5)
-        fail_dead(st, why="the sweep was interrupted")
+        fail_stale(st, why="the sweep was interrupted")
         raise
     _progress(st, spec, bar)
     died = [p.exitcode for p in procs if p.exitcode not in (0, 2)]
+    if STORAGE_LOST in died:
+        fail_stale(st)  # a storage error of its own here, or the worker's lost connection
+        return f"sweep storage {st.url}: a worker lost it (its line above says why); " \
+               "run the same command again"
     if any(p.exitcode == 2 for p in procs):
         return _last_user_error(st) or "a worker stopped on an error"
     if died:
-        fail_dead(st)  # their trials, queued again for the next run
+        fail_stale(st)  # their trials, queued again for the next run
         return (f"{len(died)} worker process(es) died (exit code {died[0]}); "
                 "run the same command again to continue")
     return None
@@ -403,7 +180,8 @@ def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, popu
 def worker_main(url: str, name: str, identity: str, trials: int, runs_dir: str,
                 population: int, workers: int, figures: bool, parent_pid: int,
                 threads: int) -> None:
-    """One worker process: a sweep Worker loop on the study. Exit 2 on a user error."""
+    """One worker process: a sweep worker loop on the study. Exit 2 on a user error
+    (a storage failure included: its one line is printed here)."""
     import signal
 
     from fcnet.experiments.worker import die_with_parent
@@ -413,10 +191,17 @@ def worker_main(url: str, name: str, identity: str, trials: int, runs_dir: str,
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(threads)
-    st = _Study(url, name, create=False)
-    spec = SweepSpec.from_identity(json.loads(identity), trials=trials)
-    if Worker(st, spec, Path(runs_dir), population, workers, figures).run():
-        sys.exit(2)
+    try:
+        st = _Study(url, name, create=False)
+        spec = SweepSpec.from_identity(json.loads(identity), trials=trials)
+        if work(st, spec, Path(runs_dir), population, workers, figures):
+            sys.exit(2)
+    except storage_errors() as err:  # one line; the sweep process exits non-zero too
+        print(f"fcnet: error: {storage_error(url, err)}", file=sys.stderr)
+        sys.exit(STORAGE_LOST)
+    except FcnetError as err:
+        print(f"fcnet: error: {err}", file=sys.stderr)
+        sys.exit(STORAGE_LOST)
 
 
 def _last_user_error(st: _Study) -> str | None:
@@ -496,7 +281,7 @@ def _rows(st: _Study, spec: SweepSpec, runs_dir: Path) -> list[Row]:
 
 # ------------------------------------------------------------------------- entry points
 def _open(sweep_dir: Path, storage: str | None, study: str | None, must_exist: bool
-          ) -> tuple[_Study, DirLock | None]:
+          ) -> tuple[_Study, Any]:
     sweep_dir = Path(sweep_dir)
     url = storage or default_url(sweep_dir)
     lock = None
@@ -504,7 +289,7 @@ def _open(sweep_dir: Path, storage: str | None, study: str | None, must_exist: b
         if storage is None and must_exist and not (sweep_dir / "sweep.db").exists():
             raise FcnetError(f"{sweep_dir}: no sweep here (no sweep.db): give --grid, "
                              "--search or a sweep --config to start one")
-        lock = DirLock(sweep_dir, "this sweep").acquire()
+        lock = lock_sweep(sweep_dir)
     else:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -579,7 +364,11 @@ def run_sweep(
     sweep_dir = Path(sweep_dir)
     if spec is not None and spec.search is None:
         plan(spec)  # every config valid before anything is written
-    st, lock = _open(sweep_dir, storage, study, must_exist=spec is None)
+    url = storage or default_url(sweep_dir)
+    try:
+        st, lock = _open(sweep_dir, storage, study, must_exist=spec is None)
+    except storage_errors() as err:
+        raise storage_error(url, err) from None
     try:
         if spec is not None and trials is not None:
             spec.trials = trials
@@ -589,7 +378,7 @@ def run_sweep(
             if not join:
                 st.set_attr("trials", trials)
         if lock:  # nobody else runs this sweep: its RUNNING trials are leftovers
-            fail_dead(st, all_running=True)
+            fail_stale(st, everyone=True)
         if spec.search is None and (st.created or not join):
             _enqueue_missing(st, spec)
         st.set_attr("ready", True)
@@ -606,10 +395,15 @@ def run_sweep(
             if bar is not None:
                 bar.close()
         result = SweepResult(sweep_dir, spec, _rows(st, spec, runs), st.name, st.url)
+        # a killed write's temp files (results.md, importance.png, ...); on a shared
+        # storage another process may be writing here: only old ones then
+        files.remove_temps(sweep_dir, min_age_s=0 if lock else 600)
         result.write(st.study)
         if error:
             raise FcnetError(error)
         return result
+    except storage_errors() as err:  # read-only, full, damaged, a server gone: one line
+        raise storage_error(url, err) from None
     finally:
         if lock:
             lock.release()
@@ -622,10 +416,13 @@ def load_result(sweep_dir: str | Path, storage: str | None = None, study: str | 
     url = storage or default_url(sweep_dir)
     if is_sqlite(url) and storage is None and not (sweep_dir / "sweep.db").exists():
         raise FcnetError(f"{sweep_dir}: not a sweep directory (no sweep.db)")
-    st = _Study(url, study or _default_study(url, sweep_dir), create=False)
-    spec = _spec_for(st, None, False, 0.0)
-    runs = Path(runs_dir) if runs_dir else sweep_dir / "runs"
-    return SweepResult(sweep_dir, spec, _rows(st, spec, runs), st.name, st.url)
+    try:
+        st = _Study(url, study or _default_study(url, sweep_dir), create=False)
+        spec = _spec_for(st, None, False, 0.0)
+        runs = Path(runs_dir) if runs_dir else sweep_dir / "runs"
+        return SweepResult(sweep_dir, spec, _rows(st, spec, runs), st.name, st.url)
+    except storage_errors() as err:
+        raise storage_error(url, err) from None
 
 
 def best_test_accuracy(result: SweepResult, quiet: bool = True) -> dict:

@@ -25,7 +25,8 @@ import csv
 import io
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,47 @@ def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
                          f"fcnet train --resume {run_dir}")
 
 
+# ------------------------------------------------------------------ one writer
+LOCK = ".lock"
+WAIT_NOTICE_S = 2.0  # how long a second writer waits quietly before saying why
+
+
+@contextmanager
+def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (``filelock``) while the block writes the run.
+
+    A second process that would write the same run waits here until the first
+    is done (a notice after ``WAIT_NOTICE_S``), then finds the finished run and
+    reuses it; a run of a *different* config is refused in one line, before and
+    after the wait, so there are never two writers of one run directory.  The
+    lock is an OS lock on ``run_dir/.lock``: it goes with the process, however it ends.
+    """
+    from filelock import Timeout
+
+    run_dir = files.ensure_dir(run_dir)
+    _refuse_other(run_dir, config)
+    lock = files.lock(run_dir / LOCK)
+    try:
+        lock.acquire(timeout=WAIT_NOTICE_S)
+    except Timeout:
+        say(f"{run_dir}: {files.lock_holder(run_dir / LOCK)} is writing this run; "
+            "waiting for it to finish")
+        lock.acquire()
+    except OSError as err:
+        raise files.write_error(run_dir / LOCK, err) from None
+    try:
+        _refuse_other(run_dir, config)  # the other process may have written another config
+        yield
+    finally:
+        lock.release()
+
+
+def _refuse_other(run_dir: Path, config: RunConfig) -> None:
+    if (Path(run_dir) / CONFIG).exists() and read_run_config(run_dir) != config:
+        raise FcnetError(f"{run_dir}: holds a run with a different config; "
+                         "choose another --name or delete it")
+
+
 # ------------------------------------------------------------------ writing
 def base_summary(config: RunConfig, prepared: Prepared) -> dict:
     """What every run's summary starts with: status running, data provenance, sizes."""
@@ -166,9 +208,7 @@ def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict
     """Write the config, the fitted preprocessing and a 'running' summary, after
     removing the temp files a killed run may have left."""
     run_dir = files.ensure_dir(run_dir)
-    for p in run_dir.iterdir():
-        if files.is_temp(p.name) and p.is_file():
-            p.unlink(missing_ok=True)
+    files.remove_temps(run_dir)  # the writer of this directory holds its lock (locked())
     files.write_text(run_dir / CONFIG, config.to_toml())
     files.save_npz(run_dir / PREPROCESS, prepared.prep.state())
     summary = {**base_summary(config, prepared), **extra}
