@@ -48,8 +48,9 @@ def _study(tmp_path, text: str):
 
 @pytest.mark.parametrize("edit, words", [
     (("lr = 1e-2\nstd", "lrate = 1e-2\nstd"), ["base", "unknown config field 'lrate'"]),
-    (("vary = { lr", "vary = { lrr"), ["Table 1", "vary", "unknown config field 'lrr'"]),
-    (("[90.0, 91.0, 92.0, 93.0]", "[90.0, 91.0]"), ["Table 1", "reference", "2 values for 4"]),
+    (("vary = { lr", "vary = { lrr"), ["table 'lr-reg': vary: unknown config field 'lrr'"]),
+    (("[90.0, 91.0, 92.0, 93.0]", "[90.0, 91.0]"), ["table 'lr-reg'", "reference",
+                                                      "2 values for 4"]),
     (("[90.0, 91.0, 92.0, 93.0]", "[90.0, nan, 92.0, 93.0]"), ["reference", "finite"]),
     (("std = 1e-2", "std = inf"), ["std", "finite"]),
     (("reg = [0.0, 1e-3]", "reg = [0.0, inf]"), ["reg", "finite"]),

@@ -31,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
                    help="training precision (default float32: fast, same accuracies; "
                    "bfloat16: torch's mixed precision, needs --backend torch)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="train every cell with N seeds (overrides the file's `seeds`, its "
+                   "tables' too): tables show the mean and a 95%% interval over seeds")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="train in N processes, as `fcnet sweep --workers`")
     p.add_argument("--storage", metavar="URL",
@@ -51,7 +54,7 @@ def run(args) -> int:
         for name, path in sorted(bundled().items()):
             from fcnet.config import read_toml
 
-            print(f"{name}: {read_toml(path).get('title', '')}  ({path})")
+            print(f"{name}: {read_toml(path).get('title', '')}  ({path})")  # where it lives
         return 0
     if args.workers < 1:
         raise FcnetError(f"--workers must be at least 1, got {args.workers}")
@@ -66,7 +69,7 @@ def run(args) -> int:
     file = args.file or "exercise"
     dataset = args.dataset or (None if args.file else "digits")
     study = load_study(file, dataset=dataset, data_path=args.path, dtype=args.dtype,
-                       backend=args.backend)
+                       backend=args.backend, seeds=args.seeds)
     out = args.out or os.path.join("study", study.base.dataset)
     res = run_study(study, out, workers=args.workers, storage=args.storage, join=args.join,
                     quiet=args.quiet or args.json, depth=not args.no_depth)

@@ -32,6 +32,7 @@ __all__ = [
     "multi_curves",
     "explained_variance",
     "bar_table",
+    "interval_plot",
     "crossing",
     "moving_average",
 ]
@@ -347,4 +348,44 @@ def bar_table(
         ax.legend(frameon=False, fontsize=9)
     _style(ax, title, xlabel, ylabel)
     ax.grid(False, axis="x")
+    return _save(fig, path)
+
+
+def interval_plot(
+    labels: Sequence[str],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float],
+                               Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Path:
+    """A table's cells with their intervals: one line per column of the table.
+
+    labels : (n,) the rows' labels, drawn at 0..n-1.  series : {column label: (mean, low,
+    high, run_low, run_high)}, each (n,): the mean over seeds with its interval as error
+    bars (low/high may be NaN: one seed, no bar), and one run's sampling interval as a
+    light band.
+    """
+    if not series:
+        raise FcnetError("interval_plot: no series given")
+    fig = _new_figure(6.4, 3.8)
+    ax = fig.add_subplot()
+    x = np.arange(len(labels), dtype=float)
+    width = 0.08 * (len(series) - 1)
+    for i, (label, (mean, low, high, rlow, rhigh)) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        xs = x + (i - (len(series) - 1) / 2) * (width / max(len(series) - 1, 1))
+        m = _series(mean, f"interval_plot: {label!r}")
+        lo, hi = np.asarray(low, float), np.asarray(high, float)
+        ax.fill_between(xs, np.asarray(rlow, float), np.asarray(rhigh, float), color=color,
+                        alpha=0.12, linewidth=0)
+        err = np.vstack([np.where(np.isnan(lo), 0, m - lo), np.where(np.isnan(hi), 0, hi - m)])
+        ax.errorbar(xs, m, yerr=err, color=color, marker="o", ms=4, capsize=3, linewidth=1.3,
+                    label=str(label))
+    ax.set_xticks(x, [str(s) for s in labels], rotation=45 if len(labels) > 6 else 0,
+                  ha="right" if len(labels) > 6 else "center", fontsize=8)
+    if len(series) > 1 or next(iter(series)) != "":
+        ax.legend(frameon=False, fontsize=9)
+    _style(ax, title, xlabel, ylabel)
     return _save(fig, path)

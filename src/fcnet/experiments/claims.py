@@ -1,0 +1,261 @@
+"""Claims of a source as data, and fcnet's verdict on each: supported, within noise or
+contradicted, with the numbers it rests on (docs/study.md, "Claims").
+
+A claim compares cells of one table. A cell is named by a *selector*: a table of the
+table's axes, e.g. ``{ hidden = [100] }``, ``{ batch_size = 200, hidden = [50] }``,
+``{ row = 1, pca = 0.95 }`` (``row``: a table's explicit rows, by number from 1 or label).
+The depth block is the table ``depth`` (axes ``layers`` and ``init``), the chosen model's
+block the table ``chosen`` (axis ``split``: "val" or "test").
+
+Every comparison is a difference with its interval (``fcnet.experiments.stats.difference``);
+a claim that makes k comparisons uses k intervals at 1 - 0.05 / k each (Bonferroni), so the
+claim as a whole errs at most 5% of the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fcnet.errors import FcnetError
+from fcnet.experiments import space
+from fcnet.experiments.stats import LEVEL, Cell, difference, sampling_ci
+
+SUPPORTED, NOISE, CONTRADICTED, UNTESTED = ("supported", "within noise", "contradicted",
+                                            "not tested")
+
+
+# ------------------------------------------------------------------------- cells by name
+@dataclass
+class Axes:
+    """A table's axes as claims see them: names, values (to select) and labels (to show)."""
+
+    names: list[str]
+    values: list[list]
+    labels: list[list[str]]
+
+
+def table_axes(table) -> Axes:
+    """The axes of a StudyTable; explicit rows are the axis 'row' (1-based, or a label)."""
+    names, values, labels = [], [], []
+    for name, items in table.axes:
+        if name == "configuration":
+            names.append("row")
+            values.append(list(range(1, len(items) + 1)))
+            labels.append([str(lab) for lab, _ in items])
+        else:
+            names.append(name)
+            values.append([ch[name] for _, ch in items])
+            labels.append([label(name, lab) for lab, _ in items])
+    return Axes(names, values, labels)
+
+
+def label(name: str, v: Any) -> str:
+    """A short label of one axis value: 'H100', 'batch 200', 'reg 0.25'."""
+    if isinstance(v, str) and name != "hidden":
+        return v
+    short = {"hidden": "H", "batch_size": "batch ", "pca": "PCA ", "iters": "",
+             "layers": "", "dropout_keep": "keep "}
+    text = "x".join(str(h) for h in v) if isinstance(v, list) else ("none" if v is None else
+                                                                   f"{v:g}" if isinstance(
+                                                                       v, float) else str(v))
+    if name == "layers":
+        return f"{text} layers"
+    return f"{short.get(name, name + ' ')}{text}"
+
+
+def _value(axis: str, v: Any) -> Any:
+    if axis in space.FIELDS and isinstance(v, str):
+        v = space.parse_value(axis, v)
+    if axis == "hidden" and isinstance(v, int):
+        v = [v]
+    return v
+
+
+def select(axes: Axes, sel: dict, where: str, partial: bool = False) -> tuple[int | None, ...]:
+    """A selector -> (row, column) indices (None for an axis a partial selector leaves out)."""
+    for k in sel:
+        if k not in axes.names:
+            raise FcnetError(f"{where}: {k!r} is not an axis of this table "
+                             f"(its axes: {', '.join(axes.names)})")
+    out: list[int | None] = []
+    for name, values, labels in zip(axes.names, axes.values, axes.labels):
+        if name not in sel:
+            if not partial and len(values) > 1:
+                raise FcnetError(f"{where}: give {name!r} too (the table's axes: "
+                                 f"{', '.join(axes.names)})")
+            out.append(None if partial else 0)
+            continue
+        v = sel[name]
+        if name == "row" and isinstance(v, str) and v in labels:
+            out.append(labels.index(v))
+            continue
+        v = _value(name, v)
+        if v not in values:
+            shown = ", ".join(str(x) for x in values[:12])
+            raise FcnetError(f"{where}: {name} = {sel[name]!r} is not a row or column of the "
+                             f"table ({name}: {shown})")
+        out.append(values.index(v))
+    while len(out) < 2:
+        out.append(0)
+    return tuple(out)
+
+
+def resolve(spec, k: int, tables: dict[str, Axes]):
+    """A validated ClaimSpec -> Claim with cells as (row, column) indices; FcnetError for a
+    table or cell that does not exist."""
+    from fcnet.experiments.studyfile import DEFAULT_MARGIN, Claim
+
+    where = f"claim {spec.id!r}" if spec.id else f"claim[{k}]"
+    if spec.table not in tables:
+        raise FcnetError(f"{where}: no table {spec.table!r} (the study's tables: "
+                         f"{', '.join(tables)})")
+    axes = tables[spec.table]
+    c = Claim(spec.id or f"claim-{k + 1}", spec.text, spec.table, spec.kind,
+              margin=float(spec.margin if spec.margin is not None
+                           else DEFAULT_MARGIN.get(spec.kind, 0.0)),
+              value=spec.value, dataset=spec.dataset)
+    if spec.kind in ("overfits",) and spec.table != "depth":
+        raise FcnetError(f"{where}: an 'overfits' claim is about the depth table (train and "
+                         f"validation accuracy), not {spec.table!r}")
+    if spec.a is not None:
+        c.a = select(axes, spec.a, f"{where}.a")
+    if spec.b is not None:
+        bs = spec.b if isinstance(spec.b, list) else [spec.b]
+        c.b = [select(axes, b, f"{where}.b") for b in bs]
+        if c.a in c.b:
+            raise FcnetError(f"{where}.b: compares a cell with itself")
+    if spec.kind == "grows_then_flat":
+        along = spec.along or axes.names[0]
+        if along not in axes.names:
+            raise FcnetError(f"{where}.along: {along!r} is not an axis of the table "
+                             f"(its axes: {', '.join(axes.names)})")
+        c.along = along
+        pos = select(axes, {along: spec.up_to}, f"{where}.up_to", partial=True)
+        at = select(axes, spec.at, f"{where}.at", partial=True)
+        axis = axes.names.index(along)
+        other = 1 - axis
+        if len(axes.names) == 2 and spec.at == {} and len(axes.values[other]) > 1:
+            raise FcnetError(f"{where}.at: give the other axis ({axes.names[other]!r})")
+        c.up_to = pos[axis]
+        c.at = {"axis": axis, "other": at[other] or 0}
+        if c.up_to == 0:
+            raise FcnetError(f"{where}.up_to: the first value cannot be where growth ends")
+    return c
+
+
+# ------------------------------------------------------------------------- verdicts
+class _NoRun(Exception):
+    pass
+
+
+def _check_cells(claim, cell, axes: Axes, train) -> None:
+    shape = [len(v) for v in axes.values] + [1]
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            if not cell(claim.table, r, c).values:
+                raise _NoRun
+
+
+@dataclass
+class Verdict:
+    claim: str
+    table: str
+    verdict: str
+    numbers: str
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
+def _interval(d) -> str:
+    return f"{_pts(d.d)} [{_pts(d.low)}, {_pts(d.high)}]"
+
+
+def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: str,
+             train: Callable[[int, int], Cell] | None = None) -> Verdict:
+    """The verdict on one claim; ``cell(table, row, col)`` gives a cell's accuracies."""
+
+    def lab(rc) -> str:
+        parts = [axes.labels[i][rc[i]] for i in range(len(axes.names))
+                 if len(axes.values[i]) > 1]
+        return " ".join(parts) or axes.labels[0][rc[0]]
+
+    def show(rc) -> str:
+        c = cell(claim.table, *rc)
+        return f"{lab(rc)} {100 * c.mean:.1f}"
+
+    def out(verdict: str, numbers: str) -> Verdict:
+        return Verdict(claim.text, claim.table, verdict, numbers)
+
+    if claim.dataset and claim.dataset != dataset:
+        return out(UNTESTED, f"the source's number is for {claim.dataset}, this study ran on "
+                             f"{dataset}")
+    m = claim.margin / 100
+    try:
+        _check_cells(claim, cell, axes, train)
+    except _NoRun:
+        return out(UNTESTED, "a run this claim compares has no result")
+    if claim.kind == "reproduces":
+        c = cell(claim.table, *claim.a)
+        lo, hi = sampling_ci(c.mean, c.n)
+        inside = lo <= claim.value / 100 <= hi
+        return out(SUPPORTED if inside else CONTRADICTED,
+                   f"fcnet {100 * c.mean:.1f}, one run's 95% sampling interval at n={c.n}: "
+                   f"[{100 * lo:.1f}, {100 * hi:.1f}]; source {claim.value:g}")
+    if claim.kind == "overfits":
+        assert train is not None
+        v, t = cell(claim.table, *claim.a), train(*claim.a)
+        d = difference(t, v)
+        verdict = SUPPORTED if d.low > m else CONTRADICTED if d.high < m else NOISE
+        return out(verdict, f"{lab(claim.a)}: train {100 * t.mean:.1f}, val {100 * v.mean:.1f}; "
+                            f"train - val {_interval(d)} pts (overfitting: > {claim.margin:g}; "
+                            f"{d.test})")
+    if claim.kind == "grows_then_flat":
+        axis, other = claim.at["axis"], claim.at["other"]
+        rc = (lambda k: (k, other)) if axis == 0 else (lambda k: (other, k))
+        n = len(axes.values[axis])
+        later = list(range(claim.up_to + 1, n))
+        level = 1 - (1 - LEVEL) / (1 + len(later))
+        top = cell(claim.table, *rc(claim.up_to))
+        grow = difference(top, cell(claim.table, *rc(0)), level)
+        flats = [(k, difference(cell(claim.table, *rc(k)), top, level)) for k in later]
+        bad = [k for k, d in flats if d.low > m]
+        verdict = (CONTRADICTED if grow.high < 0 or bad else
+                   SUPPORTED if grow.low > 0 and all(d.high < m for _, d in flats) else NOISE)
+        worst = max(flats, key=lambda kd: kd[1].high, default=None)
+        text = (f"{lab(rc(claim.up_to))} - {lab(rc(0))}: {_interval(grow)} pts (grows: > 0)")
+        if worst:
+            text += (f"; largest later gain, {lab(rc(worst[0]))} - {lab(rc(claim.up_to))}: "
+                     f"{_interval(worst[1])} pts (flat: < {claim.margin:g})")
+        return out(verdict, text + f"; {grow.test}, {100 * level:.1f}% intervals")
+    # better / no_better / equal: a against one or more b
+    a = cell(claim.table, *claim.a)
+    bs = claim.b
+    if bs is None:  # every other row of a's column
+        r, c = claim.a
+        bs = [(k, c) for k in range(len(axes.values[0])) if k != r]
+    level = 1 - (1 - LEVEL) / len(bs)
+    diffs = [(b, difference(a, cell(claim.table, *b), level)) for b in bs]
+    if claim.kind == "better":
+        verdict = (CONTRADICTED if any(d.high < m for _, d in diffs) else
+                   SUPPORTED if all(d.low > m for _, d in diffs) else NOISE)
+        rule = f"better: > {claim.margin:g}" if claim.margin else "better: > 0"
+    elif claim.kind == "no_better":
+        verdict = (CONTRADICTED if any(d.low > m for _, d in diffs) else
+                   SUPPORTED if all(d.high < m for _, d in diffs) else NOISE)
+        rule = f"no better: < {claim.margin:g}"
+    else:  # equal within the margin: an equivalence test
+        verdict = (CONTRADICTED if any(d.low > m or d.high < -m for _, d in diffs) else
+                   SUPPORTED if all(-m < d.low and d.high < m for _, d in diffs) else NOISE)
+        rule = f"equal: inside ±{claim.margin:g}"
+    # the deciding comparison first: the weakest for a 'supported', else the worst
+    key = (lambda bd: bd[1].low) if claim.kind == "better" else (lambda bd: -bd[1].high)
+    shown = sorted(diffs, key=key)[:3]
+    text = "; ".join(f"{show(claim.a)} - {show(b)}: {_interval(d)}" for b, d in shown)
+    if len(diffs) > len(shown):
+        text += f"; ... ({len(diffs)} comparisons)"
+    return out(verdict, f"{text} pts ({rule}; {diffs[0][1].test}, "
+                        f"{100 * level:.1f}% intervals)")

@@ -1,0 +1,117 @@
+"""The statistics of a study's tables: intervals over seeds, validation-sampling intervals,
+differences between cells, and which differences are beyond noise.
+
+Accuracies are fractions in [0, 1]. Every distribution comes from scipy.stats or
+statsmodels; docs/study.md says in plain words what each interval means.
+
+- ``mean_ci``: mean over seeds and its 95% t-interval (Student's t, n - 1 degrees of freedom).
+- ``sampling_ci``: the Wilson 95% interval of one run's accuracy at the validation size n
+  (``scipy.stats.binomtest(k, n).proportion_ci(method='wilson')``).
+- ``difference``: a - b with its interval and p-value: Welch's t-test over the seeds when both
+  cells have 2 or more, else (one run each) the two-proportion test of the validation counts
+  (Newcombe's interval, statsmodels).
+- ``beyond_noise``: every pair of cells, Holm-corrected over the family (statsmodels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+LEVEL = 0.95
+
+
+@dataclass
+class Cell:
+    """One cell of a table: its per-seed accuracies on a validation split of n images."""
+
+    label: str
+    values: list[float]
+    n: int
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+
+def mean_ci(values: list[float], level: float = LEVEL) -> tuple[float, float | None, float | None]:
+    """(mean, low, high): the t-interval of the mean over seeds; (mean, None, None) for one
+    value (no spread to measure), and a zero-width interval when all values are equal."""
+    import numpy as np
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, None, None
+    sem = float(stats.sem(x))
+    if sem == 0:
+        return m, m, m
+    lo, hi = stats.t.interval(level, len(x) - 1, loc=m, scale=sem)
+    return m, float(lo), float(hi)
+
+
+def sampling_ci(acc: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson interval of one run's accuracy ``acc`` measured on ``n`` images."""
+    from scipy import stats
+
+    k = int(round(acc * n))
+    ci = stats.binomtest(k, n).proportion_ci(level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+@dataclass
+class Difference:
+    d: float  # mean(a) - mean(b)
+    low: float
+    high: float
+    p: float
+    test: str  # the test's name, for the report
+
+
+def difference(a: Cell, b: Cell, level: float = LEVEL) -> Difference:
+    """a - b with its ``level`` interval and two-sided p-value (see the module docstring)."""
+    import numpy as np
+
+    if len(a.values) >= 2 and len(b.values) >= 2:
+        from scipy import stats
+
+        xa, xb = np.asarray(a.values, float), np.asarray(b.values, float)
+        d = float(xa.mean() - xb.mean())
+        if xa.var() == 0 and xb.var() == 0:  # no spread at all: the difference is exact
+            return Difference(d, d, d, 0.0 if d else 1.0, "Welch t-test over seeds")
+        r = stats.ttest_ind(xa, xb, equal_var=False)
+        ci = r.confidence_interval(level)
+        return Difference(d, float(ci.low), float(ci.high), float(r.pvalue),
+                          "Welch t-test over seeds")
+    from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
+
+    ka, kb = int(round(a.mean * a.n)), int(round(b.mean * b.n))
+    lo, hi = confint_proportions_2indep(ka, a.n, kb, b.n, method="newcomb", alpha=1 - level)
+    p = test_proportions_2indep(ka, a.n, kb, b.n).pvalue
+    p = 1.0 if not math.isfinite(float(p)) else float(p)
+    return Difference(ka / a.n - kb / b.n, float(lo), float(hi), p,
+                      "two-proportion test of one run each (Newcombe interval)")
+
+
+@dataclass
+class Pair:
+    i: int
+    j: int
+    diff: Difference
+    p_holm: float
+    beyond: bool  # the Holm-corrected p-value < 1 - level
+
+
+def beyond_noise(cells: list[Cell], level: float = LEVEL) -> list[Pair]:
+    """Every pair (i < j) of cells, tested as ``difference`` and Holm-corrected over all
+    pairs (the family-wise error rate is at most 1 - level)."""
+    from statsmodels.stats.multitest import multipletests
+
+    pairs = [(i, j, difference(cells[i], cells[j], level))
+             for i in range(len(cells)) for j in range(i + 1, len(cells))]
+    if not pairs:
+        return []
+    reject, p_holm, _, _ = multipletests([d.p for _, _, d in pairs], alpha=1 - level,
+                                         method="holm")
+    return [Pair(i, j, d, float(p), bool(r)) for (i, j, d), p, r in zip(pairs, p_holm, reject)]

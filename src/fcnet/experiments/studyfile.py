@@ -1,0 +1,555 @@
+"""A study file (docs/study.md) parsed into one validated model before anything trains.
+
+``parse_study(data, source, overrides)`` checks every key, type, size and cross-reference
+with pydantic (the way ``fcnet.config.RunConfig`` checks a run): tables (their ids unique,
+``vary`` fields that are RunConfig fields, references one per cell, labels one per row or
+column), blocks (each kind at most once, its required keys), ``seeds`` and the claims (their
+tables, cells and comparisons). A problem is one ``FcnetError`` naming the file, the key and
+what is wrong: ``study.toml: table 't3': vary: unknown config field 'hiden' (did you mean
+'hidden'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from fcnet.config import RunConfig, make_config
+from fcnet.errors import FcnetError
+from fcnet.experiments import space
+
+MAX_SEEDS = 100
+MAX_RUNS = 20_000  # runs one study may ask for (cells x seeds)
+Number = StrictInt | StrictFloat
+RefValue = Number | Literal["-"]
+Text = Annotated[StrictStr, Field(max_length=2000)]
+CLAIM_KINDS = ("better", "no_better", "equal", "grows_then_flat", "overfits", "reproduces")
+
+
+def _fcnet(fn, *args, **kw):
+    """Call fn; an FcnetError becomes the ValueError pydantic reports at its location."""
+    try:
+        return fn(*args, **kw)
+    except FcnetError as err:
+        raise ValueError(str(err)) from None
+
+
+def _finite(v: Any, where: str) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{where}: {v} is not a finite number")
+    return v
+
+
+def _changes(values: dict, base: RunConfig, where: str) -> dict:
+    """A table of config fields, each value checked as the config checks it."""
+    out = {}
+    for name, v in values.items():
+        _fcnet(space.check_field, name, where)
+        if isinstance(v, str) and v != "-":
+            v = _fcnet(space.parse_value, name, v)
+        out[name] = _finite(v, f"{where}.{name}")
+    _fcnet(space.with_changes, base, out, where=where)
+    return out
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+ConfigTable = dict[StrictStr, Any]
+
+
+# ------------------------------------------------------------------------- the built form
+@dataclass
+class StudyTable:
+    name: str
+    id: str
+    axes: list[tuple[str, list[tuple[Any, dict]]]]  # (axis name, [(label, changes)]), 1 or 2
+    reference: list | None
+    reference_label: str
+    note: str
+    show: dict[str, str]
+    seeds: int = 1
+
+    def cells(self) -> list[list[dict]]:
+        """Row-major: the changes of each cell (rows x columns)."""
+        rows = self.axes[0][1]
+        cols = self.axes[1][1] if len(self.axes) > 1 else [(None, {})]
+        return [[{**r, **c} for _, c in cols] for _, r in rows]
+
+
+@dataclass
+class Claim:
+    """One claim of the source: a comparison of cells of one table (fcnet.experiments.claims)."""
+
+    id: str
+    text: str
+    table: str
+    kind: str
+    a: dict | None = None
+    b: list[dict] | None = None  # None: every other row of a's column
+    margin: float = 0.0
+    along: str | None = None
+    up_to: Any = None
+    at: dict = field(default_factory=dict)
+    value: float | None = None
+    dataset: str | None = None
+
+
+# ------------------------------------------------------------------------- tables
+class TableSpec(_Model):
+    name: Text
+    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z][\w-]{0,63}$")] | None = None
+    vary: dict[StrictStr, Any] = {}
+    base: ConfigTable = {}
+    rows: Annotated[list[ConfigTable], Field(min_length=1, max_length=1000)] | None = None
+    row_labels: list[Text] | None = None
+    column_labels: list[Text] | None = None
+    show: dict[StrictStr, StrictStr] = {}
+    reference: list[RefValue] | None = None
+    reference_label: Text = "report val %"
+    note: Text = ""
+    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | None = None
+    _built: StudyTable | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _build(self, info: ValidationInfo) -> TableSpec:
+        base: RunConfig = info.context["base"]
+        tbase = _changes(self.base, base, "base")
+        axes: list = []
+        if self.rows is not None:
+            labels = self.row_labels or [f"row {k + 1}" for k in range(len(self.rows))]
+            if len(labels) != len(self.rows):
+                raise ValueError(f"row_labels: {len(labels)} labels for {len(self.rows)} rows")
+            axes.append(("configuration", [(lab, {**tbase, **_changes(r, base, f"rows[{k}]")})
+                                           for k, (lab, r) in enumerate(zip(labels, self.rows))]))
+        elif self.row_labels is not None:
+            raise ValueError("row_labels: only with rows")
+        for name, values in self.vary.items():
+            _fcnet(space.check_field, name, "vary")
+            where = f"vary.{name}"
+            values = values if isinstance(values, list) else [values]
+            if len(values) > 1000:
+                raise ValueError(f"{where}: {len(values)} values; at most 1000")
+            values = _fcnet(space.normalise_values, name, values, where)
+            values = [_finite(_fcnet(space.parse_value, name, v) if isinstance(v, str) else v,
+                              where) for v in values]
+            axes.append((name, [(v, {**tbase, name: v}) for v in values]))
+        if not 1 <= len(axes) <= 2:
+            raise ValueError("vary one or two fields (or give rows and vary one field)")
+        if self.column_labels is not None:
+            if len(axes) != 2:
+                raise ValueError("column_labels: only for a table with columns (two axes)")
+            if len(self.column_labels) != len(axes[1][1]):
+                raise ValueError(f"column_labels: {len(self.column_labels)} labels for "
+                                 f"{len(axes[1][1])} columns")
+            axes[1] = (axes[1][0], [(lab, c) for lab, (_, c) in
+                                    zip(self.column_labels, axes[1][1])])
+        for name in self.show.values():
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"show: {name!r} is not a run summary key")
+        table = StudyTable(self.name, self.id or "", axes, None, self.reference_label,
+                           self.note, dict(self.show),
+                           info.context["seeds"] if info.context.get("force_seeds") or
+                           self.seeds is None else self.seeds)
+        cells = [c for row in table.cells() for c in row]
+        for c in cells:
+            _fcnet(space.with_changes, base, c, where="cell")
+        if self.reference is not None:
+            if len(self.reference) != len(cells):
+                raise ValueError(f"reference: {len(self.reference)} values for {len(cells)} "
+                                 "cells (row-major)")
+            table.reference = list(self.reference)
+        self._built = table
+        return self
+
+
+# ------------------------------------------------------------------------- blocks
+class ToyBlock(_Model):
+    kind: Literal["toy"]
+
+
+class BaselineBlock(_Model):
+    kind: Literal["baseline"]
+    reference: Number | None = None
+
+
+class BatchNoiseBlock(_Model):
+    kind: Literal["batch_noise"]
+    runs: Annotated[list[ConfigTable], Field(min_length=1, max_length=20)]
+    labels: list[Text] | None = None
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> BatchNoiseBlock:
+        self.runs = [_changes(r, info.context["base"], f"runs[{k}]")
+                     for k, r in enumerate(self.runs)]
+        if self.labels is not None and len(self.labels) != len(self.runs):
+            raise ValueError(f"labels: {len(self.labels)} labels for {len(self.runs)} runs")
+        return self
+
+
+class PcaCurveBlock(_Model):
+    kind: Literal["pca_curve"]
+    pca: Number = 0.95
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> PcaCurveBlock:
+        _changes({"pca": self.pca}, info.context["base"], "pca")
+        return self
+
+
+class ChosenBlock(_Model):
+    kind: Literal["chosen"]
+    config: ConfigTable = {}
+    reference: Number | None = None
+    weights: Annotated[list[ConfigTable], Field(max_length=20)] = []
+    weight_labels: list[Text] | None = None
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> ChosenBlock:
+        base = info.context["base"]
+        self.config = _changes(self.config, base, "config")
+        self.weights = [_changes(w, base, f"weights[{k}]") for k, w in enumerate(self.weights)]
+        if self.weight_labels is not None and len(self.weight_labels) != len(self.weights):
+            raise ValueError(f"weight_labels: {len(self.weight_labels)} labels for "
+                             f"{len(self.weights)} weights")
+        return self
+
+
+class DepthBlock(_Model):
+    kind: Literal["depth"]
+    config: ConfigTable = {}
+    depths: Annotated[list[Annotated[StrictInt, Field(ge=1, le=20)]],
+                      Field(min_length=1, max_length=20)] = [2, 3, 4, 5]
+    init: Annotated[list[StrictStr], Field(min_length=1, max_length=5)] = ["normal:1e-3",
+                                                                           "kaiming"]
+    reference: list[RefValue] | None = None
+
+    @field_validator("init")
+    @classmethod
+    def _inits(cls, v: list[str]) -> list[str]:
+        for s in v:
+            _fcnet(make_config, {"backend": "torch", "init": s})
+        return v
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> DepthBlock:
+        self.config = _changes(self.config, info.context["base"], "config")
+        if len(set(self.depths)) != len(self.depths):
+            raise ValueError(f"depths: a depth is listed twice ({self.depths})")
+        if self.reference is not None and len(self.reference) != len(self.depths):
+            raise ValueError(f"reference: {len(self.reference)} values for "
+                             f"{len(self.depths)} depths")
+        return self
+
+
+Block = Annotated[ToyBlock | BaselineBlock | BatchNoiseBlock | PcaCurveBlock | ChosenBlock
+                  | DepthBlock, Field(discriminator="kind")]
+BLOCKS = ("toy", "baseline", "batch_noise", "pca_curve", "chosen", "depth")
+
+
+# ------------------------------------------------------------------------- claims
+class ClaimSpec(_Model):
+    text: Text
+    table: StrictStr
+    kind: Literal[CLAIM_KINDS]  # type: ignore[valid-type]
+    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z][\w-]{0,63}$")] | None = None
+    a: ConfigTable | None = None
+    b: ConfigTable | list[ConfigTable] | None = None
+    margin: Annotated[Number, Field(ge=0, le=100)] | None = None
+    along: StrictStr | None = None
+    up_to: Any = None
+    at: ConfigTable = {}
+    value: Number | None = None
+    dataset: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _keys(self) -> ClaimSpec:
+        need = {"better": ("a",), "no_better": ("a", "b"), "equal": ("a", "b", "margin"),
+                "grows_then_flat": ("up_to",), "overfits": ("a",), "reproduces": ("a", "value")}
+        for key in need[self.kind]:
+            if getattr(self, key) is None:
+                raise ValueError(f"a {self.kind!r} claim needs {key!r}")
+        allowed = {"better": {"a", "b", "margin"}, "no_better": {"a", "b", "margin"},
+                   "equal": {"a", "b", "margin"}, "grows_then_flat": {"along", "up_to", "at",
+                                                                      "margin"},
+                   "overfits": {"a", "margin"}, "reproduces": {"a", "value"}}[self.kind]
+        for key in ("a", "b", "margin", "along", "up_to", "value"):
+            if getattr(self, key) is not None and key not in allowed:
+                raise ValueError(f"{key!r} is not a key of a {self.kind!r} claim")
+        if self.at and "at" not in allowed:
+            raise ValueError(f"'at' is not a key of a {self.kind!r} claim")
+        return self
+
+
+DEFAULT_MARGIN = {"better": 0.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
+
+
+# ------------------------------------------------------------------------- the file
+class StudyFile(_Model):
+    title: Text | None = None
+    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] = 1
+    base: ConfigTable = {}
+    dataset: dict[StrictStr, ConfigTable] = {}
+    table: Annotated[list[TableSpec], Field(max_length=100)] = []
+    block: Annotated[list[Block], Field(max_length=len(BLOCKS))] = []
+    claim: Annotated[list[ClaimSpec], Field(max_length=500)] = []
+    _claims: list[Claim] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_config(cls, data: Any, info: ValidationInfo) -> Any:
+        """The resolved base config (file's [base], the command line, [dataset.<name>]),
+        needed by every table and block: put in the validation context first."""
+        ctx = info.context
+        if not isinstance(data, dict):
+            return data
+        base, over = data.get("base", {}), data.get("dataset", {})
+        if not isinstance(base, dict):
+            raise ValueError(f"base: expected a table of config fields, got {_what(base)}")
+        if not isinstance(over, dict):
+            raise ValueError(f"dataset: expected tables [dataset.NAME], got {_what(over)}")
+        values = {**base, **ctx["overrides"]}
+        for name in base:
+            _fcnet(space.check_field, name, "base")
+        ds = values.get("dataset", RunConfig.model_fields["dataset"].default)
+        for name, entry in over.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"dataset.{name}: expected a table of config fields, "
+                                 f"got {_what(entry)}")
+        mine = dict(over.get(ds, {}))
+        note = mine.pop("note", "")
+        if not isinstance(note, str):
+            raise ValueError(f"dataset.{ds}.note: expected a string, got {_what(note)}")
+        for name in mine:
+            _fcnet(space.check_field, name, f"dataset.{ds}")
+        try:
+            cfg = make_config({**values, **mine})
+        except FcnetError as err:
+            raise ValueError(f"base: {err}") from None
+        for name, v in {**values, **mine}.items():
+            _finite(v, f"base.{name}")
+        seeds = data.get("seeds", 1)
+        ctx.update(base=cfg, note=note, seeds=seeds if isinstance(seeds, int) else 1)
+        return {**data, "dataset": {k: {kk: vv for kk, vv in v.items() if kk != "note"}
+                                    for k, v in over.items()}}
+
+    @model_validator(mode="after")
+    def _cross(self, info: ValidationInfo) -> StudyFile:
+        seen: dict[str, int] = {}
+        for i, t in enumerate(self.table):
+            tid = t.id or f"table-{i + 1}"
+            t._built.id = tid
+            if tid in seen:
+                raise ValueError(f"table[{i}]: id {tid!r} is used twice (also table[{seen[tid]}])")
+            seen[tid] = i
+        kinds: dict[str, int] = {}
+        for i, b in enumerate(self.block):
+            if b.kind in kinds:
+                raise ValueError(f"block[{i}]: a second {b.kind!r} block (block[{kinds[b.kind]}]); "
+                                 "each kind is allowed once")
+            kinds[b.kind] = i
+        runs = sum(len(row) * t._built.seeds for t in self.table for row in t._built.cells())
+        if runs > MAX_RUNS:
+            raise ValueError(f"the tables ask for {runs} runs (cells x seeds); at most {MAX_RUNS}")
+        self._claims = _fcnet(self._resolve_claims)
+        return self
+
+    def _resolve_claims(self) -> list[Claim]:
+        from fcnet.experiments import claims
+
+        axes = {t._built.id: claims.table_axes(t._built) for t in self.table}
+        for name in ("depth", "chosen"):
+            if name in axes:
+                raise FcnetError(f"table {name!r}: the id {name!r} names the {name} block's "
+                                 "table in claims; choose another")
+        blocks = {b.kind: b for b in self.block}
+        if "depth" in blocks:
+            d = blocks["depth"]
+            axes["depth"] = claims.Axes(["layers", "init"], [list(d.depths), list(d.init)],
+                                        [[f"{x} layers" for x in d.depths], list(d.init)])
+        if "chosen" in blocks:
+            axes["chosen"] = claims.Axes(["split"], [["val", "test"]], [["val", "test"]])
+        ids: set[str] = set()
+        out = []
+        for k, spec in enumerate(self.claim):
+            c = claims.resolve(spec, k, axes)
+            if c.id in ids:
+                raise FcnetError(f"claim[{k}]: id {c.id!r} is used twice")
+            ids.add(c.id)
+            out.append(c)
+        return out
+
+
+# ------------------------------------------------------------------------- errors
+_TYPES = {"dict_type": "expected a table", "model_type": "expected a table",
+          "list_type": "expected a list", "string_type": "expected a string",
+          "int_type": "expected an integer", "float_type": "expected a number",
+          "bool_type": "expected true or false", "missing": "missing required key",
+          "union_tag_invalid": "unknown block kind", "union_tag_not_found": "missing 'kind'"}
+
+
+def _what(v: Any) -> str:
+    names = {dict: "a table", list: "a list", str: "a string", int: "an integer",
+             float: "a number", bool: "a boolean"}
+    return f"{names.get(type(v), type(v).__name__)} {v!r}" if not isinstance(v, dict | list) \
+        else names[type(v)]
+
+
+def _known_keys() -> list[str]:
+    keys: set[str] = set()
+    for m in (StudyFile, TableSpec, ToyBlock, BaselineBlock, BatchNoiseBlock, PcaCurveBlock,
+              ChosenBlock, DepthBlock, ClaimSpec):
+        keys |= set(m.model_fields)
+    return sorted(keys)
+
+
+def _where(loc: tuple, data: Any) -> str:
+    """('table', 2, 'vary') -> "table 't3'.vary": tables by id (else name), blocks by kind,
+    claims by id (else index)."""
+    text, node, i = "", data, 0
+    while i < len(loc):
+        key = loc[i]
+        if key in ("table", "block", "claim") and i + 1 < len(loc) and isinstance(loc[i + 1], int):
+            k = loc[i + 1]
+            items = node.get(key) if isinstance(node, dict) else None
+            node = items[k] if isinstance(items, list) and k < len(items) else None
+            name = None
+            if isinstance(node, dict):
+                name = node.get("id") or (node.get("name") if key == "table" else None) or (
+                    node.get("kind") if key == "block" else None)
+            seg = f"{key} {name!r}" if isinstance(name, str) else f"{key}[{k}]"
+            i += 2
+            if key == "block" and i < len(loc) and loc[i] in BLOCKS:
+                i += 1  # the discriminator's tag
+        elif isinstance(key, int):
+            text, node, i = text + f"[{key}]", node[key] if isinstance(node, list) and \
+                key < len(node) else None, i + 1
+            continue
+        else:
+            seg, node, i = str(key), node.get(key) if isinstance(node, dict) else None, i + 1
+        text = f"{text}.{seg}" if text else seg
+    return text
+
+
+_TAGS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+         "literal['-']": '"-"', "dict[str,any]": "a table", "list[dict[str,any]]":
+         "a list of tables"}
+_BOUNDS = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">",
+           "less_than": "<"}
+
+
+def _union(errors: list[dict]) -> tuple[tuple, str] | None:
+    """A value that fits none of a union's types: (its location, 'expected A or B')."""
+    first = errors[0]
+    loc = tuple(first["loc"])
+    tags = [i for i, k in enumerate(loc) if isinstance(k, str) and k in _TAGS]
+    if not tags:
+        return None
+    at = loc[:tags[-1]]
+    kinds = []
+    for e in errors:
+        el = tuple(e["loc"])
+        if el[:len(at)] == at and len(el) > len(at) and el[len(at)] in _TAGS:
+            kinds.append(_TAGS[el[len(at)]])
+    kinds = list(dict.fromkeys(kinds)) or [_TAGS[loc[tags[-1]]]]
+    if "a number" in kinds and "an integer" in kinds:
+        kinds.remove("an integer")
+    return at, f"expected {' or '.join(kinds)}, got {_what(first['input'])}"
+
+
+def one_line(err: ValidationError, data: Any) -> str:
+    """The first problem of a validation error, as 'where: what'."""
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    where = _where(loc, data)
+    kind = e["type"]
+    msg = e["msg"].removeprefix("Value error, ")
+    union = _union(err.errors())
+    bad = e.get("input")
+    if union and isinstance(bad, float) and not math.isfinite(bad):
+        where, msg = _where(union[0], data), f"{bad} is not a finite number"
+    elif union and kind.endswith("_type") or union and kind == "literal_error":
+        where, msg = _where(union[0], data), union[1]
+    elif kind in _BOUNDS:
+        bound = next(v for k, v in e["ctx"].items())
+        msg = f"must be {_BOUNDS[kind]} {bound}, got {e['input']!r}"
+    elif kind == "string_pattern_mismatch":
+        msg = (f"{e['input']!r}: an id starts with a letter and holds letters, digits, _ and - "
+               "(at most 64)")
+    elif kind in ("too_long", "too_short"):
+        msg = msg[0].lower() + msg[1:]
+    elif kind == "extra_forbidden":
+        key = str(loc[-1])
+        where = _where(loc[:-1], data)
+        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif kind == "missing":
+        where = _where(loc[:-1], data)
+        msg = f"missing required key {str(loc[-1])!r}"
+    elif kind == "union_tag_invalid":
+        msg = (f"unknown block {e['input'].get('kind') if isinstance(e['input'], dict) else ''!r}"
+               f" (known: {', '.join(BLOCKS)})")
+    elif kind == "literal_error":
+        msg = f"{e['input']!r} is not one of {e['ctx']['expected']}"
+    elif kind in _TYPES:
+        msg = f"{_TYPES[kind]}, got {_what(e['input'])}"
+    elif kind == "finite_number":
+        msg = f"{e['input']} is not a finite number"
+    return f"{where}: {msg}" if where else msg
+
+
+def parse(data: dict, source: str, overrides: dict, seeds: int | None = None
+          ) -> tuple[StudyFile, dict]:
+    """Validate a study file's TOML data; returns the model and the context it built
+    (``base``: the resolved RunConfig, ``note``: the dataset's note). ``seeds`` (the command
+    line's) replaces every ``seeds`` of the file."""
+    ctx: dict = {"overrides": overrides, "force_seeds": seeds is not None}
+    if seeds is not None:
+        data = {**data, "seeds": seeds}
+    try:
+        model = StudyFile.model_validate(data, context=ctx)
+    except ValidationError as err:
+        raise FcnetError(f"{source}: {one_line(err, data)}") from None
+    return model, ctx
+
+
+def read(path: Path, source: str) -> dict:
+    """A study file's TOML, with one-line errors for a missing, unreadable, non-UTF-8 or
+    malformed file."""
+    import tomllib
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FcnetError(f"{source}: study file not found") from None
+    except IsADirectoryError:
+        raise FcnetError(f"{source}: is a directory, not a study file") from None
+    except OSError as err:
+        raise FcnetError(f"{source}: cannot read ({err.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise FcnetError(f"{source}: not UTF-8 text (byte {raw[err.start]:#04x} at offset "
+                         f"{err.start}); save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FcnetError(f"{source}: not valid TOML ({err})") from None
