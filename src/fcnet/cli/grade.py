@@ -17,7 +17,7 @@ def register(sub) -> None:
         "Q2 gradients, Q3 toy training and training on digits or CIFAR-10) on each submission, "
         "each in its own sandboxed process, and write grades.json, grades.csv and HTML pages.",
         epilog="examples:\n  fcnet grade alice/two_layernet.py\n"
-        "  fcnet grade submissions/ --out grades --jobs 2\n"
+        "  fcnet grade submissions/ --out grades --jobs 2 --template course/two_layernet.py\n"
         "  fcnet grade hw.zip --dataset cifar10 --path cifar-10-python.tar.gz --timeout 900",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -36,6 +36,12 @@ def register(sub) -> None:
                    help="submissions graded at once (default: CPU count, at most 4)")
     p.add_argument("--sandbox", default="auto", choices=["auto", "bwrap", "none"],
                    help="auto: bubblewrap when it works, else limits only with a warning (default)")
+    p.add_argument("--template", metavar="FILE",
+                   help="the course's template every student received: its code never counts as shared "
+                   "when similar submissions are listed")
+    p.add_argument("--similar", type=float, default=0.8, metavar="FRACTION",
+                   help="list two submissions as similar when each has at least this share of its code "
+                   "in the other (default 0.8)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=run)
 
@@ -46,12 +52,21 @@ def run(args) -> int:
     from fcnet.grade.output import table, write_outputs
     from fcnet.grade.rubric import load_rubric
     from fcnet.grade.sandbox import Limits
+    from fcnet.grade.similar import similar_pairs
     from fcnet.grade.submissions import collect
 
     if args.timeout <= 0 or args.memory < 256 or args.jobs < 1:
         raise FcnetError("--timeout must be > 0, --memory at least 256 and --jobs at least 1")
     if args.path and args.dataset != "cifar10":
         raise FcnetError("--path is only for --dataset cifar10 (digits are built in)")
+    if not 0 < args.similar <= 1:
+        raise FcnetError(f"--similar must be in (0, 1], got {args.similar:g}")
+    template = None
+    if args.template is not None:
+        try:
+            template = Path(args.template).read_text(errors="replace")
+        except OSError as err:
+            raise FcnetError(f"--template {args.template}: {err.strerror or err}") from None
     rubric = load_rubric(args.rubric)
     subs = collect(args.submissions, exclude=[Path(args.out)])
     t0 = time.perf_counter()
@@ -65,8 +80,12 @@ def run(args) -> int:
                        Limits(timeout=args.timeout, memory_mb=args.memory), args.jobs, args.sandbox,
                        on_done=progress)
     meta = {"dataset": args.dataset, "rubric": rubric.source,
-            "sandbox": grades[0].detail.get("sandbox", "-") if grades else "-"}
-    paths = write_outputs(grades, args.out, meta)
+            "sandbox": grades[0].detail.get("sandbox", "-") if grades else "-",
+            "random inputs seed": grades[0].detail.get("inputs_seed", "-") if grades else "-"}
+    if template is not None:
+        meta["template"] = args.template
+    pairs = similar_pairs({g.submission: g.source for g in grades}, template, args.similar)
+    paths = write_outputs(grades, args.out, meta, pairs)
     print(table(grades))
     print(f"\n{len(grades)} submission(s) in {time.perf_counter() - t0:.1f} s; wrote "
           + ", ".join(str(p) for p in paths.values()))

@@ -99,7 +99,7 @@ def judge(check: Check, rec: dict | None, seen: Seen, plan: Plan, threshold: flo
     fail = lambda why: CheckResult(check.name, False, None, threshold, why[:400], points)  # noqa: E731
     if check.name == "own_code":
         if seen.imports is None:
-            return fail(f"not checked: {stopped or 'the submission stopped'} before its imports were recorded")
+            return fail(f"not checked: {stopped or 'stopped'} before its imports were recorded")
     elif rec is None:
         return fail(stopped or "not run")
     elif "error" in rec:
@@ -142,8 +142,8 @@ def grade_run(sub: Submission, checks: list[Check], rubric: Rubric, result: RunR
         if stop and running and c.name != running:
             why = f"not run: the submission was stopped during {running}"
         rec = recs.get(c.name)
-        seen.outputs = rec.get("outputs", []) if isinstance(rec, dict) and isinstance(rec.get("outputs"), list) \
-            else []
+        outputs = rec.get("outputs") if isinstance(rec, dict) else None
+        seen.outputs = outputs if isinstance(outputs, list) else []
         r = judge(c, rec, seen, plan, rubric.threshold(c), rubric.points.get(c.name, 0.0), why)
         seen.passed[c.name] = r.passed
         out.append(r)
@@ -219,7 +219,8 @@ def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", d
                 folder = run_dir / "src" if (run_dir / "src").is_dir() else None
                 g = grade_run(sub, checks, rubric, result, reason, lim, box.mode, plan, folder)
                 if folder is not None:
-                    g.source = (folder / "two_layernet.py").read_bytes()[:MAX_SOURCE].decode("utf-8", "replace")
+                    g.source = (folder / "two_layernet.py").read_bytes()[:MAX_SOURCE].decode("utf-8",
+                                                                                           "replace")
             except (FcnetError, OSError) as err:
                 g = grade_run(sub, checks, rubric, None, str(err), lim, box.mode, plan, None)
             finally:

@@ -22,6 +22,8 @@ from fcnet.grade.plan import LARGE_SCALE, PARAMS, SCALING_SIZES, TOY_REG, TOY_TR
 from fcnet.grade.static import find_loops
 
 FEEDBACK = "feedback (the course does not ask for it; 0 points in the default rubric)"
+FEEDBACK_Q2 = ("feedback (the course asks Q1c's vectorisation of the forward pass and loss; "
+               "0 points in the default rubric)")
 
 
 class Failed(Exception):
@@ -76,7 +78,9 @@ def _l2(case: Case) -> float:
 
 def _where(case: Case) -> str:
     D, H, C = case.dims
-    return "the toy example" if case.name == "toy" else f"random inputs (N {len(case.y)}, D {D}, H {H}, C {C})"
+    if case.name == "toy":
+        return "the toy example"
+    return f"random inputs (N {len(case.y)}, D {D}, H {H}, C {C})"
 
 
 # ------------------------------------------------------------------ the checks
@@ -150,9 +154,10 @@ def q1_stable(seen: Seen, plan: Plan):
 
 def q1_loss(seen: Seen, plan: Plan):
     cases = [(plan.toy, TOY_REG), (plan.rand, plan.regs[0]), (plan.rand, plan.regs[1])]
-    worst, wrong, implied = 0.0, [], []
+    worst, wrong, implied, gots, toy_ok = 0.0, [], [], [], False
     for i, (case, reg) in enumerate(cases):
         got = _loss(_out(seen, i), "loss(X, y, reg)")
+        gots.append(got)
         ref, _ = _ref_loss(case, reg)
         want = EXPECTED_LOSS if case.name == "toy" else ref
         diff = abs(got - want)
@@ -161,18 +166,20 @@ def q1_loss(seen: Seen, plan: Plan):
         implied.append((got - data) / _l2(case))  # the reg the student's L2 term acts as
         if not diff < THRESHOLDS["loss_diff"]:
             wrong.append(f"{_where(case)} at reg {reg:g}")
-    note = ""
-    if wrong:
-        regs = [r for _, r in cases]
-        if all(abs(v) < 1e-9 for v in implied):
-            note = "matches the loss without the L2 term"
-        elif all(abs(v - 0.5 * r) < 1e-9 * max(1, r) for v, r in zip(implied, regs)):
-            note = "matches 0.5 * reg * sum(W**2): study.md's L2 has no 1/2"
-        elif abs(implied[1] - implied[2]) < 1e-9 and abs(implied[1] - regs[1]) > 1e-6:
-            note = (f"right at reg {TOY_REG:g} but the L2 term ignores reg: it acts as reg {implied[1]:.4g} "
-                    f"for reg {regs[1]:g} and {regs[2]:g}: is reg hard-coded?")
-        else:
-            note = "wrong on " + ", ".join(wrong)
+        elif i == 0:
+            toy_ok = True
+    note, regs = "", [r for _, r in cases]
+    if wrong and len(set(gots)) == 1:
+        note = f"loss(X, y, reg) returns {gots[0]:.4g} whatever the inputs: nothing is computed yet"
+    elif wrong and all(abs(v) < 1e-9 for v in implied):
+        note = "matches the loss without the L2 term"
+    elif wrong and all(abs(v - 0.5 * r) < 1e-9 * max(1, r) for v, r in zip(implied, regs)):
+        note = "matches 0.5 * reg * sum(W**2): study.md's L2 has no 1/2"
+    elif wrong and toy_ok and abs(implied[1] - implied[2]) < 1e-9 and abs(implied[1] - regs[1]) > 1e-6:
+        note = (f"right at reg {TOY_REG:g} but the L2 term ignores reg: it acts as reg {implied[1]:.4g} "
+                f"for reg {regs[1]:g} and {regs[2]:g}: is reg hard-coded?")
+    elif wrong:
+        note = "wrong on " + ", ".join(wrong)
     return worst, note, None
 
 
@@ -209,7 +216,7 @@ def q2_gradients(seen: Seen, plan: Plan):
 def _loops(seen: Seen, part: str, needs: tuple[str, ...]):
     missing = [n for n in needs if not seen.passed.get(n)]
     if missing:
-        raise Failed(f"not judged: {' and '.join(missing)} must pass first (a loss that computes "
+        raise Failed(f"not judged: {' and '.join(missing)} must pass first (code that computes "
                      "nothing has no loops)")
     try:
         found = [f for f in find_loops(seen.folder) if f.part == part] if seen.folder else []
@@ -220,13 +227,13 @@ def _loops(seen: Seen, part: str, needs: tuple[str, ...]):
 
 
 def q1c_loops(seen: Seen, plan: Plan):
-    n, note = _loops(seen, "forward", ("q1_scores", "q1_loss"))
+    n, note = _loops(seen, "forward", ("q1_scores",))
     return n, note or "no loop over data in the forward pass and loss", None
 
 
 def q2_loops(seen: Seen, plan: Plan):
     n, note = _loops(seen, "backward", ("q2_gradients",))
-    return n, "; ".join(x for x in (note or "no loop over data in the backward pass", FEEDBACK)), None
+    return n, "; ".join(x for x in (note or "no loop over data in the backward pass", FEEDBACK_Q2)), None
 
 
 def q1c_scaling(seen: Seen, plan: Plan):
@@ -236,7 +243,7 @@ def q1c_scaling(seen: Seen, plan: Plan):
     X, y = plan.arrays["time_X"], plan.arrays["time_y"]
     for n, got in zip(SCALING_SIZES, o.get("loss", [])):
         want = float(ref.loss(X[:n], y[:n], reg=TOY_REG)[0])
-        if isinstance(got, dict) or not isinstance(got, int | float) or not abs(got - want) < 1e-9 * max(1, want):
+        if not (isinstance(got, int | float) and abs(got - want) < 1e-9 * max(1, want)):
             raise Failed(f"not timed: loss(X, y) for N {n} is not study.md's loss (q1_loss): a loss that "
                          "computes nothing is not vectorised")
     if len(o.get("loss", [])) != len(SCALING_SIZES):
@@ -269,7 +276,8 @@ def q3_toy_training(seen: Seen, plan: Plan):
     elif abs(final - EXPECTED_TOY_FINAL_LOSS) < 1e-12:
         note = "the course's exact 0.01714960793873205"
     else:
-        note = f"reported {final:.4g}, trained weights {actual:.4g}; the course's driver gives 0.01714960793873205"
+        note = (f"reported {final:.4g}, trained weights {actual:.4g}; the course's driver gives "
+                "0.01714960793873205")
     step = max(1, hist.size // 2000)
     return value, note, {"loss_history": hist[::step].tolist()}
 

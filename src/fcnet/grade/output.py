@@ -12,6 +12,9 @@ from pathlib import Path
 from fcnet.files import write_json, write_text
 from fcnet.grade.checks import BY_NAME
 from fcnet.grade.grade import Grade, fmt
+from fcnet.grade.similar import Pair
+
+SHOWN_LINES = 80  # shared lines shown per similar pair on a submission's page
 
 
 def table(grades: list[Grade]) -> str:
@@ -55,18 +58,46 @@ def _slugs(grades: list[Grade]) -> list[str]:
     return out
 
 
-def _submission_page(g: Grade, out: Path, meta: dict) -> Path:
+def _rule(name: str, threshold: float | None) -> list[str]:
+    """The pass rule as two cells, the comparison and the number (a numeric column: no wrapping)."""
+    return ["-", "-"] if threshold is None else [BY_NAME[name].op, fmt(threshold)]
+
+
+def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]):
+    """The section listing the submissions similar to ``g``, with the lines of ``g`` they share."""
+    from fcnet.report.render import Section
+
+    mine = [(p.b, p.sim_a, p.sim_b, p.lines_a) if p.a == g.submission else (p.a, p.sim_b, p.sim_a, p.lines_b)
+            for p in pairs if g.submission in (p.a, p.b)]
+    if not mine:
+        return None
+    lines = g.source.splitlines()
+    text = []
+    for other, mine_in, theirs_in, shared in mine:
+        more = f" (the first {SHOWN_LINES})" if len(shared) > SHOWN_LINES else ""
+        text.append(f"**[{other}](../{slugs[other]}/report.html)**: {100 * mine_in:.0f}% of this file is "
+                    f"found in {other}'s, {100 * theirs_in:.0f}% of {other}'s in this one. "
+                    f"The {len(shared)} shared lines of this file{more}:\n")
+        body = "\n".join(f"{n:4d}  {lines[n - 1] if n <= len(lines) else ''}" for n in shared[:SHOWN_LINES])
+        text.append("```\n" + body.replace("```", "'" * 3) + "\n```\n")
+    return Section("Similar submissions", "Near-identical code once names, comments and whitespace are "
+                   "normalised (the template given with `--template` does not count).\n\n" + "\n".join(text))
+
+
+def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: dict[str, str]) -> Path:
     from fcnet.report import plots
     from fcnet.report.render import Figure, Report, Section, Table
 
     rows = [[c.name, BY_NAME[c.name].question, "pass" if c.passed else "FAIL", fmt(c.value),
-             "-" if c.threshold is None else f"{BY_NAME[c.name].op} {fmt(c.threshold)}",
-             f"{c.points:g}", c.message] for c in g.checks]
+             *_rule(c.name, c.threshold), f"{c.points:g}", c.message] for c in g.checks]
     sections = [Section("Checks", f"Score **{g.score:.1f}** / 100; {len(g.failed)} of {len(g.checks)} "
                         "checks failed.  [All submissions](../../report.html)",
                         tables=[Table("Checks, their values and thresholds",
-                                      ["check", "study.md", "result", "value", "threshold", "points",
+                                      ["check", "study.md", "result", "value", "rule", "threshold", "points",
                                        "message"], rows)])]
+    shared = _shared(g, pairs, slugs)
+    if shared is not None:
+        sections.append(shared)
     toy = next((c for c in g.checks if c.name == "q3_toy_training"), None)
     if toy is not None and toy.detail and toy.detail.get("loss_history"):
         png = plots.loss_curve(toy.detail["loss_history"], out / "toy_loss.png",
@@ -85,7 +116,7 @@ def _submission_page(g: Grade, out: Path, meta: dict) -> Path:
     return html
 
 
-def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict) -> Path:
+def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pairs: list[Pair]) -> Path:
     from fcnet.report import plots
     from fcnet.report.render import Figure, Report, Section, Table
 
@@ -108,8 +139,7 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict) -> P
     for n in order:
         reasons = Counter(c.message for g in grades for c in g.checks if c.name == n and not c.passed)
         c0 = grades[0].checks[names.index(n)]
-        check_rows.append([n, BY_NAME[n].question, f"{c0.points:g}",
-                           "-" if c0.threshold is None else f"{BY_NAME[n].op} {fmt(c0.threshold)}",
+        check_rows.append([n, BY_NAME[n].question, f"{c0.points:g}", *_rule(n, c0.threshold),
                            len(grades) - fails[n], fails[n],
                            reasons.most_common(1)[0][0] if reasons else "-"])
     scores = sorted(g.score for g in grades)
@@ -120,25 +150,42 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict) -> P
         Section("Checks", "Most failed first; the most common reason is the failure message most "
                 "submissions share.",
                 tables=[Table("Checks (docs/grade.md says what each measures)",
-                              ["check", "study.md", "points", "threshold", "passed", "failed",
-                                         "most common reason"], check_rows)],
+                              ["check", "study.md", "points", "rule", "threshold", "passed", "failed",
+                               "most common reason"], check_rows)],
                 figures=[Figure(most, "Submissions failing each check")]),
     ]
+    slug = dict(zip((g.submission for g in grades), slugs))
+    pair_rows = [[p.a, p.b, f"{100 * p.sim_a:.0f}%", f"{100 * p.sim_b:.0f}%", len(p.lines_a)] for p in pairs]
+    pair_links = "\n".join(f"- [{p.a}](submissions/{slug[p.a]}/report.html) and "
+                           f"[{p.b}](submissions/{slug[p.b]}/report.html)" for p in pairs)
+    base = ("the template given does not count" if meta.get("template")
+            else "no --template given: code every student received counts as shared")
+    sections.append(Section(
+        "Similar submissions",
+        (f"Pairs whose code is near-identical once names, comments and whitespace are normalised "
+         f"(copydetect's fingerprints; {base}); each one's page shows the lines it shares:\n\n{pair_links}")
+        if pairs else f"No two submissions are near-identical ({base}).",
+        tables=[Table("Similar pairs: the share of each file found in the other",
+                      ["submission", "similar to", "of the first", "of the second", "shared lines"],
+                      pair_rows)] if pairs else []))
     meta = {"submissions": len(grades), "mean score": f"{sum(scores) / len(scores):.1f}",
             "median score": f"{scores[len(scores) // 2]:.1f}", **meta}
     _, html = Report("fcnet grade", sections, meta).write(out)
     return html
 
 
-def write_outputs(grades: list[Grade], out: Path, meta: dict) -> dict[str, Path]:
-    """grades.json, grades.csv, report.html (+ report.md) and submissions/<slug>/report.html."""
+def write_outputs(grades: list[Grade], out: Path, meta: dict, pairs: list[Pair] = ()) -> dict[str, Path]:
+    """grades.json, grades.csv, report.html (+ report.md) and submissions/<slug>/report.html;
+    ``pairs``: the similar submissions (``fcnet.grade.similar``)."""
+    pairs = list(pairs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json(out / "grades.json", [g.to_json() for g in grades]),
              "csv": write_text(out / "grades.csv", _csv(grades))}
     if grades:
         slugs = _slugs(grades)
+        by_name = dict(zip((g.submission for g in grades), slugs))
         for g, s in zip(grades, slugs):
-            _submission_page(g, out / "submissions" / s, meta)
-        paths["html"] = _overview(grades, slugs, out, meta)
+            _submission_page(g, out / "submissions" / s, meta, pairs, by_name)
+        paths["html"] = _overview(grades, slugs, out, meta, pairs)
     return paths

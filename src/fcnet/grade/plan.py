@@ -87,7 +87,8 @@ def make_plan(dataset: str, data: Path, seed: int | None = None) -> Plan:
                                     "W2": 0.2 * rs.randn(H, C), "b2": 0.1 * rs.randn(C)},
                 2 * rs.randn(N, D), rs.randint(C, size=N))
     regs = (round(float(rs.uniform(0.1, 0.5)), 3), round(float(rs.uniform(0.6, 1.2)), 3))
-    init_rand = {"dims": [D, H, C], "std": round(float(rs.uniform(0.01, 1.0)), 3), "seed": int(rs.randint(1, 10**6))}
+    init_rand = {"dims": [D, H, C], "std": round(float(rs.uniform(0.01, 1.0)), 3),
+                 "seed": int(rs.randint(1, 10**6))}
     n_max = SCALING_SIZES[-1]
     arrays = {"big_X": X * LARGE_SCALE, "time_X": rs.randn(n_max, INPUT_SIZE),
               "time_y": rs.randint(NUM_CLASSES, size=n_max)}
@@ -97,9 +98,11 @@ def make_plan(dataset: str, data: Path, seed: int | None = None) -> Plan:
     for k, v in arrays.items():
         np.save(data / f"{k}.npy", np.ascontiguousarray(v))
         (data / f"{k}.npy").chmod(0o644)
-    plan = Plan(seed, dataset, toy, rand, regs, init_rand, arrays={k: arrays[k] for k in ("time_X", "time_y")})
+    plan = Plan(seed, dataset, toy, rand, regs, init_rand,
+                arrays={k: arrays[k] for k in ("time_X", "time_y")})
     s = TRAINING[dataset]
-    loss_steps = [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]), rand.step("loss", reg=regs[1])]
+    loss_steps = [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]),
+                  rand.step("loss", reg=regs[1])]
     plan.steps = {
         "init": [{"op": "construct", "dims": list(TOY), "std": 0.1, "seed": 0},
                  {"op": "construct", **init_rand}],

@@ -302,7 +302,8 @@ def _bwrap_failure(probe_output: str) -> str:
         bare = (1, str(err))
     lines = [ln.strip() for ln in probe_output.splitlines() if ln.strip()]
     if bare[0] != 0:
-        return f"bubblewrap cannot start a sandbox here: {(bare[1].splitlines() or ['exit ' + str(bare[0])])[-1]}"
+        said = bare[1].splitlines() or [f"exit status {bare[0]}"]
+        return f"bubblewrap cannot start a sandbox here: {said[-1]}"
     last = lines[-1][:300] if lines else "no output"
     return f"bubblewrap starts, but the grader's child fails inside it: {last}"
 

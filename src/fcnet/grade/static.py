@@ -27,6 +27,8 @@ _WRAPPERS = {"zip", "enumerate", "reversed", "sorted", "list", "tuple"}
 _DICT_VIEWS = {"items", "keys", "values"}
 _HIDDEN_LOOPS = {"vectorize", "apply_along_axis", "frompyfunc"}
 _SIZE_WORDS = ("size", "shape", "class", "dim", "num_")
+_MUTATORS = {"append", "extend", "insert", "fill", "update", "put", "itemset", "setdefault", "sort",
+             "__setitem__", "__iadd__", "__isub__"}
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,7 @@ def _written(node: ast.AST) -> set[str]:
                 t = t.value
             out |= _names(t)
         if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):  # a.append(...), np.add.at(a, ...)
-            if isinstance(n.func.value, ast.Name):
+            if isinstance(n.func.value, ast.Name) and n.func.attr in _MUTATORS:
                 out.add(n.func.value.id)
             if n.func.attr == "at" and n.args:
                 out |= _names(n.args[0])
@@ -296,7 +298,8 @@ def _resolve(files: _Folder, src: _Source, cls: ast.ClassDef, f: ast.AST):
         if f.value.id == "self":
             hit = files.method(src, cls, f.attr)
             if hit:
-                static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in hit[1].decorator_list)
+                decorators = hit[1].decorator_list
+                static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in decorators)
                 return hit[0], hit[1], not static
         elif f.value.id in src.imports and src.imports[f.value.id][1] is None:
             mod = files.module(src.imports[f.value.id][0])
