@@ -81,10 +81,10 @@ def torch_loss_and_grads(model: MLP, X, y, reg: float, masks: list[np.ndarray | 
 
 def engine_masks(model: MLP, n: int, dropout_seed: int) -> list[np.ndarray]:
     """Draw the dropout masks exactly as MLP.loss(..., dropout_seed) does: one
-    RandomState(dropout_seed), one (N, H_l) mask per hidden layer, in order."""
-    rng = np.random.RandomState(dropout_seed)
+    default_rng(dropout_seed), one (N, H_l) mask per hidden layer, in order."""
+    rng = np.random.default_rng(dropout_seed)
     return [
-        layers.dropout_mask((n, h), model.dropout_keep, rng, model.dtype)
+        layers.dropout_mask(model.dropout_keep, rng, np.empty((n, h), dtype=model.dtype))
         for h in model.sizes[1:-1]
     ]
 
@@ -571,22 +571,18 @@ def test_state_is_a_snapshot_that_later_training_does_not_change():
     assert changed == []
 
 
-def test_changing_dropout_keep_to_1_leaves_no_stale_mask_in_the_workspace():
-    # regression: forward_backward once wrote ws.masks only when dropout_keep < 1,
-    # and the workspace is cached on the model, so after a dropout run a later
-    # run without dropout at the same batch size back-propagated through the old
-    # masks: wrong gradients, silently.
+def test_changing_dropout_keep_to_1_leaves_no_stale_mask_in_the_gradients():
+    # regression: the workspace once kept a dropout run's masks, so a later run
+    # without dropout back-propagated through the old masks: wrong gradients, silently.
     X, y = blobs(n=8, d=5)
     net = MLP(5, [12], 3, std=0.1, seed=7, dropout_keep=0.5)
-    ws = net.workspace(8)
-    ws.x[...] = X
-    ws.y[...] = y
-    net.forward_backward(ws, 0.0, np.random.RandomState(0))
+    _, dropped = net.loss(X, y, dropout_seed=0)
     net.dropout_keep = 1.0
-    net.forward_backward(ws, 0.0, np.random.RandomState(0))
-    _, fresh = net.loss(X, y)
+    _, grads = net.loss(X, y)
+    _, expected = MLP(5, [12], 3, std=0.1, seed=7).loss(X, y)
     for k in net.params:
-        assert rel_error(ws.grads[k], fresh[k]) < 1e-12, k
+        assert rel_error(grads[k], expected[k]) < 1e-12, k
+    assert any(rel_error(dropped[k], expected[k]) > 1e-3 for k in net.params)
 
 
 # ------------------------------------------------------------ the hot loop
@@ -642,22 +638,21 @@ def test_momentum_adam_and_rmsprop_steps_allocate_no_parameter_sized_temporaries
 
 
 def test_relu_runs_in_place_and_the_workspace_is_reused_across_steps():
+    from fcnet.nn.stack import forward_loss
+
     z = np.array([[-1.0, 2.0], [3.0, -4.0]])
     a = layers.relu_forward(z, inplace=True)
     assert a is z and np.array_equal(z, [[0.0, 2.0], [3.0, 0.0]])
     solver = cifar_sized_solver("float64", "sgd")
     solver.step()
-    ws = solver.model.workspace(200)
-    buffers = [ws.x, ws.y, *ws.acts, *ws.dacts, *ws.grads.values()]
+    ws = solver.ws
+    buffers = [ws.x, ws.y, *ws.acts, *ws.dacts, *ws.grads]
     addresses = [b.__array_interface__["data"][0] for b in buffers]
     for _ in range(3):
         solver.step()
-    assert solver.model.workspace(200) is ws
+    assert solver.ws is ws
     assert [b.__array_interface__["data"][0] for b in buffers] == addresses
     # the hidden buffer holds relu(z) itself (z was overwritten), not a copy of it
-    X = solver.X[:200]
-    z1 = X @ solver.model.params["W1"] + solver.model.params["b1"]
-    ws.x[...] = X
-    ws.y[...] = solver.y[:200]
-    solver.model.forward_backward(ws, 0.0)
-    np.testing.assert_allclose(ws.acts[0], np.maximum(z1, 0), rtol=1e-12, atol=1e-18)
+    z1 = ws.x @ solver.model.params["W1"] + solver.model.params["b1"]
+    forward_loss(solver.stack, ws, np.zeros(1), np.ones(1), [])
+    np.testing.assert_allclose(ws.acts[0][0], np.maximum(z1, 0), rtol=1e-12, atol=1e-18)

@@ -1,4 +1,4 @@
-"""Population training (fcnet.nn.population): K configurations trained at once,
+"""Population training (fcnet.nn.solver.Solver of K models): K configurations trained at once,
 sharing every minibatch, equal member by member to lone Solver runs."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from fcnet import MLP, FcnetError, Solver
-from fcnet.nn.population import PopulationSolver
 
 
 def blobs(n: int, d: int = 6, c: int = 4, seed: int = 0):
@@ -43,8 +42,8 @@ def lone_run(model: MLP, j: int, iters: int, sampling: str = "replacement") -> S
 
 def population(models: list[MLP], iters: int, sampling: str = "replacement", **kw):
     k = len(models)
-    return PopulationSolver(models, X, Y, X_VAL, Y_VAL, learning_rates=LRS[:k],
-                            decays=DECAYS[:k], regs=REGS[:k], num_iters=iters, batch_size=25,
+    return Solver(models, X, Y, X_VAL, Y_VAL, learning_rate=LRS[:k],
+                            learning_rate_decay=DECAYS[:k], reg=REGS[:k], num_iters=iters, batch_size=25,
                             seed=7, sampling=sampling, **kw)
 
 
@@ -85,7 +84,7 @@ def test_members_params_are_live_views_and_predictions_agree():
     assert preds.shape == (4, 40)
     for j, m in enumerate(models):
         assert np.array_equal(m.predict(X_VAL), preds[j])
-        assert np.shares_memory(m.params["W1"], pop.W[0])
+        assert np.shares_memory(m.params["W1"], pop.stack.W[0])
     np.testing.assert_allclose(pop.val_accuracies(), (preds == Y_VAL).mean(axis=1))
 
 
@@ -94,15 +93,15 @@ def test_a_diverging_member_is_frozen_and_does_not_poison_the_others():
     lone_models = copy.deepcopy(models)
     lrs = [LRS[0], 1e6, LRS[2], LRS[3]]  # member 1 blows up within a few steps
     with np.errstate(all="ignore"):
-        pop = PopulationSolver(models, X, Y, X_VAL, Y_VAL, learning_rates=lrs, decays=DECAYS,
-                               regs=REGS, num_iters=60, batch_size=25, seed=7).run()
+        pop = Solver(models, X, Y, X_VAL, Y_VAL, learning_rate=lrs, learning_rate_decay=DECAYS,
+                     reg=REGS, num_iters=60, batch_size=25, seed=7).run()
         lone_bad = Solver(lone_models[1], X, Y, X_VAL, Y_VAL, learning_rate=1e6,
                           learning_rate_decay=DECAYS[1], reg=REGS[1], num_iters=60,
                           batch_size=25, seed=7).run()
-    assert lone_bad.diverged_at is not None
-    assert pop.diverged_at[1] == lone_bad.diverged_at
+    assert lone_bad.diverged_at[0] is not None
+    assert pop.diverged_at[1] == lone_bad.diverged_at[0]
     bad = pop.history(1)["loss_history"]
-    assert len(bad) == lone_bad.diverged_at + 1 and not np.isfinite(bad[-1])
+    assert len(bad) == lone_bad.diverged_at[0] + 1 and not np.isfinite(bad[-1])
     assert all(np.isfinite(bad[:-1]))
     for name, w in lone_models[1].params.items():  # the last good parameters, kept
         assert np.isfinite(models[1].params[name]).all()
@@ -132,19 +131,19 @@ def test_run_until_then_continue_equals_one_straight_run_and_callback_sees_every
 
 def test_state_saved_to_npz_and_loaded_resumes_bitwise_identically(tmp_path):
     keeps = [0.7, 1.0, 0.9, 1.0]  # mask streams must resume too
-    straight = population(members(), 60, dropout_keeps=keeps).run()
-    first = population(members(), 60, dropout_keeps=keeps).run(until=25)
+    straight = population(members(), 60, dropout_keep=keeps).run()
+    first = population(members(), 60, dropout_keep=keeps).run(until=25)
     np.savez(tmp_path / "pop.npz", **first.state())
     fresh = members()
     for m in fresh:  # other weights: everything must come from the file
         m.params["W1"] = m.params["W1"] + 1.0
-    pop = population(fresh, 60, dropout_keeps=keeps)
+    pop = population(fresh, 60, dropout_keep=keeps)
     with np.load(tmp_path / "pop.npz", allow_pickle=False) as f:
         pop.load_state({k: f[k] for k in f.files})
     assert pop.it == 25
     pop.run()
     assert pop.histories() == straight.histories()
-    for w, v in zip(pop.W, straight.W, strict=True):
+    for w, v in zip(pop.stack.W, straight.stack.W, strict=True):
         assert np.array_equal(w, v)
     assert np.array_equal(fresh[0].params["W1"], straight.models[0].params["W1"])
 
@@ -153,14 +152,14 @@ def test_dropout_masks_are_deterministic_scaled_and_drawn_per_member():
     keeps = [0.5, 1.0, 0.8]
 
     def run(models):
-        p = PopulationSolver(models, X, Y, X_VAL, Y_VAL, learning_rates=0.05,
-                             dropout_keeps=keeps[: len(models)], num_iters=20, batch_size=25,
+        p = Solver(models, X, Y, X_VAL, Y_VAL, learning_rate=0.05,
+                             dropout_keep=keeps[: len(models)], num_iters=20, batch_size=25,
                              seed=3)
         return p.run()
 
     a, b = run(members(k=3)), run(members(k=3))
     assert a.histories() == b.histories()  # same seed, same masks
-    ws = a.workspace(25)
+    ws = a.ws
     m = ws.masks[0]  # (K, N, H1) of the last step
     assert m.shape == (3, 25, 16)
     assert set(np.unique(m[0])) == {0.0, 2.0}  # inverted dropout: 1 / keep where kept
@@ -177,36 +176,36 @@ def test_dropout_masks_are_deterministic_scaled_and_drawn_per_member():
                   batch_size=25, seed=3).run()
     np.testing.assert_allclose(a.history(1)["loss_history"], lone.loss_history, rtol=1e-10)
     # and dropout changed member 0's run
-    no_drop = PopulationSolver(members(k=1), X, Y, X_VAL, Y_VAL, learning_rates=0.05,
-                               dropout_keeps=1.0, num_iters=20, batch_size=25, seed=3).run()
+    no_drop = Solver(members(k=1), X, Y, X_VAL, Y_VAL, learning_rate=0.05,
+                               dropout_keep=1.0, num_iters=20, batch_size=25, seed=3).run()
     assert a.history(0)["loss_history"] != no_drop.history(0)["loss_history"]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"learning_rates": [0.1, 0.2]}, "learning_rates must be one value or 4 values"),
-        ({"regs": -1.0}, "regs must lie in"),
-        ({"decays": 1.5}, "decays must lie in"),
-        ({"dropout_keeps": 0.0}, "dropout_keeps must lie in"),
+        ({"learning_rate": [0.1, 0.2]}, "learning_rate must be one value or 4 values"),
+        ({"reg": -1.0}, "reg must be finite and in"),
+        ({"learning_rate_decay": 1.5}, "learning_rate_decay must be finite and in"),
+        ({"dropout_keep": 0.0}, "dropout_keep must be finite and in"),
         ({"sampling": "sequential"}, "sampling"),
         ({"batch_size": 500, "sampling": "shuffle"}, "batch_size 500 exceeds"),
     ],
 )
 def test_bad_settings_raise_fcnet_error_naming_them(kwargs, match):
     with pytest.raises(FcnetError, match=match):
-        PopulationSolver(members(), X, Y, X_VAL, Y_VAL, **kwargs)
+        Solver(members(), X, Y, X_VAL, Y_VAL, **kwargs)
 
 
 def test_members_of_different_shapes_or_dtypes_cannot_share_a_population():
     odd = MLP(6, [16, 11], 4, std=0.1, seed=0)
     with pytest.raises(FcnetError, match="models\\[1\\].*shaped like models\\[0\\]"):
-        PopulationSolver([members()[0], odd], X, Y, X_VAL, Y_VAL)
+        Solver([members()[0], odd], X, Y, X_VAL, Y_VAL)
     f32 = MLP(6, [16, 12], 4, std=0.1, seed=0, dtype="float32")
     with pytest.raises(FcnetError, match="shaped like"):
-        PopulationSolver([members()[0], f32], X, Y, X_VAL, Y_VAL)
+        Solver([members()[0], f32], X, Y, X_VAL, Y_VAL)
     m = members()[0]
     with pytest.raises(FcnetError, match="distinct"):
-        PopulationSolver([m, m], X, Y, X_VAL, Y_VAL)
+        Solver([m, m], X, Y, X_VAL, Y_VAL)
     with pytest.raises(FcnetError, match="at least one"):
-        PopulationSolver([], X, Y, X_VAL, Y_VAL)
+        Solver([], X, Y, X_VAL, Y_VAL)

@@ -53,8 +53,10 @@ def test_a_diverging_member_does_not_poison_the_others(tmp_path):
     assert out[0]["final_val_acc"] == pytest.approx(alone["final_val_acc"], abs=1e-9)
 
 
-def test_only_shape_compatible_sgd_configs_are_grouped():
+def test_configs_that_share_shapes_and_update_rule_are_grouped():
     assert compatible([cfg(lr=1e-2), cfg(reg=0.5, dropout_keep=0.5)])
+    assert compatible([cfg(seed=0), cfg(seed=1)])  # repeats: each member its own stream
+    assert compatible([cfg(optimizer="adam"), cfg(optimizer="adam", lr=1e-3)])
     assert not compatible([cfg(hidden=[50]), cfg(hidden=[100])])
-    assert not compatible([cfg(seed=0), cfg(seed=1)])
-    assert not compatible([cfg(optimizer="adam"), cfg(optimizer="adam", lr=1e-3)])
+    assert not compatible([cfg(optimizer="adam"), cfg(optimizer="sgd")])
+    assert not compatible([cfg(batch_size=50), cfg(batch_size=100)])

@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fcnet.errors import FcnetError
-from fcnet.nn.loop import SAMPLING
+from fcnet.nn.solver import SAMPLING
 from fcnet.nn.model import DTYPES, MLP
 from fcnet.nn.optim import NUMPY_RULES, SETTINGS, Setting, rule
 from fcnet.nn.solver import Solver

@@ -58,11 +58,12 @@ def relu_backward(da: np.ndarray, a: np.ndarray, inplace: bool = False) -> np.nd
     return np.multiply(da, a > 0, out=da if inplace else None)
 
 
-def dropout_mask(shape: tuple[int, ...], keep: float, rng, dtype=np.float64) -> np.ndarray:
-    """Inverted-dropout mask: 1/keep with probability keep, else 0; (N, H)."""
-    mask = (rng.rand(*shape) < keep).astype(dtype)
-    mask *= 1.0 / keep
-    return mask
+def dropout_mask(keep: float, rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    """Inverted-dropout mask into ``out`` (N, H): 1/keep with probability keep, else 0."""
+    if keep >= 1:
+        out.fill(1)
+        return out
+    return np.multiply(rng.random(out.shape, dtype=out.dtype) < keep, 1.0 / keep, out=out)
 
 
 def dropout_forward(a: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:

@@ -7,7 +7,8 @@ run config's ``optimizer`` choices and rule fields, the CLI flags generated
 from them, ``Solver``, the torch backend and ``FCNetClassifier``.  Adding a
 rule is one class here plus its settings' fields in ``fcnet.config``.
 
-``update`` changes params in place from grads, which it may overwrite.
+``update`` changes params in place from grads, which it may overwrite; the
+same call updates a lone net (K = 1) and a population (per-member rates).
 """
 
 from __future__ import annotations
@@ -72,21 +73,28 @@ def _mean_square(avg: np.ndarray, g: np.ndarray, decay: float, tmp: np.ndarray) 
     avg += tmp
 
 
-def _slot(store: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:
-    """store[key], created as zeros like ``like`` on first use only (setdefault
-    would build and zero a parameter-sized array on every call)."""
-    arr = store.get(key)
-    if arr is None:
-        arr = store[key] = np.zeros_like(like)
-    return arr
+def _slot(store: list, i: int, like: np.ndarray) -> np.ndarray:
+    """store[i], created as zeros like ``like`` on first use."""
+    while len(store) <= i:
+        store.append(None)
+    if store[i] is None:
+        store[i] = np.zeros_like(like)
+    return store[i]
 
 
 class UpdateRule:
     """Base of the rules.  ``Rule(**settings)``: missing settings take their
     defaults, unknown ones and values out of bounds are errors.
 
-    ``slots`` names the per-parameter state arrays (dicts keyed like params);
-    ``state()`` saves them as '<slot>.<param>' plus the step count 't'.
+    ``update(params, grads, lr, l2)`` changes the arrays of ``params`` in place
+    from ``grads`` (which it may overwrite).  ``lr`` and ``l2`` (twice the L2
+    strength, None for biases) hold one value per parameter, a float or an
+    array that broadcasts against it (one value per population member), so a
+    lone net and a population take the same update.  ``grads`` are the data
+    term's gradients; the rule adds the L2 term, 2 reg W.
+
+    ``slots`` names the per-parameter state (lists aligned with params);
+    ``state()`` saves them as '<slot>.<index>' plus the step count 't'.
     """
 
     name: ClassVar[str]
@@ -95,6 +103,7 @@ class UpdateRule:
     numpy: ClassVar[bool] = True  # False: the rule exists in the torch backend only
     torch_class: ClassVar[str]  # the rule's class in torch.optim
     torch_fused: ClassVar[bool] = False  # torch's fused kernel exists for it (CPU and CUDA)
+    prescaled: ClassVar[bool] = False  # backprop hands it -lr times the gradient (plain SGD)
 
     def __init__(self, **settings: float):
         unknown = sorted(set(settings) - set(self.settings))
@@ -107,7 +116,8 @@ class UpdateRule:
         self.config = {k: s.check(k, settings.get(k, s.default)) for k, s in self.settings.items()}
         self.t = 0
         for slot in self.slots:
-            setattr(self, slot, {})
+            setattr(self, slot, [])
+        self._tmp: list[np.ndarray] = []
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
@@ -118,12 +128,24 @@ class UpdateRule:
         """The settings in ``torch.optim.<torch_class>``'s own terms."""
         return {}
 
-    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray],
-               lr: float) -> None:
+    def update(self, params, grads, lr, l2=None, scaled: bool = False) -> None:
+        """One step; ``params``/``grads`` as lists (or dicts keyed alike), ``lr``
+        and ``l2`` as lists or one value for all (l2 None: no L2 term).
+        ``scaled``: backprop already multiplied grads by -lr (rules with
+        ``prescaled`` only)."""
+        params, grads, lr, l2 = _aligned(params, grads, lr, l2)
+        self.t += 1
+        for i, (w, g, rate, decay) in enumerate(zip(params, grads, lr, l2, strict=True)):
+            if decay is not None:
+                g += _scaled(w, decay, _slot(self._tmp, i, w))  # + 2 reg W
+            self._update(i, w, g, rate)
+
+    def _update(self, i: int, w: np.ndarray, g: np.ndarray, lr) -> None:
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"{slot}.{k}": v for slot in self.slots for k, v in getattr(self, slot).items()}
+        out = {f"{slot}.{i}": v for slot in self.slots
+               for i, v in enumerate(getattr(self, slot)) if v is not None}
         if self.slots:
             out["t"] = np.array(self.t)
         return out
@@ -131,22 +153,49 @@ class UpdateRule:
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.t = int(state.get("t", 0))
         for slot in self.slots:
-            n = len(slot) + 1
-            setattr(self, slot, {k[n:]: np.array(v) for k, v in state.items()
-                                 if k.startswith(slot + ".")})
+            keys = sorted((int(k.split(".")[1]), k) for k in state if k.startswith(slot + "."))
+            store: list = []
+            for i, key in keys:
+                _slot(store, i, np.asarray(state[key]))[...] = state[key]
+            setattr(self, slot, store)
+
+
+def _aligned(params, grads, lr, l2) -> tuple[list, list, list, list]:
+    if isinstance(params, Mapping):
+        grads = [grads[k] for k in params]
+        params = list(params.values())
+    n = len(params)
+    lr = list(lr) if isinstance(lr, list | tuple) else [lr] * n
+    l2 = list(l2) if isinstance(l2, list | tuple) else [l2] * n
+    return params, grads, lr, l2
+
+
+def _scaled(w: np.ndarray, factor, out: np.ndarray) -> np.ndarray:
+    """factor * w into out; a scalar factor when all members share it (3x faster
+    than multiplying by a broadcast array)."""
+    f = np.asarray(factor)
+    return np.multiply(w, float(f.flat[0]) if (f == f.flat[0]).all() else f.astype(w.dtype), out=out)
 
 
 class SGD(UpdateRule):
-    """w -= lr dw."""
+    """w -= lr (dw + 2 reg w), as w <- (1 - 2 lr reg) w + (-lr dw).  In training,
+    backprop folds -lr into dJ/dz_L (``prescaled``: a small (N, C) array), so
+    each gradient arrives as the step itself: one product and one add per
+    weight matrix."""
 
     name = "sgd"
     torch_class = "SGD"
+    prescaled = True
 
-    def update(self, params, grads, lr):
-        for k, w in params.items():
-            g = grads[k]
-            g *= lr
-            w -= g
+    def update(self, params, grads, lr, l2=None, scaled=False):
+        for w, g, rate, decay in zip(*_aligned(params, grads, lr, l2), strict=True):
+            if not scaled:
+                g *= -np.asarray(rate)  # -lr dw
+            if decay is not None:
+                shrink = 1.0 - np.asarray(rate) * decay
+                if (shrink != 1.0).any():
+                    _scaled(w, shrink, out=w)  # (1 - 2 lr reg) w
+            w += g  # - lr dw
 
 
 class Momentum(UpdateRule):
@@ -155,23 +204,18 @@ class Momentum(UpdateRule):
     name = "momentum"
     settings = {"momentum": MOMENTUM}
     slots = ("v",)
-    v: dict[str, np.ndarray]  # velocity per parameter
     torch_class = "SGD"
 
     @classmethod
     def torch_kwargs(cls, config):
         return {"momentum": config["momentum"]}
 
-    def update(self, params, grads, lr):
-        mu = self.config["momentum"]
-        self.t += 1
-        for k, w in params.items():
-            v = _slot(self.v, k, w)
-            g = grads[k]
-            g *= lr
-            v *= mu
-            v -= g
-            w += v
+    def _update(self, i, w, g, lr):
+        v = _slot(self.v, i, w)
+        g *= lr
+        v *= self.config["momentum"]
+        v -= g
+        w += v
 
 
 class RMSprop(UpdateRule):
@@ -182,7 +226,6 @@ class RMSprop(UpdateRule):
     name = "rmsprop"
     settings = {"decay_rate": DECAY_RATE, "eps": EPS}
     slots = ("cache",)
-    cache: dict[str, np.ndarray]  # running mean of dw^2 per parameter
     torch_class = "RMSprop"
 
     @classmethod
@@ -190,23 +233,14 @@ class RMSprop(UpdateRule):
         return {"alpha": config["decay_rate"], "eps": config["eps"], "momentum": 0.0,
                 "centered": False}
 
-    def __init__(self, **settings: float):
-        super().__init__(**settings)
-        self._tmp: dict[str, np.ndarray] = {}
-
-    def update(self, params, grads, lr):
-        rho, eps = self.config["decay_rate"], self.config["eps"]
-        self.t += 1
-        for k, w in params.items():
-            g = grads[k]
-            cache = _slot(self.cache, k, w)
-            tmp = _slot(self._tmp, k, w)
-            _mean_square(cache, g, rho, tmp)  # cache = rho cache + (1 - rho) g^2
-            np.sqrt(cache, out=tmp)
-            tmp += eps
-            np.divide(g, tmp, out=tmp)
-            tmp *= lr
-            w -= tmp  # w -= lr g / (sqrt(cache) + eps)
+    def _update(self, i, w, g, lr):
+        cache, tmp = _slot(self.cache, i, w), _slot(self._tmp, i, w)
+        _mean_square(cache, g, self.config["decay_rate"], tmp)  # cache = rho cache + (1 - rho) g^2
+        np.sqrt(cache, out=tmp)
+        tmp += self.config["eps"]
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+        w -= tmp  # w -= lr g / (sqrt(cache) + eps)
 
 
 class Adam(UpdateRule):
@@ -216,8 +250,6 @@ class Adam(UpdateRule):
     name = "adam"
     settings = {"beta1": BETA1, "beta2": BETA2, "eps": EPS}
     slots = ("m", "v")
-    m: dict[str, np.ndarray]  # first moment per parameter
-    v: dict[str, np.ndarray]  # second moment per parameter
     torch_class = "Adam"
     torch_fused = True
 
@@ -225,30 +257,19 @@ class Adam(UpdateRule):
     def torch_kwargs(cls, config):
         return {"betas": (config["beta1"], config["beta2"]), "eps": config["eps"]}
 
-    def __init__(self, **settings: float):
-        super().__init__(**settings)
-        self._tmp: dict[str, np.ndarray] = {}
-
-    def update(self, params, grads, lr):
+    def _update(self, i, w, g, lr):
         b1, b2, eps = self.config["beta1"], self.config["beta2"], self.config["eps"]
-        self.t += 1
-        step = lr / (1 - b1**self.t)  # lr m_hat = step m
-        inv_c2 = 1.0 / math.sqrt(1 - b2**self.t)  # sqrt(v_hat) = inv_c2 sqrt(v)
-        for k, w in params.items():
-            g = grads[k]
-            m = _slot(self.m, k, w)
-            v = _slot(self.v, k, w)
-            tmp = _slot(self._tmp, k, w)
-            _mean_square(v, g, b2, tmp)  # v = b2 v + (1 - b2) g^2
-            g *= 1 - b1
-            m *= b1
-            m += g  # m = b1 m + (1 - b1) g
-            np.sqrt(v, out=tmp)
-            tmp *= inv_c2
-            tmp += eps  # sqrt(v_hat) + eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= step
-            w -= tmp  # w -= lr m_hat / (sqrt(v_hat) + eps)
+        m, v, tmp = _slot(self.m, i, w), _slot(self.v, i, w), _slot(self._tmp, i, w)
+        _mean_square(v, g, b2, tmp)  # v = b2 v + (1 - b2) g^2
+        g *= 1 - b1
+        m *= b1
+        m += g  # m = b1 m + (1 - b1) g
+        np.sqrt(v, out=tmp)
+        tmp *= 1.0 / math.sqrt(1 - b2**self.t)
+        tmp += eps  # sqrt(v_hat) + eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= np.asarray(lr) / (1 - b1**self.t)
+        w -= tmp  # w -= lr m_hat / (sqrt(v_hat) + eps)
 
 
 class AdamW(Adam):
@@ -288,8 +309,3 @@ def make_optimizer(name: str, config: Mapping[str, float] | None = None) -> Upda
     """A fresh NumPy update rule: ``name`` from RULES, ``config`` its own settings
     (missing ones take their defaults)."""
     return rule(name)(**dict(config or {}))
-
-
-def decayed_lr(lr0: float, decay: float, epochs_done: int) -> float:
-    """Per-epoch step decay: lr = lr0 * decay ** epochs."""
-    return lr0 * decay**epochs_done

@@ -1,153 +1,389 @@
-"""The training loop: minibatch SGD exactly as study.md Q3, resumable.
+"""The NumPy training loop: minibatch SGD exactly as study.md Q3, for one net or
+K nets at once (a population), resumable bit for bit.
 
-The loop itself (batches, epochs, ``run``) is ``fcnet.nn.loop.MinibatchLoop``;
-a Solver adds one model's step, histories and checkpoint.
+Each iteration draws ``batch_size`` rows (with replacement, ``choice(N, B)``,
+the exercise; or shuffled epochs), takes one update step at the rate
+``nn.schedule.lr_at`` gives, and every ``max(N // B, 1)`` iterations, counted
+from iteration 0, records train accuracy (on the current batch), validation
+accuracy and the rate.
+
+Members that share a seed share the minibatch stream, drawn from
+``RandomState(seed)`` as a lone run draws it, so member k is the lone run
+with member k's hyper-parameters (common random numbers: differences between
+members come from their settings).  Members with different seeds (a study
+cell's repeats) each draw their own stream.  Dropout masks come from each
+member's own stream, ``default_rng(SeedSequence(seed, spawn_key=(i,)))`` for
+the i-th member with that seed, so a member with a seed of its own is its lone
+run draw for draw.
+A member whose loss stops being finite is frozen at its last good parameters
+(its history ends there); the others train on.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from fcnet.errors import FcnetError
-from fcnet.nn.loop import MinibatchLoop, Model
-from fcnet.nn.optim import SGD, make_optimizer
+from fcnet.nn.fpenv import flush_denormals
+from fcnet.nn.optim import make_optimizer
+from fcnet.nn.rng import legacy_rng, legacy_state, load_legacy_state, load_pcg64_state, pcg64_state
+from fcnet.nn.schedule import lr_at
+from fcnet.nn.stack import Stack, Workspace, backward, forward_loss
+
+SAMPLING = ("replacement", "shuffle")
 
 
-class Solver(MinibatchLoop):
-    """Owns the loop; the model only knows its loss.
+class Model(Protocol):
+    """What the loop needs of a model (``fcnet.nn.model.MLP`` is one)."""
 
-    ``seed=None`` draws batches from NumPy's global legacy generator (the
-    course's driver seeds it); an int gives a private ``RandomState(seed)``.
-    ``callback(solver, event)`` is called with event 'iter' after every step
-    and 'epoch' after every epoch record.
+    sizes: list[int]
+    dtype: np.dtype
+    params: dict[str, np.ndarray]
+    dropout_keep: float
 
-    ``optimizer`` names an update rule of ``fcnet.nn.optim.RULES`` and
-    ``optim_config`` holds its own settings (e.g. ``{'momentum': 0.9}``; missing
-    ones take the rule's defaults).  With ``optimizer='sgd'`` each step is
-    ``MLP.sgd_step`` (update fused into backprop, ws.grads not filled); other
-    rules use ``forward_backward`` and their ``update``.  ``run`` flushes subnormal floats to zero
-    (``flush_denormals=True``, see ``fcnet.nn.fpenv``).
+    def check_inputs(self, X, y=None) -> tuple[np.ndarray, np.ndarray | None]: ...
+
+
+def _per_member(name: str, value, k: int, low: float, high: float, low_open: bool) -> np.ndarray:
+    """A scalar or K values -> float64 (K,), each checked against (low, high]."""
+    arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if arr.ndim != 1 or arr.size not in (1, k):
+        raise FcnetError(f"{name} must be one value or {k} values (one per member), got {value!r}")
+    arr = np.broadcast_to(arr, (k,)).copy()
+    below = arr <= low if low_open else arr < low
+    if not np.isfinite(arr).all() or below.any() or (arr > high).any():
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise FcnetError(f"{name} must be finite and in {bound}, got {value!r}")
+    return arr
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The loop's settings; lr, decay, reg, keep and seeds hold one value per member."""
+
+    lr: np.ndarray
+    decay: np.ndarray
+    reg: np.ndarray
+    keep: np.ndarray
+    seeds: tuple[int | None, ...]
+    num_iters: int
+    batch_size: int
+    sampling: str = "replacement"
+    schedule: str = "step"
+    optimizer: str = "sgd"
+    optim_config: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, k: int, *, lr, decay, reg, keep, seeds, num_iters: int, batch_size: int,
+           sampling: str = "replacement", schedule: str = "step", optimizer: str = "sgd",
+           optim_config: Mapping[str, float] | None = None) -> Hyper:
+        """Checked settings for K members; a scalar applies to all of them."""
+        seeds = tuple(seeds) if isinstance(seeds, Sequence) else (seeds,) * k
+        if len(seeds) != k:
+            raise FcnetError(f"seeds must be one value or {k} values, got {seeds!r}")
+        if sampling not in SAMPLING:
+            raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
+        if batch_size <= 0:
+            raise FcnetError(f"batch_size must be positive, got {batch_size}")
+        make_optimizer(optimizer, optim_config)  # checks the rule and its settings now
+        return cls(_per_member("learning_rate", lr, k, 0.0, math.inf, True),
+                   _per_member("learning_rate_decay", decay, k, 0.0, 1.0, True),
+                   _per_member("reg", reg, k, 0.0, math.inf, False),
+                   _per_member("dropout_keep", keep, k, 0.0, 1.0, True), seeds,
+                   int(num_iters), int(batch_size), sampling, schedule, optimizer,
+                   dict(optim_config or {}))
+
+    @classmethod
+    def course(cls, models: Sequence[Model], learning_rate=1e-3, learning_rate_decay=0.95,
+               reg=5e-6, num_iters: int = 100, batch_size: int = 200, seed=None,
+               optimizer: str = "sgd", optim_config=None, sampling: str = "replacement",
+               dropout_keep=None) -> Hyper:
+        """The course's keyword options (``TwoLayerNet.train``'s, its defaults)."""
+        keep = [m.dropout_keep for m in models] if dropout_keep is None else dropout_keep
+        return cls.of(len(models), lr=learning_rate, decay=learning_rate_decay, reg=reg, keep=keep,
+                      seeds=seed, num_iters=num_iters, batch_size=batch_size, sampling=sampling,
+                      optimizer=optimizer, optim_config=optim_config)
+
+
+def training_arrays(model: Model, X, y, X_val, y_val, hp: Hyper):
+    """Checked data, converted once to the model's dtype so every step gathers
+    contiguous rows: (X (N, D), y (N,), X_val (M, D), y_val (M,))."""
+    X, y = model.check_inputs(X, y)
+    X_val, y_val = model.check_inputs(X_val, y_val)
+    if hp.sampling == "shuffle" and hp.batch_size > X.shape[0]:
+        raise FcnetError(
+            f"batch_size {hp.batch_size} exceeds the {X.shape[0]} training rows "
+            "(sampling 'shuffle' draws each batch without replacement)")
+    return (np.ascontiguousarray(X, dtype=model.dtype), y,
+            np.ascontiguousarray(X_val, dtype=model.dtype), y_val)
+
+
+def draw_batch(rng, n: int, batch: int, sampling: str, it: int, per_epoch: int,
+               perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (B,) of iteration ``it``'s minibatch and the (new) epoch permutation.
+
+    'replacement' draws ``rng.choice(n, B)`` (the exercise); 'shuffle' takes
+    consecutive slices of ``rng.permutation(n)``, redrawn at each epoch's start.
+    """
+    if sampling == "replacement":
+        return rng.choice(n, batch), perm
+    pos = (it % per_epoch) * batch
+    if pos == 0 or pos + batch > perm.size:
+        perm, pos = rng.permutation(n), 0
+    return perm[pos : pos + batch], perm
+
+
+class Stream:
+    """One minibatch stream (``draw_batch``) with its generator and permutation."""
+
+    def __init__(self, seed: int | None):
+        self.rng = legacy_rng(seed)
+        self.perm = np.empty(0, dtype=np.intp)
+
+    def draw(self, n: int, batch: int, sampling: str, it: int, per_epoch: int) -> np.ndarray:
+        idx, self.perm = draw_batch(self.rng, n, batch, sampling, it, per_epoch, self.perm)
+        return idx
+
+
+def _mask_rng(seed: int | None, member: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(member,)))
+
+
+class Solver:
+    """Train one model, or K same-shaped models at once, with any update rule.
+
+    ``models``: an MLP or a list of them (identical sizes and dtype); their
+    ``params`` become live views of the stacked parameters, so each model
+    predicts during and after training.  ``hyper`` (a ``Hyper``) holds the
+    settings; without it the course's keyword options are taken, e.g.
+    ``Solver(net, X, y, X_val, y_val, learning_rate=1e-3, num_iters=1000)``,
+    a list giving one value per member.  ``seed=None`` draws batches from
+    NumPy's global legacy generator (the course's driver seeds it).
+    ``callback(solver, event)`` is called with 'epoch' after every epoch record
+    and 'iter' after every step.  ``run`` flushes subnormal floats to zero
+    (``flush_denormals``, see ``fcnet.nn.fpenv``).
     """
 
-    def __init__(
-        self,
-        model: Model,
-        X,
-        y,
-        X_val,
-        y_val,
-        learning_rate: float = 1e-3,
-        learning_rate_decay: float = 0.95,
-        reg: float = 5e-6,
-        num_iters: int = 100,
-        batch_size: int = 200,
-        verbose: bool = False,
-        seed: int | None = None,
-        optimizer: str = "sgd",
-        optim_config: Mapping[str, float] | None = None,
-        sampling: str = "replacement",
-        dropout_keep: float | None = None,
-        callback: Callable | None = None,
-        flush_denormals: bool = True,
-    ):
-        if dropout_keep is not None:
-            if not 0.0 < dropout_keep <= 1.0:
-                raise FcnetError(f"dropout_keep must be in (0, 1], got {dropout_keep}")
-            model.dropout_keep = float(dropout_keep)
-        super().__init__(model, X, y, X_val, y_val, num_iters, batch_size, sampling, seed,
-                         callback, flush_denormals, verbose)
-        self.model = model
-        self.lr0 = self.lr = float(learning_rate)
-        self.decay = float(learning_rate_decay)
-        self.reg = float(reg)
-        self.optimizer = make_optimizer(optimizer, optim_config)
-        self.diverged_at: int | None = None
-        self.loss_history: list[float] = []
-        self.train_acc_history: list[float] = []
-        self.val_acc_history: list[float] = []
-        self.lr_history: list[float] = []
+    def __init__(self, models, X, y, X_val, y_val, hyper: Hyper | None = None, *,
+                 callback: Callable | None = None, verbose: bool = False,
+                 flush_denormals: bool = True, **course: Any):
+        models = [models] if hasattr(models, "params") else list(models)
+        if not models:
+            raise FcnetError("a population needs at least one model")
+        for i, m in enumerate(models):
+            if m.sizes != models[0].sizes or m.dtype != models[0].dtype:
+                raise FcnetError(f"models[{i}] is {m!r}, but a population needs every member "
+                                 f"shaped like models[0], {models[0]!r}")
+        if len({id(m) for m in models}) != len(models):
+            raise FcnetError("each population member must be a distinct MLP object")
+        hp = hyper if hyper is not None else Hyper.course(models, **course)
+        self.k, self.models, self.hp = len(models), models, hp
+        self.X, self.y, self.X_val, self.y_val = training_arrays(models[0], X, y, X_val, y_val, hp)
+        for m, keep in zip(models, hp.keep, strict=True):
+            m.dropout_keep = float(keep)
+        self.stack = Stack.wrap(models)
+        self.optimizer = make_optimizer(hp.optimizer, hp.optim_config)
+        self.shared = len(set(hp.seeds)) == 1
+        self.streams = [Stream(s) for s in (hp.seeds[:1] if self.shared else hp.seeds)]
+        dropout = bool((hp.keep < 1).any())
+        # member j's masks: the j-th stream of its seed's (a lone run's is the 0th)
+        self.mask_rngs = [_mask_rng(s, hp.seeds[:j].count(s)) for j, s in enumerate(hp.seeds)
+                          ] if dropout else []
+        self.iters_per_epoch = max(self.X.shape[0] // hp.batch_size, 1)
+        self.ws = Workspace(self.stack, hp.batch_size, self.shared, dropout)
+        self._l2 = [2.0 * r if i % 2 == 0 else None
+                    for i, r in enumerate(self.stack.per_member(hp.reg))]
+        self.callback, self.verbose, self.flush_denormals = callback, verbose, flush_denormals
+        self.it = 0
+        self.active = np.ones(self.k, dtype=bool)
+        self.diverged_at: list[int | None] = [None] * self.k
+        self._frozen: dict[int, list[np.ndarray]] = {}
+        self._losses: list[np.ndarray] = []  # (K,) per iteration
+        self.hist = [{"train_acc": [], "val_acc": [], "lr": []} for _ in range(self.k)]
 
-    # ----------------------------------------------------------------- loop
-    def step(self) -> float:
-        """One iteration: gather a batch, forward/backward, update, maybe record."""
-        model, it = self.model, self.it
-        ws = model.workspace(self.batch_size)
-        self._next_batch(ws)
-        fused = type(self.optimizer) is SGD
-        if fused:  # forward, backward and update in one pass (updates only on a finite loss)
-            loss = model.sgd_step(ws, self.reg, self.lr, self.rng)
-        else:
-            loss = model.forward_backward(ws, self.reg, self.rng)
-        self.loss_history.append(loss)
-        if not math.isfinite(loss):
-            self.diverged_at = it  # keep the last good parameters
+    # ----------------------------------------------------------------- step
+    def rates(self, it: int | None = None) -> np.ndarray:
+        """Every member's learning rate at iteration ``it`` (default: the next), (K,)."""
+        hp = self.hp
+        return lr_at(self.it if it is None else it, lr=hp.lr, decay=hp.decay,
+                     schedule=hp.schedule, iters_per_epoch=self.iters_per_epoch,
+                     total=hp.num_iters)
+
+    @property
+    def lr(self):
+        """The next iteration's learning rate: a float for a lone run, else (K,)."""
+        r = self.rates()
+        return float(r[0]) if self.k == 1 else r
+
+    @property
+    def model(self):
+        """A lone run's model."""
+        return self.models[0]
+
+    def step(self) -> np.ndarray:
+        """One iteration for every member: gather a batch, forward, backward,
+        update, and at an epoch's first iteration record it.  Returns J (K,)."""
+        it, ws, hp, stack = self.it, self.ws, self.hp, self.stack
+        for s, stream in enumerate(self.streams):  # contiguous gathers into the batch buffers
+            idx = stream.draw(self.X.shape[0], hp.batch_size, hp.sampling, it, self.iters_per_epoch)
+            np.take(self.X, idx, axis=0, out=ws.x if self.shared else ws.x[s], mode="clip")
+            np.take(self.y, idx, out=ws.y if self.shared else ws.y[s], mode="clip")
+        lr = self.rates()
+        def quiet():  # frozen members keep overflowing; their results are discarded
+            return np.errstate(over="ignore", invalid="ignore") if self._frozen else nullcontext()
+
+        with quiet():
+            loss, dz = forward_loss(stack, ws, hp.reg, hp.keep, self.mask_rngs)
+        self._losses.append(loss)
+        for j in np.flatnonzero(self.active & ~np.isfinite(loss)):
+            self.diverged_at[j], self.active[j] = it, False  # frozen at its last good parameters
+            self._frozen[j] = [a.copy() for a in stack.slices(j)]
+        if not self.active.any():
             return loss
-        if not fused:
-            self.optimizer.update(model.params, ws.grads, self.lr)
+        with quiet():
+            if self.optimizer.prescaled:  # plain SGD: -lr dJ/dz_L, so backprop yields the step
+                dz *= (-lr).astype(stack.dtype)[:, None, None]
+            backward(stack, ws, dz)
+            self.optimizer.update(stack.params, ws.grads, stack.per_member(lr), self._l2,
+                                  scaled=self.optimizer.prescaled)
+        for j, saved in self._frozen.items():
+            for p, v in zip(stack.slices(j), saved, strict=True):
+                p[...] = v
         if self.verbose and it % 100 == 0:
-            print(f"iteration {it} / {self.num_iters}: loss {loss:f}")
-        self._end_step(ws)
+            shown = f"loss {loss[0]:f}" if self.k == 1 else f"losses {np.round(loss, 6).tolist()}"
+            print(f"iteration {it} / {hp.num_iters}: {shown}")
+        self.it = it + 1
+        if it % self.iters_per_epoch == 0:
+            self._record_epoch(lr)
+            if self.callback:
+                self.callback(self, "epoch")
+        if self.callback:
+            self.callback(self, "iter")
         return loss
 
-    def scores(self, X: np.ndarray) -> np.ndarray:
-        return self.model.scores(X)
+    def _record_epoch(self, lr: np.ndarray) -> None:
+        """Train accuracy on the current batch, validation accuracy and the rate
+        of this iteration, for the active members."""
+        ws = self.ws
+        if self.shared:
+            train = self._accuracy(ws.x, ws.y)
+        else:
+            train = [self._accuracy(ws.x[j], ws.y[j], slice(j, j + 1))[0] for j in range(self.k)]
+        val = self.val_accuracies()
+        for j in np.flatnonzero(self.active):
+            h = self.hist[j]
+            h["train_acc"].append(float(train[j]))
+            h["val_acc"].append(float(val[j]))
+            h["lr"].append(float(lr[j]))
 
-    def _record_epoch(self, ws) -> None:
-        """Train accuracy on the current batch, validation accuracy, the lr; then decay it."""
-        self.train_acc_history.append(float(self._accuracy(ws.x, ws.y)))
-        self.val_acc_history.append(self.val_accuracy())
-        self.lr_history.append(self.lr)
-        self.lr *= self.decay
+    def _accuracy(self, X: np.ndarray, y: np.ndarray, members: slice = slice(None),
+                  chunk: int = 4096) -> np.ndarray:
+        """Share of rows of X (M, D) each member classifies as y (M,), (K,)."""
+        correct = 0
+        for s in range(0, X.shape[0], chunk):
+            pred = np.argmax(self.stack.scores(X[s : s + chunk], members), axis=-1)
+            correct = correct + (pred == y[s : s + chunk]).sum(axis=-1)
+        return correct / max(X.shape[0], 1)
 
-    def _running(self) -> bool:
-        return self.diverged_at is None
+    def predict(self, X) -> np.ndarray:
+        """Every member's predicted labels (K, N)."""
+        X, _ = self.models[0].check_inputs(X)
+        return np.argmax(self.stack.scores(X), axis=-1)
 
-    def val_accuracy(self, chunk: int = 4096) -> float:
-        return float(self._accuracy(self.X_val, self.y_val, chunk))
+    def val_accuracies(self) -> np.ndarray:
+        """Validation accuracy of every member now, (K,)."""
+        return self._accuracy(self.X_val, self.y_val)
+
+    def val_accuracy(self) -> float:
+        """A lone run's validation accuracy now."""
+        return float(self.val_accuracies()[0])
 
     def run(self, until: int | None = None) -> Solver:
-        """Train up to iteration ``until`` (default num_iters); stops on divergence."""
-        return super().run(until)
+        """Train up to iteration ``until`` (default num_iters); stops early only
+        when every member has diverged."""
+        stop = self.hp.num_iters if until is None else min(until, self.hp.num_iters)
+        with flush_denormals(self.flush_denormals):
+            while self.it < stop and self.active.any():
+                self.step()
+        return self
 
-    def history(self) -> dict:
-        return {
-            "loss_history": self.loss_history,
-            "train_acc_history": self.train_acc_history,
-            "val_acc_history": self.val_acc_history,
-        }
+
+    # ------------------------------------------------------------ histories
+    def history(self, member: int = 0) -> dict:
+        """A member's histories: loss per iteration (ending at its divergence, as
+        a lone run's), and per epoch train/val accuracy and learning rate."""
+        d = self.diverged_at[member]
+        end = len(self._losses) if d is None else d + 1
+        h = self.hist[member]
+        return {"loss_history": [float(v[member]) for v in self._losses[:end]],
+                "train_acc_history": list(h["train_acc"]), "val_acc_history": list(h["val_acc"]),
+                "lr_history": list(h["lr"])}
+
+    def histories(self) -> list[dict]:
+        return [self.history(j) for j in range(self.k)]
+
+    # the course's names for a lone run's histories
+    loss_history = property(lambda self: self.history()["loss_history"])
+    train_acc_history = property(lambda self: self.hist[0]["train_acc"])
+    val_acc_history = property(lambda self: self.hist[0]["val_acc"])
+    lr_history = property(lambda self: self.hist[0]["lr"])
 
     # ------------------------------------------------------------- resuming
     def state(self) -> dict[str, np.ndarray]:
-        """Everything needed to continue bit for bit: params, optimiser, rng, lr.
-
-        A snapshot: arrays are copies, so later training leaves it unchanged."""
-        out = {f"param.{k}": v.copy() for k, v in self.model.params.items()}
-        optim = self.optimizer.state()
-        out.update({f"optim.{k}": np.array(v, copy=True) for k, v in optim.items()})
-        out.update(self._loop_state())
-        out.update(
-            {
-                "lr": np.array(self.lr),
-                "loss_history": np.array(self.loss_history),
-                "train_acc_history": np.array(self.train_acc_history),
-                "val_acc_history": np.array(self.val_acc_history),
-                "lr_history": np.array(self.lr_history),
-            }
-        )
+        """Everything needed to continue bit for bit, as plain arrays (np.savez,
+        no pickle): stacked parameters, update-rule state, iteration, the batch
+        and mask streams, divergence, histories.  A snapshot (copies)."""
+        out = {f"param.{i}": p.copy() for i, p in enumerate(self.stack.params)}
+        out.update({f"optim.{k}": np.array(v, copy=True) for k, v in self.optimizer.state().items()})
+        out.update({"it": np.array(self.it), "active": self.active.copy(),
+                    "diverged_at": np.array([-1 if d is None else d for d in self.diverged_at]),
+                    "losses": np.array(self._losses).reshape(-1, self.k)})
+        for s, stream in enumerate(self.streams):
+            out.update(legacy_state(stream.rng, f"rng{s}."))
+            out[f"perm.{s}"] = stream.perm.copy()
+        for j in range(self.k):
+            if self.mask_rngs:
+                out[f"mask_rng.{j}"] = pcg64_state(self.mask_rngs[j])
+            for key, values in self.hist[j].items():
+                out[f"{key}.{j}"] = np.array(values)
+        for j, saved in self._frozen.items():
+            out.update({f"frozen.{j}.{i}": v.copy() for i, v in enumerate(saved)})
         return out
 
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
-        for k in self.model.params:
-            self.model.params[k] = np.array(state[f"param.{k}"], dtype=self.model.dtype)
-        self.optimizer.load_state(
-            {k[6:]: v for k, v in state.items() if k.startswith("optim.")}
-        )
-        self._load_loop_state(state)
-        self.lr = float(state["lr"])
-        self.loss_history = [float(v) for v in state["loss_history"]]
-        self.train_acc_history = [float(v) for v in state["train_acc_history"]]
-        self.val_acc_history = [float(v) for v in state["val_acc_history"]]
-        self.lr_history = [float(v) for v in state["lr_history"]]
+        """Restore ``state()``'s output (same K and shapes; KeyError or
+        ValueError when it does not fit)."""
+        for i, p in enumerate(self.stack.params):
+            if state[f"param.{i}"].shape != p.shape:
+                raise ValueError(f"parameter {i} has shape {state[f'param.{i}'].shape}, "
+                                 f"not {p.shape}")
+            p[...] = state[f"param.{i}"]  # in place: the models' params stay views
+        self.optimizer.load_state({k[6:]: v for k, v in state.items() if k.startswith("optim.")})
+        self.it = int(state["it"])
+        self.active = np.array(state["active"], dtype=bool)
+        self.diverged_at = [None if d < 0 else int(d) for d in state["diverged_at"]]
+        self._losses = list(np.asarray(state["losses"], dtype=np.float64).reshape(-1, self.k))
+        for s, stream in enumerate(self.streams):
+            load_legacy_state(stream.rng, state, f"rng{s}.")
+            stream.perm = np.asarray(state[f"perm.{s}"], dtype=np.intp)
+        for j in range(self.k):
+            if self.mask_rngs:
+                load_pcg64_state(self.mask_rngs[j], state[f"mask_rng.{j}"])
+            for key in self.hist[j]:
+                self.hist[j][key] = [float(v) for v in state[f"{key}.{j}"]]
+        self._frozen = {j: [np.array(state[f"frozen.{j}.{i}"]) for i in range(len(self.stack.params))]
+                        for j in range(self.k) if self.diverged_at[j] is not None}
+
+
+def PopulationSolver(models, X, y, X_val, y_val, learning_rates=1e-3, decays=0.95, regs=5e-6,
+                     dropout_keeps=None, seed: int | None = 0, **kwargs) -> Solver:
+    """The population's older spelling: ``Solver`` with one value per member."""
+    return Solver(models, X, y, X_val, y_val, learning_rate=learning_rates,
+                  learning_rate_decay=decays, reg=regs, dropout_keep=dropout_keeps, seed=seed,
+                  **kwargs)

@@ -2,8 +2,8 @@
 
 ``train_run`` decides what to do with the directory (reuse a finished intact
 run, resume from the last intact checkpoint, or train from the start) and
-hands the NumPy backend to ``_train_numpy``, a flat loop: step, evaluate at
-epoch ends, checkpoint, log.
+hands the NumPy backend to ``train_numpy``, the one flat loop (for one run
+or a population): step, evaluate at epoch ends, checkpoint, log.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.nn.fpenv import flush_denormals
 from fcnet.nn.model import MLP
-from fcnet.nn.solver import Solver
+from fcnet.nn.solver import Hyper, Solver
 from fcnet.training import rundir
 from fcnet.training.prepare import Prepared, prepare
 from fcnet.training.rundir import read_run_config
@@ -40,7 +40,8 @@ def num_iterations(config: RunConfig, n_train: int) -> int:
 
 def build_model(config: RunConfig, input_size: int, num_classes: int) -> MLP:
     return MLP(input_size, config.hidden, num_classes, std=config.init_std(),
-               dropout_keep=config.dropout_keep, seed=config.seed, dtype=config.dtype)
+               dropout_keep=config.dropout_keep, seed=config.seed, dtype=config.dtype,
+               init=config.init.split(":")[0])
 
 
 def checkpoint_name(config: RunConfig) -> str:
@@ -99,8 +100,9 @@ def train_run(
                            eval_at=eval_at, figures=figures, checkpoint_seconds=checkpoint_seconds)
     with np.errstate(over="ignore", invalid="ignore"), blas_threads(config, prepared):
         # divergence is detected from the loss, not warned about
-        return _train_numpy(config, run_dir, prepared, quiet, resume, eval_at,
-                            checkpoint_seconds, figures)
+        return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume,
+                           eval_at=eval_at, checkpoint_seconds=checkpoint_seconds,
+                           figures=figures)[0]
 
 
 def blas_threads(config: RunConfig, prepared: Prepared):
@@ -125,111 +127,129 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _new_solver(config: RunConfig, P: Prepared, n_iters: int) -> Solver:
-    model = build_model(config, P.X_train.shape[1], len(P.classes))
-    return Solver(model, P.X_train, P.y_train, P.X_val, P.y_val, learning_rate=config.lr,
-                  learning_rate_decay=config.decay, reg=config.reg, num_iters=n_iters,
-                  batch_size=config.batch_size, seed=config.seed, optimizer=config.optimizer,
-                  optim_config=config.optim_config(), sampling=config.sampling)
+def hyper(configs: Sequence[RunConfig], n_train: int) -> Hyper:
+    """The loop's settings for these configs (one value per member where they may differ)."""
+    c = configs[0]
+    return Hyper.of(len(configs), lr=[m.lr for m in configs], decay=[m.decay for m in configs],
+                    reg=[m.reg for m in configs], keep=[m.dropout_keep for m in configs],
+                    seeds=[m.seed for m in configs], num_iters=num_iterations(c, n_train),
+                    batch_size=c.batch_size, sampling=c.sampling, schedule=c.schedule,
+                    optimizer=c.optimizer, optim_config=c.optim_config())
 
 
-def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best_acc: float,
-                     best_epoch: int, best_params: dict | None) -> None:
+def _new_solver(configs: Sequence[RunConfig], P: Prepared) -> Solver:
+    models = [build_model(c, P.X_train.shape[1], len(P.classes)) for c in configs]
+    return Solver(models, P.X_train, P.y_train, P.X_val, P.y_val,
+                  hyper(configs, P.X_train.shape[0]))
+
+
+def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best: list) -> None:
     state = solver.state()
     state.update({f"val_at.{k}": np.array(v) for k, v in val_at.items()})
-    state.update({"best.acc": np.array(best_acc), "best.epoch": np.array(best_epoch)})
-    if best_params is not None:
-        state.update({f"best.params.{k}": v for k, v in best_params.items()})
+    acc, epoch, params = best
+    state.update({"best.acc": np.array(acc), "best.epoch": np.array(epoch)})
+    if params is not None:
+        state.update({f"best.params.{k}": v for k, v in params.items()})
     files.save_npz(path, state)
 
 
-def _history(solver: Solver) -> dict:
-    return {**solver.history(), "lr_history": solver.lr_history}
-
-
-def _train_numpy(config, run_dir, P, quiet, resume, eval_at, checkpoint_seconds, figures):
-    n_iters = num_iterations(config, P.X_train.shape[0])
-    ckpt = run_dir / CHECKPOINT
-    solver = _new_solver(config, P, n_iters)
-    val_at: dict[str, float] = {}
-    best_acc, best_epoch, best_params = -1.0, -1, None
-    state = read_checkpoint(ckpt) if resume else None
+def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepared, *,
+                quiet: bool = True, resume: bool = False, eval_at: Sequence[int] = (),
+                checkpoint_seconds: float = 5.0, figures: bool = True) -> list[dict]:
+    """The NumPy loop: train K >= 1 configs at once (one ``Solver``), each into
+    its own run directory; returns their summaries.  A lone run (K = 1) is
+    checkpointed at epoch ends and resumes bit for bit; a population is not
+    (killed, its members train again)."""
+    k, run_dirs = len(configs), [Path(d) for d in run_dirs]
+    solver = _new_solver(configs, P)
+    n_iters, per_epoch = solver.hp.num_iters, solver.iters_per_epoch
+    ckpt = run_dirs[0] / CHECKPOINT if k == 1 else None
+    val_at: list[dict[str, float]] = [{} for _ in configs]
+    best = [[-1.0, -1, None] for _ in configs]  # per member: accuracy, epoch, params (keep_best)
+    state = read_checkpoint(ckpt) if ckpt is not None and resume else None
     if state is not None:
         try:
             solver.load_state(state)
+            val_at[0] = {key[7:]: float(v) for key, v in state.items() if key.startswith("val_at.")}
+            params = {key[12:]: v for key, v in state.items() if key.startswith("best.params.")}
+            best[0] = [float(state["best.acc"]), int(state["best.epoch"]), params or None]
         except (KeyError, ValueError) as err:
             rundir.say(f"{ckpt}: does not fit this run ({err}); training again from the start")
-            solver, state = _new_solver(config, P, n_iters), None
-    if state is not None:
-        val_at = {k[7:]: float(v) for k, v in state.items() if k.startswith("val_at.")}
-        if "best.acc" in state:
-            best_acc, best_epoch = float(state["best.acc"]), int(state["best.epoch"])
-            best_params = {k[12:]: v for k, v in state.items()
-                           if k.startswith("best.params.")} or None
-    summary = rundir.start(run_dir, config, P)
-    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=solver.it,
-                        total_steps=n_iters)
-    model, wanted = solver.model, set(eval_at)
+            solver = _new_solver(configs, P)
+    summaries = [rundir.start(d, c, P, **({"population": k} if k > 1 else {}))
+                 for c, d in zip(configs, run_dirs, strict=True)]
+    tbs = [RunLogger.open(d, enabled=c.tensorboard, start_step=solver.it, total_steps=n_iters)
+           for c, d in zip(configs, run_dirs, strict=True)]
+    models, wanted, logged = solver.models, set(eval_at), solver.it
     bar = None
     if not quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=n_iters, initial=solver.it, desc=f"train {run_dir.name}",
-                   unit="it", dynamic_ncols=True)
+        bar = tqdm(total=n_iters, initial=solver.it, unit="it", dynamic_ncols=True,
+                   desc=f"train {run_dirs[0].name}" + (f" (+{k - 1})" if k > 1 else ""))
 
-    t0, clock = time.monotonic(), rundir.CheckpointClock(checkpoint_seconds)
-    start_it = solver.it
+    t0, clock, start_it = time.monotonic(), rundir.CheckpointClock(checkpoint_seconds), solver.it
     with flush_denormals(solver.flush_denormals):
-        while solver.it < n_iters and solver.diverged_at is None:
-            # step: one minibatch; at an epoch's end the solver also records
-            # train/val accuracy and decays the learning rate
-            epochs, it = len(solver.val_acc_history), solver.it
+        while solver.it < n_iters and solver.active.any():
+            # step: one minibatch for every member; at an epoch's first iteration
+            # the solver also records train/val accuracy and the learning rate
+            it = solver.it
             loss = solver.step()
-            tb.scalars(it, loss=loss)  # the diverged step's loss too, as in loss.csv
-            if solver.diverged_at is not None:
-                break  # the last good parameters are kept
+            if solver.it == it:
+                break  # every member diverged: their last good parameters are kept
             if solver.it in wanted:  # before a checkpoint, so a resume keeps the point
-                val_at[str(solver.it)] = solver.val_accuracy()
-            if len(solver.val_acc_history) > epochs:
-                # evaluate: keep the best epoch
-                acc = solver.val_acc_history[-1]
-                tb.epoch(it, solver.train_acc_history[-1], acc, solver.lr_history[-1],
-                         weights=lambda: weight_matrices(model.params), image_shape=P.image_shape,
-                         last=solver.it + solver.iters_per_epoch > n_iters)
-                if acc > best_acc:
-                    best_acc, best_epoch = acc, len(solver.val_acc_history) - 1
-                    if config.keep_best:
-                        best_params = model.state()
+                for j, acc in enumerate(solver.val_accuracies()):
+                    if solver.active[j]:
+                        val_at[j][str(solver.it)] = float(acc)
+            if it % per_epoch == 0:
+                # evaluate: log the epoch, keep each member's best
+                for j in np.flatnonzero(solver.active):
+                    h = solver.hist[j]
+                    tbs[j].losses(logged, solver.history(j)["loss_history"][logged:])
+                    tbs[j].epoch(it, h["train_acc"][-1], h["val_acc"][-1], h["lr"][-1],
+                                 weights=lambda j=j: weight_matrices(models[j].params),
+                                 image_shape=P.image_shape, last=solver.it + per_epoch > n_iters)
+                    if h["val_acc"][-1] > best[j][0]:
+                        best[j][:2] = h["val_acc"][-1], len(h["val_acc"]) - 1
+                        if configs[j].keep_best:
+                            best[j][2] = {n: v.copy() for n, v in models[j].params.items()}
+                logged = solver.it
                 # checkpoint: at an epoch end, checkpoint_seconds apart at least
-                if clock.due():
+                if ckpt is not None and clock.due():
                     started = time.monotonic()
-                    tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
-                    _save_checkpoint(ckpt, solver, val_at, best_acc, best_epoch, best_params)
-                    rundir.write_metrics(run_dir, _history(solver), solver.iters_per_epoch)
+                    tbs[0].flush()  # first: a resume from this checkpoint leaves no gap in tb/
+                    _save_checkpoint(ckpt, solver, val_at[0], best[0])
+                    rundir.write_metrics(run_dirs[0], solver.history(), per_epoch)
                     clock.saved(started)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{acc:.3f}", refresh=False)
             # log
             if bar is not None and (solver.it % 20 == 0 or solver.it == n_iters):
                 bar.n = solver.it
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{float(np.min(loss)):.4f}", refresh=False)
                 bar.update(0)
     seconds = time.monotonic() - t0
     if bar is not None:
         bar.close()
 
-    if solver.it in wanted:
-        val_at[str(solver.it)] = solver.val_accuracy()
-    _save_checkpoint(ckpt, solver, val_at, best_acc, best_epoch, best_params)
-    written = [CHECKPOINT]
-    if config.keep_best and best_params is not None:
-        files.save_npz(run_dir / "best_params.npz", best_params)
-        written.append("best_params.npz")
-    return finish_run(config, run_dir, model, P, _history(solver), summary,
-                      diverged_at=solver.diverged_at, iterations=solver.it,
-                      iters_per_epoch=solver.iters_per_epoch, seconds=seconds,
-                      done_iters=solver.it - start_it, val_at=val_at, best_epoch=best_epoch,
-                      figures=figures, written=written, tb=tb)
+    out = []
+    for j, (c, d) in enumerate(zip(configs, run_dirs, strict=True)):
+        hist, diverged = solver.history(j), solver.diverged_at[j]
+        tbs[j].losses(logged, hist["loss_history"][logged:])
+        if diverged is None and solver.it in wanted:
+            val_at[j][str(solver.it)] = float(solver.val_accuracies()[j])
+        written = []
+        if ckpt is not None:
+            _save_checkpoint(ckpt, solver, val_at[0], best[0])
+            written.append(CHECKPOINT)
+        if c.keep_best and best[j][2] is not None:
+            files.save_npz(d / "best_params.npz", best[j][2])
+            written.append("best_params.npz")
+        iterations = solver.it if diverged is None else diverged
+        out.append(finish_run(c, d, models[j], P, hist, summaries[j], diverged_at=diverged,
+                              iterations=iterations, iters_per_epoch=per_epoch,
+                              seconds=seconds / k, done_iters=iterations - start_it,
+                              val_at=val_at[j], best_epoch=best[j][1], figures=figures,
+                              written=written, tb=tbs[j]))
+    return out
 
 
 def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: dict,

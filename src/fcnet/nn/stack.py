@@ -1,0 +1,206 @@
+"""K same-shaped networks as one: the engine's forward and backward pass.
+
+A lone net is K = 1; a population (a sweep's mates, a study cell's seeds) is
+K > 1 with the same code.  Parameters carry a member axis:
+
+- W[0] (D, K, H1): reshaped to (D, K*H1), every member's first layer is one
+  product x W1 when the members share a minibatch x (N, D);
+- W[l] (K, H_l, H_{l+1}) for l >= 1 and b[l] (K, H_{l+1}): batched products
+  (K, N, H) @ (K, H, H'), ``np.matmul`` broadcasting over the member axis.
+
+Members that draw their own minibatches (different seeds) see x (K, N, D), and
+layer 1 becomes a batched product with W[0] viewed as (K, D, H1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fcnet.nn import layers
+
+
+def row_max(d: np.ndarray) -> np.ndarray:
+    """max over the last axis of d (..., C) -> (...), folded class by class:
+    numpy reduces a short last axis slowly, and a maximum is exact in any order."""
+    out = np.maximum(d[..., 0], d[..., 1]) if d.shape[-1] > 1 else d[..., 0].copy()
+    for c in range(2, d.shape[-1]):
+        np.maximum(out, d[..., c], out=out)
+    return out
+
+
+class Stack:
+    """The parameters of K nets with layer sizes ``sizes`` = [D, H_1, ..., C].
+
+    ``params`` lists them in order W1, b1, W2, b2, ... (stacked); ``member(j)``
+    gives member j's as the course names them (W1 (D, H1), b1 (H1,), ...),
+    views that stay current while the stack trains.
+    """
+
+    def __init__(self, sizes: Sequence[int], k: int, dtype: np.dtype):
+        self.sizes, self.k, self.dtype = list(sizes), k, np.dtype(dtype)
+        self.L = len(self.sizes) - 1
+        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        self.W = [np.zeros((pairs[0][0], k, pairs[0][1]), dtype=self.dtype)]
+        self.W += [np.zeros((k, a, b), dtype=self.dtype) for a, b in pairs[1:]]
+        self.b = [np.zeros((k, h), dtype=self.dtype) for h in self.sizes[1:]]
+        self.params = [p for pair in zip(self.W, self.b, strict=True) for p in pair]
+
+    @classmethod
+    def wrap(cls, models) -> Stack:
+        """A stack holding the models' parameters, each model's ``params`` then
+        live views of its slice.  One model is wrapped without a copy."""
+        first = models[0]
+        stack = cls.__new__(cls)
+        stack.sizes, stack.k, stack.dtype = list(first.sizes), len(models), first.dtype
+        stack.L = len(stack.sizes) - 1
+        copy = len(models) > 1 or not all(p.flags.c_contiguous and p.dtype == first.dtype
+                                          for p in first.params.values())
+        if not copy:
+            P = first.params
+            stack.W = [P["W1"][:, None, :]] + [P[f"W{i + 1}"][None] for i in range(1, stack.L)]
+            stack.b = [P[f"b{i + 1}"][None] for i in range(stack.L)]
+        else:
+            full = cls(stack.sizes, stack.k, stack.dtype)
+            stack.W, stack.b = full.W, full.b
+        stack.params = [p for pair in zip(stack.W, stack.b, strict=True) for p in pair]
+        for j, m in enumerate(models):
+            views = stack.member(j)
+            if copy:
+                for name, v in views.items():
+                    v[...] = m.params[name]
+            m.params.update(views)
+        return stack
+
+    @property
+    def names(self) -> list[str]:
+        """The course's names of ``params``: W1, b1, W2, b2, ..."""
+        return [f"{w}{i}" for i in range(1, self.L + 1) for w in "Wb"]
+
+    def slices(self, j: int, arrays: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Member j's slice of each of ``arrays`` (default ``params``), in their order."""
+        arrays = self.params if arrays is None else arrays
+        return [a[:, j] if i == 0 else a[j] for i, a in enumerate(arrays)]
+
+    def member(self, j: int, arrays: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Member j's slice of each of ``arrays`` (default ``params``), by name."""
+        return dict(zip(self.names, self.slices(j, arrays), strict=True))
+
+    def per_member(self, values: np.ndarray) -> list[np.ndarray]:
+        """Values (K,) shaped to broadcast against each of ``params``."""
+        v = np.asarray(values, dtype=np.float64)
+        shapes = [(1, -1, 1), (-1, 1)] + [(-1, 1, 1), (-1, 1)] * (self.L - 1)
+        return [v.reshape(s) for s in shapes]
+
+    def scores(self, X: np.ndarray, members: slice = slice(None)) -> np.ndarray:
+        """Class scores z_L (K, N, C) of X (N, D), no dropout (prediction)."""
+        X = np.asarray(X, dtype=self.dtype)
+        W0 = self.W[0][:, members]
+        k, h1 = W0.shape[1], self.sizes[1]
+        z = np.matmul(X, W0.reshape(-1, k * h1)) if k == 1 or W0.flags.c_contiguous \
+            else np.matmul(X, np.ascontiguousarray(W0).reshape(-1, k * h1))
+        a = z.reshape(X.shape[0], k, h1).transpose(1, 0, 2) + self.b[0][members, None, :]
+        for i in range(1, self.L):
+            layers.relu_forward(a, inplace=True)
+            a = layers.affine_forward(a, self.W[i][members], self.b[i][members, None, :])
+        return a
+
+    def sq_norms(self) -> np.ndarray:
+        """sum_l ||W_l,k||^2 per member, (K,) float64."""
+        w1 = self.W[0].reshape(-1, self.k * self.sizes[1])
+        sq = np.einsum("ij,ij->j", w1, w1).reshape(self.k, -1).sum(axis=1, dtype=np.float64)
+        for w in self.W[1:]:
+            sq += np.einsum("kij,kij->k", w, w)
+        return sq
+
+
+class Workspace:
+    """Preallocated buffers of one step on batches of n rows, so a step
+    allocates almost nothing.
+
+    x (N, D) and y (N,) when the members share the batch, else (K, N, D) and
+    (K, N); z1 (N, K*H1) holds layer 1's product (and dZ1 in the backward
+    pass) of a shared batch; acts[l], dacts[l], masks[l] (K, N, H_{l+1});
+    grads mirrors ``stack.params``.
+    """
+
+    def __init__(self, stack: Stack, n: int, shared: bool, dropout: bool):
+        dt, k, sizes = stack.dtype, stack.k, stack.sizes
+        self.n, self.shared = n, shared
+        lead = (n,) if shared else (k, n)
+        self.x = np.empty((*lead, sizes[0]), dtype=dt)
+        self.y = np.empty(lead, dtype=np.intp)
+        self.acts = [np.empty((k, n, h), dtype=dt) for h in sizes[1:]]
+        # K = 1 needs no transposition: layer 1's product lands in acts[0] itself
+        self.z1 = None if not shared else self.acts[0].reshape(n, sizes[1]) if k == 1 \
+            else np.empty((n, k * sizes[1]), dtype=dt)
+        self.dacts = [np.empty((k, n, h), dtype=dt) for h in sizes[1:-1]]
+        self.masks = [np.empty((k, n, h), dtype=dt) if dropout else None for h in sizes[1:-1]]
+        self.grads = [np.empty_like(p) for p in stack.params]
+
+
+def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
+                 mask_rngs) -> tuple[np.ndarray, np.ndarray]:
+    """Training forward pass on ws.x: J per member (K,) and dJ/dz_L (K, N, C),
+    written over the scores in ws.acts[-1].
+
+    J_k = mean_i CE(z_L,k,i, y_i) + reg_k sum_l ||W_l,k||^2; post-ReLU (and
+    dropout) activations stay in ws.acts for the backward pass.
+    """
+    n, k, h1, L = ws.n, stack.k, stack.sizes[1], stack.L
+    # layer 1: z_1 = x W_1 + b_1
+    if ws.shared:
+        np.matmul(ws.x, stack.W[0].reshape(-1, k * h1), out=ws.z1)
+        a = ws.acts[0]
+        if k > 1:
+            np.copyto(a, ws.z1.reshape(n, k, h1).transpose(1, 0, 2))
+    else:
+        a = np.matmul(ws.x, stack.W[0].transpose(1, 0, 2), out=ws.acts[0])
+    a += stack.b[0][:, None, :]
+    for i in range(1, L + 1):
+        if i > 1:  # z_i = a_{i-1} W_i + b_i, member by member
+            a = layers.affine_forward(ws.acts[i - 2], stack.W[i - 1], stack.b[i - 1][:, None, :],
+                                      out=ws.acts[i - 1])
+        if i < L:  # a_i = relu(z_i), then inverted dropout
+            layers.relu_forward(a, inplace=True)
+            if ws.masks[i - 1] is not None:
+                for j in range(k):
+                    layers.dropout_mask(keep[j], mask_rngs[j], out=ws.masks[i - 1][j])
+                layers.dropout_forward(a, ws.masks[i - 1], inplace=True)
+    loss, dz = layers.softmax_loss(ws.acts[L - 1], ws.y, inplace=True, row_max=row_max)
+    if reg.any():
+        loss = loss + reg * stack.sq_norms()
+    return np.atleast_1d(loss), dz
+
+
+def backward(stack: Stack, ws: Workspace, dz: np.ndarray) -> None:
+    """Back-propagate dz = dJ/dz_L (K, N, C) into ws.grads, top layer down:
+    dW_l = a_{l-1}^T dz_l, db_l = sum_i dz_l, da_{l-1} = dz_l W_l^T, then the
+    dropout and ReLU gates give dz_{l-1}.  The L2 term is the update rule's.
+
+    A caller may scale dz first (plain SGD folds in -lr, so each gradient is
+    the step itself).
+    """
+    n, k, h1 = ws.n, stack.k, stack.sizes[1]
+    G = ws.grads
+    for i in range(stack.L - 1, -1, -1):  # stacked layer i is the model's layer i + 1
+        dW, db = G[2 * i], G[2 * i + 1]
+        if i > 0:
+            a_prev = ws.acts[i - 1]
+            da, _, _ = layers.affine_backward(dz, a_prev, stack.W[i], dw=dW, db=db,
+                                              dx=ws.dacts[i - 1])
+            if ws.masks[i - 1] is not None:
+                layers.dropout_backward(da, ws.masks[i - 1], inplace=True)
+            dz = layers.relu_backward(da, a_prev, inplace=True)
+        elif ws.shared:  # every member at once: x^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
+            if k > 1:
+                np.copyto(ws.z1.reshape(n, k, h1), dz.transpose(1, 0, 2))
+                dz1 = ws.z1
+            else:
+                dz1 = dz.reshape(n, h1)
+            np.matmul(ws.x.T, dz1, out=dW.reshape(-1, k * h1))
+            np.sum(dz, axis=1, out=db)
+        else:  # member by member: (K, D, N) @ (K, N, H1), into the (D, K, H1) layout
+            np.matmul(ws.x.transpose(0, 2, 1), dz, out=dW.transpose(1, 0, 2))
+            np.sum(dz, axis=1, out=db)
