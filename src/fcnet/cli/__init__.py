@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"fcnet: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
+    except MemoryError as err:  # an allocation the size checks did not foresee
+        what = f" ({err})" if str(err) else ""
+        print(f"fcnet: error: out of memory{what}: use a smaller --hidden, --batch-size or "
+              "dataset, or free memory", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fcnet: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -30,24 +31,73 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "fcnet"
 
 
-def tree_fingerprint(root: Path) -> str:
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def source_kind(path: Path) -> str:
+    """'file' or 'folder'; anything else (a FIFO, socket or device: reading it could hang or
+    never end) is refused in one line, from its ``stat``, without opening it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FcnetError(f"{path}: no such file or directory") from None
+    except OSError as err:
+        raise FcnetError(f"{path}: cannot read ({err.strerror or err})") from None
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISREG(mode):
+        return "file"
+    what = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    raise FcnetError(f"{path}: is {what}, not a file or folder; give the dataset's file or "
+                     "folder")
+
+
+def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
     """sha256 over every file's relative path, size and mtime: cheap for 60,000
-    small files, and it changes whenever a file is added, removed or rewritten."""
+    small files, and it changes whenever a file is added, removed or rewritten.
+    Only folders and regular files may be in the tree; a problem met on the walk (an
+    unreadable folder, a FIFO, a file that vanished) names ``root`` and ``expected``."""
     h = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def bad(rel: str, problem: str) -> FcnetError:
+        return FcnetError(f"{root}: {rel} {problem}; expected {expected} in this folder")
+
+    def walk_error(err: OSError) -> None:
+        raise bad(os.path.relpath(err.filename or root, root), f"cannot be read ({err.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=walk_error):
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         h.update(f"d {rel}\n".encode())
         for name in sorted(filenames):
-            st = os.stat(os.path.join(dirpath, name))
+            where = os.path.normpath(os.path.join(rel, name))
+            try:
+                st = os.stat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                raise bad(where, "vanished while the folder was read (or is a broken link)"
+                          ) from None
+            except OSError as err:
+                raise bad(where, f"cannot be read ({err.strerror})") from None
+            if not stat.S_ISREG(st.st_mode):
+                raise bad(where, f"is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a file')}")
             h.update(f"f {rel}/{name} {st.st_size} {st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
-def source_checksum(path: Path) -> tuple[str, str]:
-    """(hex digest, what it covers) of a file or directory source."""
-    if path.is_dir():
-        return tree_fingerprint(path), "sha256 of the file list (paths, sizes, mtimes)"
+def source_checksum(path: Path, expected: str = "the dataset's files",
+                    members: list[Path] | None = None) -> tuple[str, str]:
+    """(hex digest, what it covers) of a file or folder source; of only ``members``
+    (the files a loader reads) when given."""
+    if members is not None:
+        h = hashlib.sha256()
+        for m in members:
+            source_kind(m)
+            h.update(f"{m.name} {file_digest(m)}\n".encode())
+        return h.hexdigest(), "sha256 of the files read"
+    if source_kind(path) == "folder":
+        return (tree_fingerprint(path, expected),
+                "sha256 of the file list (paths, sizes, mtimes)")
     return file_digest(path), "sha256 of the file"
 
 

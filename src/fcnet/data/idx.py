@@ -59,15 +59,24 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, size, head).reshape(dims)
 
 
-def load_idx(name: str, path: Path | None) -> Dataset:
+def idx_files(name: str, path: Path | None) -> list[Path]:
+    """The four IDX files of ``name`` in the folder ``path`` (images, labels of each part);
+    one line naming the folder and the first file missing."""
     root = path if path is not None else cache_dir() / name
     if not root.is_dir():
         hint = "" if path is not None else " (put the four IDX files there, or pass --path)"
         raise FcnetError(f"{root}: not a folder with the {name} IDX files{hint}")
+    return [find_file(root, stem, dims) for img_stem, lab_stem in FILES.values()
+            for stem, dims in ((img_stem, 3), (lab_stem, 1))]
+
+
+def load_idx(name: str, path: Path | None) -> Dataset:
+    found = iter(idx_files(name, path))
+    root = path if path is not None else cache_dir() / name
     classes = CLASSES[name]
     parts = {}
-    for part, (img_stem, lab_stem) in FILES.items():
-        img_path, lab_path = find_file(root, img_stem, 3), find_file(root, lab_stem, 1)
+    for part in FILES:
+        img_path, lab_path = next(found), next(found)
         x, y = read_idx(img_path, IMAGES_MAGIC), read_idx(lab_path, LABELS_MAGIC)
         if y.shape[0] != x.shape[0]:
             raise FcnetError(f"{lab_path}: {y.shape[0]} labels for the {x.shape[0]} images "

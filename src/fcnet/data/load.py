@@ -13,9 +13,9 @@ import numpy as np
 from fcnet.data import cifar10
 from fcnet.data.archive import one_line
 from fcnet.data.builtin import load_digits, load_toy
-from fcnet.data.cache import load_decoded, source_checksum, store_decoded
+from fcnet.data.cache import load_decoded, source_checksum, source_kind, store_decoded
 from fcnet.data.core import Dataset, SplitData
-from fcnet.data.idx import load_idx
+from fcnet.data.idx import idx_files, load_idx
 from fcnet.data.imagefolder import load_imagefolder
 from fcnet.data.preprocess import Preprocessor
 from fcnet.data.splits import make_splits
@@ -40,12 +40,13 @@ def _array_digest(ds: Dataset) -> str:
     return h.hexdigest()
 
 
-def _cached(name: str, path: Path, load, cache: bool) -> Dataset:
-    """``load()`` through the decoded cache, keyed by the source's content checksum."""
-    if not path.exists():
-        raise FcnetError(f"{path}: no such file or directory")
+def _cached(name: str, path: Path, load, cache: bool, expected: str,
+            members=None) -> Dataset:
+    """``load()`` through the decoded cache, keyed by the source's content checksum
+    (of ``members()``' files only, when given: the files the loader reads)."""
+    source_kind(path)  # a FIFO, socket or device is refused before anything opens it
     try:
-        checksum, kind = source_checksum(path)
+        checksum, kind = source_checksum(path, expected, members() if members else None)
         if cache and (ds := load_decoded(name, checksum)) is not None:
             ds.meta["cache"] = "hit"
             ds.source = str(path)  # the entry may have been written from another path
@@ -82,14 +83,16 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
                 cifar10.verify_md5(p)
             return cifar10.load_cifar10(p, progress)
 
-        ds = _cached("cifar10", p, load, cache)
+        ds = _cached("cifar10", p, load, cache, "the CIFAR-10 python batches (data_batch_1 "
+                     "... test_batch) or a split/class/image tree")
     elif dataset == "imagefolder":
         if p is None:
             raise FcnetError("imagefolder: needs --path (a split/class/image folder or archive)")
-        ds = _cached("imagefolder", p, lambda: load_imagefolder(p, progress), cache)
+        ds = _cached("imagefolder", p, lambda: load_imagefolder(p, progress), cache,
+                     "a split/class/image tree")
     else:
-        if p is not None and not p.exists():
-            raise FcnetError(f"{p}: no such file or directory")
+        if p is not None:
+            source_kind(p)
         root = p
         if root is None:
             from fcnet.data.cache import cache_dir
@@ -98,7 +101,8 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
             if not root.is_dir():
                 raise FcnetError(f"{root}: not found; put the four {dataset} IDX files there "
                                  "(train-images-idx3-ubyte.gz, ...) or pass --path")
-        ds = _cached(dataset, root, lambda: load_idx(dataset, root), cache)
+        ds = _cached(dataset, root, lambda: load_idx(dataset, root), cache,
+                     f"the four {dataset} IDX files", lambda: idx_files(dataset, root))
     ds.meta["load_s"] = round(time.perf_counter() - t0, 3)
     return ds
 

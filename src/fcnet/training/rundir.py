@@ -22,6 +22,7 @@ not among the checksums: damaged or deleted, it never makes a run train again.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import sys
 import time
@@ -143,8 +144,13 @@ def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
 
 
 # ------------------------------------------------------------------ one writer
-LOCK = ".lock"
 WAIT_NOTICE_S = 2.0  # how long a second writer waits quietly before saying why
+
+
+def lock_path(run_dir: Path) -> Path:
+    """``runs/.<name>.lock``: beside the run, so a refused run leaves no folder behind."""
+    run_dir = Path(run_dir)
+    return run_dir.parent / f".{run_dir.name}.lock"
 
 
 @contextmanager
@@ -155,21 +161,32 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
     is done (a notice after ``WAIT_NOTICE_S``), then finds the finished run and
     reuses it; a run of a *different* config is refused in one line, before and
     after the wait, so there are never two writers of one run directory.  The
-    lock is an OS lock on ``run_dir/.lock``: it goes with the process, however it ends.
+    lock is an OS lock: it goes with the process, however that ends.
     """
     from filelock import Timeout
 
-    run_dir = files.ensure_dir(run_dir)
+    run_dir = Path(run_dir)
     _refuse_other(run_dir, config)
-    lock = files.lock(run_dir / LOCK)
+    path = lock_path(run_dir)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise files.write_error(run_dir, err, folder=True) from None
+    lock = files.lock(path)
     try:
         lock.acquire(timeout=WAIT_NOTICE_S)
     except Timeout:
-        say(f"{run_dir}: {files.lock_holder(run_dir / LOCK)} is writing this run; "
+        say(f"{run_dir}: {files.lock_holder(path)} is writing this run; "
             "waiting for it to finish")
         lock.acquire()
     except OSError as err:
-        raise files.write_error(run_dir / LOCK, err) from None
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise files.write_error(run_dir, err) from None
+        # a folder nobody may write: no writer to keep out (reuse needs no lock; a
+        # write this run attempts fails with its own one line)
+        _refuse_other(run_dir, config)
+        yield
+        return
     try:
         _refuse_other(run_dir, config)  # the other process may have written another config
         yield

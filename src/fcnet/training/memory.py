@@ -1,0 +1,95 @@
+"""Will a run fit in memory?  Checked from the config and the data's shape before
+the model, the optimiser or a batch is allocated, so a run that cannot fit ends in
+one line (naming the estimate and what is available) instead of a MemoryError
+half-way, or the kernel's OOM killer.
+
+The estimate is deliberately simple and on the generous side of what the engines
+hold at once (both backends):
+
+* parameters P = sum over layers of (fan_in + 1) * fan_out, held ``copies`` times:
+  the weights, their gradients, the optimiser's state (1 for momentum and RMSprop,
+  2 for Adam), the best epoch's copy (keep_best), the weight average (ema) and a
+  checkpoint being written;
+* activations of a training batch: B * (D + 3 * sum(H) + 3 * C) numbers (the batch
+  rows, each hidden layer's pre-activation, activation and gradient, the scores,
+  probabilities and their gradient; dropout masks fit in the slack);
+* evaluation: scores of at most ``EVAL_CHUNK`` rows at a time, the same per-row terms;
+* the data itself is already loaded when the check runs (``prepare``), so it is in the
+  process's current use, which the available memory already leaves out.
+
+Available: the address-space limit (``RLIMIT_AS``, e.g. ``prlimit --as``, ``ulimit -v``)
+minus what the process maps now, when a limit is set; else the machine's
+``MemAvailable``.  A run whose estimate exceeds it is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from fcnet.config import RunConfig
+from fcnet.errors import FcnetError
+
+EVAL_CHUNK = 8192  # rows scored at once when evaluating (training/run.py's _accuracy)
+_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+
+
+def estimate(config: RunConfig, input_size: int, num_classes: int) -> int:
+    """Bytes a run of ``config`` on (N, ``input_size``) inputs needs beyond its data."""
+    sizes = [int(input_size), *(int(h) for h in config.hidden), int(num_classes)]
+    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    copies = (2 + _STATE.get(config.optimizer, 2) + int(config.keep_best)
+              + int(config.ema > 0) + 1)
+    per_row = sizes[0] + 3 * sum(sizes[1:-1]) + 3 * sizes[-1]
+    rows = config.batch_size + EVAL_CHUNK  # a batch, and an evaluation chunk beside it
+    itemsize = 8 if config.dtype == "float64" else 4
+    return itemsize * (copies * n_params + rows * per_row)
+
+
+def available() -> tuple[int | None, str]:
+    """(bytes this process may still allocate, where the figure comes from); None
+    when it cannot be told."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        return max(soft - _mapped(), 0), f"of the {_gb(soft)} address-space limit (RLIMIT_AS)"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "of memory available on this machine"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "of free memory"
+    except (ValueError, OSError):
+        return None, ""
+
+
+def _mapped() -> int:
+    """Bytes of address space this process maps now (VmSize)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def check_fits(config: RunConfig, n_rows: int, input_size: int, num_classes: int) -> int:
+    """Refuse (FcnetError, one line) a run that cannot fit; returns the estimate in bytes.
+
+    ``n_rows``: training rows, named in the message (the data is loaded already)."""
+    need = estimate(config, input_size, num_classes)
+    free, where = available()
+    if free is not None and need > free:
+        raise FcnetError(
+            f"this run needs about {_gb(need)} of memory (hidden {config.hidden}, batch "
+            f"{config.batch_size}, {input_size} inputs, {n_rows} training rows, {config.dtype}) "
+            f"but {_gb(free)} is left {where}: use a smaller --hidden or --batch-size")
+    return need
