@@ -7,9 +7,17 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from fcnet.bench import STEP_KEYS, TORCH_STEP_KEYS, BenchSettings, format_table, run_bench
+from fcnet.bench import (
+    STEP_KEYS,
+    TORCH_STEP_KEYS,
+    BenchSettings,
+    FloorStep,
+    format_table,
+    run_bench,
+)
 from fcnet.errors import FcnetError
 
 SMALL = ["--rows", "1000", "--steps", "30", "--rounds", "2", "--quiet"]
@@ -49,37 +57,63 @@ def test_json_population_and_machine_blocks(bench_json):
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert m["blas_threads"] is None or m["blas_threads"] >= 1
     assert {"blas", "numpy", "torch", "sklearn", "flush_denormals"} <= set(m)
+    # the population floors: the same stacked step's gather and products alone
+    assert pop["floor_ms"] > 0 and pop["torch_bf16_floor_ms"] > 0
     targets = bench_json["targets"]
-    assert len(targets) == 7
-    assert {"torch_bf16 / bf16_floor <= 1.6", "fcnet_f32 / torch_bf16 >= 2.2",
-            "sequential / torch_bf16_population >= 4"} <= set(targets)
-    assert all(t["ratio"] > 0 for t in targets.values())
+    # each against the floor of its own precision; no cross-precision target
+    assert set(targets) == {
+        "fcnet_f32 / blas_floor_f32 <= 1.15", "torch_bf16 / bf16_floor <= 1.2",
+        "population / population_floor <= 1.25",
+        "torch_population / torch_population_floor <= 1.25"}
+    step = bench_json["step_ms"]
+    assert targets["fcnet_f32 / blas_floor_f32 <= 1.15"]["ratio"] == pytest.approx(
+        step["fcnet_f32"] / step["blas_floor_f32"])
+    assert targets["population / population_floor <= 1.25"]["ratio"] == pytest.approx(
+        pop["population_ms"] / pop["floor_ms"])
+    assert targets["torch_population / torch_population_floor <= 1.25"]["ratio"] == pytest.approx(
+        pop["torch_bf16_ms"] / pop["torch_bf16_floor_ms"])
     fallback = pop["torch_dtype"] == "float32"  # this CPU has no bf16 instructions
     assert fallback == ("bf16" in bench_json["notes"])
     for name, t in targets.items():
-        assert t["met"] is None if fallback and "bf16" in name else isinstance(t["met"], bool)
+        assert t["ratio"] > 0
+        assert t["met"] is None if fallback and "bf16" in name else t["met"] == (
+            t["ratio"] <= float(name.split()[-1]))
+    # peers and cross-precision ratios are reported figures, not targets
+    comp = bench_json["comparisons"]
+    assert set(comp) == {"fcnet_f32 / torch_f32", "sklearn_f32 / fcnet_f32",
+                         "sequential / population", "fcnet_f32 / torch_bf16",
+                         "sequential / torch_bf16_population"}
+    assert comp["sequential / population"] == pytest.approx(pop["speedup"])
+    assert all(v > 0 for v in comp.values())
 
 
 def test_table_names_every_system_and_the_population(bench_json):
     text = format_table(bench_json)
     for key in STEP_KEYS + TORCH_STEP_KEYS:
         assert key in text
-    assert "torch bf16 population:" in text
+    assert "torch bfloat16 population:" in text or "torch float32 population:" in text
     assert "population: 8 configurations of 3072-50-10" in text
-    assert "targets:" in text
+    assert "its floor" in text
+    assert "targets (each against the floor of its own precision, this run):" in text
+    assert "comparisons (reported, not targets):" in text
+    for name in list(bench_json["targets"]) + list(bench_json["comparisons"]):
+        assert name in text
 
 
 def test_missing_peers_are_null_in_json_with_a_note(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     # torch asked for but missing, scikit-learn not asked for
-    s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0, peers=("torch",))
+    s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0,
+                      peers=("torch",), input_size=256, pop_k=2)
     r = run_bench(s)
     assert r["step_ms"]["torch_f32"] is None and r["step_ms"]["sklearn_f32"] is None
     assert r["step_ms"]["torch_bf16"] is None and r["population"]["torch_bf16_ms"] is None
     assert "torch_bf16" in r["notes"]
     assert "torch_f32" in r["notes"] and "sklearn_f32" not in r["notes"]
     assert r["step_ms"]["fcnet_f32"] > 0 and r["step_ms"]["blas_floor_f64"] > 0
-    assert r["targets"]["fcnet_f32 / torch_f32 <= 1.0"] == {"ratio": None, "met": None}
+    assert r["comparisons"]["fcnet_f32 / torch_f32"] is None
+    assert r["targets"]["torch_bf16 / bf16_floor <= 1.2"] == {"ratio": None, "met": None}
+    assert r["population"]["floor_ms"] > 0 and r["population"]["torch_bf16_floor_ms"] is None
     assert json.loads(json.dumps(r))["step_ms"]["torch_f32"] is None  # null in JSON
     assert "(n/a)" in format_table(r)
 
@@ -97,6 +131,9 @@ def test_a_cpu_without_bf16_times_the_float32_fallback_and_leaves_bf16_targets_o
     for name, t in r["targets"].items():
         if "bf16" in name:
             assert t["ratio"] > 0 and t["met"] is None
+    # the torch population against its float32 floor: the same precision, still a target
+    t = r["targets"]["torch_population / torch_population_floor <= 1.25"]
+    assert isinstance(t["met"], bool)
     assert "note: bf16: no bf16 here" in format_table(r)
 
 
@@ -111,3 +148,131 @@ def test_too_few_steps_is_a_one_line_error_exit_2():
     )
     with pytest.raises(FcnetError, match="--rows"):
         BenchSettings(rows=10).validate()
+
+
+# ------------------------------------------------------------------ the floor step
+@pytest.mark.parametrize("k,sizes", [(1, [48, 20, 10]), (3, [48, 20, 10]), (2, [48, 16, 12, 10]),
+                                     (1, [48, 10])])
+def test_floor_step_gathers_the_drawn_rows_and_computes_each_product(k, sizes):
+    X = np.random.default_rng(0).standard_normal((500, sizes[0])).astype(np.float32)
+    f = FloorStep(X, sizes, batch=40, k=k, seed=3)
+    f.step()
+    idx = np.random.RandomState(3).choice(500, 40)  # the indices the step drew
+    np.testing.assert_array_equal(f.x, X[idx])
+    np.testing.assert_allclose(f.z1, f.x @ f.W1, rtol=1e-5, atol=1e-4)  # (B, K*H1)
+    np.testing.assert_allclose(f.dW1, f.x.T @ f.dz1, rtol=1e-5, atol=1e-4)  # (D, K*H1)
+    assert f.z1.shape == (40, k * sizes[1])
+    for i, W in enumerate(f.W):  # deeper layers, batched over the K members
+        assert W.shape == (k, sizes[i + 1], sizes[i + 2])
+        np.testing.assert_allclose(f.a[i + 1], f.a[i] @ W, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(f.dW[i], f.a[i].swapaxes(1, 2) @ f.da[i + 1],
+                                   rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(f.da[i], f.da[i + 1] @ W.swapaxes(1, 2), rtol=1e-5, atol=1e-4)
+    assert len(f.W) == len(sizes) - 2
+
+
+def test_floor_step_in_torch_matches_numpy_products():
+    torch = pytest.importorskip("torch")
+    X = torch.randn(300, 32)
+    f = FloorStep(X, [32, 16, 8, 10], batch=25, k=2, seed=1)
+    f.step()
+    idx = torch.from_numpy(np.random.RandomState(1).choice(300, 25))
+    assert torch.equal(f.x, X.index_select(0, idx))
+    torch.testing.assert_close(f.dW1, f.x.t() @ f.dz1)
+    torch.testing.assert_close(f.a[2], torch.bmm(f.a[1], f.W[1]))
+    torch.testing.assert_close(f.da[0], torch.bmm(f.da[1], f.W[0].transpose(1, 2)))
+
+
+# ------------------------------------------------------------------ a study's floor
+STUDY = """
+title = "floor test"
+[base]
+dataset = "digits"
+hidden = [20]
+iters = 300
+batch_size = 100
+lr = 1e-3
+reg = 0.05
+dtype = "float32"
+
+[[table]]
+name = "iterations"
+vary = { iters = [100, 200, 300] }
+
+[[table]]
+name = "L2"
+vary = { reg = [0.0, 0.1, 0.2] }
+
+[[table]]
+name = "hidden"
+vary = { hidden = [[10], [20]] }
+"""
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    path = tmp_path_factory.mktemp("floor") / "study.toml"
+    path.write_text(STUDY)
+    return path
+
+
+def test_study_floor_counts_each_run_the_plan_executes_once(small_study):
+    from fcnet.experiments.floor import floor_runs
+    from fcnet.experiments.study import load_study
+
+    study = load_study(small_study)
+    # iters 100/200/300 are one 300-iteration run; hidden [20] is the base config again;
+    # the four H20 configs differ only in reg: one population; H10 alone
+    floor = floor_runs(study)
+    got = sorted((r.what, r.shape.sizes[1], r.shape.k, r.iterations) for r in floor.runs)
+    assert got == [("population", 20, 4, 300), ("run", 10, 1, 300)]
+    assert all(r.shape.sizes == (64, r.shape.sizes[1], 10) and r.shape.batch == 100
+               and r.shape.dtype == "float32" and r.shape.backend == "numpy" for r in floor.runs)
+    # at most `population` mates train as one population
+    got = sorted((r.what, r.shape.k) for r in floor_runs(study, population=3).runs)
+    assert got == [("population", 3), ("run", 1), ("run", 1)]
+
+
+def test_study_floor_leaves_out_runs_finished_before(small_study, tmp_path):
+    import os
+    import time
+
+    from fcnet.experiments.floor import floor_runs
+    from fcnet.experiments.study import load_study
+    from fcnet.experiments.sweep import SweepSpec, plan
+
+    study = load_study(small_study)
+    _, jobs = plan(SweepSpec(study.base, points=study.runs))
+    h10 = next(j for j in jobs.values() if j.config.hidden == [10])
+    summary = tmp_path / "runs" / h10.key / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text("{}")
+    os.utime(summary, (time.time() - 60, time.time() - 60))
+    floor = floor_runs(study, out=tmp_path)
+    assert floor.reused == 1 and [r.shape.sizes[1] for r in floor.runs] == [20]
+    # a run finished during this invocation (after `since`) was trained by it: counted
+    floor = floor_runs(study, out=tmp_path, since=time.time() - 120)
+    assert floor.reused == 0 and len(floor.runs) == 2
+
+
+def test_bench_study_json_sums_iterations_times_the_measured_step(small_study):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fcnet", "bench", "--study", str(small_study), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    floor = r["floor"]
+    assert len(floor["runs"]) == 2 and floor["reused"] == 0
+    for run in floor["runs"]:
+        assert 0 < run["step_ms"] < 1e3
+        assert run["seconds"] == pytest.approx(run["iterations"] * run["step_ms"] / 1e3)
+    assert floor["seconds"] == pytest.approx(sum(x["seconds"] for x in floor["runs"]))
+    assert r["dataset"] == "digits" and r["machine"]["cpu"]
+
+
+def test_bench_study_of_a_missing_file_is_a_one_line_error():
+    proc = subprocess.run([sys.executable, "-m", "fcnet", "bench", "--study", "no-such.toml"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("fcnet: error: ") and len(proc.stderr.splitlines()) == 1

@@ -30,10 +30,27 @@ def register(sub) -> None:
     p.add_argument("--no-peers", action="store_true",
                    help="skip PyTorch and scikit-learn (their figures are null)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "a study's floor", "--study [FILE] computes instead the floor of a whole study on this "
+        "machine: for every training run its plan executes (after sharing, and reuse with "
+        "--out), iterations x the floor step (gather + matrix products, as above) at the run's "
+        "shapes and precision, measured now, summed (docs/bench.md)")
+    g.add_argument("--study", nargs="?", const="exercise", metavar="FILE",
+                   help="a study file or a bundled study's name (default: exercise)")
+    g.add_argument("--dataset", help="as fcnet study (default: the file's, else digits)")
+    g.add_argument("--path", help="local copy of the dataset, as fcnet study")
+    g.add_argument("--backend", choices=["numpy", "torch"], help="as fcnet study")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
+                   help="as fcnet study (default float32)")
+    g.add_argument("--out", metavar="DIR",
+                   help="the study's directory: runs finished there are reused, not counted")
+    g.add_argument("--no-depth", action="store_true", help="leave out the Q4 depth study")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    if args.study is not None:
+        return run_study_floor(args)
     from tqdm import tqdm
 
     from fcnet.bench import BenchSettings, format_table, run_bench
@@ -44,4 +61,33 @@ def run(args) -> int:
     with tqdm(total=s.rounds, desc="bench rounds", disable=args.quiet, leave=False) as bar:
         r = run_bench(s, progress=lambda: bar.update(1))
     print(json.dumps(r, indent=2) if args.json else format_table(r))
+    return 0
+
+
+def run_study_floor(args) -> int:
+    from tqdm import tqdm
+
+    from fcnet.bench import machine_info
+    from fcnet.errors import FcnetError
+    from fcnet.experiments.floor import study_floor
+    from fcnet.experiments.study import load_study
+
+    if args.dataset:
+        from fcnet.data import DATASETS
+
+        if args.dataset not in DATASETS:
+            raise FcnetError(f"unknown dataset {args.dataset!r}; choose one of "
+                             f"{', '.join(DATASETS)}")
+    bundled_default = args.study == "exercise"
+    study = load_study(args.study, dataset=args.dataset or ("digits" if bundled_default else None),
+                       data_path=args.path, dtype=args.dtype, backend=args.backend)
+    with tqdm(desc="floor shapes", disable=args.quiet or args.json, leave=False) as bar:
+        floor = study_floor(study, out=args.out, depth=not args.no_depth,
+                            progress=lambda: bar.update(1))
+    if args.json:
+        print(json.dumps({"study": study.source, "dataset": study.base.dataset,
+                          "floor": floor.to_json(), "machine": machine_info()}, indent=2))
+    else:
+        print(f"{study.title} on {study.base.dataset}: the floor on this machine")
+        print(floor.table())
     return 0

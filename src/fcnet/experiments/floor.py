@@ -1,0 +1,311 @@
+"""A study's floor on this machine: the least time its training could take here.
+
+For every training run the study's plan executes (after sharing: identical configs
+once, iteration counts read along one run, mates as one population; and after reuse:
+runs an earlier invocation finished), its iterations times the floor step at its
+shapes and precision, summed. The floor step is ``fcnet bench``'s
+(:class:`fcnet.bench.FloorStep`): the gather of the batch rows and the matrix products
+of one step, x W1 and each deeper layer's forward, a^T dZ, dZ W^T and x^T dZ1
+backward, through the run's own BLAS (NumPy) or torch, measured in this process on
+the run's own training rows. A population of K is one stacked step. Besides the
+sweep's jobs it counts the study's lone re-runs of rows read along longer runs (the
+baseline's and the chosen block's weight figures) and the depth study's torch runs.
+Step times are cached per shape, so a study costs seconds to floor, not minutes.
+
+Not in the floor: everything else a run does (biases, activations, softmax, the
+update, evaluation, figures, storage), and the toy checks. The floor is for one
+process using every core; with ``--workers N`` the wall time shares the cores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fcnet.config import RunConfig
+from fcnet.experiments import space
+from fcnet.experiments.plan import SweepSpec, plan
+
+MIN_STEPS = 15  # timed steps per shape, at least ...
+MIN_SECONDS = 0.3  # ... and at least this long, spread over
+ROUNDS = 3  # interleaved rounds
+MAX_STEPS = 400  # a block's most steps
+SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
+
+_STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> median ms, this process
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a floor step costs depends on: engine, precision, layer sizes (D, H1, ..., C),
+    batch and the members trained at once."""
+
+    backend: str  # numpy | torch
+    dtype: str  # float32 | float64 | bfloat16
+    sizes: tuple[int, ...]
+    batch: int
+    k: int = 1
+
+    def describe(self) -> str:
+        pop = f", population of {self.k}" if self.k > 1 else ""
+        return (f"{'-'.join(map(str, self.sizes))} batch {self.batch} {self.dtype} "
+                f"{self.backend}{pop}")
+
+
+@dataclass
+class FloorRun:
+    """One training run (or population) of the study at the floor."""
+
+    what: str  # run | population | own run | depth
+    shape: Shape
+    iterations: int
+    rows: int  # training rows its batches are gathered from
+    config: RunConfig = field(repr=False)  # whose prepared rows (a member's, for a population)
+    step_ms: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.iterations * (self.step_ms or 0.0) / 1e3
+
+
+@dataclass
+class StudyFloor:
+    runs: list[FloorRun]
+    reused: int = 0  # planned runs an earlier invocation finished (not in the floor)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.runs)
+
+    def header(self, wall_seconds: float) -> dict[str, str]:
+        """The report header's lines: the floor and wall / floor."""
+        ratio = wall_seconds / self.seconds if self.seconds > 0 else None
+        what = f"{len(self.runs)} trainings at the floor step"
+        if self.reused:
+            what += f"; {self.reused} runs reused, not counted"
+        return {"floor seconds": f"{self.seconds:.1f} ({what}: docs/bench.md)",
+                "wall / floor": "n/a" if ratio is None else f"{ratio:.2f}"}
+
+    def to_json(self) -> dict:
+        return {"seconds": self.seconds, "reused": self.reused, "notes": self.notes,
+                "runs": [{"what": r.what, "shape": asdict(r.shape), "iterations": r.iterations,
+                          "rows": r.rows, "step_ms": r.step_ms, "seconds": r.seconds}
+                         for r in self.runs]}
+
+    def table(self) -> str:
+        """One line per shape: trainings, iterations, ms per step, seconds."""
+        by: dict[tuple, list[FloorRun]] = {}
+        for r in self.runs:
+            by.setdefault((r.what, r.shape), []).append(r)
+        lines = [f"{'what':<11} {'shape':<52} {'runs':>5} {'iterations':>11} {'ms/step':>8} "
+                 f"{'seconds':>8}"]
+        for (what, shape), rs in sorted(by.items(), key=lambda kv: -sum(r.seconds for r in kv[1])):
+            lines.append(f"{what:<11} {shape.describe():<52} {len(rs):>5} "
+                         f"{sum(r.iterations for r in rs):>11,} {rs[0].step_ms:>8.3f} "
+                         f"{sum(r.seconds for r in rs):>8.1f}")
+        lines.append(f"floor: {self.seconds:.1f} s for {len(self.runs)} trainings"
+                     + (f" ({self.reused} planned runs reused, not counted)" if self.reused else ""))
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- the runs
+def _finished(path: Path | None, since: float | None) -> bool:
+    """Was this run finished before ``since`` (epoch seconds; None: at all)?"""
+    if path is None:
+        return False
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return False
+    return since is None or mtime < since
+
+
+def _precision(config: RunConfig) -> tuple[str, str]:
+    """(backend, dtype of the products) as the run trains: a torch bf16 (or amp) run on
+    a CPU without bf16 instructions falls back to float32."""
+    if config.backend != "torch":
+        return "numpy", config.dtype
+    if config.dtype == "float64" or not (config.dtype == "bfloat16" or config.amp):
+        return "torch", config.dtype if config.dtype == "float64" else "float32"
+    import torch
+
+    from fcnet.torch_backend.train import bf16_unsupported
+
+    return "torch", "float32" if bf16_unsupported(torch.device("cpu")) else "bfloat16"
+
+
+class _Data:
+    """Training rows (N, D) and class count per data key, prepared once each."""
+
+    def __init__(self):
+        self.shapes: dict[tuple, tuple[int, int, int]] = {}
+
+    def shape(self, config: RunConfig) -> tuple[int, int, int]:
+        from fcnet.training.prepare import data_key, prepare
+
+        key = data_key(config)
+        if key not in self.shapes:
+            P = prepare(config)
+            self.shapes[key] = (*P.X_train.shape, len(P.classes))
+        return self.shapes[key]
+
+
+def _run(what: str, config: RunConfig, k: int, data: _Data,
+         iterations: int | None = None, hidden: list[int] | None = None) -> FloorRun:
+    from fcnet.training.run import num_iterations
+
+    n, d, c = data.shape(config)
+    backend, dtype = _precision(config)
+    sizes = (d, *(config.hidden if hidden is None else hidden), c)
+    its = num_iterations(config, n) if iterations is None else iterations
+    return FloorRun(what, Shape(backend, dtype, sizes, config.batch_size, k), its, n, config)
+
+
+def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
+               since: float | None = None) -> StudyFloor:
+    """The trainings a study executes (step times not yet measured).
+
+    ``study``: a :class:`fcnet.experiments.study.Study`. ``population``: the most mates
+    trained as one population (``run_study``'s). ``out``: the study's directory; runs
+    finished there (before ``since``, epoch seconds, if given) are reused, not counted.
+    """
+    runs_dir = Path(out) / "runs" if out is not None else None
+    data = _Data()
+    floor = StudyFloor([])
+    points, jobs = plan(SweepSpec(study.base, points=study.runs))
+    groups: dict[str, list] = {}
+    for job in jobs.values():
+        if _finished(runs_dir and runs_dir / job.key / "summary.json", since):
+            floor.reused += 1
+            continue
+        groups.setdefault(job.pop or job.key, []).append(job)
+    for members in groups.values():
+        for i in range(0, len(members), population):
+            chunk = members[i:i + population]
+            floor.runs.append(_run("population" if len(chunk) > 1 else "run",
+                                   chunk[0].config, len(chunk), data))
+    # rows read along a longer run that the report re-trains alone for their figures
+    by_key = {p.key: p for p in points}
+    own = ([{}] if "baseline" in study.blocks else []) + list(
+        (study.blocks.get("chosen") or {}).get("weights") or [])
+    seen = set()
+    for changes in own:
+        config = space.with_changes(study.base, changes)
+        p = by_key.get(space.run_key(config))
+        if p is None or p.iteration is None or p.key in seen:
+            continue
+        seen.add(p.key)
+        if _finished(runs_dir and runs_dir / p.key / "summary.json", since):
+            floor.reused += 1
+            continue
+        floor.runs.append(_run("own run", config, 1, data))
+    if depth and "depth" in study.blocks:
+        floor.runs += _depth_runs(study, study.blocks["depth"], data, runs_dir, since, floor)
+    return floor
+
+
+def _depth_runs(study, block: dict, data: _Data, runs_dir: Path | None, since, floor):
+    """The depth study's torch runs: one per (init, depth), float32, Adam (only its
+    products are in the floor), at ``depth_study``'s hidden size, epochs and batch."""
+    import inspect
+
+    try:
+        from fcnet.torch_backend.depth import depth_study
+    except ImportError as err:  # no torch: the study skips it too
+        floor.notes.append(f"depth study not counted: {err}")
+        return []
+    config = space.with_changes(study.base, block.get("config") or {})
+    if runs_dir is not None and any(_finished(p, since) for p in
+                                    runs_dir.glob(f"depth-{space.run_key(config)}-*.json")):
+        floor.reused += 1
+        return []
+    defaults = {k: v.default for k, v in inspect.signature(depth_study).parameters.items()}
+    depths = block.get("depths") or defaults["depths"]
+    inits = block.get("init") or defaults["init"]
+    inits = [inits] if isinstance(inits, str) else inits
+    h, batch = defaults["hidden"], defaults["batch_size"]
+    config = config.model_copy(update={"backend": "torch", "dtype": "float32", "amp": False,
+                                       "batch_size": batch})
+    n = data.shape(config)[0]
+    its = defaults["epochs"] * max(n // batch, 1)
+    return [_run("depth", config, 1, data, its, [h] * (int(d) - 1))
+            for _ in inits for d in depths]
+
+
+# ------------------------------------------------------------------------- measuring
+def _rows(config: RunConfig, shape: Shape):
+    """The run's own prepared training rows (N, D), in the precision its products use."""
+    from fcnet.training.prepare import prepare
+
+    X = prepare(config).X_train
+    if shape.backend == "numpy":
+        return np.ascontiguousarray(X, dtype=shape.dtype)
+    import torch
+
+    X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return X.to(getattr(torch, shape.dtype))
+
+
+def _time_steps(f, min_steps: int, min_seconds: float) -> list[float]:
+    """Seconds of each of at least ``min_steps`` steps, for at least ``min_seconds``."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < MAX_STEPS and (len(times) < min_steps
+                                      or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        f.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
+    """Fill in each run's step time (ms, the median of its timed steps).
+
+    One measurement per shape and data, cached in this process. The rows of one data
+    key and precision are prepared once; its shapes are timed in ``ROUNDS`` interleaved
+    rounds after a warm-up, so a burst of other work on the machine touches them alike."""
+    from fcnet.bench import FloorStep
+    from fcnet.training.prepare import data_key
+
+    todo: dict[tuple, dict[tuple, FloorRun]] = {}
+    for r in floor.runs:
+        key = (r.shape, data_key(r.config))
+        if key not in _STEP_MS:
+            todo.setdefault((r.shape.backend, r.shape.dtype, key[1]), {})[key] = r
+    last = None
+    for (backend, _, _), shapes in sorted(todo.items(), key=lambda kv: kv[0][:2]):
+        if last is not None and backend != last:
+            time.sleep(SWITCH_GAP_S)
+        last = backend
+        first = next(iter(shapes.values()))
+        X = _rows(first.config, first.shape)
+        steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k)
+                 for key, r in shapes.items()}
+        times: dict[tuple, list[float]] = {key: [] for key in steps}
+        for f in steps.values():
+            for _ in range(3):
+                f.step()
+        for _ in range(ROUNDS):
+            for key, f in steps.items():
+                times[key] += _time_steps(f, MIN_STEPS // ROUNDS, MIN_SECONDS / ROUNDS)
+        for key, t in times.items():
+            _STEP_MS[key] = 1e3 * float(np.median(t))
+            if progress:
+                progress()
+        del X, steps
+    for r in floor.runs:
+        r.step_ms = _STEP_MS[(r.shape, data_key(r.config))]
+    return floor
+
+
+def study_floor(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
+                since: float | None = None, progress: Callable | None = None) -> StudyFloor:
+    """The study's floor on this machine, measured now (see the module docstring)."""
+    return measure(floor_runs(study, population=population, depth=depth, out=out, since=since),
+                   progress)
