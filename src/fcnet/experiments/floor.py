@@ -31,7 +31,7 @@ from fcnet.experiments import space
 from fcnet.experiments.plan import SweepSpec, plan
 
 MIN_STEPS = 15  # timed steps per shape, at least ...
-MIN_SECONDS = 0.3  # ... and at least this long, spread over
+MIN_SECONDS = 0.09  # ... and at least this long, spread over
 ROUNDS = 3  # interleaved rounds
 MAX_STEPS = 400  # a block's most steps
 SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
@@ -88,7 +88,9 @@ class StudyFloor:
         what = f"{len(self.runs)} trainings at the floor step"
         if self.reused:
             what += f"; {self.reused} runs reused, not counted"
-        return {"floor seconds": f"{self.seconds:.1f} ({what}: docs/bench.md)",
+        s = self.seconds
+        return {"floor seconds": (f"{s:.1f}" if s >= 10 else f"{s:.3f}")
+                + f" ({what}, measured now: docs/bench.md)",
                 "wall / floor": "n/a" if ratio is None else f"{ratio:.2f}"}
 
     def to_json(self) -> dict:

@@ -128,6 +128,13 @@ def run_study(study: Study, out: Path, *, workers: int = 1, storage: str | None 
     meta = {"study": study.source, "dataset": study.base.dataset, "path": study.base.path,
             "seeds": study.seeds, "runs": len(plan(spec)[1]), "workers": workers,
             "wall seconds": f"{elapsed:.0f}", "dtype": study.base.dtype, "optuna study": name}
+    # the header's floor: the trainings this invocation ran, at the floor step (docs/bench.md)
+    from fcnet.experiments.floor import study_floor
+
+    floor = study_floor(study, population=population, depth=depth, out=out,
+                        since=time.time() - elapsed)
+    results["floor_seconds"] = floor.seconds
+    meta.update(floor.header(elapsed))
     md, html = Report(f"{study.title} on {study.base.dataset}", sections, meta).write(out)
     results["report_md"], results["report_html"] = str(md), str(html)
     return results
