@@ -148,9 +148,13 @@ def test_torch_backend_builds_each_rule_with_its_settings():
 
 def test_estimator_parameters_and_constraints_come_from_the_registry():
     params = FCNetClassifier().get_params()
-    for name, s in SETTINGS.items():
-        assert params[name] == s.default, name
+    for name in SETTINGS:
+        assert params[name] is None, name  # the preset's value: RunConfig's, the rule's default
         assert name in FCNetClassifier._parameter_constraints, name
+    X0, y0 = np.random.RandomState(0).randn(10, 3), np.arange(10) % 2
+    config = FCNetClassifier(num_iters=1).fit(X0, y0).config_
+    for name, s in SETTINGS.items():
+        assert getattr(config, name) == s.default, name
     X, y = np.random.RandomState(0).randn(10, 3), np.arange(10) % 2
     with pytest.raises(FcnetError, match="'decay_rate' parameter"):
         FCNetClassifier(optimizer="rmsprop", decay_rate=1.5, num_iters=2).fit(X, y)

@@ -7,6 +7,7 @@ subtraction.  Any bad value fails before work starts, naming the field.
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -58,9 +58,10 @@ class RunConfig(BaseModel):
     # model
     backend: Literal["numpy", "torch"] = Field(
         "numpy", description="numpy (the exact engine) | torch (PyTorch, CPU or CUDA)")
-    hidden: list[int] = Field(default_factory=lambda: [50], description="hidden sizes, e.g. [100, 50]")
+    hidden: list[int] = Field(default_factory=lambda: [50], description="hidden sizes, e.g. [100, 50] ([] is softmax regression)")
     std: float = Field(1e-4, gt=0, description="init: weights ~ std * randn")
-    init: str = Field("normal", description="torch init: normal | normal:<std> | kaiming | default")
+    init: str = Field("normal", description="init: normal (std * randn) | normal:<std> | kaiming "
+                      "(sqrt(2 / fan_in) * randn) | default (torch's own)")
     dropout_keep: float = Field(1.0, gt=0, le=1, description="keep probability of inverted dropout")
     batchnorm: bool = Field(False, description="torch: BatchNorm after each hidden Linear")
     activation: Literal["relu", "gelu"] = Field("relu", description="torch: hidden nonlinearity")
@@ -88,6 +89,9 @@ class RunConfig(BaseModel):
     augment: bool = Field(False, description="torch: random crop and horizontal flip of images")
     iters: int | None = Field(1000, ge=1, description="training length in iterations")
     epochs: int | None = Field(None, ge=1, description="training length in epochs (overrides iters)")
+    time_budget: float | None = Field(
+        None, gt=0, description="torch: train about this long (seconds, or 90s, 15m, 1h): the "
+        "length in epochs, set from step times measured at the start, replaces epochs and iters")
     batch_size: int = Field(200, ge=1, description="minibatch size")
     sampling: Literal["replacement", "shuffle"] = Field(
         "replacement", description="minibatches drawn with replacement (the exercise) | shuffled epochs")
@@ -101,16 +105,6 @@ class RunConfig(BaseModel):
     keep_best: bool = Field(False, description="also keep the parameters of the best val epoch")
     tensorboard: bool = Field(True, description="write TensorBoard event files into the run's tb/")
 
-    @model_serializer(mode="wrap")
-    def _omit_late_defaults(self, handler):
-        # fields added after runs existed are left out at their defaults, so every
-        # existing run key and config.toml stays the same
-        out = handler(self)
-        for key, default in LATE_DEFAULTS.items():
-            if out.get(key) == default:
-                out.pop(key)
-        return out
-
     @field_validator("dataset")
     @classmethod
     def _dataset_known(cls, v: str) -> str:
@@ -120,18 +114,43 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _backend_defaults(cls, data: Any) -> Any:
-        # torch defaults to per-channel normalisation (PyTorch's CIFAR-10 recipes);
-        # the resolved value is what config.toml then records
-        if isinstance(data, dict) and data.get("backend") == "torch" \
-                and data.get("preprocess") is None:
-            data = {**data, "preprocess": "channel"}
+    def _profile(cls, data: Any) -> Any:
+        # fields not given take the named preset's values ('preset' is not kept:
+        # config.toml records every resolved field).  Without the key, torch runs
+        # take the 'general' profile and NumPy runs the field defaults (the
+        # exercise's); preset=None means the caller already applied one.
+        if isinstance(data, dict):
+            data = dict(data)
+            auto = "general" if data.get("backend") == "torch" else None
+            name = data.pop("preset", auto)
+            if name is not None:
+                from fcnet.presets import load_preset
+
+                try:
+                    data = {**load_preset(name), **data}
+                except FcnetError as err:
+                    raise ValueError(str(err)) from None
         return data
+
+    @field_validator("time_budget", mode="before")
+    @classmethod
+    def _budget_seconds(cls, v: Any, info) -> Any:
+        if info.data.get("backend") == "numpy" and v is not None:
+            raise ValueError("a time budget needs --backend torch")
+        if info.data.get("epochs") is not None and v is not None:
+            raise ValueError("sets the length in epochs: give epochs or time_budget, not both")
+        if isinstance(v, str):
+            units = {"s": 1, "m": 60, "h": 3600}
+            try:
+                return float(v[:-1]) * units[v[-1]] if v[-1:] in units else float(v)
+            except ValueError:
+                raise ValueError(f"expected seconds or a number with s, m or h, got {v!r}") from None
+        return v
 
     @field_validator("hidden")
     @classmethod
     def _hidden_positive(cls, v: list[int]) -> list[int]:
-        if not v or any(h <= 0 for h in v):
+        if any(h <= 0 for h in v):  # [] is softmax regression
             raise ValueError("every hidden size must be a positive integer")
         return v
 
@@ -167,9 +186,9 @@ class RunConfig(BaseModel):
                 value = getattr(self, key)
                 if value != default:
                     raise ValueError(f"{key}={value!r} needs --backend torch")
-            if self.init.split(":")[0] != "normal":
-                raise ValueError(f"init={self.init!r} needs --backend torch "
-                                 "(the NumPy engine draws std * randn)")
+            if self.init == "default":
+                raise ValueError("init='default' (torch's own) needs --backend torch "
+                                 "(the NumPy engine draws normal or kaiming weights)")
         return self
 
     # ----------------------------------------------------------------- helpers
@@ -182,13 +201,17 @@ class RunConfig(BaseModel):
         """The chosen update rule's own settings, e.g. {'momentum': 0.9}."""
         return {k: getattr(self, k) for k in rule(self.optimizer).settings}
 
+    def key(self) -> str:
+        """A short, stable name for the config: 12 hex digits of the sha256 of
+        the fields that differ from their defaults, so adding a field (at a
+        default that keeps old behaviour) leaves every existing key unchanged."""
+        dump = self.model_dump_json(exclude_defaults=True)
+        return hashlib.sha256(dump.encode()).hexdigest()[:12]
+
     def to_toml(self) -> str:
         """The config as TOML; None fields are left out (TOML has no null: absent
         means default)."""
         return tomli_w.dumps({k: v for k, v in self.model_dump().items() if v is not None})
-
-
-LATE_DEFAULTS = {"tensorboard": True, "zca_eps": 0.1, "ema": 0.0}
 
 
 def _one_line(err: ValidationError) -> str:

@@ -1,9 +1,9 @@
 """``FCNetClassifier``: the NumPy engine as a scikit-learn classifier.
 
-It wraps ``fcnet.MLP`` and ``fcnet.nn.solver.Solver`` unchanged, so a fit is
-exactly the exercise's training loop (minibatches drawn with replacement, an lr
-decay at iteration 0 and every max(N // B, 1) iterations), and the estimator
-drops into ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``.
+Its parameters resolve into one ``RunConfig`` (a preset under the values
+given), trained by the engine's one loop (``fcnet.nn.solver.Solver``), so a
+fit is exactly a NumPy run's training, and the estimator drops into
+``Pipeline``, ``GridSearchCV`` and ``cross_val_score``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,18 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from fcnet.config import RunConfig, make_config
 from fcnet.errors import FcnetError
-from fcnet.nn.solver import SAMPLING
-from fcnet.nn.model import DTYPES, MLP
-from fcnet.nn.optim import NUMPY_RULES, SETTINGS, Setting, rule
-from fcnet.nn.solver import Solver
+from fcnet.nn.model import DTYPES
+from fcnet.nn.optim import NUMPY_RULES, SETTINGS, Setting
+from fcnet.nn.solver import SAMPLING, Solver
+from fcnet.presets import available_presets
+from fcnet.training.run import build_model, hyper
 
 _SEED_MAX = np.iinfo(np.int32).max
+# the parameters that are RunConfig fields (under their own or _FIELDS' names)
+_SETTINGS = {"init", "std", "learning_rate", "learning_rate_decay", "reg", "num_iters",
+             "batch_size", "optimizer", *SETTINGS, "sampling", "dropout_keep", "dtype"}
 
 
 class EstimatorError(FcnetError, ValueError):
@@ -50,42 +55,53 @@ def _interval(s: Setting) -> Interval:
     return Interval(Real, left, right, closed=closed)
 
 
-class FCNetClassifier(ClassifierMixin, BaseEstimator):
-    """Fully-connected ReLU network with softmax output, trained by the exercise's SGD.
+# estimator parameter -> RunConfig field, where the names differ (scikit-learn's
+# and the course's spellings)
+_FIELDS = {"learning_rate": "lr", "learning_rate_decay": "decay", "num_iters": "iters"}
 
-    Defaults are the exercise's CIFAR-10 settings (study.md Q3: hidden 50, init std
-    1e-4, batch 200, decay 0.95, reg 0.25, 1,000 iterations) with lr 1e-3 (Table 2),
-    tuned for raw, mean-subtracted pixels.  Standardised features (e.g. after
-    ``StandardScaler``) want a larger ``std`` (about 1e-2) and ``learning_rate``.
+
+class FCNetClassifier(ClassifierMixin, BaseEstimator):
+    """Fully-connected ReLU network with softmax output, on fcnet's NumPy engine.
+
+    With no arguments it trains on any reasonably scaled data (standardised
+    features, or values in a few units), as ``MLPClassifier()`` does: the
+    ``general`` profile, Adam at lr 1e-3 with no decay, Kaiming init, reg 1e-4,
+    100 hidden units, 1,000 iterations of batch 200.  ``preset="exercise"``
+    gives the course's CIFAR-10 numbers instead (plain SGD, lr 1e-4 decayed 0.95
+    per epoch, std 1e-4, reg 0.25, 50 hidden units), for raw, mean-subtracted
+    pixels.  Every other parameter left at None takes the preset's value
+    (``fcnet.presets``, the same profiles as ``fcnet train --preset``).
 
     Parameters
     ----------
-    hidden : int or tuple of int, default (50,)
+    preset : {'general', 'exercise'} or another preset's name, default 'general'
+    hidden : int or tuple of int
         Hidden layer widths H_1, ..., H_{L-1}; ``()`` is softmax regression.
-    std : float, default 1e-4
-        Initial weights are ``std * randn``, biases 0.
-    learning_rate : float, default 1e-3
-    learning_rate_decay : float, default 0.95
+    init : {'normal', 'kaiming'}
+        Initial weights ``std * randn`` or ``sqrt(2 / fan_in) * randn``; biases 0.
+        Giving ``std`` alone means 'normal'.
+    std : float
+        The normal init's scale.
+    learning_rate : float
+    learning_rate_decay : float
         lr is multiplied by this once per epoch of max(N // batch_size, 1) iterations.
-    reg : float, default 0.25
+    reg : float
         L2 strength: loss + reg * sum(W ** 2) over weight matrices (no 1/2, no biases).
-    num_iters : int, default 1000
+    num_iters : int
         Minibatch steps (not epochs).
-    batch_size : int, default 200
+    batch_size : int
         Rows per step; larger than N is fine with ``sampling='replacement'``.
-    optimizer : {'sgd', 'momentum', 'adam', 'rmsprop'}, default 'sgd'
+    optimizer : {'sgd', 'momentum', 'adam', 'rmsprop'}
         A NumPy update rule of ``fcnet.nn.optim.RULES``.
     momentum, beta1, beta2, decay_rate, eps : float
         The update rules' settings, declared (defaults and bounds) by the rules
-        in ``fcnet.nn.optim``; each rule reads only its own: momentum (0.9) for
-        'momentum', beta1 (0.9), beta2 (0.999) and eps (1e-8) for 'adam',
-        decay_rate (0.99) and eps for 'rmsprop'.
-    sampling : {'replacement', 'shuffle'}, default 'replacement'
+        in ``fcnet.nn.optim``; each rule reads only its own.
+    sampling : {'replacement', 'shuffle'}
         The exercise's ``choice(N, B)`` per step, or shuffled epochs (the batch is
         then capped at N).
-    dropout_keep : float, default 1.0
+    dropout_keep : float
         Inverted-dropout keep probability on the hidden layers; 1 disables it.
-    dtype : {'float64', 'float32'}, default 'float64'
+    dtype : {'float64', 'float32'}
     validation_fraction : float, default 0.0
         Fraction of the training rows held out (at random) for ``val_acc_history_``;
         0 trains on every row and leaves that history empty.
@@ -102,40 +118,46 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         D, the number of input features.
     feature_names_in_ : ndarray (D,)
         Column names, when X was a DataFrame with string column names.
+    config_ : fcnet.config.RunConfig
+        The resolved settings of the fit.
     model_ : fcnet.MLP
         The trained network (``model_.params`` holds W1 (D, H_1), b1, ...).
     loss_history_ : list of float
-        Training loss of every iteration's minibatch (num_iters values).
+        Training loss of every iteration's minibatch.
     train_acc_history_, val_acc_history_, lr_history_ : list of float
         Per epoch: accuracy on the current batch, on the held-out rows (empty
-        without ``validation_fraction``), and the lr used during that epoch.
+        without ``validation_fraction``), and the lr of the epoch's first iteration.
     n_iter_ : int
         Iterations run.
     """
 
     def __init__(
         self,
-        hidden: int | Sequence[int] = (50,),
-        std: float = 1e-4,
-        learning_rate: float = 1e-3,
-        learning_rate_decay: float = 0.95,
-        reg: float = 0.25,
-        num_iters: int = 1000,
-        batch_size: int = 200,
-        optimizer: str = "sgd",
-        momentum: float = SETTINGS["momentum"].default,
-        beta1: float = SETTINGS["beta1"].default,
-        beta2: float = SETTINGS["beta2"].default,
-        decay_rate: float = SETTINGS["decay_rate"].default,
-        eps: float = SETTINGS["eps"].default,
-        sampling: str = "replacement",
-        dropout_keep: float = 1.0,
-        dtype: str = "float64",
+        preset: str = "general",
+        hidden: int | Sequence[int] | None = None,
+        init: str | None = None,
+        std: float | None = None,
+        learning_rate: float | None = None,
+        learning_rate_decay: float | None = None,
+        reg: float | None = None,
+        num_iters: int | None = None,
+        batch_size: int | None = None,
+        optimizer: str | None = None,
+        momentum: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        decay_rate: float | None = None,
+        eps: float | None = None,
+        sampling: str | None = None,
+        dropout_keep: float | None = None,
+        dtype: str | None = None,
         validation_fraction: float = 0.0,
         random_state=None,
         verbose: bool = False,
     ):
+        self.preset = preset
         self.hidden = hidden
+        self.init = init
         self.std = std
         self.learning_rate = learning_rate
         self.learning_rate_decay = learning_rate_decay
@@ -156,20 +178,23 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------ validation
-    # checked by scikit-learn before fit (an open end excludes inf; no Interval holds NaN)
+    # checked by scikit-learn before fit (an open end excludes inf; no Interval holds NaN);
+    # None: the preset's value
     _parameter_constraints: dict = {
-        "hidden": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "std": [Interval(Real, 0, None, closed="neither")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "learning_rate_decay": [Interval(Real, 0, None, closed="neither")],
-        "reg": [Interval(Real, 0, None, closed="left")],
-        "num_iters": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "optimizer": [StrOptions(set(NUMPY_RULES))],
-        **{name: [_interval(s)] for name, s in SETTINGS.items()},
-        "sampling": [StrOptions(set(SAMPLING))],
-        "dropout_keep": [Interval(Real, 0, 1, closed="right")],
-        "dtype": [StrOptions(set(DTYPES))],
+        "preset": [StrOptions(set(available_presets()))],
+        "hidden": ["array-like", Interval(Integral, 1, None, closed="left"), None],
+        "init": [StrOptions({"normal", "kaiming"}), None],
+        "std": [Interval(Real, 0, None, closed="neither"), None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
+        "learning_rate_decay": [Interval(Real, 0, 1, closed="right"), None],
+        "reg": [Interval(Real, 0, None, closed="left"), None],
+        "num_iters": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "optimizer": [StrOptions(set(NUMPY_RULES)), None],
+        **{name: [_interval(s), None] for name, s in SETTINGS.items()},
+        "sampling": [StrOptions(set(SAMPLING)), None],
+        "dropout_keep": [Interval(Real, 0, 1, closed="right"), None],
+        "dtype": [StrOptions(set(DTYPES)), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -182,22 +207,32 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         except InvalidParameterError as err:
             raise ParameterError(str(err)) from None
 
-    def _hidden_sizes(self) -> list[int]:
-        """hidden as a list of positive widths (an int means one hidden layer)."""
-        h = self.hidden
-        sizes = [h] if isinstance(h, Integral) else list(h)
-        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
-            raise ParameterError(
-                "The 'hidden' parameter of FCNetClassifier must be a positive int or a "
-                f"sequence of them. Got {h!r} instead."
-            )
-        return [int(s) for s in sizes]
+    def _config(self) -> RunConfig:
+        """The fit's settings as one RunConfig: the preset under the parameters given."""
+        values = {_FIELDS.get(name, name): v for name, v in self.get_params().items()
+                  if name in _SETTINGS and v is not None}
+        if self.hidden is not None:
+            h = self.hidden
+            sizes = [h] if isinstance(h, Integral) else list(h)
+            if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0
+                       for s in sizes):
+                raise ParameterError(
+                    "The 'hidden' parameter of FCNetClassifier must be a positive int or a "
+                    f"sequence of them. Got {h!r} instead.")
+            values["hidden"] = [int(s) for s in sizes]
+        if self.std is not None and self.init is None:
+            values["init"] = "normal"  # a scale given means the normal init it scales
+        try:
+            return make_config({**values, "dataset": "digits", "preset": self.preset,
+                                "epochs": None, "tensorboard": False})
+        except FcnetError as err:
+            raise EstimatorError(f"FCNetClassifier: {err}") from None
 
     # -------------------------------------------------------------- training
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> FCNetClassifier:
         """Train a fresh network on X (N, D) and labels y (N,) of any hashable type."""
-        hidden = self._hidden_sizes()
+        config = self._config()
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         encoder = LabelEncoder()
@@ -208,30 +243,20 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         rs = check_random_state(self.random_state)
         init_seed, solver_seed, split_seed = (int(s) for s in rs.randint(_SEED_MAX, size=3))
         X_tr, y_tr, X_val, y_val = self._split(X, y_idx, split_seed)
-        batch = self.batch_size
-        if self.sampling == "shuffle":
-            batch = min(batch, X_tr.shape[0])  # a shuffled epoch has only N rows
-
-        model = MLP(
-            X.shape[1], hidden, len(self.classes_), std=self.std,
-            dropout_keep=self.dropout_keep, seed=init_seed, dtype=self.dtype,
-        )
-        solver = Solver(
-            model, X_tr, y_tr, X_val, y_val,
-            learning_rate=self.learning_rate, learning_rate_decay=self.learning_rate_decay,
-            reg=self.reg, num_iters=self.num_iters, batch_size=batch, verbose=self.verbose,
-            seed=solver_seed, optimizer=self.optimizer,
-            optim_config={k: getattr(self, k) for k in rule(self.optimizer).settings},
-            sampling=self.sampling,
-        )
+        if config.sampling == "shuffle":
+            config = config.model_copy(update={"batch_size": min(config.batch_size, len(X_tr))})
+        model = build_model(config.model_copy(update={"seed": init_seed}), X.shape[1],
+                            len(self.classes_))
+        hp = hyper([config.model_copy(update={"seed": solver_seed})], len(X_tr))
+        solver = Solver(model, X_tr, y_tr, X_val, y_val, hp, verbose=self.verbose)
         solver.run()
-        if solver.diverged_at is not None:
+        if solver.diverged_at[0] is not None:
             raise EstimatorError(
-                f"FCNetClassifier: training diverged at iteration {solver.diverged_at} "
+                f"FCNetClassifier: training diverged at iteration {solver.diverged_at[0]} "
                 f"(loss {solver.loss_history[-1]}); lower learning_rate "
-                f"(got {self.learning_rate}) or std (got {self.std})"
+                f"(got {config.lr}) or the init scale (init {config.init!r}, std {config.std})"
             )
-        self.model_ = model
+        self.config_, self.model_ = config, model
         self.loss_history_ = list(solver.loss_history)
         self.train_acc_history_ = list(solver.train_acc_history)
         self.val_acc_history_ = list(solver.val_acc_history) if self.validation_fraction else []

@@ -25,7 +25,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """--config, --preset and one flag per RunConfig field (default: not given)."""
     g = parser.add_argument_group("run config (flags override --config, which overrides --preset)")
     g.add_argument("--config", metavar="TOML", help="read the run config from a TOML file")
-    g.add_argument("--preset", metavar="NAME", help="start from a named preset (best-cpu, best-gpu)")
+    g.add_argument("--preset", metavar="NAME",
+                   help="start from a named preset: exercise (the course's numbers, NumPy's "
+                   "default), general (Adam, Kaiming init: --backend torch's default), "
+                   "best-cpu, best-gpu")
     for name, field in RunConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
@@ -39,6 +42,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["choices"] = list(args)
         elif name == "hidden":
             kwargs.update(type=_int_list, metavar="H1,H2")
+        elif name == "time_budget":
+            kwargs.update(type=str, metavar="15m")  # the config reads the unit
         elif int in args or ann is int:
             kwargs.update(type=int, metavar="N")
         elif float in args or ann is float:
@@ -55,6 +60,7 @@ def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> Run
         from fcnet.presets import load_preset
 
         values.update(load_preset(args.preset))
+        values["preset"] = None  # applied: no profile underneath (torch's 'general' included)
     if getattr(args, "config", None):
         values.update(read_toml(args.config))
     flags = {name: getattr(args, name, None) for name in RunConfig.model_fields}
@@ -62,6 +68,10 @@ def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> Run
         values.pop("iters", None)
     if flags.get("iters") is not None and flags.get("epochs") is None:
         values["epochs"] = None  # --iters on the command line beats epochs from a file
+    if (flags.get("iters") or flags.get("epochs")) and flags.get("time_budget") is None:
+        values.pop("time_budget", None)  # and a time budget from a file or preset
+    if flags.get("time_budget") is not None:
+        values.pop("epochs", None)
     values.update(extra or {})
     return make_config(values, **flags)
 

@@ -19,7 +19,6 @@ Search (``--param FIELD=SPEC``), for random or TPE search:
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
 import json
 import math
@@ -34,9 +33,9 @@ FIELDS = RunConfig.model_fields
 
 
 def run_key(config: RunConfig) -> str:
-    """A short, stable name for a config: the first 12 hex digits of the sha256 of
-    its canonical JSON. Identical configs share one run directory and run once."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:12]
+    """A short, stable name for a config (``RunConfig.key``): identical configs
+    share one run directory and run once."""
+    return config.key()
 
 
 def check_field(name: str, where: str) -> str:

@@ -22,6 +22,7 @@ from fcnet.nn.fpenv import flush_denormals
 from fcnet.nn.model import MLP
 from fcnet.nn.solver import Hyper, Solver
 from fcnet.training import rundir
+from fcnet.training.memory import check_fits
 from fcnet.training.prepare import Prepared, prepare
 from fcnet.training.rundir import read_run_config
 from fcnet.training.tensorboard import RunLogger, weight_matrices
@@ -52,6 +53,7 @@ def checkpoint_name(config: RunConfig) -> str:
     return CHECKPOINT
 
 
+@rundir.one_writer  # one process writes a run directory at a time (filelock)
 def train_run(
     config: RunConfig,
     run_dir: Path,
@@ -93,6 +95,7 @@ def train_run(
                     f"resuming from the last intact checkpoint ({ckpt})" if resume
                     else "training again from the start"))
     prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
+    check_fits(config, *prepared.X_train.shape, len(prepared.classes))  # before allocating
     if config.backend == "torch":
         from fcnet.training.torch_run import train_torch
 
@@ -112,7 +115,7 @@ def blas_threads(config: RunConfig, prepared: Prepared):
 
     from threadpoolctl import threadpool_limits
 
-    flops = config.batch_size * prepared.X_train.shape[1] * max(config.hidden)
+    flops = config.batch_size * prepared.X_train.shape[1] * max(config.hidden, default=10)
     return threadpool_limits(1, user_api="blas") if flops < 4_000_000 else nullcontext()
 
 
