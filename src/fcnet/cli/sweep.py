@@ -61,6 +61,10 @@ def register(sub) -> None:
                    help="number of search trials in total (default 20)")
     g.add_argument("--search-seed", type=int, metavar="N",
                    help="seed of the search's sampler (default 0)")
+    g.add_argument("--seeds", type=int, metavar="N",
+                   help="train each trial's config with N seeds (its seed, then the next "
+                   "N-1): the trial's value is their mean; each seed's value and the 95%% "
+                   "interval are the trial's user attributes seed_values and seed_ci")
     g = p.add_argument_group("where and how")
     g.add_argument("--dir", metavar="SWEEP_DIR",
                    help="the sweep's directory: storage (sweep.db), runs/<key>/, results.*")
@@ -130,7 +134,7 @@ def build_spec(args):
     return SweepSpec(base, grid=grid, points=points, search=method, params=params,
                      trials=args.trials or search.get("trials") or 20,
                      seed=args.search_seed if args.search_seed is not None else
-                     (search.get("seed") or 0))
+                     (search.get("seed") or 0), seeds=1 if args.seeds is None else args.seeds)
 
 
 def dashboard(args) -> int:

@@ -15,18 +15,37 @@ claim as a whole errs at most 5% of the time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.stats import LEVEL, Cell, difference, sampling_ci
 
+DEFAULT_MARGIN = {"better": 0.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
 SUPPORTED, NOISE, CONTRADICTED, UNTESTED = ("supported", "within noise", "contradicted",
                                             "not tested")
 
 
 # ------------------------------------------------------------------------- cells by name
+@dataclass
+class Claim:
+    """One claim of the source: a comparison of cells of one table (fcnet.experiments.claims)."""
+
+    id: str
+    text: str
+    table: str
+    kind: str
+    a: dict | None = None
+    b: list[dict] | None = None  # None: every other row of a's column
+    margin: float = 0.0
+    along: str | None = None
+    up_to: Any = None
+    at: dict = field(default_factory=dict)
+    value: float | None = None
+    dataset: str | None = None
+
+
 @dataclass
 class Axes:
     """A table's axes as claims see them: names, values (to select) and labels (to show)."""
@@ -105,8 +124,6 @@ def select(axes: Axes, sel: dict, where: str, partial: bool = False) -> tuple[in
 def resolve(spec, k: int, tables: dict[str, Axes]):
     """A validated ClaimSpec -> Claim with cells as (row, column) indices; FcnetError for a
     table or cell that does not exist."""
-    from fcnet.experiments.studyfile import DEFAULT_MARGIN, Claim
-
     where = f"claim {spec.id!r}" if spec.id else f"claim[{k}]"
     if spec.table not in tables:
         raise FcnetError(f"{where}: no table {spec.table!r} (the study's tables: "

@@ -36,8 +36,11 @@ class SweepSpec:
     params: dict[str, SearchParam] = field(default_factory=dict)
     trials: int = 20
     seed: int = 0
+    seeds: int = 1  # each trial trains its config with this many seeds (its value: the mean)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.seeds <= 100:
+            raise FcnetError(f"--seeds must be between 1 and 100, got {self.seeds}")
         if self.search is not None:
             if self.search not in SEARCHES:
                 raise FcnetError(f"--search: expected one of {', '.join(SEARCHES)}, "
@@ -69,15 +72,19 @@ class SweepSpec:
                      params={n: p.describe() for n, p in self.params.items()})
         else:
             d.update(grid=self.grid, points=self.points)
+        if self.seeds > 1:  # absent at 1, so one-seed sweeps keep their identity
+            d["seeds"] = self.seeds
         return d
 
     @classmethod
     def from_identity(cls, d: dict, trials: int = 20) -> SweepSpec:
         base = make_config(d["base"])
+        seeds = int(d.get("seeds", 1))
         if d.get("search"):
             params = space.parse_params([f"{n}={t}" for n, t in d["params"].items()])
-            return cls(base, search=d["search"], params=params, trials=trials, seed=d["seed"])
-        return cls(base, grid=d.get("grid", {}), points=d.get("points", []))
+            return cls(base, search=d["search"], params=params, trials=trials, seed=d["seed"],
+                       seeds=seeds)
+        return cls(base, grid=d.get("grid", {}), points=d.get("points", []), seeds=seeds)
 
     def varied(self) -> list[str]:
         """The fields this sweep varies, in order (its table's columns)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -33,7 +33,8 @@ from pydantic import (
 
 from fcnet.config import RunConfig, make_config
 from fcnet.errors import FcnetError
-from fcnet.experiments import space
+from fcnet.experiments import claims, space
+from fcnet.experiments.claims import Claim
 
 MAX_SEEDS = 100
 MAX_RUNS = 20_000  # runs one study may ask for (cells x seeds)
@@ -93,24 +94,6 @@ class StudyTable:
         rows = self.axes[0][1]
         cols = self.axes[1][1] if len(self.axes) > 1 else [(None, {})]
         return [[{**r, **c} for _, c in cols] for _, r in rows]
-
-
-@dataclass
-class Claim:
-    """One claim of the source: a comparison of cells of one table (fcnet.experiments.claims)."""
-
-    id: str
-    text: str
-    table: str
-    kind: str
-    a: dict | None = None
-    b: list[dict] | None = None  # None: every other row of a's column
-    margin: float = 0.0
-    along: str | None = None
-    up_to: Any = None
-    at: dict = field(default_factory=dict)
-    value: float | None = None
-    dataset: str | None = None
 
 
 # ------------------------------------------------------------------------- tables
@@ -299,9 +282,6 @@ class ClaimSpec(_Model):
         return self
 
 
-DEFAULT_MARGIN = {"better": 0.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
-
-
 # ------------------------------------------------------------------------- the file
 class StudyFile(_Model):
     title: Text | None = None
@@ -373,8 +353,6 @@ class StudyFile(_Model):
         return self
 
     def _resolve_claims(self) -> list[Claim]:
-        from fcnet.experiments import claims
-
         axes = {t._built.id: claims.table_axes(t._built) for t in self.table}
         for name in ("depth", "chosen"):
             if name in axes:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fcnet.errors import FcnetError
-from fcnet.experiments import space
+from fcnet.experiments import seeds, space
 from fcnet.experiments.space import run_key
 
 ATTEMPTS = "sweep-attempts.jsonl"  # one line when a trial starts in a run dir, one when it ends
@@ -120,7 +120,8 @@ def _train(jobs, configs, run_dirs, figures) -> list[tuple[bool, dict]]:
 # ------------------------------------------------------------------ a trial's life
 POLL_S = 1.0  # how often a worker waiting on other processes' trials looks again
 RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
-               "samples_per_second", "iterations", "diverged_at", "trained")
+               "samples_per_second", "iterations", "diverged_at", "trained", "seeds",
+               "seed_values", "seed_ci")
 
 
 def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
@@ -184,7 +185,7 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
                      "config": t.user_attrs["config"], "eval_at": list(
                          t.user_attrs.get("eval_at") or []),
                      "run_dir": str(runs_dir / t.user_attrs["key"])} for t in task]
-            results = run_task(jobs, figures)
+            results = seeds.run_trials(jobs, spec.seeds, lambda js: run_task(js, figures))
             for trial, result in zip(task, results, strict=True):
                 tell(trial, *_outcome(st, trial, result))
             if on_tell:

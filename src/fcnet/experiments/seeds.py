@@ -1,0 +1,75 @@
+"""Seeds as a sweep axis: a trial of ``fcnet sweep --seeds N`` trains its config with N
+seeds (the config's own, then the next N - 1) and its Optuna value is their mean.
+
+The seeds' runs are ordinary run directories (``runs/<key>``, the first seed's being the
+trial's own), so adding seeds to a finished sweep trains only the new ones, and a trial
+killed mid-way reuses every finished seed. ``run_trials`` hands all seeds of a task's trials
+to one ``run_task`` call, so the engine may train them as one population.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from fcnet.experiments import stats
+from fcnet.experiments.space import run_key
+
+
+def expand(job: dict, seeds: int) -> list[dict]:
+    """A trial's job -> one job per seed (the first is the job itself)."""
+    from fcnet.config import RunConfig
+
+    config = RunConfig.model_validate_json(job["config"])
+    out = [job]
+    for s in range(1, seeds):
+        c = config.model_copy(update={"seed": config.seed + s})
+        key = run_key(c)
+        out.append({**job, "key": key, "config": c.model_dump_json(),
+                    "run_dir": str(Path(job["run_dir"]).parent / key)})
+    return out
+
+
+def combine(job: dict, results: list[dict]) -> dict:
+    """The seeds' results -> the trial's: an error if any seed failed, else a summary whose
+    ``final_val_acc`` (the Optuna value) and ``val_acc_at`` are the means over seeds, with
+    ``seed_values`` (each seed's final accuracy) and ``seed_ci`` (the 95% t-interval)."""
+    for r in results:
+        if "error" in r:
+            return {**job, **{k: r[k] for k in ("error", "kind", "traceback") if k in r}}
+    sums = [r["summary"] for r in results]
+
+    def mean(values: list) -> float | None:
+        xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+        return sum(xs) / len(xs) if xs else None
+
+    finals = [s.get("final_val_acc") for s in sums]
+    ok = [float(v) for v in finals if v is not None and math.isfinite(v)]
+    _, lo, hi = stats.mean_ci(ok) if ok else (None, None, None)
+    at = sums[0].get("val_acc_at") or {}
+    status = next((s.get("status") for s in sums if s.get("status") != "completed"),
+                  sums[0].get("status"))
+    summary = {**sums[0], "status": status, "final_val_acc": mean(finals),
+               "best_val_acc": mean([s.get("best_val_acc") for s in sums]),
+               "val_acc_at": {it: mean([(s.get("val_acc_at") or {}).get(it) for s in sums])
+                              for it in at},
+               "train_seconds": sum(s.get("train_seconds") or 0.0 for s in sums),
+               "trained": any(s.get("trained") for s in sums),
+               "seeds": len(sums), "seed_values": finals, "seed_ci": [lo, hi]}
+    return {**job, "summary": summary}
+
+
+def run_trials(jobs: list[dict], seeds: int, run: Callable[[list[dict]], list[dict]]
+               ) -> list[dict]:
+    """Train a task's trials with ``seeds`` seeds each through ``run`` (worker.run_task);
+    one result per trial, in order."""
+    if seeds <= 1:
+        return run(jobs)
+    groups = [expand(j, seeds) for j in jobs]
+    flat = run([j for g in groups for j in g])
+    out, k = [], 0
+    for job, g in zip(jobs, groups, strict=True):
+        out.append(combine(job, flat[k:k + len(g)]))
+        k += len(g)
+    return out
