@@ -19,7 +19,7 @@ from fcnet.grade.submissions import collect
 FCNET_OWN = "from fcnet import TwoLayerNet  # fcnet's own net, handed in as a student file\n"
 
 
-def test_zip_folder_and_fcnets_own_net_all_score_100(tmp_path, capsys):
+def test_zip_and_folder_score_100_and_fcnets_own_net_is_flagged(tmp_path, capsys):
     with zipfile.ZipFile(tmp_path / "carol.zip", "w") as zf:
         zf.writestr("carol/two_layernet.py", GOOD)
         zf.writestr("carol/notes.txt", "helper files travel along")
@@ -31,10 +31,11 @@ def test_zip_folder_and_fcnets_own_net_all_score_100(tmp_path, capsys):
                "--out", str(out), "--jobs", "2", "--quiet"])
     assert rc == 0
     grades = {g["submission"]: g["score"] for g in json.loads((out / "grades.json").read_text())}
-    assert grades == {"carol": 100.0, "dave": 100.0, "fcnet_own": 100.0}
+    assert grades == {"carol": 100.0, "dave": 100.0, "fcnet_own": 0.0}
     printed = capsys.readouterr().out
     assert printed.startswith("submission  score  passed  failed")
-    assert re.search(r"^fcnet_own +100\.0 +10/10  -$", printed, re.M)
+    assert re.search(r"^carol +100\.0 +12/12  -$", printed, re.M)
+    assert re.search(r"^fcnet_own +0\.0 .*own_code", printed, re.M)
 
 
 def test_a_folder_of_submissions_grades_each_and_flags_a_bad_entry(tmp_path):
@@ -104,15 +105,12 @@ def test_a_rubric_overrides_points_and_thresholds(tmp_path):
         load_rubric(tmp_path / "none.toml")
 
 
-def _cls(src: str, tmp_path):
-    path = tmp_path / "two_layernet.py"
-    path.write_text(src)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"sub_{abs(hash(src))}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.TwoLayerNet
+def _folder(src: str, tmp_path, **helpers: str):
+    """A submission's folder: two_layernet.py and helper modules (read, never imported)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name, text in {"two_layernet": src, **helpers}.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    return tmp_path
 
 
 def test_static_check_flags_loops_over_samples_units_and_classes(tmp_path):
@@ -124,10 +122,11 @@ def test_static_check_flags_loops_over_samples_units_and_classes(tmp_path):
                        "        self._units()\n")
     src += ("\n    def _units(self):\n        j = 0\n"
             "        while j < self.params['W1'].shape[1]:\n            j += 1\n")
-    found = [f.code for f in find_loops(_cls(src, tmp_path))]
+    found = [f.code for f in find_loops(_folder(src, tmp_path))]
     assert found == ["for row in X:", "_ = [c for c in range(C)]",
                      "while j < self.params['W1'].shape[1]:"]
-    assert [f.code for f in find_loops(_cls(LOOPED, tmp_path))] == ["for i in range(N):"]
+    assert [(f.code, f.part) for f in find_loops(_folder(LOOPED, tmp_path))] == [("for i in range(N):",
+                                                                                 "forward")]
 
 
 def test_static_check_allows_loops_over_parameters_and_layers(tmp_path):
@@ -137,7 +136,26 @@ def test_static_check_allows_loops_over_parameters_and_layers(tmp_path):
                        "        for name in ('W1', 'W2'):\n            pass\n"
                        "        l2 = sum(np.sum(W * W) for W in (self.params['W1'], self.params['W2']))\n"
                        "        for i in range(1, 3):\n            pass\n")
-    assert find_loops(_cls(src, tmp_path)) == []
-    from fcnet.nn.model import TwoLayerNet
+    assert find_loops(_folder(src, tmp_path)) == []
 
-    assert find_loops(TwoLayerNet) == []
+
+def test_static_check_splits_the_backward_pass_from_the_forward_pass_and_loss(tmp_path):
+    """A loop only the gradients need is the backward pass's; one the loss depends on is Q1c's,
+    whether it sits in loss itself, in a method or in a helper module."""
+    onehot_for_grads = GOOD.replace("        dz3 = a3.copy()\n        dz3[np.arange(N), y] -= 1\n",
+                                    "        onehot = np.zeros_like(a3)\n        for i in range(N):\n"
+                                    "            onehot[i, y[i]] = 1\n        dz3 = a3 - onehot\n")
+    found = find_loops(_folder(onehot_for_grads, tmp_path / "a"))
+    assert [(f.code, f.part) for f in found] == [("for i in range(N):", "backward")]
+    onehot_for_loss = GOOD.replace(
+        "        loss = -np.log(a3[np.arange(N), y]).mean()",
+        "        onehot = np.zeros_like(a3)\n        for i in range(N):\n            onehot[i, y[i]] = 1\n"
+        "        loss = -np.sum(onehot * np.log(a3)) / N")
+    found = find_loops(_folder(onehot_for_loss, tmp_path / "b"))
+    assert [(f.code, f.part) for f in found] == [("for i in range(N):", "forward")]
+    helper = GOOD.replace("import numpy as np\n", "import numpy as np\nfrom helpers import backward\n", 1)
+    helper = helper.replace("        grads = {\"W2\"",
+                            "        grads = backward(dz3, N)\n        grads = {\"W2\"")
+    found = find_loops(_folder(helper, tmp_path / "c", helpers="def backward(d, n):\n"
+                               "    for i in range(n):\n        d[i] = d[i]\n    return {}\n"))
+    assert [(f.file, f.code, f.part) for f in found] == [("helpers.py", "for i in range(n):", "backward")]

@@ -1,6 +1,6 @@
 """A corpus of student submissions of the course's exercise, for `fcnet grade`'s tests.
 
-Each is the course's template (``template.py``, cs231n's two_layer_net with its six
+Each is the course's template (``template.txt``, cs231n's two_layer_net with its six
 TODO blocks) filled in the way students fill it: correct ones in several styles,
 and the patterns teachers meet (an untouched template, a hard-coded reg, a loss
 without gradients, loops in the backward pass, fcnet handed in, a submission that
@@ -14,7 +14,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-TEMPLATE = (Path(__file__).with_name("template.py")).read_text()
+TEMPLATE = (Path(__file__).with_name("template.txt")).read_text()
 END = "END OF YOUR CODE"
 
 
@@ -26,7 +26,8 @@ def fill(forward: str, loss: str, backward: str, batch: str, update: str, predic
     assert len(chunks) == 7, len(chunks)
     out = chunks[0]
     for (code, indent), rest in zip(parts, chunks[1:]):
-        block = textwrap.indent(textwrap.dedent(code).strip("\n"), " " * indent) + "\n" if code.strip() else ""
+        block = textwrap.indent(textwrap.dedent(code).strip("\n"), " " * indent) + "\n"
+        block = block if code.strip() else ""
         # the END banner line starts with '#...#   ' : put the code before that line
         before, banner = out.rsplit("\n", 1)
         before, rule = before.rsplit("\n", 1)

@@ -88,12 +88,12 @@ def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: 
     from fcnet.report import plots
     from fcnet.report.render import Figure, Report, Section, Table
 
-    rows = [[c.name, BY_NAME[c.name].question, "pass" if c.passed else "FAIL", fmt(c.value),
+    rows = [[c.name, "pass" if c.passed else "FAIL", fmt(c.value),
              *_rule(c.name, c.threshold), f"{c.points:g}", c.message] for c in g.checks]
     sections = [Section("Checks", f"Score **{g.score:.1f}** / 100; {len(g.failed)} of {len(g.checks)} "
                         "checks failed.  [All submissions](../../report.html)",
                         tables=[Table("Checks, their values and thresholds",
-                                      ["check", "study.md", "result", "value", "rule", "threshold", "points",
+                                      ["check", "result", "value", "rule", "threshold", "points",
                                        "message"], rows)])]
     shared = _shared(g, pairs, slugs)
     if shared is not None:
@@ -139,7 +139,7 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pair
     for n in order:
         reasons = Counter(c.message for g in grades for c in g.checks if c.name == n and not c.passed)
         c0 = grades[0].checks[names.index(n)]
-        check_rows.append([n, BY_NAME[n].question, f"{c0.points:g}", *_rule(n, c0.threshold),
+        check_rows.append([n, f"{c0.points:g}", *_rule(n, c0.threshold),
                            len(grades) - fails[n], fails[n],
                            reasons.most_common(1)[0][0] if reasons else "-"])
     scores = sorted(g.score for g in grades)
@@ -150,7 +150,7 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pair
         Section("Checks", "Most failed first; the most common reason is the failure message most "
                 "submissions share.",
                 tables=[Table("Checks (docs/grade.md says what each measures)",
-                              ["check", "study.md", "points", "rule", "threshold", "passed", "failed",
+                              ["check", "points", "rule", "threshold", "passed", "failed",
                                "most common reason"], check_rows)],
                 figures=[Figure(most, "Submissions failing each check")]),
     ]

@@ -68,7 +68,6 @@ class Plan:
     regs: tuple[float, float]  # the random case's regs
     init_rand: dict  # {"dims", "std", "seed"}: the random init check
     y_test: np.ndarray | None = None
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # the timing inputs, kept to judge
     steps: dict[str, list[dict]] = field(default_factory=dict)
 
     def for_child(self, names: list[str]) -> list[dict]:
@@ -98,8 +97,7 @@ def make_plan(dataset: str, data: Path, seed: int | None = None) -> Plan:
     for k, v in arrays.items():
         np.save(data / f"{k}.npy", np.ascontiguousarray(v))
         (data / f"{k}.npy").chmod(0o644)
-    plan = Plan(seed, dataset, toy, rand, regs, init_rand,
-                arrays={k: arrays[k] for k in ("time_X", "time_y")})
+    plan = Plan(seed, dataset, toy, rand, regs, init_rand)
     s = TRAINING[dataset]
     loss_steps = [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]),
                   rand.step("loss", reg=regs[1])]

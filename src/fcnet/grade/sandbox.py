@@ -216,8 +216,8 @@ class Sandbox:
         if self.mode == "bwrap":
             cfg.update(src="/tmp/submission", work="/tmp/work", data="/tmp/data" if data else None)
             home, runner = "/tmp/work", "/tmp/runner"
-            argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                    "--size", str(limits.tmpfs_mb * (1 << 20)), "--tmpfs", "/tmp"]
+            argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev",
+                    "--proc", "/proc", "--size", str(limits.tmpfs_mb * (1 << 20)), "--tmpfs", "/tmp"]
             for path in _hidden_by_tmp():  # a venv under /tmp: the interpreter must stay visible
                 argv += ["--ro-bind", path, path]
             argv += ["--tmpfs", str(Path(fcnet.__file__).resolve().parent)]  # fcnet is not importable
@@ -295,7 +295,8 @@ class Sandbox:
 def _bwrap_failure(probe_output: str) -> str:
     """Why the bubblewrap sandbox did not start: bwrap's own words."""
     try:
-        r = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"],
+        r = subprocess.run([shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--unshare-all",
+                            "--die-with-parent", "true"],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
         bare = (r.returncode, (r.stderr or r.stdout).strip())
     except (OSError, subprocess.TimeoutExpired) as err:
