@@ -148,7 +148,8 @@ WAIT_NOTICE_S = 2.0  # how long a second writer waits quietly before saying why
 
 
 def lock_path(run_dir: Path) -> Path:
-    """``runs/.<name>.lock``: beside the run, so a refused run leaves no folder behind."""
+    """``runs/.<name>.lock``: beside the run, so a refused run leaves no folder behind
+    (and removed when the writer is done)."""
     run_dir = Path(run_dir)
     return run_dir.parent / f".{run_dir.name}.lock"
 
@@ -191,7 +192,21 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
         _refuse_other(run_dir, config)  # the other process may have written another config
         yield
     finally:
+        if lock.lock_counter == 1:  # the outermost hold: leave no lock file behind (a
+            path.unlink(missing_ok=True)  # waiter on the unlinked file takes a new one)
         lock.release()
+
+
+def one_writer(train):
+    """Decorate ``train(config, run_dir, ...)`` to run under ``locked(run_dir, config)``."""
+    import functools
+
+    @functools.wraps(train)
+    def locked_train(config: RunConfig, run_dir: Path, *args, **kwargs):
+        with locked(Path(run_dir), config):
+            return train(config, run_dir, *args, **kwargs)
+
+    return locked_train
 
 
 def _refuse_other(run_dir: Path, config: RunConfig) -> None:
