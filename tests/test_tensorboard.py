@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +124,16 @@ def test_no_tensorboard_flag_writes_nothing(tmp_path):
 def test_without_the_writer_nothing_is_written_and_nothing_fails(tmp_path, monkeypatch):
     real_import = builtins.__import__
 
+    blocked = ("tensorboard", "tensorboardX", "torch.utils.tensorboard")
+
     def no_tensorboard(name, *args, **kwargs):
-        if name == "tensorboard" or name.startswith("tensorboard."):
+        if any(name == b or name.startswith(b + ".") for b in blocked):
             raise ImportError(f"No module named {name!r}")
         return real_import(name, *args, **kwargs)
 
+    for name in [m for m in sys.modules if any(m == b or m.startswith(b + ".")
+                                                for b in blocked)]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     summary = train_run(digits(), tmp_path / "run", figures=False)
     assert summary["status"] == "completed"
@@ -149,22 +155,39 @@ def test_a_resumed_run_supersedes_the_events_past_its_restart(tmp_path):
 
 
 def test_the_switch_keeps_existing_run_keys_and_round_trips():
-    assert "tensorboard" not in RunConfig().model_dump()  # on: every run key stays as it was
+    # on (the default) is left out of the key: every run key stays as it was
+    assert "tensorboard" not in RunConfig().model_dump_json(exclude_defaults=True)
+    assert RunConfig(tensorboard=True).key() == RunConfig().key() != RunConfig(
+        tensorboard=False).key()
     off = RunConfig(tensorboard=False)
     assert RunConfig.model_validate_json(off.model_dump_json()).tensorboard is False
     assert "tensorboard = false" in off.to_toml()
 
 
-def test_the_fast_checksum_is_tensorboards_own():
-    pytest.importorskip("google_crc32c", reason="google-crc32c (extra 'tensorboard') is optional")
-    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+def test_a_long_run_writes_about_scalar_points_loss_and_epoch_points(tmp_path):
+    """Each event costs ~50 us through the writer: a 3,000-iteration run writes the loss
+    at every 30th iteration and the last (loss.csv keeps every one), and epoch records
+    at least 30 iterations apart, the first and the last."""
+    from fcnet.training.tensorboard import SCALAR_POINTS
 
-    from fcnet.training.tensorboard import _masked_crc32c
-
-    rng = np.random.RandomState(0)
-    for n in (0, 1, 12, 1000):
-        data = rng.bytes(n)
-        assert _masked_crc32c(data) == masked_crc32c(data)
+    n = 3000
+    loss = np.random.RandomState(0).rand(n)
+    tb = RunLogger.open(tmp_path, total_steps=n)
+    steps = list(range(0, n, 7))  # epochs of 7 iterations
+    for i, step in enumerate(steps):
+        end = steps[i + 1] if i + 1 < len(steps) else n
+        tb.losses(step, list(loss[step:end]))
+        tb.epoch(step, 0.1 * i, 0.2 * i, 1e-3, last=i == len(steps) - 1)
+    tb.finish({"lr": 1e-3}, {"status": "completed", "iterations": n, "final_val_acc": 0.5})
+    acc = events(tmp_path)
+    got = acc.Scalars("loss")
+    want = [*range(0, n, n // SCALAR_POINTS), n - 1]
+    assert [e.step for e in got] == want
+    np.testing.assert_allclose([e.value for e in got], loss[want], rtol=1e-6)
+    epochs = [e.step for e in acc.Scalars("accuracy/val")]
+    assert epochs[0] == 0 and epochs[-1] == steps[-1]
+    assert all(b - a >= n // SCALAR_POINTS for a, b in zip(epochs[:-2], epochs[1:-1]))
+    assert SCALAR_POINTS // 2 <= len(epochs) <= SCALAR_POINTS + 2
 
 
 @pytest.mark.parametrize("flag", [[], ["--no-tensorboard"]])
@@ -174,7 +197,7 @@ def test_sweep_trials_write_events_unless_turned_off(tmp_path, flag):
     assert main(["sweep", "--dataset", "digits", "--iters", "30", "--batch-size", "50",
                  "--grid", "lr=1e-2,2e-2", "--dir", str(tmp_path), "--quiet", "--no-figures",
                  *flag]) == 0
-    runs = sorted((tmp_path / "runs").iterdir())
+    runs = sorted(p for p in (tmp_path / "runs").iterdir() if p.is_dir())
     assert len(runs) == 2
     if flag:
         assert not any((r / "tb").exists() for r in runs)
@@ -203,26 +226,26 @@ def test_tb_is_not_in_the_checksums_so_damage_to_it_never_retrains(tmp_path):
     assert len(events(run).Scalars("loss")) == len(rows(run / "loss.csv"))
 
 
-class _FullDisk:
-    """An unbuffered event file on a disk that fills up at the ``full``-th write:
-    that write stores half its bytes (as the kernel does), every later one fails."""
+def _full_disk(monkeypatch, full: int) -> None:
+    """The event files' disk fills up at the ``full``-th record written: that write
+    stores half its bytes (as the kernel does), every later one fails with ENOSPC.
+    (TensorBoard's writer appends each record to the file through its gfile layer.)"""
+    import errno
+    import os
 
-    def __init__(self, f, full: int):
-        self._f, self._writes, self._full = f, 0, full
+    from tensorboard.compat.tensorflow_stub.io import gfile
 
-    def write(self, data) -> int:
-        import errno
-        import os
+    real, count = gfile.LocalFileSystem.append, [0]
 
-        self._writes += 1
-        if self._writes > self._full:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        if self._writes == self._full:
-            return self._f.write(data[: len(data) // 2])
-        return self._f.write(data)
+    def append(fs, filename, content, binary_mode=False):
+        count[0] += 1
+        if count[0] > full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        if count[0] == full:
+            content = content[: len(content) // 2]
+        return real(fs, filename, content, binary_mode)
 
-    def close(self) -> None:
-        self._f.close()
+    monkeypatch.setattr(gfile.LocalFileSystem, "append", append)
 
 
 def test_a_failing_tensorboard_write_is_one_line_and_resume_completes(tmp_path, capsys,
@@ -230,14 +253,11 @@ def test_a_failing_tensorboard_write_is_one_line_and_resume_completes(tmp_path, 
     import re
 
     from fcnet.cli import main
-    from fcnet.training import tensorboard
 
     args = ["train", "--dataset", "digits", "--iters", "90", "--batch-size", "50", "--lr", "1e-2",
             "--std", "1e-2", "--quiet", "--checkpoint-every", "0", "--runs-dir", str(tmp_path)]
     assert main([*args, "--name", "straight"]) == 0
-    # flushes: the file's header, then one before each (epoch-end) checkpoint; the 4th fails
-    monkeypatch.setattr(tensorboard, "open", lambda *a, **kw: _FullDisk(open(*a, **kw), full=4),
-                        raising=False)
+    _full_disk(monkeypatch, full=40)  # in the third epoch
     capsys.readouterr()
     assert main([*args, "--name", "r"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

@@ -1,51 +1,48 @@
-"""TensorBoard event files for a run, written with TensorBoard's own record writer.
+"""TensorBoard event files for a run, through PyTorch's ``SummaryWriter``.
 
-A run writes into ``<run_dir>/tb/``:
+A run writes into ``<run_dir>/tb/`` (one event file per attempt):
 
-* every iteration: ``loss`` (the values of loss.csv, step = iteration);
-* every epoch record (step = the ``iteration`` column of epochs.csv):
-  ``accuracy/train``, ``accuracy/val``, ``lr``;
+* ``loss``: the values of loss.csv at about ``SCALAR_POINTS`` (100) iterations
+  spread over the run (every iteration of a run of up to 100; TensorBoard itself
+  keeps at most 1,000 points of a curve by default), and at the last one;
+* epoch records (step = the ``iteration`` column of epochs.csv), as many again at
+  most: ``accuracy/train``, ``accuracy/val``, ``lr``;
 * at the first and last epoch records, and at records at least ``WEIGHTS_EVERY``
   (200) iterations apart and at most about ``MAX_PICTURES`` (50) a run: a
   histogram of each weight matrix (``weights/W1`` ...) and the first-layer
-  weights as one picture (``weights/first_layer``) when the inputs are images
-  (each epoch of a short CIFAR-10 run; every 34th 6-iteration digits epoch);
+  weights as one picture (``weights/first_layer``) when the inputs are images;
+  a picture that takes long to make (a wide CIFAR-10 net's) is spaced further, so
+  pictures cost at most about 1/``PICTURE_SPACING`` of the run;
 * at the end: the run's config through the hparams plugin (the run is one
   session of TensorBoard's HParams tab), with ``hparams/final_val_acc``,
   ``hparams/best_val_acc``, ``hparams/final_train_acc`` and ``hparams/final_loss``
   (from summary.json) among its metrics.
 
-The event files are logs, appended as the run goes (TensorBoard's format),
-so they are the one part of a run not written through ``fcnet.files`` and
-not among the checksums of summary.json: a damaged or missing tb/ never
-makes a finished run train again.  A write that fails (a full disk) is a
-write failure like any other: one ``fcnet: error: cannot write ...`` line,
-the run stops, its checkpoint and files stay intact and ``--resume``
-continues (``--no-tensorboard`` runs without the logs).  Records are kept
-in memory between flushes and written with unbuffered writes, so a failed
-flush leaves nothing behind that could fail again when the file is closed
-or collected.
+Why so few points: each event costs about 50 us through the writer (a digits
+iteration is about 250 us), and a study trains a hundred runs or more; loss.csv
+and epochs.csv keep every value.
 
-Only the ``tensorboard`` package is needed (no TensorFlow, no torch), so both
-backends log the same way.  Without it installed, or with ``enabled=False``
-(``--no-tensorboard``), :meth:`RunLogger.open` returns a logger that writes
-nothing.  A resumed run marks its restart step, so TensorBoard drops the
-events a killed run had written past its last checkpoint.
+The event files are logs, appended as the run goes, so they are the one part of
+a run not written through ``fcnet.files`` and not among the checksums of
+summary.json: a damaged or missing tb/ never makes a finished run train again.
+A write that fails (a full disk) is one ``fcnet: error: cannot write ...`` line;
+the run stops, its checkpoint and files stay intact and ``--resume`` continues
+(``--no-tensorboard`` runs without the logs).  The writer's own thread stops on
+the error; it is never asked to write again (no second failure, no traceback).
 
-Cost, measured on 2 busy cores: ~17 us per loss scalar, ~2-3 ms per epoch
-record of a digits net (histograms, a 71x71 picture), ~0.13 s per epoch of a
-CIFAR-10 net with 100 hidden units (its 300 KB picture); small beside an
-iteration except for digits-sized toys.
+Needs torch and tensorboard (bin/setup installs both); without them, or with
+``enabled=False`` (``--no-tensorboard``), :meth:`RunLogger.open` returns a logger
+that writes nothing.  A resumed run opens its writer with ``purge_step`` = its
+restart step, so TensorBoard drops the events a killed run had written past its
+last checkpoint.
 """
 
 from __future__ import annotations
 
-import io
-import itertools
 import math
-import os
-import socket
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,195 +53,202 @@ from fcnet import files
 
 TB_DIR = "tb"
 METRICS = ("final_val_acc", "best_val_acc", "final_train_acc", "final_loss")  # summary.json keys
+SCALAR_POINTS = 100  # loss points and epoch records a run writes, about
 WEIGHTS_EVERY = 200  # iterations between weight histograms and pictures, at least
-MAX_PICTURES = 50  # and at most about this many a run (best-cpu's 1536-unit picture takes 0.3 s)
+MAX_PICTURES = 50  # and at most about this many a run
+PICTURE_SPACING = 50  # a picture that took t s waits PICTURE_SPACING * t s (when t > 50 ms)
 FLUSH_SECS = 5.0  # a run being watched shows its progress within seconds
-_FILES = itertools.count()  # event file names unique within a process
+_OURS: weakref.WeakSet = weakref.WeakSet()  # the writers' threads
+
+
+def _writer_class():
+    """torch's SummaryWriter (or tensorboardX's, the same API); None without either."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            return None
+    return SummaryWriter
+
+
+def _quiet_writer_threads() -> None:
+    """A failed write ends the writer's thread with the error, which it also hands to our
+    next call (and that is reported as one line): keep the thread's own traceback off
+    stderr.  Other threads' exceptions go to the hook as before."""
+    previous = threading.excepthook
+    if getattr(previous, "fcnet", False):
+        return
+
+    def hook(args) -> None:
+        if args.thread is not None and args.thread in _OURS:
+            return
+        previous(args)
+
+    hook.fcnet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 class RunLogger:
-    """TensorBoard logging of one run; a no-op when it has no writer.
+    """TensorBoard logging of one run; a no-op when it has no writer."""
 
-    Records go through tensorboard's own ``RecordWriter``, synchronously: its
-    threaded ``EventFileWriter`` costs a thread switch per event (40-90 us
-    measured on 2 busy cores, a third of a digits iteration)."""
-
-    def __init__(self, path: Path | None = None):
-        self._path, self._file, self._records = path, None, None
+    def __init__(self, writer=None, folder: Path | None = None, total_steps: int | None = None):
+        self._w, self._folder = writer, folder
+        self.every = WEIGHTS_EVERY  # iterations between weight pictures, at least
+        self.scalar_every = max(1, math.ceil((total_steps or 0) / SCALAR_POINTS))
         self._pictured: int | None = None  # step of the last weight histograms and picture
-        self.every = WEIGHTS_EVERY  # iterations between them, at least
-        self._buf = io.BytesIO()  # records since the last flush
-        self._flushed = time.monotonic()
-        if path is not None:
-            from tensorboard.compat.proto.event_pb2 import Event
-            from tensorboard.summary.writer.record_writer import RecordWriter
-
-            try:
-                self._file = open(path, "wb", buffering=0)
-            except OSError as err:
-                raise files.write_error(path, err) from None
-            self._records, self._Event = RecordWriter(self._buf), Event
+        self._picture_due = 0.0  # monotonic time before which no slow picture is made
+        self._last_loss: tuple[int, float] | None = None  # written at the end if skipped
+        self._last_epoch: int | None = None
+        self._pictures = 0
 
     @classmethod
     def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0,
              total_steps: int | None = None) -> RunLogger:
         """A logger writing a new event file into ``run_dir/tb``, or, when not
-        ``enabled`` or without the tensorboard package, one that writes nothing.
+        ``enabled`` or without a writer installed, one that writes nothing.
 
         ``start_step``: the iteration training (re)starts from; events at or
         after it from an earlier, interrupted attempt are superseded.
-        ``total_steps``: the run's length, which spaces the weight pictures so a
-        run has at most about ``MAX_PICTURES`` of them.
+        ``total_steps``: the run's length, which spaces the scalars and the weight
+        pictures (without it every loss and epoch record is written).
         """
-        if not enabled:
-            return cls()
-        try:
-            from tensorboard.compat.proto import event_pb2
-            from tensorboard.summary.writer import record_writer  # noqa: F401
-        except ImportError:
+        writer_class = _writer_class() if enabled else None
+        if writer_class is None:
             return cls()  # the writer is optional: the CSVs and PNGs stay the record
-        _use_fast_crc()
-        tb = files.ensure_dir(Path(run_dir) / TB_DIR)
-        # the name TensorBoard's EventFileWriter gives; readers take files in name order
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
-        logger = cls(tb / f"{name}.{next(_FILES):06d}")  # padded: name order is write order
+        folder = files.ensure_dir(Path(run_dir) / TB_DIR)
+        _quiet_writer_threads()
+        before = set(threading.enumerate())
+        try:
+            writer = writer_class(str(folder), purge_step=int(start_step) or None,
+                                  max_queue=1000, flush_secs=FLUSH_SECS)
+        except OSError as err:
+            raise files.write_error(_where(err, folder), err) from None
+        _OURS.update(set(threading.enumerate()) - before)  # its writing thread
+        logger = cls(writer, folder, total_steps)
         if total_steps:
             logger.every = max(WEIGHTS_EVERY, int(total_steps) // MAX_PICTURES)
-        logger._event(event_pb2.Event(file_version="brain.Event:2"))
-        restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
-        logger._event(event_pb2.Event(step=int(start_step), session_log=restart))
-        logger.flush()
         return logger
 
     @property
     def enabled(self) -> bool:
-        return self._file is not None
+        return self._w is not None
 
     # ------------------------------------------------------------------ writing
-    def _event(self, event) -> None:
-        event.wall_time = time.time()
-        self._records.write(event.SerializeToString())
-        if time.monotonic() - self._flushed >= FLUSH_SECS:
-            self.flush()
+    def _call(self, method: str, *args, **kwargs) -> None:
+        """One call of the writer; a failure is one FcnetError line and drops the writer."""
+        if self._w is None:
+            return
+        try:
+            getattr(self._w, method)(*args, **kwargs)
+        except OSError as err:
+            self._w = None  # its thread has stopped: nothing is left to fail again
+            raise files.write_error(_where(err, self._folder), err) from None
 
     def flush(self) -> None:
-        """Write the records kept since the last flush; a failure is one FcnetError
-        line and closes the file (nothing is left to fail again)."""
-        self._flushed = time.monotonic()
-        if self._file is None or not self._buf.tell():
-            return
-        data = memoryview(self._buf.getvalue())
-        self._buf.seek(0)
-        self._buf.truncate()
-        try:
-            while data:
-                data = data[self._file.write(data):]
-        except OSError as err:
-            self._file.close()  # unbuffered: closing writes nothing
-            self._file = self._records = None
-            raise files.write_error(self._path, err) from None
-
-    def _add(self, step: int, values: list) -> None:
-        event = self._Event(step=int(step))
-        event.summary.value.extend(values)
-        self._event(event)
+        """Write what the writer holds (before a checkpoint, so a resume leaves no gap)."""
+        self._call("flush")
 
     def scalars(self, step: int, **values: float | None) -> None:
-        """One scalar per keyword (tag = its name), at ``step``; None is skipped."""
-        if self._file is None:
+        """One scalar per keyword (tag = its name), at ``step``; None is skipped.
+        ``loss`` goes through :meth:`losses` (spaced)."""
+        if self._w is None:
             return
-        event = self._Event(step=int(step))  # filled in place: half the cost of nested constructors
+        if "loss" in values:
+            self.losses(step, [values.pop("loss")])
         for k, v in values.items():
             if v is not None:
-                event.summary.value.add(tag=k, simple_value=float(v))
-        self._event(event)
+                self._call("add_scalar", k, float(v), int(step))
 
     def losses(self, start: int, values: list[float]) -> None:
-        """``loss`` at steps start, start + 1, ... (a torch epoch's iterations)."""
-        for i, v in enumerate(values):
-            self.scalars(start + i, loss=v)
+        """``loss`` at steps start, start + 1, ...: those on the ``scalar_every`` grid."""
+        if self._w is None or not len(values):
+            return
+        for step in range(-(-start // self.scalar_every) * self.scalar_every,
+                          start + len(values), self.scalar_every):
+            v = float(values[step - start])
+            self._call("add_scalar", "loss", v if math.isfinite(v) else float("nan"), step)
+        self._last_loss = (start + len(values) - 1, float(values[-1]))
 
     def epoch(self, step: int, train_acc: float, val_acc: float, lr: float,
               weights: Callable[[], Mapping[str, np.ndarray]] | None = None,
               image_shape=None, last: bool = False) -> None:
-        """An epoch record: accuracies and lr; and, on the first record, the
-        ``last`` one and at least ``self.every`` iterations after the previous
-        picture, a histogram per weight matrix of ``weights()`` ({'W1': (D, H1),
-        ...}, called only then) and W1 as a picture when the inputs are images
-        of ``image_shape``.  A digits epoch is 6 iterations: pictures at every
-        record cost a quarter of its study's time."""
-        if self._file is None:
+        """An epoch record: accuracies and lr (at least ``scalar_every`` iterations after
+        the previous one, or the first or ``last``); and, on the first record, the
+        ``last`` one and at least ``self.every`` iterations after the previous picture, a
+        histogram per weight matrix of ``weights()`` ({'W1': (D, H1), ...}, called only
+        then) and W1 as a picture when the inputs are images of ``image_shape``."""
+        if self._w is None:
             return
-        self.scalars(step, **{"accuracy/train": train_acc, "accuracy/val": val_acc, "lr": lr})
-        due = self._pictured is None or last or step - self._pictured >= self.every
+        if last or self._last_epoch is None or step - self._last_epoch >= self.scalar_every:
+            self._last_epoch = step
+            for tag, v in (("accuracy/train", train_acc), ("accuracy/val", val_acc), ("lr", lr)):
+                if v is not None:
+                    self._call("add_scalar", tag, float(v), int(step))
+        due = self._pictured is None or last or (step - self._pictured >= self.every and
+                                                 time.monotonic() >= self._picture_due)
         if weights is None or not due:
             return
-        from tensorboard.compat.proto import summary_pb2
-
+        started = time.monotonic()
         self._pictured = step
         W = weights()
-        values = [summary_pb2.Summary.Value(tag=f"weights/{name}", histo=_histogram(w))
-                  for name, w in W.items()]
+        for name, w in W.items():
+            v = np.asarray(w, dtype=np.float64).ravel()
+            v = v[np.isfinite(v)]
+            if v.size:
+                self._call("add_histogram", f"weights/{name}", v, int(step), bins=30)
         picture = first_layer_image(W["W1"], image_shape) if "W1" in W else None
         if picture is not None:
-            values.append(summary_pb2.Summary.Value(tag="weights/first_layer",
-                                                    image=_image(picture)))
-        if values:
-            self._add(step, values)
+            self._call("add_image", "weights/first_layer", np.clip(picture, 0.0, 1.0),
+                       int(step), dataformats="HWC")
+        took = time.monotonic() - started
+        slow = took > 0.05 and self._pictures > 0  # the first one pays the imports
+        self._picture_due = started + PICTURE_SPACING * took if slow else 0.0
+        self._pictures += 1
 
     def hparams(self, config: Mapping[str, Any], metrics: Mapping[str, float | None],
-                step: int = 0, ok: bool = True) -> None:
+                step: int = 0) -> None:
         """The run as one session of the HParams tab: its config values and, as
-        scalars ``hparams/<name>``, its final metrics."""
-        if self._file is None:
+        scalars ``hparams/<name>``, its final metrics.  (Without an experiment summary,
+        TensorBoard lists the fields that differ between the runs it shows.)"""
+        if self._w is None:
             return
-        from tensorboard.compat.proto import summary_pb2
-        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
-        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+        from torch.utils.tensorboard.summary import hparams
 
-        self._add(0, list(hparams_pb(hparam_values(config)).value))
-        self.scalars(step, **{f"hparams/{k}": v for k, v in metrics.items()
-                              if v is not None and math.isfinite(v)})
-        end = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(
-            status=api_pb2.STATUS_SUCCESS if ok else api_pb2.STATUS_FAILURE,
-            end_time_secs=time.time()))
-        self._add(step, [summary_pb2.Summary.Value(
-            tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(end),
-            tensor=metadata.NULL_TENSOR)])
+        values = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        _, start, end = hparams(hparam_values(config), {f"hparams/{k}": v
+                                                        for k, v in values.items()})
+        for summary in (start, end):  # the session's start and end, not an experiment
+            try:
+                self._w.file_writer.add_summary(summary, int(step))
+            except OSError as err:
+                self._w = None
+                raise files.write_error(_where(err, self._folder), err) from None
+        for k, v in values.items():
+            self._call("add_scalar", f"hparams/{k}", float(v), int(step))
 
     def finish(self, config: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-        """Write the finished run's hparams session (metrics from its summary), then close."""
+        """Write the last loss point, the finished run's hparams session (metrics from its
+        summary), then close."""
+        if self._last_loss is not None and self._last_loss[0] % self.scalar_every:
+            step, v = self._last_loss
+            self._call("add_scalar", "loss", v if math.isfinite(v) else float("nan"), step)
         self.hparams(config, {k: summary.get(k) for k in METRICS},
-                     step=int(summary.get("iterations") or 0), ok=summary.get("status") == "completed")
+                     step=int(summary.get("iterations") or 0))
         self.close()
 
     def close(self) -> None:
-        if self._file is not None:
-            self.flush()
-            self._file.close()
-            self._file = self._records = None
+        if self._w is not None:
+            self._call("close")
+            self._w = None
 
 
-def _masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C, as tensorboard's pywrap_tensorflow.masked_crc32c, in C."""
-    import google_crc32c
+def _where(err: OSError, folder: Path | None):
+    """The file a failed write names (the writer's layer gives it as bytes), else tb/."""
+    import os
 
-    x = google_crc32c.value(data)
-    return (((x >> 15) | (x << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _use_fast_crc() -> None:
-    """TensorBoard's record writer checksums every byte in pure Python (0.5 us a byte
-    measured: 0.17 s for one 300 KB picture of 100 CIFAR-10 units, 1.7 s for 1,000
-    units); with google-crc32c installed it gets the same checksum in C.  Readers
-    verify it, so the tests reading events back also check that the two agree."""
-    try:
-        import google_crc32c  # noqa: F401
-        from tensorboard.summary.writer import record_writer
-    except ImportError:
-        return
-    if hasattr(record_writer, "masked_crc32c"):
-        record_writer.masked_crc32c = _masked_crc32c
+    return os.fsdecode(err.filename) if err.filename else folder
 
 
 def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | float | str]:
@@ -278,31 +282,3 @@ def first_layer_image(W1: np.ndarray, image_shape) -> np.ndarray | None:
         return None
     tiles = np.asarray(W1, dtype=np.float64).T.reshape(W1.shape[1], h, w, c)
     return visualize_grid(tiles, ubound=1.0, padding=max(1, h // 16))
-
-
-def _histogram(W: np.ndarray, bins: int = 30):
-    """A HistogramProto of the values of W (any shape)."""
-    from tensorboard.compat.proto import summary_pb2
-
-    v = np.asarray(W, dtype=np.float64).ravel()
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return summary_pb2.HistogramProto()
-    counts, edges = np.histogram(v, bins=bins)
-    return summary_pb2.HistogramProto(min=float(v.min()), max=float(v.max()), num=float(v.size),
-                                      sum=float(v.sum()), sum_squares=float(v @ v),
-                                      bucket_limit=edges[1:].tolist(), bucket=counts.tolist())
-
-
-def _image(picture: np.ndarray):
-    """A PNG-encoded Summary.Image of an (H, W, C) picture in [0, 1]."""
-    from PIL import Image
-    from tensorboard.compat.proto import summary_pb2
-
-    a = np.clip(np.asarray(picture, dtype=np.float64), 0.0, 1.0)
-    a = np.round(a * 255).astype(np.uint8)
-    h, w, c = a.shape
-    buf = io.BytesIO()
-    Image.fromarray(a[:, :, 0] if c == 1 else a).save(buf, format="PNG", compress_level=1)
-    return summary_pb2.Summary.Image(height=h, width=w, colorspace=c,
-                                     encoded_image_string=buf.getvalue())
