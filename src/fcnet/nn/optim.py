@@ -171,10 +171,8 @@ def _aligned(params, grads, lr, l2) -> tuple[list, list, list, list]:
 
 
 def _scaled(w: np.ndarray, factor, out: np.ndarray) -> np.ndarray:
-    """factor * w into out; a scalar factor when all members share it (3x faster
-    than multiplying by a broadcast array)."""
-    f = np.asarray(factor)
-    return np.multiply(w, float(f.flat[0]) if (f == f.flat[0]).all() else f.astype(w.dtype), out=out)
+    """factor * w into out; factor a float, or an array of per-member values."""
+    return np.multiply(w, factor if isinstance(factor, float) else factor.astype(w.dtype), out=out)
 
 
 class SGD(UpdateRule):
@@ -190,10 +188,11 @@ class SGD(UpdateRule):
     def update(self, params, grads, lr, l2=None, scaled=False):
         for w, g, rate, decay in zip(*_aligned(params, grads, lr, l2), strict=True):
             if not scaled:
-                g *= -np.asarray(rate)  # -lr dw
+                g *= -rate  # -lr dw
             if decay is not None:
-                shrink = 1.0 - np.asarray(rate) * decay
-                if (shrink != 1.0).any():
+                shrink = 1.0 - rate * decay
+                if isinstance(shrink, float) and shrink != 1.0 or not isinstance(shrink, float) \
+                        and (shrink != 1.0).any():
                     _scaled(w, shrink, out=w)  # (1 - 2 lr reg) w
             w += g  # - lr dw
 
@@ -268,7 +267,7 @@ class Adam(UpdateRule):
         tmp *= 1.0 / math.sqrt(1 - b2**self.t)
         tmp += eps  # sqrt(v_hat) + eps
         np.divide(m, tmp, out=tmp)
-        tmp *= np.asarray(lr) / (1 - b1**self.t)
+        tmp *= lr / (1 - b1**self.t)
         w -= tmp  # w -= lr m_hat / (sqrt(v_hat) + eps)
 
 

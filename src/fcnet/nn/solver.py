@@ -197,7 +197,7 @@ class Solver:
                           ] if dropout else []
         self.iters_per_epoch = max(self.X.shape[0] // hp.batch_size, 1)
         self.ws = Workspace(self.stack, hp.batch_size, self.shared, dropout)
-        self._l2 = [2.0 * r if i % 2 == 0 else None
+        self._l2 = [2.0 * r if i % 2 == 0 and hp.reg.any() else None
                     for i, r in enumerate(self.stack.per_member(hp.reg))]
         self.callback, self.verbose, self.flush_denormals = callback, verbose, flush_denormals
         self.it = 0
@@ -235,6 +235,7 @@ class Solver:
             np.take(self.X, idx, axis=0, out=ws.x if self.shared else ws.x[s], mode="clip")
             np.take(self.y, idx, out=ws.y if self.shared else ws.y[s], mode="clip")
         lr = self.rates()
+        lrs = stack.per_member(lr)
         def quiet():  # frozen members keep overflowing; their results are discarded
             return np.errstate(over="ignore", invalid="ignore") if self._frozen else nullcontext()
 
@@ -248,9 +249,9 @@ class Solver:
             return loss
         with quiet():
             if self.optimizer.prescaled:  # plain SGD: -lr dJ/dz_L, so backprop yields the step
-                dz *= (-lr).astype(stack.dtype)[:, None, None]
+                dz *= -lrs[0] if isinstance(lrs[0], float) else (-lr).astype(stack.dtype)[:, None, None]
             backward(stack, ws, dz)
-            self.optimizer.update(stack.params, ws.grads, stack.per_member(lr), self._l2,
+            self.optimizer.update(stack.params, ws.grads, lrs, self._l2,
                                   scaled=self.optimizer.prescaled)
         for j, saved in self._frozen.items():
             for p, v in zip(stack.slices(j), saved, strict=True):

@@ -87,9 +87,12 @@ class Stack:
         """Member j's slice of each of ``arrays`` (default ``params``), by name."""
         return dict(zip(self.names, self.slices(j, arrays), strict=True))
 
-    def per_member(self, values: np.ndarray) -> list[np.ndarray]:
-        """Values (K,) shaped to broadcast against each of ``params``."""
+    def per_member(self, values: np.ndarray) -> list:
+        """Values (K,) shaped to broadcast against each of ``params``; one float
+        when every member has the same (a lone net: plain scalar arithmetic)."""
         v = np.asarray(values, dtype=np.float64)
+        if (v == v[0]).all():
+            return [float(v[0])] * len(self.params)
         shapes = [(1, -1, 1), (-1, 1)] + [(-1, 1, 1), (-1, 1)] * (self.L - 1)
         return [v.reshape(s) for s in shapes]
 
@@ -108,6 +111,8 @@ class Stack:
 
     def sq_norms(self) -> np.ndarray:
         """sum_l ||W_l,k||^2 per member, (K,) float64."""
+        if self.k == 1:  # BLAS dot products
+            return np.array([sum(float(np.vdot(w, w)) for w in self.W)])
         w1 = self.W[0].reshape(-1, self.k * self.sizes[1])
         sq = np.einsum("ij,ij->j", w1, w1).reshape(self.k, -1).sum(axis=1, dtype=np.float64)
         for w in self.W[1:]:
