@@ -19,7 +19,7 @@ over all its timed steps.
   alpha = 2 B reg, float32 inputs) fitting one epoch, divided by its steps;
   ``assume_finite`` spares it a NaN scan of the whole training set per fit.
 - population: 8 configurations of 3072-50-10 (learning rates and L2 varied),
-  one step each of 8 lone Solvers vs one ``PopulationSolver`` step, and
+  one step each of 8 lone Solvers vs one step of a ``Solver`` of 8, and
   ``floor_ms``: the population's floor (``FloorStep`` with K = 8: the gather and
   the stacked products in float32).
 - ``torch_bf16``: the exercise step in bf16-mixed on torch as a run executes
@@ -60,7 +60,6 @@ import numpy as np
 from fcnet.errors import FcnetError
 from fcnet.nn.fpenv import supported as ftz_supported
 from fcnet.nn.model import MLP, TwoLayerNet
-from fcnet.nn.population import PopulationSolver
 from fcnet.nn.solver import Solver
 
 STEP_KEYS = (
@@ -309,9 +308,9 @@ class PopulationSystem(StepSystem):
     def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
         self.name = "population"
         n_val = min(1000, X32.shape[0] // 10)
-        self.pop = PopulationSolver(
+        self.pop = Solver(
             [pop_model(s, c) for c in configs], X32, y, X32[:n_val], y[:n_val],
-            learning_rates=[c["lr"] for c in configs], regs=[c["reg"] for c in configs],
+            learning_rate=[c["lr"] for c in configs], reg=[c["reg"] for c in configs],
             num_iters=2**24, batch_size=s.batch, seed=s.seed,
         )
 
