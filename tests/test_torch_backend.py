@@ -78,9 +78,11 @@ def test_numpy_and_torch_agree_with_a_fixed_dropout_mask(hidden):
     keep = 0.6
     net = MLP(5, hidden, 4, std=0.2, seed=3, dropout_keep=keep, dtype="float64")
     loss_np, grads_np = net.loss(X, y, reg=0.01, dropout_seed=7)
-    # the NumPy engine draws one mask per hidden layer, in order, from RandomState(seed)
-    draw = np.random.RandomState(7)
-    masks = [(draw.rand(8, h) < keep) / keep for h in hidden]
+    # the NumPy engine draws one mask per hidden layer, in order, from its seeded stream
+    from fcnet.nn.layers import dropout_mask
+
+    draw = np.random.default_rng(7)
+    masks = [dropout_mask(keep, draw, out=np.empty((8, h))) for h in hidden]
     assert 0 < sum(int((m == 0).sum()) for m in masks)  # some units really are dropped
     loss_t, grads_t = torch_loss_and_grads(net, X, y, reg=0.01, masks=masks)
     assert abs(loss_np - loss_t) / abs(loss_np) < 1e-10
@@ -199,7 +201,7 @@ def test_subnormals_are_flushed_during_training_and_restored_after():
 FLUSH_PROBE = """
 import sys, torch
 {setup}
-from fcnet.torch_backend.population import flush_subnormals
+from fcnet.torch_backend.train import flush_subnormals
 torch.set_num_threads(2)
 x = torch.full((1 << 21,), 1e-300, dtype=torch.float64)
 with flush_subnormals():

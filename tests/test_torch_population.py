@@ -1,5 +1,5 @@
-"""TorchPopulation: K stacked MLPs on torch equal K lone runs, and a lone run
-equals the NumPy engine's (float64), in every dtype it offers."""
+"""TorchPopulation: K stacked MLPs on torch equal their K lone (autograd) runs,
+in every dtype it offers, and resume exactly."""
 
 from __future__ import annotations
 
@@ -8,19 +8,18 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch")
 
+from fcnet.config import make_config  # noqa: E402
 from fcnet.errors import FcnetError  # noqa: E402
-from fcnet.nn.model import MLP  # noqa: E402
-from fcnet.nn.population import PopulationSolver  # noqa: E402
-from fcnet.nn.solver import Solver  # noqa: E402
-from fcnet.torch_backend.population import TorchPopulation, normal_init  # noqa: E402
+from fcnet.torch_backend.population import TorchPopulation  # noqa: E402
+from fcnet.torch_backend.train import TorchTrainer  # noqa: E402
 
-SIZES = [20, 16, 12, 4]
+HIDDEN = [16, 12]
 # members differing in every free field: lr, decay, reg, dropout, init scale, seed
 MEMBERS = [
-    dict(lr=0.05, decay=0.9, reg=0.01, keep=1.0, seed=3, std=0.1),
-    dict(lr=0.02, decay=0.8, reg=0.0, keep=0.7, seed=3, std=0.2),
-    dict(lr=0.1, decay=0.95, reg=0.1, keep=0.9, seed=5, std=0.05),
-    dict(lr=0.03, decay=1.0, reg=0.05, keep=1.0, seed=5, std=0.1),
+    dict(lr=0.05, decay=0.9, reg=0.01, dropout_keep=1.0, seed=3, std=0.1),
+    dict(lr=0.02, decay=0.8, reg=0.0, dropout_keep=0.7, seed=3, std=0.2),
+    dict(lr=0.1, decay=0.95, reg=0.1, dropout_keep=0.9, seed=5, std=0.05),
+    dict(lr=0.03, decay=1.0, reg=0.05, dropout_keep=1.0, seed=5, std=0.1),
 ]
 
 
@@ -32,14 +31,19 @@ def data(seed=0, n=300):
     return X[:n], y[:n], X[n:], y[n:]
 
 
-def population(members, dtype="float64", iters=40, sizes=SIZES, device="cpu", **kw):
-    X, y, Xv, yv = data()
-    return TorchPopulation(
-        [normal_init(sizes, m["std"], m["seed"]) for m in members], X, y, Xv, yv,
-        lrs=[m["lr"] for m in members], decays=[m["decay"] for m in members],
-        regs=[m["reg"] for m in members], keeps=[m["keep"] for m in members],
-        seeds=[m["seed"] for m in members], num_iters=iters, batch_size=32, dtype=dtype,
-        device=device, **kw).run()
+def config(m, dtype="float64", iters=40, **kw):
+    return make_config({"backend": "torch", "optimizer": "sgd", "init": "normal", "hidden": HIDDEN,
+                        "iters": iters, "batch_size": 32, "dtype": dtype, "device": "cpu"} | m | kw)
+
+
+def population(members, dtype="float64", iters=40, until=None, **kw):
+    pop = TorchPopulation([config(m, dtype, iters, **kw) for m in members], 20, 4)
+    return pop, pop.run(*data(), until=until)
+
+
+def lone(m, dtype="float64", iters=40):
+    t = TorchTrainer(config(m, dtype, iters), 20, 4)
+    return t, t.fit(*data())
 
 
 def rel(a, b) -> float:
@@ -47,115 +51,87 @@ def rel(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-12)))
 
 
-def test_a_lone_float64_run_is_the_numpy_solvers_run_to_rounding():
-    X, y, Xv, yv = data()
-    m = MEMBERS[0]
-    net = MLP(20, SIZES[1:-1], 4, std=m["std"], seed=m["seed"])
-    solver = Solver(net, X, y, Xv, yv, learning_rate=m["lr"], learning_rate_decay=m["decay"],
-                    reg=m["reg"], num_iters=40, batch_size=32, seed=m["seed"]).run()
-    pop = population([m])
-    h = pop.history(0)
-    assert len(h["loss_history"]) == 40
-    assert rel(h["loss_history"], solver.loss_history) < 1e-9
-    # the Solver's records: after iterations 0, 9, 18, 27, 36 (300 // 32 = 9 per epoch)
-    assert h["val_acc_history"] == solver.val_acc_history
-    assert h["train_acc_history"] == solver.train_acc_history
-    assert h["lr_history"] == pytest.approx(solver.lr_history, rel=1e-15)
-    names = [f"{p}{i}" for i in range(1, 4) for p in "Wb"]
-    for t, name in zip(pop.member_params(0), names, strict=True):
-        assert rel(t.numpy(), net.params[name]) < 1e-9, name
-
-
-def test_members_equal_lone_runs_in_float64_to_1e_9_dropout_and_seeds_included():
-    pop = population(MEMBERS)
+def test_members_equal_their_lone_autograd_runs_in_float64_dropout_and_seeds_included():
+    pop, outs = population(MEMBERS)
     assert not pop.shared  # two seeds: two batch streams, layer 1 batched
     for j, m in enumerate(MEMBERS):
-        lone = population([m])
-        a, b = pop.history(j), lone.history(0)
-        assert rel(a["loss_history"], b["loss_history"]) < 1e-9, j
-        assert a["val_acc_history"] == b["val_acc_history"]
-        for p, q in zip(pop.member_params(j), lone.member_params(0), strict=True):
-            assert rel(p.numpy(), q.numpy()) < 1e-9, j
+        t, h = lone(m)
+        assert len(outs[j]["loss_history"]) == 40
+        assert rel(outs[j]["loss_history"], h["loss_history"]) < 1e-9, j
+        assert outs[j]["val_acc_history"] == h["val_acc_history"]
+        assert outs[j]["lr_history"] == pytest.approx(h["lr_history"], rel=1e-15)
+        weights = [x for lin in t.model.linears for x in (lin.weight.detach().T, lin.bias)]
+        for p, q in zip(pop.member_params(j), weights, strict=True):
+            assert rel(p.numpy(), q.detach().numpy()) < 1e-9, j
     # the members really differ (not K copies of one run)
-    assert rel(pop.history(0)["loss_history"], pop.history(1)["loss_history"]) > 1e-3
+    assert rel(outs[0]["loss_history"], outs[1]["loss_history"]) > 1e-3
 
 
-def test_one_seed_shares_one_batch_and_layer_1_is_one_product_matching_numpy_population():
-    same = [dict(m, seed=3, keep=1.0) for m in MEMBERS]
-    pop = population(same, iters=30)
+def test_one_seed_shares_one_batch_and_layer_1_is_one_product():
+    same = [dict(m, seed=3, dropout_keep=1.0) for m in MEMBERS]
+    pop, outs = population(same, iters=30)
     assert pop.shared and pop.x.shape == (32, 20) and pop.z1.shape == (32, 4 * 16)
-    X, y, Xv, yv = data()
-    models = [MLP(20, SIZES[1:-1], 4, std=m["std"], seed=m["seed"]) for m in same]
-    ref = PopulationSolver(models, X, y, Xv, yv, learning_rates=[m["lr"] for m in same],
-                           decays=[m["decay"] for m in same], regs=[m["reg"] for m in same],
-                           num_iters=30, batch_size=32, seed=3).run()
-    for j in range(len(same)):
-        assert rel(pop.history(j)["loss_history"], ref.losses(j)) < 1e-9
-        assert pop.history(j)["val_acc_history"] == ref.val_acc_history[j]
+    for j, m in enumerate(same):
+        assert rel(outs[j]["loss_history"], lone(m, iters=30)[1]["loss_history"]) < 1e-9
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_float32_and_bfloat16_members_track_the_float64_run(dtype):
-    ref, pop = population(MEMBERS), population(MEMBERS, dtype=dtype)
+    ref, pop = population(MEMBERS)[1], population(MEMBERS, dtype=dtype)
     tol = 1e-5 if dtype == "float32" else 0.05
     for j in range(len(MEMBERS)):
-        a, b = ref.history(j)["loss_history"], pop.history(j)["loss_history"]
+        a, b = ref[j]["loss_history"], pop[1][j]["loss_history"]
         assert np.max(np.abs(np.array(a) - np.array(b))) < tol, (j, dtype)
         assert b[-1] < b[0]  # it trains
-    # master weights stay float32, the products' copies are bf16
+    # master weights stay float32, the products' copies are bf16 (where the CPU has bf16)
+    pop = pop[0]
     assert all(w.dtype == torch.float32 for w in pop.W)
-    if dtype == "bfloat16":
-        assert all(w.dtype == torch.bfloat16 for w in pop.Wc) and pop.X.dtype == torch.bfloat16
+    if pop.mixed:
+        assert all(w.dtype == torch.bfloat16 for w in pop.Wc)
         assert all(torch.equal(w.to(torch.bfloat16), c) for w, c in zip(pop.W, pop.Wc, strict=True))
 
 
 def test_a_diverging_member_freezes_at_its_last_good_weights_and_the_rest_train_on():
     wild = dict(MEMBERS[0], lr=1e4, std=1.0)
-    pop = population([MEMBERS[0], wild])
-    lone = population([MEMBERS[0]])
-    d = pop.diverged_at()
+    pop, outs = population([MEMBERS[0], wild])
+    d = [o["diverged_at"] for o in outs]
     assert d[0] is None and d[1] is not None
-    h = pop.history(1)
-    assert len(h["loss_history"]) == d[1] + 1 and not np.isfinite(h["loss_history"][-1])
+    h = outs[1]["loss_history"]
+    assert len(h) == d[1] + 1 and not np.isfinite(h[-1])
     assert all(torch.isfinite(t).all() for t in pop.member_params(1))
-    assert rel(pop.history(0)["loss_history"], lone.history(0)["loss_history"]) < 1e-9
+    assert rel(outs[0]["loss_history"], lone(MEMBERS[0])[1]["loss_history"]) < 1e-9
 
 
-def test_state_resumes_exactly_through_a_weights_only_round_trip(tmp_path):
-    full = population(MEMBERS, iters=40)
-    X, y, Xv, yv = data()
-    kw = dict(lrs=[m["lr"] for m in MEMBERS], decays=[m["decay"] for m in MEMBERS],
-              regs=[m["reg"] for m in MEMBERS], keeps=[m["keep"] for m in MEMBERS],
-              seeds=[m["seed"] for m in MEMBERS], num_iters=40, batch_size=32, dtype="float64")
-    init = [normal_init(SIZES, m["std"], m["seed"]) for m in MEMBERS]
-    half = TorchPopulation(init, X, y, Xv, yv, **kw).run(until=13)
+def test_state_resumes_exactly_mid_epoch_through_a_weights_only_round_trip(tmp_path):
+    full = population(MEMBERS)[1]
+    half = population(MEMBERS, until=13)[0]  # 300 // 32 = 9 iterations an epoch
     torch.save(half.state(), tmp_path / "s.pt")
-    again = TorchPopulation(init, X, y, Xv, yv, **kw)
+    again = TorchPopulation([config(m) for m in MEMBERS], 20, 4)
     again.load_state(torch.load(tmp_path / "s.pt", weights_only=True))
-    again.run()
-    for j in range(len(MEMBERS)):
-        assert again.history(j) == full.history(j)
+    assert again.it == 13
+    for j, out in enumerate(again.run(*data())):
+        for key in ("loss_history", "val_acc_history", "train_acc_history", "lr_history"):
+            assert out[key] == full[j][key], (j, key)
 
 
 def test_members_must_share_shapes_and_settings_must_be_valid():
-    X, y, Xv, yv = data()
-    with pytest.raises(FcnetError, match="shaped"):
-        TorchPopulation([normal_init(SIZES, 0.1, 0), normal_init([20, 8, 4], 0.1, 0)],
-                        X, y, Xv, yv)
-    with pytest.raises(FcnetError, match="dtype"):
-        TorchPopulation([normal_init(SIZES, 0.1, 0)], X, y, Xv, yv, dtype="float16")
-    with pytest.raises(FcnetError, match="keeps"):
-        TorchPopulation([normal_init(SIZES, 0.1, 0)], X, y, Xv, yv, keeps=0.0)
+    with pytest.raises(FcnetError, match="hidden"):
+        TorchPopulation([config(MEMBERS[0]), config(MEMBERS[1], hidden=[8])], 20, 4)
+    with pytest.raises(FcnetError, match="at least one"):
+        TorchPopulation([], 20, 4)
+    with pytest.raises(FcnetError, match=r"X must be \(N, 20\)"):
+        TorchPopulation([config(MEMBERS[0])], 20, 4).run(np.zeros((5, 3)), np.zeros(5),
+                                                         np.zeros((5, 3)), np.zeros(5))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
 def test_cuda_members_match_the_cpu_run(dtype):
-    plain = [dict(m, keep=1.0) for m in MEMBERS]  # CUDA draws its own dropout masks
-    cpu, gpu = population(plain, dtype=dtype), population(plain, dtype=dtype, device="cuda")
+    plain = [dict(m, dropout_keep=1.0) for m in MEMBERS]  # CUDA draws its own dropout masks
+    cpu, gpu = population(plain, dtype=dtype)[1], population(plain, dtype=dtype, device="cuda")[1]
     tol = 1e-9 if dtype == "float64" else 0.05
     for j in range(len(MEMBERS)):
-        a, b = cpu.history(j)["loss_history"], gpu.history(j)["loss_history"]
+        a, b = cpu[j]["loss_history"], gpu[j]["loss_history"]
         assert np.max(np.abs(np.array(a) - np.array(b))) < tol
 
 
@@ -164,7 +140,8 @@ def digits(**kw):
     from fcnet.config import make_config
 
     base = dict(dataset="digits", backend="torch", preprocess="mean", iters=40, batch_size=50,
-                lr=1e-3, std=1e-2, reg=0.01, dtype="float64", device="cpu")
+                optimizer="sgd", init="normal", lr=1e-3, decay=0.95, std=1e-2, reg=0.01,
+                dtype="float64", device="cpu")
     return make_config(base | kw)
 
 

@@ -16,7 +16,7 @@ from fcnet.errors import FcnetError
 
 INSTALL_HINT = "the torch backend needs PyTorch: pip install 'fcnet[torch]' (or torch==2.13.0)"
 
-__all__ = ["require_torch", "exercise_mode", "INSTALL_HINT", "MultiLayerPerceptron",
+__all__ = ["require_torch", "INSTALL_HINT", "MultiLayerPerceptron",
            "TorchTrainer", "depth_study"]
 
 
@@ -54,16 +54,6 @@ def _flushing_pool(torch) -> None:
         torch.ones(1 << 20).sum()  # a parallel region: the pool starts here
     finally:
         torch.set_flush_denormal(before)
-
-
-def exercise_mode(config) -> bool:
-    """Whether a torch ``RunConfig`` is the exercise's run, trained as ``fcnet.nn.Solver``
-    trains it (plain SGD, step decay, sampling with replacement, ReLU, no BatchNorm,
-    augmentation, mixup or label smoothing, weight decay 2 reg); no torch import."""
-    c = config
-    return (c.optimizer == "sgd" and c.schedule == "step" and c.sampling == "replacement"
-            and not c.batchnorm and c.activation == "relu" and not c.augment
-            and c.mixup == 0 and c.ema == 0 and c.label_smoothing == 0 and c.weight_decay is None)
 
 
 def __getattr__(name: str):

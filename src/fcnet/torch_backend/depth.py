@@ -10,18 +10,19 @@ batch of training rows in eval mode:
 * ``act_std[l]``: std of relu(z_l) for hidden layers, of the scores z_L for the last;
 * ``grad_norm[l]``: Frobenius norm of d(mean cross-entropy)/dW_l.
 
-Training follows the exercise, through ``TorchTrainer`` (one training loop for
-runs and study): float32, shuffled epochs of ``batch_size``, Adam(lr,
-weight_decay) on *all* parameters (PyTorch's coupled L2, biases included, as
-``optim.Adam(model.parameters(), ...)`` does), lr times ``decay`` after every
-epoch.  A loss that turns non-finite stops that network's history there.
+Training follows the exercise, through ``TorchTrainer`` and the backend's one
+loop (``Engine.run``, this study's rows recorded by its epoch callback):
+float32, shuffled epochs of ``batch_size``, Adam(lr, weight_decay) on *all*
+parameters (PyTorch's coupled L2, biases included, as
+``optim.Adam(model.parameters(), ...)`` does), lr times ``decay`` per epoch
+(``fcnet.nn.schedule``).  A loss that turns non-finite stops that network's
+history there.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,7 @@ def depth_study(
     n, d = Xt.shape
     classes = int(max(int(yt.max()), int(yv.max()) if yv.numel() else 0)) + 1
     probe = torch.as_tensor(np.random.RandomState(seed).permutation(n)[:probe_rows], device=dev)
-    xp, yp = Xt[probe], yt[probe]
-    per_epoch = max(n // batch_size, 1)
+    data = (Xt, yt, Xv, yv, Xt[probe], yt[probe])
 
     def adam(params):  # the exercise's optim.Adam(model.parameters(), ...): biases decayed too
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -129,14 +129,17 @@ def depth_study(
             config = _config(int(depth), spec, hidden, epochs, batch_size, lr, decay,
                              weight_decay, seed, device)
             trainer = TorchTrainer(config, d, classes, optimizer=adam)
-            model = trainer.model
             t0 = time.perf_counter()
             with flush_subnormals():
-                history = [_signals(model, 0, None, None, Xt, yt, Xv, yv, xp, yp)]
+                history = [_signals(trainer.model, 0, None, None, *data)]
 
-            on_epoch = partial(_record_epoch, trainer=trainer, history=history,
-                               per_epoch=per_epoch, data=(Xt, yt, Xv, yv, xp, yp), bar=bar,
-                               label={"init": spec, "depth": depth})
+            def on_epoch(record: dict, model=trainer.model, rows=history, label=(spec, depth)):
+                rows.append(_signals(model, record["epoch"], record["loss"], record["lr"], *data))
+                if bar is not None:  # this study's row of the epoch, above
+                    bar.set_postfix(init=label[0], depth=label[1],
+                                    val_acc=f"{rows[-1]['val_acc']:.3f}", refresh=False)
+                    bar.update(1)
+
             trainer.fit(X_train, y_train, X_val, y_val, callback=on_epoch)
             results.append({
                 "init": spec,
@@ -152,18 +155,6 @@ def depth_study(
     if bar is not None:
         bar.close()
     return results
-
-
-def _record_epoch(record: dict, trainer: TorchTrainer, history: list, per_epoch: int,
-                  data: tuple, bar, label: dict) -> None:
-    """The trainer's end-of-epoch callback: append the epoch's row to ``history``."""
-    # the epoch's mean data loss, in float32 as the batches computed it
-    losses = trainer.history["loss_history"][-per_epoch:]
-    loss = float(torch.tensor(losses, dtype=torch.float32, device=data[0].device).mean())
-    history.append(_signals(trainer.model, record["epoch"], loss, record["lr"], *data))
-    if bar is not None:
-        bar.set_postfix(**label, val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
-        bar.update(1)
 
 
 def _config(depth: int, init: str, hidden: int, epochs: int, batch_size: int, lr: float,

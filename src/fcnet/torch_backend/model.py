@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
 
@@ -14,23 +16,43 @@ nn = torch.nn
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
+def keep_bits(shape, generator=None, device=None):
+    """Uniform integers r in [0, 32768), ``shape``, cut from random bits: each takes
+    15 of the 63 random bits of an int64 draw (four a draw).  A unit is kept when
+    r < ``keep_bound(keep)``; on the CPU ``bernoulli_`` took 2.7 ms per 256 x 1536
+    mask, a tenth of best-cpu's step, this mask 0.6 ms."""
+    n = int(np.prod(shape))
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
+    return draws.view(torch.int16)[:n].view(shape) & 0x7FFF  # bit 63 is always 0: drop it
+
+
+def keep_bound(keep: float) -> int:
+    """r < round(32768 keep) keeps a unit: the kept share is keep to within 1.5e-5."""
+    return max(round(32768 * keep), 1)
+
+
 class Dropout(nn.Dropout):
-    """Inverted dropout with the mask cut from random bits: each unit takes 15 of
-    the 63 random bits of an int64 draw (four units a draw), r uniform on
-    [0, 32768), kept when r < round(32768 (1 - p)) and scaled by 32768 / that
-    bound, so the kept share is 1 - p to within 1.5e-5 and the mean is exact.
-    On the CPU ``bernoulli_`` took 2.7 ms per 256 x 1536 mask, a tenth of
-    best-cpu's step; this mask takes 0.6 ms.
-    """
+    """Inverted dropout, mask from ``keep_bits`` (drawn from ``generator``, torch's
+    global one when None), kept units scaled by 32768 / bound so the mean is exact."""
+
+    generator = None
 
     def forward(self, x):
         if not self.training or self.p == 0:
             return x
-        bound = max(round(32768 * (1 - self.p)), 1)
-        n = x.numel()
-        draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
-        r = draws.view(torch.int16)[:n].view(x.shape) & 0x7FFF  # bit 63 is always 0: drop it
+        bound = keep_bound(1 - self.p)
+        r = keep_bits(x.shape, self.generator, x.device)
         return x * (r < bound).to(x.dtype) * (32768 / bound)
+
+
+def normal_init(sizes: Sequence[int], std: float, seed: int) -> list[np.ndarray]:
+    """[W1, b1, ..., WL, bL] float64 exactly as ``fcnet.nn.MLP(seed=seed)`` draws
+    them: W_l (H_{l-1}, H_l) = std * RandomState(seed).randn, b_l = 0."""
+    rng = np.random.RandomState(seed)
+    out: list[np.ndarray] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+        out += [std * rng.randn(fan_in, fan_out), np.zeros(fan_out)]
+    return out
 
 
 def parse_init(init: str) -> tuple[str, float | None]:
@@ -60,7 +82,9 @@ class MultiLayerPerceptron(nn.Sequential):
     batchnorm : BatchNorm1d after each hidden Linear, before the activation
     activation : 'relu' | 'gelu'
     init : 'default' (PyTorch's own), 'kaiming' (He normal, fan_in, biases 0) or
-        'normal:<std>' (weights ~ N(0, std^2), biases 0: the exercise's init)
+        'normal:<std>' (weights ~ N(0, std^2), biases 0: the exercise's init, drawn
+        from RandomState(seed) as the NumPy engine draws it)
+    dtype : the parameters' torch dtype (None: torch's default)
 
     forward: x (N, D) -> scores (N, C).  ``linears`` lists the Linear layers in order.
     """
@@ -74,6 +98,8 @@ class MultiLayerPerceptron(nn.Sequential):
         batchnorm: bool = False,
         activation: str = "relu",
         init: str = "default",
+        seed: int = 0,
+        dtype=None,
     ):
         if isinstance(hidden_layers, int):
             hidden_layers = [hidden_layers]
@@ -87,29 +113,29 @@ class MultiLayerPerceptron(nn.Sequential):
         kind, std = parse_init(init)
         layers: list[nn.Module] = []
         for fan_in, fan_out in zip(sizes[:-2], sizes[1:-1]):
-            layers.append(nn.Linear(fan_in, fan_out))
+            layers.append(nn.Linear(fan_in, fan_out, dtype=dtype))
             if batchnorm:
-                layers.append(nn.BatchNorm1d(fan_out))
+                layers.append(nn.BatchNorm1d(fan_out, dtype=dtype))
             layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(Dropout(dropout))
-        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        layers.append(nn.Linear(sizes[-2], sizes[-1], dtype=dtype))
         super().__init__(*layers)
         self.sizes = sizes
         self.init = init
-        self._initialise(kind, std)
+        self._initialise(kind, std, seed)
 
     @property
     def linears(self) -> list[nn.Linear]:
         return [m for m in self if isinstance(m, nn.Linear)]
 
     @torch.no_grad()
-    def _initialise(self, kind: str, std: float | None) -> None:
-        if kind == "default":
-            return
-        for lin in self.linears:
+    def _initialise(self, kind: str, std: float | None, seed: int) -> None:
+        if kind == "normal":
+            params = normal_init(self.sizes, std, seed)
+            for lin, w in zip(self.linears, params[::2], strict=True):
+                lin.weight.copy_(torch.from_numpy(w.T))
+        for lin in self.linears if kind != "default" else []:
             if kind == "kaiming":
                 nn.init.kaiming_normal_(lin.weight, mode="fan_in", nonlinearity="relu")
-            else:
-                nn.init.normal_(lin.weight, 0.0, std)
             nn.init.zeros_(lin.bias)

@@ -1,8 +1,8 @@
 """``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD,
-on CPU or CUDA, in float64, float32 or bfloat16-mixed.
+on CPU or CUDA, in float64, float32 or bfloat16-mixed: the torch backend's one
+hand-written update, driven by the backend's one loop (``Engine.run``).
 
-The NumPy ``PopulationSolver``'s maths on torch tensors, written out by hand
-(no autograd, no optimiser objects), so a step is little more than its products:
+A step is little more than its products (no autograd, no optimiser objects):
 
 - layer 1: when every member shares one minibatch (one seed), all K first
   layers are one product x @ [W1_1 ... W1_K], (B, D) @ (D, K*H1), and their
@@ -11,18 +11,12 @@ The NumPy ``PopulationSolver``'s maths on torch tensors, written out by hand
   product (K, B, D) @ (K, D, H1);
 - deeper layers: ``torch.bmm`` over the member axis, (K, B, H) @ (K, H, H').
 
-Exercise semantics, as ``fcnet.nn.solver.Solver``: member k's batches come from
-``RandomState(seed_k)`` (``choice(N, B)`` with replacement, or shuffled epochs),
-after iteration ``it`` with ``it % max(N // B, 1) == 0`` the train accuracy (on
-that batch), validation accuracy and lr are recorded and lr *= decay.  The
-loss is mean cross-entropy + reg * sum ||W||^2 and the update the fused SGD
+The loss is mean cross-entropy + reg * sum ||W||^2 and the update the fused SGD
 step W <- (1 - 2 lr reg) W - lr a^T dz, b <- b - lr sum dz.  A member whose
 loss stops being finite is frozen at its last good parameters; no step reads
-a value back to the host, so CUDA runs without synchronising.
-
-Dropout masks come from a torch generator per seed, (B, H) per hidden layer
-and step, member k keeping u < keep_k; so a member equals its lone run (K = 1)
-draw for draw, dropout included.
+a value back to the host on CUDA.  Each member's init, batches and dropout masks
+are its lone run's (``TorchTrainer``), so a float64 member equals its lone run
+to rounding.
 
 bfloat16 ("mixed"): the products take bf16 operands (the data, bf16 copies of
 the weights refreshed in place after each update, bf16 activations); every
@@ -32,168 +26,75 @@ softmax, loss and updates are float32.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.nn.loop import SAMPLING, draw_batch
 from fcnet.torch_backend import require_torch
+from fcnet.torch_backend.model import keep_bits, keep_bound, normal_init
+from fcnet.torch_backend.train import Engine, precision
 
 torch = require_torch()
 
-DTYPES = ("float64", "float32", "bfloat16")
+# what the members' one stacked step and one loop share (the rest may differ)
+SHARED = ("hidden", "batch_size", "sampling", "schedule", "epochs", "iters", "dtype", "device",
+          "amp")
 
 
-def subnormals_flushed() -> bool:
-    """Whether this thread flushes subnormal floats to zero right now."""
-    return torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
-
-
-@contextlib.contextmanager
-def flush_subnormals():
-    """Flush subnormals to zero inside the block, restoring the previous mode after."""
-    before = subnormals_flushed()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(before)
-
-
-def normal_init(sizes: Sequence[int], std: float, seed: int) -> list[np.ndarray]:
-    """[W1, b1, ..., WL, bL] float64 exactly as ``fcnet.nn.MLP(seed=seed)``
-    draws them: W_l (H_{l-1}, H_l) = std * RandomState(seed).randn, b_l = 0."""
-    rng = np.random.RandomState(seed)
-    out: list[np.ndarray] = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        out += [std * rng.randn(fan_in, fan_out), np.zeros(fan_out)]
-    return out
-
-
-def _per_member(name: str, values, k: int) -> list[float]:
-    vals = [float(v) for v in np.broadcast_to(np.asarray(values, dtype=np.float64), (k,))]
-    if not all(np.isfinite(vals)):
-        raise FcnetError(f"{name} must be finite, got {vals}")
-    return vals
-
-
-class TorchPopulation:
-    """Train K same-shaped MLPs at once with plain SGD.
+class TorchPopulation(Engine):
+    """Train K same-shaped MLPs at once with plain SGD, one ``RunConfig`` each.
 
     Parameters
     ----------
-    weights : K lists [W1 (D, H1), b1 (H1,), ..., WL (H_{L-1}, C), bL (C,)]
-        (NumPy arrays or tensors), every member's initial parameters
-    X, y, X_val, y_val : training (N, D), (N,) and validation data (NumPy), shared
-    lrs, decays, regs, keeps, seeds : one value or K values each
-    num_iters, batch_size, sampling : as ``Solver``
-    dtype : 'float64' | 'float32' | 'bfloat16' (mixed: bf16 products, float32 rest)
-    device : a torch device (or its name)
-    eval_at : iterations after which every active member's validation accuracy
-        is kept in ``val_at[k]`` ({str(iteration): accuracy})
+    configs : the members' configs; they may differ in lr, decay, reg,
+        dropout_keep, the normal init's scale and seed, and share every other
+        field (``fcnet.training.torch_population.compatible``)
+    input_size, num_classes : D and C
     threads : torch intra-op threads of a CPU step; None: torch's own count (a
         sweep worker's share of the cores).  On a quiet 2-core machine the bf16
         products ran 1.9-2.4x faster on 2 threads than on 1; on cores other
         processes load, each parallel region can wait a scheduler slice for its
         second thread (measured 7.6-14.6 ms an exercise step against 2.2 on one),
         so pass 1 there.
+
+    ``run(X, y, X_val, y_val)`` trains them (``Engine.run``); ``member_params(j)``
+    gives member j's parameters.
     """
 
-    def __init__(
-        self,
-        weights: Sequence[Sequence],
-        X,
-        y,
-        X_val,
-        y_val,
-        lrs: float | Sequence[float] = 1e-3,
-        decays: float | Sequence[float] = 0.95,
-        regs: float | Sequence[float] = 0.0,
-        keeps: float | Sequence[float] = 1.0,
-        seeds: int | Sequence[int] = 0,
-        num_iters: int = 100,
-        batch_size: int = 200,
-        sampling: str = "replacement",
-        dtype: str = "float32",
-        device="cpu",
-        eval_at: Sequence[int] = (),
-        threads: int | None = None,
-    ):
-        k = len(weights)
-        if k == 0:
+    def __init__(self, configs: Sequence[RunConfig], input_size: int, num_classes: int,
+                 threads: int | None = None):
+        if not configs:
             raise FcnetError("a population needs at least one member")
-        if dtype not in DTYPES:
-            raise FcnetError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        if sampling not in SAMPLING:
-            raise FcnetError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
-        self.k, self.device = k, torch.device(device)
-        self.cuda = self.device.type == "cuda"  # no host read-backs per step there
+        for key in SHARED:
+            if len({str(getattr(m, key)) for m in configs}) > 1:
+                raise FcnetError(f"population members must share {key}, got "
+                                 f"{[getattr(m, key) for m in configs]}")
+        self._setup(configs)
+        c, k = self.config, self.k
         self.threads = torch.get_num_threads() if threads is None else int(threads)
         if self.threads < 1:
             raise FcnetError(f"threads must be positive, got {threads}")
-        self.mixed = dtype == "bfloat16"
-        self.md = torch.float64 if dtype == "float64" else torch.float32  # master dtype
+        self.precision, self.bf16_fallback = precision(c, self.device)
+        self.mixed = self.precision == "bfloat16-mixed"
+        self.md = torch.float64 if self.precision == "float64" else torch.float32  # master
         self.cd = torch.bfloat16 if self.mixed else self.md  # operands of the products
-        first = [tuple(np.shape(p)) for p in weights[0]]
-        for j, w in enumerate(weights):
-            if [tuple(np.shape(p)) for p in w] != first:
-                raise FcnetError(f"member {j}'s parameters are shaped "
-                                 f"{[tuple(np.shape(p)) for p in w]}, member 0's {first}")
-        self.sizes = [first[0][0]] + [s[0] for s in first[1::2]]
+        self.sizes = [int(input_size), *c.hidden, int(num_classes)]
         self.L = len(self.sizes) - 1
-        self.lr0 = _per_member("lrs", lrs, k)
-        self.decays = _per_member("decays", decays, k)
-        self.regs = _per_member("regs", regs, k)
-        self.keeps = _per_member("keeps", keeps, k)
-        if not all(0 < p <= 1 for p in self.keeps):
-            raise FcnetError(f"keeps must lie in (0, 1], got {self.keeps}")
-        seeds = [int(s) for s in np.broadcast_to(np.asarray(seeds), (k,))]
-        self.seeds = seeds
-        uniq = sorted(set(seeds))
-        self.group = [uniq.index(s) for s in seeds]  # member -> its seed's stream
-        self.shared = len(uniq) == 1
-        self.rngs = [np.random.RandomState(s) for s in uniq]
-        self.perms = [np.empty(0, dtype=np.intp) for _ in uniq]
+        self.regs = [m.reg for m in configs]
+        keeps = [m.dropout_keep for m in configs]
+        self.shared = len(self.rngs) == 1
         self.mask_gens = []
-        if min(self.keeps) < 1:
-            self.mask_gens = [torch.Generator(device=self.device).manual_seed(s) for s in uniq]
-
-        X = X if torch.is_tensor(X) else np.asarray(X)
-        y = np.asarray(y)
-        if X.ndim != 2 or X.shape[1] != self.sizes[0] or y.shape != (X.shape[0],):
-            raise FcnetError(f"X must be (N, {self.sizes[0]}) with y (N,), got "
-                             f"{X.shape} and {y.shape}")
-        self.n = X.shape[0]
-        if self.n == 0:
-            raise FcnetError("the training split is empty")
-        if sampling == "shuffle" and batch_size > self.n:
-            raise FcnetError(f"batch_size {batch_size} exceeds the {self.n} training rows "
-                             "(sampling 'shuffle' draws each batch without replacement)")
-        self.X = self._rows(X)
-        self.y = torch.from_numpy(y.astype(np.int64)).to(self.device)
-        self.X_val = self._rows(X_val)
-        self.y_val = torch.from_numpy(np.asarray(y_val).astype(np.int64)).to(self.device)
-        self.num_iters, self.batch_size, self.sampling = int(num_iters), int(batch_size), sampling
-        self.iters_per_epoch = max(self.n // self.batch_size, 1)
-        self._stack(weights)
-        self._buffers()
-
-        self.it = 0
-        self.lr = list(self.lr0)
-        self._set_lr()
+        if min(keeps) < 1:  # one mask stream per seed, as each lone run's Dropout draws
+            self.mask_gens = [torch.Generator(self.device).manual_seed(s)
+                              for s in self.stream_seeds]
+        self._stack([normal_init(self.sizes, m.init_std(), m.seed) for m in configs])
+        self._buffers(keeps)
         self.active = torch.ones(k, dtype=torch.bool, device=self.device)
         self._active_host = [True] * k
-        self._loss_chunks: list[torch.Tensor] = []  # (steps, K) per chunk of batches
-        self.train_acc_history: list[list[float]] = [[] for _ in range(k)]
-        self.val_acc_history: list[list[float]] = [[] for _ in range(k)]
-        self.lr_history: list[list[float]] = [[] for _ in range(k)]
-        self.eval_at = {int(i) for i in eval_at}
-        self.val_at: list[dict[str, float]] = [{} for _ in range(k)]
-        self._queue: torch.Tensor | None = None  # (steps, S, B) batch indices ahead
-        self._queue_at = 0
+        self._lr = None  # the rates the step's coefficients were made for
 
     # ------------------------------------------------------------ set-up
     def _rows(self, X):
@@ -209,11 +110,10 @@ class TorchPopulation:
         """W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1})
         for l >= 1; b[l] (K, H_{l+1}).  Wc/bc: the products' copies (the same
         tensors unless mixed)."""
-        k, md = self.k, self.md
+        k = self.k
 
         def t(p):
-            return torch.as_tensor(np.asarray(p) if not torch.is_tensor(p) else p.detach().cpu(),
-                                   dtype=md)
+            return torch.as_tensor(p, dtype=self.md)
 
         d, h1 = self.sizes[0], self.sizes[1]
         self.W = [torch.stack([t(w[0]) for w in weights], dim=1).reshape(d, k * h1)]
@@ -227,64 +127,54 @@ class TorchPopulation:
         else:
             self.Wc, self.bc = self.W, self.b
 
-    def _buffers(self) -> None:
-        k, B, cd, dev = self.k, self.batch_size, self.cd, self.device
+    def _buffers(self, keeps: list[float]) -> None:
+        k, B, cd, dev = self.k, self.config.batch_size, self.cd, self.device
         d, h1 = self.sizes[0], self.sizes[1]
-        if self.shared:
-            self.x = torch.empty(B, d, dtype=cd, device=dev)
-        else:
-            self.x = torch.empty(k, B, d, dtype=cd, device=dev)
+        self.x = torch.empty((B, d) if self.shared else (k, B, d), dtype=cd, device=dev)
         self.z1 = torch.empty(B, k * h1, dtype=cd, device=dev)  # layer 1 for all members
         self.acts = [torch.empty(k, B, h, dtype=cd, device=dev) for h in self.sizes[2:]]
         self.step1 = torch.empty(d, k * h1, dtype=cd, device=dev)
         self.dz1 = torch.empty(B, k * h1, dtype=cd, device=dev)
         self.masks: list = [None] * (self.L - 1)
-        self.keep_t = torch.tensor(self.keeps, dtype=self.md, device=dev).view(k, 1, 1)
+        bounds = [keep_bound(p) for p in keeps]  # dropout: r < bound kept, scaled 32768 / bound
+        self.bound_t = torch.tensor(bounds, device=dev).view(k, 1, 1)
+        self.scale_t = torch.tensor([32768 / b for b in bounds], dtype=self.md, device=dev).view(k, 1, 1)
         self.reg_t = torch.tensor(self.regs, dtype=self.md, device=dev)
         self.reg_t64 = self.reg_t.double()
         self.any_reg = any(r != 0 for r in self.regs)
         self.group_t = torch.tensor(self.group, dtype=torch.long, device=dev)
 
-    def _set_lr(self) -> None:
-        """The learning rates on the device, and what the step derives from them."""
-        self.lr_t = torch.tensor(self.lr, dtype=self.md, device=self.device)
-        self.coef_t = (-self.lr_t / self.batch_size).view(self.k, 1, 1)  # dz = coef * dJ/ds * B
+    def _set_lr(self, lr) -> None:
+        """The learning rates (K,) on the device, and what the step derives from them."""
+        if self._lr is not None and np.array_equal(lr, self._lr):
+            return
+        self._lr = np.array(lr, dtype=np.float64)
+        self.lr_t = torch.tensor(self._lr, dtype=self.md, device=self.device)
+        self.coef_t = (-self.lr_t / self.config.batch_size).view(self.k, 1, 1)  # dz = coef dJ/ds B
         self.negcoef_t = -self.coef_t
         self.shrink = None
         if self.any_reg:
-            shrink = [1 - 2 * lr * r for lr, r in zip(self.lr, self.regs, strict=True)]
+            shrink = [1 - 2 * lr * r for lr, r in zip(self._lr.tolist(), self.regs, strict=True)]
             self.shrink = shrink[0] if self.k == 1 else torch.tensor(shrink, dtype=self.md,
                                                                      device=self.device)
 
-    # ----------------------------------------------------------- batches
-    def _indices(self):
-        """This iteration's batch indices: (B,) shared or (S, B), drawn ahead a
-        chunk at a time on the host and moved to the device once."""
-        if self._queue is None or self._queue_at >= self._queue.shape[0]:
-            steps = min(self.iters_per_epoch, max(self.num_iters - self.it, 1))
-            rows = np.empty((steps, len(self.rngs), self.batch_size), dtype=np.int64)
-            for t in range(steps):
-                for g, rng in enumerate(self.rngs):
-                    rows[t, g], self.perms[g] = draw_batch(
-                        rng, self.n, self.batch_size, self.sampling, self.it + t,
-                        self.iters_per_epoch, self.perms[g])
-            self._queue, self._queue_at = torch.from_numpy(rows).to(self.device), 0
-            self._loss_chunks.append(torch.full((steps, self.k), float("nan"),
-                                                dtype=torch.float64, device=self.device))
-        idx = self._queue[self._queue_at]
-        self._queue_at += 1
-        return idx
-
-    def _gather(self, idx) -> torch.Tensor:
-        """x (B, D) or (K, B, D) and labels (B,) or (K, B) of this batch."""
-        if self.shared:
-            torch.index_select(self.X, 0, idx[0], out=self.x)
-            return self.y.index_select(0, idx[0])
-        member_idx = idx.index_select(0, self.group_t)  # (K, B)
-        torch.index_select(self.X, 0, member_idx.reshape(-1), out=self.x.view(-1, self.sizes[0]))
-        return self.y[member_idx]
+    def data(self, X, y):
+        """Rows (N, D) in the products' dtype and labels (N,), on the device, converted once."""
+        if X.ndim != 2 or X.shape[1] != self.sizes[0] or np.shape(y) != (X.shape[0],):
+            raise FcnetError(f"X must be (N, {self.sizes[0]}) with y (N,), got "
+                             f"{tuple(X.shape)} and {np.shape(y)}")
+        return self._rows(X), torch.as_tensor(np.asarray(y).astype(np.int64), device=self.device)
 
     # ----------------------------------------------------------- forward
+    def _gather(self, X, y, idx) -> torch.Tensor:
+        """This batch into x (B, D) or (K, B, D); its labels (B,) or (K, B)."""
+        if self.shared:
+            torch.index_select(X, 0, idx[0], out=self.x)
+            return y.index_select(0, idx[0])
+        member_idx = idx.index_select(0, self.group_t)  # (K, B)
+        torch.index_select(X, 0, member_idx.reshape(-1), out=self.x.view(-1, self.sizes[0]))
+        return y[member_idx]
+
     def _layer1(self, x, out=None):
         """relu(x W1 + b1) for every member, as (K, B, H1) (a view)."""
         k, h1 = self.k, self.sizes[1]
@@ -330,23 +220,20 @@ class TorchPopulation:
         return torch.baddbmm(bias.unsqueeze(1), a, b, out=out)
 
     def _draw_masks(self) -> None:
-        """Inverted-dropout masks (K, B, H) per hidden layer: u < keep_k, / keep_k."""
-        if not self.mask_gens:
-            return
-        B = self.batch_size
-        for i, h in enumerate(self.sizes[1:-1]):
-            u = torch.stack([torch.rand(B, h, generator=g, device=self.device)  # any dtype alike
+        """Inverted-dropout masks (K, B, H) per hidden layer, the lone runs' (``Dropout``)."""
+        for i, h in enumerate(self.sizes[1:-1] if self.mask_gens else []):
+            r = torch.stack([keep_bits((self.config.batch_size, h), g, self.device)
                              for g in self.mask_gens])
-            u = u.index_select(0, self.group_t) if len(self.mask_gens) > 1 else u
-            self.masks[i] = ((u < self.keep_t) / self.keep_t).to(self.cd)
+            r = r.index_select(0, self.group_t) if len(self.mask_gens) > 1 else r
+            self.masks[i] = ((r < self.bound_t) * self.scale_t).to(self.cd)
 
     def scores(self, X) -> torch.Tensor:
         """Every member's scores (K, M, C) at prediction time, float (master dtype)."""
         return self._forward(self._rows(X), train=False).to(self.md)
 
     @torch.no_grad()
-    def accuracies(self, X, y, chunk: int = 4096) -> list[float]:
-        """Accuracy of every member on rows X (M, D) (as ``_rows`` makes them), y (M,)."""
+    def accuracies(self, X, y, train: bool = False, chunk: int = 4096) -> list[float]:
+        """Accuracy of every member on rows X (M, D) (as ``data`` makes them), y (M,)."""
         m = X.shape[0]
         correct = torch.zeros(self.k, dtype=torch.long, device=self.device)
         for s in range(0, m, chunk):
@@ -354,27 +241,25 @@ class TorchPopulation:
             correct += (pred == y[s:s + chunk]).sum(dim=1)
         return (correct.double() / max(m, 1)).cpu().tolist()
 
-    def val_accuracies(self) -> list[float]:
-        """Validation accuracy of every member now, K floats."""
-        return self.accuracies(self.X_val, self.y_val)
-
     # -------------------------------------------------------------- step
     @torch.no_grad()
-    def step(self) -> None:
-        """One SGD iteration for every active member (on the CPU with
-        ``self.threads`` intra-op threads, the caller's count restored after)."""
+    def step(self, X, y, idx, lr) -> torch.Tensor:
+        """One SGD iteration of every active member on rows idx (S, B) of X, y at
+        rates lr (K,) (on the CPU with ``self.threads`` intra-op threads, the
+        caller's count restored after); returns the losses (K,), float64."""
         before = torch.get_num_threads()
         if self.cuda or before == self.threads:
-            return self._step()
+            return self._step(X, y, idx, lr)
         torch.set_num_threads(self.threads)
         try:
-            self._step()
+            return self._step(X, y, idx, lr)
         finally:
             torch.set_num_threads(before)
 
-    def _step(self) -> None:
-        k, B, L, md = self.k, self.batch_size, self.L, self.md
-        yb = self._gather(self._indices())
+    def _step(self, X, y, idx, lr) -> torch.Tensor:
+        k, B, L, md = self.k, self.config.batch_size, self.L, self.md
+        yb = self._gather(X, y, idx)
+        self._set_lr(lr)
         self._draw_masks()
         # softmax cross-entropy per member, in the master dtype: log-probabilities (K, B, C)
         s = torch.log_softmax(self._forward(self.x, train=True), dim=2, dtype=md)
@@ -382,7 +267,6 @@ class TorchPopulation:
         loss = s.gather(2, ys).mean(dim=(1, 2), dtype=torch.float64).neg_()  # (K,)
         if self.any_reg:  # + reg_k * sum_l ||W_l,k||^2, one pass over each stack
             loss += self.reg_t64 * self._sq_norms()
-        self._loss_chunks[-1][self._queue_at - 1] = loss
         # dJ/dscores with -lr folded in; frozen (diverged) members get lr 0 and dz 0
         fast = not self.cuda and all(self._active_host) and math.isfinite(loss.sum().item())
         if fast:  # the CPU's common case, no masking
@@ -391,6 +275,7 @@ class TorchPopulation:
             self.active &= torch.isfinite(loss)
             if not self.cuda:
                 self._active_host = self.active.tolist()
+                self.halted = not any(self._active_host)
             lr = torch.where(self.active, self.lr_t, 0)
             coef = (-lr / B).view(k, 1, 1)
             negcoef = -coef
@@ -417,14 +302,7 @@ class TorchPopulation:
             step = torch.bmm(self.x.transpose(1, 2), dz)  # (K, D, H1)
             self.step1.view(-1, k, h1).copy_(step.permute(1, 0, 2))
             self._update(0, self.step1, dz.sum(dim=1), shrink)
-        self.it += 1
-        if (self.it - 1) % self.iters_per_epoch == 0:
-            self._record_epoch(yb)
-        if self.it in self.eval_at:
-            accs, active = self.val_accuracies(), self.active.cpu().tolist()
-            for j in range(k):
-                if active[j]:
-                    self.val_at[j][str(self.it)] = accs[j]
+        return loss
 
     def _sq_norms(self) -> torch.Tensor:
         """sum_l ||W_l,k||^2 per member, (K,) float64."""
@@ -455,60 +333,6 @@ class TorchPopulation:
             self.Wc[i].copy_(W)
             self.bc[i].copy_(self.b[i])
 
-    def _record_epoch(self, yb) -> None:
-        """As Solver: train accuracy on this batch, validation accuracy, the lr,
-        then lr *= decay; active members only (reads back to the host)."""
-        pred = self.scores(self.x).argmax(dim=2)
-        ys = yb if yb.dim() == 2 else yb.expand(self.k, -1)
-        train = (pred == ys).double().mean(dim=1).cpu().tolist()
-        val = self.val_accuracies()
-        self._active_host = self.active.cpu().tolist()
-        for j in range(self.k):
-            if self._active_host[j]:
-                self.train_acc_history[j].append(float(train[j]))
-                self.val_acc_history[j].append(float(val[j]))
-                self.lr_history[j].append(self.lr[j])
-                self.lr[j] *= self.decays[j]
-        self._set_lr()
-
-    def run(self, until: int | None = None) -> TorchPopulation:
-        """Train up to iteration ``until`` (default num_iters); stops early only
-        once every member has diverged (checked at epoch records)."""
-        stop = self.num_iters if until is None else min(until, self.num_iters)
-        with flush_subnormals():
-            while self.it < stop and any(self._active_host):
-                self.step()
-        return self
-
-    @property
-    def losses(self) -> torch.Tensor:
-        """Every member's loss per iteration so far, (it, K) float64."""
-        if not self._loss_chunks:
-            return torch.empty(0, self.k, dtype=torch.float64, device=self.device)
-        return torch.cat(self._loss_chunks)[:self.it]
-
-    # ---------------------------------------------------------- results
-    def diverged_at(self) -> list[int | None]:
-        """Each member's first non-finite loss iteration, or None."""
-        bad = ~torch.isfinite(self.losses)
-        out: list[int | None] = []
-        for j in range(self.k):
-            rows = torch.nonzero(bad[:, j])
-            out.append(int(rows[0]) if rows.numel() else None)
-        return out
-
-    def history(self, member: int) -> dict:
-        """Member's histories, as ``Solver.history()`` plus 'lr_history'; the loss
-        history ends at its divergence, as a lone run's."""
-        d = self.diverged_at()[member]
-        end = self.it if d is None else d + 1
-        return {
-            "loss_history": self.losses[:end, member].cpu().tolist(),
-            "train_acc_history": list(self.train_acc_history[member]),
-            "val_acc_history": list(self.val_acc_history[member]),
-            "lr_history": list(self.lr_history[member]),
-        }
-
     def member_params(self, member: int) -> list[torch.Tensor]:
         """[W1 (D, H1), b1, ..., WL, bL] of one member (master dtype, on the device)."""
         h1 = self.sizes[1]
@@ -519,61 +343,24 @@ class TorchPopulation:
 
     # ---------------------------------------------------------- resuming
     def state(self) -> dict:
-        """Everything to continue exactly, as tensors and plain numbers (a
-        ``torch.load(weights_only=True)``-safe dict): parameters, iteration,
-        learning rates, the batch and mask streams, histories."""
-        out: dict = {f"W.{i}": w.detach().cpu().clone() for i, w in enumerate(self.W)}
+        """Everything to continue exactly (a ``torch.load(weights_only=True)``-safe
+        dict): parameters, iteration, batch and mask streams, histories."""
+        out = self._loop_state()
+        out.update({f"W.{i}": w.detach().cpu().clone() for i, w in enumerate(self.W)})
         out.update({f"b.{i}": b.detach().cpu().clone() for i, b in enumerate(self.b)})
-        out.update({"it": self.it, "lr": torch.tensor(self.lr, dtype=torch.float64),
-                    "active": self.active.cpu().clone(), "losses": self.losses.cpu().clone()})
-        for g, rng in enumerate(self.rngs):
-            _, keys, pos, has_gauss, gauss = rng.get_state()
-            out[f"rng.{g}"] = torch.from_numpy(keys.astype(np.int64))
-            out[f"rng.{g}.rest"] = torch.tensor([pos, has_gauss, 0], dtype=torch.int64)
-            out[f"rng.{g}.gauss"] = torch.tensor(gauss, dtype=torch.float64)
-            out[f"perm.{g}"] = torch.from_numpy(self.perms[g].astype(np.int64))
-        for g, gen in enumerate(self.mask_gens):
-            out[f"mask_gen.{g}"] = gen.get_state()
-        for j in range(self.k):
-            out[f"train_acc.{j}"] = torch.tensor(self.train_acc_history[j], dtype=torch.float64)
-            out[f"val_acc.{j}"] = torch.tensor(self.val_acc_history[j], dtype=torch.float64)
-            out[f"lr_history.{j}"] = torch.tensor(self.lr_history[j], dtype=torch.float64)
-            out[f"val_at.{j}"] = torch.tensor([[int(i), a] for i, a in self.val_at[j].items()],
-                                              dtype=torch.float64).reshape(-1, 2)
-        if self._queue is not None:
-            out["queue"] = self._queue[self._queue_at:].cpu().clone()
+        out.update({f"mask_gen.{g}": gen.get_state() for g, gen in enumerate(self.mask_gens)})
         return out
 
     def load_state(self, state: dict) -> None:
         """Restore ``state()`` into this population (same K, shapes and streams)."""
-        for i, w in enumerate(self.W):
-            w.copy_(state[f"W.{i}"])
-        for i, b in enumerate(self.b):
-            b.copy_(state[f"b.{i}"])
+        for w, saved in zip(self.W + self.b, [state[f"W.{i}"] for i in range(self.L)]
+                            + [state[f"b.{i}"] for i in range(self.L)], strict=True):
+            w.copy_(saved)
         if self.mixed:
             for w, wc in zip(self.W + self.b, self.Wc + self.bc, strict=True):
                 wc.copy_(w)
-        self.it = int(state["it"])
-        self.lr = [float(v) for v in state["lr"].tolist()]
-        self._set_lr()
-        self.active.copy_(state["active"])
-        self._active_host = self.active.cpu().tolist()
-        for g, rng in enumerate(self.rngs):
-            pos, has_gauss, _ = (int(v) for v in state[f"rng.{g}.rest"].tolist())
-            rng.set_state(("MT19937", state[f"rng.{g}"].numpy().astype(np.uint32), pos,
-                           has_gauss, float(state[f"rng.{g}.gauss"])))
-            self.perms[g] = state[f"perm.{g}"].numpy().astype(np.intp)
         for g, gen in enumerate(self.mask_gens):
             gen.set_state(state[f"mask_gen.{g}"])
-        for j in range(self.k):
-            self.train_acc_history[j] = state[f"train_acc.{j}"].tolist()
-            self.val_acc_history[j] = state[f"val_acc.{j}"].tolist()
-            self.lr_history[j] = state[f"lr_history.{j}"].tolist()
-            self.val_at[j] = {str(int(i)): a for i, a in state[f"val_at.{j}"].tolist()}
-        q = state.get("queue")
-        self._queue, self._queue_at = (None, 0) if q is None or not q.numel() else \
-            (q.to(self.device), 0)
-        self._loss_chunks = [state["losses"].to(self.device)]
-        if self._queue is not None:
-            self._loss_chunks.append(torch.full((self._queue.shape[0], self.k), float("nan"),
-                                                dtype=torch.float64, device=self.device))
+        self._load_loop_state(state)
+        self._active_host = [d is None for d in self.diverged]
+        self.active.copy_(torch.tensor(self._active_host))

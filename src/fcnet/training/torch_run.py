@@ -16,28 +16,42 @@ from fcnet.training.tensorboard import RunLogger
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.pt"
+BUDGET_FILL = 0.95  # of a time budget planned for epochs; the rest absorbs noise and saves
 
 
-def _trainer(config: RunConfig, input_size: int, num_classes: int, image_shape, classes):
+def trainer(config: RunConfig, P: Prepared):
+    """A ``TorchTrainer`` for ``config`` on the prepared data."""
     from fcnet.torch_backend import require_torch
 
     require_torch()
     from fcnet.torch_backend.train import TorchTrainer
 
-    return TorchTrainer(config, input_size, num_classes, image_shape, classes)
+    flat = P.image_shape is not None and P.X_train.shape[1] == int(np.prod(P.image_shape))
+    return TorchTrainer(config, P.X_train.shape[1], len(P.classes),
+                        P.image_shape if flat else None, P.classes)
+
+
+def measure_budget(t, P: Prepared) -> None:
+    """Fix ``t``'s length from its ``time_budget``: time whole epochs of a throw-away
+    copy (at least one, and a fiftieth of the budget), then plan as many epochs of
+    the measured time, evaluation included, as fill ``BUDGET_FILL`` of what is left."""
+    probe = trainer(t.config.model_copy(update={"epochs": 10**6}), P)
+    data = (P.X_train, P.y_train, P.X_val, P.y_val)
+    t0 = time.perf_counter()
+    probe.run(*data, until=2)  # warm-up: kernels, caches, workspaces
+    t1 = time.perf_counter()
+    while probe.it < 2 + probe.per_epoch or time.perf_counter() - t1 < t.config.time_budget / 50:
+        probe.run(*data, until=probe.it + probe.per_epoch)
+    now = time.perf_counter()
+    epoch_s = (now - t1) * probe.per_epoch / (probe.it - 2)
+    left = t.config.time_budget - (now - t0)
+    t.set_budget(max(1, int(BUDGET_FILL * left / epoch_s)), epoch_s)
 
 
 def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = True,
                 resume: bool = True, eval_at: list[int] | None = None, figures: bool = True,
                 checkpoint_seconds: float = 5.0) -> dict:
-    if eval_at:
-        raise FcnetError("evaluation along the way (eval_at) needs the numpy backend")
-    image_shape = P.image_shape if P.X_train.shape[1] == int(np.prod(P.image_shape or [0])) else None
-
-    def new_trainer():
-        return _trainer(config, P.X_train.shape[1], len(P.classes), image_shape, P.classes)
-
-    t = new_trainer()
+    t = trainer(config, P)
     if t.bf16_fallback and not quiet:
         rundir.say(f"{t.bf16_fallback}: training in float32 (emulated bf16 would be far slower)")
     ckpt = run_dir / CHECKPOINT
@@ -46,13 +60,22 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
             t.load_checkpoint(ckpt)
         except FcnetError as err:  # damaged or foreign: the partly loaded trainer is dropped
             rundir.say(f"{err}; training again from the start")
-            t = new_trainer()
-    summary = rundir.start(run_dir, config, P)
+            t = trainer(config, P)
+    extra = {}
+    if config.time_budget is not None:
+        if t.budget is None:
+            measure_budget(t, P)
+        epochs, epoch_s = t.budget
+        extra["time_budget"] = {"seconds": config.time_budget, "epochs": epochs,
+                                "epoch_seconds": epoch_s}
+        if not quiet:
+            rundir.say(f"time budget {config.time_budget:g} s: {epochs} epochs of "
+                       f"{epoch_s:.3g} s (measured)")
+    summary = rundir.start(run_dir, config, P, **extra)
     from fcnet.torch_backend.train import training_length
 
-    total, per_epoch = training_length(config, P.X_train.shape[0])
-    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.iteration,
-                        total_steps=total)
+    total, per_epoch = training_length(t.config, P.X_train.shape[0])
+    tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.it, total_steps=total)
     clock, logged = rundir.CheckpointClock(checkpoint_seconds), len(t.history["loss_history"])
 
     def on_epoch(record: dict) -> None:
@@ -66,23 +89,23 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
                     for i, m in enumerate(t.model.linears)}
 
         tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
-                 record["val_acc"], record["lr"], weights=weights, image_shape=image_shape,
+                 record["val_acc"], record["lr"], weights=weights, image_shape=t.image_shape,
                  last=record["iteration"] + per_epoch > total)
         if clock.due():
             started = time.monotonic()
             tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
             t.save_checkpoint(ckpt)
-            rundir.write_metrics(run_dir, t.history,
-                                 record["iteration"] // max(record["epoch"], 1))
+            rundir.write_metrics(run_dir, t.history, per_epoch)
             clock.saved(started)
 
-    out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet)
+    out = t.fit(P.X_train, P.y_train, P.X_val, P.y_val, callback=on_epoch, progress=not quiet,
+                eval_at=eval_at or ())
     tb.losses(logged, out["loss_history"][logged:])  # a diverged epoch's losses get no callback
     return finish_torch(config, run_dir, t, P, out, summary, tb, figures)
 
 
 def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, summary: dict,
-                 tb: RunLogger, figures: bool, val_at: dict | None = None) -> dict:
+                 tb: RunLogger, figures: bool) -> dict:
     """A trained torch run's files: checkpoint, weights, metrics, summary, figures.
 
     ``out`` is ``TorchTrainer.fit``'s result (histories, iterations, diverged_at, ...);
@@ -107,7 +130,7 @@ def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, su
         "device": str(t.device),
         "precision": t.precision,  # bfloat16-mixed, float32 or float64 as trained
         "bf16_fallback": t.bf16_fallback,  # why a bfloat16 run trained in float32
-        "val_acc_at": dict(val_at or {}),
+        "val_acc_at": out["val_acc_at"],
     })
     if figures:
         W1 = t.model.linears[0].weight.detach().cpu().double().numpy().T  # (D, H)
