@@ -19,6 +19,7 @@ process using every core; with ``--workers N`` the wall time shares the cores.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -30,9 +31,9 @@ from fcnet.config import RunConfig
 from fcnet.experiments import space
 from fcnet.experiments.plan import SweepSpec, plan
 
-MIN_STEPS = 15  # timed steps per shape, at least ...
-MIN_SECONDS = 0.09  # ... and at least this long, spread over
-ROUNDS = 3  # interleaved rounds
+ROUNDS = 5  # interleaved rounds of timed steps per shape (its step time: the fastest)
+MIN_STEPS = 5  # each round times at least this many steps ...
+MIN_SECONDS = 0.02  # ... and at least this long
 MAX_STEPS = 400  # a block's most steps
 SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
 
@@ -267,11 +268,13 @@ def _time_steps(f, min_steps: int, min_seconds: float) -> list[float]:
 
 
 def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
-    """Fill in each run's step time (ms, the median of its timed steps).
+    """Fill in each run's step time (ms): the fastest of its timed steps.
 
     One measurement per shape and data, cached in this process. The rows of one data
-    key and precision are prepared once; its shapes are timed in ``ROUNDS`` interleaved
-    rounds after a warm-up, so a burst of other work on the machine touches them alike."""
+    key and precision are prepared once; its shapes are timed in interleaved rounds
+    after a warm-up. The fastest step, not the median: the floor is what the machine
+    can do, and on a shared machine other work slows most steps of a busy spell (on
+    two busy cores, 2-threaded BLAS products waited out whole scheduler slices)."""
     from fcnet.bench import FloorStep
     from fcnet.training.prepare import data_key
 
@@ -289,15 +292,15 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
         X = _rows(first.config, first.shape)
         steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k)
                  for key, r in shapes.items()}
-        times: dict[tuple, list[float]] = {key: [] for key in steps}
+        fastest = dict.fromkeys(steps, math.inf)
         for f in steps.values():
             for _ in range(3):
                 f.step()
         for _ in range(ROUNDS):
             for key, f in steps.items():
-                times[key] += _time_steps(f, MIN_STEPS // ROUNDS, MIN_SECONDS / ROUNDS)
-        for key, t in times.items():
-            _STEP_MS[key] = 1e3 * float(np.median(t))
+                fastest[key] = min(fastest[key], *_time_steps(f, MIN_STEPS, MIN_SECONDS))
+        for key, t in fastest.items():
+            _STEP_MS[key] = 1e3 * t
             if progress:
                 progress()
         del X, steps
