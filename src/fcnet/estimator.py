@@ -25,7 +25,7 @@ from fcnet.nn.model import DTYPES
 from fcnet.nn.optim import NUMPY_RULES, SETTINGS, Setting
 from fcnet.nn.solver import SAMPLING, Solver
 from fcnet.presets import available_presets
-from fcnet.training.run import build_model, hyper
+from fcnet.training.run import blas_threads, build_model, hyper
 
 _SEED_MAX = np.iinfo(np.int32).max
 # the parameters that are RunConfig fields (under their own or _FIELDS' names)
@@ -249,7 +249,8 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
                             len(self.classes_))
         hp = hyper([config.model_copy(update={"seed": solver_seed})], len(X_tr))
         solver = Solver(model, X_tr, y_tr, X_val, y_val, hp, verbose=self.verbose)
-        solver.run()
+        with blas_threads(config, X.shape[1]):
+            solver.run()
         if solver.diverged_at[0] is not None:
             raise EstimatorError(
                 f"FCNetClassifier: training diverged at iteration {solver.diverged_at[0]} "

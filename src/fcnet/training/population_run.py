@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.training import rundir, torch_population
 from fcnet.training.prepare import prepare
-from fcnet.training.run import blas_threads, read_run_config, train_numpy, train_run
+from fcnet.training.run import read_run_config, train_numpy, train_run
 
 # fields members may differ in: none of them changes an array shape or the batch stream
 FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init", "seed"}
@@ -73,9 +71,8 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
                                                   quiet=quiet, eval_at=eval_at, figures=figures)
         else:
             P = prepare(todo_configs[0], progress=not quiet)
-            with np.errstate(over="ignore", invalid="ignore"), blas_threads(todo_configs[0], P):
-                done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at,
-                                   figures=figures)
+            done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at,
+                               figures=figures)
         for i, s in zip(todo, done, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]

@@ -101,21 +101,19 @@ def train_run(
 
         return train_torch(config, run_dir, prepared, quiet=quiet, resume=resume,
                            eval_at=eval_at, figures=figures, checkpoint_seconds=checkpoint_seconds)
-    with np.errstate(over="ignore", invalid="ignore"), blas_threads(config, prepared):
-        # divergence is detected from the loss, not warned about
-        return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume,
-                           eval_at=eval_at, checkpoint_seconds=checkpoint_seconds,
-                           figures=figures)[0]
+    return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume,
+                       eval_at=eval_at, checkpoint_seconds=checkpoint_seconds,
+                       figures=figures)[0]
 
 
-def blas_threads(config: RunConfig, prepared: Prepared):
+def blas_threads(config: RunConfig, input_size: int):
     """One BLAS thread for small products: below a few MFLOP per matmul, thread
     start-up costs more than it saves (measured 5-50x slower on 2 shared cores)."""
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
 
-    flops = config.batch_size * prepared.X_train.shape[1] * max(config.hidden, default=10)
+    flops = config.batch_size * input_size * max(config.hidden, default=10)
     return threadpool_limits(1, user_api="blas") if flops < 4_000_000 else nullcontext()
 
 
@@ -163,6 +161,14 @@ def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepa
     its own run directory; returns their summaries.  A lone run (K = 1) is
     checkpointed at epoch ends and resumes bit for bit; a population is not
     (killed, its members train again)."""
+    # divergence is detected from the loss, not warned about
+    with np.errstate(over="ignore", invalid="ignore"), \
+            blas_threads(configs[0], P.X_train.shape[1] * len(configs)):
+        return _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds,
+                            figures)
+
+
+def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds, figures):
     k, run_dirs = len(configs), [Path(d) for d in run_dirs]
     solver = _new_solver(configs, P)
     n_iters, per_epoch = solver.hp.num_iters, solver.iters_per_epoch
