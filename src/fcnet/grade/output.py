@@ -63,6 +63,14 @@ def _rule(name: str, threshold: float | None) -> list[str]:
     return ["-", "-"] if threshold is None else [BY_NAME[name].op, fmt(threshold)]
 
 
+def _note(c) -> str:
+    """A check's message without its leading "value rule threshold", which the table's columns show."""
+    if c.value is not None and c.message.startswith(f"{fmt(c.value)} "):
+        rest = c.message.split("; ", 1)
+        return rest[1] if len(rest) > 1 else ""
+    return c.message
+
+
 def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]):
     """The section listing the submissions similar to ``g``, with the lines of ``g`` they share."""
     from fcnet.report.render import Section
@@ -89,7 +97,7 @@ def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: 
     from fcnet.report.render import Figure, Report, Section, Table
 
     rows = [[c.name, "pass" if c.passed else "FAIL", fmt(c.value),
-             *_rule(c.name, c.threshold), f"{c.points:g}", c.message] for c in g.checks]
+             *_rule(c.name, c.threshold), f"{c.points:g}", _note(c)] for c in g.checks]
     sections = [Section("Checks", f"Score **{g.score:.1f}** / 100; {len(g.failed)} of {len(g.checks)} "
                         "checks failed.  [All submissions](../../report.html)",
                         tables=[Table("Checks, their values and thresholds",
