@@ -66,6 +66,18 @@ def test_faults_in_the_graders_input_are_one_line_and_exit_2(tmp_path, capsys, m
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("extra, error", [
+    (["--template", "no-such-template.py"], "--template no-such-template.py: No such file or directory"),
+    (["--similar", "1.5"], "--similar must be in (0, 1], got 1.5"),
+])
+def test_a_bad_template_or_similarity_threshold_is_one_line(tmp_path, capsys, extra, error):
+    (tmp_path / "a.py").write_text(GOOD)
+    assert main(["grade", str(tmp_path / "a.py"), "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fcnet: error: {error}\n"
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_zip_that_escapes_its_folder_is_refused(tmp_path, capsys):
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as zf:
         zf.writestr("two_layernet.py", GOOD)
