@@ -199,18 +199,28 @@ def q2_gradients(seen: Seen, plan: Plan):
     value = max(errs.values())
     note = ", ".join(f"{k} {errs[k]:.1e}" for k in PARAMS)
     if not value < THRESHOLDS["rel_error"]:
-        _, fixed = _ref_loss(plan.rand, TOY_REG)
-        toy_ok = all(rel_error(got_all[0][k], _ref_loss(plan.toy, TOY_REG)[1][k]) < 1e-8 for k in PARAMS)
-        o0 = _out(seen, 2).get("grads", {})
-        _, r0 = _ref_loss(plan.toy, 0.0)
-        if toy_ok and all(rel_error(got_all[1][k], fixed[k]) < 1e-8 for k in PARAMS):
+        if _matches(got_all[0], _ref_loss(plan.toy, TOY_REG)[1]) and \
+                _matches(got_all[1], _ref_loss(plan.rand, TOY_REG)[1]):
             note += (f"; right at reg {TOY_REG:g}, but at reg {plan.regs[0]:g} the gradients are those of "
                      f"reg {TOY_REG:g}: is reg hard-coded?")
-        elif isinstance(o0, dict) and all(k in o0 and not isinstance(o0[k], dict) and
-                                          np.shape(o0[k]) == r0[k].shape and rel_error(o0[k], r0[k]) < 1e-8
-                                          for k in PARAMS):
+        elif _matches(_grads_of(seen, 2), _ref_loss(plan.toy, 0.0)[1]):
             note += "; right without reg: is the 2 * reg * W term there?"
     return value, note, None
+
+
+def _grads_of(seen: Seen, i: int) -> dict | None:
+    """Step ``i``'s gradients as arrays, None when it has none."""
+    o = seen.outputs[i] if i < len(seen.outputs) else None
+    grads = o.get("grads") if isinstance(o, dict) else None
+    try:
+        return {k: _arr(grads[k], None, k) for k in PARAMS}
+    except (Failed, KeyError, TypeError):
+        return None
+
+
+def _matches(got: dict | None, ref: dict) -> bool:
+    return got is not None and all(np.shape(got[k]) == ref[k].shape and rel_error(got[k], ref[k]) < 1e-8
+                                   for k in PARAMS)
 
 
 def _loops(seen: Seen, part: str, needs: tuple[str, ...]):
