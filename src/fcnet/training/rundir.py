@@ -169,31 +169,40 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
     run_dir = Path(run_dir)
     _refuse_other(run_dir, config)
     path = lock_path(run_dir)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise files.write_error(run_dir, err, folder=True) from None
+    made = not path.parent.exists()  # runs/ itself: removed again if nothing was written
     lock = files.lock(path)
-    try:
-        lock.acquire(timeout=WAIT_NOTICE_S)
-    except Timeout:
-        say(f"{run_dir}: {files.lock_holder(path)} is writing this run; "
-            "waiting for it to finish")
-        lock.acquire()
-    except OSError as err:
-        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise files.write_error(run_dir, err) from None
-        # a folder nobody may write: no writer to keep out (reuse needs no lock; a
-        # write this run attempts fails with its own one line)
-        _refuse_other(run_dir, config)
-        yield
-        return
+    for attempt in range(3):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=WAIT_NOTICE_S)
+            break
+        except Timeout:
+            say(f"{run_dir}: {files.lock_holder(path)} is writing this run; "
+                "waiting for it to finish")
+            lock.acquire()
+            break
+        except FileNotFoundError:  # another process removed its empty runs/ just now
+            if attempt == 2:
+                raise
+        except OSError as err:
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise files.write_error(run_dir, err, folder=True) from None
+            # a folder nobody may write: no writer to keep out (reuse needs no lock; a
+            # write this run attempts fails with its own one line)
+            _refuse_other(run_dir, config)
+            yield
+            return
     try:
         _refuse_other(run_dir, config)  # the other process may have written another config
         yield
     finally:
         if lock.lock_counter == 1:  # the outermost hold: leave no lock file behind (a
             path.unlink(missing_ok=True)  # waiter on the unlinked file takes a new one)
+            if made:
+                try:
+                    path.parent.rmdir()  # only if empty: a refused first run leaves nothing
+                except OSError:
+                    pass
         lock.release()
 
 
@@ -278,22 +287,24 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
                   val_pred: np.ndarray) -> list[str]:
-    """The pictures a person looks at: loss, accuracies, first-layer weights W1 (D, H)
-    when the inputs are images, and the confusion matrix of the validation
-    predictions (M,).  Returns the names written."""
-    from fcnet.report import plots
+    """The pictures a person looks at (drawn with Pillow, ~20 ms a run: see
+    fcnet.training.figures): loss, accuracies, first-layer weights W1 (D, H) when the
+    inputs are images, and the confusion matrix of the validation predictions (M,).
+    Returns the names written."""
+    from fcnet.training import figures
 
     names = ["loss.png"]
-    plots.loss_curve(hist["loss_history"], run_dir / "loss.png")
+    figures.loss_png(hist["loss_history"], run_dir / "loss.png")
     if hist["val_acc_history"]:
-        plots.accuracy_curves(hist["train_acc_history"], hist["val_acc_history"],
-                              run_dir / "accuracy.png")
+        figures.accuracy_png(hist["train_acc_history"], hist["val_acc_history"],
+                             run_dir / "accuracy.png")
         names.append("accuracy.png")
-    if P.image_shape is not None and W1.shape[0] == int(np.prod(P.image_shape)):
-        plots.weight_grid(W1, tuple(P.image_shape), run_dir / "weights.png")
+    shape = tuple(P.image_shape) if P.image_shape is not None else None
+    if shape is not None and W1.shape[0] == int(np.prod(shape)) and shape[-1] in (1, 3):
+        figures.weights_png(W1, shape, run_dir / "weights.png")
         names.append("weights.png")
-    plots.confusion_matrix(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
-                           run_dir / "confusion.png")
+    figures.confusion_png(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
+                          run_dir / "confusion.png")
     return [*names, "confusion.png"]
 
 
