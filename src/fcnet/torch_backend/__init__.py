@@ -34,16 +34,11 @@ def require_torch() -> ModuleType:
 
 
 def _flushing_pool(torch) -> None:
-    """Start torch's intra-op threads while this thread flushes subnormals.
-
-    ``torch.set_flush_denormal`` sets FTZ/DAZ in the calling thread only, and a
-    thread inherits its creator's floating-point mode, so workers started with it
-    off never flush: in the depth study the normal(0, 1e-3) nets of 4 and 5
-    layers, whose weights decay into subnormals, took 119 s for 10 epochs on 2
-    threads against 11.6 s with flushing workers.  The workers flush for good;
-    the calling thread flushes only inside ``flush_subnormals`` as before (a
-    pool torch already started keeps its mode).
-    """
+    """Start torch's intra-op threads while this thread flushes subnormals: a thread
+    inherits its creator's FTZ/DAZ mode, so workers started without it never flush
+    (the depth study's 4- and 5-layer normal(0, 1e-3) nets took 119 s for 10 epochs
+    on 2 threads against 11.6 s).  The workers flush for good, the calling thread
+    only inside ``flush_subnormals``; a pool torch already started keeps its mode."""
     global _pool_flushes
     if _pool_flushes:
         return
@@ -56,18 +51,11 @@ def _flushing_pool(torch) -> None:
         torch.set_flush_denormal(before)
 
 
+_LAZY = {"MultiLayerPerceptron": "model", "TorchTrainer": "train", "depth_study": "depth"}
+
+
 def __getattr__(name: str):
     # lazy, so `import fcnet.torch_backend` works (and can say so) without torch
-    if name == "MultiLayerPerceptron":
-        from fcnet.torch_backend.model import MultiLayerPerceptron
-
-        return MultiLayerPerceptron
-    if name == "TorchTrainer":
-        from fcnet.torch_backend.train import TorchTrainer
-
-        return TorchTrainer
-    if name == "depth_study":
-        from fcnet.torch_backend.depth import depth_study
-
-        return depth_study
-    raise AttributeError(name)
+    if name not in _LAZY:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f"fcnet.torch_backend.{_LAZY[name]}"), name)

@@ -44,15 +44,6 @@ class FlipCrop:
         self.h, self.w, self.c, self.channels_last = image_layout(image_shape, input_size)
         self.pad = max(self.h // 8, 1) if pad is None else int(pad)
 
-    def draw(self, rows: int, gen) -> tuple:
-        """Random (dy, dx, flip), each (rows, 1), from the trainer's CPU generator:
-        drawn once per epoch and moved to the device in one go."""
-        p = self.pad
-        dy = torch.randint(-p, p + 1, (rows, 1), generator=gen)
-        dx = torch.randint(-p, p + 1, (rows, 1), generator=gen)
-        flip = torch.rand((rows, 1), generator=gen) < 0.5
-        return dy, dx, flip
-
     def apply(self, x, dy, dx, flip):
         """x (B, D) shifted by (dy, dx) pixels, then mirrored where ``flip``: (B, D), new.
 
@@ -78,5 +69,8 @@ class FlipCrop:
         return x.view(b, c, h, w).flip(3).reshape(b, -1)
 
     def __call__(self, x, gen):
-        """Augment one batch x (B, D) with fresh draws from ``gen``."""
-        return self.apply(x, *(t.to(x.device) for t in self.draw(x.shape[0], gen)))
+        """Augment one batch x (B, D) with (dy, dx, flip) drawn per image from ``gen``."""
+        rows, p = (x.shape[0], 1), self.pad
+        draws = (torch.randint(-p, p + 1, rows, generator=gen),
+                 torch.randint(-p, p + 1, rows, generator=gen), torch.rand(rows, generator=gen) < 0.5)
+        return self.apply(x, *(t.to(x.device) for t in draws))

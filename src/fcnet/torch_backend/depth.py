@@ -28,60 +28,21 @@ from pathlib import Path
 import numpy as np
 
 from fcnet import files
-from fcnet.config import RunConfig, make_config
+from fcnet.config import make_config
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
 from fcnet.torch_backend.model import parse_init
-from fcnet.torch_backend.train import TorchTrainer, flush_subnormals, resolve_device
+from fcnet.torch_backend.train import TorchTrainer, flush_subnormals
 
 torch = require_torch()
 F = torch.nn.functional
 
 
-def _probe(model, xp, yp) -> tuple[list[float], list[float]]:
-    """Per-layer activation std and weight-gradient norm on the probe batch."""
-    model.eval()
-    stds, a = [], xp
-    for m in model:
-        a = m(a)
-        if isinstance(m, torch.nn.Linear) and m is model.linears[-1]:
-            stds.append(float(a.detach().std()))
-        elif isinstance(m, torch.nn.ReLU | torch.nn.GELU):
-            stds.append(float(a.detach().std()))
-    model.zero_grad(set_to_none=True)
-    F.cross_entropy(a, yp).backward()
-    norms = [float(lin.weight.grad.norm()) for lin in model.linears]
-    model.zero_grad(set_to_none=True)
-    return stds, norms
-
-
-@torch.no_grad()
-def _accuracy(model, X, y, chunk: int = 8192) -> float:
-    model.eval()
-    correct = 0
-    for s in range(0, X.shape[0], chunk):
-        correct += int((model(X[s:s + chunk]).argmax(1) == y[s:s + chunk]).sum())
-    return correct / max(X.shape[0], 1)
-
-
-def depth_study(
-    X_train,
-    y_train,
-    X_val,
-    y_val,
-    depths: Sequence[int] = (2, 3, 4, 5),
-    init: str | Sequence[str] = "normal:1e-3",
-    hidden: int = 50,
-    epochs: int = 10,
-    batch_size: int = 200,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-3,
-    decay: float = 0.95,
-    seed: int = 0,
-    device: str = "auto",
-    probe_rows: int = 1000,
-    progress: bool = True,
-) -> list[dict]:
+def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4, 5),
+                init: str | Sequence[str] = "normal:1e-3", hidden: int = 50, epochs: int = 10,
+                batch_size: int = 200, lr: float = 1e-3, weight_decay: float = 1e-3,
+                decay: float = 0.95, seed: int = 0, device: str = "auto", probe_rows: int = 1000,
+                progress: bool = True) -> list[dict]:
     """Train one network per (init, depth) and record the signals per epoch and layer.
 
     X_train (N, D), y_train (N,), X_val (M, D), y_val (M,): preprocessed rows
@@ -101,18 +62,11 @@ def depth_study(
         parse_init(spec)
     if any(int(d) < 1 for d in depths):
         raise FcnetError(f"depths count Linear layers and must be >= 1, got {list(depths)}")
-    X_train, X_val = np.asarray(X_train), np.asarray(X_val)
+    X_train, X_val = np.asarray(X_train, dtype=np.float32), np.asarray(X_val, dtype=np.float32)
     if X_train.ndim != 2 or X_val.ndim != 2 or X_train.shape[1] != X_val.shape[1]:
         raise FcnetError("X_train and X_val must be 2-D with the same number of columns")
-    dev = resolve_device(device)
-    Xt = torch.as_tensor(X_train, dtype=torch.float32, device=dev)
-    yt = torch.as_tensor(np.asarray(y_train), dtype=torch.int64, device=dev)
-    Xv = torch.as_tensor(X_val, dtype=torch.float32, device=dev)
-    yv = torch.as_tensor(np.asarray(y_val), dtype=torch.int64, device=dev)
-    n, d = Xt.shape
-    classes = int(max(int(yt.max()), int(yv.max()) if yv.numel() else 0)) + 1
-    probe = torch.as_tensor(np.random.RandomState(seed).permutation(n)[:probe_rows], device=dev)
-    data = (Xt, yt, Xv, yv, Xt[probe], yt[probe])
+    classes = int(max(np.max(y_train), np.max(y_val, initial=0))) + 1
+    probe = np.random.RandomState(seed).permutation(X_train.shape[0])[:probe_rows]
 
     def adam(params):  # the exercise's optim.Adam(model.parameters(), ...): biases decayed too
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -125,58 +79,55 @@ def depth_study(
                    dynamic_ncols=True)
     results = []
     for spec in inits:
-        for depth in depths:
-            config = _config(int(depth), spec, hidden, epochs, batch_size, lr, decay,
-                             weight_decay, seed, device)
-            trainer = TorchTrainer(config, d, classes, optimizer=adam)
+        for depth in map(int, depths):
+            # the exercise's settings: float32, shuffled epochs, lr x decay per epoch
+            config = make_config({
+                "backend": "torch", "hidden": [hidden] * (depth - 1), "init": spec,
+                "optimizer": "adam", "lr": lr, "decay": decay, "schedule": "step",
+                "weight_decay": weight_decay, "epochs": epochs, "batch_size": batch_size,
+                "sampling": "shuffle", "seed": seed, "dtype": "float32", "device": device,
+                "amp": False})
+            t = TorchTrainer(config, X_train.shape[1], classes, optimizer=adam)
+            data = (*t.data(X_train, y_train), *t.data(X_val, y_val),
+                    *t.data(X_train[probe], np.asarray(y_train)[probe]))
             t0 = time.perf_counter()
             with flush_subnormals():
-                history = [_signals(trainer.model, 0, None, None, *data)]
+                history = [_signals(t, 0, None, None, *data)]
 
-            def on_epoch(record: dict, model=trainer.model, rows=history, label=(spec, depth)):
-                rows.append(_signals(model, record["epoch"], record["loss"], record["lr"], *data))
+            def on_epoch(record: dict, t=t, rows=history, data=data, label=(spec, depth)):
+                rows.append(_signals(t, record["epoch"], record["loss"], record["lr"], *data))
                 if bar is not None:  # this study's row of the epoch, above
                     bar.set_postfix(init=label[0], depth=label[1],
                                     val_acc=f"{rows[-1]['val_acc']:.3f}", refresh=False)
                     bar.update(1)
 
-            trainer.fit(X_train, y_train, X_val, y_val, callback=on_epoch)
+            t.fit(X_train, y_train, X_val, y_val, callback=on_epoch)
             results.append({
-                "init": spec,
-                "depth": int(depth),
-                "hidden": [hidden] * (int(depth) - 1),
-                "train_acc_on": "whole training split",
-                "probe_rows": int(probe.numel()),
-                "history": history,
-                "final_train_acc": history[-1]["train_acc"],
-                "final_val_acc": history[-1]["val_acc"],
-                "seconds": time.perf_counter() - t0,
-            })
+                "init": spec, "depth": depth, "hidden": [hidden] * (depth - 1),
+                "train_acc_on": "whole training split", "probe_rows": int(probe.size),
+                "history": history, "final_train_acc": history[-1]["train_acc"],
+                "final_val_acc": history[-1]["val_acc"], "seconds": time.perf_counter() - t0})
     if bar is not None:
         bar.close()
     return results
 
 
-def _config(depth: int, init: str, hidden: int, epochs: int, batch_size: int, lr: float,
-            decay: float, weight_decay: float, seed: int, device: str) -> RunConfig:
-    """The exercise's settings as a run config: float32, shuffled epochs, lr x decay
-    per epoch, no mixed precision (the study measures float32 signals)."""
-    config = make_config({
-        "backend": "torch", "hidden": [hidden] * max(depth - 1, 1), "init": init,
-        "optimizer": "adam", "lr": lr, "decay": decay, "schedule": "step",
-        "weight_decay": weight_decay, "epochs": epochs, "batch_size": batch_size,
-        "sampling": "shuffle", "seed": seed, "dtype": "float32", "device": device, "amp": False,
-    })
-    # one Linear layer has no hidden size, which a run's config cannot say
-    return config if depth > 1 else config.model_copy(update={"hidden": []})
-
-
-def _signals(model, epoch: int, loss: float | None, lr: float | None, Xt, yt, Xv, yv,
+def _signals(t: TorchTrainer, epoch: int, loss: float | None, lr: float | None, Xt, yt, Xv, yv,
              xp, yp) -> dict:
-    """One history row: accuracies on the whole splits and the probe's per-layer signals."""
-    stds, norms = _probe(model, xp, yp)
-    return {"epoch": epoch, "loss": loss, "lr": lr, "train_acc": _accuracy(model, Xt, yt),
-            "val_acc": _accuracy(model, Xv, yv), "act_std": stds, "grad_norm": norms}
+    """One history row: accuracies on the whole splits, and on the probe batch each
+    layer's activation std and the norm of the data loss's gradient for its weights."""
+    model = t.model.eval()
+    stds, a = [], xp
+    for m in model:
+        a = m(a)
+        if m is model.linears[-1] or isinstance(m, torch.nn.ReLU | torch.nn.GELU):
+            stds.append(float(a.detach().std()))
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(a, yp).backward()
+    norms = [float(lin.weight.grad.norm()) for lin in model.linears]
+    model.zero_grad(set_to_none=True)
+    return {"epoch": epoch, "loss": loss, "lr": lr, "train_acc": t.accuracies(Xt, yt, True)[0],
+            "val_acc": t.accuracies(Xv, yv)[0], "act_std": stds, "grad_norm": norms}
 
 
 def depth_table(results: list[dict]) -> str:

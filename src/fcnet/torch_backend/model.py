@@ -46,13 +46,10 @@ class Dropout(nn.Dropout):
 
 
 def normal_init(sizes: Sequence[int], std: float, seed: int) -> list[np.ndarray]:
-    """[W1, b1, ..., WL, bL] float64 exactly as ``fcnet.nn.MLP(seed=seed)`` draws
-    them: W_l (H_{l-1}, H_l) = std * RandomState(seed).randn, b_l = 0."""
-    rng = np.random.RandomState(seed)
-    out: list[np.ndarray] = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
-        out += [std * rng.randn(fan_in, fan_out), np.zeros(fan_out)]
-    return out
+    """[W1 (D, H1), b1, ..., WL, bL], float64, as ``fcnet.nn.MLP(seed=seed)`` draws them."""
+    from fcnet.nn.model import MLP
+
+    return list(MLP(sizes[0], list(sizes[1:-1]), sizes[-1], std=std, seed=seed).params.values())
 
 
 def parse_init(init: str) -> tuple[str, float | None]:

@@ -53,12 +53,10 @@ class TorchPopulation(Engine):
         dropout_keep, the normal init's scale and seed, and share every other
         field (``fcnet.training.torch_population.compatible``)
     input_size, num_classes : D and C
-    threads : torch intra-op threads of a CPU step; None: torch's own count (a
-        sweep worker's share of the cores).  On a quiet 2-core machine the bf16
-        products ran 1.9-2.4x faster on 2 threads than on 1; on cores other
-        processes load, each parallel region can wait a scheduler slice for its
-        second thread (measured 7.6-14.6 ms an exercise step against 2.2 on one),
-        so pass 1 there.
+    threads : torch intra-op threads of a CPU step; None: torch's own count.  On
+        cores other processes load, each parallel region can wait a scheduler slice
+        for its second thread (7.6-14.6 ms an exercise step against 2.2 on one):
+        pass 1 there.
 
     ``run(X, y, X_val, y_val)`` trains them (``Engine.run``); ``member_params(j)``
     gives member j's parameters.
@@ -85,7 +83,7 @@ class TorchPopulation(Engine):
         self.L = len(self.sizes) - 1
         self.regs = [m.reg for m in configs]
         keeps = [m.dropout_keep for m in configs]
-        self.shared = len(self.rngs) == 1
+        self.shared = len(self.streams) == 1
         self.mask_gens = []
         if min(keeps) < 1:  # one mask stream per seed, as each lone run's Dropout draws
             self.mask_gens = [torch.Generator(self.device).manual_seed(s)
@@ -100,32 +98,25 @@ class TorchPopulation(Engine):
     def _rows(self, X):
         """Rows on the device in the products' dtype, converted once (a tensor
         already so is used as it is)."""
-        if torch.is_tensor(X):
-            return X.to(self.device, self.cd).contiguous()
-        t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64 if self.md == torch.float64
-                                                  else np.float32))
-        return t.to(self.device).to(self.cd).contiguous()
+        if not torch.is_tensor(X):
+            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
+        return X.to(self.device).to(self.cd).contiguous()
 
     def _stack(self, weights) -> None:
         """W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1})
         for l >= 1; b[l] (K, H_{l+1}).  Wc/bc: the products' copies (the same
         tensors unless mixed)."""
-        k = self.k
+        def stacked(i, dim=0):  # parameter i of every member, in the master dtype
+            return torch.stack([torch.as_tensor(w[i], dtype=self.md) for w in weights], dim=dim)
 
-        def t(p):
-            return torch.as_tensor(p, dtype=self.md)
-
-        d, h1 = self.sizes[0], self.sizes[1]
-        self.W = [torch.stack([t(w[0]) for w in weights], dim=1).reshape(d, k * h1)]
-        self.W += [torch.stack([t(w[2 * i]) for w in weights]) for i in range(1, self.L)]
-        self.b = [torch.stack([t(w[2 * i + 1]) for w in weights]) for i in range(self.L)]
+        self.W = [stacked(0, dim=1).reshape(self.sizes[0], -1)]
+        self.W += [stacked(2 * i) for i in range(1, self.L)]
+        self.b = [stacked(2 * i + 1) for i in range(self.L)]
         self.W = [w.to(self.device).contiguous() for w in self.W]
         self.b = [b.to(self.device).contiguous() for b in self.b]
+        self.Wc, self.bc = self.W, self.b
         if self.mixed:
-            self.Wc = [w.to(self.cd) for w in self.W]
-            self.bc = [b.to(self.cd) for b in self.b]
-        else:
-            self.Wc, self.bc = self.W, self.b
+            self.Wc, self.bc = [w.to(self.cd) for w in self.W], [b.to(self.cd) for b in self.b]
 
     def _buffers(self, keeps: list[float]) -> None:
         k, B, cd, dev = self.k, self.config.batch_size, self.cd, self.device

@@ -4,34 +4,16 @@ lone run trained by autograd and ``torch.optim``.
 ``Engine.run`` trains a lone run and a population (``TorchPopulation``, whose
 stacked SGD step is the backend's only hand-written update) alike, top to
 bottom: the learning rate of this iteration (``fcnet.nn.schedule.lr_at``), the
-batch (``fcnet.nn.loop.draw_batch``: the NumPy engine's stream, one per seed),
+batch (``fcnet.nn.solver.Stream``: the NumPy engine's, one stream per seed),
 one step, and at an epoch's end the losses, train and validation accuracy, the
 record and the caller's callback (which checkpoints and logs).
 
-Conventions (docs/torch.md):
-
-* Training length: ``epochs`` * max(N // B, 1) iterations when ``epochs`` is
-  set, else exactly ``iters`` (the last epoch may be partial); ``time_budget``
-  sets ``epochs`` (fcnet.training.torch_run).
-* ``weight_decay=None`` means ``2 * reg`` on the Linear weights only, so SGD,
-  momentum and Adam follow the NumPy loss ``reg * sum(W**2)``; AdamW decouples
-  it.  Biases and BatchNorm parameters are never decayed.  ``loss_history``
-  holds cross-entropy (with label smoothing) plus ``weight_decay / 2 * sum(W**2)``
-  for the coupled rules, taken before the step as the NumPy engine does.
-* The init ``normal`` is drawn as ``fcnet.nn.MLP`` draws it, and batches come
-  from ``RandomState(seed)`` as the Solver's: an exercise config (plain SGD, step
-  decay, ReLU) in float64 is the NumPy run to rounding (a test, not a path).
-* ``train_acc_history``: accuracy on a fixed subset of up to 5,000 training rows
-  (eval mode, single view); ``final_train_acc`` on the whole split.
-* ``mixup`` a > 0 blends each batch with itself reversed, lam ~ Beta(a, a) per
-  batch (Zhang et al. 2018); ``ema`` d > 0 averages the weights (torch's
-  ``AveragedModel``): the per-epoch validation scores the average, and at the
-  end the model takes it.  A net trained with flips predicts the mean of each
-  image's and its mirror image's probabilities (``tta``).
-* Mixed precision (bfloat16 autocast, float32 weights) is on for float32 runs
-  on CUDA, on the CPU with ``amp = true``, and for ``dtype = "bfloat16"``; where
-  the device has no bf16 instructions the run trains in float32 and
-  ``bf16_fallback`` says why.  Subnormals are flushed to zero while training.
+Conventions (docs/torch.md): ``epochs`` * max(N // B, 1) iterations, else
+``iters``; ``weight_decay=None`` is ``2 * reg`` on the Linear weights only, and
+``loss_history`` then adds ``reg * sum(W**2)`` taken before the step, as the
+NumPy engine does; the init ``normal`` and the batches are the NumPy engine's,
+so an exercise config in float64 is the NumPy run to rounding (a test, not a
+path); ``train_acc_history`` scores a fixed subset of up to 5,000 training rows.
 """
 
 from __future__ import annotations
@@ -47,9 +29,9 @@ import numpy as np
 from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.nn.loop import draw_batch
 from fcnet.nn.rng import legacy_state, load_legacy_state
 from fcnet.nn.schedule import lr_at
+from fcnet.nn.solver import Stream
 from fcnet.torch_backend import require_torch
 from fcnet.torch_backend.augment import FlipCrop
 from fcnet.torch_backend.model import Dropout, MultiLayerPerceptron
@@ -158,8 +140,7 @@ class Engine:
         seeds = [c.seed for c in configs]
         self.stream_seeds = sorted(set(seeds))
         self.group = [self.stream_seeds.index(s) for s in seeds]  # member -> its stream
-        self.rngs = [np.random.RandomState(s) for s in self.stream_seeds]
-        self.perms = [np.empty(0, dtype=np.intp) for _ in self.stream_seeds]
+        self.streams = [Stream(s) for s in self.stream_seeds]
         self.it = self.epoch = 0
         self.per_epoch = 1
         self.halted = False
@@ -171,11 +152,8 @@ class Engine:
     def batch(self, n: int):
         """Rows (S, B) of iteration ``it``, one row per stream, on the device."""
         c = self.config
-        rows = np.empty((len(self.rngs), c.batch_size), dtype=np.int64)
-        for g, rng in enumerate(self.rngs):
-            rows[g], self.perms[g] = draw_batch(rng, n, c.batch_size, c.sampling, self.it,
-                                                self.per_epoch, self.perms[g])
-        return torch.from_numpy(rows).to(self.device)
+        rows = [s.draw(n, c.batch_size, c.sampling, self.it, self.per_epoch) for s in self.streams]
+        return torch.from_numpy(np.stack(rows).astype(np.int64)).to(self.device)
 
     def run(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None
@@ -245,8 +223,10 @@ class Engine:
                 if callback is not None:
                     callback(record)
             self._take_losses()
-            self._finish()
-            final = self.accuracies(Xt, yt, train=True)
+            final = [float("nan")] * self.k  # stopped at ``until``: more to come
+            if self.it == total or self.halted or None not in self.diverged:
+                self._finish()
+                final = self.accuracies(Xt, yt, train=True)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - t0
@@ -279,7 +259,7 @@ class Engine:
         return L
 
     def _finish(self) -> None:
-        """After the loop, before the final accuracies."""
+        """After the last step, before the final accuracies."""
 
     def result(self, j: int, final_train_acc: float, train_acc_rows: int, seconds: float) -> dict:
         """Member j's histories, progress and timing."""
@@ -296,11 +276,11 @@ class Engine:
         self._take_losses()
         out: dict = {"it": self.it, "epoch": self.epoch,
                      "diverged": torch.tensor([-1 if d is None else d for d in self.diverged])}
-        for g, rng in enumerate(self.rngs):
-            for k, v in legacy_state(rng, f"rng.{g}.").items():
+        for g, stream in enumerate(self.streams):
+            for k, v in legacy_state(stream.rng, f"rng.{g}.").items():
                 v = np.asarray(v)
                 out[k] = torch.from_numpy(v.astype(np.float64 if v.dtype.kind == "f" else np.int64))
-            out[f"perm.{g}"] = torch.from_numpy(self.perms[g].astype(np.int64))
+            out[f"perm.{g}"] = torch.from_numpy(stream.perm.astype(np.int64))
         for j, h in enumerate(self.hist):
             out.update({f"{k}.{j}": torch.tensor(v, dtype=torch.float64) for k, v in h.items()})
             out[f"val_at.{j}"] = torch.tensor([[int(i), a] for i, a in self.val_at[j].items()],
@@ -310,10 +290,10 @@ class Engine:
     def _load_loop_state(self, state: dict) -> None:
         self.it, self.epoch = int(state["it"]), int(state["epoch"])
         self.diverged = [None if d < 0 else d for d in state["diverged"].tolist()]
-        for g, rng in enumerate(self.rngs):
-            load_legacy_state(rng, {k: v.numpy() for k, v in state.items()
-                                    if k.startswith(f"rng.{g}.")}, f"rng.{g}.")
-            self.perms[g] = state[f"perm.{g}"].numpy().astype(np.intp)
+        for g, stream in enumerate(self.streams):
+            load_legacy_state(stream.rng, {k: v.numpy() for k, v in state.items()
+                                           if k.startswith(f"rng.{g}.")}, f"rng.{g}.")
+            stream.perm = state[f"perm.{g}"].numpy().astype(np.intp)
         for j, h in enumerate(self.hist):
             for k in HISTORIES:
                 h[k] = state[f"{k}.{j}"].tolist()
@@ -362,7 +342,7 @@ class TorchTrainer(Engine):
             seed=config.seed, dtype=self.dtype).to(self.device)
         # one thread for small products: below a few MFLOP per product, waking a second
         # costs more than it saves (on 2 loaded cores a digits step took 30x longer)
-        small = config.batch_size * self.input_size * max(config.hidden) < 4_000_000
+        small = config.batch_size * self.input_size * max(config.hidden, default=1) < 4e6
         self.threads = 1 if small else torch.get_num_threads()
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
         self.custom_optimizer = optimizer is not None
@@ -431,7 +411,7 @@ class TorchTrainer(Engine):
             xb = self.augment(xb, self.gen)
         lam = None
         if c.mixup > 0:  # each image blended with its partner in the reversed batch
-            lam = float(self.rngs[0].beta(c.mixup, c.mixup))
+            lam = float(self.streams[0].rng.beta(c.mixup, c.mixup))
             xb = lam * xb + (1 - lam) * xb.flip(0)
         self.model.train()
         penalty = self._l2_penalty()
@@ -461,21 +441,10 @@ class TorchTrainer(Engine):
 
     # ------------------------------------------------------------------ data
     def _check(self, X, y=None):
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.input_size:
-            raise FcnetError(f"X must have shape (N, {self.input_size}), got {tuple(X.shape)}")
-        if not np.issubdtype(X.dtype, np.number):
-            raise FcnetError(f"X must be numeric, got dtype {X.dtype}")
-        if y is None:
-            return X, None
-        y = np.asarray(y)
-        if y.shape != (X.shape[0],):
-            raise FcnetError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
-        y = y.astype(np.int64)
-        if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-            raise FcnetError(f"labels must be in [0, {self.num_classes}), "
-                             f"got range [{y.min()}, {y.max()}]")
-        return X, y
+        """X (N, D) and labels y (N,) in [0, C), as the NumPy engine checks them."""
+        from fcnet.nn.model import MLP
+
+        return MLP.check_inputs(self, X, y)  # reads input_size and num_classes only
 
     def _tensor(self, X):
         """Rows as a tensor on the device, in the model's dtype (no copy when possible)."""
@@ -555,7 +524,7 @@ class TorchTrainer(Engine):
     def checkpoint_state(self) -> dict:
         """Everything to resume at an epoch boundary: model, optimiser, streams, progress."""
         state = {**self._loop_state(), "model": self.state_dict(),
-                 "optimizer": _to_cpu(self.optimizer.state_dict()), "gen": self.gen.get_state(),
+                 "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state(),
                  "mask_gen": self.mask_gen.get_state()}
         if self.budget is not None:
             state["budget"] = torch.tensor(self.budget, dtype=torch.float64)
@@ -590,16 +559,6 @@ class TorchTrainer(Engine):
 
     def load_checkpoint(self, path: str | Path) -> None:
         self.load_checkpoint_state(_safe_load(path))
-
-
-def _to_cpu(obj):
-    if torch.is_tensor(obj):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
 
 
 def _atomic_save(obj, path: str | Path) -> None:

@@ -38,7 +38,7 @@ def population_key(config: RunConfig) -> tuple:
 def compatible(configs: list[RunConfig]) -> bool:
     """Whether these torch configs can train as one population."""
     return (bool(configs)
-            and all(c.backend == "torch" and c.init.split(":")[0] == "normal"
+            and all(c.backend == "torch" and c.init.split(":")[0] == "normal" and c.hidden
                     and all(getattr(c, k) == v for k, v in STACKED.items()) for c in configs)
             and len({population_key(c) for c in configs}) == 1)
 
