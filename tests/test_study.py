@@ -11,7 +11,7 @@ import pytest
 from _browser_util import open_page_check
 
 EXPECTED_ROWS = {"t-toy": 7, "t-baseline": 1, "t1": 10, "t2": 5, "t3": 12, "t4": 5, "t5": 5,
-                 "t6": 4, "t7": 2, "t-chosen": 2, "t-depth": 8}
+                 "t6": 4, "t7": 2, "t-chosen": 2, "t-depth": 8, "t-claims": 20}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,32 @@ def test_study_tables_carry_the_reports_numbers_beside_fcnets(study):
     _, res = study
     t1 = res["tables"]["t1"]
     assert [row[0] for row in t1] == list(range(1000, 10001, 1000))
-    assert [row[2] for row in t1][:2] == [28.19, 35.80]  # the report's column, from study.md
+    assert [row[3] for row in t1][:2] == [28.19, 35.80]  # the report's column, from study.md
     assert all(isinstance(row[1], str) for row in t1)
+    assert all(row[2].startswith("±") for row in t1)  # one run's sampling interval
+
+
+def test_every_claim_has_a_verdict_and_the_header_names_the_study(study):
+    out, res = study
+    verdicts = {c["id"]: c["verdict"] for c in res["claims"]}
+    assert len(verdicts) == 20
+    assert set(verdicts.values()) <= {"supported", "within noise", "contradicted",
+                                      "not tested"}
+    assert verdicts["chosen-test"] == "not tested"  # the source's number is CIFAR-10's
+    assert sum(v != "not tested" for v in verdicts.values()) == 19
+    # fcnet's depth study shows chance-level training accuracy: not overfitting
+    assert verdicts["q4-overfit-4"] == "contradicted"
+    md = (out / "report.md").read_text()
+    assert "- **study**: exercise" in md and "src/fcnet/studies" not in md
+    assert "Claims and verdicts" in md and "Wilson" in md
+
+
+def test_study_tables_fit_at_1280_px(study):
+    from test_report_browser import _table_overflow
+
+    out, _ = study
+    for table_id, right, scroll in _table_overflow(out / "report.html", 1280):
+        assert right <= 1280 and scroll <= 0, (table_id, right, scroll)
 
 
 def test_study_rerun_reuses_finished_runs(study):

@@ -22,7 +22,7 @@ from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.stats import LEVEL, Cell, difference, sampling_ci
 
-DEFAULT_MARGIN = {"better": 0.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
+DEFAULT_MARGIN = {"better": 0.0, "unbeaten": 1.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
 SUPPORTED, NOISE, CONTRADICTED, UNTESTED = ("supported", "within noise", "contradicted",
                                             "not tested")
 
@@ -62,7 +62,7 @@ def table_axes(table) -> Axes:
         if name == "configuration":
             names.append("row")
             values.append(list(range(1, len(items) + 1)))
-            labels.append([str(lab) for lab, _ in items])
+            labels.append([str(lab).split(":")[0] for lab, _ in items])  # 'config 1: ...'
         else:
             names.append(name)
             values.append([ch[name] for _, ch in items])
@@ -264,12 +264,17 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
         verdict = (CONTRADICTED if any(d.low > m for _, d in diffs) else
                    SUPPORTED if all(d.high < m for _, d in diffs) else NOISE)
         rule = f"no better: < {claim.margin:g}"
+    elif claim.kind == "unbeaten":  # no b better than a by more than the margin: a - b > -m
+        verdict = (CONTRADICTED if any(d.high < -m for _, d in diffs) else
+                   SUPPORTED if all(d.low > -m for _, d in diffs) else NOISE)
+        rule = f"unbeaten: > -{claim.margin:g}"
     else:  # equal within the margin: an equivalence test
         verdict = (CONTRADICTED if any(d.low > m or d.high < -m for _, d in diffs) else
                    SUPPORTED if all(-m < d.low and d.high < m for _, d in diffs) else NOISE)
         rule = f"equal: inside ±{claim.margin:g}"
     # the deciding comparison first: the weakest for a 'supported', else the worst
-    key = (lambda bd: bd[1].low) if claim.kind == "better" else (lambda bd: -bd[1].high)
+    key = (lambda bd: bd[1].low) if claim.kind in ("better", "unbeaten") else (
+        lambda bd: -bd[1].high)
     shown = sorted(diffs, key=key)[:3]
     text = "; ".join(f"{show(claim.a)} - {show(b)}: {_interval(d)}" for b, d in shown)
     if len(diffs) > len(shown):

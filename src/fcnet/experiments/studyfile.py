@@ -41,7 +41,8 @@ MAX_RUNS = 20_000  # runs one study may ask for (cells x seeds)
 Number = StrictInt | StrictFloat
 RefValue = Number | Literal["-"]
 Text = Annotated[StrictStr, Field(max_length=2000)]
-CLAIM_KINDS = ("better", "no_better", "equal", "grows_then_flat", "overfits", "reproduces")
+CLAIM_KINDS = ("better", "unbeaten", "no_better", "equal", "grows_then_flat", "overfits",
+               "reproduces")
 
 
 def _fcnet(fn, *args, **kw):
@@ -265,12 +266,13 @@ class ClaimSpec(_Model):
 
     @model_validator(mode="after")
     def _keys(self) -> ClaimSpec:
-        need = {"better": ("a",), "no_better": ("a", "b"), "equal": ("a", "b", "margin"),
+        need = {"better": ("a",), "unbeaten": ("a",), "no_better": ("a", "b"), "equal": ("a", "b", "margin"),
                 "grows_then_flat": ("up_to",), "overfits": ("a",), "reproduces": ("a", "value")}
         for key in need[self.kind]:
             if getattr(self, key) is None:
                 raise ValueError(f"a {self.kind!r} claim needs {key!r}")
-        allowed = {"better": {"a", "b", "margin"}, "no_better": {"a", "b", "margin"},
+        allowed = {"better": {"a", "b", "margin"}, "unbeaten": {"a", "b", "margin"},
+                   "no_better": {"a", "b", "margin"},
                    "equal": {"a", "b", "margin"}, "grows_then_flat": {"along", "up_to", "at",
                                                                       "margin"},
                    "overfits": {"a", "margin"}, "reproduces": {"a", "value"}}[self.kind]
