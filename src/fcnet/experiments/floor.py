@@ -33,7 +33,7 @@ from fcnet.experiments.plan import SweepSpec, plan
 
 ROUNDS = 5  # interleaved rounds of timed steps per shape (its step time: the fastest)
 MIN_STEPS = 5  # each round times at least this many steps ...
-MIN_SECONDS = 0.02  # ... and at least this long
+MIN_SECONDS = 0.005  # ... and at least this long
 MAX_STEPS = 400  # a block's most steps
 SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
 
