@@ -170,3 +170,18 @@ def test_moving_average_is_a_trailing_mean():
     x, y = plots.moving_average(np.array([1.0, 3.0]), 10)  # window clipped to the series
     np.testing.assert_array_equal(x, [1])
     np.testing.assert_allclose(y, [2.0])
+
+
+def test_interval_plot_draws_error_bars_and_sampling_bars(tmp_path):
+    nan = float("nan")
+    series = {"H50": ([97.0, 97.5, 96.0], [96.0, 96.8, 95.0], [98.0, 98.2, 97.0],
+                      [94.0, 95.0, 93.0], [99.0, 99.2, 98.5]),
+              "H100": ([97.5, 98.0, 96.5], [nan] * 3, [nan] * 3,  # one seed: no error bars
+                       [95.0, 96.0, 94.0], [99.0, 99.5, 98.7])}
+    path = plots.interval_plot(["100", "200", "300"], series, tmp_path / "iv.png",
+                               "batch size", "val %", "Table 4")
+    rgb = check_png(path)
+    blue = np.array([0x1F, 0x5A, 0x99])
+    assert (np.abs(rgb - blue).sum(axis=2) < 30).sum() > 50  # the first column's colour
+    with pytest.raises(FcnetError):
+        plots.interval_plot(["a"], {}, tmp_path / "none.png", "x", "y", "t")

@@ -267,7 +267,7 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
     elif claim.kind == "unbeaten":  # no b better than a by more than the margin: a - b > -m
         verdict = (CONTRADICTED if any(d.high < -m for _, d in diffs) else
                    SUPPORTED if all(d.low > -m for _, d in diffs) else NOISE)
-        rule = f"unbeaten: > -{claim.margin:g}"
+        rule = f"unbeaten: > {-claim.margin:g}"
     else:  # equal within the margin: an equivalence test
         verdict = (CONTRADICTED if any(d.low > m or d.high < -m for _, d in diffs) else
                    SUPPORTED if all(-m < d.low and d.high < m for _, d in diffs) else NOISE)

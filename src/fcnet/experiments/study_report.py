@@ -59,7 +59,7 @@ STATS_TEXT = (
     "same model would have on all images of its kind. The note under each table names the "
     "rows whose difference is beyond noise (the test and the multiple-comparison correction "
     "are named there); each figure shows the means with the seed intervals as error bars and "
-    "one run's sampling interval as a light band.")
+    "one run's sampling interval as a pale bar.")
 
 
 class Sections:
@@ -202,8 +202,9 @@ class Sections:
                     line.append(next(ref))
             body.append(line)
         self.grids[t.id] = grid
-        extra = "" if len(cols) == 1 else f" fcnet columns: {spread(t.seeds)}."
-        note = " ".join(x for x in (t.note + extra, self.noise_note(t, grid)) if x)
+        extra = "" if len(cols) == 1 else f"fcnet columns: {spread(t.seeds)}."
+        parts = [t.note.rstrip(".") + "." if t.note else "", extra, self.noise_note(t, grid)]
+        note = " ".join(x for x in parts if x)
         return Table(t.name, head, body, note=note, id=t.id)
 
     def noise_note(self, t: StudyTable, grid: list[list[stats.Cell]]) -> str:
@@ -262,8 +263,8 @@ class Sections:
                             title=t.name)
         bars = ("error bars: 95% CI over " + f"{t.seeds} seeds") if t.seeds > 1 else \
             "one seed: no error bars"
-        return Figure(path, f"{t.name}: fcnet's mean validation accuracy ({bars}; band: one "
-                            "run's 95% sampling interval)")
+        return Figure(path, f"{t.name}: fcnet's mean validation accuracy ({bars}; pale bars: "
+                            "one run's 95% sampling interval)")
 
     def tables(self, results: dict):
         from fcnet.report import plots
