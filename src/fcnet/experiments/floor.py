@@ -78,6 +78,7 @@ class StudyFloor:
     runs: list[FloorRun]
     reused: int = 0  # planned runs an earlier invocation finished (not in the floor)
     notes: list[str] = field(default_factory=list)
+    data: _Data | None = field(default=None, repr=False)  # the rows, until measured
 
     @property
     def seconds(self) -> float:
@@ -144,19 +145,24 @@ def _precision(config: RunConfig) -> tuple[str, str]:
 
 
 class _Data:
-    """Training rows (N, D) and class count per data key, prepared once each."""
+    """Training rows (N, D) and class count per data key, prepared once each (and
+    kept until measured: prepare's own cache holds two, and a PCA is slow to refit)."""
 
     def __init__(self):
-        self.shapes: dict[tuple, tuple[int, int, int]] = {}
+        self.prepared: dict[tuple, tuple[np.ndarray, int]] = {}
 
-    def shape(self, config: RunConfig) -> tuple[int, int, int]:
+    def rows(self, config: RunConfig) -> tuple[np.ndarray, int]:
         from fcnet.training.prepare import data_key, prepare
 
         key = data_key(config)
-        if key not in self.shapes:
+        if key not in self.prepared:
             P = prepare(config)
-            self.shapes[key] = (*P.X_train.shape, len(P.classes))
-        return self.shapes[key]
+            self.prepared[key] = (P.X_train, len(P.classes))
+        return self.prepared[key]
+
+    def shape(self, config: RunConfig) -> tuple[int, int, int]:
+        X, classes = self.rows(config)
+        return (*X.shape, classes)
 
 
 def _run(what: str, config: RunConfig, k: int, data: _Data,
@@ -180,7 +186,7 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
     """
     runs_dir = Path(out) / "runs" if out is not None else None
     data = _Data()
-    floor = StudyFloor([])
+    floor = StudyFloor([], data=data)
     points, jobs = plan(SweepSpec(study.base, points=study.runs))
     groups: dict[str, list] = {}
     for job in jobs.values():
@@ -242,11 +248,9 @@ def _depth_runs(study, block: dict, data: _Data, runs_dir: Path | None, since, f
 
 
 # ------------------------------------------------------------------------- measuring
-def _rows(config: RunConfig, shape: Shape):
+def _rows(data: _Data, config: RunConfig, shape: Shape):
     """The run's own prepared training rows (N, D), in the precision its products use."""
-    from fcnet.training.prepare import prepare
-
-    X = prepare(config).X_train
+    X = data.rows(config)[0]
     if shape.backend == "numpy":
         return np.ascontiguousarray(X, dtype=shape.dtype)
     import torch
@@ -289,7 +293,7 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
             time.sleep(SWITCH_GAP_S)
         last = backend
         first = next(iter(shapes.values()))
-        X = _rows(first.config, first.shape)
+        X = _rows(floor.data or _Data(), first.config, first.shape)
         steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k)
                  for key, r in shapes.items()}
         fastest = dict.fromkeys(steps, math.inf)
@@ -306,6 +310,7 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
         del X, steps
     for r in floor.runs:
         r.step_ms = _STEP_MS[(r.shape, data_key(r.config))]
+    floor.data = None
     return floor
 
 
