@@ -90,7 +90,7 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
 
         tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
                  record["val_acc"], record["lr"], weights=weights, image_shape=t.image_shape,
-                 last=record["iteration"] + per_epoch > total)
+                 last=record["iteration"] == total)
         if clock.due():
             started = time.monotonic()
             tb.flush()  # first: a resume from this checkpoint leaves no gap in tb/
