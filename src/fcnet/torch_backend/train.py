@@ -360,7 +360,7 @@ class TorchTrainer(Engine):
             if isinstance(m, Dropout):
                 m.generator = self.mask_gen
         self._safe: dict | None = None  # CUDA: the weights at the epoch's start
-        self.budget: tuple[int, float] | None = None  # time_budget: (epochs, epoch seconds)
+        self.budget: dict | None = None  # time_budget: epochs, epoch_seconds, measuring_seconds
 
     def __repr__(self) -> str:
         return (f"TorchTrainer({self.model.sizes}, optimizer={self.config.optimizer}, "
@@ -527,7 +527,7 @@ class TorchTrainer(Engine):
                  "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state(),
                  "mask_gen": self.mask_gen.get_state()}
         if self.budget is not None:
-            state["budget"] = torch.tensor(self.budget, dtype=torch.float64)
+            state["budget"] = torch.tensor(list(self.budget.values()), dtype=torch.float64)
         if self.ema is not None:
             state["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
         return state
@@ -543,15 +543,16 @@ class TorchTrainer(Engine):
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
             if self.config.time_budget is not None:  # the length measured when it started
-                epochs, seconds = state["budget"].tolist()
-                self.set_budget(int(epochs), seconds)
+                self.set_budget(*state["budget"].tolist())
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             raise FcnetError(f"checkpoint does not fit this run ({str(err).splitlines()[0]})") \
                 from None
 
-    def set_budget(self, epochs: int, epoch_seconds: float) -> None:
-        """Fix a ``time_budget`` run's length: ``epochs``, from ``epoch_seconds`` measured."""
-        self.budget = (int(epochs), float(epoch_seconds))
+    def set_budget(self, epochs: int, epoch_seconds: float, measuring_seconds: float) -> None:
+        """Fix a ``time_budget`` run's length: ``epochs``, from ``epoch_seconds`` measured
+        in ``measuring_seconds`` of the budget."""
+        self.budget = {"epochs": int(epochs), "epoch_seconds": float(epoch_seconds),
+                       "measuring_seconds": float(measuring_seconds)}
         self.config = self.config.model_copy(update={"epochs": int(epochs)})
 
     def save_checkpoint(self, path: str | Path) -> None:

@@ -44,8 +44,8 @@ def measure_budget(t, P: Prepared) -> None:
         probe.run(*data, until=probe.it + probe.per_epoch)
     now = time.perf_counter()
     epoch_s = (now - t1) * probe.per_epoch / (probe.it - 2)
-    left = t.config.time_budget - (now - t0)
-    t.set_budget(max(1, int(BUDGET_FILL * left / epoch_s)), epoch_s)
+    epochs = int(BUDGET_FILL * (t.config.time_budget - (now - t0)) / epoch_s)
+    t.set_budget(max(1, epochs), epoch_s, now - t0)
 
 
 def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = True,
@@ -65,12 +65,10 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
     if config.time_budget is not None:
         if t.budget is None:
             measure_budget(t, P)
-        epochs, epoch_s = t.budget
-        extra["time_budget"] = {"seconds": config.time_budget, "epochs": epochs,
-                                "epoch_seconds": epoch_s}
+        extra["time_budget"] = {"seconds": config.time_budget, **t.budget}
         if not quiet:
-            rundir.say(f"time budget {config.time_budget:g} s: {epochs} epochs of "
-                       f"{epoch_s:.3g} s (measured)")
+            rundir.say(f"time budget {config.time_budget:g} s: {t.budget['epochs']} epochs of "
+                       f"{t.budget['epoch_seconds']:.3g} s (measured at the start)")
     summary = rundir.start(run_dir, config, P, **extra)
     from fcnet.torch_backend.train import training_length
 
