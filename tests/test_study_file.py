@@ -116,7 +116,8 @@ def test_two_table_study_with_two_workers_killed_and_resumed(tmp_path):
     alone = _run(f, tmp_path / "alone")  # uninterrupted, one worker: the same numbers
     assert alone["tables"] == res["tables"]
     t1, t2 = res["tables"]["lr-reg"], res["tables"]["hidden"]
-    assert [row[0] for row in t1] == [0.01, 0.03] and [row[2] for row in t1] == [90.0, 92.0]
-    assert len(t2) == 2 and len(t2[0]) == 3  # hidden x (1500, 3000) iterations
+    # a row: lr, then per reg: fcnet's number, one run's sampling interval, the reference
+    assert [row[0] for row in t1] == [0.01, 0.03] and [row[3] for row in t1] == [90.0, 92.0]
+    assert len(t2) == 2 and len(t2[0]) == 5  # hidden x (1500, 3000) iterations
     md = (out / "report.md").read_text()
     assert "Table 1: learning rate and regularisation" in md
