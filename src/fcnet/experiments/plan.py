@@ -41,6 +41,9 @@ class SweepSpec:
     def __post_init__(self) -> None:
         if not 1 <= self.seeds <= 100:
             raise FcnetError(f"--seeds must be between 1 and 100, got {self.seeds}")
+        if self.seeds > 1 and ("seed" in self.grid or "seed" in self.params or
+                               any("seed" in p for p in self.points)):
+            raise FcnetError("--seeds and a sweep over 'seed' both set the seed: give one")
         if self.search is not None:
             if self.search not in SEARCHES:
                 raise FcnetError(f"--search: expected one of {', '.join(SEARCHES)}, "

@@ -154,6 +154,9 @@ class TableSpec(_Model):
                            info.context["seeds"] if info.context.get("force_seeds") or
                            self.seeds is None else self.seeds)
         cells = [c for row in table.cells() for c in row]
+        if table.seeds > 1 and any("seed" in c for c in cells):
+            raise ValueError(f"seeds = {table.seeds} and a table that sets 'seed' itself: "
+                             "give one")
         for c in cells:
             _fcnet(space.with_changes, base, c, where="cell")
         if self.reference is not None:
