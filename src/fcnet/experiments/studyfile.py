@@ -326,7 +326,8 @@ class StudyFile(_Model):
         for name in mine:
             _fcnet(space.check_field, name, f"dataset.{ds}")
         try:
-            cfg = make_config({**values, **mine})
+            # preset None: fields not given are the exercise's on either backend
+            cfg = make_config({**values, **mine, "preset": None})
         except FcnetError as err:
             raise ValueError(f"base: {err}") from None
         for name, v in {**values, **mine}.items():
