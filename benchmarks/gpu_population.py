@@ -1,7 +1,7 @@
 """Population training on a GPU: configurations trained per second for K = 1, 8, 64, 256.
 
 K configurations of the net 3072-50-10 (each its own learning rate and L2
-strength) share every minibatch of 200 rows, as fcnet.nn.population does on
+strength) share every minibatch of 200 rows, as fcnet.nn.solver's populations do on
 the CPU: layer 1 of all members is one product (B, D) @ (D, K*H), layer 2 a
 batched product (K, B, H) @ (K, H, C), and the fused SGD update is two more
 (W1 <- shrink W1 + x^T (-lr dz1), W2 <- shrink W2 + a1^T (-lr dz2)).  A lone

@@ -380,11 +380,3 @@ class Solver:
                 self.hist[j][key] = [float(v) for v in state[f"{key}.{j}"]]
         self._frozen = {j: [np.array(state[f"frozen.{j}.{i}"]) for i in range(len(self.stack.params))]
                         for j in range(self.k) if self.diverged_at[j] is not None}
-
-
-def PopulationSolver(models, X, y, X_val, y_val, learning_rates=1e-3, decays=0.95, regs=5e-6,
-                     dropout_keeps=None, seed: int | None = 0, **kwargs) -> Solver:
-    """The population's older spelling: ``Solver`` with one value per member."""
-    return Solver(models, X, y, X_val, y_val, learning_rate=learning_rates,
-                  learning_rate_decay=decays, reg=regs, dropout_keep=dropout_keeps, seed=seed,
-                  **kwargs)

@@ -1,3 +1,0 @@
-"""Moved to fcnet.nn.solver: a population is a Solver of K models."""
-
-from fcnet.nn.solver import PopulationSolver  # noqa: F401
