@@ -58,7 +58,8 @@ class RunConfig(BaseModel):
     # model
     backend: Literal["numpy", "torch"] = Field(
         "numpy", description="numpy (the exact engine) | torch (PyTorch, CPU or CUDA)")
-    hidden: list[int] = Field(default_factory=lambda: [50], description="hidden sizes, e.g. [100, 50] ([] is softmax regression)")
+    hidden: list[int] = Field(default_factory=lambda: [50],
+                              description="hidden sizes, e.g. [100, 50] ([] is softmax regression)")
     std: float = Field(1e-4, gt=0, description="init: weights ~ std * randn")
     init: str = Field("normal", description="init: normal (std * randn) | normal:<std> | kaiming "
                       "(sqrt(2 / fan_in) * randn) | default (torch's own)")
