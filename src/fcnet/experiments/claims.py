@@ -279,5 +279,5 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
     text = "; ".join(f"{show(claim.a)} - {show(b)}: {_interval(d)}" for b, d in shown)
     if len(diffs) > len(shown):
         text += f"; ... ({len(diffs)} comparisons)"
-    return out(verdict, f"{text} pts ({rule}; {diffs[0][1].test}, "
+    return out(verdict, f"{text} ({rule}; differences in points, {diffs[0][1].test}, "
                         f"{100 * level:.1f}% intervals)")
