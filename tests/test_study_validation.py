@@ -111,6 +111,8 @@ CASES = [
     ('table = "tab3"', 'table = "tab4"', ["claim[0].a", "give 'reg' too"]),
     ('[[claim]]', '[[claim]]\nwho = "me"', ["claim[0]", "unknown key 'who'"]),
     ("iters = 20", "iters = 0", ["base", "iters"]),
+    ('[dataset.digits]', '[dataset.cifar10]\nval_sise = 1000\n[dataset.digits]',
+     ["dataset.cifar10: unknown config field 'val_sise' (did you mean 'val_size'?)"]),
     ("vary = { hidden = [[10], [20]] }", "vary = { seed = [1, 2] }",
      ["table 'tab3'", "seeds = 2 and a table that sets 'seed'"]),
     ("vary = { hidden = [[10], [20]] }", "vary = { hidden = [[10], [-20]] }",

@@ -319,6 +319,9 @@ class StudyFile(_Model):
             if not isinstance(entry, dict):
                 raise ValueError(f"dataset.{name}: expected a table of config fields, "
                                  f"got {_what(entry)}")
+            for key in entry:  # every dataset's keys, not only the one this run uses
+                if key != "note":
+                    _fcnet(space.check_field, key, f"dataset.{name}")
         mine = dict(over.get(ds, {}))
         note = mine.pop("note", "")
         if not isinstance(note, str):
