@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def measure_budget(t, P: Prepared) -> None:
     t0 = time.perf_counter()
     probe.run(*data, until=2)  # warm-up: kernels, caches, workspaces
     t1 = time.perf_counter()
-    while probe.it < 2 + probe.per_epoch or time.perf_counter() - t1 < t.config.time_budget / 50:
-        probe.run(*data, until=probe.it + probe.per_epoch)
+    probe.run(*data, until=2 + probe.per_epoch)  # an epoch's steps and its evaluation
+    more = math.ceil(t.config.time_budget / 50 / (time.perf_counter() - t1)) - 1
+    if more > 0:
+        probe.run(*data, until=probe.it + more * probe.per_epoch)
     now = time.perf_counter()
     epoch_s = (now - t1) * probe.per_epoch / (probe.it - 2)
     epochs = int(BUDGET_FILL * (t.config.time_budget - (now - t0)) / epoch_s)
