@@ -1,5 +1,7 @@
 """Two `fcnet sweep --join` workers share one sweep through a real PostgreSQL server
-(started here on loopback, thrown away after): every trial runs exactly once."""
+(started here on loopback, thrown away after): every trial runs exactly once, and
+when the server stops under them, each ends in one line and a rerun after the
+restart completes every trial exactly once."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from _sweep_util import DIGITS, FCNET, run_dirs, starts, summary, trained_ends
 
 from fcnet.experiments.storage import driver_url
+from fcnet.training import rundir
 
 SEEDS = [0, 1, 2, 3, 4, 5]
 
@@ -35,8 +39,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Server:
+    """The throwaway server: its ``url``, and ``stop()`` / ``start()`` (pg_ctl)."""
+
+    def __init__(self, url: str, pg_ctl):
+        self.url, self._pg_ctl = url, pg_ctl
+
+    def stop(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        self._pg_ctl("start")
+
+
 @pytest.fixture
-def postgres_url():
+def postgres_url(postgres):
+    return postgres.url
+
+
+@pytest.fixture
+def postgres():
     """A throwaway server: initdb into a temp dir, listening on 127.0.0.1 only.
 
     initdb refuses to run as root, so as root the server runs as the 'postgres'
@@ -65,8 +87,11 @@ def postgres_url():
 
     run(str(bindir / "initdb"), "-D", str(data), "-U", "fcnet", "--auth=trust",
         "--encoding=UTF8", "--locale=C", "--no-sync")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
-        "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    def pg_ctl(*args: str) -> None:
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
+            "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", *args)
+
+    pg_ctl("start")
     try:
         import psycopg2
 
@@ -74,7 +99,7 @@ def postgres_url():
         conn.autocommit = True
         conn.cursor().execute("CREATE DATABASE sweeps")
         conn.close()
-        yield f"postgresql://fcnet@127.0.0.1:{port}/sweeps"
+        yield Server(f"postgresql://fcnet@127.0.0.1:{port}/sweeps", pg_ctl)
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True, timeout=60)
@@ -118,3 +143,45 @@ def test_two_workers_share_one_sweep_and_run_every_trial_once(tmp_path, postgres
     ran = [t.user_attrs["key"] for t in study.trials
            if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs]
     assert sorted(ran) == sorted(x.name for x in dirs)
+
+
+def test_a_server_stopped_mid_sweep_is_one_line_and_the_rerun_completes_each_trial_once(
+        tmp_path, postgres):
+    d = tmp_path / "s"
+    args = [*FCNET, "sweep", *DIGITS, "--iters", "6000",
+            "--grid", "seed=" + ",".join(map(str, SEEDS)), "--dir", str(d),
+            "--storage", postgres.url, "--study", "stopped", "--join", "--quiet",
+            "--population", "1"]
+    workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            (summary(x) or {}).get("status") == "completed" for x in run_dirs(d)):
+        time.sleep(0.05)
+    postgres.stop()  # while both workers are mid-sweep
+    stopped = time.monotonic()
+    outs = [w.communicate(timeout=180) for w in workers]
+    assert time.monotonic() - stopped < 60  # the run in hand, then the first storage call
+    for w, (_, err) in zip(workers, outs, strict=True):
+        lines = err.strip().splitlines()
+        assert w.returncode != 0 and len(lines) == 1, err
+        assert lines[0] == (f"fcnet: error: sweep storage {postgres.url}: the server at "
+                            f"{postgres.url.split('@')[1].split('/')[0]} stopped or cannot be "
+                            "reached: start it and run the same command again")
+    finished = [x for x in run_dirs(d) if (summary(x) or {}).get("status") == "completed"]
+    assert finished and len(finished) < len(SEEDS)
+    for x in finished:  # intact
+        assert not rundir.damaged(x, summary(x))
+
+    postgres.start()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="stopped", storage=driver_url(postgres.url))
+    complete = [t.user_attrs["key"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(complete) == sorted(x.name for x in run_dirs(d))  # each exactly once
+    assert len(complete) == len(SEEDS)
+    for x in run_dirs(d):  # and trained once: a run finished before the stop is read back
+        assert len(trained_ends(x)) <= 1 and summary(x)["status"] == "completed"
