@@ -81,15 +81,18 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def check_fits(config: RunConfig, n_rows: int, input_size: int, num_classes: int) -> int:
+def check_fits(config: RunConfig, n_rows: int, input_size: int, num_classes: int,
+               members: int = 1) -> int:
     """Refuse (FcnetError, one line) a run that cannot fit; returns the estimate in bytes.
 
-    ``n_rows``: training rows, named in the message (the data is loaded already)."""
-    need = estimate(config, input_size, num_classes)
+    ``n_rows``: training rows, named in the message (the data is loaded already);
+    ``members``: a population of that many nets of ``config``'s shapes trained at once."""
+    need = members * estimate(config, input_size, num_classes)
     free, where = available()
     if free is not None and need > free:
+        what = "this run needs" if members == 1 else f"this population of {members} needs"
         raise FcnetError(
-            f"this run needs about {_gb(need)} of memory (hidden {config.hidden}, batch "
+            f"{what} about {_gb(need)} of memory (hidden {config.hidden}, batch "
             f"{config.batch_size}, {input_size} inputs, {n_rows} training rows, {config.dtype}) "
             f"but {_gb(free)} is left {where}: use a smaller --hidden or --batch-size")
     return need
