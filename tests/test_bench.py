@@ -268,6 +268,7 @@ def test_bench_study_json_sums_iterations_times_the_measured_step(small_study):
         assert 0 < run["step_ms"] < 1e3
         assert run["seconds"] == pytest.approx(run["iterations"] * run["step_ms"] / 1e3)
     assert floor["seconds"] == pytest.approx(sum(x["seconds"] for x in floor["runs"]))
+    assert floor["load_average"] is None or floor["load_average"] >= 0  # said with the floor
     assert r["dataset"] == "digits" and r["machine"]["cpu"]
 
 

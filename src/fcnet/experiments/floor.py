@@ -20,6 +20,7 @@ process using every core; with ``--workers N`` the wall time shares the cores.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,7 @@ class StudyFloor:
     reused: int = 0  # planned runs an earlier invocation finished (not in the floor)
     notes: list[str] = field(default_factory=list)
     data: _Data | None = field(default=None, repr=False)  # the rows, until measured
+    load: float | None = None  # the 1-minute load average when measured (other work)
 
     @property
     def seconds(self) -> float:
@@ -90,6 +92,8 @@ class StudyFloor:
         what = f"{len(self.runs)} trainings at the floor step"
         if self.reused:
             what += f"; {self.reused} runs reused, not counted"
+        if self.load is not None:  # a busy machine slows the floor's longer steps too
+            what += f"; load average {self.load:.1f} on {os.cpu_count()} cores"
         s = self.seconds
         return {"floor seconds": (f"{s:.1f}" if s >= 10 else f"{s:.3f}")
                 + f" ({what}, measured now: docs/bench.md)",
@@ -97,6 +101,7 @@ class StudyFloor:
 
     def to_json(self) -> dict:
         return {"seconds": self.seconds, "reused": self.reused, "notes": self.notes,
+                "load_average": self.load,
                 "runs": [{"what": r.what, "shape": asdict(r.shape), "iterations": r.iterations,
                           "rows": r.rows, "step_ms": r.step_ms, "seconds": r.seconds}
                          for r in self.runs]}
@@ -113,7 +118,9 @@ class StudyFloor:
                          f"{sum(r.iterations for r in rs):>11,} {rs[0].step_ms:>8.3f} "
                          f"{sum(r.seconds for r in rs):>8.1f}")
         lines.append(f"floor: {self.seconds:.1f} s for {len(self.runs)} trainings"
-                     + (f" ({self.reused} planned runs reused, not counted)" if self.reused else ""))
+                     + (f" ({self.reused} planned runs reused, not counted)" if self.reused else "")
+                     + ("" if self.load is None else
+                        f"; load average {self.load:.1f} on {os.cpu_count()} cores"))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -311,6 +318,7 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
     for r in floor.runs:
         r.step_ms = _STEP_MS[(r.shape, data_key(r.config))]
     floor.data = None
+    floor.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return floor
 
 
