@@ -246,7 +246,9 @@ def test_study_floor_leaves_out_runs_finished_before(small_study, tmp_path):
     h10 = next(j for j in jobs.values() if j.config.hidden == [10])
     summary = tmp_path / "runs" / h10.key / "summary.json"
     summary.parent.mkdir(parents=True)
-    summary.write_text("{}")
+    summary.write_text('{"status": "running"}')  # a run writes its summary when it starts
+    assert floor_runs(study, out=tmp_path).reused == 0
+    summary.write_text('{"status": "completed"}')
     os.utime(summary, (time.time() - 60, time.time() - 60))
     floor = floor_runs(study, out=tmp_path)
     assert floor.reused == 1 and [r.shape.sizes[1] for r in floor.runs] == [20]

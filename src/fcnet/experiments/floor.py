@@ -19,6 +19,7 @@ process using every core; with ``--workers N`` the wall time shares the cores.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -127,14 +128,18 @@ class StudyFloor:
 
 # ------------------------------------------------------------------------- the runs
 def _finished(path: Path | None, since: float | None) -> bool:
-    """Was this run finished before ``since`` (epoch seconds; None: at all)?"""
+    """Was the run of this summary.json (or depth study's result) finished, before
+    ``since`` (epoch seconds) if given? A summary is written when a run starts too."""
     if path is None:
         return False
     try:
-        mtime = path.stat().st_mtime
-    except OSError:
+        if since is not None and path.stat().st_mtime >= since:
+            return False
+        if path.name != "summary.json":
+            return True
+        return json.loads(path.read_text()).get("status") in ("completed", "diverged")
+    except (OSError, ValueError):
         return False
-    return since is None or mtime < since
 
 
 def _precision(config: RunConfig) -> tuple[str, str]:
