@@ -315,7 +315,7 @@ def fail_stale(st, everyone: bool = False, why: str = "its process died") -> Non
 
 
 def fail(st, trial_id: int, error: str) -> None:
-    """Fail a RUNNING trial and queue it again (Optuna's RetryFailedTrialCallback)."""
+    """Fail a RUNNING trial and queue it again (Optuna's RetryHeartbeatStaleTrialCallback)."""
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
