@@ -36,7 +36,8 @@ sys.path.insert(0, str(SRC))
 
 import torch  # noqa: E402
 
-from fcnet.torch_backend.population import TorchPopulation, normal_init  # noqa: E402
+from fcnet.config import make_config  # noqa: E402
+from fcnet.torch_backend.population import TorchPopulation  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -47,18 +48,20 @@ def sync(device: torch.device) -> None:
 def throughput(k: int, X, y, device: torch.device, dtype: str, hidden: int, classes: int,
                steps: int, iters: int) -> dict:
     """One population of k: ms per step and configurations trained per second."""
-    sizes = [X.shape[1], hidden, classes]
     lrs = np.geomspace(3e-5, 1e-3, k)
     regs = np.resize([0.0, 0.05, 0.25, 0.5], k)
-    pop = TorchPopulation([normal_init(sizes, 1e-4, j) for j in range(k)], X, y, X[:1000],
-                          y[:1000], lrs=lrs, regs=regs, seeds=0, num_iters=10**9,
-                          batch_size=200, dtype=dtype, device=device)
+    pop = TorchPopulation([make_config(backend="torch", optimizer="sgd", init="normal", std=1e-4,
+                                       hidden=[hidden], lr=float(a), reg=float(b), seed=0,
+                                       batch_size=200, iters=10**9, dtype=dtype,
+                                       device=device.type)
+                           for a, b in zip(lrs, regs)], X.shape[1], classes)
+    Xt, yt = pop.data(X, y)
     for _ in range(5):  # warm-up: kernels, workspaces
-        pop.step()
+        pop.step(Xt, yt, pop.batch(X.shape[0]), pop.lrs)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        pop.step()
+        pop.step(Xt, yt, pop.batch(X.shape[0]), pop.lrs)
     sync(device)
     step_s = (time.perf_counter() - t0) / steps
     out = {"k": k, "step_ms": 1e3 * step_s, "configs_per_s": k / (iters * step_s)}

@@ -319,26 +319,26 @@ class PopulationSystem(StepSystem):
 
 
 class TorchBf16System(StepSystem):
-    """A ``TorchPopulation`` step in bf16-mixed: the exercise's net (K = 1, as a
-    torch run executes it) or K sweep configurations."""
+    """A ``TorchPopulation`` step (the stacked torch engine) in bf16-mixed: the
+    exercise's net (K = 1) or K sweep configurations."""
 
     threads = "torch"
 
     def __init__(self, name: str, s: BenchSettings, Xb, y, configs: list[dict], hidden: int,
                  dtype: str = "bfloat16"):
-        from fcnet.torch_backend.population import TorchPopulation, normal_init
+        from fcnet.config import make_config
+        from fcnet.torch_backend.population import TorchPopulation
 
-        self.name = name
-        n_val = min(1000, Xb.shape[0] // 10)
-        sizes = [s.input_size, hidden, s.classes]
+        self.name, self.n = name, Xb.shape[0]
         self.pop = TorchPopulation(
-            [normal_init(sizes, s.std, c["seed"]) for c in configs], Xb, y, Xb[:n_val],
-            y[:n_val], lrs=[c["lr"] for c in configs], regs=[c["reg"] for c in configs],
-            seeds=s.seed, num_iters=2**40, batch_size=s.batch, dtype=dtype,
-            threads=s.bf16_threads or None)
+            [make_config(backend="torch", optimizer="sgd", init="normal", std=s.std,
+                         hidden=[hidden], lr=c["lr"], reg=c["reg"], seed=s.seed,
+                         batch_size=s.batch, iters=2**40, dtype=dtype, device="cpu")
+             for c in configs], s.input_size, s.classes, threads=s.bf16_threads or None)
+        self.X, self.y = self.pop.data(Xb, y)
 
     def step(self) -> None:
-        self.pop.step()
+        self.pop.step(self.X, self.y, self.pop.batch(self.n), self.pop.lrs)
 
 
 def pop_configs(s: BenchSettings, k: int | None = None) -> list[dict]:
