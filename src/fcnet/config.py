@@ -202,6 +202,12 @@ class RunConfig(BaseModel):
         """The chosen update rule's own settings, e.g. {'momentum': 0.9}."""
         return {k: getattr(self, k) for k in rule(self.optimizer).settings}
 
+    def length(self, n_train: int) -> tuple[int, int]:
+        """(total iterations, iterations per epoch) for a training split of n rows:
+        an epoch is max(N // B, 1) iterations; epochs, when set, beat iters."""
+        per_epoch = max(n_train // self.batch_size, 1)
+        return (self.epochs * per_epoch if self.epochs is not None else int(self.iters)), per_epoch
+
     def key(self) -> str:
         """A short, stable name for the config: 12 hex digits of the sha256 of
         the fields that differ from their defaults, so adding a field (at a

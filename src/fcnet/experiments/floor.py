@@ -179,12 +179,11 @@ class _Data:
 
 def _run(what: str, config: RunConfig, k: int, data: _Data,
          iterations: int | None = None, hidden: list[int] | None = None) -> FloorRun:
-    from fcnet.training.run import num_iterations
 
     n, d, c = data.shape(config)
     backend, dtype = _precision(config)
     sizes = (d, *(config.hidden if hidden is None else hidden), c)
-    its = num_iterations(config, n) if iterations is None else iterations
+    its = config.length(n)[0] if iterations is None else iterations
     return FloorRun(what, Shape(backend, dtype, sizes, config.batch_size, k), its, n, config)
 
 

@@ -111,13 +111,6 @@ def precision(config: RunConfig, device) -> tuple[str, str | None]:
     return ("float64" if config.dtype == "float64" else "float32"), why
 
 
-def training_length(config: RunConfig, n_train: int) -> tuple[int, int]:
-    """(total iterations, iterations per epoch) for a training split of n rows."""
-    per_epoch = max(n_train // config.batch_size, 1)
-    total = config.epochs * per_epoch if config.epochs is not None else int(config.iters)
-    return total, per_epoch
-
-
 class Engine:
     """What a lone run and a population share: ``run`` (the loop), the batch
     streams, the histories and their part of a checkpoint.  K members, a lone run
@@ -176,7 +169,7 @@ class Engine:
         if c.sampling == "shuffle" and c.batch_size > n:
             raise FcnetError(f"batch_size {c.batch_size} exceeds the {n} training rows "
                              "(sampling 'shuffle' draws each batch without replacement)")
-        total, self.per_epoch = training_length(c, n)
+        total, self.per_epoch = c.length(n)
         stop, wanted = total if until is None else min(until, total), {int(i) for i in eval_at}
         schedule = dict(lr=self.lrs, decay=self.decays, schedule=c.schedule,
                         iters_per_epoch=self.per_epoch, total=total)

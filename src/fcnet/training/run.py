@@ -27,16 +27,9 @@ from fcnet.training.prepare import Prepared, prepare
 from fcnet.training.rundir import read_run_config
 from fcnet.training.tensorboard import RunLogger, weight_matrices
 
-__all__ = ["train_run", "read_run_config", "build_model", "num_iterations", "finish_run"]
+__all__ = ["train_run", "read_run_config", "build_model", "finish_run"]
 
 CHECKPOINT = "checkpoint.npz"
-
-
-def num_iterations(config: RunConfig, n_train: int) -> int:
-    """Training length in iterations: epochs * max(N // B, 1), else iters."""
-    if config.epochs is not None:
-        return config.epochs * max(n_train // config.batch_size, 1)
-    return int(config.iters)
 
 
 def build_model(config: RunConfig, input_size: int, num_classes: int) -> MLP:
@@ -133,7 +126,7 @@ def hyper(configs: Sequence[RunConfig], n_train: int) -> Hyper:
     c = configs[0]
     return Hyper.of(len(configs), lr=[m.lr for m in configs], decay=[m.decay for m in configs],
                     reg=[m.reg for m in configs], keep=[m.dropout_keep for m in configs],
-                    seeds=[m.seed for m in configs], num_iters=num_iterations(c, n_train),
+                    seeds=[m.seed for m in configs], num_iters=c.length(n_train)[0],
                     batch_size=c.batch_size, sampling=c.sampling, schedule=c.schedule,
                     optimizer=c.optimizer, optim_config=c.optim_config())
 

@@ -73,9 +73,8 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
             rundir.say(f"time budget {config.time_budget:g} s: {t.budget['epochs']} epochs of "
                        f"{t.budget['epoch_seconds']:.3g} s (measured at the start)")
     summary = rundir.start(run_dir, config, P, **extra)
-    from fcnet.torch_backend.train import training_length
 
-    total, per_epoch = training_length(t.config, P.X_train.shape[0])
+    total, per_epoch = t.config.length(P.X_train.shape[0])
     tb = RunLogger.open(run_dir, enabled=config.tensorboard, start_step=t.it, total_steps=total)
     clock, logged = rundir.CheckpointClock(checkpoint_seconds), len(t.history["loss_history"])
 
