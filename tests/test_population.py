@@ -209,3 +209,21 @@ def test_members_of_different_shapes_or_dtypes_cannot_share_a_population():
         Solver([m, m], X, Y, X_VAL, Y_VAL)
     with pytest.raises(FcnetError, match="at least one"):
         Solver([], X, Y, X_VAL, Y_VAL)
+
+
+def test_members_with_their_own_seeds_equal_their_lone_runs_dropout_included():
+    # a study cell's repeats: each member its own init, minibatch stream and masks
+    def models(seeds):
+        return [MLP(6, [16, 12], 4, std=0.1, seed=s, dropout_keep=0.8) for s in seeds]
+
+    seeds = [3, 11, 5]
+    pop = Solver(models(seeds), X, Y, X_VAL, Y_VAL, learning_rate=0.05, num_iters=40,
+                 batch_size=25, seed=seeds).run()
+    assert not pop.shared and pop.ws.x.shape == (3, 25, 6)
+    for j, s in enumerate(seeds):
+        lone = Solver(models([s]), X, Y, X_VAL, Y_VAL, learning_rate=0.05, num_iters=40,
+                      batch_size=25, seed=s).run()
+        np.testing.assert_allclose(pop.history(j)["loss_history"], lone.loss_history, rtol=1e-10)
+        assert pop.history(j)["val_acc_history"] == lone.val_acc_history
+        np.testing.assert_allclose(pop.models[j].params["W1"], lone.model.params["W1"],
+                                   rtol=1e-9, atol=1e-12)

@@ -92,7 +92,8 @@ def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False,
     J = mean_i(logsumexp(z_i) - z_i[y_i]); dJ/dz = (softmax(z) - onehot(y)) / N.
 
     scores: (N, C), y: (N,) ints in [0, C) -> (loss, dscores (N, C)).  Scores of
-    K models on the same rows, (K, N, C), give K losses (K,) and (K, N, C).
+    K models on the same rows, (K, N, C), give K losses (K,) and (K, N, C);
+    with y (K, N) each model has its own rows' labels.
     ``row_max(d) -> (...)`` may replace numpy's max over the last axis (the
     population passes a faster fold; a maximum is exact in any order).
     In place, ``scores`` becomes dscores.  Stable for logits of any magnitude:
@@ -103,11 +104,17 @@ def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False,
     d = scores if inplace else scores.copy()
     top = d.max(axis=-1) if row_max is None else row_max(d)
     d -= top[..., None]  # z - max_j z_j
-    correct = d[..., rows, y].astype(np.float64)  # shifted z_{i, y_i}
+    own = y.ndim > 1  # each model its own rows' labels, y (K, N)
+    idx = y[..., None]
+    # shifted z_{i, y_i}
+    correct = (np.take_along_axis(d, idx, -1)[..., 0] if own else d[..., rows, y]).astype(np.float64)
     np.exp(d, out=d)
     sums = d.sum(axis=-1, keepdims=True)
     loss = np.mean(np.log(sums[..., 0].astype(np.float64)) - correct, axis=-1)
     d /= sums  # softmax(z)
-    d[..., rows, y] -= 1  # - onehot(y)
+    if own:  # - onehot(y)
+        np.put_along_axis(d, idx, np.take_along_axis(d, idx, -1) - 1, -1)
+    else:
+        d[..., rows, y] -= 1
     d /= n
     return (float(loss) if d.ndim == 2 else loss), d
