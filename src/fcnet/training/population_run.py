@@ -11,11 +11,13 @@ checkpointed mid-way: killed, its unfinished members simply train again.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.training import rundir, torch_population
+from fcnet.training.memory import check_fits
 from fcnet.training.prepare import prepare
 from fcnet.training.run import read_run_config, train_numpy, train_run
 
@@ -66,13 +68,18 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
                            figures=figures)
     elif todo:
         todo_configs, todo_dirs = [configs[i] for i in todo], [Path(run_dirs[i]) for i in todo]
-        if torch:
-            done = torch_population.train_members(configs=todo_configs, run_dirs=todo_dirs,
-                                                  quiet=quiet, eval_at=eval_at, figures=figures)
-        else:
-            P = prepare(todo_configs[0], progress=not quiet)
-            done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at,
-                               figures=figures)
+        with ExitStack() as held:  # one writer per run directory, as for a lone run
+            for c, d in zip(todo_configs, todo_dirs, strict=True):
+                held.enter_context(rundir.locked(d, c))
+            if torch:
+                done = torch_population.train_members(configs=todo_configs, run_dirs=todo_dirs,
+                                                      quiet=quiet, eval_at=eval_at, figures=figures)
+            else:
+                P = prepare(todo_configs[0], progress=not quiet)
+                check_fits(todo_configs[0], *P.X_train.shape, len(P.classes),
+                           members=len(todo_configs))  # before allocating
+                done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at,
+                                   figures=figures)
         for i, s in zip(todo, done, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]

@@ -64,7 +64,8 @@ def train_members(configs: list[RunConfig], run_dirs: list[Path], quiet: bool, e
                 lin.bias.copy_(b)
         t.hist, t.it, t.epoch, t.diverged = [pop.hist[j]], pop.it, pop.epoch, [pop.diverged[j]]
         out["train_seconds"] /= len(configs)
-        tb = RunLogger.open(d, enabled=c.tensorboard)
+        # total_steps spaces the logged points (about 100 a run), as for a lone run
+        tb = RunLogger.open(d, enabled=c.tensorboard, total_steps=len(out["loss_history"]))
         tb.losses(0, out["loss_history"])
         done.append(finish_torch(c, d, t, P, out, s, tb, figures))
     return done
