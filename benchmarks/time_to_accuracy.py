@@ -123,7 +123,7 @@ class FcnetTrainer(Trainer):
     def train_epoch(self) -> bool:
         sv = self.solver
         sv.run(until=sv.it + sv.iters_per_epoch)
-        return sv.diverged_at is None
+        return sv.diverged_at[0] is None
 
     def val_accuracy(self) -> float:
         return float((self.solver.model.predict(self.d.X_val) == self.d.y_val).mean())
@@ -131,7 +131,7 @@ class FcnetTrainer(Trainer):
     def record_ms(self) -> float:
         """What the Solver's own epoch record costs (it runs on the clock)."""
         sv, reps = self.solver, 5
-        ws = sv.model.workspace(sv.batch_size)
+        ws = sv.ws
         t0 = time.perf_counter()
         for _ in range(reps):
             float((sv.model.predict(ws.x) == ws.y).mean())

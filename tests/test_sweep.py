@@ -305,8 +305,10 @@ def test_population_batches_reach_train_population_with_compatible_configs(tmp_p
     assert all(r.status == "completed" for r in res.rows) and len(run_dirs(tmp_path / "s")) == 8
     assert all(starts(d)[0]["batch"] == 4 for d in run_dirs(tmp_path / "s"))
 
-    calls.clear()  # seeds never mix (one shared batch stream); --population 1 turns it off
+    calls.clear()  # seeds train together (each member its own batch stream)
     run_sweep(SweepSpec(digits(), grid={"seed": [5, 6]}), tmp_path / "p0", figures=False)
+    assert [sorted(c.seed for c in batch) for batch in calls] == [[5, 6]]
+    calls.clear()  # --population 1 turns populations off
     run_sweep(SweepSpec(digits(), grid={"lr": [5e-3, 6e-3]}), tmp_path / "p1", population=1,
               figures=False)
     assert calls == []

@@ -89,8 +89,9 @@ def _check_rerun(args, d: Path, done: list[Path], running: list[Path]) -> None:
 
 def test_sigkill_then_rerun_reuses_finished_trials_and_reruns_the_killed_one(tmp_path):
     d = tmp_path / "s"
+    # --population 1: one trial at a time (seeds would otherwise train together)
     args = ["sweep", *DIGITS, "--iters", ITERS, "--grid", "seed=" + ",".join(map(str, SEEDS)),
-            "--dir", str(d), "--json", "--quiet"]
+            "--dir", str(d), "--population", "1", "--json", "--quiet"]
     done, running = _kill_mid_sweep(args, d)
     assert len(running) == 1
     _check_rerun(args, d, done, running)
@@ -99,7 +100,7 @@ def test_sigkill_then_rerun_reuses_finished_trials_and_reruns_the_killed_one(tmp
 def test_sigkill_takes_the_worker_processes_down_too(tmp_path):
     d = tmp_path / "s"
     args = ["sweep", *DIGITS, "--iters", ITERS, "--grid", "seed=" + ",".join(map(str, SEEDS)),
-            "--dir", str(d), "--workers", "2", "--json", "--quiet"]
+            "--dir", str(d), "--workers", "2", "--population", "1", "--json", "--quiet"]
     done, running = _kill_mid_sweep(args, d)
     pids = {starts(x)[-1]["pid"] for x in running}
     deadline = time.monotonic() + 10

@@ -75,8 +75,8 @@ def register(sub) -> None:
                    help="trials trained at once, each in its own process with "
                    "cores/N BLAS threads (default 1: in this process)")
     g.add_argument("--population", type=int, default=8, metavar="K",
-                   help="train up to K trials that differ only in lr, decay, reg, dropout "
-                   "or init scale as one population, when the population trainer is "
+                   help="train up to K trials that differ only in lr, decay, reg, dropout, "
+                   "init or seed as one population, when the population trainer is "
                    "available (default 8; 1 = off)")
     g.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL, e.g. postgresql://user:pass@host/db, so "
