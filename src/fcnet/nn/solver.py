@@ -316,13 +316,17 @@ class Solver:
 
 
     # ------------------------------------------------------------ histories
+    def losses(self, member: int, start: int = 0) -> list[float]:
+        """A member's loss per iteration from ``start`` (ending at its divergence)."""
+        d = self.diverged_at[member]
+        end = len(self._losses) if d is None else d + 1
+        return [float(v[member]) for v in self._losses[start:end]]
+
     def history(self, member: int = 0) -> dict:
         """A member's histories: loss per iteration (ending at its divergence, as
         a lone run's), and per epoch train/val accuracy and learning rate."""
-        d = self.diverged_at[member]
-        end = len(self._losses) if d is None else d + 1
         h = self.hist[member]
-        return {"loss_history": [float(v[member]) for v in self._losses[:end]],
+        return {"loss_history": self.losses(member),
                 "train_acc_history": list(h["train_acc"]), "val_acc_history": list(h["val_acc"]),
                 "lr_history": list(h["lr"])}
 

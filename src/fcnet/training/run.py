@@ -207,7 +207,7 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
                 # evaluate: log the epoch, keep each member's best
                 for j in np.flatnonzero(solver.active):
                     h = solver.hist[j]
-                    tbs[j].losses(logged, solver.history(j)["loss_history"][logged:])
+                    tbs[j].losses(logged, solver.losses(j, logged))
                     tbs[j].epoch(it, h["train_acc"][-1], h["val_acc"][-1], h["lr"][-1],
                                  weights=lambda j=j: weight_matrices(models[j].params),
                                  image_shape=P.image_shape, last=solver.it + per_epoch > n_iters)
