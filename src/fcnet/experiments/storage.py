@@ -35,10 +35,11 @@ def is_sqlite(url: str) -> bool:
 
 
 def quiet_optuna() -> None:
-    """Optuna logs every trial at INFO and warns that heartbeats are experimental."""
+    """Optuna logs every trial at INFO, warns that heartbeats are experimental and
+    logs a storage's lost connection before fcnet names it in one line: errors only."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # fcnet records the heartbeat itself, around ask -> train -> tell
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
