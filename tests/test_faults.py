@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tmpfs import mounted_tmpfs
 
 from fcnet import files
 from fcnet.cli import main
@@ -265,20 +266,8 @@ def test_an_unwrapped_oserror_still_ends_in_one_line(capsys, monkeypatch):
 @pytest.fixture
 def tmpfs():
     """Mount a small tmpfs (root only); yields its folder."""
-    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
-        pytest.skip("mounting a tmpfs needs root on Linux; the monkeypatched faults above "
-                    "cover the same code")
-    mnt = Path(tempfile.mkdtemp(prefix="fcnet-tmpfs-"))
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k,mode=0755", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        mnt.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        mnt.rmdir()
+    yield from mounted_tmpfs("size=400k,mode=0755",
+                             "the monkeypatched faults above cover the same code")
 
 
 def fill(folder: Path, leave: int) -> Path:

@@ -38,13 +38,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from _sweep_util import DIGITS, FCNET, cli, run_dirs, summary, trained_ends
+from _tmpfs import mounted_tmpfs
 
 from fcnet.config import load_config
 from fcnet.training import rundir
@@ -120,20 +119,8 @@ def test_a_server_that_cannot_be_reached_is_one_line(tmp_path):
 @pytest.fixture
 def tmpfs():
     """A small tmpfs (root only, as in tests/test_faults.py); yields its folder."""
-    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
-        pytest.skip("mounting a tmpfs needs root on Linux; the damaged and read-only "
-                    "storages above cover the same code path")
-    mnt = Path(tempfile.mkdtemp(prefix="fcnet-tmpfs-"))
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        mnt.rmdir()
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()})")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        mnt.rmdir()
+    yield from mounted_tmpfs("size=8m", "the damaged and read-only storages above cover "
+                             "the same code path")
 
 
 def test_a_full_disk_under_the_storage_is_one_line_and_the_rerun_trains_nothing_twice(
