@@ -34,8 +34,12 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, metavar="N",
                    help="train every cell with N seeds (overrides the file's `seeds`, its "
                    "tables' too): tables show the mean and a 95%% interval over seeds")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="train in N processes, as `fcnet sweep --workers`")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="train in N processes, as `fcnet sweep --workers` (default: one per "
+                   "core, each with one BLAS thread)")
+    p.add_argument("--figures", action="store_true",
+                   help="also draw each run's own PNGs (loss, accuracy, weights, confusion); "
+                   "the report draws its figures either way")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL shared by several machines (default: SQLite in --out)")
     p.add_argument("--join", action="store_true",
@@ -56,7 +60,7 @@ def run(args) -> int:
 
             print(f"{name}: {read_toml(path).get('title', '')}  ({path})")  # where it lives
         return 0
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise FcnetError(f"--workers must be at least 1, got {args.workers}")
     if args.join and not args.storage:
         raise FcnetError("--join needs --storage URL (a database server the workers share)")
@@ -71,8 +75,13 @@ def run(args) -> int:
     study = load_study(file, dataset=dataset, data_path=args.path, dtype=args.dtype,
                        backend=args.backend, seeds=args.seeds)
     out = args.out or os.path.join("study", study.base.dataset)
-    res = run_study(study, out, workers=args.workers, storage=args.storage, join=args.join,
-                    quiet=args.quiet or args.json, depth=not args.no_depth)
+    from fcnet.experiments.worker import cores
+
+    # a study is many runs: one process per core, each with one BLAS thread, beats one
+    # process with every thread (docs/study.md gives the figures)
+    res = run_study(study, out, workers=args.workers or cores(), storage=args.storage, join=args.join,
+                    quiet=args.quiet or args.json, depth=not args.no_depth,
+                    figures=args.figures)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
     else:

@@ -15,6 +15,7 @@ statsmodels; docs/study.md says in plain words what each interval means.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass
 
@@ -112,6 +113,10 @@ def beyond_noise(cells: list[Cell], level: float = LEVEL) -> list[Pair]:
              for i in range(len(cells)) for j in range(i + 1, len(cells))]
     if not pairs:
         return []
-    reject, p_holm, _, _ = multipletests([d.p for _, _, d in pairs], alpha=1 - level,
-                                         method="holm")
+    gc.freeze()  # statsmodels' Holm calls gc.collect(): 0.2 s each over a study's heap
+    try:
+        reject, p_holm, _, _ = multipletests([d.p for _, _, d in pairs], alpha=1 - level,
+                                             method="holm")
+    finally:
+        gc.unfreeze()
     return [Pair(i, j, d, float(p), bool(r)) for (i, j, d), p, r in zip(pairs, p_holm, reject)]

@@ -88,10 +88,13 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
 
 
 # ------------------------------------------------------------------------- running it
-def run_study(study: Study, out: Path, *, workers: int = 1, storage: str | None = None,
-              join: bool = False, population: int = 16, quiet: bool = False,
-              depth: bool = True) -> dict:
-    """Run a study (one sweep of all its runs), then write report.md and report.html."""
+def run_study(study: Study, out: Path, *, workers: int = 1,
+              storage: str | None = None, join: bool = False, population: int = 16,
+              quiet: bool = False, depth: bool = True, figures: bool = False) -> dict:
+    """Run a study (one sweep of all its runs), then write report.md and report.html.
+
+    ``workers``: processes (``fcnet study`` starts one per core). ``figures``: each run's
+    own PNGs too (the report never shows them; loss.csv and epochs.csv hold the same)."""
     from fcnet.experiments.study_report import Sections
     from fcnet.experiments.sweep import SweepSpec, plan, run_sweep
     from fcnet.report.render import Report
@@ -103,7 +106,7 @@ def run_study(study: Study, out: Path, *, workers: int = 1, storage: str | None 
     if not quiet:
         print(f"{study.title}: {len(study.runs)} table cells and runs, one sweep", flush=True)
     result = run_sweep(spec, out, workers=workers, storage=storage, study=name, join=join,
-                       population=population, quiet=quiet)
+                       population=population, quiet=quiet, figures=figures)
     rows = {}
     for r in result.rows:
         rows.setdefault(r.key, r)

@@ -139,12 +139,10 @@ def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, popu
                     on_tell=lambda: _progress(st, spec, bar))
     import multiprocessing as mp
 
-    from fcnet.experiments.worker import environ, thread_env
+    from fcnet.experiments.worker import cores, environ, thread_env
 
     ctx = mp.get_context("spawn")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    threads = max(1, cores // workers)
+    threads = max(1, cores() // workers)
     args = (st.url, st.name, json.dumps(spec.identity()), spec.trials, str(runs_dir),
             population, workers, figures, os.getpid(), threads)
     with environ(thread_env(threads)):  # a spawned child copies this environment

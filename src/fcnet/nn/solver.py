@@ -11,10 +11,10 @@ Members that share a seed share the minibatch stream, drawn from
 ``RandomState(seed)`` as a lone run draws it, so member k is the lone run
 with member k's hyper-parameters (common random numbers: differences between
 members come from their settings).  Members with different seeds (a study
-cell's repeats) each draw their own stream.  Dropout masks come from each
-member's own stream, ``default_rng(SeedSequence(seed, spawn_key=(i,)))`` for
-the i-th member with that seed, so a member with a seed of its own is its lone
-run draw for draw.
+cell's repeats) each draw their own stream.  Dropout masks come from
+``default_rng(SeedSequence(seed, spawn_key=(0,)))``, one stream per member,
+the lone run's, so every member is its lone run draw for draw whichever mates
+it trains with.
 A member whose loss stops being finite is frozen at its last good parameters
 (its history ends there); the others train on.
 """
@@ -151,8 +151,8 @@ class Stream:
         return idx
 
 
-def _mask_rng(seed: int | None, member: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(member,)))
+def _mask_rng(seed: int | None) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
 
 
 class Solver:
@@ -192,9 +192,9 @@ class Solver:
         self.shared = len(set(hp.seeds)) == 1
         self.streams = [Stream(s) for s in (hp.seeds[:1] if self.shared else hp.seeds)]
         dropout = bool((hp.keep < 1).any())
-        # member j's masks: the j-th stream of its seed's (a lone run's is the 0th)
-        self.mask_rngs = [_mask_rng(s, hp.seeds[:j].count(s)) for j, s in enumerate(hp.seeds)
-                          ] if dropout else []
+        # member j's masks: its seed's stream, the lone run's, so a result never
+        # depends on which mates a member trained with
+        self.mask_rngs = [_mask_rng(s) for s in hp.seeds] if dropout else []
         self.iters_per_epoch = max(self.X.shape[0] // hp.batch_size, 1)
         self.ws = Workspace(self.stack, hp.batch_size, self.shared, dropout)
         self._l2 = [2.0 * r if i % 2 == 0 and hp.reg.any() else None
