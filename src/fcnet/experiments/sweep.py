@@ -113,10 +113,13 @@ def _enqueue_missing(st: _Study, spec: SweepSpec) -> None:
     _, jobs = plan(spec)
     trials = st.trials()
     known = {t.user_attrs.get("key") for t in trials}
-    order = {}
+    cost: dict[str, float] = {}  # longest first, so no worker idles at the end alone
+    order: dict[str, int] = {}
     for job in jobs.values():
-        order.setdefault(job.pop or job.key, len(order))
-    for job in sorted(jobs.values(), key=lambda j: order[j.pop or j.key]):
+        c, g = job.config, job.pop or job.key
+        order.setdefault(g, len(order))
+        cost[g] = cost.get(g, 0.0) + (c.iters or c.epochs or 1) * c.batch_size * (sum(c.hidden) + 10)
+    for job in sorted(jobs.values(), key=lambda j: (-cost[j.pop or j.key], order[j.pop or j.key])):
         if job.key not in known:
             params = {n: space._choice_key(getattr(job.config, n)) for n in spec.varied()}
             st.study.enqueue_trial(params, user_attrs={
