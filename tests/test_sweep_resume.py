@@ -111,3 +111,22 @@ def test_sigkill_takes_the_worker_processes_down_too(tmp_path):
     time.sleep(0.5)
     assert {x: len(attempts(x)) for x in run_dirs(d)} == ends  # nobody writes any more
     _check_rerun(args, d, done, running)
+
+
+@pytest.mark.parametrize("command", ["sweep", "study"])
+def test_a_sweep_an_earlier_fcnet_made_is_refused_in_one_line(tmp_path, command):
+    # an earlier fcnet hashed every field into a run's key: its sweep.db names runs this
+    # version would never find. What it left: a set-up study with no format mark.
+    import optuna
+
+    out = tmp_path / "old"
+    out.mkdir()
+    old = optuna.create_study(study_name="sweep", storage=f"sqlite:///{out / 'sweep.db'}")
+    old.set_user_attr("spec", {"base": {}})
+    args = ["sweep", *DIGITS, "--grid", "lr=1e-3", "--iters", "10", "--dir", str(out)] \
+        if command == "sweep" else ["study", "--dataset", "digits", "--out", str(out)]
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fcnet: error: ") and "earlier fcnet" in lines[0]
+    assert not (out / "runs").exists()  # nothing trained

@@ -66,6 +66,7 @@ from fcnet.experiments.storage import (
 from fcnet.experiments.worker import POLL_S, fail_stale, work
 
 STORAGE_LOST = 3  # a worker process's exit status when the storage failed under it
+FORMAT = 2  # sweeps since run keys hash only the fields that differ from their defaults
 
 
 # ------------------------------------------------------------------------- the study
@@ -83,12 +84,23 @@ class _Study:
                 raise optuna.exceptions.DuplicatedStudyError
             self.study = optuna.create_study(study_name=name, storage=self.storage,
                                              direction="maximize")
+            self.set_attr("format", FORMAT)
             self.created = True
         except optuna.exceptions.DuplicatedStudyError:
             try:
                 self.study = optuna.load_study(study_name=name, storage=self.storage)
             except KeyError:
                 raise FcnetError(f"no study {name!r} in {url.split('://')[0]} storage") from None
+            refuse_old(url, name, self.attrs)
+
+
+def refuse_old(where: str, name: str, attrs: dict) -> None:
+    """One line for a sweep an earlier fcnet made: its runs are keyed otherwise (reusing
+    them silently would mix engines; training them again would hide the old ones)."""
+    if "spec" in attrs and attrs.get("format") != FORMAT:
+        raise FcnetError(f"{where}: study {name!r} was made by an earlier fcnet, whose run keys "
+                         "differ, so none of its runs would be reused: move it away, or give "
+                         "another --dir (sweep) or --out (study)")
 
     @property
     def attrs(self) -> dict:
@@ -296,6 +308,11 @@ def _open(sweep_dir: Path, storage: str | None, study: str | None, must_exist: b
     else:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
+        if lock and (sweep_dir / "sweep.db").exists():  # a study file's sweep is named anew
+            import optuna
+
+            for summary in optuna.get_all_study_summaries(url, include_best_trial=False):
+                refuse_old(str(sweep_dir / "sweep.db"), summary.study_name, summary.user_attrs)
         return _Study(url, study or _default_study(url, sweep_dir)), lock
     except BaseException:
         if lock:
