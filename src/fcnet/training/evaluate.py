@@ -9,7 +9,6 @@ import numpy as np
 
 from fcnet import files
 from fcnet.errors import FcnetError
-from fcnet.nn.model import MLP
 from fcnet.training import rundir
 from fcnet.training.rundir import confusion, read_run_config
 
@@ -18,24 +17,19 @@ SPLITS = ("train", "val", "test")
 
 class RunModel:
     """A trained run: its config, preprocessing and a predict_proba (N, D) -> (N, C).
-
-    Every file it reads is checked against the sha256 recorded in summary.json.
-    """
+    Every file it reads is checked against the sha256 recorded in summary.json."""
 
     def __init__(self, run_dir: Path):
         from fcnet.data import Preprocessor
 
         self.run_dir = Path(run_dir)
-        self.config = read_run_config(self.run_dir)
-        summary = files.read_json(self.run_dir / rundir.SUMMARY)
+        self.config = c = read_run_config(self.run_dir)
+        self.summary = summary = files.read_json(self.run_dir / rundir.SUMMARY)
         if not rundir.is_finished(summary):
             raise FcnetError(f"{run_dir}: the run has not finished (status "
                              f"{summary.get('status')!r}); resume it with fcnet train --resume")
-        self.summary = summary
-        if self.config.backend == "torch":
-            from fcnet.training.torch_run import WEIGHTS
-
-            weights = WEIGHTS
+        if c.backend == "torch":
+            from fcnet.training.torch_run import WEIGHTS as weights
         else:
             weights = "best_params.npz" if (self.run_dir / "best_params.npz").exists() \
                 else "params.npz"
@@ -43,23 +37,20 @@ class RunModel:
         self.prep = Preprocessor.from_state(files.load_npz(self.run_dir / rundir.PREPROCESS))
         self.classes: list[str] = summary.get("classes") or []
         self.image_shape = summary.get("image_shape")
-        if self.config.backend == "torch":
+        if c.backend == "torch":
             from fcnet.training.torch_run import load_torch_model
 
-            self._proba = load_torch_model(self.run_dir, self.config, summary)
-        else:
-            from fcnet.training.run import build_model
+            self._proba = load_torch_model(self.run_dir, c, summary)
+            return
+        from fcnet.training.run import build_model
 
-            params = files.load_npz(self.run_dir / weights)
-            if f"b{len(self.config.hidden) + 1}" not in params or "W1" not in params:
-                raise FcnetError(f"{self.run_dir / weights}: parameters do not match the config")
-            num_classes = params[f"b{len(self.config.hidden) + 1}"].shape[0]
-            model: MLP = build_model(self.config, params["W1"].shape[0], num_classes)
-            if set(params) != set(model.params):
-                raise FcnetError(f"{self.run_dir / weights}: parameters do not match the config")
-            for k in model.params:
-                model.params[k] = params[k].astype(model.dtype)
-            self._proba = model.predict_proba
+        params, out = files.load_npz(self.run_dir / weights), f"b{len(c.hidden) + 1}"
+        model = (build_model(c, params["W1"].shape[0], params[out].shape[0])
+                 if "W1" in params and out in params else None)
+        if model is None or set(params) != set(model.params):
+            raise FcnetError(f"{self.run_dir / weights}: parameters do not match the config")
+        model.params.update({k: v.astype(model.dtype) for k, v in params.items()})
+        self._proba = model.predict_proba
 
     def predict_proba(self, x_raw: np.ndarray) -> np.ndarray:
         """Raw split rows (uint8 images or features) -> probabilities (N, C)."""
@@ -80,20 +71,15 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     c = rm.config
     data = load_splits(c.dataset, c.path, val_size=c.val_size, test_size=c.test_size,
                        seed=c.split_seed, progress=False)
-    want = rm.summary.get("split_hash")
-    got = data.meta.get("split", {}).get("hash")
+    want, got = rm.summary.get("split_hash"), data.meta.get("split", {}).get("hash")
     if want and got and want != got:
         raise FcnetError(f"{run_dir}: the dataset's split no longer matches the run's "
                          f"(hash {got} != {want}); the data changed since training")
     part = getattr(data, split)
-    proba = rm.predict_proba(part.x)
-    pred = np.argmax(proba, axis=1)
-    y = np.asarray(part.y)
-    k = len(data.classes)
-    cm = confusion(y, pred, k)
-    per_class = {
-        data.classes[i]: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i in range(k)
-    }
+    pred, y = np.argmax(rm.predict_proba(part.x), axis=1), np.asarray(part.y)
+    cm = confusion(y, pred, len(data.classes))
+    per_class = {name: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None
+                 for i, name in enumerate(data.classes)}
     return {"split": split, "n": int(y.shape[0]), "accuracy": float((pred == y).mean()),
             "per_class": per_class, "confusion": cm.tolist()}
 
@@ -121,10 +107,6 @@ def predict_files(run_dir: Path, paths: list[str], top: int = 3, resize: bool = 
             raise FcnetError(f"{p}: file not found") from None
         except (UnidentifiedImageError, OSError) as err:
             raise FcnetError(f"{p}: cannot decode image ({err})") from None
-    proba = rm.predict_proba(np.stack(rows))
-    out = []
-    for p, pr in zip(paths, proba):
-        order = np.argsort(-pr)[:top]
-        out.append({"file": str(p), "top": [{"class": rm.classes[i], "probability": float(pr[i])}
-                                           for i in order]})
-    return out
+    return [{"file": str(p), "top": [{"class": rm.classes[i], "probability": float(pr[i])}
+                                     for i in np.argsort(-pr)[:top]]}
+            for p, pr in zip(paths, rm.predict_proba(np.stack(rows)))]

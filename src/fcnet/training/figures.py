@@ -1,12 +1,7 @@
-"""A run's own pictures, drawn with Pillow: loss.png, accuracy.png, weights.png and
-confusion.png.
-
-A study trains a hundred runs or more and each draws four pictures: through
-matplotlib that was about 0.3 s a run (48 of the digits study's 69 s, its
-confusion matrices alone 24 s); drawn here straight into pixels it is about
-20 ms.  The report's own figures (tables, comparisons) stay matplotlib's
-(``fcnet.report.plots``).  Curves are drawn at twice the size and scaled down,
-which smooths their lines.
+"""A run's own pictures, drawn straight into pixels with Pillow: loss.png, accuracy.png,
+weights.png and confusion.png.  About 20 ms a run where matplotlib took 0.3 s (48 of the
+digits study's 69 s); the report's own figures stay matplotlib's (fcnet.report.plots).
+Curves are drawn at twice the size and scaled down, which smooths their lines.
 """
 
 from __future__ import annotations
@@ -51,17 +46,12 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
             if lo <= v <= hi]
 
 
-def _label(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.2g}"
-
-
 def line_chart(series: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike, *,
-               title: str, xlabel: str, ylabel: str, note: str = "",
-               size: tuple[int, int] = (640, 400)) -> Path:
+               title: str, xlabel: str, ylabel: str, note: str = "") -> Path:
     """Lines of (label, y values (n,)) against 0..n-1, with axes, ticks, grid and legend."""
     from PIL import Image, ImageDraw
 
-    w, h = size[0] * _S, size[1] * _S
+    w, h = 640 * _S, 400 * _S
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     font, small = _font(12 * _S), _font(10 * _S)
@@ -71,10 +61,8 @@ def line_chart(series: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if hi - lo < 1e-12:
         lo, hi = lo - 0.5, hi + 0.5
-    pad = 0.05 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    n = max((y.size for y in ys), default=1)
-    x1 = max(n - 1, 1)
+    lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+    x1 = max(max((y.size for y in ys), default=1) - 1, 1)  # the last x
 
     def px(i: float, v: float) -> tuple[float, float]:
         return (left + (w - left - right) * i / x1, top + (h - top - bottom) * (hi - v) / (hi - lo))
@@ -82,7 +70,8 @@ def line_chart(series: Sequence[tuple[str, np.ndarray]], path: str | os.PathLike
     for v in _ticks(lo, hi):
         y = px(0, v)[1]
         d.line([(left, y), (w - right, y)], fill=GRID, width=_S)
-        d.text((left - 8 * _S, y), _label(v), fill=FAINT, font=small, anchor="rm")
+        label = f"{v:.4g}" if abs(v) < 1e5 else f"{v:.2g}"
+        d.text((left - 8 * _S, y), label, fill=FAINT, font=small, anchor="rm")
     for i in _ticks(0, x1):
         x = px(int(i), lo)[0]
         d.line([(x, top), (x, h - bottom)], fill=GRID, width=_S)

@@ -1,25 +1,15 @@
-"""Will a run fit in memory?  Checked from the config and the data's shape before
-the model, the optimiser or a batch is allocated, so a run that cannot fit ends in
-one line (naming the estimate and what is available) instead of a MemoryError
-half-way, or the kernel's OOM killer.
+"""Will a run fit in memory?  Checked from the config and the data's shape before the
+model, the optimiser or a batch is allocated, so a run that cannot fit ends in one line
+instead of a MemoryError half-way, or the OOM killer.
 
-The estimate is deliberately simple and on the generous side of what the engines
-hold at once (both backends):
-
-* parameters P = sum over layers of (fan_in + 1) * fan_out, held ``copies`` times:
-  the weights, their gradients, the optimiser's state (1 for momentum and RMSprop,
-  2 for Adam), the best epoch's copy (keep_best), the weight average (ema) and a
-  checkpoint being written;
-* activations of a training batch: B * (D + 3 * sum(H) + 3 * C) numbers (the batch
-  rows, each hidden layer's pre-activation, activation and gradient, the scores,
-  probabilities and their gradient; dropout masks fit in the slack);
-* evaluation: scores of at most ``EVAL_CHUNK`` rows at a time, the same per-row terms;
-* the data itself is already loaded when the check runs (``prepare``), so it is in the
-  process's current use, which the available memory already leaves out.
-
-Available: the address-space limit (``RLIMIT_AS``, e.g. ``prlimit --as``, ``ulimit -v``)
-minus what the process maps now, when a limit is set; else the machine's
-``MemAvailable``.  A run whose estimate exceeds it is refused.
+The estimate is simple and generous (both engines): the P parameters held ``copies``
+times (weights, gradients, optimiser state, keep_best's copy, the ema, a checkpoint
+being written), and B * (D + 3 * sum(H) + 3 * C) numbers for a training batch's
+activations, their gradients and the scores (dropout masks fit in the slack), the
+same for an ``EVAL_CHUNK`` of evaluation rows.  The data is already loaded, so it is
+in the current use that the available memory leaves out.  Available: the ``RLIMIT_AS``
+limit (``prlimit --as``, ``ulimit -v``) minus what the process maps now, else the
+machine's ``MemAvailable``.
 """
 
 from __future__ import annotations
@@ -46,35 +36,32 @@ def estimate(config: RunConfig, input_size: int, num_classes: int) -> int:
     return itemsize * (copies * n_params + rows * per_row)
 
 
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``field: N kB`` line of /proc's ``path`` in bytes; None when it cannot be read."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def available() -> tuple[int | None, str]:
     """(bytes this process may still allocate, where the figure comes from); None
     when it cannot be told."""
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
-        return max(soft - _mapped(), 0), f"of the {_gb(soft)} address-space limit (RLIMIT_AS)"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "of memory available on this machine"
-    except (OSError, ValueError, IndexError):
-        pass
+        mapped = _proc_bytes("/proc/self/status", "VmSize") or 0
+        return max(soft - mapped, 0), f"of the {_gb(soft)} address-space limit (RLIMIT_AS)"
+    free = _proc_bytes("/proc/meminfo", "MemAvailable")
+    if free is not None:
+        return free, "of memory available on this machine"
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "of free memory"
     except (ValueError, OSError):
         return None, ""
-
-
-def _mapped() -> int:
-    """Bytes of address space this process maps now (VmSize)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
 
 
 def _gb(n: int) -> str:
@@ -84,9 +71,8 @@ def _gb(n: int) -> str:
 def check_fits(config: RunConfig, n_rows: int, input_size: int, num_classes: int,
                members: int = 1) -> int:
     """Refuse (FcnetError, one line) a run that cannot fit; returns the estimate in bytes.
-
-    ``n_rows``: training rows, named in the message (the data is loaded already);
-    ``members``: a population of that many nets of ``config``'s shapes trained at once."""
+    ``n_rows``: training rows, named in the message; ``members``: a population of that
+    many nets of ``config``'s shapes trained at once."""
     need = members * estimate(config, input_size, num_classes)
     free, where = available()
     if free is not None and need > free:

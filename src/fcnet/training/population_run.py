@@ -1,11 +1,10 @@
-"""Several compatible runs trained as one population (a ``Solver`` of K models,
-through the one NumPy loop ``fcnet.training.run.train_numpy``).
+"""Several compatible runs trained as one population: a ``Solver`` of K models through
+the one NumPy loop ``fcnet.training.run.train_numpy``, or a torch ``TorchPopulation``.
 
-Compatible: the same data, architecture, batch size, length, sampling,
-schedule and update rule, NumPy backend; they may differ in lr, decay, reg,
-dropout keep, init and seed (members with their own seed draw their own
-minibatches: a study cell's repeats).  Each member still gets its own complete run
-directory, identical in layout to a lone run's.  A population is not
+Compatible: the same data, architecture, batch size, length, sampling, schedule and
+update rule; they may differ in lr, decay, reg, dropout keep, init and seed (members
+with their own seed draw their own minibatches: a study cell's repeats).  Each member
+gets its own complete run directory, laid out as a lone run's.  A population is not
 checkpointed mid-way: killed, its unfinished members simply train again.
 """
 
@@ -21,16 +20,9 @@ from fcnet.training.memory import check_fits
 from fcnet.training.prepare import prepare
 from fcnet.training.run import read_run_config, train_numpy, train_run
 
-# fields members may differ in: none of them changes an array shape or the batch stream
-FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init", "seed"}
-
-
-def population_key(config: RunConfig) -> tuple:
-    """Configs with equal keys can train together (torch: the torch population's key)."""
-    if config.backend == "torch":
-        return torch_population.population_key(config)
-    d = config.model_dump()
-    return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in FREE)
+# configs with equal keys can train together: all fields but those that change no array
+# shape or batch stream (torch_population.FREE), the same for both backends
+population_key = torch_population.population_key
 
 
 def compatible(configs: list[RunConfig]) -> bool:
@@ -44,11 +36,8 @@ def compatible(configs: list[RunConfig]) -> bool:
 def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool = True,
                      resume: bool = True, eval_at: list[int] | None = None,
                      figures: bool = True) -> list[dict]:
-    """Train compatible runs at once; returns their summaries in order.
-
-    Finished runs are reused; incompatible lists fall back to one run at a time.
-    Torch configs train as a ``TorchPopulation`` (fcnet.training.torch_population).
-    """
+    """Train compatible runs at once; returns their summaries in order.  Finished runs
+    are reused; incompatible lists fall back to one run at a time."""
     torch = bool(configs) and configs[0].backend == "torch"
     if len(configs) != len(run_dirs):
         raise FcnetError("train_population needs one run directory per config")

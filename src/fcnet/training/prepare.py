@@ -1,7 +1,5 @@
-"""Data for a run: load the splits, fit preprocessing on train, convert once.
-
-Kept in a small in-process cache, so a study or sweep that trains many runs on
-the same data loads and converts it once."""
+"""Data for a run: load the splits, fit preprocessing on train, convert once (cached in
+process, so a study or sweep of many runs on the same data loads and converts it once)."""
 
 from __future__ import annotations
 
@@ -34,9 +32,6 @@ class Prepared:
     def image_shape(self):
         return self.data.image_shape
 
-    def transform(self, x) -> np.ndarray:
-        return self.prep.transform(x)
-
 
 def data_key(config: RunConfig) -> tuple:
     c = config
@@ -51,15 +46,13 @@ def prepare(config: RunConfig, progress: bool = False) -> Prepared:
     key = data_key(config)
     if key in _CACHE:
         return _CACHE[key]
-    data = load_splits(config.dataset, config.path, val_size=config.val_size,
-                       test_size=config.test_size, seed=config.split_seed, progress=progress)
-    pca = None
-    if config.pca is not None:
-        pca = int(config.pca) if config.pca >= 1 else float(config.pca)
-    # bf16 runs keep float32 data (cast on the device)
-    prep = Preprocessor(kind=config.preprocess, pca=pca, whiten=config.pca_whiten,
-                        dtype="float32" if config.dtype == "bfloat16" else config.dtype,
-                        zca_eps=config.zca_eps).fit(data.train.x)
+    c = config
+    data = load_splits(c.dataset, c.path, val_size=c.val_size, test_size=c.test_size,
+                       seed=c.split_seed, progress=progress)
+    pca = None if c.pca is None else int(c.pca) if c.pca >= 1 else float(c.pca)
+    dtype = "float32" if c.dtype == "bfloat16" else c.dtype  # bf16 runs: cast on the device
+    prep = Preprocessor(kind=c.preprocess, pca=pca, whiten=c.pca_whiten, dtype=dtype,
+                        zca_eps=c.zca_eps).fit(data.train.x)
     out = Prepared(prep.transform(data.train.x), np.asarray(data.train.y, dtype=np.intp),
                    prep.transform(data.val.x), np.asarray(data.val.y, dtype=np.intp), data, prep)
     while len(_CACHE) >= _CACHE_SIZE:

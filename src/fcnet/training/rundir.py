@@ -12,17 +12,16 @@ runs/<name>/
   *.png              loss, accuracy, first-layer weights, confusion matrix
   tb/                TensorBoard event files (fcnet.training.tensorboard; not with --no-tensorboard)
 
-Every file but tb/'s goes through ``fcnet.files`` (atomic, fsync'd).  A run is
-finished when its summary says completed or diverged *and* every file it
-recorded still has its checksum: a damaged run is never reused as it is.
-tb/ holds logs appended during the run, one event file per attempt, so it is
-not among the checksums: damaged or deleted, it never makes a run train again.
+Every file but tb/'s goes through ``fcnet.files`` (atomic, fsync'd).  A run is finished
+when its summary says completed or diverged *and* every recorded file keeps its checksum:
+a damaged run is never reused as it is.  tb/ holds appended logs, not checksummed.
 """
 
 from __future__ import annotations
 
 import csv
 import errno
+import functools
 import io
 import sys
 import time
@@ -41,27 +40,26 @@ CONFIG = "config.toml"
 SUMMARY = "summary.json"
 PREPROCESS = "preprocess.npz"
 FINISHED = ("completed", "diverged")
+WAIT_NOTICE_S = 2.0  # how long a second writer waits quietly before saying why
 
 
 class CheckpointClock:
-    """When to checkpoint: at epoch ends, ``seconds`` apart at least, and at least
-    ``SPACING`` times as long apart as the last save took, so saving costs at
-    most 1/SPACING of the run (``seconds`` 0: every epoch end).  best-cpu's 71 MB
-    checkpoint every 5 s made its CIFAR-10 epochs 6.0 s instead of 4.4."""
+    """When to checkpoint: at epoch ends, ``seconds`` apart at least (0: every epoch end),
+    and ``SPACING`` times as long apart as the last save took, so saving costs at most
+    1/SPACING of the run (best-cpu's 71 MB every 5 s made its epochs 6.0 s, not 4.4)."""
 
     SPACING = 50
 
     def __init__(self, seconds: float):
-        self._now = time.monotonic
         self.seconds, self.gap = float(seconds), float(seconds)
-        self.last = self._now()
+        self.last = time.monotonic()
 
     def due(self) -> bool:
-        return self._now() - self.last >= self.gap
+        return time.monotonic() - self.last >= self.gap
 
     def saved(self, started: float) -> None:
         """A save that began at ``started`` (``time.monotonic()``) just ended."""
-        self.last = self._now()
+        self.last = time.monotonic()
         if self.seconds > 0:
             self.gap = max(self.seconds, self.SPACING * (self.last - started))
 
@@ -69,12 +67,6 @@ class CheckpointClock:
 def say(message: str) -> None:
     """A one-line notice on stderr (what a resume fell back to, ...), even when quiet."""
     print(f"fcnet: {message}", file=sys.stderr, flush=True)
-
-
-def _version() -> str:
-    from fcnet import __version__
-
-    return __version__
 
 
 # ------------------------------------------------------------------ reading
@@ -87,18 +79,15 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 def read_summary(run_dir: Path) -> dict | None:
     """The summary, or None when there is none yet or it is unreadable (a damaged run)."""
-    path = Path(run_dir) / SUMMARY
-    if not path.exists():
-        return None
     try:
-        return files.read_json(path)
+        return files.read_json(Path(run_dir) / SUMMARY)
     except FcnetError:
         return None
 
 
 def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) -> dict[str, str]:
-    """{file name: what is wrong} for the recorded files (all, or ``names``) whose
-    sha256 no longer matches summary.json; runs written before checksums pass."""
+    """{file name: what is wrong} for the recorded files (all, or ``names``) whose sha256
+    no longer matches summary.json's (runs written before checksums pass)."""
     recorded = summary.get("files") or {}
     out = {}
     for name in recorded if names is None else [n for n in names if n in recorded]:
@@ -125,10 +114,8 @@ def covers(summary: dict, eval_at: Iterable[int]) -> bool:
 
 
 def finished(run_dir: Path, config: RunConfig, eval_at: Iterable[int] = ()) -> dict | None:
-    """The summary of a finished, intact run of ``config`` with every point of
-    ``eval_at``; None when it must (re)train."""
-    run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists() or read_run_config(run_dir) != config:
+    """The summary of a finished, intact run of ``config`` covering ``eval_at``, else None."""
+    if not (Path(run_dir) / CONFIG).exists() or read_run_config(run_dir) != config:
         return None
     s = read_summary(run_dir)
     if not is_finished(s) or not covers(s, eval_at) or damaged(run_dir, s):
@@ -144,26 +131,17 @@ def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
 
 
 # ------------------------------------------------------------------ one writer
-WAIT_NOTICE_S = 2.0  # how long a second writer waits quietly before saying why
-
-
 def lock_path(run_dir: Path) -> Path:
-    """``runs/.<name>.lock``: beside the run, so a refused run leaves no folder behind
-    (and removed when the writer is done)."""
-    run_dir = Path(run_dir)
-    return run_dir.parent / f".{run_dir.name}.lock"
+    """``runs/.<name>.lock``: beside the run, so a refused run leaves no folder behind."""
+    return Path(run_dir).parent / f".{Path(run_dir).name}.lock"
 
 
 @contextmanager
 def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
-    """Hold ``run_dir``'s lock (``filelock``) while the block writes the run.
-
-    A second process that would write the same run waits here until the first
-    is done (a notice after ``WAIT_NOTICE_S``), then finds the finished run and
-    reuses it; a run of a *different* config is refused in one line, before and
-    after the wait, so there are never two writers of one run directory.  The
-    lock is an OS lock: it goes with the process, however that ends.
-    """
+    """Hold ``run_dir``'s OS lock (``filelock``; it goes with the process) while the block
+    writes the run.  A second writer of the same run waits (a notice after
+    ``WAIT_NOTICE_S``), then finds the finished run and reuses it; a run of a *different*
+    config is refused in one line, before and after the wait."""
     from filelock import Timeout
 
     run_dir = Path(run_dir)
@@ -208,7 +186,6 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
 
 def one_writer(train):
     """Decorate ``train(config, run_dir, ...)`` to run under ``locked(run_dir, config)``."""
-    import functools
 
     @functools.wraps(train)
     def locked_train(config: RunConfig, run_dir: Path, *args, **kwargs):
@@ -225,10 +202,17 @@ def _refuse_other(run_dir: Path, config: RunConfig) -> None:
 
 
 # ------------------------------------------------------------------ writing
-def base_summary(config: RunConfig, prepared: Prepared) -> dict:
-    """What every run's summary starts with: status running, data provenance, sizes."""
-    meta = prepared.data.meta
-    return {
+def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict:
+    """Write the config, the fitted preprocessing and a 'running' summary (data
+    provenance, sizes, ``extra``), after removing the temp files a killed run left."""
+    from fcnet import __version__
+
+    run_dir = files.ensure_dir(run_dir)
+    files.remove_temps(run_dir)  # the writer of this directory holds its lock (locked())
+    files.write_text(run_dir / CONFIG, config.to_toml())
+    files.save_npz(run_dir / PREPROCESS, prepared.prep.state())
+    meta, shape = prepared.data.meta, prepared.image_shape
+    summary = {
         "status": "running",
         "backend": config.backend,
         "dataset": config.dataset,
@@ -240,43 +224,32 @@ def base_summary(config: RunConfig, prepared: Prepared) -> dict:
         "input_size": int(prepared.X_train.shape[1]),
         "seed": config.seed,
         "classes": list(prepared.classes),
-        "image_shape": list(prepared.image_shape) if prepared.image_shape is not None else None,
-        "fcnet_version": _version(),
+        "image_shape": list(shape) if shape is not None else None,
+        "fcnet_version": __version__,
+        **extra,
     }
-
-
-def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict:
-    """Write the config, the fitted preprocessing and a 'running' summary, after
-    removing the temp files a killed run may have left."""
-    run_dir = files.ensure_dir(run_dir)
-    files.remove_temps(run_dir)  # the writer of this directory holds its lock (locked())
-    files.write_text(run_dir / CONFIG, config.to_toml())
-    files.save_npz(run_dir / PREPROCESS, prepared.prep.state())
-    summary = {**base_summary(config, prepared), **extra}
     files.write_json(run_dir / SUMMARY, summary)
     return summary
 
 
-def _csv(rows: list[list], header: list[str]) -> str:
+def _write_csv(path: Path, header: list[str], rows: Iterable[list]) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(header)
+    out.writerows(rows)
+    files.write_text(path, buf.getvalue())
+    return path.name
 
 
 def write_metrics(run_dir: Path, hist: dict, iters_per_epoch: int) -> list[str]:
     """loss.csv (per iteration) and epochs.csv (per epoch); returns their names."""
-    loss = hist["loss_history"]
-    files.write_text(run_dir / "loss.csv",
-                     _csv([[i, repr(float(v))] for i, v in enumerate(loss)], ["iteration", "loss"]))
-    rows = []
-    for e, (tr, va) in enumerate(zip(hist["train_acc_history"], hist["val_acc_history"])):
-        lr = hist["lr_history"][e] if e < len(hist.get("lr_history", [])) else ""
-        rows.append([e, e * iters_per_epoch, lr, tr, va])
-    files.write_text(run_dir / "epochs.csv",
-                     _csv(rows, ["epoch", "iteration", "lr", "train_acc", "val_acc"]))
-    return ["loss.csv", "epochs.csv"]
+    lrs = hist.get("lr_history", [])
+    losses = ([i, repr(float(v))] for i, v in enumerate(hist["loss_history"]))
+    epochs = ([e, e * iters_per_epoch, lrs[e] if e < len(lrs) else "", tr, va]
+              for e, (tr, va) in enumerate(zip(hist["train_acc_history"], hist["val_acc_history"])))
+    return [_write_csv(run_dir / "loss.csv", ["iteration", "loss"], losses),
+            _write_csv(run_dir / "epochs.csv", ["epoch", "iteration", "lr", "train_acc", "val_acc"],
+                       epochs)]
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -287,10 +260,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
                   val_pred: np.ndarray) -> list[str]:
-    """The pictures a person looks at (drawn with Pillow, ~20 ms a run: see
-    fcnet.training.figures): loss, accuracies, first-layer weights W1 (D, H) when the
-    inputs are images, and the confusion matrix of the validation predictions (M,).
-    Returns the names written."""
+    """The run's pictures (fcnet.training.figures): loss, accuracies, first-layer weights
+    W1 (D, H) when the inputs are images, and the confusion matrix of the validation
+    predictions (M,).  Returns the names written."""
     from fcnet.training import figures
 
     names = ["loss.png"]
@@ -309,10 +281,9 @@ def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
 
 
 def complete(run_dir: Path, summary: dict, written: Sequence[str]) -> dict:
-    """Record the sha256 of every file the run wrote, then the summary: the last
-    write of a run, so a summary that says completed vouches for all of them."""
-    run_dir = Path(run_dir)
+    """Record the sha256 of every file the run wrote in the summary, written last: a
+    summary that says completed vouches for all of them."""
     names = dict.fromkeys([CONFIG, PREPROCESS, *written])
-    summary["files"] = {n: files.file_digest(run_dir / n) for n in names}
-    files.write_json(run_dir / SUMMARY, summary)
+    summary["files"] = {n: files.file_digest(Path(run_dir) / n) for n in names}
+    files.write_json(Path(run_dir) / SUMMARY, summary)
     return summary
