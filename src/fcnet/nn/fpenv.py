@@ -1,17 +1,16 @@
 """Flush subnormal floats to zero while training.
 
-Tiny initialisations (std 1e-4, deep nets) and Adam's second moment of tiny
-gradients produce subnormal floats (below 1.2e-38 in float32), and some CPU
-operations on them run many times slower (measured here: ``sqrt`` 2.5x in
-NumPy, 25x in PyTorch; see benchmarks/subnormal.py).  Setting the SSE control
-register's FTZ (flush results to zero) and DAZ (read inputs as zero) bits makes
-them cost nothing; a value below 1e-38 never matters to a classifier's training.
+Tiny initialisations (std 1e-4, deep nets) and Adam's second moment of tiny gradients
+produce subnormal floats (below 1.2e-38 in float32), on which some CPU operations run
+many times slower (measured: ``sqrt`` 2.5x in NumPy, 25x in PyTorch; see
+benchmarks/subnormal.py).  The SSE control register's FTZ (flush results to zero) and
+DAZ (read inputs as zero) bits make them cost nothing; a value below 1e-38 never
+matters to a classifier's training.
 
-NumPy cannot set these bits itself; glibc's ``fegetenv``/``fesetenv`` can, so
-this works on Linux x86-64 with glibc and is a no-op elsewhere (``supported()``
-says which).  The bits belong to the calling thread only: NumPy's element-wise
-operations run there, but OpenBLAS's worker threads keep their own setting
-(their matrix products showed no subnormal slowdown on the CPUs measured).
+NumPy cannot set these bits; glibc's ``fegetenv``/``fesetenv`` can, so this works on
+Linux x86-64 with glibc and is a no-op elsewhere (``supported()``).  The bits belong to
+the calling thread, where NumPy's element-wise operations run; OpenBLAS's worker threads
+keep their own (their matrix products showed no subnormal slowdown on the CPUs measured).
 """
 
 from __future__ import annotations
@@ -29,13 +28,11 @@ _ENV_BYTES = 64  # fenv_t is 32 bytes; room to spare
 
 
 def _load_libm():
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64") \
+            or platform.libc_ver()[0] != "glibc":
         return None
-    if platform.libc_ver()[0] != "glibc":
-        return None
-    name = ctypes.util.find_library("m")
     try:
-        return ctypes.CDLL(name or "libm.so.6")
+        return ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
     except OSError:
         return None
 
@@ -59,31 +56,21 @@ def flush_denormals(enabled: bool = True) -> Iterator[bool]:
     Yields whether flushing is on; the previous floating-point environment
     (rounding, exception masks, FTZ/DAZ) is restored on exit, even on error.
     """
-    if not enabled or _LIBM is None:
-        yield False
-        return
     saved = (ctypes.c_uint8 * _ENV_BYTES)()
-    if _LIBM.fegetenv(saved) != 0:
+    if not enabled or _LIBM is None or _LIBM.fegetenv(saved) != 0:
         yield False
         return
     env = (ctypes.c_uint8 * _ENV_BYTES).from_buffer_copy(saved)
-    env[_MXCSR_OFFSET : _MXCSR_OFFSET + 4] = list(
-        (_mxcsr(saved) | _FTZ | _DAZ).to_bytes(4, "little")
-    )
-    if _LIBM.fesetenv(env) != 0:
-        yield False
-        return
+    env[_MXCSR_OFFSET : _MXCSR_OFFSET + 4] = list((_mxcsr(saved) | _FTZ | _DAZ).to_bytes(4, "little"))
     try:
-        yield True
+        yield _LIBM.fesetenv(env) == 0
     finally:
-        _LIBM.fesetenv(saved)
+        _LIBM.fesetenv(saved)  # a no-op where setting env failed
 
 
 def flushing() -> bool:
     """Whether this thread currently flushes subnormals to zero (FTZ and DAZ set)."""
-    if _LIBM is None:
-        return False
     env = (ctypes.c_uint8 * _ENV_BYTES)()
-    if _LIBM.fegetenv(env) != 0:
+    if _LIBM is None or _LIBM.fegetenv(env) != 0:
         return False
     return _mxcsr(env) & (_FTZ | _DAZ) == (_FTZ | _DAZ)

@@ -1,8 +1,8 @@
 """Layers as forward/backward pairs, each line one line of study.md's derivation.
 
-Notation (study.md): x is (N, D), W is (D, H), z = x W + b, a = relu(z),
-scores z_L, probabilities softmax(z_L).  Every function takes optional ``out``
-buffers so the training hot loop reuses memory instead of allocating.
+Notation (study.md): x is (N, D), W is (D, H), z = x W + b, a = relu(z), scores z_L,
+probabilities softmax(z_L).  A leading axis of K models, (K, N, H), gives each model's
+results.  ``out`` buffers let the training hot loop reuse memory instead of allocating.
 """
 
 from __future__ import annotations
@@ -11,35 +11,18 @@ import numpy as np
 
 
 def affine_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray | None = None):
-    """z = x W + b.
-
-    x: (N, D), w: (D, H), b: (H,) -> z: (N, H), written into ``out`` when given.
-    """
+    """z = x W + b: x (N, D), w (D, H), b (H,) -> z (N, H), into ``out`` when given."""
     z = np.matmul(x, w, out=out)
     z += b
     return z
 
 
-def affine_backward(
-    dz: np.ndarray,
-    x: np.ndarray,
-    w: np.ndarray,
-    dw: np.ndarray | None = None,
-    db: np.ndarray | None = None,
-    dx: np.ndarray | None = None,
-    need_dx: bool = True,
-):
-    """Gradients of z = x W + b given dz = dJ/dz.
-
-    dz: (N, H), x: (N, D), w: (D, H) -> dx (N, D) or None, dw (D, H), db (H,).
-    A leading axis of K models, (K, N, H), (K, N, D), (K, D, H), gives each
-    model's gradients, (K, N, D), (K, D, H), (K, H).
-    ``need_dx=False`` skips dx, which the first layer never needs.
-    """
+def affine_backward(dz: np.ndarray, x: np.ndarray, w: np.ndarray, dw: np.ndarray | None = None,
+                    db: np.ndarray | None = None, dx: np.ndarray | None = None):
+    """Gradients of z = x W + b given dz = dJ/dz: dz (N, H), x (N, D), w (D, H) ->
+    dx (N, D), dw (D, H), db (H,); with K models (K, N, D), (K, D, H), (K, H)."""
     dw = np.matmul(np.swapaxes(x, -1, -2), dz, out=dw)  # dW = x^T dz
     db = np.sum(dz, axis=-2, out=db)  # db = sum_i dz_i
-    if not need_dx:
-        return None, dw, db
     dx = np.matmul(dz, np.swapaxes(w, -1, -2), out=dx)  # dx = dz W^T
     return dx, dw, db
 
@@ -50,11 +33,9 @@ def relu_forward(z: np.ndarray, inplace: bool = False) -> np.ndarray:
 
 
 def relu_backward(da: np.ndarray, a: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """dz = da * (z > 0), read from a = relu(z) since a > 0 exactly where z > 0.
-
-    da, a: (N, H) -> dz: (N, H); in place overwrites da.
-    """
-    # multiplying by the bool gate is 3-4x faster than masked assignment
+    """dz = da * (z > 0), read from a = relu(z) since a > 0 exactly where z > 0;
+    da, a (N, H) -> dz (N, H), in place over da.  (The bool product is 3-4x faster
+    than masked assignment.)"""
     return np.multiply(da, a > 0, out=da if inplace else None)
 
 
@@ -85,19 +66,15 @@ def softmax(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
     return p
 
 
-def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False,
-                 row_max=None):
-    """Mean cross-entropy and its gradient.
+def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False, row_max=None):
+    """Mean cross-entropy and its gradient: J = mean_i(logsumexp(z_i) - z_i[y_i]),
+    dJ/dz = (softmax(z) - onehot(y)) / N.
 
-    J = mean_i(logsumexp(z_i) - z_i[y_i]); dJ/dz = (softmax(z) - onehot(y)) / N.
-
-    scores: (N, C), y: (N,) ints in [0, C) -> (loss, dscores (N, C)).  Scores of
-    K models on the same rows, (K, N, C), give K losses (K,) and (K, N, C);
-    with y (K, N) each model has its own rows' labels.
-    ``row_max(d) -> (...)`` may replace numpy's max over the last axis (the
-    population passes a faster fold; a maximum is exact in any order).
-    In place, ``scores`` becomes dscores.  Stable for logits of any magnitude:
-    shifted logits are <= 0, and the loss uses log-sum-exp, never log(p).
+    scores (N, C), y (N,) ints in [0, C) -> (loss, dscores (N, C)); K models' scores
+    (K, N, C) give losses (K,), with y (K, N) when each has its own rows.  ``row_max``
+    may replace numpy's max over the last axis (a maximum is exact in any order).  In
+    place, ``scores`` becomes dscores.  Shifted logits are <= 0 and the loss uses
+    log-sum-exp, never log(p): stable for logits of any magnitude.
     """
     n = scores.shape[-2]
     rows = np.arange(n)

@@ -1,8 +1,5 @@
 """The fully-connected network: affine - ReLU - [dropout] - ... - affine - softmax.
-
-``MLP`` is the engine for any depth; ``TwoLayerNet`` is the exercise's contract,
-the same engine with one hidden layer.
-"""
+``MLP`` is the engine for any depth; ``TwoLayerNet`` is the exercise's contract."""
 
 from __future__ import annotations
 
@@ -19,44 +16,23 @@ from fcnet.nn.stack import Stack, Workspace, backward, forward_loss
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
-def resolve_dtype(dtype) -> np.dtype:
-    """'float32' | 'float64' | numpy dtype -> numpy dtype; anything else is an error."""
-    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if key not in DTYPES:
-        raise FcnetError(f"dtype must be float32 or float64, got {dtype!r}")
-    return np.dtype(DTYPES[key])
-
-
 class MLP:
     """Fully-connected classifier for any depth.
 
-    Parameters
-    ----------
-    input_size : D
-    hidden_sizes : (H_1, ..., H_{L-1}); an int means one hidden layer
-    num_classes : C
-    std : weights ~ std * randn, biases 0 (init 'normal', the exercise's)
-    dropout_keep : inverted-dropout keep probability on hidden activations
-    seed : None draws from NumPy's global legacy generator (the course's driver);
-        an int draws W1, W2, ... from ``np.random.RandomState(seed)``
-    dtype : 'float64' (default, gradient checks need it) or 'float32'
-    init : 'normal' (std * randn) or 'kaiming' (sqrt(2 / fan_in) * randn, He et al.,
-        for ReLU nets on standardised inputs)
+    input_size D; hidden_sizes (H_1, ..., H_{L-1}), an int for one hidden layer;
+    num_classes C; std: weights ~ std * randn, biases 0 (init 'normal', the
+    exercise's), or init 'kaiming': sqrt(2 / fan_in) * randn (He et al., for ReLU
+    nets on standardised inputs); dropout_keep: inverted-dropout keep probability
+    on hidden activations; seed: None draws from NumPy's global legacy generator
+    (the course's driver), an int from ``np.random.RandomState(seed)``; dtype:
+    'float64' (default, gradient checks need it) or 'float32'.
 
     ``params`` holds W1 (D, H_1), b1 (H_1,), ..., WL (H_{L-1}, C), bL (C,).
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_sizes: int | Sequence[int],
-        num_classes: int,
-        std: float = 1e-4,
-        dropout_keep: float = 1.0,
-        seed: int | None = None,
-        dtype="float64",
-        init: str = "normal",
-    ):
+    def __init__(self, input_size: int, hidden_sizes: int | Sequence[int], num_classes: int,
+                 std: float = 1e-4, dropout_keep: float = 1.0, seed: int | None = None,
+                 dtype="float64", init: str = "normal"):
         if isinstance(hidden_sizes, int | np.integer):
             hidden_sizes = [int(hidden_sizes)]
         self.sizes = [int(input_size), *[int(h) for h in hidden_sizes], int(num_classes)]
@@ -67,13 +43,15 @@ class MLP:
         self.num_layers = len(self.sizes) - 1
         self.std = std
         self.dropout_keep = float(dropout_keep)
-        self.dtype = resolve_dtype(dtype)
+        key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        if key not in DTYPES:
+            raise FcnetError(f"dtype must be float32 or float64, got {dtype!r}")
+        self.dtype = np.dtype(DTYPES[key])
         if init not in ("normal", "kaiming"):
             raise FcnetError(f"init must be 'normal' or 'kaiming', got {init!r}")
         rng = legacy_rng(seed)
         self.params: dict[str, np.ndarray] = {}
-        layer_shapes = zip(self.sizes[:-1], self.sizes[1:], strict=True)
-        for i, (fan_in, fan_out) in enumerate(layer_shapes, start=1):
+        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:], strict=True), 1):
             # drawn in float64 then cast, so float32 nets start from the same weights
             scale = std if init == "normal" else np.sqrt(2.0 / fan_in)
             self.params[f"W{i}"] = (scale * rng.randn(fan_in, fan_out)).astype(self.dtype)
@@ -84,29 +62,14 @@ class MLP:
         extra = f", dropout_keep={self.dropout_keep}" if self.dropout_keep < 1 else ""
         return f"{type(self).__name__}({arch}, dtype={self.dtype.name}{extra})"
 
-    @property
-    def input_size(self) -> int:
-        return self.sizes[0]
+    input_size = property(lambda self: self.sizes[0])
+    num_classes = property(lambda self: self.sizes[-1])
 
-    @property
-    def num_classes(self) -> int:
-        return self.sizes[-1]
-
-    def astype(self, dtype) -> MLP:
-        """Cast the parameters in place (float32 for speed, float64 for checks)."""
-        self.dtype = resolve_dtype(dtype)
-        for k, v in self.params.items():
-            self.params[k] = v.astype(self.dtype)
-        return self
-
-    # ----------------------------------------------------------------- checks
     def check_inputs(self, X, y=None) -> tuple[np.ndarray, np.ndarray | None]:
         """Validate shapes, finiteness and labels; raise FcnetError naming the problem."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.input_size:
-            raise FcnetError(
-                f"X must have shape (N, {self.input_size}), got {tuple(X.shape)}"
-            )
+            raise FcnetError(f"X must have shape (N, {self.input_size}), got {tuple(X.shape)}")
         if not np.issubdtype(X.dtype, np.number):
             raise FcnetError(f"X must be numeric, got dtype {X.dtype}")
         if not np.isfinite(X).all():
@@ -120,45 +83,33 @@ class MLP:
             raise FcnetError(f"y must have shape ({X.shape[0]},), got {tuple(y.shape)}")
         if y.size and not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
             raise FcnetError(f"y must hold integer class labels, got dtype {y.dtype}")
-        if y.size and not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.mod(y, 1) == 0):
-                raise FcnetError("y must hold integer class labels")
+        if y.size and not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):
+            raise FcnetError("y must hold integer class labels")
         y = y.astype(np.intp)
         if y.size and (y.min() < 0 or y.max() >= self.num_classes):
             raise FcnetError(
-                f"labels must be in [0, {self.num_classes}), got range [{y.min()}, {y.max()}]"
-            )
+                f"labels must be in [0, {self.num_classes}), got range [{y.min()}, {y.max()}]")
         return X, y
 
-    # ---------------------------------------------------------------- forward
     def scores(self, X: np.ndarray) -> np.ndarray:
         """Class scores z_L (N, C) at prediction time (no dropout)."""
-        a = np.asarray(X, dtype=self.dtype)
-        for i in range(1, self.num_layers + 1):
-            a = layers.affine_forward(a, self.params[f"W{i}"], self.params[f"b{i}"])
-            if i < self.num_layers:
-                layers.relu_forward(a, inplace=True)
-        return a
+        return Stack(self.sizes, 1, self.dtype, self.params).scores(X)[0]
 
-    # ------------------------------------------------------------- contract
     def loss(self, X, y=None, reg: float = 0.0, dropout_seed: int | None = None):
         """Without y: class probabilities (N, C).  With y: (loss, grads), grads
-        keyed like params, loss = mean cross-entropy + reg * sum ||W||^2.
-
-        With y the net is in training mode, so dropout applies; ``dropout_seed``
-        fixes the masks (deterministic, so gradients can be checked numerically).
-        """
-        X, y = self.check_inputs(X, y)
+        keyed like params, loss = mean cross-entropy + reg * sum ||W||^2, in
+        training mode (dropout, its masks fixed by ``dropout_seed`` so gradients
+        can be checked numerically)."""
         if y is None:
-            return layers.softmax(self.scores(X), inplace=True)
+            return self.predict_proba(X)
+        X, y = self.check_inputs(X, y)
         # the training step's own forward and backward pass, on a stack of one
         stack = Stack.wrap([self])
         ws = Workspace(stack, X.shape[0], shared=True, dropout=self.dropout_keep < 1)
         ws.x[...] = X
         ws.y[...] = y
-        keep = np.array([self.dropout_keep])
-        rng = [np.random.default_rng(dropout_seed)]
-        loss, dz = forward_loss(stack, ws, np.array([float(reg)]), keep, rng)
+        loss, dz = forward_loss(stack, ws, np.array([float(reg)]), np.array([self.dropout_keep]),
+                                [np.random.default_rng(dropout_seed)])
         backward(stack, ws, dz)
         for W, dW in zip(stack.params[::2], ws.grads[::2], strict=True):
             dW += (2.0 * reg) * W  # the L2 term: dJ/dW += 2 reg W
@@ -175,38 +126,18 @@ class MLP:
         return np.argmax(self.scores(X), axis=1)
 
     def train(self, X, y, X_val, y_val, **kwargs) -> dict:
-        """Minibatch SGD exactly as study.md Q3 (``fcnet.nn.solver.Solver``).
-
-        Keyword options and defaults are the exercise's: learning_rate=1e-3,
-        learning_rate_decay=0.95, reg=5e-6, num_iters=100, batch_size=200,
-        verbose=False, seed=None; extras: optimizer, optim_config, sampling, ...
-        Returns {'loss_history', 'train_acc_history', 'val_acc_history'}.
-        """
-        solver = Solver(self, X, y, X_val, y_val, **kwargs)
-        solver.run()
-        return solver.history()
-
-    def state(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.params.items()}
+        """Minibatch SGD as study.md Q3 (``Solver``), with the exercise's options and
+        defaults: learning_rate=1e-3, learning_rate_decay=0.95, reg=5e-6, num_iters=100,
+        batch_size=200, verbose=False, seed=None; extras: optimizer, optim_config, ...
+        Returns {'loss_history', 'train_acc_history', 'val_acc_history'}."""
+        return Solver(self, X, y, X_val, y_val, **kwargs).run().history()
 
 
 class TwoLayerNet(MLP):
     """The exercise's two-layer net: affine - ReLU - affine - softmax.
+    TwoLayerNet(4, 10, 3, std=0.1, seed=0) is the exercise's toy net."""
 
-    TwoLayerNet(4, 10, 3, std=0.1, seed=0) is the exercise's toy net.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        output_size: int,
-        std: float = 1e-4,
-        seed: int | None = None,
-        dropout_keep: float = 1.0,
-        dtype="float64",
-    ):
-        super().__init__(
-            input_size, [hidden_size], output_size, std=std, dropout_keep=dropout_keep,
-            seed=seed, dtype=dtype,
-        )
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, std: float = 1e-4,
+                 seed: int | None = None, dropout_keep: float = 1.0, dtype="float64"):
+        super().__init__(input_size, [hidden_size], output_size, std=std,
+                         dropout_keep=dropout_keep, seed=seed, dtype=dtype)

@@ -1,14 +1,10 @@
 """Update rules, from one registry (cs231n's ``optim.py``, as classes).
 
-Each rule declares its own hyper-parameters (name, default, bounds, meaning) in
-``settings``, keeps its own state (so a checkpoint restores it exactly), and
-names its ``torch.optim`` counterpart.  Everything else reads ``RULES``: the
-run config's ``optimizer`` choices and rule fields, the CLI flags generated
-from them, ``Solver``, the torch backend and ``FCNetClassifier``.  Adding a
-rule is one class here plus its settings' fields in ``fcnet.config``.
-
-``update`` changes params in place from grads, which it may overwrite; the
-same call updates a lone net (K = 1) and a population (per-member rates).
+Each rule declares its hyper-parameters in ``settings``, keeps its state (so a
+checkpoint restores it exactly) and names its ``torch.optim`` counterpart.  The run
+config's ``optimizer`` choices and rule fields, the CLI flags, ``Solver``, the torch
+backend and ``FCNetClassifier`` all read ``RULES``: adding a rule is one class here
+plus its settings' fields in ``fcnet.config``.
 """
 
 from __future__ import annotations
@@ -73,28 +69,33 @@ def _mean_square(avg: np.ndarray, g: np.ndarray, decay: float, tmp: np.ndarray) 
     avg += tmp
 
 
-def _slot(store: list, i: int, like: np.ndarray) -> np.ndarray:
-    """store[i], created as zeros like ``like`` on first use."""
-    while len(store) <= i:
-        store.append(None)
-    if store[i] is None:
-        store[i] = np.zeros_like(like)
-    return store[i]
+def _aligned(params, grads, lr, l2):
+    """(w, g, lr, l2) per parameter: params/grads as lists or dicts keyed alike,
+    lr/l2 as lists or one value for all."""
+    if isinstance(params, Mapping):
+        grads = [grads[k] for k in params]
+        params = list(params.values())
+    each = [list(v) if isinstance(v, list | tuple) else [v] * len(params) for v in (lr, l2)]
+    return zip(params, grads, *each, strict=True)
+
+
+def _scaled(w: np.ndarray, factor, out: np.ndarray) -> np.ndarray:
+    """factor * w into out; factor a float, or an array of per-member values."""
+    return np.multiply(w, factor if isinstance(factor, float) else factor.astype(w.dtype), out=out)
 
 
 class UpdateRule:
-    """Base of the rules.  ``Rule(**settings)``: missing settings take their
-    defaults, unknown ones and values out of bounds are errors.
+    """Base of the rules.  ``Rule(**settings)``: missing settings take their defaults,
+    unknown ones and values out of bounds are errors.
 
-    ``update(params, grads, lr, l2)`` changes the arrays of ``params`` in place
-    from ``grads`` (which it may overwrite).  ``lr`` and ``l2`` (twice the L2
-    strength, None for biases) hold one value per parameter, a float or an
-    array that broadcasts against it (one value per population member), so a
-    lone net and a population take the same update.  ``grads`` are the data
-    term's gradients; the rule adds the L2 term, 2 reg W.
-
-    ``slots`` names the per-parameter state (lists aligned with params);
-    ``state()`` saves them as '<slot>.<index>' plus the step count 't'.
+    ``update(params, grads, lr, l2)`` changes ``params`` in place from ``grads``, the
+    data term's gradients (which it may overwrite), adding the L2 term 2 reg W.  ``lr``
+    and ``l2`` (twice the L2 strength, None for biases) hold one value per parameter, a
+    float or an array broadcasting against it (one per population member), so a lone net
+    and a population take the same update.  ``slots`` names the per-parameter state,
+    which ``_step`` receives after a scratch array; ``state()`` saves it as
+    '<slot>.<index>' plus the step count 't'.  ``torch_kwargs(config)``: the settings in
+    ``torch.optim.<torch_class>``'s own terms.
     """
 
     name: ClassVar[str]
@@ -115,37 +116,40 @@ class UpdateRule:
             raise FcnetError(f"optimizer {self.name!r} exists in the torch backend only")
         self.config = {k: s.check(k, settings.get(k, s.default)) for k, s in self.settings.items()}
         self.t = 0
-        for slot in self.slots:
-            setattr(self, slot, [])
-        self._tmp: list[np.ndarray] = []
+        self.store: dict[str, list] = {slot: [] for slot in (*self.slots, "tmp")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
 
-    @classmethod
-    def torch_kwargs(cls, config: Mapping[str, float]) -> dict[str, Any]:
-        """The settings in ``torch.optim.<torch_class>``'s own terms."""
-        return {}
+    torch_kwargs = staticmethod(lambda config: {})
+
+    def _slot(self, slot: str, i: int, like: np.ndarray) -> np.ndarray:
+        """Parameter i's array of ``slot``, created as zeros like ``like`` on first use."""
+        store = self.store[slot]
+        while len(store) <= i:
+            store.append(None)
+        if store[i] is None:
+            store[i] = np.zeros_like(like)
+        return store[i]
 
     def update(self, params, grads, lr, l2=None, scaled: bool = False) -> None:
         """One step; ``params``/``grads`` as lists (or dicts keyed alike), ``lr``
         and ``l2`` as lists or one value for all (l2 None: no L2 term).
-        ``scaled``: backprop already multiplied grads by -lr (rules with
-        ``prescaled`` only)."""
-        params, grads, lr, l2 = _aligned(params, grads, lr, l2)
+        ``scaled``: backprop already multiplied grads by -lr (``prescaled`` rules only)."""
         self.t += 1
-        for i, (w, g, rate, decay) in enumerate(zip(params, grads, lr, l2, strict=True)):
+        for i, (w, g, rate, decay) in enumerate(_aligned(params, grads, lr, l2)):
+            tmp = self._slot("tmp", i, w)
             if decay is not None:
-                g += _scaled(w, decay, _slot(self._tmp, i, w))  # + 2 reg W
-            self._update(i, w, g, rate)
+                g += _scaled(w, decay, tmp)  # + 2 reg W
+            self._step(w, g, rate, tmp, *(self._slot(slot, i, w) for slot in self.slots))
 
-    def _update(self, i: int, w: np.ndarray, g: np.ndarray, lr) -> None:
+    def _step(self, w: np.ndarray, g: np.ndarray, lr, tmp: np.ndarray, *slots: np.ndarray):
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
         out = {f"{slot}.{i}": v for slot in self.slots
-               for i, v in enumerate(getattr(self, slot)) if v is not None}
+               for i, v in enumerate(self.store[slot]) if v is not None}
         if self.slots:
             out["t"] = np.array(self.t)
         return out
@@ -153,26 +157,9 @@ class UpdateRule:
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.t = int(state.get("t", 0))
         for slot in self.slots:
-            keys = sorted((int(k.split(".")[1]), k) for k in state if k.startswith(slot + "."))
-            store: list = []
-            for i, key in keys:
-                _slot(store, i, np.asarray(state[key]))[...] = state[key]
-            setattr(self, slot, store)
-
-
-def _aligned(params, grads, lr, l2) -> tuple[list, list, list, list]:
-    if isinstance(params, Mapping):
-        grads = [grads[k] for k in params]
-        params = list(params.values())
-    n = len(params)
-    lr = list(lr) if isinstance(lr, list | tuple) else [lr] * n
-    l2 = list(l2) if isinstance(l2, list | tuple) else [l2] * n
-    return params, grads, lr, l2
-
-
-def _scaled(w: np.ndarray, factor, out: np.ndarray) -> np.ndarray:
-    """factor * w into out; factor a float, or an array of per-member values."""
-    return np.multiply(w, factor if isinstance(factor, float) else factor.astype(w.dtype), out=out)
+            self.store[slot] = []
+            for key in [k for k in state if k.startswith(slot + ".")]:
+                self._slot(slot, int(key.split(".")[1]), np.asarray(state[key]))[...] = state[key]
 
 
 class SGD(UpdateRule):
@@ -186,13 +173,12 @@ class SGD(UpdateRule):
     prescaled = True
 
     def update(self, params, grads, lr, l2=None, scaled=False):
-        for w, g, rate, decay in zip(*_aligned(params, grads, lr, l2), strict=True):
+        for w, g, rate, decay in _aligned(params, grads, lr, l2):
             if not scaled:
                 g *= -rate  # -lr dw
             if decay is not None:
                 shrink = 1.0 - rate * decay
-                if isinstance(shrink, float) and shrink != 1.0 or not isinstance(shrink, float) \
-                        and (shrink != 1.0).any():
+                if np.any(shrink != 1.0):
                     _scaled(w, shrink, out=w)  # (1 - 2 lr reg) w
             w += g  # - lr dw
 
@@ -205,12 +191,9 @@ class Momentum(UpdateRule):
     slots = ("v",)
     torch_class = "SGD"
 
-    @classmethod
-    def torch_kwargs(cls, config):
-        return {"momentum": config["momentum"]}
+    torch_kwargs = staticmethod(lambda config: {"momentum": config["momentum"]})
 
-    def _update(self, i, w, g, lr):
-        v = _slot(self.v, i, w)
+    def _step(self, w, g, lr, tmp, v):
         g *= lr
         v *= self.config["momentum"]
         v -= g
@@ -227,13 +210,10 @@ class RMSprop(UpdateRule):
     slots = ("cache",)
     torch_class = "RMSprop"
 
-    @classmethod
-    def torch_kwargs(cls, config):
-        return {"alpha": config["decay_rate"], "eps": config["eps"], "momentum": 0.0,
-                "centered": False}
+    torch_kwargs = staticmethod(lambda config: {"alpha": config["decay_rate"], "eps": config["eps"],
+                                                "momentum": 0.0, "centered": False})
 
-    def _update(self, i, w, g, lr):
-        cache, tmp = _slot(self.cache, i, w), _slot(self._tmp, i, w)
+    def _step(self, w, g, lr, tmp, cache):
         _mean_square(cache, g, self.config["decay_rate"], tmp)  # cache = rho cache + (1 - rho) g^2
         np.sqrt(cache, out=tmp)
         tmp += self.config["eps"]
@@ -252,20 +232,18 @@ class Adam(UpdateRule):
     torch_class = "Adam"
     torch_fused = True
 
-    @classmethod
-    def torch_kwargs(cls, config):
-        return {"betas": (config["beta1"], config["beta2"]), "eps": config["eps"]}
+    torch_kwargs = staticmethod(lambda config: {"betas": (config["beta1"], config["beta2"]),
+                                                "eps": config["eps"]})
 
-    def _update(self, i, w, g, lr):
-        b1, b2, eps = self.config["beta1"], self.config["beta2"], self.config["eps"]
-        m, v, tmp = _slot(self.m, i, w), _slot(self.v, i, w), _slot(self._tmp, i, w)
+    def _step(self, w, g, lr, tmp, m, v):
+        b1, b2 = self.config["beta1"], self.config["beta2"]
         _mean_square(v, g, b2, tmp)  # v = b2 v + (1 - b2) g^2
         g *= 1 - b1
         m *= b1
         m += g  # m = b1 m + (1 - b1) g
         np.sqrt(v, out=tmp)
         tmp *= 1.0 / math.sqrt(1 - b2**self.t)
-        tmp += eps  # sqrt(v_hat) + eps
+        tmp += self.config["eps"]  # sqrt(v_hat) + eps
         np.divide(m, tmp, out=tmp)
         tmp *= lr / (1 - b1**self.t)
         w -= tmp  # w -= lr m_hat / (sqrt(v_hat) + eps)
@@ -281,19 +259,11 @@ class AdamW(Adam):
 
 RULES: dict[str, type[UpdateRule]] = {r.name: r for r in (SGD, Momentum, Adam, RMSprop, AdamW)}
 NUMPY_RULES = tuple(name for name, r in RULES.items() if r.numpy)
-
-
-def _all_settings() -> dict[str, Setting]:
-    out: dict[str, Setting] = {}
-    for r in RULES.values():
-        for k, s in r.settings.items():
-            if out.setdefault(k, s) != s:
-                raise AssertionError(f"setting {k!r} is declared twice, differently")
-    return out
-
-
 # every rule setting by name; a name shared by rules (eps) means one thing
-SETTINGS = _all_settings()
+SETTINGS: dict[str, Setting] = {k: s for r in RULES.values() for k, s in r.settings.items()}
+for _k, _s in ((k, s) for r in RULES.values() for k, s in r.settings.items()):
+    if SETTINGS[_k] != _s:
+        raise AssertionError(f"setting {_k!r} is declared twice, differently")
 
 
 def rule(name: str) -> type[UpdateRule]:

@@ -24,10 +24,9 @@ def legacy_state(rng, prefix: str = "rng.") -> dict[str, np.ndarray]:
 
 
 def load_legacy_state(rng, state: Mapping[str, np.ndarray], prefix: str = "rng.") -> None:
-    rng.set_state(
-        ("MT19937", np.asarray(state[f"{prefix}keys"], dtype=np.uint32), int(state[f"{prefix}pos"]),
-         int(state[f"{prefix}has_gauss"]), float(state[f"{prefix}gauss"]))
-    )
+    rng.set_state(("MT19937", np.asarray(state[f"{prefix}keys"], dtype=np.uint32),
+                   int(state[f"{prefix}pos"]), int(state[f"{prefix}has_gauss"]),
+                   float(state[f"{prefix}gauss"])))
 
 
 def pcg64_state(gen: np.random.Generator) -> np.ndarray:
@@ -40,8 +39,5 @@ def pcg64_state(gen: np.random.Generator) -> np.ndarray:
 
 def load_pcg64_state(gen: np.random.Generator, words: np.ndarray) -> None:
     w = [int(v) for v in words]
-    gen.bit_generator.state = {
-        "bit_generator": "PCG64",
-        "state": {"state": (w[0] << 64) | w[2], "inc": (w[1] << 64) | w[3]},
-        "has_uint32": w[4], "uinteger": w[5],
-    }
+    gen.bit_generator.state = {"bit_generator": "PCG64", "has_uint32": w[4], "uinteger": w[5],
+                               "state": {"state": (w[0] << 64) | w[2], "inc": (w[1] << 64) | w[3]}}

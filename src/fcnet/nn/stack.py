@@ -1,15 +1,11 @@
 """K same-shaped networks as one: the engine's forward and backward pass.
 
-A lone net is K = 1; a population (a sweep's mates, a study cell's seeds) is
-K > 1 with the same code.  Parameters carry a member axis:
-
-- W[0] (D, K, H1): reshaped to (D, K*H1), every member's first layer is one
-  product x W1 when the members share a minibatch x (N, D);
-- W[l] (K, H_l, H_{l+1}) for l >= 1 and b[l] (K, H_{l+1}): batched products
-  (K, N, H) @ (K, H, H'), ``np.matmul`` broadcasting over the member axis.
-
-Members that draw their own minibatches (different seeds) see x (K, N, D), and
-layer 1 becomes a batched product with W[0] viewed as (K, D, H1).
+A lone net is K = 1; a population (a sweep's mates, a study cell's seeds) is K > 1.
+Parameters carry a member axis: W[0] (D, K, H1), reshaped to (D, K*H1), makes every
+member's first layer one product x W1 of a shared minibatch x (N, D); W[l]
+(K, H_l, H_{l+1}) for l >= 1 and b[l] (K, H_{l+1}) take batched products
+(K, N, H) @ (K, H, H').  Members with their own minibatches (different seeds) see
+x (K, N, D), and layer 1 is a batched product with W[0] viewed as (K, D, H1).
 """
 
 from __future__ import annotations
@@ -38,13 +34,18 @@ class Stack:
     views that stay current while the stack trains.
     """
 
-    def __init__(self, sizes: Sequence[int], k: int, dtype: np.dtype):
+    def __init__(self, sizes: Sequence[int], k: int, dtype: np.dtype, P: dict | None = None):
+        """Zeros, or (K = 1) views of one model's params ``P``, W1 (D, H1), b1 (H1,), ..."""
         self.sizes, self.k, self.dtype = list(sizes), k, np.dtype(dtype)
         self.L = len(self.sizes) - 1
-        pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
-        self.W = [np.zeros((pairs[0][0], k, pairs[0][1]), dtype=self.dtype)]
-        self.W += [np.zeros((k, a, b), dtype=self.dtype) for a, b in pairs[1:]]
-        self.b = [np.zeros((k, h), dtype=self.dtype) for h in self.sizes[1:]]
+        if P is not None:
+            self.W = [P["W1"][:, None, :]] + [P[f"W{i}"][None] for i in range(2, self.L + 1)]
+            self.b = [P[f"b{i}"][None] for i in range(1, self.L + 1)]
+        else:
+            pairs = list(zip(self.sizes[:-1], self.sizes[1:], strict=True))
+            self.W = [np.zeros((pairs[0][0], k, pairs[0][1]), dtype=self.dtype)]
+            self.W += [np.zeros((k, a, b), dtype=self.dtype) for a, b in pairs[1:]]
+            self.b = [np.zeros((k, h), dtype=self.dtype) for h in self.sizes[1:]]
         self.params = [p for pair in zip(self.W, self.b, strict=True) for p in pair]
 
     @classmethod
@@ -52,19 +53,9 @@ class Stack:
         """A stack holding the models' parameters, each model's ``params`` then
         live views of its slice.  One model is wrapped without a copy."""
         first = models[0]
-        stack = cls.__new__(cls)
-        stack.sizes, stack.k, stack.dtype = list(first.sizes), len(models), first.dtype
-        stack.L = len(stack.sizes) - 1
         copy = len(models) > 1 or not all(p.flags.c_contiguous and p.dtype == first.dtype
                                           for p in first.params.values())
-        if not copy:
-            P = first.params
-            stack.W = [P["W1"][:, None, :]] + [P[f"W{i + 1}"][None] for i in range(1, stack.L)]
-            stack.b = [P[f"b{i + 1}"][None] for i in range(stack.L)]
-        else:
-            full = cls(stack.sizes, stack.k, stack.dtype)
-            stack.W, stack.b = full.W, full.b
-        stack.params = [p for pair in zip(stack.W, stack.b, strict=True) for p in pair]
+        stack = cls(first.sizes, len(models), first.dtype, None if copy else first.params)
         for j, m in enumerate(models):
             views = stack.member(j)
             if copy:
@@ -80,8 +71,7 @@ class Stack:
 
     def slices(self, j: int, arrays: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Member j's slice of each of ``arrays`` (default ``params``), in their order."""
-        arrays = self.params if arrays is None else arrays
-        return [a[:, j] if i == 0 else a[j] for i, a in enumerate(arrays)]
+        return [a[:, j] if i == 0 else a[j] for i, a in enumerate(arrays or self.params)]
 
     def member(self, j: int, arrays: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Member j's slice of each of ``arrays`` (default ``params``), by name."""
@@ -121,14 +111,11 @@ class Stack:
 
 
 class Workspace:
-    """Preallocated buffers of one step on batches of n rows, so a step
-    allocates almost nothing.
-
-    x (N, D) and y (N,) when the members share the batch, else (K, N, D) and
-    (K, N); z1 (N, K*H1) holds layer 1's product (and dZ1 in the backward
-    pass) of a shared batch; acts[l], dacts[l], masks[l] (K, N, H_{l+1});
-    grads mirrors ``stack.params``.
-    """
+    """Preallocated buffers of one step on batches of n rows, so a step allocates
+    almost nothing: x (N, D) and y (N,) when the members share the batch, else
+    (K, N, D) and (K, N); z1 (N, K*H1) holds layer 1's product (and dZ1 in the
+    backward pass) of a shared batch; acts[l], dacts[l], masks[l] (K, N, H_{l+1});
+    grads mirrors ``stack.params``."""
 
     def __init__(self, stack: Stack, n: int, shared: bool, dropout: bool):
         dt, k, sizes = stack.dtype, stack.k, stack.sizes
@@ -148,11 +135,8 @@ class Workspace:
 def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
                  mask_rngs) -> tuple[np.ndarray, np.ndarray]:
     """Training forward pass on ws.x: J per member (K,) and dJ/dz_L (K, N, C),
-    written over the scores in ws.acts[-1].
-
-    J_k = mean_i CE(z_L,k,i, y_i) + reg_k sum_l ||W_l,k||^2; post-ReLU (and
-    dropout) activations stay in ws.acts for the backward pass.
-    """
+    written over the scores in ws.acts[-1].  J_k = mean_i CE(z_L,k,i, y_i) +
+    reg_k sum_l ||W_l,k||^2; post-ReLU (and dropout) activations stay in ws.acts."""
     n, k, h1, L = ws.n, stack.k, stack.sizes[1], stack.L
     # layer 1: z_1 = x W_1 + b_1
     if ws.shared:
@@ -182,11 +166,8 @@ def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
 def backward(stack: Stack, ws: Workspace, dz: np.ndarray) -> None:
     """Back-propagate dz = dJ/dz_L (K, N, C) into ws.grads, top layer down:
     dW_l = a_{l-1}^T dz_l, db_l = sum_i dz_l, da_{l-1} = dz_l W_l^T, then the
-    dropout and ReLU gates give dz_{l-1}.  The L2 term is the update rule's.
-
-    A caller may scale dz first (plain SGD folds in -lr, so each gradient is
-    the step itself).
-    """
+    dropout and ReLU gates give dz_{l-1}.  The L2 term is the update rule's.  A
+    caller may scale dz first (plain SGD folds in -lr: each gradient is the step)."""
     n, k, h1 = ws.n, stack.k, stack.sizes[1]
     G = ws.grads
     for i in range(stack.L - 1, -1, -1):  # stacked layer i is the model's layer i + 1
