@@ -33,24 +33,18 @@ def image_layout(image_shape: Sequence[int], input_size: int) -> tuple[int, int,
 
 
 class FlipCrop:
-    """Random horizontal flip (p = 0.5) and random crop after zero padding by
-    ``pad`` pixels (default H // 8, 4 for 32 x 32), drawn per image.
-
-    Zero is the padding value in the preprocessed space (the mean image after
-    mean subtraction).  ``__call__(x, gen)``: x (B, D) -> (B, D), new tensor.
-    """
+    """Random horizontal flip (p = 0.5) and random crop after zero padding (the mean
+    image, once preprocessed) by ``pad`` pixels (default H // 8, 4 for 32 x 32),
+    drawn per image.  ``__call__(x, gen)``: x (B, D) -> (B, D), new tensor."""
 
     def __init__(self, image_shape: Sequence[int], input_size: int, pad: int | None = None):
         self.h, self.w, self.c, self.channels_last = image_layout(image_shape, input_size)
         self.pad = max(self.h // 8, 1) if pad is None else int(pad)
 
     def apply(self, x, dy, dx, flip):
-        """x (B, D) shifted by (dy, dx) pixels, then mirrored where ``flip``: (B, D), new.
-
-        Output pixel (i, j) is input pixel (i + dy, j + dx) before the flip, zero
-        outside the image.  The crop is a view of the padded batch's sliding
-        windows indexed per image, so it copies each row of pixels once.
-        """
+        """x (B, D) shifted by (dy, dx) pixels (out (i, j) = in (i + dy, j + dx), zero
+        outside), then mirrored where ``flip``: (B, D), new.  The crop indexes the
+        padded batch's sliding windows per image, copying each pixel row once."""
         b, p, h, w, c = x.shape[0], self.pad, self.h, self.w, self.c
         img = x.view(b, h, w, c) if self.channels_last else x.view(b, c, h, w).permute(0, 2, 3, 1)
         padded = F.pad(img, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, C), zeros around

@@ -1,22 +1,14 @@
 """The depth study (study.md Q4): 2-5 Linear layers trained as the exercise set
-them, recording what the report's "overfitting" claim needs to be judged.
+them, recording what judging the report's "overfitting" claim needs.
 
-Per depth and epoch (epoch 0 is the initial network) it records training
-accuracy on the whole training split, validation accuracy, and for every Linear
-layer l the standard deviation of its activation and the norm of the gradient
-of the data loss with respect to its weights, both measured on a fixed probe
-batch of training rows in eval mode:
-
-* ``act_std[l]``: std of relu(z_l) for hidden layers, of the scores z_L for the last;
-* ``grad_norm[l]``: Frobenius norm of d(mean cross-entropy)/dW_l.
-
-Training follows the exercise, through ``TorchTrainer`` and the backend's one
-loop (``Engine.run``, this study's rows recorded by its epoch callback):
-float32, shuffled epochs of ``batch_size``, Adam(lr, weight_decay) on *all*
-parameters (PyTorch's coupled L2, biases included, as
-``optim.Adam(model.parameters(), ...)`` does), lr times ``decay`` per epoch
-(``fcnet.nn.schedule``).  A loss that turns non-finite stops that network's
-history there.
+Per depth and epoch (epoch 0 is the initial network): accuracy on the whole
+training split and on validation, and per Linear layer, on a fixed probe batch of
+training rows in eval mode, ``act_std`` (std of relu(z_l), of the scores for the
+last) and ``grad_norm`` (Frobenius norm of d(mean cross-entropy)/dW_l).  Training
+is the exercise's, by ``TorchTrainer``'s loop (``Engine.run``, rows recorded by its
+epoch callback): float32, shuffled epochs, Adam(lr, weight_decay) on *all*
+parameters (PyTorch's coupled L2, biases included), lr times ``decay`` per epoch.
+A loss that turns non-finite stops that network's history there.
 """
 
 from __future__ import annotations
@@ -26,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from fcnet import files
 from fcnet.config import make_config
@@ -43,14 +36,10 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
                 batch_size: int = 200, lr: float = 1e-3, weight_decay: float = 1e-3,
                 decay: float = 0.95, seed: int = 0, device: str = "auto", probe_rows: int = 1000,
                 progress: bool = True) -> list[dict]:
-    """Train one network per (init, depth) and record the signals per epoch and layer.
-
-    X_train (N, D), y_train (N,), X_val (M, D), y_val (M,): preprocessed rows
-    (the exercise normalises per channel, (x/255 - 0.5) / 0.5).  ``depths`` counts
-    Linear layers (depth L has L - 1 hidden layers of ``hidden`` units).  ``init``
-    is one init string or several ('normal:1e-3', 'kaiming', 'default').
-
-    Returns one dict per (init, depth), in order::
+    """Train one network per (init, depth) on preprocessed rows and record the signals
+    per epoch and layer.  ``depths`` counts Linear layers (L - 1 hidden layers of
+    ``hidden`` units); ``init`` is one init string or several.  One dict per (init,
+    depth), in order::
 
         {'init', 'depth', 'hidden': [H, ...], 'train_acc_on': 'whole training split',
          'probe_rows', 'history': [{'epoch', 'loss', 'lr', 'train_acc', 'val_acc',
@@ -71,12 +60,8 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
     def adam(params):  # the exercise's optim.Adam(model.parameters(), ...): biases decayed too
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
-                   dynamic_ncols=True)
+    bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
+               dynamic_ncols=True, disable=not progress)
     results = []
     for spec in inits:
         for depth in map(int, depths):
@@ -96,10 +81,9 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
 
             def on_epoch(record: dict, t=t, rows=history, data=data, label=(spec, depth)):
                 rows.append(_signals(t, record["epoch"], record["loss"], record["lr"], *data))
-                if bar is not None:  # this study's row of the epoch, above
-                    bar.set_postfix(init=label[0], depth=label[1],
-                                    val_acc=f"{rows[-1]['val_acc']:.3f}", refresh=False)
-                    bar.update(1)
+                bar.set_postfix(init=label[0], depth=label[1], val_acc=f"{rows[-1]['val_acc']:.3f}",
+                                refresh=False)
+                bar.update(1)
 
             t.fit(X_train, y_train, X_val, y_val, callback=on_epoch)
             results.append({
@@ -107,8 +91,7 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
                 "train_acc_on": "whole training split", "probe_rows": int(probe.size),
                 "history": history, "final_train_acc": history[-1]["train_acc"],
                 "final_val_acc": history[-1]["val_acc"], "seconds": time.perf_counter() - t0})
-    if bar is not None:
-        bar.close()
+    bar.close()
     return results
 
 
@@ -131,8 +114,8 @@ def _signals(t: TorchTrainer, epoch: int, loss: float | None, lr: float | None, 
 
 
 def depth_table(results: list[dict]) -> str:
-    """A Markdown table: one row per (init, depth), final accuracies and the
-    first and last layers' signals at initialisation and at the end."""
+    """A Markdown table per (init, depth): final accuracies, and the last layer's
+    activation std and the first's gradient norm at initialisation and at the end."""
     lines = [
         "| init | Linear layers | train acc | val acc | act std, last layer (init -> end) "
         "| grad norm, first layer (init -> end) |",
@@ -150,10 +133,9 @@ def depth_table(results: list[dict]) -> str:
 
 
 def plot_depth_study(results: list[dict], path: str | Path) -> Path:
-    """One figure, six panels: train and validation accuracy per epoch, then
-    activation std and gradient norm per layer at initialisation and after the
-    last epoch (log scale; exact zeros, from underflow, are not drawn).  Solid
-    lines for the first init, dashed for the next."""
+    """Six panels: train and validation accuracy per epoch, then activation std and
+    gradient norm per layer at initialisation and at the end (log scale, underflowed
+    zeros not drawn); one line style per init."""
     import matplotlib
 
     matplotlib.use("Agg")

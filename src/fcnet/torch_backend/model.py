@@ -17,10 +17,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 def keep_bits(shape, generator=None, device=None):
-    """Uniform integers r in [0, 32768), ``shape``, cut from random bits: each takes
-    15 of the 63 random bits of an int64 draw (four a draw).  A unit is kept when
-    r < ``keep_bound(keep)``; on the CPU ``bernoulli_`` took 2.7 ms per 256 x 1536
-    mask, a tenth of best-cpu's step, this mask 0.6 ms."""
+    """Uniform integers r in [0, 32768), ``shape``, 15 of the 63 random bits of an
+    int64 draw each (four a draw); a unit is kept when r < ``keep_bound(keep)``.  On
+    the CPU ``bernoulli_`` took 2.7 ms per 256 x 1536 mask, a tenth of best-cpu's
+    step, this mask 0.6 ms."""
     n = int(np.prod(shape))
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
     return draws.view(torch.int16)[:n].view(shape) & 0x7FFF  # bit 63 is always 0: drop it
@@ -68,36 +68,19 @@ def parse_init(init: str) -> tuple[str, float | None]:
 
 
 class MultiLayerPerceptron(nn.Sequential):
-    """A fully-connected classifier as a list of layers.
+    """A fully-connected classifier, x (N, D) -> scores (N, C); ``linears`` lists its
+    Linear layers in order.
 
-    Parameters
-    ----------
-    input_size : D
-    hidden_layers : (H_1, ..., H_{L-1}); an int means one hidden layer
-    num_classes : C
-    dropout : probability of zeroing a hidden unit (inverted dropout, p = 1 - keep)
-    batchnorm : BatchNorm1d after each hidden Linear, before the activation
-    activation : 'relu' | 'gelu'
-    init : 'default' (PyTorch's own), 'kaiming' (He normal, fan_in, biases 0) or
-        'normal:<std>' (weights ~ N(0, std^2), biases 0: the exercise's init, drawn
-        from RandomState(seed) as the NumPy engine draws it)
-    dtype : the parameters' torch dtype (None: torch's default)
-
-    forward: x (N, D) -> scores (N, C).  ``linears`` lists the Linear layers in order.
+    ``hidden_layers`` (an int is one layer); ``dropout`` = 1 - keep (inverted);
+    ``batchnorm`` before each hidden activation; ``init`` 'default' (PyTorch's),
+    'kaiming' (He normal, fan_in, biases 0) or 'normal:<std>' (the exercise's init,
+    drawn from RandomState(seed) as the NumPy engine draws it); ``dtype`` of the
+    parameters (None: torch's default).
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_layers: int | Sequence[int],
-        num_classes: int,
-        dropout: float = 0.0,
-        batchnorm: bool = False,
-        activation: str = "relu",
-        init: str = "default",
-        seed: int = 0,
-        dtype=None,
-    ):
+    def __init__(self, input_size: int, hidden_layers: int | Sequence[int], num_classes: int,
+                 dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu",
+                 init: str = "default", seed: int = 0, dtype=None):
         if isinstance(hidden_layers, int):
             hidden_layers = [hidden_layers]
         sizes = [int(input_size), *[int(h) for h in hidden_layers], int(num_classes)]
@@ -120,19 +103,15 @@ class MultiLayerPerceptron(nn.Sequential):
         super().__init__(*layers)
         self.sizes = sizes
         self.init = init
-        self._initialise(kind, std, seed)
+        with torch.no_grad():
+            weights = normal_init(sizes, std, seed)[::2] if kind == "normal" else []
+            for lin, w in zip(self.linears, weights):
+                lin.weight.copy_(torch.from_numpy(w.T))
+            for lin in self.linears if kind != "default" else []:
+                if kind == "kaiming":
+                    nn.init.kaiming_normal_(lin.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.zeros_(lin.bias)
 
     @property
     def linears(self) -> list[nn.Linear]:
         return [m for m in self if isinstance(m, nn.Linear)]
-
-    @torch.no_grad()
-    def _initialise(self, kind: str, std: float | None, seed: int) -> None:
-        if kind == "normal":
-            params = normal_init(self.sizes, std, seed)
-            for lin, w in zip(self.linears, params[::2], strict=True):
-                lin.weight.copy_(torch.from_numpy(w.T))
-        for lin in self.linears if kind != "default" else []:
-            if kind == "kaiming":
-                nn.init.kaiming_normal_(lin.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(lin.bias)

@@ -1,27 +1,21 @@
-"""``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD,
-on CPU or CUDA, in float64, float32 or bfloat16-mixed: the torch backend's one
-hand-written update, driven by the backend's one loop (``Engine.run``).
+"""``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD, on
+CPU or CUDA, in float64, float32 or bfloat16-mixed: the torch backend's one
+hand-written update, driven by its one loop (``Engine.run``).
 
-A step is little more than its products (no autograd, no optimiser objects):
+A step is little more than its products, without autograd or optimiser objects.
+Layer 1 of members sharing one minibatch (one seed) is one product x @ [W1_1 ...
+W1_K], (B, D) @ (D, K*H1), and its update one x^T [dZ1_1 ... dZ1_K]; different
+seeds draw different batches and make layer 1 a batched product (K, B, D) @ (K, D,
+H1).  Deeper layers are ``torch.bmm`` over the member axis.  The loss is mean
+cross-entropy + reg * sum ||W||^2, the update W <- (1 - 2 lr reg) W - lr a^T dz,
+b <- b - lr sum dz.  A member whose loss stops being finite is frozen at its last
+good parameters; no step reads a value back to the host on CUDA.  Each member's
+init, batches and dropout masks are its lone run's (``TorchTrainer``), so a float64
+member equals its lone run to rounding.
 
-- layer 1: when every member shares one minibatch (one seed), all K first
-  layers are one product x @ [W1_1 ... W1_K], (B, D) @ (D, K*H1), and their
-  updates one product x^T [dZ1_1 ... dZ1_K], (D, B) @ (B, K*H1); members with
-  different seeds draw different batches, and layer 1 becomes a batched
-  product (K, B, D) @ (K, D, H1);
-- deeper layers: ``torch.bmm`` over the member axis, (K, B, H) @ (K, H, H').
-
-The loss is mean cross-entropy + reg * sum ||W||^2 and the update the fused SGD
-step W <- (1 - 2 lr reg) W - lr a^T dz, b <- b - lr sum dz.  A member whose
-loss stops being finite is frozen at its last good parameters; no step reads
-a value back to the host on CUDA.  Each member's init, batches and dropout masks
-are its lone run's (``TorchTrainer``), so a float64 member equals its lone run
-to rounding.
-
-bfloat16 ("mixed"): the products take bf16 operands (the data, bf16 copies of
-the weights refreshed in place after each update, bf16 activations); every
-product accumulates in float32 inside the kernel; master weights, biases,
-softmax, loss and updates are float32.
+bfloat16-mixed: the products take bf16 operands (the data, bf16 copies of the
+weights refreshed after each update, activations) and accumulate in float32;
+master weights, biases, softmax, loss and updates are float32.
 """
 
 from __future__ import annotations
@@ -45,21 +39,13 @@ SHARED = ("hidden", "batch_size", "sampling", "schedule", "epochs", "iters", "dt
 
 
 class TorchPopulation(Engine):
-    """Train K same-shaped MLPs at once with plain SGD, one ``RunConfig`` each.
+    """K same-shaped MLPs trained at once with plain SGD, one ``RunConfig`` each.
 
-    Parameters
-    ----------
-    configs : the members' configs; they may differ in lr, decay, reg,
-        dropout_keep, the normal init's scale and seed, and share every other
-        field (``fcnet.training.torch_population.compatible``)
-    input_size, num_classes : D and C
-    threads : torch intra-op threads of a CPU step; None: torch's own count.  On
-        cores other processes load, each parallel region can wait a scheduler slice
-        for its second thread (7.6-14.6 ms an exercise step against 2.2 on one):
-        pass 1 there.
-
-    ``run(X, y, X_val, y_val)`` trains them (``Engine.run``); ``member_params(j)``
-    gives member j's parameters.
+    The configs may differ in lr, decay, reg, dropout_keep, the normal init's scale
+    and seed (``fcnet.training.torch_population.compatible``).  ``threads``: torch
+    intra-op threads of a CPU step (None: torch's count); pass 1 on cores other
+    processes load, where each parallel region can wait a scheduler slice for its
+    second thread (7.6-14.6 ms an exercise step against 2.2 on one).
     """
 
     def __init__(self, configs: Sequence[RunConfig], input_size: int, num_classes: int,
@@ -71,55 +57,23 @@ class TorchPopulation(Engine):
                 raise FcnetError(f"population members must share {key}, got "
                                  f"{[getattr(m, key) for m in configs]}")
         self._setup(configs)
-        c, k = self.config, self.k
+        k, B, dev = self.k, self.config.batch_size, self.device
         self.threads = torch.get_num_threads() if threads is None else int(threads)
         if self.threads < 1:
             raise FcnetError(f"threads must be positive, got {threads}")
-        self.precision, self.bf16_fallback = precision(c, self.device)
+        self.precision, self.bf16_fallback = precision(self.config, dev)
         self.mixed = self.precision == "bfloat16-mixed"
         self.md = torch.float64 if self.precision == "float64" else torch.float32  # master
-        self.cd = torch.bfloat16 if self.mixed else self.md  # operands of the products
-        self.sizes = [int(input_size), *c.hidden, int(num_classes)]
+        self.cd = cd = torch.bfloat16 if self.mixed else self.md  # operands of the products
+        self.sizes = [int(input_size), *self.config.hidden, int(num_classes)]
         self.L = len(self.sizes) - 1
         self.regs = [m.reg for m in configs]
         keeps = [m.dropout_keep for m in configs]
         self.shared = len(self.streams) == 1
         self.mask_gens = []
         if min(keeps) < 1:  # one mask stream per seed, as each lone run's Dropout draws
-            self.mask_gens = [torch.Generator(self.device).manual_seed(s)
-                              for s in self.stream_seeds]
+            self.mask_gens = [torch.Generator(dev).manual_seed(s) for s in self.stream_seeds]
         self._stack([normal_init(self.sizes, m.init_std(), m.seed) for m in configs])
-        self._buffers(keeps)
-        self.active = torch.ones(k, dtype=torch.bool, device=self.device)
-        self._active_host = [True] * k
-        self._lr = None  # the rates the step's coefficients were made for
-
-    # ------------------------------------------------------------ set-up
-    def _rows(self, X):
-        """Rows on the device in the products' dtype, converted once (a tensor
-        already so is used as it is)."""
-        if not torch.is_tensor(X):
-            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
-        return X.to(self.device).to(self.cd).contiguous()
-
-    def _stack(self, weights) -> None:
-        """W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1})
-        for l >= 1; b[l] (K, H_{l+1}).  Wc/bc: the products' copies (the same
-        tensors unless mixed)."""
-        def stacked(i, dim=0):  # parameter i of every member, in the master dtype
-            return torch.stack([torch.as_tensor(w[i], dtype=self.md) for w in weights], dim=dim)
-
-        self.W = [stacked(0, dim=1).reshape(self.sizes[0], -1)]
-        self.W += [stacked(2 * i) for i in range(1, self.L)]
-        self.b = [stacked(2 * i + 1) for i in range(self.L)]
-        self.W = [w.to(self.device).contiguous() for w in self.W]
-        self.b = [b.to(self.device).contiguous() for b in self.b]
-        self.Wc, self.bc = self.W, self.b
-        if self.mixed:
-            self.Wc, self.bc = [w.to(self.cd) for w in self.W], [b.to(self.cd) for b in self.b]
-
-    def _buffers(self, keeps: list[float]) -> None:
-        k, B, cd, dev = self.k, self.config.batch_size, self.cd, self.device
         d, h1 = self.sizes[0], self.sizes[1]
         self.x = torch.empty((B, d) if self.shared else (k, B, d), dtype=cd, device=dev)
         self.z1 = torch.empty(B, k * h1, dtype=cd, device=dev)  # layer 1 for all members
@@ -134,6 +88,29 @@ class TorchPopulation(Engine):
         self.reg_t64 = self.reg_t.double()
         self.any_reg = any(r != 0 for r in self.regs)
         self.group_t = torch.tensor(self.group, dtype=torch.long, device=dev)
+        self.active = torch.ones(k, dtype=torch.bool, device=dev)
+        self._active_host = [True] * k
+        self._lr = None  # the rates the step's coefficients were made for
+
+    def _rows(self, X):
+        """Rows on the device in the products' dtype, converted once (as they are if so)."""
+        if not torch.is_tensor(X):
+            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
+        return X.to(self.device).to(self.cd).contiguous()
+
+    def _stack(self, weights) -> None:
+        """W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1}) for
+        l >= 1; b[l] (K, H_{l+1}).  Wc/bc: the products' copies (the same unless mixed)."""
+        def stacked(i, dim=0):  # parameter i of every member, on the device, master dtype
+            w = torch.stack([torch.as_tensor(w[i], dtype=self.md) for w in weights], dim=dim)
+            return w.to(self.device).contiguous()
+
+        self.W = [stacked(0, dim=1).reshape(self.sizes[0], -1)]
+        self.W += [stacked(2 * i) for i in range(1, self.L)]
+        self.b = [stacked(2 * i + 1) for i in range(self.L)]
+        self.Wc, self.bc = self.W, self.b
+        if self.mixed:
+            self.Wc, self.bc = [w.to(self.cd) for w in self.W], [b.to(self.cd) for b in self.b]
 
     def _set_lr(self, lr) -> None:
         """The learning rates (K,) on the device, and what the step derives from them."""
@@ -167,22 +144,15 @@ class TorchPopulation(Engine):
         return y[member_idx]
 
     def _layer1(self, x, out=None):
-        """relu(x W1 + b1) for every member, as (K, B, H1) (a view)."""
+        """relu(x W1 + b1) for every member as (K, B, H1), a view of ``out`` (B, K*H1)
+        when given (kept there for the backward pass)."""
         k, h1 = self.k, self.sizes[1]
         if x.dim() == 2:
-            b1 = self.bc[0].view(-1)
-            z = torch.addmm(b1, x, self.Wc[0], out=out) if out is not None else \
-                torch.addmm(b1, x, self.Wc[0])
-            z.relu_()
+            z = torch.addmm(self.bc[0].view(-1), x, self.Wc[0], out=out).relu_()
             return z.view(x.shape[0], k, h1).permute(1, 0, 2)
         w1 = self.Wc[0].view(-1, k, h1).permute(1, 0, 2)  # (K, D, H1)
-        z = torch.baddbmm(self.bc[0].unsqueeze(1), x, w1)
-        z.relu_()
-        if out is not None:  # keep layer 1 in its (B, K*H1) buffer for the backward pass
-            zv = out.view(x.shape[1], k, h1).permute(1, 0, 2)
-            zv.copy_(z)
-            return zv
-        return z
+        z = torch.baddbmm(self.bc[0].unsqueeze(1), x, w1).relu_()
+        return z if out is None else out.view(x.shape[1], k, h1).permute(1, 0, 2).copy_(z)
 
     def _forward(self, x, train: bool):
         """Scores (K, B, C) in the products' dtype; with ``train`` the hidden
@@ -191,8 +161,7 @@ class TorchPopulation(Engine):
         for i in range(1, self.L):
             if train and self.masks[i - 1] is not None:
                 a.mul_(self.masks[i - 1])
-            out = self.acts[i - 1] if train else None
-            a = self._baddbmm(self.bc[i], a, self.Wc[i], out)
+            a = self._baddbmm(self.bc[i], a, self.Wc[i], self.acts[i - 1] if train else None)
             if i < self.L - 1:
                 a.relu_()
         return a
@@ -202,12 +171,9 @@ class TorchPopulation(Engine):
         return torch.mm(a[0], b[0]).unsqueeze(0) if self.k == 1 else torch.bmm(a, b)
 
     def _baddbmm(self, bias, a, b, out=None):
-        """bias (K, p) + (K, n, m) @ (K, m, p), into ``out`` when given."""
+        """bias (K, p) + (K, n, m) @ (K, m, p), into ``out`` when given (K = 1 as ``_bmm``)."""
         if self.k == 1:
-            o = out[0] if out is not None else None
-            z = torch.addmm(bias[0], a[0], b[0], out=o) if o is not None else \
-                torch.addmm(bias[0], a[0], b[0])
-            return z.unsqueeze(0)
+            return torch.addmm(bias[0], a[0], b[0], out=None if out is None else out[0]).unsqueeze(0)
         return torch.baddbmm(bias.unsqueeze(1), a, b, out=out)
 
     def _draw_masks(self) -> None:
@@ -235,9 +201,9 @@ class TorchPopulation(Engine):
     # -------------------------------------------------------------- step
     @torch.no_grad()
     def step(self, X, y, idx, lr) -> torch.Tensor:
-        """One SGD iteration of every active member on rows idx (S, B) of X, y at
-        rates lr (K,) (on the CPU with ``self.threads`` intra-op threads, the
-        caller's count restored after); returns the losses (K,), float64."""
+        """One SGD iteration of every active member on rows idx (S, B) of X, y at rates
+        lr (K,), on the CPU with ``self.threads`` intra-op threads (the caller's count
+        restored after); returns the losses (K,), float64."""
         before = torch.get_num_threads()
         if self.cuda or before == self.threads:
             return self._step(X, y, idx, lr)
@@ -306,19 +272,18 @@ class TorchPopulation(Engine):
         return sq
 
     def _update(self, i: int, step, db, shrink) -> None:
-        """W_i <- shrink W_i + step, b_i <- b_i + db (float), then the bf16 copies.
+        """W_i <- shrink W_i + step, b_i <- b_i + db (master dtype), then the bf16 copies.
         ``shrink``: None (no L2), a float (K = 1) or per member (K,)."""
         W = self.W[i]
         if isinstance(shrink, float):
             torch.add(step, W, alpha=shrink, out=W)
         elif shrink is None:
             W.add_(step)
-        else:  # W <- step + W * shrink_k, one pass over W
-            if i == 0:
-                Wv, sv = W.view(-1, self.k, self.sizes[1]), shrink.view(1, -1, 1)
-                torch.addcmul(step.view(Wv.shape), Wv, sv, out=Wv)
-            else:
-                torch.addcmul(step, W, shrink.view(-1, 1, 1), out=W)
+        elif i == 0:  # W <- step + W * shrink_k, one pass over W
+            Wv = W.view(-1, self.k, self.sizes[1])
+            torch.addcmul(step.view(Wv.shape), Wv, shrink.view(1, -1, 1), out=Wv)
+        else:
+            torch.addcmul(step, W, shrink.view(-1, 1, 1), out=W)
         self.b[i].add_(db.view_as(self.b[i]))
         if self.mixed:
             self.Wc[i].copy_(W)
@@ -334,8 +299,8 @@ class TorchPopulation(Engine):
 
     # ---------------------------------------------------------- resuming
     def state(self) -> dict:
-        """Everything to continue exactly (a ``torch.load(weights_only=True)``-safe
-        dict): parameters, iteration, batch and mask streams, histories."""
+        """Everything to continue exactly, ``torch.load(weights_only=True)``-safe:
+        parameters, iteration, batch and mask streams, histories."""
         out = self._loop_state()
         out.update({f"W.{i}": w.detach().cpu().clone() for i, w in enumerate(self.W)})
         out.update({f"b.{i}": b.detach().cpu().clone() for i, b in enumerate(self.b)})
@@ -344,12 +309,12 @@ class TorchPopulation(Engine):
 
     def load_state(self, state: dict) -> None:
         """Restore ``state()`` into this population (same K, shapes and streams)."""
-        for w, saved in zip(self.W + self.b, [state[f"W.{i}"] for i in range(self.L)]
-                            + [state[f"b.{i}"] for i in range(self.L)], strict=True):
-            w.copy_(saved)
-        if self.mixed:
-            for w, wc in zip(self.W + self.b, self.Wc + self.bc, strict=True):
-                wc.copy_(w)
+        for i in range(self.L):
+            self.W[i].copy_(state[f"W.{i}"])
+            self.b[i].copy_(state[f"b.{i}"])
+            if self.mixed:
+                self.Wc[i].copy_(self.W[i])
+                self.bc[i].copy_(self.b[i])
         for g, gen in enumerate(self.mask_gens):
             gen.set_state(state[f"mask_gen.{g}"])
         self._load_loop_state(state)

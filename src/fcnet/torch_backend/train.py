@@ -1,19 +1,13 @@
 """The torch backend's one training loop (``Engine.run``) and ``TorchTrainer``, a
 lone run trained by autograd and ``torch.optim``.
 
-``Engine.run`` trains a lone run and a population (``TorchPopulation``, whose
-stacked SGD step is the backend's only hand-written update) alike, top to
-bottom: the learning rate of this iteration (``fcnet.nn.schedule.lr_at``), the
-batch (``fcnet.nn.solver.Stream``: the NumPy engine's, one stream per seed),
-one step, and at an epoch's end the losses, train and validation accuracy, the
-record and the caller's callback (which checkpoints and logs).
-
-Conventions (docs/torch.md): ``epochs`` * max(N // B, 1) iterations, else
-``iters``; ``weight_decay=None`` is ``2 * reg`` on the Linear weights only, and
-``loss_history`` then adds ``reg * sum(W**2)`` taken before the step, as the
-NumPy engine does; the init ``normal`` and the batches are the NumPy engine's,
-so an exercise config in float64 is the NumPy run to rounding (a test, not a
-path); ``train_acc_history`` scores a fixed subset of up to 5,000 training rows.
+``Engine.run`` trains a lone run and a population (``TorchPopulation``) alike: the
+learning rate of the iteration (``fcnet.nn.schedule.lr_at``), the batch (the NumPy
+engine's ``Stream``, one per seed), one step, and at an epoch's end the losses,
+accuracies, record and the caller's callback (which checkpoints and logs).
+Conventions are docs/torch.md's: ``weight_decay=None`` is ``2 * reg`` on the Linear
+weights, the loss then adding ``reg * sum(W**2)`` as the NumPy engine does, whose
+init and batches these are (a float64 exercise run is the NumPy run to rounding).
 """
 
 from __future__ import annotations
@@ -25,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from fcnet import files
 from fcnet.config import RunConfig
@@ -87,12 +82,9 @@ def bf16_unsupported(device) -> str | None:
     if any(f is not None and f() for f in checks):
         return None
     if all(f is None for f in checks):  # private probes gone: ask the kernel
-        try:
-            with open("/proc/cpuinfo") as f:
-                if set(f.read().split()) & {"avx512_bf16", "amx_bf16", "bf16"}:
-                    return None
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+            if set(f.read().split()) & {"avx512_bf16", "amx_bf16", "bf16"}:
+                return None
     return "this CPU has no bfloat16 instructions (AVX512-BF16, AMX or Arm BF16)"
 
 
@@ -112,15 +104,13 @@ def precision(config: RunConfig, device) -> tuple[str, str | None]:
 
 
 class Engine:
-    """What a lone run and a population share: ``run`` (the loop), the batch
-    streams, the histories and their part of a checkpoint.  K members, a lone run
-    being K = 1; members with one seed share one batch stream.
+    """What a lone run (K = 1) and a population of K share: ``run`` (the loop), the
+    batch streams (one per seed), the histories and their part of a checkpoint.
 
-    Subclasses call ``_setup(configs)`` and define ``data(X, y)`` (tensors as
-    ``step`` reads them), ``step(X, y, idx, lr)`` (one update of every member from
-    rows idx (S, B), one per stream, at rates lr (K,); returns the loss (K,)),
-    ``accuracies(X, y, train)`` (K floats) and ``_finish()``; a step sets
-    ``halted`` when nothing is left to train."""
+    Subclasses call ``_setup(configs)`` and define ``data(X, y)`` (tensors for
+    ``step``), ``step(X, y, idx, lr)`` (update every member from rows idx (S, B), one
+    row per stream, at rates lr (K,); returns the losses (K,); sets ``halted`` when
+    nothing is left to train), ``accuracies(X, y, train)`` (K floats), ``_finish()``."""
 
     tta = False
 
@@ -151,18 +141,14 @@ class Engine:
     def run(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None
             ) -> list[dict]:
-        """Train every member to the configured length (or iteration ``until``),
-        continuing from a loaded state.
+        """Train every member on preprocessed rows and labels to the configured length
+        (or iteration ``until``), continuing from a loaded state; one ``result`` each.
 
-        X_train (N, D), y_train (N,), X_val (M, D), y_val (M,): preprocessed rows and
-        integer labels.  ``callback(record)`` runs after every epoch with member 0's
-        {'epoch', 'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'};
-        ``eval_at`` lists iterations after which validation accuracy is kept.
-        Returns one ``result`` per member.
-        """
+        ``callback(record)`` runs after every epoch with member 0's {'epoch',
+        'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'}; ``eval_at``
+        lists iterations after which validation accuracy is kept."""
         c = self.config
-        Xt, yt = self.data(X_train, y_train)
-        Xv, yv = self.data(X_val, y_val)
+        (Xt, yt), (Xv, yv) = self.data(X_train, y_train), self.data(X_val, y_val)
         n = Xt.shape[0]
         if n == 0:
             raise FcnetError("the training split is empty")
@@ -177,12 +163,8 @@ class Engine:
         sub = np.sort(np.random.RandomState(c.seed).permutation(n)[:TRAIN_ACC_ROWS])
         sub_t = torch.from_numpy(sub).to(self.device)
         X_sub, y_sub = Xt[sub_t], yt[sub_t]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, initial=self.it, unit="it", dynamic_ncols=True,
-                       desc=f"train torch {self.device.type} ({self.precision})")
+        bar = tqdm(total=total, initial=self.it, unit="it", dynamic_ncols=True, disable=not progress,
+                   desc=f"train torch {self.device.type} ({self.precision})")
         t0 = time.perf_counter()
         with flush_subnormals(self.threads):
             while self.it < stop and not self.halted and None in self.diverged:
@@ -190,8 +172,7 @@ class Engine:
                 lr = lr_at(self.it, **schedule)
                 self._losses.append(self.step(Xt, yt, self.batch(n), lr))
                 self.it += 1
-                if bar is not None:
-                    bar.update()
+                bar.update()
                 if self.it in wanted:
                     self._keep(self.val_at, str(self.it), self.accuracies(Xv, yv))
                 if self.it % self.per_epoch and self.it != total:
@@ -210,9 +191,8 @@ class Engine:
                           "loss": float(np.mean(losses[:, 0])), "train_acc": train[0],
                           "val_acc": val[0], "lr": float(lr0[0]),
                           "seconds": time.perf_counter() - t0}
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.4f}",
-                                    val_acc=f"{record['val_acc']:.3f}", refresh=False)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", val_acc=f"{record['val_acc']:.3f}",
+                                refresh=False)
                 if callback is not None:
                     callback(record)
             self._take_losses()
@@ -220,14 +200,12 @@ class Engine:
             if self.it == total or self.halted or None not in self.diverged:
                 self._finish()
                 final = self.accuracies(Xt, yt, train=True)
-        if bar is not None:
-            bar.close()
+        bar.close()
         seconds = time.perf_counter() - t0
         return [self.result(j, final[j], int(sub.size), seconds) for j in range(self.k)]
 
     def _keep(self, into: list, key: str | None, values) -> None:
-        """values[j] into member j's ``into[j]`` (appended, or at ``key``), for
-        members still training."""
+        """values[j] into ``into[j]`` (appended, or at ``key``) for members still training."""
         for j, v in enumerate(values):
             if self.diverged[j] is None:
                 if key is None:
@@ -236,8 +214,8 @@ class Engine:
                     into[j][key] = float(v)
 
     def _take_losses(self) -> np.ndarray:
-        """The losses (steps, K) since the last call, into each member's history up
-        to and including its first non-finite one (where it diverged)."""
+        """The losses (steps, K) since the last call, into each member's history up to
+        its first non-finite one (where it diverged)."""
         if not self._losses:
             return np.full((1, self.k), np.nan)
         L = torch.stack(self._losses).double().cpu().numpy().reshape(-1, self.k)
@@ -295,19 +273,13 @@ class Engine:
 
 
 class TorchTrainer(Engine):
-    """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``.
+    """Trains and serves one ``MultiLayerPerceptron`` built from a validated ``RunConfig``
+    for rows of D = ``input_size`` columns and C = ``num_classes``.
 
-    Parameters
-    ----------
-    config : the run's validated config
-    input_size : D, columns of the preprocessed rows
-    num_classes : C
-    image_shape : shape of one image in the rows' flattening order, for
-        augmentation ((H, W, C), (C, H, W) or (H, W)); None for non-images
-    class_names : labels of the C classes (kept for callers)
-    optimizer : optional ``optimizer(parameters) -> torch.optim.Optimizer`` used
-        instead of the config's rule (its lr is still set from the schedule; the
-        loss history is then the data loss alone)
+    ``image_shape``: one image in the rows' flattening order ((H, W, C), (C, H, W) or
+    (H, W)), for augmentation; None for non-images.  ``class_names`` are kept for
+    callers.  ``optimizer(parameters) -> torch.optim.Optimizer`` replaces the config's
+    rule (its lr still set from the schedule, the loss history then the data loss).
     """
 
     def __init__(self, config: RunConfig, input_size: int, num_classes: int,
@@ -340,12 +312,9 @@ class TorchTrainer(Engine):
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
         self.custom_optimizer = optimizer is not None
         self.optimizer = optimizer(self.model.parameters()) if optimizer else self._make_optimizer()
-        self.ema = None
-        if config.ema > 0:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema),
-                                     use_buffers=True)
+        swa = torch.optim.swa_utils
+        self.ema = swa.AveragedModel(self.model, multi_avg_fn=swa.get_ema_multi_avg_fn(config.ema),
+                                     use_buffers=True) if config.ema > 0 else None
         self._averaging = False  # True while fitting: the per-epoch scores use the average
         self.gen = torch.Generator().manual_seed(config.seed)  # augmentation draws
         self.mask_gen = torch.Generator(self.device).manual_seed(config.seed)  # dropout masks
@@ -387,9 +356,7 @@ class TorchTrainer(Engine):
 
     def fit(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = ()) -> dict:
-        """``run`` for the one member: its ``result`` (histories, 'final_train_acc',
-        'diverged_at', 'epochs', 'iterations', 'iters_per_epoch', 'train_acc_rows',
-        'tta', 'train_seconds', 'val_acc_at')."""
+        """``run`` for the one member: its ``result``."""
         self._averaging = True
         return self.run(X_train, y_train, X_val, y_val, callback, progress, eval_at)[0]
 
@@ -454,9 +421,8 @@ class TorchTrainer(Engine):
     # ------------------------------------------------------------ prediction
     @torch.no_grad()
     def _proba(self, Xt, tta: bool | None = None):
-        """Probabilities (N, C), eval mode, in chunks; with ``tta`` (default
-        ``self.tta``) the mean of the image's and its mirror image's.  While fitting
-        with ``ema`` the average scores."""
+        """Probabilities (N, C), eval mode, in chunks; with ``tta`` (default ``self.tta``)
+        the mean of the image's and its mirror image's; while fitting, the EMA's."""
         model = self.ema.module if self.ema is not None and self._averaging else self.model
         model.eval()
         out = [torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)]
@@ -483,11 +449,9 @@ class TorchTrainer(Engine):
         return self._proba(self._tensor(X)).double().cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
-        """Predicted labels (N,)."""
         return self.predict_proba(X).argmax(axis=1)
 
     def score(self, X, y) -> float:
-        """Accuracy on (X, y)."""
         X, y = self._check(X, y)
         return float((self.predict(X) == y).mean())
 
@@ -498,7 +462,7 @@ class TorchTrainer(Engine):
 
     def save(self, path: str | Path) -> None:
         """torch.save of the state_dict, written atomically (temp file, fsync, rename)."""
-        _atomic_save(self.state_dict(), path)
+        files.atomic_write(path, lambda f: torch.save(self.state_dict(), f))
 
     @classmethod
     def load(cls, path: str | Path, config: RunConfig, input_size: int, num_classes: int,
@@ -514,7 +478,7 @@ class TorchTrainer(Engine):
                 from None
         return trainer
 
-    def checkpoint_state(self) -> dict:
+    def save_checkpoint(self, path: str | Path) -> None:
         """Everything to resume at an epoch boundary: model, optimiser, streams, progress."""
         state = {**self._loop_state(), "model": self.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state(),
@@ -523,10 +487,11 @@ class TorchTrainer(Engine):
             state["budget"] = torch.tensor(list(self.budget.values()), dtype=torch.float64)
         if self.ema is not None:
             state["ema"] = {k: v.detach().cpu() for k, v in self.ema.state_dict().items()}
-        return state
+        files.atomic_write(path, lambda f: torch.save(state, f))
 
-    def load_checkpoint_state(self, state: dict) -> None:
-        """Restore ``checkpoint_state()``; the next ``fit`` continues from there."""
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore ``save_checkpoint``'s state; the next ``fit`` continues from there."""
+        state = _safe_load(path)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -547,17 +512,6 @@ class TorchTrainer(Engine):
         self.budget = {"epochs": int(epochs), "epoch_seconds": float(epoch_seconds),
                        "measuring_seconds": float(measuring_seconds)}
         self.config = self.config.model_copy(update={"epochs": int(epochs)})
-
-    def save_checkpoint(self, path: str | Path) -> None:
-        _atomic_save(self.checkpoint_state(), path)
-
-    def load_checkpoint(self, path: str | Path) -> None:
-        self.load_checkpoint_state(_safe_load(path))
-
-
-def _atomic_save(obj, path: str | Path) -> None:
-    """torch.save through fcnet's one atomic writer (temp file, fsync, rename)."""
-    files.atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _safe_load(path: str | Path) -> dict:

@@ -1,14 +1,10 @@
 """Several compatible torch runs trained as one ``TorchPopulation``.
 
-Compatible: torch runs of plain SGD (ReLU, no BatchNorm, augmentation, mixup,
-EMA or label smoothing, weight decay 2 reg, a normal init) with the same data,
-architecture, batch size, length, schedule, sampling, dtype and device; they may
-differ in lr, decay, reg, dropout keep, init scale and seed (members with one
-seed share one batch stream and layer 1 becomes one product).  Each member gets
-its own complete run directory, laid out as a lone torch run's and equal to it
-(``train_torch``).  Not checkpointed mid-way: a killed population's unfinished
-members simply train again.  ``fcnet.training.train_population``
-(population_run) reuses finished runs and calls ``train_members`` for the rest.
+Compatible (``compatible``): torch runs of plain SGD with a normal init and the
+``STACKED`` settings, the same data and every field but ``FREE``.  Each member gets
+its own complete run directory, equal to its lone run's (``train_torch``).  Not
+checkpointed mid-way: a killed population's unfinished members train again
+(``fcnet.training.train_population`` reuses finished runs, calls ``train_members``).
 """
 
 from __future__ import annotations

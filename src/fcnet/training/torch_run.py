@@ -20,16 +20,17 @@ WEIGHTS = "model.pt"
 BUDGET_FILL = 0.95  # of a time budget planned for epochs; the rest absorbs noise and saves
 
 
+def _images(shape, input_size: int):
+    """``shape`` when rows are images flattened (not, say, PCA components), else None."""
+    return shape if shape is not None and input_size == int(np.prod(shape)) else None
+
+
 def trainer(config: RunConfig, P: Prepared):
     """A ``TorchTrainer`` for ``config`` on the prepared data."""
-    from fcnet.torch_backend import require_torch
+    from fcnet.torch_backend.train import TorchTrainer  # without torch: one FcnetError
 
-    require_torch()
-    from fcnet.torch_backend.train import TorchTrainer
-
-    flat = P.image_shape is not None and P.X_train.shape[1] == int(np.prod(P.image_shape))
-    return TorchTrainer(config, P.X_train.shape[1], len(P.classes),
-                        P.image_shape if flat else None, P.classes)
+    D = P.X_train.shape[1]
+    return TorchTrainer(config, D, len(P.classes), _images(P.image_shape, D), P.classes)
 
 
 def measure_budget(t, P: Prepared) -> None:
@@ -106,10 +107,8 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
 
 def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, summary: dict,
                  tb: RunLogger, figures: bool) -> dict:
-    """A trained torch run's files: checkpoint, weights, metrics, summary, figures.
-
-    ``out`` is ``TorchTrainer.fit``'s result (histories, iterations, diverged_at, ...);
-    lone runs and torch population members both finish here."""
+    """A trained torch run's files (checkpoint, weights, metrics, summary, figures) from
+    ``out``, ``TorchTrainer.fit``'s result; lone runs and population members alike."""
     t.save_checkpoint(run_dir / CHECKPOINT)
     t.save(run_dir / WEIGHTS)
     written = [CHECKPOINT, WEIGHTS, *rundir.write_metrics(run_dir, out, out["iters_per_epoch"])]
@@ -117,19 +116,14 @@ def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, su
     seconds = out["train_seconds"]
     summary.update({
         "status": "diverged" if out["diverged_at"] is not None else "completed",
-        "diverged_at": out["diverged_at"],
-        "iterations": out["iterations"],
-        "iters_per_epoch": out["iters_per_epoch"],
+        **{k: out[k] for k in ("diverged_at", "iterations", "iters_per_epoch")},
         "epochs_recorded": out["epochs"],
         "final_loss": out["loss_history"][-1] if out["loss_history"] else None,
-        "final_val_acc": final_val,
-        "best_val_acc": max([final_val, *out["val_acc_history"]]),
-        "final_train_acc": out["final_train_acc"],
-        "train_seconds": seconds,
+        "final_val_acc": final_val, "best_val_acc": max([final_val, *out["val_acc_history"]]),
+        "final_train_acc": out["final_train_acc"], "train_seconds": seconds,
         "samples_per_second": out["iterations"] * config.batch_size / seconds if seconds else None,
-        "device": str(t.device),
-        "precision": t.precision,  # bfloat16-mixed, float32 or float64 as trained
-        "bf16_fallback": t.bf16_fallback,  # why a bfloat16 run trained in float32
+        # precision as trained, and why a bfloat16 run trained in float32
+        "device": str(t.device), "precision": t.precision, "bf16_fallback": t.bf16_fallback,
         "val_acc_at": out["val_acc_at"],
     })
     if figures:
@@ -142,14 +136,9 @@ def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, su
 
 def load_torch_model(run_dir: Path, config: RunConfig, summary: dict):
     """predict_proba of a finished torch run, its weights loaded with weights_only=True."""
-    from fcnet.torch_backend import require_torch
-
-    require_torch()
     from fcnet.torch_backend.train import TorchTrainer
 
-    shape = summary.get("image_shape")
-    if shape is not None and summary["input_size"] != int(np.prod(shape)):
-        shape = None
-    t = TorchTrainer.load(run_dir / WEIGHTS, config, summary["input_size"],
-                          len(summary["classes"]), shape, summary["classes"])
+    D = summary["input_size"]
+    t = TorchTrainer.load(run_dir / WEIGHTS, config, D, len(summary["classes"]),
+                          _images(summary.get("image_shape"), D), summary["classes"])
     return t.predict_proba
