@@ -116,19 +116,14 @@ def _signals(t: TorchTrainer, epoch: int, loss: float | None, lr: float | None, 
 def depth_table(results: list[dict]) -> str:
     """A Markdown table per (init, depth): final accuracies, and the last layer's
     activation std and the first's gradient norm at initialisation and at the end."""
-    lines = [
-        "| init | Linear layers | train acc | val acc | act std, last layer (init -> end) "
-        "| grad norm, first layer (init -> end) |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = ["| init | Linear layers | train acc | val acc | act std, last layer (init -> end) "
+             "| grad norm, first layer (init -> end) |", "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
         h0, h1 = r["history"][0], r["history"][-1]
-        lines.append(
-            f"| {r['init']} | {r['depth']} | {100 * r['final_train_acc']:.1f}% "
-            f"| {100 * r['final_val_acc']:.1f}% "
-            f"| {h0['act_std'][-1]:.2e} -> {h1['act_std'][-1]:.2e} "
-            f"| {h0['grad_norm'][0]:.2e} -> {h1['grad_norm'][0]:.2e} |"
-        )
+        lines.append(f"| {r['init']} | {r['depth']} | {100 * r['final_train_acc']:.1f}% "
+                     f"| {100 * r['final_val_acc']:.1f}% "
+                     f"| {h0['act_std'][-1]:.2e} -> {h1['act_std'][-1]:.2e} "
+                     f"| {h0['grad_norm'][0]:.2e} -> {h1['grad_norm'][0]:.2e} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fcnet.errors import FcnetError
+from fcnet.nn.model import MLP
 from fcnet.torch_backend import require_torch
 
 torch = require_torch()
@@ -47,8 +48,6 @@ class Dropout(nn.Dropout):
 
 def normal_init(sizes: Sequence[int], std: float, seed: int) -> list[np.ndarray]:
     """[W1 (D, H1), b1, ..., WL, bL], float64, as ``fcnet.nn.MLP(seed=seed)`` draws them."""
-    from fcnet.nn.model import MLP
-
     return list(MLP(sizes[0], list(sizes[1:-1]), sizes[-1], std=std, seed=seed).params.values())
 
 

@@ -92,12 +92,6 @@ class TorchPopulation(Engine):
         self._active_host = [True] * k
         self._lr = None  # the rates the step's coefficients were made for
 
-    def _rows(self, X):
-        """Rows on the device in the products' dtype, converted once (as they are if so)."""
-        if not torch.is_tensor(X):
-            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
-        return X.to(self.device).to(self.cd).contiguous()
-
     def _stack(self, weights) -> None:
         """W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1}) for
         l >= 1; b[l] (K, H_{l+1}).  Wc/bc: the products' copies (the same unless mixed)."""
@@ -131,9 +125,11 @@ class TorchPopulation(Engine):
         if X.ndim != 2 or X.shape[1] != self.sizes[0] or np.shape(y) != (X.shape[0],):
             raise FcnetError(f"X must be (N, {self.sizes[0]}) with y (N,), got "
                              f"{tuple(X.shape)} and {np.shape(y)}")
-        return self._rows(X), torch.as_tensor(np.asarray(y).astype(np.int64), device=self.device)
+        if not torch.is_tensor(X):
+            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
+        X = X.to(self.device).to(self.cd).contiguous()
+        return X, torch.as_tensor(np.asarray(y).astype(np.int64), device=self.device)
 
-    # ----------------------------------------------------------- forward
     def _gather(self, X, y, idx) -> torch.Tensor:
         """This batch into x (B, D) or (K, B, D); its labels (B,) or (K, B)."""
         if self.shared:
@@ -161,20 +157,19 @@ class TorchPopulation(Engine):
         for i in range(1, self.L):
             if train and self.masks[i - 1] is not None:
                 a.mul_(self.masks[i - 1])
-            a = self._baddbmm(self.bc[i], a, self.Wc[i], self.acts[i - 1] if train else None)
+            a = self._bmm(a, self.Wc[i], self.bc[i], self.acts[i - 1] if train else None)
             if i < self.L - 1:
                 a.relu_()
         return a
 
-    def _bmm(self, a, b):
-        """(K, n, m) @ (K, m, p); K = 1 as a plain product (faster for bf16 on CPU)."""
-        return torch.mm(a[0], b[0]).unsqueeze(0) if self.k == 1 else torch.bmm(a, b)
-
-    def _baddbmm(self, bias, a, b, out=None):
-        """bias (K, p) + (K, n, m) @ (K, m, p), into ``out`` when given (K = 1 as ``_bmm``)."""
-        if self.k == 1:
-            return torch.addmm(bias[0], a[0], b[0], out=None if out is None else out[0]).unsqueeze(0)
-        return torch.baddbmm(bias.unsqueeze(1), a, b, out=out)
+    def _bmm(self, a, b, bias=None, out=None):
+        """[bias (K, p) +] (K, n, m) @ (K, m, p), into ``out`` when given; K = 1 as a
+        plain product (faster for bf16 on CPU)."""
+        if self.k > 1:
+            return torch.bmm(a, b) if bias is None else torch.baddbmm(bias.unsqueeze(1), a, b, out=out)
+        if bias is None:
+            return torch.mm(a[0], b[0]).unsqueeze(0)
+        return torch.addmm(bias[0], a[0], b[0], out=None if out is None else out[0]).unsqueeze(0)
 
     def _draw_masks(self) -> None:
         """Inverted-dropout masks (K, B, H) per hidden layer, the lone runs' (``Dropout``)."""
@@ -184,21 +179,16 @@ class TorchPopulation(Engine):
             r = r.index_select(0, self.group_t) if len(self.mask_gens) > 1 else r
             self.masks[i] = ((r < self.bound_t) * self.scale_t).to(self.cd)
 
-    def scores(self, X) -> torch.Tensor:
-        """Every member's scores (K, M, C) at prediction time, float (master dtype)."""
-        return self._forward(self._rows(X), train=False).to(self.md)
-
     @torch.no_grad()
     def accuracies(self, X, y, train: bool = False, chunk: int = 4096) -> list[float]:
-        """Accuracy of every member on rows X (M, D) (as ``data`` makes them), y (M,)."""
+        """Accuracy of every member on rows X (M, D) and labels y (M,) from ``data``."""
         m = X.shape[0]
         correct = torch.zeros(self.k, dtype=torch.long, device=self.device)
         for s in range(0, m, chunk):
-            pred = self.scores(X[s:s + chunk]).argmax(dim=2)
+            pred = self._forward(X[s:s + chunk], train=False).argmax(dim=2)
             correct += (pred == y[s:s + chunk]).sum(dim=1)
         return (correct.double() / max(m, 1)).cpu().tolist()
 
-    # -------------------------------------------------------------- step
     @torch.no_grad()
     def step(self, X, y, idx, lr) -> torch.Tensor:
         """One SGD iteration of every active member on rows idx (S, B) of X, y at rates
@@ -297,7 +287,6 @@ class TorchPopulation(Engine):
             out += [self.W[i][member], self.b[i][member]]
         return out
 
-    # ---------------------------------------------------------- resuming
     def state(self) -> dict:
         """Everything to continue exactly, ``torch.load(weights_only=True)``-safe:
         parameters, iteration, batch and mask streams, histories."""

@@ -24,6 +24,8 @@ from tqdm import tqdm
 from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
+from fcnet.nn import optim
+from fcnet.nn.model import MLP
 from fcnet.nn.rng import legacy_state, load_legacy_state
 from fcnet.nn.schedule import lr_at
 from fcnet.nn.solver import Stream
@@ -46,9 +48,8 @@ def subnormals_flushed() -> bool:
 
 @contextlib.contextmanager
 def flush_subnormals(threads: int | None = None):
-    """Flush subnormals to zero inside the block (tiny inits otherwise run about 15x
-    slower on CPUs that trap on them), on ``threads`` intra-op threads when given;
-    the previous mode and thread count are restored after."""
+    """Flush subnormals to zero inside the block (tiny inits run about 15x slower on CPUs
+    that trap on them), on ``threads`` intra-op threads when given, restored after."""
     before, count = subnormals_flushed(), torch.get_num_threads()
     torch.set_flush_denormal(True)
     if threads and threads != count:
@@ -89,10 +90,9 @@ def bf16_unsupported(device) -> str | None:
 
 
 def precision(config: RunConfig, device) -> tuple[str, str | None]:
-    """('float64' | 'float32' | 'bfloat16-mixed', why bf16 fell back to float32 or None).
-
-    Emulated bf16 products run 10-40x slower than float32 ones, so a device
-    without bf16 instructions trains a bf16 or ``amp`` run in float32."""
+    """('float64' | 'float32' | 'bfloat16-mixed', why bf16 fell back to float32 or None):
+    emulated bf16 products run 10-40x slower than float32, so a bf16 or ``amp`` run
+    on a device without bf16 instructions trains in float32."""
     if config.amp and config.dtype == "float64":
         raise FcnetError("config field 'amp': mixed precision needs dtype float32")
     auto = device.type == "cuda" and config.dtype == "float32"
@@ -187,9 +187,8 @@ class Engine:
                 for key, values in (("train_acc_history", train), ("val_acc_history", val),
                                     ("lr_history", np.broadcast_to(lr0, (self.k,)))):
                     self._keep([h[key] for h in self.hist], None, values)
-                record = {"epoch": self.epoch, "iteration": self.it,
-                          "loss": float(np.mean(losses[:, 0])), "train_acc": train[0],
-                          "val_acc": val[0], "lr": float(lr0[0]),
+                record = {"epoch": self.epoch, "iteration": self.it, "loss": float(np.mean(losses[:, 0])),
+                          "train_acc": train[0], "val_acc": val[0], "lr": float(lr0[0]),
                           "seconds": time.perf_counter() - t0}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", val_acc=f"{record['val_acc']:.3f}",
                                 refresh=False)
@@ -241,7 +240,6 @@ class Engine:
                 "iters_per_epoch": self.per_epoch, "train_acc_rows": train_acc_rows,
                 "tta": self.tta, "train_seconds": seconds, "val_acc_at": dict(self.val_at[j])}
 
-    # ------------------------------------------------------------ resuming
     def _loop_state(self) -> dict:
         """The loop's part of a checkpoint, as tensors and numbers (weights_only-safe)."""
         self._take_losses()
@@ -273,14 +271,12 @@ class Engine:
 
 
 class TorchTrainer(Engine):
-    """Trains and serves one ``MultiLayerPerceptron`` built from a validated ``RunConfig``
-    for rows of D = ``input_size`` columns and C = ``num_classes``.
+    """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``.
 
-    ``image_shape``: one image in the rows' flattening order ((H, W, C), (C, H, W) or
-    (H, W)), for augmentation; None for non-images.  ``class_names`` are kept for
-    callers.  ``optimizer(parameters) -> torch.optim.Optimizer`` replaces the config's
-    rule (its lr still set from the schedule, the loss history then the data loss).
-    """
+    ``image_shape``: one image in the rows' order ((H, W, C), (C, H, W) or (H, W)), for
+    augmentation; None for non-images.  ``class_names`` are kept for callers.
+    ``optimizer(parameters) -> torch.optim.Optimizer`` replaces the config's rule (lr
+    still set from the schedule; the loss history is then the data loss alone)."""
 
     def __init__(self, config: RunConfig, input_size: int, num_classes: int,
                  image_shape: Sequence[int] | None = None,
@@ -330,8 +326,6 @@ class TorchTrainer(Engine):
 
     def _make_optimizer(self):
         """The config's update rule as its torch.optim class (nn.optim.RULES names it)."""
-        from fcnet.nn import optim
-
         c = self.config
         params = list(self.model.parameters())
         groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
@@ -349,7 +343,6 @@ class TorchTrainer(Engine):
         ws = [w.detach().view(-1) for w in self.optimizer.param_groups[0]["params"]]
         return 0.5 * self.weight_decay * sum(torch.dot(w, w) for w in ws)
 
-    # ------------------------------------------------------------- training
     @property
     def history(self) -> dict[str, list[float]]:
         return self.hist[0]
@@ -399,26 +392,18 @@ class TorchTrainer(Engine):
             self.model.load_state_dict(self.ema.module.state_dict())
         self._averaging = False
 
-    # ------------------------------------------------------------------ data
-    def _check(self, X, y=None):
-        """X (N, D) and labels y (N,) in [0, C), as the NumPy engine checks them."""
-        from fcnet.nn.model import MLP
-
-        return MLP.check_inputs(self, X, y)  # reads input_size and num_classes only
-
     def _tensor(self, X):
         """Rows as a tensor on the device, in the model's dtype (no copy when possible)."""
         np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np_dtype)).to(self.device)
 
     def data(self, X, y):
-        X, y = self._check(X, y)
+        X, y = MLP.check_inputs(self, X, y)  # as the NumPy engine checks them (reads D and C)
         return self._tensor(X), torch.from_numpy(y).to(self.device)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
-    # ------------------------------------------------------------ prediction
     @torch.no_grad()
     def _proba(self, Xt, tta: bool | None = None):
         """Probabilities (N, C), eval mode, in chunks; with ``tta`` (default ``self.tta``)
@@ -445,17 +430,16 @@ class TorchTrainer(Engine):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (N, C), float64 (flip-averaged when ``tta``)."""
-        X, _ = self._check(X)
+        X, _ = MLP.check_inputs(self, X)
         return self._proba(self._tensor(X)).double().cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 
     def score(self, X, y) -> float:
-        X, y = self._check(X, y)
+        X, y = MLP.check_inputs(self, X, y)
         return float((self.predict(X) == y).mean())
 
-    # ------------------------------------------------------------ saving
     def state_dict(self) -> dict:
         """The model's state_dict, on the CPU."""
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
