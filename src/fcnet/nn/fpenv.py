@@ -1,16 +1,11 @@
 """Flush subnormal floats to zero while training.
 
-Tiny initialisations (std 1e-4, deep nets) and Adam's second moment of tiny gradients
-produce subnormal floats (below 1.2e-38 in float32), on which some CPU operations run
-many times slower (measured: ``sqrt`` 2.5x in NumPy, 25x in PyTorch; see
-benchmarks/subnormal.py).  The SSE control register's FTZ (flush results to zero) and
-DAZ (read inputs as zero) bits make them cost nothing; a value below 1e-38 never
-matters to a classifier's training.
-
-NumPy cannot set these bits; glibc's ``fegetenv``/``fesetenv`` can, so this works on
-Linux x86-64 with glibc and is a no-op elsewhere (``supported()``).  The bits belong to
-the calling thread, where NumPy's element-wise operations run; OpenBLAS's worker threads
-keep their own (their matrix products showed no subnormal slowdown on the CPUs measured).
+Tiny initialisations and Adam's second moment of tiny gradients produce subnormal floats
+(below 1.2e-38 in float32), on which some CPU operations run many times slower (``sqrt``
+2.5x in NumPy, 25x in PyTorch: benchmarks/subnormal.py).  The SSE FTZ/DAZ bits make them
+cost nothing, set through glibc's ``fegetenv``/``fesetenv`` on Linux x86-64 (a no-op
+elsewhere, ``supported()``).  The bits are the calling thread's, where NumPy's element-wise
+operations run; OpenBLAS's workers keep their own (no subnormal slowdown measured there).
 """
 
 from __future__ import annotations
@@ -51,11 +46,8 @@ def _mxcsr(env) -> int:
 
 @contextlib.contextmanager
 def flush_denormals(enabled: bool = True) -> Iterator[bool]:
-    """Within the block, this thread flushes subnormal results and inputs to zero.
-
-    Yields whether flushing is on; the previous floating-point environment
-    (rounding, exception masks, FTZ/DAZ) is restored on exit, even on error.
-    """
+    """Within the block, this thread flushes subnormal results and inputs to zero; yields
+    whether it does.  The previous floating-point environment is restored on exit."""
     saved = (ctypes.c_uint8 * _ENV_BYTES)()
     if not enabled or _LIBM is None or _LIBM.fegetenv(saved) != 0:
         yield False

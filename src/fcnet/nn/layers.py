@@ -33,9 +33,8 @@ def relu_forward(z: np.ndarray, inplace: bool = False) -> np.ndarray:
 
 
 def relu_backward(da: np.ndarray, a: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """dz = da * (z > 0), read from a = relu(z) since a > 0 exactly where z > 0;
-    da, a (N, H) -> dz (N, H), in place over da.  (The bool product is 3-4x faster
-    than masked assignment.)"""
+    """dz = da * (z > 0), read from a = relu(z) (a > 0 exactly where z > 0); da, a (N, H)
+    -> dz (N, H), in place over da; the bool product is 3-4x faster than masking."""
     return np.multiply(da, a > 0, out=da if inplace else None)
 
 
@@ -48,13 +47,12 @@ def dropout_mask(keep: float, rng: np.random.Generator, out: np.ndarray) -> np.n
 
 
 def dropout_forward(a: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """a_drop = a * mask, with mask already scaled by 1/keep (identity at prediction)."""
+    """a_drop = a * mask, with mask already scaled by 1/keep (identity at prediction);
+    backward the same product, da_in = da * mask."""
     return np.multiply(a, mask, out=a if inplace else None)
 
 
-def dropout_backward(da: np.ndarray, mask: np.ndarray, inplace: bool = False) -> np.ndarray:
-    """da_in = da * mask."""
-    return np.multiply(da, mask, out=da if inplace else None)
+dropout_backward = dropout_forward  # da_in = da * mask
 
 
 def softmax(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -68,13 +66,11 @@ def softmax(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
 
 def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False, row_max=None):
     """Mean cross-entropy and its gradient: J = mean_i(logsumexp(z_i) - z_i[y_i]),
-    dJ/dz = (softmax(z) - onehot(y)) / N.
+    dJ/dz = (softmax(z) - onehot(y)) / N; stable for logits of any magnitude.
 
-    scores (N, C), y (N,) ints in [0, C) -> (loss, dscores (N, C)); K models' scores
-    (K, N, C) give losses (K,), with y (K, N) when each has its own rows.  ``row_max``
-    may replace numpy's max over the last axis (a maximum is exact in any order).  In
-    place, ``scores`` becomes dscores.  Shifted logits are <= 0 and the loss uses
-    log-sum-exp, never log(p): stable for logits of any magnitude.
+    scores (N, C), y (N,) ints in [0, C) -> (loss, dscores (N, C), over scores in place);
+    K models' scores (K, N, C) give losses (K,), with y (K, N) when each has its own
+    rows.  ``row_max`` may replace numpy's max over the last axis (exact in any order).
     """
     n = scores.shape[-2]
     rows = np.arange(n)

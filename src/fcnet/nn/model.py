@@ -17,32 +17,26 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 class MLP:
-    """Fully-connected classifier for any depth.
-
-    input_size D; hidden_sizes (H_1, ..., H_{L-1}), an int for one hidden layer;
-    num_classes C; std: weights ~ std * randn, biases 0 (init 'normal', the
-    exercise's), or init 'kaiming': sqrt(2 / fan_in) * randn (He et al., for ReLU
-    nets on standardised inputs); dropout_keep: inverted-dropout keep probability
-    on hidden activations; seed: None draws from NumPy's global legacy generator
-    (the course's driver), an int from ``np.random.RandomState(seed)``; dtype:
-    'float64' (default, gradient checks need it) or 'float32'.
-
-    ``params`` holds W1 (D, H_1), b1 (H_1,), ..., WL (H_{L-1}, C), bL (C,).
+    """Fully-connected classifier for any depth: input_size D, hidden_sizes (H_1, ...,
+    H_{L-1}) (an int: one hidden layer), num_classes C; weights std * randn (init
+    'normal', the exercise's) or sqrt(2 / fan_in) * randn ('kaiming', for ReLU nets on
+    standardised inputs), biases 0; dropout_keep: inverted-dropout keep probability on
+    hidden activations; seed None draws from NumPy's global legacy generator (the
+    course's driver), an int from ``RandomState(seed)``; dtype 'float64' (default,
+    gradient checks need it) or 'float32'.  ``params``: W1 (D, H_1), b1 (H_1,), ...,
+    WL (H_{L-1}, C), bL (C,).
     """
 
     def __init__(self, input_size: int, hidden_sizes: int | Sequence[int], num_classes: int,
                  std: float = 1e-4, dropout_keep: float = 1.0, seed: int | None = None,
                  dtype="float64", init: str = "normal"):
-        if isinstance(hidden_sizes, int | np.integer):
-            hidden_sizes = [int(hidden_sizes)]
-        self.sizes = [int(input_size), *[int(h) for h in hidden_sizes], int(num_classes)]
+        hidden = [hidden_sizes] if isinstance(hidden_sizes, int | np.integer) else hidden_sizes
+        self.sizes = [int(input_size), *[int(h) for h in hidden], int(num_classes)]
         if any(s <= 0 for s in self.sizes):
             raise FcnetError(f"layer sizes must be positive, got {self.sizes}")
         if not 0.0 < dropout_keep <= 1.0:
             raise FcnetError(f"dropout_keep must be in (0, 1], got {dropout_keep}")
-        self.num_layers = len(self.sizes) - 1
-        self.std = std
-        self.dropout_keep = float(dropout_keep)
+        self.num_layers, self.std, self.dropout_keep = len(self.sizes) - 1, std, float(dropout_keep)
         key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
         if key not in DTYPES:
             raise FcnetError(f"dtype must be float32 or float64, got {dtype!r}")
@@ -87,8 +81,7 @@ class MLP:
             raise FcnetError("y must hold integer class labels")
         y = y.astype(np.intp)
         if y.size and (y.min() < 0 or y.max() >= self.num_classes):
-            raise FcnetError(
-                f"labels must be in [0, {self.num_classes}), got range [{y.min()}, {y.max()}]")
+            raise FcnetError(f"labels must be in [0, {self.num_classes}), got range [{y.min()}, {y.max()}]")
         return X, y
 
     def scores(self, X: np.ndarray) -> np.ndarray:
@@ -96,10 +89,9 @@ class MLP:
         return Stack(self.sizes, 1, self.dtype, self.params).scores(X)[0]
 
     def loss(self, X, y=None, reg: float = 0.0, dropout_seed: int | None = None):
-        """Without y: class probabilities (N, C).  With y: (loss, grads), grads
-        keyed like params, loss = mean cross-entropy + reg * sum ||W||^2, in
-        training mode (dropout, its masks fixed by ``dropout_seed`` so gradients
-        can be checked numerically)."""
+        """Without y: class probabilities (N, C).  With y: (loss, grads keyed like params),
+        loss = mean cross-entropy + reg * sum ||W||^2, in training mode (dropout, its masks
+        fixed by ``dropout_seed`` so gradients can be checked numerically)."""
         if y is None:
             return self.predict_proba(X)
         X, y = self.check_inputs(X, y)

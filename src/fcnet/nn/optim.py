@@ -1,11 +1,7 @@
-"""Update rules, from one registry (cs231n's ``optim.py``, as classes).
-
-Each rule declares its hyper-parameters in ``settings``, keeps its state (so a
-checkpoint restores it exactly) and names its ``torch.optim`` counterpart.  The run
-config's ``optimizer`` choices and rule fields, the CLI flags, ``Solver``, the torch
-backend and ``FCNetClassifier`` all read ``RULES``: adding a rule is one class here
-plus its settings' fields in ``fcnet.config``.
-"""
+"""Update rules, from one registry (cs231n's ``optim.py``, as classes): each declares its
+``settings``, keeps its state (a checkpoint restores it exactly) and names its
+``torch.optim`` class.  The run config, CLI flags, ``Solver``, the torch backend and
+``FCNetClassifier`` read ``RULES``; a new rule is a class here and its fields in config."""
 
 from __future__ import annotations
 
@@ -37,23 +33,21 @@ class Setting:
         hi = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else ""
         if lo and hi:
             return f"in {lo}, {hi}"
-        if lo:
-            return f"{'>=' if self.ge is not None else '>'} {lo[1:]}"
-        return f"{'<=' if self.le is not None else '<'} {hi[:-1]}" if hi else "finite"
+        one = [f"{op} {b:g}" for op, b in ((">=", self.ge), (">", self.gt), ("<=", self.le),
+                                           ("<", self.lt)) if b is not None]
+        return one[0] if one else "finite"
 
     def check(self, name: str, value: Any) -> float:
         """value as a float, or FcnetError naming the setting and its range."""
         ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
         v = float(value) if ok else math.nan
-        ok = math.isfinite(v) and not (
-            (self.gt is not None and v <= self.gt) or (self.ge is not None and v < self.ge)
-            or (self.lt is not None and v >= self.lt) or (self.le is not None and v > self.le))
-        if not ok:
+        out = (self.gt is not None and v <= self.gt) or (self.ge is not None and v < self.ge) \
+            or (self.lt is not None and v >= self.lt) or (self.le is not None and v > self.le)
+        if not math.isfinite(v) or out:
             raise FcnetError(f"{name} must be a finite number {self.bounds()}, got {value!r}")
         return v
 
 
-MOMENTUM = Setting(0.9, "momentum coefficient mu (optimizer momentum)", ge=0, lt=1)
 BETA1 = Setting(0.9, "Adam: decay of the first moment (optimizer adam, adamw)", ge=0, lt=1)
 BETA2 = Setting(0.999, "Adam: decay of the second moment (optimizer adam, adamw)", ge=0, lt=1)
 DECAY_RATE = Setting(0.99, "RMSprop: decay of the squared-gradient cache (optimizer rmsprop)",
@@ -70,8 +64,7 @@ def _mean_square(avg: np.ndarray, g: np.ndarray, decay: float, tmp: np.ndarray) 
 
 
 def _aligned(params, grads, lr, l2):
-    """(w, g, lr, l2) per parameter: params/grads as lists or dicts keyed alike,
-    lr/l2 as lists or one value for all."""
+    """(w, g, lr, l2) per parameter: params/grads lists or dicts, lr/l2 lists or one value."""
     if isinstance(params, Mapping):
         grads = [grads[k] for k in params]
         params = list(params.values())
@@ -86,16 +79,13 @@ def _scaled(w: np.ndarray, factor, out: np.ndarray) -> np.ndarray:
 
 class UpdateRule:
     """Base of the rules.  ``Rule(**settings)``: missing settings take their defaults,
-    unknown ones and values out of bounds are errors.
-
-    ``update(params, grads, lr, l2)`` changes ``params`` in place from ``grads``, the
-    data term's gradients (which it may overwrite), adding the L2 term 2 reg W.  ``lr``
-    and ``l2`` (twice the L2 strength, None for biases) hold one value per parameter, a
-    float or an array broadcasting against it (one per population member), so a lone net
-    and a population take the same update.  ``slots`` names the per-parameter state,
-    which ``_step`` receives after a scratch array; ``state()`` saves it as
-    '<slot>.<index>' plus the step count 't'.  ``torch_kwargs(config)``: the settings in
-    ``torch.optim.<torch_class>``'s own terms.
+    unknown ones and values out of bounds are errors.  ``update(params, grads, lr, l2)``
+    changes ``params`` in place from the data term's ``grads`` (which it may overwrite),
+    adding the L2 term 2 reg W; ``lr`` and ``l2`` (2 reg, None for biases) hold per
+    parameter a float or an array (one value per population member), so a lone net and a
+    population take the same update.  ``_step`` gets a scratch array and the parameter's
+    ``slots`` (its state), which ``state()`` saves as '<slot>.<index>' with the step
+    count 't'.  ``torch_kwargs(config)``: the settings in ``torch_class``'s own terms.
     """
 
     name: ClassVar[str]
@@ -105,6 +95,7 @@ class UpdateRule:
     torch_class: ClassVar[str]  # the rule's class in torch.optim
     torch_fused: ClassVar[bool] = False  # torch's fused kernel exists for it (CPU and CUDA)
     prescaled: ClassVar[bool] = False  # backprop hands it -lr times the gradient (plain SGD)
+    torch_kwargs = staticmethod(lambda config: {})
 
     def __init__(self, **settings: float):
         unknown = sorted(set(settings) - set(self.settings))
@@ -116,27 +107,21 @@ class UpdateRule:
             raise FcnetError(f"optimizer {self.name!r} exists in the torch backend only")
         self.config = {k: s.check(k, settings.get(k, s.default)) for k, s in self.settings.items()}
         self.t = 0
-        self.store: dict[str, list] = {slot: [] for slot in (*self.slots, "tmp")}
+        self.store: dict[str, dict[int, np.ndarray]] = {slot: {} for slot in (*self.slots, "tmp")}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
 
-    torch_kwargs = staticmethod(lambda config: {})
-
     def _slot(self, slot: str, i: int, like: np.ndarray) -> np.ndarray:
         """Parameter i's array of ``slot``, created as zeros like ``like`` on first use."""
-        store = self.store[slot]
-        while len(store) <= i:
-            store.append(None)
-        if store[i] is None:
-            store[i] = np.zeros_like(like)
-        return store[i]
+        if i not in self.store[slot]:
+            self.store[slot][i] = np.zeros_like(like)
+        return self.store[slot][i]
 
     def update(self, params, grads, lr, l2=None, scaled: bool = False) -> None:
-        """One step; ``params``/``grads`` as lists (or dicts keyed alike), ``lr``
-        and ``l2`` as lists or one value for all (l2 None: no L2 term).
-        ``scaled``: backprop already multiplied grads by -lr (``prescaled`` rules only)."""
+        """One step; lists (or dicts keyed alike), ``lr``/``l2`` one value for all or a
+        list (l2 None: no L2 term); ``scaled``: grads are already -lr dw (``prescaled``)."""
         self.t += 1
         for i, (w, g, rate, decay) in enumerate(_aligned(params, grads, lr, l2)):
             tmp = self._slot("tmp", i, w)
@@ -148,8 +133,7 @@ class UpdateRule:
         raise NotImplementedError
 
     def state(self) -> dict[str, np.ndarray]:
-        out = {f"{slot}.{i}": v for slot in self.slots
-               for i, v in enumerate(self.store[slot]) if v is not None}
+        out = {f"{slot}.{i}": v for slot in self.slots for i, v in self.store[slot].items()}
         if self.slots:
             out["t"] = np.array(self.t)
         return out
@@ -157,16 +141,14 @@ class UpdateRule:
     def load_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.t = int(state.get("t", 0))
         for slot in self.slots:
-            self.store[slot] = []
-            for key in [k for k in state if k.startswith(slot + ".")]:
-                self._slot(slot, int(key.split(".")[1]), np.asarray(state[key]))[...] = state[key]
+            self.store[slot] = {int(k.split(".")[1]): np.array(v) for k, v in state.items()
+                                if k.startswith(slot + ".")}
 
 
 class SGD(UpdateRule):
-    """w -= lr (dw + 2 reg w), as w <- (1 - 2 lr reg) w + (-lr dw).  In training,
-    backprop folds -lr into dJ/dz_L (``prescaled``: a small (N, C) array), so
-    each gradient arrives as the step itself: one product and one add per
-    weight matrix."""
+    """w -= lr (dw + 2 reg w), as w <- (1 - 2 lr reg) w + (-lr dw).  In training, backprop
+    folds -lr into dJ/dz_L (``prescaled``: a small (N, C) array), so each gradient arrives
+    as the step itself: one product and one add per weight matrix."""
 
     name = "sgd"
     torch_class = "SGD"
@@ -187,10 +169,9 @@ class Momentum(UpdateRule):
     """v = mu v - lr dw; w += v."""
 
     name = "momentum"
-    settings = {"momentum": MOMENTUM}
+    settings = {"momentum": Setting(0.9, "momentum coefficient mu (optimizer momentum)", ge=0, lt=1)}
     slots = ("v",)
     torch_class = "SGD"
-
     torch_kwargs = staticmethod(lambda config: {"momentum": config["momentum"]})
 
     def _step(self, w, g, lr, tmp, v):
@@ -209,7 +190,6 @@ class RMSprop(UpdateRule):
     settings = {"decay_rate": DECAY_RATE, "eps": EPS}
     slots = ("cache",)
     torch_class = "RMSprop"
-
     torch_kwargs = staticmethod(lambda config: {"alpha": config["decay_rate"], "eps": config["eps"],
                                                 "momentum": 0.0, "centered": False})
 
@@ -231,7 +211,6 @@ class Adam(UpdateRule):
     slots = ("m", "v")
     torch_class = "Adam"
     torch_fused = True
-
     torch_kwargs = staticmethod(lambda config: {"betas": (config["beta1"], config["beta2"]),
                                                 "eps": config["eps"]})
 

@@ -7,8 +7,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-_WORD = 2**64 - 1
-
 
 def legacy_rng(seed: int | None):
     """NumPy's legacy generator: seeded, or the global one (the course's driver
@@ -33,7 +31,7 @@ def pcg64_state(gen: np.random.Generator) -> np.ndarray:
     """A PCG64 Generator's state as six uint64 words (its two 128-bit integers split)."""
     st = gen.bit_generator.state
     words = [st["state"]["state"], st["state"]["inc"]]
-    return np.array([w >> 64 for w in words] + [w & _WORD for w in words]
+    return np.array([w >> 64 for w in words] + [w & (2**64 - 1) for w in words]
                     + [st["has_uint32"], st["uinteger"]], dtype=np.uint64)
 
 

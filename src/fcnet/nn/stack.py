@@ -1,11 +1,8 @@
-"""K same-shaped networks as one: the engine's forward and backward pass.
-
-A lone net is K = 1; a population (a sweep's mates, a study cell's seeds) is K > 1.
-Parameters carry a member axis: W[0] (D, K, H1), reshaped to (D, K*H1), makes every
-member's first layer one product x W1 of a shared minibatch x (N, D); W[l]
-(K, H_l, H_{l+1}) for l >= 1 and b[l] (K, H_{l+1}) take batched products
-(K, N, H) @ (K, H, H').  Members with their own minibatches (different seeds) see
-x (K, N, D), and layer 1 is a batched product with W[0] viewed as (K, D, H1).
+"""K same-shaped networks as one (a lone net is K = 1): the engine's forward and backward
+pass.  W[0] (D, K, H1), reshaped to (D, K*H1), makes every member's first layer one
+product x W1 of a shared minibatch x (N, D); W[l] (K, H_l, H_{l+1}) for l >= 1 and b[l]
+(K, H_{l+1}) take batched products (K, N, H) @ (K, H, H').  Members with their own
+minibatches see x (K, N, D), and layer 1 is a batched product with W[0] as (K, D, H1).
 """
 
 from __future__ import annotations
@@ -27,12 +24,9 @@ def row_max(d: np.ndarray) -> np.ndarray:
 
 
 class Stack:
-    """The parameters of K nets with layer sizes ``sizes`` = [D, H_1, ..., C].
-
-    ``params`` lists them in order W1, b1, W2, b2, ... (stacked); ``member(j)``
-    gives member j's as the course names them (W1 (D, H1), b1 (H1,), ...),
-    views that stay current while the stack trains.
-    """
+    """The parameters of K nets with layer sizes ``sizes`` = [D, H_1, ..., C]: ``params``
+    lists them stacked in order W1, b1, W2, b2, ...; ``member(j)`` gives member j's as
+    the course names them (W1 (D, H1), b1 (H1,), ...), views that stay current."""
 
     def __init__(self, sizes: Sequence[int], k: int, dtype: np.dtype, P: dict | None = None):
         """Zeros, or (K = 1) views of one model's params ``P``, W1 (D, H1), b1 (H1,), ..."""
@@ -64,18 +58,14 @@ class Stack:
             m.params.update(views)
         return stack
 
-    @property
-    def names(self) -> list[str]:
-        """The course's names of ``params``: W1, b1, W2, b2, ..."""
-        return [f"{w}{i}" for i in range(1, self.L + 1) for w in "Wb"]
-
     def slices(self, j: int, arrays: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Member j's slice of each of ``arrays`` (default ``params``), in their order."""
         return [a[:, j] if i == 0 else a[j] for i, a in enumerate(arrays or self.params)]
 
     def member(self, j: int, arrays: Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """Member j's slice of each of ``arrays`` (default ``params``), by name."""
-        return dict(zip(self.names, self.slices(j, arrays), strict=True))
+        """Member j's slice of each of ``arrays`` (default ``params``), by the course's names."""
+        names = [f"{w}{i}" for i in range(1, self.L + 1) for w in "Wb"]  # W1, b1, W2, b2, ...
+        return dict(zip(names, self.slices(j, arrays), strict=True))
 
     def per_member(self, values: np.ndarray) -> list:
         """Values (K,) shaped to broadcast against each of ``params``; one float
@@ -169,24 +159,19 @@ def backward(stack: Stack, ws: Workspace, dz: np.ndarray) -> None:
     dropout and ReLU gates give dz_{l-1}.  The L2 term is the update rule's.  A
     caller may scale dz first (plain SGD folds in -lr: each gradient is the step)."""
     n, k, h1 = ws.n, stack.k, stack.sizes[1]
-    G = ws.grads
-    for i in range(stack.L - 1, -1, -1):  # stacked layer i is the model's layer i + 1
-        dW, db = G[2 * i], G[2 * i + 1]
-        if i > 0:
-            a_prev = ws.acts[i - 1]
-            da, _, _ = layers.affine_backward(dz, a_prev, stack.W[i], dw=dW, db=db,
-                                              dx=ws.dacts[i - 1])
-            if ws.masks[i - 1] is not None:
-                layers.dropout_backward(da, ws.masks[i - 1], inplace=True)
-            dz = layers.relu_backward(da, a_prev, inplace=True)
-        elif ws.shared:  # every member at once: x^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
-            if k > 1:
-                np.copyto(ws.z1.reshape(n, k, h1), dz.transpose(1, 0, 2))
-                dz1 = ws.z1
-            else:
-                dz1 = dz.reshape(n, h1)
-            np.matmul(ws.x.T, dz1, out=dW.reshape(-1, k * h1))
-            np.sum(dz, axis=1, out=db)
-        else:  # member by member: (K, D, N) @ (K, N, H1), into the (D, K, H1) layout
-            np.matmul(ws.x.transpose(0, 2, 1), dz, out=dW.transpose(1, 0, 2))
-            np.sum(dz, axis=1, out=db)
+    for i in range(stack.L - 1, 0, -1):  # stacked layer i is the model's layer i + 1
+        a_prev = ws.acts[i - 1]
+        da, _, _ = layers.affine_backward(dz, a_prev, stack.W[i], dw=ws.grads[2 * i],
+                                          db=ws.grads[2 * i + 1], dx=ws.dacts[i - 1])
+        if ws.masks[i - 1] is not None:
+            layers.dropout_backward(da, ws.masks[i - 1], inplace=True)
+        dz = layers.relu_backward(da, a_prev, inplace=True)
+    dW, db = ws.grads[:2]  # layer 1: dW_1 = x^T dz_1, db_1 = sum_i dz_1
+    if not ws.shared:  # member by member: (K, D, N) @ (K, N, H1), into the (D, K, H1) layout
+        np.matmul(ws.x.transpose(0, 2, 1), dz, out=dW.transpose(1, 0, 2))
+    elif k > 1:  # every member at once: x^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
+        np.copyto(ws.z1.reshape(n, k, h1), dz.transpose(1, 0, 2))
+        np.matmul(ws.x.T, ws.z1, out=dW.reshape(-1, k * h1))
+    else:
+        np.matmul(ws.x.T, dz.reshape(n, h1), out=dW.reshape(-1, h1))
+    np.sum(dz, axis=1, out=db)
