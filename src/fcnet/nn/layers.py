@@ -1,9 +1,7 @@
-"""Layers as forward/backward pairs, each line one line of study.md's derivation.
-
-Notation (study.md): x is (N, D), W is (D, H), z = x W + b, a = relu(z), scores z_L,
-probabilities softmax(z_L).  A leading axis of K models, (K, N, H), gives each model's
-results.  ``out`` buffers let the training hot loop reuse memory instead of allocating.
-"""
+"""Layers as forward/backward pairs, each line one line of study.md's derivation: x is
+(N, D), W is (D, H), z = x W + b, a = relu(z), scores z_L, probabilities softmax(z_L).
+A leading axis of K models, (K, N, H), gives each model's results; ``out`` buffers let
+the training hot loop reuse memory instead of allocating."""
 
 from __future__ import annotations
 

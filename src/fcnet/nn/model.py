@@ -131,5 +131,4 @@ class TwoLayerNet(MLP):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, std: float = 1e-4,
                  seed: int | None = None, dropout_keep: float = 1.0, dtype="float64"):
-        super().__init__(input_size, [hidden_size], output_size, std=std,
-                         dropout_keep=dropout_keep, seed=seed, dtype=dtype)
+        super().__init__(input_size, [hidden_size], output_size, std, dropout_keep, seed, dtype)

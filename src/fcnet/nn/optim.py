@@ -124,10 +124,10 @@ class UpdateRule:
         list (l2 None: no L2 term); ``scaled``: grads are already -lr dw (``prescaled``)."""
         self.t += 1
         for i, (w, g, rate, decay) in enumerate(_aligned(params, grads, lr, l2)):
-            tmp = self._slot("tmp", i, w)
+            arrays = [self._slot(slot, i, w) for slot in ("tmp", *self.slots)]  # scratch, state
             if decay is not None:
-                g += _scaled(w, decay, tmp)  # + 2 reg W
-            self._step(w, g, rate, tmp, *(self._slot(slot, i, w) for slot in self.slots))
+                g += _scaled(w, decay, arrays[0])  # + 2 reg W
+            self._step(w, g, rate, *arrays)
 
     def _step(self, w: np.ndarray, g: np.ndarray, lr, tmp: np.ndarray, *slots: np.ndarray):
         raise NotImplementedError
@@ -160,7 +160,7 @@ class SGD(UpdateRule):
                 g *= -rate  # -lr dw
             if decay is not None:
                 shrink = 1.0 - rate * decay
-                if np.any(shrink != 1.0):
+                if shrink != 1.0 if isinstance(shrink, float) else (shrink != 1.0).any():
                     _scaled(w, shrink, out=w)  # (1 - 2 lr reg) w
             w += g  # - lr dw
 

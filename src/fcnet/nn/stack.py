@@ -128,8 +128,7 @@ def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
     written over the scores in ws.acts[-1].  J_k = mean_i CE(z_L,k,i, y_i) +
     reg_k sum_l ||W_l,k||^2; post-ReLU (and dropout) activations stay in ws.acts."""
     n, k, h1, L = ws.n, stack.k, stack.sizes[1], stack.L
-    # layer 1: z_1 = x W_1 + b_1
-    if ws.shared:
+    if ws.shared:  # layer 1: z_1 = x W_1 + b_1
         np.matmul(ws.x, stack.W[0].reshape(-1, k * h1), out=ws.z1)
         a = ws.acts[0]
         if k > 1:
@@ -137,16 +136,14 @@ def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
     else:
         a = np.matmul(ws.x, stack.W[0].transpose(1, 0, 2), out=ws.acts[0])
     a += stack.b[0][:, None, :]
-    for i in range(1, L + 1):
-        if i > 1:  # z_i = a_{i-1} W_i + b_i, member by member
-            a = layers.affine_forward(ws.acts[i - 2], stack.W[i - 1], stack.b[i - 1][:, None, :],
-                                      out=ws.acts[i - 1])
-        if i < L:  # a_i = relu(z_i), then inverted dropout
-            layers.relu_forward(a, inplace=True)
-            if ws.masks[i - 1] is not None:
-                for j in range(k):
-                    layers.dropout_mask(keep[j], mask_rngs[j], out=ws.masks[i - 1][j])
-                layers.dropout_forward(a, ws.masks[i - 1], inplace=True)
+    for i in range(1, L):  # a_i = relu(z_i), then inverted dropout
+        layers.relu_forward(a, inplace=True)
+        if ws.masks[i - 1] is not None:
+            for j in range(k):
+                layers.dropout_mask(keep[j], mask_rngs[j], out=ws.masks[i - 1][j])
+            layers.dropout_forward(a, ws.masks[i - 1], inplace=True)
+        # z_{i+1} = a_i W_{i+1} + b_{i+1}, member by member
+        a = layers.affine_forward(a, stack.W[i], stack.b[i][:, None, :], out=ws.acts[i])
     loss, dz = layers.softmax_loss(ws.acts[L - 1], ws.y, inplace=True, row_max=row_max)
     if reg.any():
         loss = loss + reg * stack.sq_norms()
