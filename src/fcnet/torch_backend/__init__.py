@@ -1,10 +1,7 @@
 """The PyTorch backend: ``fcnet.nn``'s networks trained with autograd, modern
-optimisers, schedules and augmentation, on CPU or CUDA.
-
-PyTorch is an optional extra (``pip install 'fcnet[torch]'``): only this package
-imports it, and only when asked; ``require_torch()`` turns a missing install into
-one clear FcnetError.
-"""
+optimisers, schedules and augmentation, on CPU or CUDA.  PyTorch is an optional
+extra (``pip install 'fcnet[torch]'``) that only this package imports, when asked;
+``require_torch()`` turns a missing install into one clear FcnetError."""
 
 from __future__ import annotations
 
