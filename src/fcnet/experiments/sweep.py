@@ -70,6 +70,15 @@ FORMAT = 2  # sweeps since run keys hash only the fields that differ from their 
 
 
 # ------------------------------------------------------------------------- the study
+def refuse_old(where: str, name: str, attrs: dict) -> None:
+    """One line for a sweep an earlier fcnet made: its runs are keyed otherwise (reusing
+    them silently would mix engines; training them again would hide the old ones)."""
+    if "spec" in attrs and attrs.get("format") != FORMAT:
+        raise FcnetError(f"{where}: study {name!r} was made by an earlier fcnet, whose run keys "
+                         "differ, so none of its runs would be reused: move it away, or give "
+                         "another --dir (sweep) or --out (study)")
+
+
 class _Study:
     """The Optuna study behind a sweep."""
 
@@ -92,15 +101,6 @@ class _Study:
             except KeyError:
                 raise FcnetError(f"no study {name!r} in {url.split('://')[0]} storage") from None
             refuse_old(url, name, self.attrs)
-
-
-def refuse_old(where: str, name: str, attrs: dict) -> None:
-    """One line for a sweep an earlier fcnet made: its runs are keyed otherwise (reusing
-    them silently would mix engines; training them again would hide the old ones)."""
-    if "spec" in attrs and attrs.get("format") != FORMAT:
-        raise FcnetError(f"{where}: study {name!r} was made by an earlier fcnet, whose run keys "
-                         "differ, so none of its runs would be reused: move it away, or give "
-                         "another --dir (sweep) or --out (study)")
 
     @property
     def attrs(self) -> dict:
