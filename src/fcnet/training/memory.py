@@ -1,15 +1,10 @@
-"""Will a run fit in memory?  Checked from the config and the data's shape before the
-model, the optimiser or a batch is allocated, so a run that cannot fit ends in one line
-instead of a MemoryError half-way, or the OOM killer.
-
-The estimate is simple and generous (both engines): the P parameters held ``copies``
-times (weights, gradients, optimiser state, keep_best's copy, the ema, a checkpoint
-being written), and B * (D + 3 * sum(H) + 3 * C) numbers for a training batch's
-activations, their gradients and the scores (dropout masks fit in the slack), the
-same for an ``EVAL_CHUNK`` of evaluation rows.  The data is already loaded, so it is
-in the current use that the available memory leaves out.  Available: the ``RLIMIT_AS``
-limit (``prlimit --as``, ``ulimit -v``) minus what the process maps now, else the
-machine's ``MemAvailable``.
+"""Will a run fit in memory?  Checked before the model, optimiser or a batch is allocated,
+so a run that cannot fit ends in one line, not a MemoryError half-way or the OOM killer.
+The estimate is simple and generous (both engines): the parameters held ``copies`` times
+(weights, gradients, optimiser state, keep_best, ema, a checkpoint being written) and
+activations, gradients and scores of a batch and an ``EVAL_CHUNK`` of evaluation rows.
+The data is loaded already, so the available memory leaves it out: the ``RLIMIT_AS``
+limit (``prlimit --as``, ``ulimit -v``) less what the process maps, else ``MemAvailable``.
 """
 
 from __future__ import annotations

@@ -118,9 +118,7 @@ def finished(run_dir: Path, config: RunConfig, eval_at: Iterable[int] = ()) -> d
     if not (Path(run_dir) / CONFIG).exists() or read_run_config(run_dir) != config:
         return None
     s = read_summary(run_dir)
-    if not is_finished(s) or not covers(s, eval_at) or damaged(run_dir, s):
-        return None
-    return s
+    return s if is_finished(s) and covers(s, eval_at) and not damaged(run_dir, s) else None
 
 
 def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
@@ -138,10 +136,9 @@ def lock_path(run_dir: Path) -> Path:
 
 @contextmanager
 def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
-    """Hold ``run_dir``'s OS lock (``filelock``; it goes with the process) while the block
-    writes the run.  A second writer of the same run waits (a notice after
-    ``WAIT_NOTICE_S``), then finds the finished run and reuses it; a run of a *different*
-    config is refused in one line, before and after the wait."""
+    """Hold ``run_dir``'s OS lock (``filelock``) while the block writes the run.  A second
+    writer of the same run waits (a notice after ``WAIT_NOTICE_S``) and then reuses the
+    finished run; one of a *different* config is refused in one line, before and after."""
     from filelock import Timeout
 
     run_dir = Path(run_dir)
@@ -265,19 +262,16 @@ def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
     predictions (M,).  Returns the names written."""
     from fcnet.training import figures
 
-    names = ["loss.png"]
-    figures.loss_png(hist["loss_history"], run_dir / "loss.png")
+    out = [figures.loss_png(hist["loss_history"], run_dir / "loss.png")]
     if hist["val_acc_history"]:
-        figures.accuracy_png(hist["train_acc_history"], hist["val_acc_history"],
-                             run_dir / "accuracy.png")
-        names.append("accuracy.png")
+        out.append(figures.accuracy_png(hist["train_acc_history"], hist["val_acc_history"],
+                                        run_dir / "accuracy.png"))
     shape = tuple(P.image_shape) if P.image_shape is not None else None
     if shape is not None and W1.shape[0] == int(np.prod(shape)) and shape[-1] in (1, 3):
-        figures.weights_png(W1, shape, run_dir / "weights.png")
-        names.append("weights.png")
-    figures.confusion_png(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
-                          run_dir / "confusion.png")
-    return [*names, "confusion.png"]
+        out.append(figures.weights_png(W1, shape, run_dir / "weights.png"))
+    out.append(figures.confusion_png(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
+                                     run_dir / "confusion.png"))
+    return [p.name for p in out]
 
 
 def complete(run_dir: Path, summary: dict, written: Sequence[str]) -> dict:
