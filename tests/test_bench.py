@@ -279,3 +279,28 @@ def test_bench_study_of_a_missing_file_is_a_one_line_error():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("fcnet: error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_study_floor_takes_a_pca_width_from_its_run_without_fitting_the_pca(tmp_path, monkeypatch):
+    # the workers fitted the PCA; the floor reads its width from summary.json and times
+    # the products on the rows before the PCA cut to that width
+    import fcnet.training.prepare as prep
+    from fcnet.config import make_config
+    from fcnet.experiments.floor import _Data
+
+    base = make_config({"dataset": "digits"})
+    pca = base.model_copy(update={"pca": 0.95})
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"input_size": 29}))
+    real = prep.prepare
+
+    def no_pca(config, progress=False):
+        assert config.pca is None, "the floor fitted the PCA again"
+        return real(config, progress)
+
+    monkeypatch.setattr(prep, "prepare", no_pca)
+    data = _Data()
+    data.read_width(pca, summary)
+    X, classes = data.rows(pca)
+    assert X.shape[1] == 29 and X.flags.c_contiguous and classes == 10
+    assert X.shape[0] == data.rows(base)[0].shape[0]

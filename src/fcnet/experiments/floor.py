@@ -162,15 +162,32 @@ class _Data:
 
     def __init__(self):
         self.prepared: dict[tuple, tuple[np.ndarray, int]] = {}
+        self.pca_width: dict[tuple, int] = {}  # a PCA's components, read from a run's summary
 
     def rows(self, config: RunConfig) -> tuple[np.ndarray, int]:
         from fcnet.training.prepare import data_key, prepare
 
         key = data_key(config)
+        if key not in self.prepared and key in self.pca_width:
+            # the rows before the PCA, cut to its width: the same shapes for the products,
+            # without fitting the PCA again (a CIFAR-10 fit is ~15 s, the workers did it)
+            X, classes = self.rows(config.model_copy(update={"pca": None}))
+            self.prepared[key] = (np.ascontiguousarray(X[:, :self.pca_width[key]]), classes)
         if key not in self.prepared:
             P = prepare(config)
             self.prepared[key] = (P.X_train, len(P.classes))
         return self.prepared[key]
+
+    def read_width(self, config: RunConfig, summary: Path | None) -> None:
+        """Note a PCA config's input width from its run's summary.json, if there is one."""
+        from fcnet.training.prepare import data_key
+
+        if config.pca is None or summary is None:
+            return
+        try:
+            self.pca_width[data_key(config)] = int(json.loads(summary.read_text())["input_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
 
     def shape(self, config: RunConfig) -> tuple[int, int, int]:
         X, classes = self.rows(config)
@@ -204,6 +221,7 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
         if _finished(runs_dir and runs_dir / job.key / "summary.json", since):
             floor.reused += 1
             continue
+        data.read_width(job.config, runs_dir and runs_dir / job.key / "summary.json")
         groups.setdefault(job.pop or job.key, []).append(job)
     for members in groups.values():
         for i in range(0, len(members), population):
