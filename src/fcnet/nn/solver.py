@@ -1,22 +1,14 @@
-"""The NumPy training loop: minibatch SGD exactly as study.md Q3, for one net or
-K nets at once (a population), resumable bit for bit.
+"""The NumPy stepper: minibatch SGD exactly as study.md Q3, for one net or K nets
+at once (a population), resumable bit for bit.
 
-Each iteration draws ``batch_size`` rows (with replacement, ``choice(N, B)``,
-the exercise; or shuffled epochs), takes one update step at the rate
-``nn.schedule.lr_at`` gives, and every ``max(N // B, 1)`` iterations, counted
-from iteration 0, records train accuracy (on the current batch), validation
-accuracy and the rate.
-
-Members that share a seed share the minibatch stream, drawn from
-``RandomState(seed)`` as a lone run draws it, so member k is the lone run
-with member k's hyper-parameters (common random numbers: differences between
-members come from their settings).  Members with different seeds (a study
-cell's repeats) each draw their own stream.  Dropout masks come from
-``default_rng(SeedSequence(seed, spawn_key=(0,)))``, one stream per member,
-the lone run's, so every member is its lone run draw for draw whichever mates
-it trains with.
-A member whose loss stops being finite is frozen at its last good parameters
-(its history ends there); the others train on.
+Each iteration draws ``batch_size`` rows (``choice(N, B)`` as the exercise, or
+shuffled epochs), steps at ``nn.schedule.lr_at``'s rate and, every ``max(N // B, 1)``
+iterations from 0, records train accuracy (current batch), val accuracy and rate.
+Members sharing a seed share the batch stream of ``RandomState(seed)`` (common
+random numbers); each seed has its own.  Every member's dropout masks come from
+``default_rng(SeedSequence(seed, spawn_key=(0,)))``, so a member is its lone run
+draw for draw whatever its mates.  A member whose loss turns non-finite is frozen
+at its last good parameters; the others train on.
 """
 
 from __future__ import annotations
@@ -25,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -37,17 +29,6 @@ from fcnet.nn.schedule import lr_at
 from fcnet.nn.stack import Stack, Workspace, backward, forward_loss
 
 SAMPLING = ("replacement", "shuffle")
-
-
-class Model(Protocol):
-    """What the loop needs of a model (``fcnet.nn.model.MLP`` is one)."""
-
-    sizes: list[int]
-    dtype: np.dtype
-    params: dict[str, np.ndarray]
-    dropout_keep: float
-
-    def check_inputs(self, X, y=None) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 def _per_member(name: str, value, k: int, low: float, high: float, low_open: bool) -> np.ndarray:
@@ -100,7 +81,7 @@ class Hyper:
                    dict(optim_config or {}))
 
     @classmethod
-    def course(cls, models: Sequence[Model], learning_rate=1e-3, learning_rate_decay=0.95,
+    def course(cls, models: Sequence, learning_rate=1e-3, learning_rate_decay=0.95,
                reg=5e-6, num_iters: int = 100, batch_size: int = 200, seed=None,
                optimizer: str = "sgd", optim_config=None, sampling: str = "replacement",
                dropout_keep=None) -> Hyper:
@@ -111,7 +92,7 @@ class Hyper:
                       optimizer=optimizer, optim_config=optim_config)
 
 
-def training_arrays(model: Model, X, y, X_val, y_val, hp: Hyper):
+def training_arrays(model, X, y, X_val, y_val, hp: Hyper):
     """Checked data, converted once to the model's dtype so every step gathers
     contiguous rows: (X (N, D), y (N,), X_val (M, D), y_val (M,))."""
     X, y = model.check_inputs(X, y)
@@ -124,31 +105,22 @@ def training_arrays(model: Model, X, y, X_val, y_val, hp: Hyper):
             np.ascontiguousarray(X_val, dtype=model.dtype), y_val)
 
 
-def draw_batch(rng, n: int, batch: int, sampling: str, it: int, per_epoch: int,
-               perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (B,) of iteration ``it``'s minibatch and the (new) epoch permutation.
-
-    'replacement' draws ``rng.choice(n, B)`` (the exercise); 'shuffle' takes
-    consecutive slices of ``rng.permutation(n)``, redrawn at each epoch's start.
-    """
-    if sampling == "replacement":
-        return rng.choice(n, batch), perm
-    pos = (it % per_epoch) * batch
-    if pos == 0 or pos + batch > perm.size:
-        perm, pos = rng.permutation(n), 0
-    return perm[pos : pos + batch], perm
-
-
 class Stream:
-    """One minibatch stream (``draw_batch``) with its generator and permutation."""
+    """One minibatch stream: its ``RandomState`` and, for 'shuffle', the epoch's permutation."""
 
     def __init__(self, seed: int | None):
         self.rng = legacy_rng(seed)
         self.perm = np.empty(0, dtype=np.intp)
 
     def draw(self, n: int, batch: int, sampling: str, it: int, per_epoch: int) -> np.ndarray:
-        idx, self.perm = draw_batch(self.rng, n, batch, sampling, it, per_epoch, self.perm)
-        return idx
+        """Row indices (B,) of iteration ``it``: 'replacement' draws ``choice(n, B)`` (the
+        exercise); 'shuffle' slices ``permutation(n)``, redrawn at each epoch's start."""
+        if sampling == "replacement":
+            return self.rng.choice(n, batch)
+        pos = (it % per_epoch) * batch
+        if pos == 0 or pos + batch > self.perm.size:
+            self.perm, pos = self.rng.permutation(n), 0
+        return self.perm[pos : pos + batch]
 
 
 def _mask_rng(seed: int | None) -> np.random.Generator:
@@ -158,16 +130,12 @@ def _mask_rng(seed: int | None) -> np.random.Generator:
 class Solver:
     """Train one model, or K same-shaped models at once, with any update rule.
 
-    ``models``: an MLP or a list of them (identical sizes and dtype); their
-    ``params`` become live views of the stacked parameters, so each model
-    predicts during and after training.  ``hyper`` (a ``Hyper``) holds the
-    settings; without it the course's keyword options are taken, e.g.
-    ``Solver(net, X, y, X_val, y_val, learning_rate=1e-3, num_iters=1000)``,
-    a list giving one value per member.  ``seed=None`` draws batches from
-    NumPy's global legacy generator (the course's driver seeds it).
-    ``callback(solver, event)`` is called with 'epoch' after every epoch record
-    and 'iter' after every step.  ``run`` flushes subnormal floats to zero
-    (``flush_denormals``, see ``fcnet.nn.fpenv``).
+    ``models``: an MLP or a list of them; their ``params`` become live views of the
+    stacked parameters.  ``hyper`` (a ``Hyper``), else the course's keyword options
+    (``learning_rate=1e-3, num_iters=1000, ...``; a list gives one value per member).
+    ``seed=None`` draws batches from NumPy's global legacy generator (the course's
+    driver seeds it).  ``callback(solver, event)``: 'epoch' after each epoch record,
+    'iter' after each step.  ``run`` flushes subnormals (``fcnet.nn.fpenv``).
     """
 
     def __init__(self, models, X, y, X_val, y_val, hyper: Hyper | None = None, *,
@@ -313,7 +281,6 @@ class Solver:
             while self.it < stop and self.active.any():
                 self.step()
         return self
-
 
     # ------------------------------------------------------------ histories
     def losses(self, member: int, start: int = 0) -> list[float]:
