@@ -126,9 +126,8 @@ def weights_png(W1: np.ndarray, image_shape, path: str | os.PathLike) -> Path:
 
     grid = first_layer_image(W1, image_shape)
     pixels = np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)
-    pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
     scale = max(1, 480 // max(pixels.shape[:2]))
-    pic = Image.fromarray(pixels).convert("RGB")
+    pic = Image.fromarray(np.repeat(pixels, 3 // pixels.shape[2], axis=2))  # gray as RGB
     pic = pic.resize((pic.width * scale, pic.height * scale), Image.NEAREST)
     img = Image.new("RGB", (max(pic.width, 300) + 20, pic.height + 44), "white")
     img.paste(pic, (10, 34))

@@ -1,11 +1,9 @@
 """TensorBoard event files of a run (``<run_dir>/tb/``, one per attempt) through torch's
-``SummaryWriter``: ``loss`` at about ``SCALAR_POINTS`` iterations and the last; epoch
-records (``accuracy/train``, ``accuracy/val``, ``lr``) as many; weight histograms and W1
-as a picture at the first and last records and at most about ``MAX_PICTURES`` between,
-at least ``WEIGHTS_EVERY`` iterations apart (a slow picture costs at most
-1/``PICTURE_SPACING`` of the run); at the end, the config and summary.json's ``METRICS``
-as one session of the HParams tab.  So few points: an event costs ~50 us, a digits
-iteration ~250 us, and loss.csv and epochs.csv keep every value.
+``SummaryWriter``: ``loss`` at about ``SCALAR_POINTS`` iterations and the last; as many
+epoch records (``accuracy/train``, ``accuracy/val``, ``lr``); weight histograms and W1 as
+a picture, spaced by :class:`RunLogger`'s ``every``; at the end, the config and
+summary.json's ``METRICS`` as one session of the HParams tab.  So few points: an event
+costs ~50 us, a digits iteration ~250 us, and loss.csv and epochs.csv keep every value.
 
 The files are logs, not among summary.json's checksums: a damaged tb/ never retrains a
 run.  A failed write (full disk) is one ``fcnet: error: cannot write ...`` line and drops
