@@ -58,7 +58,8 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
     probe = np.random.RandomState(seed).permutation(X_train.shape[0])[:probe_rows]
 
     def adam(params):  # the exercise's optim.Adam(model.parameters(), ...): biases decayed too
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)  # 1 kernel
+        # foreach: the single-tensor loop's numbers (bit for bit), in a few kernels per step
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
     bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
                dynamic_ncols=True, disable=not progress)
