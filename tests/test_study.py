@@ -33,6 +33,13 @@ def test_study_writes_markdown_and_self_contained_html(study):
     assert "src=\"figures/" not in html and "data:image/png;base64," in html
     assert res["checks_ok"] is True
     assert 0.0 < res["chosen_test"] <= 1.0
+    # every weight picture the report shows, the chosen model's too: a study's runs draw
+    # no PNGs of their own (no --figures), so the report draws the ones it shows
+    for caption in ("Baseline: first-layer weights", "First-layer weights: baseline",
+                    "First-layer weights: hidden 50", "First-layer weights: the chosen model"):
+        assert caption in md
+    drawn = list((out / "runs").glob("*/confusion.png"))
+    assert len(drawn) == 2 < len(list((out / "runs").glob("*/summary.json")))  # own runs only
 
 
 def test_study_report_renders_in_headless_chromium(study):

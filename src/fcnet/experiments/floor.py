@@ -229,17 +229,8 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
             floor.runs.append(_run("population" if len(chunk) > 1 else "run",
                                    chunk[0].config, len(chunk), data))
     # rows read along a longer run that the report re-trains alone for their figures
-    by_key = {p.key: p for p in points}
-    own = ([{}] if "baseline" in study.blocks else []) + list(
-        (study.blocks.get("chosen") or {}).get("weights") or [])
-    seen = set()
-    for changes in own:
-        config = space.with_changes(study.base, changes)
-        p = by_key.get(space.run_key(config))
-        if p is None or p.iteration is None or p.key in seen:
-            continue
-        seen.add(p.key)
-        if _finished(runs_dir and runs_dir / p.key / "summary.json", since):
+    for config in study.own_runs():
+        if _finished(runs_dir and runs_dir / space.run_key(config) / "summary.json", since):
             floor.reused += 1
             continue
         floor.runs.append(_run("own run", config, 1, data))

@@ -48,6 +48,24 @@ class Study:
         return hashlib.sha256(json.dumps([self.base.model_dump_json(), self.runs],
                                          sort_keys=True, default=str).encode()).hexdigest()[:10]
 
+    def own_runs(self) -> list[RunConfig]:
+        """The configs the report trains alone although a longer run reads their accuracy
+        along the way: the baseline's and the chosen block's weight pictures need each
+        one's own final weights."""
+        from fcnet.experiments import space
+        from fcnet.experiments.plan import SweepSpec, plan
+
+        points = {p.key: p for p in plan(SweepSpec(self.base, points=self.runs))[0]}
+        own = ([{}] if "baseline" in self.blocks else []) + list(
+            (self.blocks.get("chosen") or {}).get("weights") or [])
+        configs = {}
+        for changes in own:
+            config = space.with_changes(self.base, changes)
+            p = points.get(space.run_key(config))
+            if p is not None and p.iteration is not None:
+                configs[p.key] = config
+        return list(configs.values())
+
     def seeded(self, changes: dict, seeds: int) -> list[dict]:
         """The changes of a cell's ``seeds`` runs: the base seed, then the next ones."""
         return [changes] + [{**changes, "seed": self.base.seed + s} for s in range(1, seeds)]
@@ -105,8 +123,10 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     spec = SweepSpec(study.base, points=study.runs)
     if not quiet:
         print(f"{study.title}: {len(study.runs)} table cells and runs, one sweep", flush=True)
+    side = _beside_the_sweep(study, out, workers > 1, depth)
     result = run_sweep(spec, out, workers=workers, storage=storage, study=name, join=join,
-                       population=population, quiet=quiet, figures=figures)
+                       population=population, quiet=quiet, figures=figures, plots=False)
+    side.finish()
     rows = {}
     for r in result.rows:
         rows.setdefault(r.key, r)
@@ -141,3 +161,42 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     md, html = Report(f"{study.title} on {study.base.dataset}", sections, meta).write(out)
     results["report_md"], results["report_html"] = str(md), str(html)
     return results
+
+
+class _beside_the_sweep:
+    """The report's own runs and the depth block's torch runs (on one torch thread) in a
+    thread while the sweep's worker processes train: they fill the workers' idle start
+    and tail; ``finish`` waits for them and raises what they raised. A daemon
+    thread: an interrupted study exits without waiting, and the depth cache is written
+    atomically, so nothing half-done is left."""
+
+    def __init__(self, study: Study, out: Path, start: bool, depth: bool):
+        import threading
+
+        self.error: BaseException | None = None
+        self.thread = None
+        block = study.blocks.get("depth") if depth else None
+        if not start:
+            return
+
+        def run():
+            from fcnet.experiments import space
+            from fcnet.experiments.study_report import depth_results
+            from fcnet.training import train_run
+
+            try:
+                for config in study.own_runs():
+                    train_run(config, Path(out) / "runs" / space.run_key(config))
+                if block is not None:
+                    depth_results(study, out, block, threads=1)
+            except BaseException as err:  # re-raised in the main thread by finish()
+                self.error = err
+
+        self.thread = threading.Thread(target=run, name="depth-study", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error

@@ -119,6 +119,22 @@ class Sections:
             train_run(r.config, run_dir, quiet=True, resume=True)
         return run_dir, files.read_json(run_dir / "summary.json")
 
+    def weights_picture(self, run_dir: Path) -> Path:
+        """The run's first-layer picture: its own weights.png, else drawn now from its
+        params.npz into the report's figures (a study's runs draw no PNGs of their own
+        unless --figures); a path that does not exist when the inputs are no images."""
+        from fcnet import files
+        from fcnet.training import figures
+
+        if (run_dir / "weights.png").exists():
+            return run_dir / "weights.png"
+        path = self.figs / f"weights-{run_dir.name}.png"
+        shape = files.read_json(run_dir / "summary.json").get("image_shape")
+        W1 = files.load_npz(run_dir / "params.npz")["W1"]
+        if shape and W1.shape[0] == math.prod(shape) and shape[-1] in (1, 3):
+            figures.weights_png(W1, tuple(shape), path)
+        return path
+
     # ---- sections
     def toy(self, results: dict):
         from fcnet.check import run_checks
@@ -354,32 +370,20 @@ class Sections:
                             run_pm(stats.Cell("", [test["test_acc"]], test["n"])),
                             ref or "-"]],
                           id="t-chosen")],
-            figures=[Figure(d / "weights.png", f"First-layer weights: {cap}") for d, cap in figs
-                     if d is not None and (d / "weights.png").exists()])
+            figures=[Figure(w, f"First-layer weights: {cap}") for d, cap in figs
+                     if d is not None and (w := self.weights_picture(d)).exists()])
 
     def depth(self, block: dict, results: dict):
         """Q4: deeper networks in PyTorch, the exercise's init vs Kaiming."""
-        from fcnet import files
         from fcnet.report.render import Figure, Section, Table
         from fcnet.torch_backend import require_torch
 
         require_torch()
-        from fcnet.torch_backend.depth import depth_study, plot_depth_study
-        from fcnet.training.prepare import prepare
+        from fcnet.torch_backend.depth import plot_depth_study
 
-        cfg = self.config(block.get("config", {}))
         depths = tuple(block.get("depths", (2, 3, 4, 5)))
         inits = list(block.get("init", ["normal:1e-3", "kaiming"]))
-        tag = hashlib.sha256(json.dumps([depths, inits]).encode()).hexdigest()[:6]
-        cache = self.out / "runs" / f"depth-{space.run_key(cfg)}-{tag}.json"
-        if cache.exists():  # a rerun reuses the finished depth study
-            res = files.read_json(cache)
-        else:
-            P = prepare(cfg)
-            res = depth_study(P.X_train, P.y_train, P.X_val, P.y_val, depths=depths,
-                              init=inits, progress=False)
-            files.write_json(cache, res)
-        self.depth_results = res
+        res = self.depth_results = depth_results(self.study, self.out, block)
         ref = dict(zip(depths, block.get("reference") or [], strict=False))
         rows = []
         for r in res:
@@ -497,3 +501,32 @@ def _short(axis: str, v: Any) -> str:
 
 def _label(field_name: str, v: Any) -> str:
     return claims_mod.label(field_name, v)
+
+
+def depth_results(study, out: Path, block: dict, threads: int | None = None) -> list[dict]:
+    """The depth block's results: read from ``out``/runs/depth-<key>-<tag>.json, else
+    trained now (on ``threads`` torch threads, when given) and cached there."""
+    from fcnet import files
+    from fcnet.torch_backend import require_torch
+
+    torch = require_torch()
+    from fcnet.torch_backend.depth import depth_study
+    from fcnet.training.prepare import prepare
+
+    cfg = space.with_changes(study.base, block.get("config", {}))
+    depths = tuple(block.get("depths", (2, 3, 4, 5)))
+    inits = list(block.get("init", ["normal:1e-3", "kaiming"]))
+    tag = hashlib.sha256(json.dumps([depths, inits]).encode()).hexdigest()[:6]
+    cache = Path(out) / "runs" / f"depth-{space.run_key(cfg)}-{tag}.json"
+    if cache.exists():  # a rerun reuses the finished depth study
+        return files.read_json(cache)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        P = prepare(cfg)
+        res = depth_study(P.X_train, P.y_train, P.X_val, P.y_val, depths=depths, init=inits,
+                          progress=False)
+    finally:
+        torch.set_num_threads(before)
+    files.write_json(cache, res)
+    return res

@@ -367,6 +367,7 @@ def run_sweep(
     quiet: bool = True,
     join_wait_s: float = 60.0,
     trials: int | None = None,
+    plots: bool = True,
 ) -> SweepResult:
     """Run (or finish, or join) a sweep and return its table.
 
@@ -378,7 +379,8 @@ def run_sweep(
     number of processes on any machines may run the same sweep (``join``: take
     the sweep from the storage). ``runs_dir`` (default ``sweep_dir/runs``) may be
     shared between sweeps: identical configs then train once. ``trials`` changes
-    a search's budget. Raises FcnetError for a user-caused problem (bad config,
+    a search's budget. ``plots``: Optuna's importance and parallel-coordinate figures
+    beside results.md (a study's report has its own). Raises FcnetError for a user-caused problem (bad config,
     missing data); other trial errors are rows with status 'error'.
     """
     sweep_dir = Path(sweep_dir)
@@ -418,7 +420,7 @@ def run_sweep(
         # a killed write's temp files (results.md, importance.png, ...); on a shared
         # storage another process may be writing here: only old ones then
         files.remove_temps(sweep_dir, min_age_s=0 if lock else 600)
-        result.write(st.study)
+        result.write(st.study if plots else None)
         if error:
             raise FcnetError(error)
         return result
