@@ -147,7 +147,7 @@ def digits(**kw):
 
 def test_train_population_dispatches_torch_configs_and_members_equal_lone_runs(tmp_path):
     from fcnet.training import train_population, train_run
-    from fcnet.training.torch_population import compatible
+    from fcnet.training.population_run import compatible
 
     configs = [digits(), digits(lr=3e-3, seed=1), digits(reg=0.0, dropout_keep=0.8, std=3e-2)]
     assert compatible(configs) and not compatible([digits(optimizer="adam"), digits()])

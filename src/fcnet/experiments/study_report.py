@@ -124,7 +124,7 @@ class Sections:
         params.npz into the report's figures (a study's runs draw no PNGs of their own
         unless --figures); a path that does not exist when the inputs are no images."""
         from fcnet import files
-        from fcnet.training import figures
+        from fcnet.report import pictures as figures
 
         if (run_dir / "weights.png").exists():
             return run_dir / "weights.png"

@@ -47,3 +47,16 @@ def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> n
     grid = cells.reshape(G, G, H + padding, W + padding, C).transpose(0, 2, 1, 3, 4)
     grid = grid.reshape(G * (H + padding), G * (W + padding), C)
     return grid[: G * (H + padding) - padding, : G * (W + padding) - padding]
+
+
+def first_layer_image(W1: np.ndarray, image_shape) -> np.ndarray | None:
+    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], a tile per unit, as weights.png
+    draws it; None when the inputs are not images (PCA, toy)."""
+    if image_shape is None:
+        return None
+    shape = tuple(int(v) for v in image_shape)
+    h, w, c = shape if len(shape) == 3 else (*shape, 1)
+    if W1.ndim != 2 or W1.shape[0] != h * w * c or c not in (1, 3):
+        return None
+    tiles = np.asarray(W1, dtype=np.float64).T.reshape(W1.shape[1], h, w, c)
+    return visualize_grid(tiles, ubound=1.0, padding=max(1, h // 16))

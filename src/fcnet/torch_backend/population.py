@@ -42,7 +42,7 @@ class TorchPopulation(Engine):
     """K same-shaped MLPs trained at once with plain SGD, one ``RunConfig`` each.
 
     The configs may differ in lr, decay, reg, dropout_keep, the normal init's scale
-    and seed (``fcnet.training.torch_population.compatible``).  ``threads``: torch
+    and seed (``fcnet.training.population_run.compatible``).  ``threads``: torch
     intra-op threads of a CPU step (None: torch's count); pass 1 on cores other
     processes load, where each parallel region can wait a scheduler slice for its
     second thread (7.6-14.6 ms an exercise step against 2.2 on one).

@@ -1,11 +1,12 @@
 """Several compatible runs trained as one population: a ``Solver`` of K models through
 the one NumPy loop ``fcnet.training.run.train_numpy``, or a torch ``TorchPopulation``.
 
-Compatible: the same data, architecture, batch size, length, sampling, schedule and
-update rule; they may differ in lr, decay, reg, dropout keep, init and seed (members
-with their own seed draw their own minibatches: a study cell's repeats).  Each member
-gets its own complete run directory, laid out as a lone run's.  A population is not
-checkpointed mid-way: killed, its unfinished members simply train again.
+Compatible: the same data and every field but ``FREE`` (lr, decay, reg, dropout keep,
+std, init, seed: none changes an array shape; members with their own seed draw their
+own minibatches, a study cell's repeats); torch members also need plain SGD, a normal
+init and the ``STACKED`` settings.  Each member gets its own complete run directory,
+equal to its lone run's.  A population is not checkpointed mid-way: killed, its
+unfinished members simply train again.
 """
 
 from __future__ import annotations
@@ -15,22 +16,33 @@ from pathlib import Path
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.training import rundir, torch_population
+from fcnet.training import rundir
 from fcnet.training.memory import check_fits
-from fcnet.training.prepare import prepare
+from fcnet.training.prepare import data_key, prepare
 from fcnet.training.run import read_run_config, train_numpy, train_run
+from fcnet.training.tensorboard import RunLogger
 
-# configs with equal keys can train together: all fields but those that change no array
-# shape or batch stream (torch_population.FREE), the same for both backends
-population_key = torch_population.population_key
+FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init", "seed"}
+# what torch's stacked SGD step trains: these fields at these values
+STACKED = {"optimizer": "sgd", "batchnorm": False, "activation": "relu", "augment": False,
+           "mixup": 0.0, "ema": 0.0, "label_smoothing": 0.0, "weight_decay": None,
+           "keep_best": False, "time_budget": None}
+
+
+def population_key(config: RunConfig) -> tuple:
+    """Configs with equal keys can train together (either backend)."""
+    d = config.model_dump()
+    return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in FREE)
 
 
 def compatible(configs: list[RunConfig]) -> bool:
     """Whether these configs can train as one population: the one definition sweeps use."""
     if configs and all(c.backend == "torch" for c in configs):
-        return torch_population.compatible(configs)
-    return (all(c.backend == "numpy" and not c.keep_best for c in configs)
-            and len({population_key(c) for c in configs}) == 1)
+        ok = all(c.init.split(":")[0] == "normal" and c.hidden
+                 and all(getattr(c, k) == v for k, v in STACKED.items()) for c in configs)
+    else:
+        ok = all(c.backend == "numpy" and not c.keep_best for c in configs)
+    return bool(configs) and ok and len({population_key(c) for c in configs}) == 1
 
 
 def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool = True,
@@ -61,8 +73,7 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
             for c, d in zip(todo_configs, todo_dirs, strict=True):
                 held.enter_context(rundir.locked(d, c))
             if torch:
-                done = torch_population.train_members(configs=todo_configs, run_dirs=todo_dirs,
-                                                      quiet=quiet, eval_at=eval_at, figures=figures)
+                done = _train_torch_members(todo_configs, todo_dirs, quiet, eval_at, figures)
             else:
                 P = prepare(todo_configs[0], progress=not quiet)
                 check_fits(todo_configs[0], *P.X_train.shape, len(P.classes),
@@ -72,3 +83,33 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
         for i, s in zip(todo, done, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]
+
+
+def _train_torch_members(configs: list[RunConfig], run_dirs: list[Path], quiet: bool,
+                         eval_at: list[int], figures: bool) -> list[dict]:
+    """One ``TorchPopulation``; each member then finished as its lone run (``train_torch``)."""
+    import torch
+
+    from fcnet.torch_backend.population import TorchPopulation
+    from fcnet.training.torch_run import finish_torch, trainer
+
+    assert len({data_key(c) for c in configs}) == 1
+    P = prepare(configs[0], progress=not quiet)
+    summaries = [rundir.start(d, c, P, population=len(configs)) for c, d in zip(configs, run_dirs)]
+    pop = TorchPopulation(configs, P.X_train.shape[1], len(P.classes))
+    outs = pop.run(P.X_train, P.y_train, P.X_val, P.y_val, eval_at=eval_at)
+    done = []
+    for j, (c, d, s, out) in enumerate(zip(configs, run_dirs, summaries, outs, strict=True)):
+        t = trainer(c, P)  # member j as a lone run's trainer, to finish as one
+        with torch.no_grad():
+            p = pop.member_params(j)
+            for lin, w, b in zip(t.model.linears, p[::2], p[1::2], strict=True):
+                lin.weight.copy_(w.T)
+                lin.bias.copy_(b)
+        t.hist, t.it, t.epoch, t.diverged = [pop.hist[j]], pop.it, pop.epoch, [pop.diverged[j]]
+        out["train_seconds"] /= len(configs)
+        # total_steps spaces the logged points (about 100 a run), as for a lone run
+        tb = RunLogger.open(d, enabled=c.tensorboard, total_steps=len(out["loss_history"]))
+        tb.losses(0, out["loss_history"])
+        done.append(finish_torch(c, d, t, P, out, s, tb, figures))
+    return done

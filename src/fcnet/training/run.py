@@ -1,9 +1,8 @@
 """One training run into one run directory (layout: fcnet.training.rundir).
 
-``train_run`` decides what to do with the directory (reuse a finished intact
-run, resume from the last intact checkpoint, or train from the start) and
-hands the NumPy backend to ``train_numpy``, the one flat loop (for one run
-or a population): step, evaluate at epoch ends, checkpoint, log.
+``train_run`` reuses a finished intact run, resumes from the last intact checkpoint
+or trains from the start; ``train_numpy`` is the NumPy backend's one flat loop (one
+run or a population): step, evaluate at epoch ends, checkpoint, log.
 """
 
 from __future__ import annotations
@@ -58,19 +57,14 @@ def train_run(
 ) -> dict:
     """Train one run into ``run_dir`` and return its summary.
 
-    A finished run with the same config whose files all keep their recorded
-    checksums is returned as is (reuse).  An interrupted or damaged one
-    continues from its last intact checkpoint when ``resume``, else trains
-    from the start; a notice on stderr says which.  ``eval_at`` lists
-    iterations at which validation accuracy is recorded along the way
-    (``summary['val_acc_at']``).
+    A finished run of this config whose files keep their checksums is returned as is;
+    an interrupted or damaged one continues from its last intact checkpoint when
+    ``resume``, else trains from the start (a notice says which).  ``eval_at``:
+    iterations whose validation accuracy is kept (``summary['val_acc_at']``).
     """
     run_dir = Path(run_dir)
     eval_at = list(eval_at or [])
-    if (run_dir / rundir.CONFIG).exists():
-        if read_run_config(run_dir) != config:
-            raise FcnetError(f"{run_dir}: holds a run with a different config; "
-                             "choose another --name or delete it")
+    if (run_dir / rundir.CONFIG).exists():  # its config is this one (one_writer checked)
         old = rundir.read_summary(run_dir)
         if old is None and (run_dir / rundir.SUMMARY).exists():
             rundir.say(f"{run_dir / rundir.SUMMARY}: unreadable; resuming from the last "

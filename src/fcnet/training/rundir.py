@@ -257,10 +257,10 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
                   val_pred: np.ndarray) -> list[str]:
-    """The run's pictures (fcnet.training.figures): loss, accuracies, first-layer weights
+    """The run's pictures (fcnet.report.pictures): loss, accuracies, first-layer weights
     W1 (D, H) when the inputs are images, and the confusion matrix of the validation
     predictions (M,).  Returns the names written."""
-    from fcnet.training import figures
+    from fcnet.report import pictures as figures
 
     out = [figures.loss_png(hist["loss_history"], run_dir / "loss.png")]
     if hist["val_acc_history"]:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from fcnet import files
+from fcnet.report.grid import first_layer_image
 
 TB_DIR = "tb"
 METRICS = ("final_val_acc", "best_val_acc", "final_train_acc", "final_loss")  # summary.json keys
@@ -202,18 +203,3 @@ def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | float | str]:
 def weight_matrices(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The weight matrices W1, W2, ... of a NumPy model's params (biases left out)."""
     return {k: v for k, v in params.items() if k.startswith("W")}
-
-
-def first_layer_image(W1: np.ndarray, image_shape) -> np.ndarray | None:
-    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], a tile per unit, as weights.png
-    draws it; None when the inputs are not images (PCA, toy)."""
-    from fcnet.report.grid import visualize_grid
-
-    if image_shape is None:
-        return None
-    shape = tuple(int(v) for v in image_shape)
-    h, w, c = shape if len(shape) == 3 else (*shape, 1)
-    if W1.ndim != 2 or W1.shape[0] != h * w * c or c not in (1, 3):
-        return None
-    tiles = np.asarray(W1, dtype=np.float64).T.reshape(W1.shape[1], h, w, c)
-    return visualize_grid(tiles, ubound=1.0, padding=max(1, h // 16))

@@ -122,7 +122,7 @@ def weights_png(W1: np.ndarray, image_shape, path: str | os.PathLike) -> Path:
     """weights.png: each hidden unit's incoming weights W1 (D, H) as a tile."""
     from PIL import Image, ImageDraw
 
-    from fcnet.training.tensorboard import first_layer_image
+    from fcnet.report.grid import first_layer_image
 
     grid = first_layer_image(W1, image_shape)
     pixels = np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)
