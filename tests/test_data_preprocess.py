@@ -135,3 +135,29 @@ def test_bad_use_fails_clearly():
         Preprocessor().transform(VAL)
     with pytest.raises(FcnetError, match="preprocess state"):
         Preprocessor.from_state({"kind": np.array("mean")})
+
+
+def test_a_pca_is_fitted_once_per_machine_and_read_back_exactly(tmp_path, monkeypatch):
+    # a study's workers and its report each prepared the PCA data and refitted it (~15 s
+    # each on CIFAR-10); the fit is now cached on disk and the transform stays the same
+    from fcnet.config import make_config
+    from fcnet.training import prepare as prep_mod
+
+    monkeypatch.setenv("FCNET_DATA", str(tmp_path))
+    config = make_config({"dataset": "digits", "pca": 0.9})
+    first = prep_mod.prepare(config)
+    assert len(list((tmp_path / "fitted").glob("*.npz"))) == 1
+    prep_mod._CACHE.clear()
+
+    def refit(self, x):
+        raise AssertionError("the PCA was fitted again")
+
+    monkeypatch.setattr(Preprocessor, "fit", refit)
+    again = prep_mod.prepare(config)
+    assert np.array_equal(first.X_train, again.X_train) and np.array_equal(first.X_val, again.X_val)
+    prep_mod._CACHE.clear()
+    (next((tmp_path / "fitted").glob("*.npz"))).write_bytes(b"damaged")  # fitted again
+    monkeypatch.undo()
+    monkeypatch.setenv("FCNET_DATA", str(tmp_path))
+    assert np.array_equal(prep_mod.prepare(config).X_train, first.X_train)
+    prep_mod._CACHE.clear()

@@ -3,6 +3,7 @@ process, so a study or sweep of many runs on the same data loads and converts it
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,7 @@ def data_key(config: RunConfig) -> tuple:
 def prepare(config: RunConfig, progress: bool = False) -> Prepared:
     """Load and preprocess the data a config asks for (cached by its data fields)."""
     from fcnet.data import Preprocessor, load_splits
+    from fcnet.data.cache import fitted
 
     key = data_key(config)
     if key in _CACHE:
@@ -52,7 +54,13 @@ def prepare(config: RunConfig, progress: bool = False) -> Prepared:
     pca = None if c.pca is None else int(c.pca) if c.pca >= 1 else float(c.pca)
     dtype = "float32" if c.dtype == "bfloat16" else c.dtype  # bf16 runs: cast on the device
     prep = Preprocessor(kind=c.preprocess, pca=pca, whiten=c.pca_whiten, dtype=dtype,
-                        zca_eps=c.zca_eps).fit(data.train.x)
+                        zca_eps=c.zca_eps)
+    if (pca is not None or c.preprocess == "zca") and data.meta.get("checksum"):
+        # slow fits once per machine (a study's workers and its report would each refit)
+        key = json.dumps([data.meta["checksum"], data.meta.get("split"), repr(prep), c.zca_eps])
+        prep = Preprocessor.from_state(fitted(key, lambda: prep.fit(data.train.x).state()))
+    else:
+        prep.fit(data.train.x)
     out = Prepared(prep.transform(data.train.x), np.asarray(data.train.y, dtype=np.intp),
                    prep.transform(data.val.x), np.asarray(data.val.y, dtype=np.intp), data, prep)
     while len(_CACHE) >= _CACHE_SIZE:
