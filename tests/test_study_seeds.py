@@ -251,3 +251,14 @@ def _config(run_dir) -> dict:
     import tomllib
 
     return tomllib.loads((run_dir / "config.toml").read_text())
+
+
+def test_seeds_that_all_score_alike_do_not_make_a_one_image_gap_certain():
+    # 5 seeds each, no spread: Welch's variance is 0 and its p-value would be 0 for any
+    # gap; the validation-sampling test says a 1-in-1,000 gap is noise
+    same_a, same_b = Cell("a", [0.979] * 5, 1000), Cell("b", [0.978] * 5, 1000)
+    d = stats.difference(same_a, same_b)
+    assert d.p > 0.5 and d.low < 0 < d.high and "two-proportion" in d.test
+    assert not any(p.beyond for p in stats.beyond_noise([same_a, same_b]))
+    # a gap of 30 points is beyond noise either way
+    assert stats.beyond_noise([Cell("a", [0.9] * 5, 1000), Cell("b", [0.6] * 5, 1000)])[0].beyond

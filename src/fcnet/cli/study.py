@@ -16,7 +16,7 @@ def register(sub) -> None:
         "accuracy and the Q4 depth table. All runs are one sweep, so finished runs are "
         "reused on a rerun and --workers, --storage and --join work as for `fcnet sweep`. "
         "Writes <out>/report.md and a self-contained <out>/report.html. The offline default "
-        "is --dataset digits (~1 minute); --dataset cifar10 --path <local copy> runs the "
+        "is --dataset digits (~30 s on 2 cores); --dataset cifar10 --path <local copy> runs the "
         "full study.",
     )
     p.add_argument("file", nargs="?", metavar="FILE",

@@ -8,8 +8,9 @@ statsmodels; docs/study.md says in plain words what each interval means.
 - ``sampling_ci``: the Wilson 95% interval of one run's accuracy at the validation size n
   (``scipy.stats.binomtest(k, n).proportion_ci(method='wilson')``).
 - ``difference``: a - b with its interval and p-value: Welch's t-test over the seeds when both
-  cells have 2 or more, else (one run each) the two-proportion test of the validation counts
-  (Newcombe's interval, statsmodels).
+  cells have 2 or more that spread, else (one run each, or seeds that all scored alike, where
+  Welch's variance is 0 and its p-value would claim certainty) the two-proportion test of the
+  validation counts (Newcombe's interval, statsmodels).
 - ``beyond_noise``: every pair of cells, Holm-corrected over the family (statsmodels).
 """
 
@@ -74,13 +75,11 @@ def difference(a: Cell, b: Cell, level: float = LEVEL) -> Difference:
     """a - b with its ``level`` interval and two-sided p-value (see the module docstring)."""
     import numpy as np
 
-    if len(a.values) >= 2 and len(b.values) >= 2:
+    xa, xb = np.asarray(a.values, float), np.asarray(b.values, float)
+    if len(xa) >= 2 and len(xb) >= 2 and (np.ptp(xa) > 0 or np.ptp(xb) > 0):
         from scipy import stats
 
-        xa, xb = np.asarray(a.values, float), np.asarray(b.values, float)
         d = float(xa.mean() - xb.mean())
-        if xa.var() == 0 and xb.var() == 0:  # no spread at all: the difference is exact
-            return Difference(d, d, d, 0.0 if d else 1.0, "Welch t-test over seeds")
         r = stats.ttest_ind(xa, xb, equal_var=False)
         ci = r.confidence_interval(level)
         return Difference(d, float(ci.low), float(ci.high), float(r.pvalue),
