@@ -123,7 +123,7 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     spec = SweepSpec(study.base, points=study.runs)
     if not quiet:
         print(f"{study.title}: {len(study.runs)} table cells and runs, one sweep", flush=True)
-    side = _beside_the_sweep(study, out, workers > 1, depth)
+    side = _BesideTheSweep(study, out, workers > 1, depth)
     result = run_sweep(spec, out, workers=workers, storage=storage, study=name, join=join,
                        population=population, quiet=quiet, figures=figures, plots=False)
     side.finish()
@@ -163,7 +163,7 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     return results
 
 
-class _beside_the_sweep:
+class _BesideTheSweep:
     """The report's own runs and the depth block's torch runs (on one torch thread) in a
     thread while the sweep's worker processes train: they fill the workers' idle start
     and tail; ``finish`` waits for them and raises what they raised. A daemon
@@ -192,7 +192,7 @@ class _beside_the_sweep:
             except BaseException as err:  # re-raised in the main thread by finish()
                 self.error = err
 
-        self.thread = threading.Thread(target=run, name="depth-study", daemon=True)
+        self.thread = threading.Thread(target=run, name="beside-the-sweep", daemon=True)
         self.thread.start()
 
     def finish(self) -> None:
