@@ -123,9 +123,10 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     spec = SweepSpec(study.base, points=study.runs)
     if not quiet:
         print(f"{study.title}: {len(study.runs)} table cells and runs, one sweep", flush=True)
-    side = _BesideTheSweep(study, out, workers > 1, depth)
+    side = _BesideTheSweep(study, out, depth)
     result = run_sweep(spec, out, workers=workers, storage=storage, study=name, join=join,
-                       population=population, quiet=quiet, figures=figures, plots=False)
+                       population=population, quiet=quiet, figures=figures, plots=False,
+                       on_start=side.start if workers > 1 else None)
     side.finish()
     rows = {}
     for r in result.rows:
@@ -166,18 +167,19 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
 class _BesideTheSweep:
     """The report's own runs and the depth block's torch runs (on one torch thread) in a
     thread while the sweep's worker processes train: they fill the workers' idle start
-    and tail; ``finish`` waits for them and raises what they raised. A daemon
-    thread: an interrupted study exits without waiting, and the depth cache is written
+    and tail.  ``start`` once the sweep is open and checked (a refused sweep trains
+    nothing); ``finish`` waits and raises what they raised. A daemon thread: an
+    interrupted study exits without waiting, and the depth cache is written
     atomically, so nothing half-done is left."""
 
-    def __init__(self, study: Study, out: Path, start: bool, depth: bool):
+    def __init__(self, study: Study, out: Path, depth: bool):
+        self.study, self.out, self.error, self.thread = study, out, None, None
+        self.block = study.blocks.get("depth") if depth else None
+
+    def start(self) -> None:
         import threading
 
-        self.error: BaseException | None = None
-        self.thread = None
-        block = study.blocks.get("depth") if depth else None
-        if not start:
-            return
+        study, out, block = self.study, self.out, self.block
 
         def run():
             from fcnet.experiments import space

@@ -36,6 +36,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +369,7 @@ def run_sweep(
     join_wait_s: float = 60.0,
     trials: int | None = None,
     plots: bool = True,
+    on_start: Callable[[], None] | None = None,
 ) -> SweepResult:
     """Run (or finish, or join) a sweep and return its table.
 
@@ -380,8 +382,10 @@ def run_sweep(
     the sweep from the storage). ``runs_dir`` (default ``sweep_dir/runs``) may be
     shared between sweeps: identical configs then train once. ``trials`` changes
     a search's budget. ``plots``: Optuna's importance and parallel-coordinate figures
-    beside results.md (a study's report has its own). Raises FcnetError for a user-caused problem (bad config,
-    missing data); other trial errors are rows with status 'error'.
+    beside results.md (a study's report has its own). ``on_start()`` runs once the sweep
+    is open, checked and queued, right before its workers start. Raises FcnetError for a
+    user-caused problem (bad config, missing data); other trial errors are rows with
+    status 'error'.
     """
     sweep_dir = Path(sweep_dir)
     if spec is not None and spec.search is None:
@@ -412,6 +416,8 @@ def run_sweep(
             bar = tqdm(total=len(plan(spec)[1]) if spec.search is None else spec.trials,
                        desc="sweep", unit="trial", file=sys.stderr, dynamic_ncols=True)
         try:
+            if on_start is not None:
+                on_start()
             error = _run_workers(st, spec, runs, max(1, workers), population, figures, bar)
         finally:
             if bar is not None:
