@@ -215,7 +215,7 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
     runs_dir = Path(out) / "runs" if out is not None else None
     data = _Data()
     floor = StudyFloor([], data=data)
-    points, jobs = plan(SweepSpec(study.base, points=study.runs))
+    _, jobs = plan(SweepSpec(study.base, points=study.runs))
     groups: dict[str, list] = {}
     for job in jobs.values():
         if _finished(runs_dir and runs_dir / job.key / "summary.json", since):

@@ -57,8 +57,8 @@ def prepare(config: RunConfig, progress: bool = False) -> Prepared:
                         zca_eps=c.zca_eps)
     if (pca is not None or c.preprocess == "zca") and data.meta.get("checksum"):
         # slow fits once per machine (a study's workers and its report would each refit)
-        key = json.dumps([data.meta["checksum"], data.meta.get("split"), repr(prep), c.zca_eps])
-        prep = Preprocessor.from_state(fitted(key, lambda: prep.fit(data.train.x).state()))
+        fit_key = json.dumps([data.meta["checksum"], data.meta.get("split"), repr(prep), c.zca_eps])
+        prep = Preprocessor.from_state(fitted(fit_key, lambda: prep.fit(data.train.x).state()))
     else:
         prep.fit(data.train.x)
     out = Prepared(prep.transform(data.train.x), np.asarray(data.train.y, dtype=np.intp),
