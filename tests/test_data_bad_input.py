@@ -28,8 +28,8 @@ from _data_util import (
 from fcnet.cli import main
 from fcnet.data import cifar10 as cifar_mod
 from fcnet.data import load_dataset
-from fcnet.data.cache import atomic_path
 from fcnet.errors import FcnetError
+from fcnet.files import atomic_path
 
 
 @pytest.fixture(autouse=True)

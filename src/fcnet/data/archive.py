@@ -1,8 +1,7 @@
 """Reading .tar / .tar.gz / .zip archives member by member, in memory.
 
-Nothing is ever extracted to disk, and a member whose path would land outside
-the archive's root (``..``, an absolute path, a drive letter) or that is a
-link or a device is refused outright, naming the member."""
+Nothing is extracted to disk; a member whose path escapes the archive's root
+(``..``, an absolute path, a drive letter), a link or a device refuses the archive."""
 
 from __future__ import annotations
 
@@ -44,61 +43,48 @@ def safe_name(archive: Path, name: str) -> str:
 def iter_members(archive: Path, bar=None) -> Iterator[tuple[str, bytes | None]]:
     """Yield ``(relative name, bytes)`` for each regular file and ``(name + "/", None)``
     for each directory.  ``bar`` (a tqdm in bytes) follows the compressed position."""
-    if archive.name.lower().endswith(".zip"):
-        yield from _iter_zip(archive, bar)
-    else:
-        yield from _iter_tar(archive, bar)
-
-
-def _corrupt(archive: Path, err: BaseException) -> FcnetError:
-    return FcnetError(f"{archive}: truncated or corrupt archive ({one_line(err)})")
+    read = _iter_zip if archive.name.lower().endswith(".zip") else _iter_tar
+    try:
+        yield from read(archive, bar)
+    except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error,
+            OSError, NotImplementedError) as err:
+        raise FcnetError(f"{archive}: truncated or corrupt archive ({one_line(err)})") from None
 
 
 def _iter_tar(archive: Path, bar) -> Iterator[tuple[str, bytes | None]]:
-    try:
-        with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
-            for m in tf:
-                name = safe_name(archive, m.name)
-                if m.issym() or m.islnk():
-                    raise FcnetError(f"{archive}: member {m.name!r} is a link (to {m.linkname!r}); "
-                                     "refusing the archive")
-                if m.isdir():
-                    yield name + "/", None
-                elif m.isreg():
-                    f = tf.extractfile(m)
-                    data = f.read() if f is not None else b""
-                    if len(data) != m.size:
-                        raise EOFError(f"member {m.name!r} is cut short")
-                    yield name, data
-                else:
-                    raise FcnetError(f"{archive}: member {m.name!r} is not a regular file or "
-                                     "folder; refusing the archive")
-                if bar is not None:
-                    bar.update(raw.tell() - bar.n)
-            # read to the end so gzip/bz2/xz check their trailer (CRC, length)
-            while tf.fileobj.read(1 << 20):
-                pass
+    with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
+        for m in tf:
+            name = safe_name(archive, m.name)
+            if m.issym() or m.islnk():
+                raise FcnetError(f"{archive}: member {m.name!r} is a link (to {m.linkname!r}); "
+                                 "refusing the archive")
+            if m.isdir():
+                yield name + "/", None
+            elif m.isreg():
+                f = tf.extractfile(m)
+                data = f.read() if f is not None else b""
+                if len(data) != m.size:
+                    raise EOFError(f"member {m.name!r} is cut short")
+                yield name, data
+            else:
+                raise FcnetError(f"{archive}: member {m.name!r} is not a regular file or "
+                                 "folder; refusing the archive")
             if bar is not None:
                 bar.update(raw.tell() - bar.n)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
-        raise _corrupt(archive, err) from None
+        # read to the end so gzip/bz2/xz check their trailer (CRC, length)
+        while tf.fileobj.read(1 << 20):
+            pass
+        if bar is not None:
+            bar.update(raw.tell() - bar.n)
 
 
 def _iter_zip(archive: Path, bar) -> Iterator[tuple[str, bytes | None]]:
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                name = safe_name(archive, info.filename)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode):
-                    raise FcnetError(f"{archive}: member {info.filename!r} is a link; "
-                                     "refusing the archive")
-                if info.is_dir():
-                    yield name + "/", None
-                else:
-                    yield name, zf.read(info)
-                if bar is not None:
-                    bar.update(info.compress_size)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, OSError,
-            NotImplementedError) as err:
-        raise _corrupt(archive, err) from None
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = safe_name(archive, info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise FcnetError(f"{archive}: member {info.filename!r} is a link; "
+                                 "refusing the archive")
+            yield (name + "/", None) if info.is_dir() else (name, zf.read(info))
+            if bar is not None:
+                bar.update(info.compress_size)

@@ -1,5 +1,5 @@
-"""The on-disk cache: where it lives, content checksums and the decoded-array
-store (plain .npz, read without pickle), written through ``fcnet.files``."""
+"""The on-disk cache: where it lives, content checksums, and the decoded-array and
+fitted-state stores (plain .npz, read without pickle), written through ``fcnet.files``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import warnings
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import numpy as np
 from fcnet import files
 from fcnet.data.core import Dataset, Split
 from fcnet.errors import FcnetError
-from fcnet.files import atomic_path, file_digest  # noqa: F401  (data's modules import them here)
 
 # bump when the decoded layout or a loader's output changes, so old entries are ignored
 CACHE_VERSION = 1
@@ -25,8 +23,7 @@ CACHE_VERSION = 1
 
 def cache_dir() -> Path:
     """``$FCNET_DATA``, else ``$XDG_CACHE_HOME/fcnet``, else ``~/.cache/fcnet``."""
-    env = os.environ.get("FCNET_DATA")
-    if env:
+    if env := os.environ.get("FCNET_DATA"):
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "fcnet"
@@ -55,10 +52,9 @@ def source_kind(path: Path) -> str:
 
 
 def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
-    """sha256 over every file's relative path, size and mtime: cheap for 60,000
-    small files, and it changes whenever a file is added, removed or rewritten.
-    Only folders and regular files may be in the tree; a problem met on the walk (an
-    unreadable folder, a FIFO, a file that vanished) names ``root`` and ``expected``."""
+    """sha256 over every file's relative path, size and mtime: cheap for 60,000 small
+    files, and it changes whenever a file is added, removed or rewritten.  Only folders
+    and regular files may be in the tree; a problem on the walk names ``expected``."""
     h = hashlib.sha256()
 
     def bad(rel: str, problem: str) -> FcnetError:
@@ -94,12 +90,30 @@ def source_checksum(path: Path, expected: str = "the dataset's files",
         h = hashlib.sha256()
         for m in members:
             source_kind(m)
-            h.update(f"{m.name} {file_digest(m)}\n".encode())
+            h.update(f"{m.name} {files.file_digest(m)}\n".encode())
         return h.hexdigest(), "sha256 of the files read"
     if source_kind(path) == "folder":
-        return (tree_fingerprint(path, expected),
-                "sha256 of the file list (paths, sizes, mtimes)")
-    return file_digest(path), "sha256 of the file"
+        return tree_fingerprint(path, expected), "sha256 of the file list (paths, sizes, mtimes)"
+    return files.file_digest(path), "sha256 of the file"
+
+
+def _read(path: Path) -> dict[str, np.ndarray] | None:
+    """A cache entry's arrays (never unpickled), or None; a damaged entry is removed."""
+    if path.is_file():
+        try:
+            return files.load_npz(path)
+        except FcnetError:
+            path.unlink(missing_ok=True)
+    return None
+
+
+def _store(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write a cache entry atomically; a cache that cannot be written only costs time."""
+    try:
+        files.save_npz(path, arrays)
+    except FcnetError as err:  # one line: "cannot write <path>: <problem>"
+        warnings.warn(f"fcnet: {err} (the data cache only saves time; going on without it)",
+                      stacklevel=3)
 
 
 def decoded_path(name: str, checksum: str) -> Path:
@@ -108,43 +122,33 @@ def decoded_path(name: str, checksum: str) -> Path:
 
 
 def load_decoded(name: str, checksum: str) -> Dataset | None:
-    """The cached decode of a source, or None (a damaged entry is removed)."""
+    """The cached decode of a source, keyed by its content checksum, or None."""
     path = decoded_path(name, checksum)
-    if not path.is_file():
+    if (arrays := _read(path)) is None:
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
         info = json.loads(str(arrays.pop("info")))
-        classes = [str(c) for c in arrays.pop("classes")]
         parts = {p: Split(arrays[f"{p}_x"], arrays[f"{p}_y"]) for p in info["parts"]}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return Dataset(name, parts, [str(c) for c in arrays["classes"]], info["source"],
+                       checksum, info["checksum_kind"], info["ordered"], info["meta"])
+    except (ValueError, KeyError):
         path.unlink(missing_ok=True)
         return None
-    return Dataset(name, parts, classes, info["source"], checksum, info["checksum_kind"],
-                   info["ordered"], info["meta"])
 
 
 def store_decoded(ds: Dataset) -> None:
-    """Write ``ds`` atomically; a cache that cannot be written only costs speed."""
     arrays = {f"{p}_{a}": getattr(s, a) for p, s in ds.parts.items() for a in ("x", "y")}
     info = {"parts": list(ds.parts), "source": ds.source, "checksum_kind": ds.checksum_kind,
             "ordered": ds.ordered, "meta": ds.meta}
     arrays["info"] = np.array(json.dumps(info))
     arrays["classes"] = np.array(ds.classes, dtype=str)
-    path = decoded_path(ds.name, ds.checksum)
-    try:
-        files.save_npz(path, arrays)
-    except FcnetError as err:  # one line: "cannot write <path>: <problem>"
-        warnings.warn(f"fcnet: {err} (the data cache only saves time; going on without it)",
-                      stacklevel=2)
+    _store(decoded_path(ds.name, ds.checksum), arrays)
 
 
 def fitted(key: str, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """The arrays of a slow fit (a PCA's ``Preprocessor.state()``: ~15 s on CIFAR-10) for
     ``key`` (the data's checksum and split, the fit's settings): read from the cache, else
-    ``fit()`` once per machine, the other processes waiting for it, and stored.  A
-    damaged entry is fitted again; a cache that cannot be written only costs time."""
+    ``fit()`` once per machine, the other processes waiting for it, and stored."""
     digest = hashlib.sha256(f"{CACHE_VERSION}|{key}".encode()).hexdigest()[:24]
     path = cache_dir() / "fitted" / f"{digest}.npz"
     try:
@@ -154,18 +158,9 @@ def fitted(key: str, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.n
     except OSError:
         return fit()
     try:
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-                path.unlink(missing_ok=True)
-        state = fit()
-        try:
-            files.save_npz(path, state)
-        except FcnetError as err:
-            warnings.warn(f"fcnet: {err} (the data cache only saves time; going on without it)",
-                          stacklevel=2)
+        if (state := _read(path)) is None:
+            state = fit()
+            _store(path, state)
         return state
     finally:
         held.release()

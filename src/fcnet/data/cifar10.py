@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from fcnet.data.archive import is_archive, one_line
-from fcnet.data.cache import atomic_path, cache_dir, file_digest
+from fcnet.data.cache import cache_dir
 from fcnet.data.core import Dataset, Split
 from fcnet.data.imagefolder import layout, read_tree
 from fcnet.errors import FcnetError
+from fcnet.files import atomic_path, file_digest
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck"]
@@ -75,10 +76,6 @@ class BatchUnpickler(pickle.Unpickler):
         return obj
 
 
-def _key(k) -> object:
-    return k.decode("latin1") if isinstance(k, bytes) else k
-
-
 def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> images (N, S, S, 3) uint8, labels (N,) int64."""
     try:
@@ -89,7 +86,7 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         raise FcnetError(f"{where}: truncated or corrupt pickle ({one_line(err)})") from None
     if not isinstance(obj, dict):
         raise FcnetError(f"{where}: not a CIFAR-10 batch (a {type(obj).__name__}, not a dict)")
-    d = {_key(k): v for k, v in obj.items()}
+    d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     x, labels = d.get("data"), d.get("labels")
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 2:
         raise FcnetError(f"{where}: 'data' must be a 2-D uint8 array (N, 3*32*32)")
@@ -135,24 +132,22 @@ def _batch_dir(path: Path) -> Path | None:
 
 
 def load_cifar10(path: Path, progress: bool) -> Dataset:
-    """Any CIFAR-10 source at ``path`` (already resolved and verified)."""
-    if not path.exists():
-        raise FcnetError(f"{path}: no such file or directory")
+    """Any CIFAR-10 source at ``path`` (an existing file or folder, already verified)."""
     if path.is_dir() and (d := _batch_dir(path)) is not None:
-        blobs = {b: (d / b).read_bytes() for b in BATCH_NAMES if (d / b).is_file()}
-        return Dataset("cifar10", _from_batches(blobs, str(d)), list(CLASSES), str(path),
-                       ordered=True, meta={"format": "official python batches"})
-    if not path.is_dir() and not is_archive(path):
-        raise FcnetError(f"{path}: not a cifar-10-batches-py folder, a .tar.gz/.zip archive "
-                         "or an image-folder tree")
-    tree = read_tree(path, progress, keep=lambda n: n.rsplit("/", 1)[-1] in BATCH_NAMES)
-    if tree.kept:
+        blobs, where = {b: (d / b).read_bytes() for b in BATCH_NAMES if (d / b).is_file()}, str(d)
+    else:
+        if not path.is_dir() and not is_archive(path):
+            raise FcnetError(f"{path}: not a cifar-10-batches-py folder, a .tar.gz/.zip archive "
+                             "or an image-folder tree")
+        tree = read_tree(path, progress, keep=lambda n: n.rsplit("/", 1)[-1] in BATCH_NAMES)
+        if not tree.kept:
+            classes, parts = layout(tree, CLASSES)
+            return Dataset("cifar10", parts, classes, str(path),
+                           meta={"format": "image folder with CIFAR-10 classes"})
         blobs = {n.rsplit("/", 1)[-1]: b for n, b in tree.kept.items()}
-        return Dataset("cifar10", _from_batches(blobs, f"{path}: {DIR_NAME}"), list(CLASSES),
-                       str(path), ordered=True, meta={"format": "official python batches"})
-    classes, parts = layout(tree, CLASSES)
-    return Dataset("cifar10", parts, classes, str(path),
-                   meta={"format": "image folder with CIFAR-10 classes"})
+        where = f"{path}: {DIR_NAME}"
+    return Dataset("cifar10", _from_batches(blobs, where), list(CLASSES), str(path),
+                   ordered=True, meta={"format": "official python batches"})
 
 
 def default_source(progress: bool) -> tuple[Path, bool]:
@@ -163,29 +158,28 @@ def default_source(progress: bool) -> tuple[Path, bool]:
         return root / DIR_NAME, False
     if (root / ARCHIVE_NAME).is_file():
         return root / ARCHIVE_NAME, True
-    download(URL, root / ARCHIVE_NAME, MD5, progress)
+    download(root / ARCHIVE_NAME, progress)
     return root / ARCHIVE_NAME, False
 
 
-def verify_md5(path: Path, expected: str = MD5) -> None:
-    got = file_digest(path, "md5")
-    if got != expected:
-        raise FcnetError(f"{path}: MD5 {got} does not match the published {expected}; "
+def verify_md5(path: Path) -> None:
+    if (got := file_digest(path, "md5")) != MD5:
+        raise FcnetError(f"{path}: MD5 {got} does not match the published {MD5}; "
                          "delete the file to download it again, or pass --path")
 
 
-def download(url: str, dest: Path, md5: str, progress: bool) -> None:
-    """Fetch ``url`` to ``dest`` with a progress bar; ``dest`` appears only once
-    the whole file is there and its MD5 matches."""
+def download(dest: Path, progress: bool) -> None:
+    """Fetch URL to ``dest`` with a progress bar; ``dest`` appears only once the whole
+    file is there and its MD5 matches."""
     from tqdm import tqdm
 
     hint = (f"put {ARCHIVE_NAME} (from {URL}) in {dest.parent}, or pass --path with a "
             f"{DIR_NAME} folder, the archive or an image-folder tree of CIFAR-10")
     try:
-        resp = urllib.request.urlopen(url, timeout=30)
+        resp = urllib.request.urlopen(URL, timeout=30)
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
-        raise FcnetError(f"cannot download CIFAR-10 from {url} ({one_line(reason)}); "
+        raise FcnetError(f"cannot download CIFAR-10 from {URL} ({one_line(reason)}); "
                          f"{hint}") from None
     h = hashlib.md5()
     try:
@@ -199,8 +193,8 @@ def download(url: str, dest: Path, md5: str, progress: bool) -> None:
                     bar.update(len(chunk))
             if total is not None and f.tell() != total:
                 raise OSError(f"got {f.tell()} of {total} bytes")
-            if h.hexdigest() != md5:
-                raise FcnetError(f"{url}: MD5 {h.hexdigest()} of the download does not match "
-                                 f"the published {md5}; nothing was kept")
+            if h.hexdigest() != MD5:
+                raise FcnetError(f"{URL}: MD5 {h.hexdigest()} of the download does not match "
+                                 f"the published {MD5}; nothing was kept")
     except (OSError, urllib.error.URLError) as err:
-        raise FcnetError(f"{url}: download failed ({one_line(err)}); {hint}") from None
+        raise FcnetError(f"{URL}: download failed ({one_line(err)}); {hint}") from None

@@ -48,16 +48,10 @@ def decode_chunk(items: list[bytes | str]) -> np.ndarray | list[np.ndarray | str
     return out
 
 
-def _workers() -> int:
-    env = os.environ.get("FCNET_DATA_WORKERS")
-    if env is not None:
-        return max(1, int(env))
-    return min(os.cpu_count() or 1, 8)
-
-
 def _pool() -> Executor | None:
     # fork: workers start at once and import nothing; only on Linux, where it is safe
-    n = _workers()
+    env = os.environ.get("FCNET_DATA_WORKERS")
+    n = int(env) if env is not None else min(os.cpu_count() or 1, 8)
     if n < 2 or not sys.platform.startswith("linux"):
         return None
     return ProcessPoolExecutor(n, mp_context=mp.get_context("fork"))
@@ -72,7 +66,6 @@ class Decoder:
         self._pending: list[bytes | str] = []
         self._results: list[Future | list] = []
         self._pool: Executor | None = None
-        self._pool_tried = False
         self._progress = progress
         self._desc = desc
 
@@ -80,19 +73,14 @@ class Decoder:
         self.names.append(name)
         self._pending.append(item)
         if len(self._pending) >= CHUNK:
-            self._flush(final=False)
+            if not self._results:  # more than one chunk: worth a pool
+                self._pool = _pool()
+            self._flush()
 
-    def _flush(self, final: bool) -> None:
-        if not self._pending:
-            return
-        if not self._pool_tried and not final:  # more than one chunk: worth a pool
-            self._pool_tried = True
-            self._pool = _pool()
+    def _flush(self) -> None:
         chunk, self._pending = self._pending, []
-        if self._pool is not None:
-            self._results.append(self._pool.submit(decode_chunk, chunk))
-        else:
-            self._results.append(chunk)  # decoded in finish(), under its progress bar
+        # without a pool, a chunk is decoded in finish(), under its progress bar
+        self._results.append(chunk if self._pool is None else self._pool.submit(decode_chunk, chunk))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -100,13 +88,14 @@ class Decoder:
             self._pool = None
 
     def finish(self) -> np.ndarray:
-        """All images as one (N, H, W, C) uint8 array, in the order added.
+        """All images (at least one) as one (N, H, W, C) uint8 array, in the order added.
         Undecodable images and mixed sizes raise FcnetError naming the file."""
         from tqdm import tqdm
 
         chunks: list[np.ndarray] = []  # (n, H, W, C) runs of images of one shape
         try:
-            self._flush(final=True)
+            if self._pending:
+                self._flush()
             done = 0
             with tqdm(total=len(self.names), desc=self._desc, unit="img", leave=False,
                       disable=None if self._progress else True, file=sys.stderr) as bar:
@@ -123,8 +112,6 @@ class Decoder:
                     bar.update(len(out))
         finally:
             self.close()
-        if not chunks:
-            return np.empty((0, 0, 0, 0), np.uint8)
         h, w = chunks[0].shape[1:3]
         c = max(a.shape[3] for a in chunks)
         out = np.empty((len(self.names), h, w, c), np.uint8)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from fcnet.data.archive import one_line
-from fcnet.data.cache import cache_dir
 from fcnet.data.core import Dataset, Split
 from fcnet.errors import FcnetError
 
@@ -59,20 +58,16 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8, size, head).reshape(dims)
 
 
-def idx_files(name: str, path: Path | None) -> list[Path]:
-    """The four IDX files of ``name`` in the folder ``path`` (images, labels of each part);
-    one line naming the folder and the first file missing."""
-    root = path if path is not None else cache_dir() / name
+def idx_files(name: str, root: Path) -> list[Path]:
+    """The four IDX files of ``name`` in ``root``: images, labels of each part."""
     if not root.is_dir():
-        hint = "" if path is not None else " (put the four IDX files there, or pass --path)"
-        raise FcnetError(f"{root}: not a folder with the {name} IDX files{hint}")
+        raise FcnetError(f"{root}: not a folder with the {name} IDX files")
     return [find_file(root, stem, dims) for img_stem, lab_stem in FILES.values()
             for stem, dims in ((img_stem, 3), (lab_stem, 1))]
 
 
-def load_idx(name: str, path: Path | None) -> Dataset:
-    found = iter(idx_files(name, path))
-    root = path if path is not None else cache_dir() / name
+def load_idx(name: str, root: Path) -> Dataset:
+    found = iter(idx_files(name, root))
     classes = CLASSES[name]
     parts = {}
     for part in FILES:

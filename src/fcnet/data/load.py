@@ -13,7 +13,7 @@ import numpy as np
 from fcnet.data import cifar10
 from fcnet.data.archive import one_line
 from fcnet.data.builtin import load_digits, load_toy
-from fcnet.data.cache import load_decoded, source_checksum, source_kind, store_decoded
+from fcnet.data.cache import cache_dir, load_decoded, source_checksum, source_kind, store_decoded
 from fcnet.data.core import Dataset, SplitData
 from fcnet.data.idx import idx_files, load_idx
 from fcnet.data.imagefolder import load_imagefolder
@@ -91,16 +91,10 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
         ds = _cached("imagefolder", p, lambda: load_imagefolder(p, progress), cache,
                      "a split/class/image tree")
     else:
-        if p is not None:
-            source_kind(p)
-        root = p
-        if root is None:
-            from fcnet.data.cache import cache_dir
-
-            root = cache_dir() / dataset
-            if not root.is_dir():
-                raise FcnetError(f"{root}: not found; put the four {dataset} IDX files there "
-                                 "(train-images-idx3-ubyte.gz, ...) or pass --path")
+        root = p if p is not None else cache_dir() / dataset
+        if p is None and not root.is_dir():
+            raise FcnetError(f"{root}: not found; put the four {dataset} IDX files there "
+                             "(train-images-idx3-ubyte.gz, ...) or pass --path")
         ds = _cached(dataset, root, lambda: load_idx(dataset, root), cache,
                      f"the four {dataset} IDX files", lambda: idx_files(dataset, root))
     ds.meta["load_s"] = round(time.perf_counter() - t0, 3)

@@ -3,6 +3,7 @@ val, test and new images; its state saves to .npz and reloads without pickle."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -10,16 +11,13 @@ import numpy as np
 from fcnet.errors import FcnetError
 
 KINDS = ("mean", "channel", "scale", "zca", "none")
-DTYPES = ("float64", "float32")
-
-
 _ARRAYS = ("mean", "pca_mean", "components", "explained_variance", "explained_variance_curve",
            "zca")
 
 
 def _all_components(z: np.ndarray):
-    """scikit-learn's PCA of rows z (N, D) with every component, so the whole
-    explained-variance curve is known; z may be overwritten (it is the caller's copy)."""
+    """scikit-learn's PCA of rows z (N, D) with every component (the whole explained-variance
+    curve); z may be overwritten (it is the caller's copy)."""
     import sklearn
     from sklearn.decomposition import PCA
 
@@ -34,13 +32,11 @@ class Preprocessor:
     """Rows (N, ...) -> float features (N, D).
 
     kind
-        ``mean``: subtract the mean training image (the exercise);
-        ``channel``: ``(x/255 - 0.5)/0.5`` per channel (the PyTorch exercise's Normalize);
-        ``scale``: ``x/255``; ``zca``: ``x/255`` centred, then ZCA-whitened,
-        ``(x - mu) U diag(1 / sqrt(lambda + zca_eps)) U^T`` with U, lambda the
-        eigenvectors and eigenvalues of the training rows' covariance (scikit-learn's
-        PCA); it decorrelates pixels while keeping the image layout, so flips and
-        crops still apply; ``none``: the values as they are.
+        ``mean``: subtract the mean training image (the exercise); ``channel``:
+        ``(x/255 - 0.5)/0.5`` (the PyTorch exercise's Normalize); ``scale``: ``x/255``;
+        ``zca``: ``(x/255 - mu) U diag(1 / sqrt(lambda + zca_eps)) U^T`` (U, lambda: the
+        training covariance's eigenvectors and eigenvalues), which decorrelates pixels but
+        keeps the image layout, so flips and crops still apply; ``none``: the values as they are.
     pca
         None, a component count (int >= 1) or a fraction of variance to keep (0 < f < 1),
         fitted with scikit-learn on the output of ``kind``.
@@ -57,7 +53,7 @@ class Preprocessor:
                  dtype: str = "float64", zca_eps: float = 0.1):
         if kind not in KINDS:
             raise FcnetError(f"preprocess: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
-        if str(np.dtype(dtype)) not in DTYPES:
+        if str(np.dtype(dtype)) not in ("float64", "float32"):
             raise FcnetError(f"preprocess: dtype must be float64 or float32, got {dtype!r}")
         if pca is not None:
             if isinstance(pca, bool) or not isinstance(pca, int | float | np.number) or pca <= 0:
@@ -97,8 +93,7 @@ class Preprocessor:
         x = np.asarray(x)
         if x.ndim < 2 or x.shape[0] == 0:
             raise FcnetError(f"preprocess: fit needs rows (N, ...), got shape {x.shape}")
-        n = x.shape[0]
-        flat = x.reshape(n, -1)
+        flat = x.reshape(x.shape[0], -1)
         self.input_dim = flat.shape[1]
         if self.kind in ("mean", "zca"):
             # float64 accumulation over uint8 rows, without a float copy of the data
@@ -138,17 +133,13 @@ class Preprocessor:
     def _base(self, flat: np.ndarray) -> np.ndarray:
         """kind's transform of (N, D) rows into a new array of self.dtype."""
         out = flat.astype(self.dtype)  # the one copy, already in the target dtype
-        if self.kind == "mean":
+        if self.kind in ("mean", "zca"):
             out -= self.mean.astype(self.dtype, copy=False)
-        elif self.kind == "zca":
-            out -= self.mean.astype(self.dtype, copy=False)
+        if self.kind in ("zca", "channel", "scale"):
             out /= 255
-        elif self.kind == "channel":
-            out /= 255
+        if self.kind == "channel":
             out -= 0.5
             out /= 0.5
-        elif self.kind == "scale":
-            out /= 255
         return out
 
     def transform(self, x: np.ndarray) -> np.ndarray:
@@ -156,12 +147,10 @@ class Preprocessor:
         if self.input_dim is None:
             raise FcnetError("preprocess: transform before fit")
         x = np.asarray(x)
-        n = x.shape[0] if x.ndim else 0
-        flat = x.reshape(n, -1) if x.ndim >= 2 else None
-        if flat is None or flat.shape[1] != self.input_dim:
+        if x.ndim < 2 or math.prod(x.shape[1:]) != self.input_dim:
             raise FcnetError(f"preprocess: rows of {self.input_dim} values expected, got shape "
                              f"{x.shape}")
-        z = self._base(flat)
+        z = self._base(x.reshape(x.shape[0], -1))
         if self.zca is not None:
             return z @ self.zca  # (N, D) @ (D, D); W is symmetric
         if self.components is None:
@@ -171,9 +160,6 @@ class Preprocessor:
         if self.whiten:
             out /= np.sqrt(self.explained_variance)
         return out
-
-    def fit_transform(self, x: np.ndarray) -> np.ndarray:
-        return self.fit(x).transform(x)
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays only (np.savez-able, reloadable with allow_pickle=False)."""
