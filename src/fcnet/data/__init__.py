@@ -1,11 +1,5 @@
-"""fcnet's data layer: every dataset a user meets, loaded into one Dataset shape,
-split reproducibly, preprocessed from the training split only, and failing with
-one clear line (FcnetError) on anything malformed.
-
-    data = load_splits("cifar10", path="cifar10-jpeg.tar.gz")
-    prep = Preprocessor("mean").fit(data.train.x)
-    X_train = prep.transform(data.train.x)
-"""
+"""fcnet's data layer: every dataset loaded into one Dataset shape, split reproducibly,
+preprocessed from the training split only, failing with one FcnetError line on bad input."""
 
 from fcnet.data.cache import cache_dir
 from fcnet.data.core import Dataset, Split, SplitData

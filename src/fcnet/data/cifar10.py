@@ -60,19 +60,14 @@ def _allowed() -> dict[tuple[str, str], object]:
     return out
 
 
-class ForbiddenPickle(pickle.UnpicklingError):
-    pass
-
-
 class BatchUnpickler(pickle.Unpickler):
     """Admits only the types a CIFAR-10 batch is made of; anything else (os.system,
     builtins.eval, ...) is refused before it can be called."""
 
     def find_class(self, module: str, name: str):
-        obj = _allowed().get((module, name))
-        if obj is None:
-            raise ForbiddenPickle(f"the pickle asks for {module}.{name}, which a CIFAR-10 "
-                                  "batch never contains; refusing it")
+        if (obj := _allowed().get((module, name))) is None:
+            raise FcnetError(f"the pickle asks for {module}.{name}, which a CIFAR-10 batch "
+                             "never contains; refusing it")
         return obj
 
 
@@ -80,7 +75,7 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> images (N, S, S, 3) uint8, labels (N,) int64."""
     try:
         obj = BatchUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except ForbiddenPickle as err:
+    except FcnetError as err:
         raise FcnetError(f"{where}: {err}") from None
     except Exception as err:  # a damaged pickle can raise almost anything
         raise FcnetError(f"{where}: truncated or corrupt pickle ({one_line(err)})") from None

@@ -10,11 +10,8 @@ import numpy as np
 
 @dataclass
 class Split:
-    """Rows of one split.
-
-    x : (N, H, W, C) uint8 images, or (N, D) float features for non-image sources.
-    y : (N,) int64 labels in 0..len(classes)-1.
-    """
+    """x: (N, H, W, C) uint8 images, or (N, D) float features for non-image sources;
+    y: (N,) int64 labels in 0..len(classes)-1."""
 
     x: np.ndarray
     y: np.ndarray
@@ -29,13 +26,9 @@ class Split:
 
 @dataclass
 class Dataset:
-    """What a source yields: its predefined parts ("train" always, "test" and
-    "val" when the source ships them), class names and provenance.
-
-    ``ordered`` is true when the rows are in the official order (CIFAR-10's
-    batches), so the exercise's positional split applies; class-sorted sources
-    are split with a seeded stratified shuffle instead.
-    """
+    """A source's predefined parts ("train" always, "test" and "val" when it ships them),
+    class names and provenance.  ``ordered``: the rows are in the official order
+    (CIFAR-10's batches), so the exercise's positional split applies."""
 
     name: str
     parts: dict[str, Split]

@@ -1,10 +1,8 @@
-"""Reproducible train / val / test splits, recorded by sizes, seed and a hash of
-the chosen indices.
+"""Reproducible train / val / test splits, recorded by sizes, seed and a hash of the indices.
 
-Official CIFAR-10 batches keep the exercise's positional split (train = the
-first 49,000, val = the next 1,000, test = the first rows of the test batch).
-Every other source is split with a seeded stratified shuffle, so class-sorted
-folders give every class its share of each split."""
+Official CIFAR-10 batches keep the exercise's positional split (train = the first 49,000,
+val = the next 1,000, test = the first rows of the test batch); every other source gets a
+seeded stratified shuffle, so class-sorted folders give every class its share of each split."""
 
 from __future__ import annotations
 
@@ -29,18 +27,11 @@ def stratified(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndar
     take = np.floor(share).astype(np.int64)
     extra = n - int(take.sum())
     order = np.lexsort((classes, -(share - take)))  # biggest remainder first
-    for k in order:
-        if extra == 0:
-            break
-        if take[k] < counts[k]:
-            take[k] += 1
-            extra -= 1
-    picked, rest = [], []
-    for c, t in zip(classes, take, strict=True):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        picked.append(idx[:t])
-        rest.append(idx[t:])
-    return rng.permutation(np.concatenate(picked)), rng.permutation(np.concatenate(rest))
+    take[order[take[order] < counts[order]][:extra]] += 1
+    perms = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+    picked = np.concatenate([p[:t] for p, t in zip(perms, take, strict=True)])
+    rest = np.concatenate([p[t:] for p, t in zip(perms, take, strict=True)])
+    return rng.permutation(picked), rng.permutation(rest)
 
 
 def _check_size(name: str, k: int, avail: int, what: str, where: str) -> None:
@@ -50,14 +41,13 @@ def _check_size(name: str, k: int, avail: int, what: str, where: str) -> None:
         raise FcnetError(f"{where}: {name} {k} is larger than the {avail} {what}")
 
 
-def _subset(y: np.ndarray, size: int | None, name: str, what: str, ordered: bool,
-            rng: np.random.Generator, where: str) -> np.ndarray:
+def _subset(ds: Dataset, part: str, size: int | None, rng: np.random.Generator) -> np.ndarray:
     """All of a predefined part (in order), or ``size`` rows of it."""
-    n = len(y)
-    if size is None or size == n:
-        return np.arange(n)
-    _check_size(name, size, n, what, where)
-    return np.arange(size) if ordered else stratified(y, size, rng)[0]
+    y = ds.parts[part].y
+    if size is None or size == len(y):
+        return np.arange(len(y))
+    _check_size(f"{part}_size", size, len(y), f"images of the {part} split", ds.source)
+    return np.arange(size) if ds.ordered else stratified(y, size, rng)[0]
 
 
 Indices = dict[str, tuple[str, np.ndarray]]
@@ -70,8 +60,7 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
     if not isinstance(seed, int | np.integer) or seed < 0:
         raise FcnetError(f"{where}: seed must be a whole number >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
-    parts = ds.parts
-    y = parts["train"].y
+    y = ds.parts["train"].y
     if ds.name == "toy":
         if any(v not in (None, len(y)) for v in (val_size, test_size, train_size)):
             raise FcnetError("toy: its 5 samples are the train, val and test split at once; "
@@ -79,9 +68,8 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
         every = np.arange(len(y))
         return {"train": ("train", every), "val": ("train", every), "test": ("train", every)}
 
-    if "test" in parts:
-        test = ("test", _subset(parts["test"].y, test_size, "test_size",
-                                "images of the test split", ds.ordered, rng, where))
+    if "test" in ds.parts:
+        test = ("test", _subset(ds, "test", test_size, rng))
         pool = np.arange(len(y))
     else:
         k = test_size if test_size is not None else max(1, round(TEST_FRACTION * len(y)))
@@ -90,9 +78,8 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
         picked, pool = stratified(y, k, rng)
         test = ("train", picked)
 
-    if "val" in parts:
-        val = ("val", _subset(parts["val"].y, val_size, "val_size",
-                              "images of the val split", ds.ordered, rng, where))
+    if "val" in ds.parts:
+        val = ("val", _subset(ds, "val", val_size, rng))
     else:
         default = DEFAULT_VAL.get(ds.name, max(1, round(VAL_FRACTION * len(pool))))
         k = val_size if val_size is not None else default
@@ -103,8 +90,8 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
             _check_size("train_size", t, len(pool) - k, "training samples left beside val",
                         where)
             return {"train": ("train", pool[:t]), "val": ("train", pool[t:t + k]), "test": test}
-        picked, pool = _carve(y, pool, k, rng)
-        val = ("train", picked)
+        picked, rest = stratified(y[pool], k, rng)
+        val, pool = ("train", pool[picked]), pool[rest]
 
     if train_size is not None:
         _check_size("train_size", train_size, len(pool), "training samples left", where)
@@ -112,11 +99,6 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
             pool = pool[np.arange(train_size) if ds.ordered
                         else stratified(y[pool], train_size, rng)[0]]
     return {"train": ("train", pool), "val": val, "test": test}
-
-
-def _carve(y: np.ndarray, pool: np.ndarray, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    picked, rest = stratified(y[pool], k, rng)
-    return pool[picked], pool[rest]
 
 
 def split_hash(idx: Indices) -> str:
