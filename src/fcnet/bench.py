@@ -1,46 +1,10 @@
 """`fcnet bench`: one SGD training step of the net 3072-100-10 at batch 200.
 
-Every system runs in this one process, interleaved: each round visits every
-system once (in a rotated order), lets the previous system's BLAS/OpenMP
-threads go idle (``switch_gap_s`` between NumPy's OpenBLAS and torch, else
-``gap_s``), takes a few untimed steps, then times a block of steps one by one.
-Machine drift then touches all systems alike, and each figure is the median
-over all its timed steps.
-
-- ``fcnet_f32``/``fcnet_f64``: ``Solver.run`` one iteration at a time, as
-  ``train`` runs it (index draw, minibatch gather, forward, backward, update;
-  the per-epoch bookkeeping lands in few samples and the median drops it).
-- ``blas_floor_f32``/``blas_floor_f64``: only what such a step cannot avoid:
-  draw the indices, gather the rows into a preallocated buffer, and the five
-  matrix products (x W1, a W2, dz W2^T, a^T dz, x^T dz1).
-- ``torch_f32``: the same net and step in PyTorch on the CPU (autograd,
-  ``optim.SGD`` with weight decay 2 reg on the weights only), when installed.
-- ``sklearn_f32``: ``MLPClassifier`` (solver sgd, no momentum, batch 200,
-  alpha = 2 B reg, float32 inputs) fitting one epoch, divided by its steps;
-  ``assume_finite`` spares it a NaN scan of the whole training set per fit.
-- population: 8 configurations of 3072-50-10 (learning rates and L2 varied),
-  one step each of 8 lone Solvers vs one step of a ``Solver`` of 8, and
-  ``floor_ms``: the population's floor (``FloorStep`` with K = 8: the gather and
-  the stacked products in float32).
-- ``torch_bf16``: the exercise step in bf16-mixed on torch as a run executes
-  it (``TorchPopulation`` of one: index draw, gather, forward, loss, backward,
-  float32 update and the refresh of the bf16 weight copies).
-- ``bf16_floor``: the five products alone in bf16, plus the gather into a
-  preallocated buffer, on the same torch thread count as ``torch_bf16``
-  (``bf16_threads``, 0: torch's own count, ``TorchPopulation``'s default).
-- ``population.torch_bf16_ms`` / ``torch_bf16_k64_ms``: one ``TorchPopulation``
-  step in bf16-mixed of the 8 configurations, and of 64 (when torch is here);
-  ``torch_bf16_floor_ms`` the floor of the 8 (stacked products in bf16).
-  On a CPU without bf16 instructions these five time the float32 fallback that a
-  ``--dtype bfloat16`` run trains in (``population.torch_dtype``, a note), and the
-  bf16 targets are n/a.
-
-Targets compare each system with the floor of its own precision measured in the
-same run (``FloorStep``, also what ``fcnet bench --study`` sums over a study), so
-they hold on any CPU; peers and cross-precision ratios are reported comparisons.
-
-Inputs are synthetic, CIFAR-sized (rows of 3,072 float32 values with the
-scale of mean-subtracted pixels): step time does not depend on the values.
+fcnet in float32 and float64, its floor (``FloorStep``: the index draw, the gather
+and the matrix products), PyTorch and scikit-learn, NumPy and torch populations,
+all interleaved in rounds in this one process so machine drift touches them alike;
+each figure is the median of its timed steps.  Inputs are synthetic, CIFAR-sized:
+step time does not depend on the values.  docs/bench.md defines every system.
 """
 
 from __future__ import annotations
@@ -62,10 +26,7 @@ from fcnet.nn.fpenv import supported as ftz_supported
 from fcnet.nn.model import MLP, TwoLayerNet
 from fcnet.nn.solver import Solver
 
-STEP_KEYS = (
-    "fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32",
-)
-POP_KEYS = ("sequential", "population")
+STEP_KEYS = ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32")
 TORCH_STEP_KEYS = ("torch_bf16", "bf16_floor")  # step_ms entries of the torch bf16 systems
 TORCH_POP_KEYS = ("torch_bf16", "torch_bf16_floor", "torch_bf16_k64")  # population.<key>_ms
 MIN_STEPS = 30
@@ -121,18 +82,22 @@ class StepSystem:
         raise NotImplementedError
 
 
-class FcnetSystem(StepSystem):
-    def __init__(self, name: str, s: BenchSettings, X, y, dtype: str):
-        self.name = name
-        net = TwoLayerNet(s.input_size, s.hidden, s.classes, std=s.std, seed=s.seed, dtype=dtype)
-        n_val = min(1000, X.shape[0] // 10)
-        self.solver = Solver(
-            net, X, y, X[:n_val], y[:n_val], learning_rate=s.lr, reg=s.reg,
-            num_iters=2**62, batch_size=s.batch, seed=s.seed,
-        )
+class SolverSystem(StepSystem):
+    """One iteration of each of its Solvers, as ``train`` runs it (a lone net, K lone
+    nets: the sweep without populations, or one Solver of K: a population)."""
+
+    def __init__(self, name: str, solvers: list[Solver]):
+        self.name, self.solvers = name, solvers
 
     def step(self) -> None:
-        self.solver.run(until=self.solver.it + 1)
+        for solver in self.solvers:
+            solver.run(until=solver.it + 1)
+
+
+def _solver(model, s: BenchSettings, X, y, lr, reg, num_iters: int = 2**62) -> Solver:
+    n_val = min(1000, X.shape[0] // 10)
+    return Solver(model, X, y, X[:n_val], y[:n_val], learning_rate=lr, reg=reg,
+                  num_iters=num_iters, batch_size=s.batch, seed=s.seed)
 
 
 class FloorStep:
@@ -142,46 +107,40 @@ class FloorStep:
 
     ``sizes`` is [D, H1, ..., C]; ``k`` members train at once (a population, or 1):
     layer 1 is one stacked product x W1, (B, D) @ (D, K*H1), and its update one
-    x^T dZ1, (D, B) @ (B, K*H1); each deeper layer l is a batched product
+    x^T dZ1, (D, B) @ (B, K*H1); each deeper layer is a batched product
     (K, B, H) @ (K, H, H') forward and two backward, a^T dZ and dZ W^T (K = 1:
-    plain 2-D products). For 3072-100-10 that is x W1, a W2, dz W2^T, a^T dz,
-    x^T dz1. X (N, D) is a NumPy array (products through NumPy's BLAS, in X's
-    dtype) or a torch tensor (torch's CPU kernels, on ``threads`` threads, None:
-    torch's own count). Every output goes to a preallocated contiguous buffer.
+    plain 2-D products). X (N, D) is a NumPy array (NumPy's BLAS, in X's dtype) or
+    a torch tensor (torch's CPU kernels on ``threads`` threads, None: torch's own).
     """
 
     def __init__(self, X, sizes: list[int], batch: int, k: int = 1, seed: int = 0,
                  threads: int | None = None):
-        self.X, self.k, self.batch, self.threads = X, k, batch, threads
+        self.X, self.batch, self.threads = X, batch, threads
         self.rng = np.random.RandomState(seed)
-        self.torch = sys.modules["torch"] if not isinstance(X, np.ndarray) else None
-        if self.torch is not None:
-            torch = self.torch
+        self.torch = torch = sys.modules["torch"] if not isinstance(X, np.ndarray) else None
+        if torch is not None:
             gen = torch.Generator().manual_seed(seed)
 
             def new(*shape):
                 return torch.randn(*shape, generator=gen).to(X.dtype)
 
-            self.mm, self.T = torch.mm, lambda a: a.transpose(-1, -2)
+            self.mm, bmm, self.T = torch.mm, torch.bmm, lambda a: a.transpose(-1, -2)
         else:
             rs = np.random.RandomState(seed)
 
             def new(*shape):
                 return rs.standard_normal(shape).astype(X.dtype)
 
-            self.mm, self.T = np.matmul, lambda a: a.swapaxes(-1, -2)
-        B, D, L = batch, sizes[0], len(sizes) - 1
+            self.mm, bmm, self.T = np.matmul, np.matmul, lambda a: a.swapaxes(-1, -2)
+        B, D, H, L = batch, sizes[0], k * sizes[1], len(sizes) - 1
         self.x = new(B, D)
-        self.W1, self.z1, self.dz1, self.dW1 = new(D, k * sizes[1]), new(B, k * sizes[1]), \
-            new(B, k * sizes[1]), new(D, k * sizes[1])
+        self.W1, self.z1, self.dz1, self.dW1 = new(D, H), new(B, H), new(B, H), new(D, H)
         # deeper layers l = 2..L: weights (K, H, H'), activations/gradients (K, B, H')
         self.W = [new(k, sizes[i - 1], sizes[i]) for i in range(2, L + 1)]
         self.dW = [new(k, sizes[i - 1], sizes[i]) for i in range(2, L + 1)]
         self.a = [new(k, B, sizes[i]) for i in range(1, L + 1)]  # a[0] is layer 1's, (K, B, H1)
         self.da = [new(k, B, sizes[i]) for i in range(1, L + 1)]
-        self.bmm = (lambda a, b, out: self.mm(a[0], b[0], out=out[0])) if k == 1 else \
-            ((lambda a, b, out: self.torch.bmm(a, b, out=out)) if self.torch is not None
-             else (lambda a, b, out: np.matmul(a, b, out=out)))
+        self.bmm = (lambda a, b, out: self.mm(a[0], b[0], out=out[0])) if k == 1 else bmm
 
     def step(self) -> None:
         torch = self.torch
@@ -206,14 +165,14 @@ class FloorStep:
 
 
 class FloorSystem(StepSystem):
-    """``FloorStep`` under a bench name: NumPy's BLAS, or torch's threads."""
+    """``FloorStep`` under a bench name: NumPy's BLAS, or torch's on ``bf16_threads``."""
 
-    def __init__(self, name: str, s: BenchSettings, X, hidden: int, k: int = 1,
-                 threads: int | None = None):
+    def __init__(self, name: str, s: BenchSettings, X, hidden: int, k: int = 1):
         self.name = name
-        self.threads = "openblas" if isinstance(X, np.ndarray) else "torch"
+        numpy = isinstance(X, np.ndarray)
+        self.threads = "openblas" if numpy else "torch"
         self.floor = FloorStep(X, [s.input_size, hidden, s.classes], s.batch, k, s.seed,
-                               threads)
+                               None if numpy else s.bf16_threads or None)
 
     def step(self) -> None:
         self.floor.step()
@@ -226,20 +185,15 @@ class TorchSystem(StepSystem):
         self.name, self.torch, self.threads = "torch_f32", torch, "torch"
         torch.manual_seed(s.seed)
         self.X, self.y, self.batch = torch.from_numpy(X32), torch.from_numpy(y), s.batch
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(s.input_size, s.hidden), torch.nn.ReLU(),
-            torch.nn.Linear(s.hidden, s.classes),
-        )
+        layers = torch.nn.Linear(s.input_size, s.hidden), torch.nn.Linear(s.hidden, s.classes)
+        self.net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1])
         with torch.no_grad():
-            for layer in (self.net[0], self.net[2]):
+            for layer in layers:
                 layer.weight.normal_(0, s.std)
                 layer.bias.zero_()
-        weights = [self.net[0].weight, self.net[2].weight]
-        biases = [self.net[0].bias, self.net[2].bias]
         # reg * sum(W**2) has gradient 2 reg W: weight_decay = 2 reg, weights only
-        self.opt = torch.optim.SGD(
-            [{"params": weights, "weight_decay": 2 * s.reg}, {"params": biases}], lr=s.lr
-        )
+        self.opt = torch.optim.SGD([{"params": [m.weight for m in layers], "weight_decay": 2 * s.reg},
+                                    {"params": [m.bias for m in layers]}], lr=s.lr)
         self.loss_fn = torch.nn.CrossEntropyLoss()
 
     def step(self) -> None:
@@ -283,39 +237,6 @@ class SklearnSystem(StepSystem):
 
     def step(self) -> None:
         self.fit(self.X, self.y)
-
-
-class SequentialSystem(StepSystem):
-    """One step of each of K lone Solvers: the sweep without populations."""
-
-    def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
-        self.name = "sequential"
-        n_val = min(1000, X32.shape[0] // 10)
-        self.solvers = [
-            Solver(
-                pop_model(s, c), X32, y, X32[:n_val], y[:n_val], learning_rate=c["lr"],
-                reg=c["reg"], num_iters=2**62, batch_size=s.batch, seed=s.seed,
-            )
-            for c in configs
-        ]
-
-    def step(self) -> None:
-        for solver in self.solvers:
-            solver.run(until=solver.it + 1)
-
-
-class PopulationSystem(StepSystem):
-    def __init__(self, s: BenchSettings, X32, y, configs: list[dict]):
-        self.name = "population"
-        n_val = min(1000, X32.shape[0] // 10)
-        self.pop = Solver(
-            [pop_model(s, c) for c in configs], X32, y, X32[:n_val], y[:n_val],
-            learning_rate=[c["lr"] for c in configs], reg=[c["reg"] for c in configs],
-            num_iters=2**24, batch_size=s.batch, seed=s.seed,
-        )
-
-    def step(self) -> None:
-        self.pop.run(until=self.pop.it + 1)
 
 
 class TorchBf16System(StepSystem):
@@ -369,25 +290,31 @@ def synthetic_data(rows: int, input_size: int, classes: int, seed: int):
 def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
     X32, y = synthetic_data(s.rows, s.input_size, s.classes, s.seed)
     X64 = X32.astype(np.float64)
+
+    def net(dtype: str) -> TwoLayerNet:
+        return TwoLayerNet(s.input_size, s.hidden, s.classes, std=s.std, seed=s.seed, dtype=dtype)
+
     systems: list[StepSystem] = [
-        FcnetSystem("fcnet_f32", s, X32, y, "float32"),
-        FcnetSystem("fcnet_f64", s, X64, y, "float64"),
+        SolverSystem("fcnet_f32", [_solver(net("float32"), s, X32, y, s.lr, s.reg)]),
+        SolverSystem("fcnet_f64", [_solver(net("float64"), s, X64, y, s.lr, s.reg)]),
         FloorSystem("blas_floor_f32", s, X32, s.hidden),
         FloorSystem("blas_floor_f64", s, X64, s.hidden),
     ]
-    if "torch" in s.peers:
-        try:
-            systems.append(TorchSystem(s, X32, y))
-        except ImportError as err:
-            notes["torch_f32"] = f"not measured: {err}"
-    if "sklearn" in s.peers:
-        try:
-            systems.append(SklearnSystem(s, X32, y))
-        except ImportError as err:
-            notes["sklearn_f32"] = f"not measured: {err}"
+    for peer, system in (("torch", TorchSystem), ("sklearn", SklearnSystem)):
+        if peer in s.peers:
+            try:
+                systems.append(system(s, X32, y))
+            except ImportError as err:
+                notes[f"{peer}_f32"] = f"not measured: {err}"
     configs = pop_configs(s)
-    systems += [SequentialSystem(s, X32, y, configs), PopulationSystem(s, X32, y, configs),
-                FloorSystem("pop_floor", s, X32, s.pop_hidden, s.pop_k)]
+    lrs, regs = [c["lr"] for c in configs], [c["reg"] for c in configs]
+    systems += [
+        SolverSystem("sequential", [_solver(pop_model(s, c), s, X32, y, c["lr"], c["reg"])
+                                    for c in configs]),
+        SolverSystem("population", [_solver([pop_model(s, c) for c in configs], s, X32, y,
+                                            lrs, regs, num_iters=2**24)]),
+        FloorSystem("pop_floor", s, X32, s.pop_hidden, s.pop_k),
+    ]
     if "torch" in s.peers:
         try:
             import torch  # first: a missing torch is an ImportError here
@@ -405,10 +332,9 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
             ex = [{"lr": s.lr, "reg": s.reg, "seed": s.seed}]
             systems += [
                 TorchBf16System("torch_bf16", s, Xb, y, ex, s.hidden, dtype),
-                FloorSystem("bf16_floor", s, Xb, s.hidden, threads=s.bf16_threads or None),
+                FloorSystem("bf16_floor", s, Xb, s.hidden),
                 TorchBf16System("pop_torch_bf16", s, Xb, y, configs, s.pop_hidden, dtype),
-                FloorSystem("pop_torch_bf16_floor", s, Xb, s.pop_hidden, s.pop_k,
-                            threads=s.bf16_threads or None),
+                FloorSystem("pop_torch_bf16_floor", s, Xb, s.pop_hidden, s.pop_k),
                 TorchBf16System("pop_torch_bf16_k64", s, Xb, y, pop_configs(s, s.pop_k_large),
                                 s.pop_hidden, dtype),
             ]
@@ -427,7 +353,6 @@ def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | No
         else:
             for _ in range(s.warmup):
                 sys_.step()
-    block = math.ceil(s.steps / s.rounds)
     last = None
     for r in range(s.rounds):
         shift = r % len(systems)
@@ -436,17 +361,15 @@ def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | No
             # slow torch's threads (and the other way round) until they sleep
             time.sleep(s.gap_s if sys_.threads == last else s.switch_gap_s)
             last = sys_.threads
-            # sklearn: enough whole epochs that it too gets ``steps`` steps in all
-            epochs = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
-            calls = epochs if sys_.steps_per_call > 1 else block
+            # ``steps`` steps in all over the rounds (sklearn: enough whole epochs)
+            calls = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
             if sys_.steps_per_call == 1:
                 sys_.step()
                 sys_.step()
             for _ in range(calls):
                 t0 = time.perf_counter()
                 sys_.step()
-                dt = time.perf_counter() - t0
-                samples[sys_.name].append(1e3 * dt / sys_.steps_per_call)
+                samples[sys_.name].append(1e3 * (time.perf_counter() - t0) / sys_.steps_per_call)
         if progress:
             progress()
     return samples
@@ -455,13 +378,9 @@ def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | No
 def machine_info() -> dict:
     """CPU, cores, BLAS library and threads, library versions."""
     info: dict = {
-        "cpu": _cpu_name(),
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "blas": None,
-        "blas_threads": None,
+        "cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "blas": None, "blas_threads": None,
         # OpenBLAS's kernel choice can be forced (this environment sets Haswell)
         "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
         "flush_denormals": ftz_supported(),
@@ -524,12 +443,9 @@ def summarise(
             _ratio(tpop["torch_bf16"], tpop["torch_bf16_floor"]),
     }
     fallback = "bf16" in notes  # the bf16 systems ran in float32 (build_systems)
-    met = {}
-    for name, r in targets.items():
-        bound = float(name.split()[-1])
-        met[name] = None if r is None else r <= bound
-        if fallback and "bf16" in name:  # measured in float32: no bf16 target applies
-            met[name] = None
+    # measured in float32: no bf16 target applies
+    met = {name: None if r is None or (fallback and "bf16" in name) else r <= float(name.split()[-1])
+           for name, r in targets.items()}
     # reported figures, not targets: peers, and ratios across precisions (which depend on
     # how much faster a CPU's bf16 units are)
     comparisons = {
@@ -572,9 +488,8 @@ def run_bench(settings: BenchSettings | None = None, progress: Callable | None =
 def format_table(r: dict) -> str:
     """The human-readable report."""
     step = r["step_ms"]
-    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"]}
+    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"], "16": step.get("bf16_floor")}
     lines = [f"{'system':<16} {'ms/step':>9} {'x floor':>8}"]
-    floor["16"] = step.get("bf16_floor")
     for k in STEP_KEYS + TORCH_STEP_KEYS:
         v = step.get(k)
         fl = floor.get(k[-2:], floor["16"])
