@@ -20,9 +20,8 @@ from _data_util import (
     rows_to_images,
 )
 
-from fcnet.data import DATASETS, load_dataset, load_splits
+from fcnet.data import DATASETS, imagefolder, load_dataset, load_splits
 from fcnet.data import cifar10 as cifar_mod
-from fcnet.data import decode as decode_mod
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +104,7 @@ def test_jpeg_images_decode_close_to_their_pixels(tmp_path):
 def test_parallel_decoding_matches_serial(tmp_path, monkeypatch):
     cifar_tree(tmp_path / "tree", n_train=4)
     archive = pack(tmp_path / "tree", tmp_path / "c.tar.gz")
-    monkeypatch.setattr(decode_mod, "CHUNK", 7)  # many chunks -> a worker pool
+    monkeypatch.setattr(imagefolder, "CHUNK", 7)  # many chunks -> a worker pool
     monkeypatch.setenv("FCNET_DATA_WORKERS", "2")
     par = load_dataset("cifar10", archive, progress=False, cache=False)
     monkeypatch.setenv("FCNET_DATA_WORKERS", "1")

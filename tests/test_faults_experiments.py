@@ -236,13 +236,13 @@ def test_a_run_that_cannot_fit_is_refused_before_allocating(tmp_path, flags):
 
 def test_a_memory_error_elsewhere_is_one_line(tmp_path, capsys, monkeypatch):
     from fcnet.cli import main
-    from fcnet.data import builtin
+    from fcnet.data import load
     from fcnet.training import prepare
 
     def no_memory():
         raise MemoryError("Unable to allocate 1.2 TiB for an array with shape (1797, 10**11)")
 
-    monkeypatch.setattr(builtin, "_digits_csv", no_memory)
+    monkeypatch.setattr(load, "_digits_csv", no_memory)
     monkeypatch.setattr(prepare, "_CACHE", {})  # loaded afresh, not from an earlier test
     rc = main([*TRAIN, "--runs-dir", str(tmp_path / "runs")])
     lines = capsys.readouterr().err.strip().splitlines()

@@ -1,9 +1,10 @@
 """One entry point for every source: resolve it, read it through the decoded-array
-cache, split it."""
+cache, split it; and the built-in sources (scikit-learn's digits, the toy data)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -12,9 +13,8 @@ import numpy as np
 
 from fcnet.data import cifar10
 from fcnet.data.archive import one_line
-from fcnet.data.builtin import load_digits, load_toy
 from fcnet.data.cache import cache_dir, load_decoded, source_checksum, source_kind, store_decoded
-from fcnet.data.core import Dataset, SplitData
+from fcnet.data.core import Dataset, Split, SplitData
 from fcnet.data.idx import idx_files, load_idx
 from fcnet.data.imagefolder import load_imagefolder
 from fcnet.data.preprocess import Preprocessor
@@ -30,6 +30,40 @@ DATASETS: dict[str, str] = {
     "digits": "scikit-learn's bundled 8x8 digits (1,797 images, offline)",
     "toy": "the exercise's toy data: 5 samples of 4 features, 3 classes",
 }
+
+
+def load_digits() -> Dataset:
+    """1,797 8x8 greyscale digits, values 0..16 scaled to uint8 0..255 (N, 8, 8, 1)."""
+    data = _digits_csv()
+    if data is None:  # another layout of scikit-learn: its loader
+        from sklearn.datasets import load_digits as sk_digits
+
+        d = sk_digits()
+        data = np.column_stack([d.data, d.target])
+    x = (data[:, :-1].reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)[..., None]
+    return Dataset("digits", {"train": Split(x, data[:, -1].astype(np.int64))},
+                   [str(c) for c in range(10)], "sklearn.datasets.load_digits",
+                   meta={"format": "scikit-learn bundled"})
+
+
+def _digits_csv() -> np.ndarray | None:
+    """The (1797, 65) table (pixels 0..16, label) of scikit-learn's bundled digits.csv.gz,
+    read without importing scikit-learn (about a second); None when not found."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",")
+            return data if data.shape == (1797, 65) else None
+    return None
+
+
+def load_toy() -> Dataset:
+    """study.md's toy data: X = 10 * randn(5, 4) from RandomState(1), y = [0, 1, 2, 2, 1]."""
+    x = 10 * np.random.RandomState(1).randn(5, 4)
+    y = np.array([0, 1, 2, 2, 1], np.int64)
+    return Dataset("toy", {"train": Split(x, y)}, ["0", "1", "2"], "builtin toy data",
+                   meta={"format": "builtin"})
 
 
 def _array_digest(ds: Dataset) -> str:
