@@ -10,22 +10,11 @@ from fcnet.errors import FcnetError
 
 
 def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> np.ndarray:
-    """Lay out N images on a square grid, each rescaled on its own to [0, ubound].
+    """Lay out images Xs (N, H, W, C) on a G x G grid, G = ceil(sqrt(N)), row by row.
 
-    Parameters
-    ----------
-    Xs : (N, H, W, C) array
-        The images, e.g. first-layer weights reshaped to ``(H_units, 32, 32, 3)``.
-    ubound : float
-        Each tile is mapped linearly from [min, max] of that tile to [0, ubound].
-        A constant tile (max == min) becomes all zeros rather than NaN.
-    padding : int
-        Pixels of zeros between neighbouring tiles (none around the border).
-
-    Returns
-    -------
-    grid : (G*H + (G-1)*padding, G*W + (G-1)*padding, C) float64 array
-        With ``G = ceil(sqrt(N))``, tiles filled row by row; unused tiles are zero.
+    Each tile is mapped linearly from its own [min, max] to [0, ubound] (a constant tile
+    becomes zeros, not NaN), with ``padding`` pixels of zeros between tiles (none around).
+    Returns (G*H + (G-1)*padding, G*W + (G-1)*padding, C) float64; unused tiles are zero.
     """
     Xs = np.asarray(Xs)
     if Xs.ndim != 4 or Xs.shape[0] == 0:
@@ -50,8 +39,8 @@ def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> n
 
 
 def first_layer_image(W1: np.ndarray, image_shape) -> np.ndarray | None:
-    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], a tile per unit, as weights.png
-    draws it; None when the inputs are not images (PCA, toy)."""
+    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], a tile per unit (weights.png);
+    None when the inputs are not images (PCA, toy)."""
     if image_shape is None:
         return None
     shape = tuple(int(v) for v in image_shape)

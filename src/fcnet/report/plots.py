@@ -1,9 +1,7 @@
-"""The figures of fcnet's runs and study, written as PNG files.
+"""The figures of fcnet's study and grading reports, as PNG files.
 
-Every function draws on its own ``matplotlib.figure.Figure`` (no pyplot, no
-global state, no display: rendering goes through Agg), writes the PNG through ``fcnet.files`` (temp
-file beside ``path``, fsync, rename), so a reader never sees half a file and a
-full disk is one line naming the file.  Each returns the ``Path`` it wrote.
+Each function draws on its own ``matplotlib.figure.Figure`` (no pyplot, no global state)
+and writes atomically through ``fcnet.files``; each returns the ``Path`` it wrote.
 """
 
 from __future__ import annotations
@@ -24,24 +22,10 @@ from fcnet.report.grid import visualize_grid
 DPI = 120
 # a quiet palette that stays readable in print and for common colour blindness
 COLORS = ["#1f5a99", "#d1603d", "#3b8f5a", "#8a5fb0", "#b8862b", "#4a9fb5", "#c2577f", "#6b6b6b"]
-__all__ = [
-    "loss_curve",
-    "accuracy_curves",
-    "weight_grid",
-    "confusion_matrix",
-    "multi_curves",
-    "explained_variance",
-    "bar_table",
-    "interval_plot",
-    "crossing",
-    "moving_average",
-]
 
 
-# --------------------------------------------------------------------- helpers
 def _new_figure(width: float = 6.4, height: float = 4.0) -> MplFigure:
-    fig = MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
-    return fig
+    return MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def _style(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
@@ -72,37 +56,25 @@ def _series(values: Sequence[float], what: str) -> np.ndarray:
 
 
 def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Trailing mean over ``window`` points.
-
-    Returns ``(x, y)``: x are the indices of each window's last point, shape (n - window + 1,).
-    The window is clipped to the series length.
-    """
+    """Trailing mean over ``window`` points (clipped to the series length): (x, y), x the
+    index of each window's last point, (n - window + 1,)."""
     window = max(1, min(int(window), len(values)))
     y = np.convolve(values, np.ones(window) / window, mode="valid")
     return np.arange(window - 1, len(values)), y
 
 
 def crossing(cumulative: Sequence[float], line: float = 0.95) -> int | None:
-    """Smallest count k with ``cumulative[k - 1] >= line``, or None if never reached.
-
-    ``cumulative`` is the cumulative explained-variance ratio, shape (n_components,).
-    """
+    """Smallest count k with ``cumulative[k - 1] >= line`` (cumulative explained-variance
+    ratio, (n_components,)), or None if never reached."""
     c = np.asarray(cumulative, dtype=np.float64)
     hit = np.flatnonzero(c >= line)
     return int(hit[0]) + 1 if hit.size else None
 
 
-# --------------------------------------------------------------------- figures
-def loss_curve(
-    loss_history: Sequence[float],
-    path: str | os.PathLike,
-    title: str = "Training loss",
-    smooth: int | None = None,
-) -> Path:
-    """Loss per iteration; with ``smooth=k`` the raw curve fades and a k-point mean is drawn.
-
-    loss_history : (iterations,) losses, one per iteration.
-    """
+def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: str = "Training loss",
+               smooth: int | None = None) -> Path:
+    """Loss (iterations,) per iteration; with ``smooth=k`` the raw curve fades behind a k-point
+    mean."""
     loss = _series(loss_history, "loss_curve")
     fig = _new_figure()
     ax = fig.add_subplot()
@@ -125,16 +97,9 @@ def loss_curve(
     return _save(fig, path)
 
 
-def accuracy_curves(
-    train_acc: Sequence[float],
-    val_acc: Sequence[float],
-    path: str | os.PathLike,
-    xlabel: str = "epoch",
-) -> Path:
-    """Training and validation accuracy, one point per epoch (or whatever ``xlabel`` says).
-
-    train_acc : (n,) ; val_acc : (m,) -- lengths may differ, each is drawn against its index.
-    """
+def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: str | os.PathLike,
+                    xlabel: str = "epoch") -> Path:
+    """Training (n,) and validation (m,) accuracy, each against its index (epoch, or ``xlabel``)."""
     tr = _series(train_acc, "accuracy_curves: train_acc")
     va = _series(val_acc, "accuracy_curves: val_acc")
     fig = _new_figure()
@@ -154,19 +119,12 @@ def accuracy_curves(
     return _save(fig, path)
 
 
-def weight_grid(
-    W1: np.ndarray,
-    image_shape: tuple[int, int, int],
-    path: str | os.PathLike,
-    title: str = "First-layer weights",
-    channels_first: bool = False,
-) -> Path:
-    """Each hidden unit's incoming weights drawn as an image, as the course's ``show_net_weights``.
+def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | os.PathLike,
+                title: str = "First-layer weights", channels_first: bool = False) -> Path:
+    """Each hidden unit's incoming weights W1 (D, H) as an image (the course's ``show_net_weights``).
 
-    W1 : (D, H) first-layer weights, ``D = prod(image_shape)``.
-    image_shape : (height, width, channels) of the inputs, in the order the features were
-        flattened (row-major H, W, C as CIFAR-10's loader does; ``channels_first=True`` for
-        C, H, W flattening).  One channel is drawn in grey, three as RGB.
+    image_shape : (height, width, channels), D = their product; features flattened H, W, C
+    (CIFAR-10's loader) or, with ``channels_first``, C, H, W.  1 channel is grey, 3 are RGB.
     """
     W1 = np.asarray(W1, dtype=np.float64)
     h, w, c = (int(v) for v in image_shape)
@@ -206,17 +164,10 @@ def weight_grid(
     return _save(fig, path)
 
 
-def confusion_matrix(
-    cm: np.ndarray,
-    classes: list[str],
-    path: str | os.PathLike,
-    normalize: bool = True,
-) -> Path:
-    """Confusion matrix, rows = true class, columns = predicted class.
-
-    cm : (K, K) counts.  With ``normalize`` each row is divided by its total (a row of zeros
-    stays zero), so the diagonal reads as per-class recall.
-    """
+def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike,
+                     normalize: bool = True) -> Path:
+    """Counts cm (K, K), rows = true class; ``normalize`` divides each row by its total (zero
+    rows stay zero), so the diagonal reads as per-class recall."""
     cm = np.asarray(cm, dtype=np.float64)
     k = len(classes)
     if cm.ndim != 2 or cm.shape != (k, k):
@@ -246,21 +197,10 @@ def confusion_matrix(
     return _save(fig, path)
 
 
-def multi_curves(
-    curves: Mapping[str, Sequence[float]],
-    path: str | os.PathLike,
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    smooth: int | None = None,
-    logy: bool = False,
-) -> Path:
-    """Several named series on one axis, e.g. loss at batch 100 vs 300, or per-layer scales.
-
-    curves : {label: (n_i,) values}; each drawn against its own index.  ``smooth=k`` draws a
-    k-point trailing mean over a faded raw line; ``logy`` uses a log y axis (values <= 0 are
-    left out).
-    """
+def multi_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, xlabel: str,
+                 ylabel: str, title: str, smooth: int | None = None, logy: bool = False) -> Path:
+    """Named series {label: (n_i,)} on one axis, each against its own index; ``smooth=k``: a
+    k-point trailing mean over a faded raw line; ``logy``: log y axis (values <= 0 left out)."""
     if not curves:
         raise FcnetError("multi_curves: no curves given")
     fig = _new_figure()
@@ -286,16 +226,9 @@ def multi_curves(
     return _save(fig, path)
 
 
-def explained_variance(
-    cumulative: np.ndarray,
-    path: str | os.PathLike,
-    line: float = 0.95,
-) -> Path:
-    """Cumulative explained variance of PCA against the number of components.
-
-    cumulative : (n_components,) running sum of explained-variance ratios.  Draws the
-    ``line`` level and marks ``crossing(cumulative, line)``, the first count that reaches it.
-    """
+def explained_variance(cumulative: np.ndarray, path: str | os.PathLike, line: float = 0.95) -> Path:
+    """PCA's cumulative explained-variance ratio (n_components,) against the count, with the
+    ``line`` level and the first count that reaches it (``crossing``) marked."""
     c = _series(cumulative, "explained_variance")
     k = crossing(c, line)
     fig = _new_figure()
@@ -316,19 +249,9 @@ def explained_variance(
     return _save(fig, path)
 
 
-def bar_table(
-    labels: Sequence[object],
-    series: Mapping[str, Sequence[float]],
-    path: str | os.PathLike,
-    xlabel: str,
-    ylabel: str,
-    title: str,
-) -> Path:
-    """Grouped bars: one group per label (a table's varied value), one bar per series.
-
-    labels : (n,) group names, e.g. hidden sizes.  series : {name: (n,) values}, e.g.
-    ``{"fcnet": ours, "report": theirs}``; a NaN leaves its bar out.
-    """
+def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], path: str | os.PathLike,
+              xlabel: str, ylabel: str, title: str) -> Path:
+    """Grouped bars: a group per label (n,), a bar per series {name: (n,) values}; NaN: no bar."""
     if not series:
         raise FcnetError("bar_table: no series given")
     n = len(labels)
@@ -351,21 +274,13 @@ def bar_table(
     return _save(fig, path)
 
 
-def interval_plot(
-    labels: Sequence[str],
-    series: Mapping[str, tuple[Sequence[float], Sequence[float], Sequence[float],
-                               Sequence[float], Sequence[float]]],
-    path: str | os.PathLike,
-    xlabel: str,
-    ylabel: str,
-    title: str,
-) -> Path:
-    """A table's cells with their intervals: one line per column of the table.
+def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[float], ...]],
+                  path: str | os.PathLike, xlabel: str, ylabel: str, title: str) -> Path:
+    """A table's cells with their intervals, a line per column, rows' labels (n,) at 0..n-1.
 
-    labels : (n,) the rows' labels, drawn at 0..n-1.  series : {column label: (mean, low,
-    high, run_low, run_high)}, each (n,): the mean over seeds with its interval as error
-    bars (low/high may be NaN: one seed, no bar), and one run's sampling interval as a
-    wide pale bar behind each point.
+    series : {column label: (mean, low, high, run_low, run_high)}, each (n,): the mean over
+    seeds with its interval as error bars (NaN: one seed, no bar), one run's sampling
+    interval as a wide pale bar behind each point.
     """
     if not series:
         raise FcnetError("interval_plot: no series given")
@@ -378,7 +293,6 @@ def interval_plot(
         xs = x + (i - (len(series) - 1) / 2) * step
         m = _series(mean, f"interval_plot: {label!r}")
         lo, hi = np.asarray(low, float), np.asarray(high, float)
-        # one run's sampling interval: a wide, pale bar behind each point
         ax.vlines(xs, np.asarray(rlow, float), np.asarray(rhigh, float), color=color,
                   alpha=0.18, linewidth=7)
         err = np.vstack([np.where(np.isnan(lo), 0, m - lo), np.where(np.isnan(hi), 0, hi - m)])

@@ -1,11 +1,9 @@
 """A report as plain data (sections of text, tables and figures), written as Markdown and HTML.
 
-``Report(...).write(out_dir)`` writes ``out_dir/report.md`` (figures referenced by
-relative path, copied under ``out_dir/figures/`` when they live elsewhere) and
-``out_dir/report.html``, which is self-contained: CSS inline, figures embedded as
-base64 ``data:`` URIs and a Content-Security-Policy that forbids any request, so
-it reads the same offline, mailed, or years later.  Templates:
-``fcnet/report/templates/report.{html,md}.j2``.
+``Report(...).write(out_dir)`` writes ``report.md`` (figures by relative path, copied under
+``figures/`` when they live elsewhere) and ``report.html``: CSS inline, figures as base64
+``data:`` URIs and a Content-Security-Policy that forbids any request, so it reads the same
+offline, mailed, or years later.  Templates: ``templates/report.{html,md}.j2``.
 """
 
 from __future__ import annotations
@@ -31,18 +29,6 @@ from fcnet.errors import FcnetError
 from fcnet.report.markup import inline, to_html
 
 OWN_TABLE_NUMBER = re.compile(r"(?i)^table\s+[\w.-]+\s*[:.]")
-
-__all__ = [
-    "Report",
-    "Section",
-    "Table",
-    "Figure",
-    "markdown_table",
-    "format_cell",
-    "format_rows",
-    "is_numeric",
-]
-
 _NUMBER = re.compile(
     r"^[+\-\u2212]?(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?"
     r"(\s*(\u00b1|\+/-)\s*(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?)?$"
@@ -51,12 +37,9 @@ _MISSING = {"", "\u2014", "-", "n/a", "nan", "NaN", "inf", "-inf"}
 _IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp"}
 
 
-# ------------------------------------------------------------------ cells and tables
 def format_cell(value: Any) -> str:
-    """How a table shows one value: floats to 4 significant digits, None as an em dash.
-
-    Strings pass through untouched, so a caller who wants ``52.0`` (not ``52``) passes text.
-    """
+    """One table value as text: floats to 4 significant digits, None as an em dash; strings
+    untouched (a caller who wants ``52.0``, not ``52``, passes text)."""
     if value is None:
         return "\u2014"
     if isinstance(value, bool | np.bool_):
@@ -80,13 +63,9 @@ def _is_float(v: Any) -> bool:
 
 
 def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
-    """Format a table's cells, with one number of decimals per column of floats.
-
-    A column whose filled cells are all finite floats between 1e-3 and 1e5 shows every value
-    with the decimals its most precise value needs at 4 significant digits (``28.19`` and
-    ``35.80``, not ``35.8``); other cells go through ``format_cell``.
-    rows : (n_rows, n_columns) values.
-    """
+    """Cells of rows (n_rows, n_columns) as text by ``format_cell``, except that a column of
+    finite floats in [1e-3, 1e5) shares the decimals its most precise value needs at 4
+    significant digits (``28.19`` and ``35.80``, not ``35.8``)."""
     out = [[format_cell(v) for v in r] for r in rows]
     for j in range(len(rows[0]) if rows else 0):
         values = [r[j] for r in rows if r[j] is not None]
@@ -101,17 +80,13 @@ def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
     return out
 
 
-def is_numeric(text: str) -> bool:
-    """True for a cell that reads as a number (``52.0``, ``1e-3``, ``49,000``, ``53.9%``)."""
-    return bool(_NUMBER.match(text.strip()))
-
-
 def _numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
-    """A column is right-aligned when every filled cell is a number (and at least one is)."""
+    """Right-align a column when every filled cell reads as a number (``52.0``, ``1e-3``,
+    ``49,000``, ``53.9%``) and at least one is filled."""
     flags = []
     for j in range(len(columns)):
         cells = [r[j].strip() for r in rows if r[j].strip() not in _MISSING]
-        flags.append(bool(cells) and all(is_numeric(c) for c in cells))
+        flags.append(bool(cells) and all(_NUMBER.match(c) for c in cells))
     return flags
 
 
@@ -120,10 +95,8 @@ def _md_escape(text: str) -> str:
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table; numeric columns are right-aligned (``---:``).
-
-    rows : (n_rows, n_columns) values, formatted with ``format_rows``.
-    """
+    """A GitHub-flavoured Markdown table of rows (n_rows, n_columns), formatted by
+    ``format_rows``; numeric columns are right-aligned (``---:``)."""
     cols = [str(c) for c in columns]
     for i, r in enumerate(rows):
         if len(r) != len(cols):
@@ -137,13 +110,9 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 @dataclass
 class Table:
-    """One table: a title (its caption), column names, rows of values, and a note.
-
-    rows : (n_rows, len(columns)) values; a column of floats shares one number of decimals
-        (4 significant digits for its most precise value), strings are shown as given.
-    note : e.g. ``"held fixed: hidden 50, lr 1e-3"``, shown under the table.
-    id : the HTML id; by default ``<section id>-table-<k>`` (k counts from 1 in the section).
-    """
+    """A table: its title (caption), columns, rows (n_rows, len(columns)) of values
+    (``format_rows``), a note shown under it, and its HTML id (by default
+    ``<section id>-table-<k>``, k counting from 1 in the section)."""
 
     title: str
     columns: list[str]
@@ -160,12 +129,6 @@ class Table:
                     f"table {self.title!r}: row {i} has {len(r)} cells, "
                     f"expected {len(self.columns)} ({', '.join(self.columns)})"
                 )
-
-    def cells(self) -> list[list[str]]:
-        return format_rows(self.rows)
-
-    def markdown(self) -> str:
-        return markdown_table(self.columns, self.rows)
 
 
 @dataclass
@@ -190,15 +153,18 @@ class Section:
     id: str | None = None
 
 
-# ------------------------------------------------------------------ ids and files
 def slugify(text: str) -> str:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
     s = re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
     return s or "section"
 
 
-def _unique(base: str, taken: set[str]) -> str:
-    name, k = base, 1
+def _unique(own: str | None, default: str, taken: set[str], what: str) -> str:
+    """The id ``own`` (an error when taken), else ``default`` made unique by -1, -2, ..."""
+    if own is not None and own in taken:
+        raise FcnetError(f"report {what}: id {own!r} is used twice")
+    base = name = own or default
+    k = 1
     while name in taken:
         name, k = f"{base}-{k}", k + 1
     taken.add(name)
@@ -219,11 +185,8 @@ def _read_image(path: Path) -> tuple[str, bytes]:
 
 
 def _md_reference(path: Path, out_dir: Path, copied: dict[Path, str], reserved: set[str]) -> str:
-    """Relative link from report.md to a figure; files outside out_dir are copied in first.
-
-    ``reserved`` holds the relative paths of figures already inside out_dir, so a copy never
-    overwrites one of them.
-    """
+    """Relative link from report.md to a figure; files outside out_dir are copied in first,
+    never over a figure already inside it (``reserved``: their relative paths)."""
     src, out = path.resolve(), out_dir.resolve()
     if src.is_relative_to(out):
         return quote(src.relative_to(out).as_posix())
@@ -238,19 +201,10 @@ def _md_reference(path: Path, out_dir: Path, copied: dict[Path, str], reserved: 
     return quote(copied[src])
 
 
-# ------------------------------------------------------------------ the report
-_TEMPLATES = Path(__file__).parent / "templates"
-
-
 def _environment(autoescape: bool) -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(_TEMPLATES),
-        autoescape=autoescape,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        undefined=jinja2.StrictUndefined,
-    )
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                              autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
 @dataclass
@@ -262,80 +216,47 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-        """Write ``report.md`` and ``report.html`` into ``out_dir``; returns (md path, html path).
-
-        Table and figure numbers run through the whole report ("Table 3", "Figure 5").
-        """
+        """Write ``report.md`` and ``report.html`` into ``out_dir``: (md path, html path).
+        Table and figure numbers run through the whole report ("Table 3", "Figure 5")."""
         from fcnet import __version__
 
         out_dir = files.ensure_dir(out_dir)
         ids: set[str] = {"contents", "meta"}
         copied: dict[Path, str] = {}
-        reserved = {
-            f.path.resolve().relative_to(out_dir.resolve()).as_posix()
-            for s in self.sections
-            for f in s.figures
-            if f.path.resolve().is_relative_to(out_dir.resolve())
-        }
+        inside = [f.path.resolve() for s in self.sections for f in s.figures]
+        reserved = {p.relative_to(out_dir.resolve()).as_posix() for p in inside
+                    if p.is_relative_to(out_dir.resolve())}
         n_table = n_figure = 0
         sections = []
         for s in self.sections:
-            if s.id is not None and s.id in ids:
-                raise FcnetError(f"report section {s.title!r}: id {s.id!r} is used twice")
-            sid = _unique(s.id or slugify(s.title), ids)
+            sid = _unique(s.id, slugify(s.title), ids, f"section {s.title!r}")
             tables = []
             for k, t in enumerate(s.tables, start=1):
                 n_table += 1
-                if t.id is not None and t.id in ids:
-                    raise FcnetError(f"report table {t.title!r}: id {t.id!r} is used twice")
-                cells = t.cells()
-                tables.append({
-                    "id": _unique(t.id or f"{sid}-table-{k}", ids),
-                    "number": n_table,
+                cells = format_rows(t.rows)
+                tables.append(dict(
+                    id=_unique(t.id, f"{sid}-table-{k}", ids, f"table {t.title!r}"), number=n_table,
                     # a title with the source's own numbering ("Table 1: iterations") keeps it alone
-                    "own_number": bool(OWN_TABLE_NUMBER.match(t.title)),
-                    "title": t.title,
-                    "title_html": inline(t.title),
-                    "columns": t.columns,
-                    "numeric": _numeric_columns(t.columns, cells),
-                    "rows": cells,
-                    "note": t.note,
-                    "note_html": inline(t.note),
-                    "markdown": t.markdown(),
-                })
+                    own_number=bool(OWN_TABLE_NUMBER.match(t.title)),
+                    title=t.title, title_html=inline(t.title), note=t.note, note_html=inline(t.note),
+                    columns=t.columns, numeric=_numeric_columns(t.columns, cells), rows=cells,
+                    markdown=markdown_table(t.columns, t.rows)))
             figures = []
             for f in s.figures:
                 n_figure += 1
                 mime, data = _read_image(f.path)
-                figures.append({
-                    "number": n_figure,
-                    "caption": f.caption,
-                    "caption_html": inline(f.caption),
-                    "src": _md_reference(f.path, out_dir, copied, reserved),
-                    "data_uri": Markup(f"data:{mime};base64,{base64.b64encode(data).decode()}"),
-                })
-            sections.append({
-                "id": sid,
-                "title": s.title,
-                "text": s.text.strip(),
-                "text_html": to_html(s.text),
-                "tables": tables,
-                "figures": figures,
-            })
-
+                figures.append(dict(
+                    number=n_figure, caption=f.caption, caption_html=inline(f.caption),
+                    src=_md_reference(f.path, out_dir, copied, reserved),
+                    data_uri=Markup(f"data:{mime};base64,{base64.b64encode(data).decode()}")))
+            sections.append(dict(id=sid, title=s.title, text=s.text.strip(), text_html=to_html(s.text),
+                                 tables=tables, figures=figures))
         meta = [(str(k), format_cell(v)) for k, v in self.meta.items()]
-        context = {
-            "title": self.title,
-            "meta": meta,
-            "meta_numeric": _numeric_columns(["value"], [[v] for _, v in meta]) if meta else [],
-            "sections": sections,
-            "version": __version__,
-            "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        }
+        context = dict(title=self.title, meta=meta, sections=sections, version=__version__,
+                       meta_numeric=_numeric_columns(["value"], [[v] for _, v in meta]) if meta else [],
+                       written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
         md = _environment(False).get_template("report.md.j2").render(context)
         md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
         html = _environment(True).get_template("report.html.j2").render(context)
-        md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-        files.write_text(md_path, md)
-        files.write_text(html_path, html)
-        return md_path, html_path
+        md_path = files.write_text(out_dir / "report.md", md)
+        return md_path, files.write_text(out_dir / "report.html", html)
