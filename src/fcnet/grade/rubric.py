@@ -23,12 +23,6 @@ class Rubric:
         return self.thresholds.get(check.name, check.threshold)
 
 
-def _number(path: Path, table: str, key: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise FcnetError(f"rubric {path}: [{table}] {key} must be a number, got {v!r}")
-    return float(v)
-
-
 def load_rubric(path: str | Path | None = None) -> Rubric:
     """The default rubric, or the one in ``path``; FcnetError (one line) when it is malformed."""
     p = Path(path) if path is not None else DEFAULT
@@ -47,17 +41,17 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
         t = data.get(table, {})
         if not isinstance(t, dict):
             raise FcnetError(f"rubric {p}: {table} must be a table ([{table}])")
-        for key in t:
+        for key, v in t.items():
             if key not in BY_NAME:
                 raise FcnetError(f"rubric {p}: [{table}] unknown check {key!r} "
                                  f"(checks: {', '.join(BY_NAME)})")
-        tables[table] = {k: _number(p, table, k, v) for k, v in t.items()}
-    for k, v in tables["points"].items():
-        if v < 0:
-            raise FcnetError(f"rubric {p}: [points] {k} must not be negative, got {v:g}")
-    for k in tables["thresholds"]:
-        if BY_NAME[k].op == "ok":
-            raise FcnetError(f"rubric {p}: [thresholds] {k} has no threshold (it passes when it runs)")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise FcnetError(f"rubric {p}: [{table}] {key} must be a number, got {v!r}")
+            if table == "points" and v < 0:
+                raise FcnetError(f"rubric {p}: [points] {key} must not be negative, got {v:g}")
+            if table == "thresholds" and BY_NAME[key].op == "ok":
+                raise FcnetError(f"rubric {p}: [thresholds] {key} has no threshold (it passes when it runs)")
+        tables[table] = {k: float(v) for k, v in t.items()}
     if not any(tables["points"].values()):
         raise FcnetError(f"rubric {p}: no check is worth any points")
     return Rubric(tables["points"], tables["thresholds"], str(p))

@@ -1,30 +1,15 @@
-"""Running one submission's child process, isolated and limited.
+"""Running one submission's child process, isolated and limited (docs/grade.md, "The sandbox").
 
-Isolation (``mode``):
-
-- ``bwrap``: bubblewrap gives the child new user, PID, network, IPC and UTS
-  namespaces (no network at all, no view of other processes), the whole file
-  system read-only, a private size-capped tmpfs on /tmp holding its copy of the
-  submission (and the interpreter's prefix when that lives under /tmp), fcnet's
-  own package hidden under an empty tmpfs, and no capabilities.  Killing bwrap
-  kills everything inside.
-- ``none`` (bubblewrap missing or unable to start, or ``--sandbox none``): no
-  namespaces.  The child confines its own writes to its private folder with
-  Landlock where the kernel has it; otherwise the file system is not isolated
-  (when the grader is root it then tries an unused uid, 61000 + worker slot).
-
-Either mode: the child is ``python -I -S child.py`` (no site, no environment), with
-NumPy's site-packages on its path and not fcnet (``fcnet.grade.child`` imports
-nothing of fcnet's); wall clock (the grader kills the process group), then limits the
-child sets on itself before any student code runs: CPU seconds, address
-space, process count, file size and open files (``child.set_limits``), Landlock
-(``fcnet.grade.landlock``) and a seccomp filter (``fcnet.grade.seccomp``: no new
-processes, no sockets but AF_UNIX, which also holds for root, whom
-RLIMIT_NPROC exempts).  The grader prints once what is not isolated.
+Mode ``bwrap``: bubblewrap namespaces, a read-only file system, a private /tmp and fcnet's
+package hidden.  Mode ``none`` (bubblewrap missing or unable to start, or ``--sandbox none``):
+no namespaces; as root, an unused uid (61000 + worker slot) when Landlock is missing.
+Either mode: ``python -I -S child.py`` with a clean environment and the wall clock here; the
+child sets rlimits, Landlock and seccomp on itself before student code runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -43,6 +28,8 @@ import fcnet
 DROP_UID = 61000  # + worker slot; ids no account uses
 OUTPUT_TAIL = 16 * 1024
 MAX_RESULT = 32 << 20
+HERE = Path(__file__).resolve().parent
+RUNNER = ("child.py", "landlock.py", "seccomp.py")  # what the child runs: the standard library and NumPy
 
 
 @dataclass
@@ -93,18 +80,11 @@ def _processes_of(uid: int) -> int:
     """How many tasks (processes and threads) ``uid`` runs now: RLIMIT_NPROC counts them all."""
     n = 0
     for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            if d.stat().st_uid == uid:
-                n += sum(1 for _ in (d / "task").iterdir())
-        except OSError:
-            continue
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if d.stat().st_uid == uid:
+                    n += sum(1 for _ in (d / "task").iterdir())
     return n
-
-
-HERE = Path(__file__).resolve().parent
-RUNNER = ("child.py", "landlock.py", "seccomp.py")  # what the child runs: the standard library and NumPy
 
 
 def _site() -> list[str]:
@@ -116,11 +96,9 @@ def _site() -> list[str]:
 
 def _hidden_by_tmp() -> list[str]:
     """The interpreter's folders that bwrap's private /tmp would hide (a venv under /tmp)."""
-
     found = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                                          *_site())}
-    found.add(Path(sys.executable).parent.parent)
-    found.add(Path(sys.executable).resolve().parent.parent)
+    found |= {Path(sys.executable).parent.parent, Path(sys.executable).resolve().parent.parent}
     tmp = Path("/tmp").resolve()
     inside = sorted(p for p in found if p.is_relative_to(tmp) and p != tmp)
     return [str(p) for p in inside if not any(p != q and p.is_relative_to(q) for q in inside)]
@@ -131,8 +109,8 @@ def _env(home: str) -> dict[str, str]:
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home, "MPLCONFIGDIR": home,
            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
            "PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
-    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[k] = "1"  # one core per submission: timings stay fair and the task count small
+    # one core per submission: timings stay fair and the task count small
+    env |= dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
     if "OPENBLAS_CORETYPE" in os.environ:
         env["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
     return env
@@ -148,7 +126,6 @@ class Sandbox:
     drop_uid: bool  # run as DROP_UID + slot (the grader is root)
     warnings: list[str] = field(default_factory=list)
 
-    # ------------------------------------------------------------- detection
     @classmethod
     def detect(cls, requested: str = "auto") -> Sandbox:
         """The strongest sandbox that works here: each candidate runs a probe child,
@@ -196,26 +173,20 @@ class Sandbox:
             r = self.run({"probe": True}, tmp / "src", None, Limits(timeout=60), slot=0)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        if r.returncode != 0 or r.timed_out:
+        lines = [ln for ln in r.output.splitlines() if ln.startswith("FCNET-PROBE ")]
+        if r.returncode != 0 or r.timed_out or not lines:
             return None, r.output
-        for line in r.output.splitlines():
-            if line.startswith("FCNET-PROBE "):
-                return json.loads(line.split(" ", 1)[1]), r.output
-        return None, r.output
+        return json.loads(lines[0].split(" ", 1)[1]), r.output
 
-    # ------------------------------------------------------------------- run
     def run(self, cfg: dict, stage: Path, data: Path | None, limits: Limits, slot: int = 0) -> RunResult:
-        """Run the child on the submission copied in ``stage``; ``cfg`` is completed here.
-
-        ``stage`` must be readable by the child's uid; in mode "none" the private
-        ``work`` folder is made beside it (so its parent must be the run's own folder).
-        """
+        """Run the child on the submission copied in ``stage`` (readable by the child's uid;
+        in mode "none" its private ``work`` folder is made beside it)."""
         uid = DROP_UID + slot if self.drop_uid else None
         r_fd, w_fd = os.pipe()
         cfg = dict(cfg, result_fd=w_fd, limits=limits.for_child(uid), site=_site())
         if self.mode == "bwrap":
             cfg.update(src="/tmp/submission", work="/tmp/work", data="/tmp/data" if data else None)
-            home, runner = "/tmp/work", "/tmp/runner"
+            home, runner, cwd = "/tmp/work", "/tmp/runner", "/"
             argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev",
                     "--proc", "/proc", "--size", str(limits.tmpfs_mb * (1 << 20)), "--tmpfs", "/tmp"]
             for path in _hidden_by_tmp():  # a venv under /tmp: the interpreter must stay visible
@@ -229,7 +200,6 @@ class Sandbox:
             argv += ["--unshare-all", "--die-with-parent", "--new-session", "--chdir", "/tmp"]
             if os.geteuid() == 0:
                 argv += ["--cap-drop", "ALL"]
-            cwd = "/"
         else:
             work = stage.parent / "work"
             work.mkdir(exist_ok=True)
@@ -262,12 +232,10 @@ class Sandbox:
                     got += len(line)
                     if got > MAX_RESULT:
                         break
-                    try:
+                    with contextlib.suppress(ValueError):
                         rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(rec, dict):
-                        records.append(rec)
+                        if isinstance(rec, dict):
+                            records.append(rec)
 
         def read_output() -> None:
             while chunk := proc.stdout.read1(1 << 16):
@@ -275,8 +243,7 @@ class Sandbox:
                 tail.extend(chunk)
                 del tail[:-OUTPUT_TAIL]
 
-        readers = [threading.Thread(target=read_records, daemon=True),
-                   threading.Thread(target=read_output, daemon=True)]
+        readers = [threading.Thread(target=f, daemon=True) for f in (read_records, read_output)]
         for t in readers:
             t.start()
         timed_out = False
@@ -284,7 +251,8 @@ class Sandbox:
             proc.wait(timeout=limits.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-        _kill_group(proc.pid)  # also whatever the child left behind in its session
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # also whatever the child left behind in its session
         proc.wait()
         for t in readers:
             t.join(timeout=5)
@@ -298,19 +266,12 @@ def _bwrap_failure(probe_output: str) -> str:
         r = subprocess.run([shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--unshare-all",
                             "--die-with-parent", "true"],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-        bare = (r.returncode, (r.stderr or r.stdout).strip())
+        code, said = r.returncode, (r.stderr or r.stdout).strip()
     except (OSError, subprocess.TimeoutExpired) as err:
-        bare = (1, str(err))
+        code, said = 1, str(err)
+    if code != 0:
+        said = (said.splitlines() or [f"exit status {code}"])[-1]
+        return f"bubblewrap cannot start a sandbox here: {said}"
     lines = [ln.strip() for ln in probe_output.splitlines() if ln.strip()]
-    if bare[0] != 0:
-        said = bare[1].splitlines() or [f"exit status {bare[0]}"]
-        return f"bubblewrap cannot start a sandbox here: {said[-1]}"
     last = lines[-1][:300] if lines else "no output"
     return f"bubblewrap starts, but the grader's child fails inside it: {last}"
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -1,20 +1,7 @@
-"""Q1c's static half: find Python loops over samples, units or classes in a
-submission's ``loss`` and in what it calls, read from its source files by the
-grader (nothing of the submission is imported or run here).
-
-A loop is flagged when what it iterates over depends on the data or on array
-sizes: the method's array arguments and anything computed from them, ``.shape``,
-``.size``, ``len(...)``, an element of a container (``params['W1']``) or an
-attribute named like a size (``self.hidden_size``, ``self.num_classes``).  Loops
-over a literal list, over ``params`` itself (``.items()``, ``.keys()``,
-``.values()``) or over ``range`` of constants and layer counts are allowed:
-they run a fixed, tiny number of times.  ``np.vectorize``,
-``np.apply_along_axis`` and ``map`` over data count as loops too.
-
-Each finding is in the forward pass and loss (what study.md's Q1c asks to
-vectorise) or in the backward pass: a loop that runs only when labels are given
-(after ``if y is None: return ...``, or inside ``if y is not None:``) and that
-the returned loss does not depend on.
+"""Q1c's static half: Python loops over samples, units or classes in a submission's
+``loss`` and in what it calls, read from its source files (nothing of it runs here).
+A loop is flagged when what it iterates over depends on the data or array sizes;
+docs/grade.md ("The static loop checks") gives the rules and the forward/backward split.
 """
 
 from __future__ import annotations
@@ -42,11 +29,6 @@ class Finding:
         return f"{self.file}:{self.line} `{self.code}`"
 
 
-def _is_size_attr(attr: str) -> bool:
-    a = attr.lower()
-    return any(w in a for w in _SIZE_WORDS) and "layer" not in a
-
-
 class _Taint:
     """Which names in one function carry data or sizes."""
 
@@ -65,7 +47,7 @@ class _Taint:
                 for t in targets:
                     for target, value in _pairs(t, n.value):
                         if value is not None and self.tainted(value):
-                            self.names |= {x.id for x in ast.walk(target) if isinstance(x, ast.Name)}
+                            self.names |= _names(target)
             if len(self.names) == before:
                 break
 
@@ -73,7 +55,8 @@ class _Taint:
         for n in ast.walk(expr):
             if isinstance(n, ast.Name) and n.id in self.names:
                 return True
-            if isinstance(n, ast.Attribute) and _is_size_attr(n.attr):
+            if isinstance(n, ast.Attribute) and any(w in n.attr.lower() for w in _SIZE_WORDS) \
+                    and "layer" not in n.attr.lower():
                 return True
             if isinstance(n, ast.Subscript):
                 return True
@@ -228,17 +211,16 @@ def _loss_names(region: list[ast.stmt]) -> set[str] | None:
     return need
 
 
-def find_loops(folder: Path, cls_name: str = "TwoLayerNet", method: str = "loss") -> list[Finding]:
-    """Loops over data in ``cls_name.<method>`` of ``folder/two_layernet.py`` and in the
-    functions it calls from the submission's own files (``self.other(...)``,
-    ``helper(...)``, ``module.helper(...)``), each marked forward or backward."""
+def find_loops(folder: Path) -> list[Finding]:
+    """Loops over data in ``TwoLayerNet.loss`` of ``folder/two_layernet.py`` and in the
+    functions it calls from the submission's own files, each marked forward or backward."""
     files = _Folder(Path(folder))
     entry = files.module("two_layernet")
-    found = files.lookup(entry, cls_name) if entry else None
+    found = files.lookup(entry, "TwoLayerNet") if entry else None
     if not found or not isinstance(found[1], ast.ClassDef):
         return []
     src, cls = found
-    start = files.method(src, cls, method)
+    start = files.method(src, cls, "loss")
     if start is None:
         return []
     findings: list[Finding] = []
@@ -279,12 +261,9 @@ def find_loops(folder: Path, cls_name: str = "TwoLayerNet", method: str = "loss"
                             todo.append((*callee, where))
                 if bad is not None:
                     findings.append(Finding(src.path.name, bad.lineno, _code(src.lines, bad.lineno), where))
-    # a loop reached from both passes counts as forward
     best: dict[tuple, Finding] = {}
-    for f in findings:
-        k = (f.file, f.line)
-        if k not in best or f.part == "forward":
-            best[k] = f
+    for f in sorted(findings, key=lambda f: f.part != "forward"):  # reached from both passes: forward
+        best.setdefault((f.file, f.line), f)
     return sorted(best.values(), key=lambda f: (f.file, f.line))
 
 
