@@ -77,72 +77,35 @@ def _pool() -> Executor | None:
     return ProcessPoolExecutor(n, mp_context=mp.get_context("fork"))
 
 
-class Decoder:
-    """Collects ``(display name, bytes or file path)`` and decodes them in chunks,
-    overlapping decoding with the reading of an archive."""
+def _decoded(chunks: list[Future | list], names: list[str], progress: bool,
+             desc: str) -> np.ndarray:
+    """The chunks (decoding in a worker, or items to decode here) as one (N, H, W, C)
+    uint8 array; an undecodable image or mixed sizes raise FcnetError naming the file."""
+    from tqdm import tqdm
 
-    def __init__(self, progress: bool = False, desc: str = "decode"):
-        self.names: list[str] = []
-        self._pending: list[bytes | str] = []
-        self._results: list[Future | list] = []
-        self._pool: Executor | None = None
-        self._progress = progress
-        self._desc = desc
-
-    def add(self, name: str, item: bytes | str) -> None:
-        self.names.append(name)
-        self._pending.append(item)
-        if len(self._pending) >= CHUNK:
-            if not self._results:  # more than one chunk: worth a pool
-                self._pool = _pool()
-            self._flush()
-
-    def _flush(self) -> None:
-        chunk, self._pending = self._pending, []
-        # without a pool, a chunk is decoded in finish(), under its progress bar
-        self._results.append(chunk if self._pool is None else self._pool.submit(decode_chunk, chunk))
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def finish(self) -> np.ndarray:
-        """All images (at least one) as one (N, H, W, C) uint8 array, in the order added.
-        Undecodable images and mixed sizes raise FcnetError naming the file."""
-        from tqdm import tqdm
-
-        chunks: list[np.ndarray] = []  # (n, H, W, C) runs of images of one shape
-        try:
-            if self._pending:
-                self._flush()
-            done = 0
-            with tqdm(total=len(self.names), desc=self._desc, unit="img", leave=False,
-                      disable=None if self._progress else True, file=sys.stderr) as bar:
-                for r in self._results:
-                    out = r.result() if isinstance(r, Future) else decode_chunk(r)
-                    if isinstance(out, np.ndarray):
-                        chunks.append(out)
-                    else:
-                        for j, a in enumerate(out):
-                            if isinstance(a, str):
-                                raise FcnetError(f"{self.names[done + j]}: {a}")
-                            chunks.append(a[None])
-                    done += len(out)
-                    bar.update(len(out))
-        finally:
-            self.close()
-        h, w = chunks[0].shape[1:3]
-        c = max(a.shape[3] for a in chunks)
-        out = np.empty((len(self.names), h, w, c), np.uint8)
-        i = 0
-        for a in chunks:
-            if a.shape[1:3] != (h, w):
-                raise FcnetError(f"{self.names[i]}: image is {a.shape[2]}x{a.shape[1]} but "
-                                 f"{self.names[0]} is {w}x{h}; images of mixed sizes are refused")
-            out[i: i + len(a)] = a  # a greyscale (.., 1) run broadcasts when others are RGB
-            i += len(a)
-        return out
+    runs: list[np.ndarray] = []  # (n, H, W, C) runs of images of one shape
+    with tqdm(total=len(names), desc=desc, unit="img", leave=False,
+              disable=None if progress else True, file=sys.stderr) as bar:
+        for r in chunks:
+            out = r.result() if isinstance(r, Future) else decode_chunk(r)
+            if isinstance(out, np.ndarray):
+                runs.append(out)
+            else:
+                for a in out:
+                    if isinstance(a, str):
+                        raise FcnetError(f"{names[sum(map(len, runs))]}: {a}")
+                    runs.append(a[None])
+            bar.update(len(out))
+    h, w = runs[0].shape[1:3]
+    out = np.empty((len(names), h, w, max(a.shape[3] for a in runs)), np.uint8)
+    i = 0
+    for a in runs:
+        if a.shape[1:3] != (h, w):
+            raise FcnetError(f"{names[i]}: image is {a.shape[2]}x{a.shape[1]} but "
+                             f"{names[0]} is {w}x{h}; images of mixed sizes are refused")
+        out[i: i + len(a)] = a  # a greyscale (.., 1) run broadcasts when others are RGB
+        i += len(a)
+    return out
 
 
 def _walk(folder: Path) -> Iterator[tuple[str, str | None]]:
@@ -157,12 +120,21 @@ def _walk(folder: Path) -> Iterator[tuple[str, str | None]]:
 
 def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None = None) -> Tree:
     """Read a directory or archive; members for which ``keep(name)`` holds are returned
-    raw in ``tree.kept`` instead of being decoded.  An archive is decoded while it is
-    read; ``tree.images`` rows follow ``tree.files``."""
+    raw in ``tree.kept`` instead of being decoded.  Images are decoded in chunks while
+    the source is read; ``tree.images`` rows follow ``tree.files``."""
     from tqdm import tqdm
 
     tree, archive = Tree(source), is_archive(source)
-    dec = Decoder(progress=progress, desc=f"decode {source.name}")
+    names: list[str] = []  # the images' display names, for messages
+    pending: list[bytes | str] = []  # the next chunk's bytes or paths
+    chunks: list[Future | list] = []  # decoding in a worker, or left to _decoded
+    pool: Executor | None = None
+
+    def submit() -> None:
+        nonlocal pending
+        chunks.append(pending if pool is None else pool.submit(decode_chunk, pending))
+        pending = []
+
     try:
         with tqdm(total=source.stat().st_size, desc=f"read {source.name}", unit="B",
                   unit_scale=True, leave=False, disable=None if progress and archive else True,
@@ -175,11 +147,19 @@ def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None =
                     tree.kept[name] = data if archive else Path(data).read_bytes()
                 elif name.lower().endswith(IMAGE_SUFFIXES) and not _ignored(name):
                     tree.files.append(name)
-                    dec.add(f"{source}: {name}" if archive else data, data)
+                    names.append(f"{source}: {name}" if archive else data)
+                    pending.append(data)
+                    if len(pending) >= CHUNK:
+                        if not chunks:  # more than one chunk: worth a pool
+                            pool = _pool()
+                        submit()
+        if pending:
+            submit()
         if tree.files:
-            tree.images = dec.finish()
+            tree.images = _decoded(chunks, names, progress, f"decode {source.name}")
     finally:
-        dec.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return tree
 
 
