@@ -1,15 +1,11 @@
 """Claims of a source as data, and fcnet's verdict on each: supported, within noise or
 contradicted, with the numbers it rests on (docs/study.md, "Claims").
 
-A claim compares cells of one table. A cell is named by a *selector*: a table of the
-table's axes, e.g. ``{ hidden = [100] }``, ``{ batch_size = 200, hidden = [50] }``,
-``{ row = 1, pca = 0.95 }`` (``row``: a table's explicit rows, by number from 1 or label).
-The depth block is the table ``depth`` (axes ``layers`` and ``init``), the chosen model's
-block the table ``chosen`` (axis ``split``: "val" or "test").
-
-Every comparison is a difference with its interval (``fcnet.experiments.stats.difference``);
-a claim that makes k comparisons uses k intervals at 1 - 0.05 / k each (Bonferroni), so the
-claim as a whole errs at most 5% of the time.
+A claim compares cells of one table, each named by a *selector* of the table's axes, e.g.
+``{ batch_size = 200, hidden = [50] }`` or ``{ row = 1 }`` (explicit rows, by number from 1
+or label). The depth block is the table ``depth`` (axes ``layers`` and ``init``), the chosen
+model's block the table ``chosen`` (axis ``split``: "val" or "test"). A claim that makes k
+comparisons uses k intervals at 1 - 0.05 / k each (Bonferroni): it errs at most 5% of the time.
 """
 
 from __future__ import annotations
@@ -20,6 +16,7 @@ from typing import Any
 
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
+from fcnet.experiments.results import _fmt
 from fcnet.experiments.stats import LEVEL, Cell, difference, sampling_ci
 
 DEFAULT_MARGIN = {"better": 0.0, "unbeaten": 1.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
@@ -27,10 +24,9 @@ SUPPORTED, NOISE, CONTRADICTED, UNTESTED = ("supported", "within noise", "contra
                                             "not tested")
 
 
-# ------------------------------------------------------------------------- cells by name
 @dataclass
 class Claim:
-    """One claim of the source: a comparison of cells of one table (fcnet.experiments.claims)."""
+    """One claim of the source: a comparison of cells of one table."""
 
     id: str
     text: str
@@ -74,22 +70,8 @@ def label(name: str, v: Any) -> str:
     """A short label of one axis value: 'H100', 'batch 200', 'reg 0.25'."""
     if isinstance(v, str) and name != "hidden":
         return v
-    short = {"hidden": "H", "batch_size": "batch ", "pca": "PCA ", "iters": "",
-             "layers": "", "dropout_keep": "keep "}
-    text = "x".join(str(h) for h in v) if isinstance(v, list) else ("none" if v is None else
-                                                                   f"{v:g}" if isinstance(
-                                                                       v, float) else str(v))
-    if name == "layers":
-        return f"{text} layers"
-    return f"{short.get(name, name + ' ')}{text}"
-
-
-def _value(axis: str, v: Any) -> Any:
-    if axis in space.FIELDS and isinstance(v, str):
-        v = space.parse_value(axis, v)
-    if axis == "hidden" and isinstance(v, int):
-        v = [v]
-    return v
+    short = {"hidden": "H", "batch_size": "batch ", "pca": "PCA ", "iters": "", "dropout_keep": "keep "}
+    return short.get(name, name + " ") + ("none" if v is None else _fmt(v))
 
 
 def select(axes: Axes, sel: dict, where: str, partial: bool = False) -> tuple[int | None, ...]:
@@ -110,15 +92,16 @@ def select(axes: Axes, sel: dict, where: str, partial: bool = False) -> tuple[in
         if name == "row" and isinstance(v, str) and v in labels:
             out.append(labels.index(v))
             continue
-        v = _value(name, v)
+        if name in space.FIELDS and isinstance(v, str):
+            v = space.parse_value(name, v)
+        if name == "hidden" and isinstance(v, int):
+            v = [v]
         if v not in values:
             shown = ", ".join(str(x) for x in values[:12])
             raise FcnetError(f"{where}: {name} = {sel[name]!r} is not a row or column of the "
                              f"table ({name}: {shown})")
         out.append(values.index(v))
-    while len(out) < 2:
-        out.append(0)
-    return tuple(out)
+    return tuple(out + [0] * (2 - len(out)))
 
 
 def resolve(spec, k: int, tables: dict[str, Axes]):
@@ -133,14 +116,13 @@ def resolve(spec, k: int, tables: dict[str, Axes]):
               margin=float(spec.margin if spec.margin is not None
                            else DEFAULT_MARGIN.get(spec.kind, 0.0)),
               value=spec.value, dataset=spec.dataset)
-    if spec.kind in ("overfits",) and spec.table != "depth":
+    if spec.kind == "overfits" and spec.table != "depth":
         raise FcnetError(f"{where}: an 'overfits' claim is about the depth table (train and "
                          f"validation accuracy), not {spec.table!r}")
     if spec.a is not None:
         c.a = select(axes, spec.a, f"{where}.a")
     if spec.b is not None:
-        bs = spec.b if isinstance(spec.b, list) else [spec.b]
-        c.b = [select(axes, b, f"{where}.b") for b in bs]
+        c.b = [select(axes, b, f"{where}.b") for b in (spec.b if isinstance(spec.b, list) else [spec.b])]
         if c.a in c.b:
             raise FcnetError(f"{where}.b: compares a cell with itself")
     if spec.kind == "grows_then_flat":
@@ -163,18 +145,6 @@ def resolve(spec, k: int, tables: dict[str, Axes]):
 
 
 # ------------------------------------------------------------------------- verdicts
-class _NoRun(Exception):
-    pass
-
-
-def _check_cells(claim, cell, axes: Axes, train) -> None:
-    shape = [len(v) for v in axes.values] + [1]
-    for r in range(shape[0]):
-        for c in range(shape[1]):
-            if not cell(claim.table, r, c).values:
-                raise _NoRun
-
-
 @dataclass
 class Verdict:
     claim: str
@@ -183,12 +153,18 @@ class Verdict:
     numbers: str
 
 
-def _pts(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
 def _interval(d) -> str:
-    return f"{_pts(d.d)} [{_pts(d.low)}, {_pts(d.high)}]"
+    return f"{100 * d.d:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
+
+
+def _verdict(diffs: list, low: float | None = None, high: float | None = None) -> str:
+    """Supported when every interval lies above ``low`` and below ``high``, contradicted when
+    one lies wholly beyond either bound."""
+    if any(low is not None and d.high < low or high is not None and d.low > high for d in diffs):
+        return CONTRADICTED
+    if all((low is None or d.low > low) and (high is None or d.high < high) for d in diffs):
+        return SUPPORTED
+    return NOISE
 
 
 def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: str,
@@ -201,8 +177,7 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
         return " ".join(parts) or axes.labels[0][rc[0]]
 
     def show(rc) -> str:
-        c = cell(claim.table, *rc)
-        return f"{lab(rc)} {100 * c.mean:.1f}"
+        return f"{lab(rc)} {100 * cell(claim.table, *rc).mean:.1f}"
 
     def out(verdict: str, numbers: str) -> Verdict:
         return Verdict(claim.text, claim.table, verdict, numbers)
@@ -211,67 +186,51 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
         return out(UNTESTED, f"the source's number is for {claim.dataset}, this study ran on "
                              f"{dataset}")
     m = claim.margin / 100
-    try:
-        _check_cells(claim, cell, axes, train)
-    except _NoRun:
+    if any(not cell(claim.table, r, c).values for r in range(len(axes.values[0]))
+           for c in range(len(axes.values[1]) if len(axes.values) > 1 else 1)):
         return out(UNTESTED, "a run this claim compares has no result")
     if claim.kind == "reproduces":
         c = cell(claim.table, *claim.a)
         lo, hi = sampling_ci(c.mean, c.n)
-        inside = lo <= claim.value / 100 <= hi
-        return out(SUPPORTED if inside else CONTRADICTED,
+        return out(SUPPORTED if lo <= claim.value / 100 <= hi else CONTRADICTED,
                    f"fcnet {100 * c.mean:.1f}, one run's 95% sampling interval at n={c.n}: "
                    f"[{100 * lo:.1f}, {100 * hi:.1f}]; source {claim.value:g}")
     if claim.kind == "overfits":
-        assert train is not None
         v, t = cell(claim.table, *claim.a), train(*claim.a)
         d = difference(t, v)
-        verdict = SUPPORTED if d.low > m else CONTRADICTED if d.high < m else NOISE
-        return out(verdict, f"{lab(claim.a)}: train {100 * t.mean:.1f}, val {100 * v.mean:.1f}; "
-                            f"train - val {_interval(d)} pts (overfitting: > {claim.margin:g}; "
-                            f"{d.test})")
+        return out(_verdict([d], low=m),
+                   f"{lab(claim.a)}: train {100 * t.mean:.1f}, val {100 * v.mean:.1f}; "
+                   f"train - val {_interval(d)} pts (overfitting: > {claim.margin:g}; {d.test})")
     if claim.kind == "grows_then_flat":
         axis, other = claim.at["axis"], claim.at["other"]
         rc = (lambda k: (k, other)) if axis == 0 else (lambda k: (other, k))
-        n = len(axes.values[axis])
-        later = list(range(claim.up_to + 1, n))
+        later = list(range(claim.up_to + 1, len(axes.values[axis])))
         level = 1 - (1 - LEVEL) / (1 + len(later))
         top = cell(claim.table, *rc(claim.up_to))
         grow = difference(top, cell(claim.table, *rc(0)), level)
         flats = [(k, difference(cell(claim.table, *rc(k)), top, level)) for k in later]
-        bad = [k for k, d in flats if d.low > m]
-        verdict = (CONTRADICTED if grow.high < 0 or bad else
-                   SUPPORTED if grow.low > 0 and all(d.high < m for _, d in flats) else NOISE)
+        verdicts = {_verdict([grow], low=0.0), _verdict([d for _, d in flats], high=m)}
+        verdict = CONTRADICTED if CONTRADICTED in verdicts else (
+            SUPPORTED if verdicts == {SUPPORTED} else NOISE)
+        text = f"{lab(rc(claim.up_to))} - {lab(rc(0))}: {_interval(grow)} pts (grows: > 0)"
         worst = max(flats, key=lambda kd: kd[1].high, default=None)
-        text = (f"{lab(rc(claim.up_to))} - {lab(rc(0))}: {_interval(grow)} pts (grows: > 0)")
         if worst:
             text += (f"; largest later gain, {lab(rc(worst[0]))} - {lab(rc(claim.up_to))}: "
                      f"{_interval(worst[1])} pts (flat: < {claim.margin:g})")
         return out(verdict, text + f"; {grow.test}, {100 * level:.1f}% intervals")
-    # better / no_better / equal: a against one or more b
+    # better / unbeaten / no_better / equal: a against one or more b
     a = cell(claim.table, *claim.a)
     bs = claim.b
     if bs is None:  # every other row of a's column
-        r, c = claim.a
-        bs = [(k, c) for k in range(len(axes.values[0])) if k != r]
+        bs = [(k, claim.a[1]) for k in range(len(axes.values[0])) if k != claim.a[0]]
     level = 1 - (1 - LEVEL) / len(bs)
     diffs = [(b, difference(a, cell(claim.table, *b), level)) for b in bs]
-    if claim.kind == "better":
-        verdict = (CONTRADICTED if any(d.high < m for _, d in diffs) else
-                   SUPPORTED if all(d.low > m for _, d in diffs) else NOISE)
-        rule = f"better: > {claim.margin:g}" if claim.margin else "better: > 0"
-    elif claim.kind == "no_better":
-        verdict = (CONTRADICTED if any(d.low > m for _, d in diffs) else
-                   SUPPORTED if all(d.high < m for _, d in diffs) else NOISE)
-        rule = f"no better: < {claim.margin:g}"
-    elif claim.kind == "unbeaten":  # no b better than a by more than the margin: a - b > -m
-        verdict = (CONTRADICTED if any(d.high < -m for _, d in diffs) else
-                   SUPPORTED if all(d.low > -m for _, d in diffs) else NOISE)
-        rule = f"unbeaten: > {-claim.margin:g}"
-    else:  # equal within the margin: an equivalence test
-        verdict = (CONTRADICTED if any(d.low > m or d.high < -m for _, d in diffs) else
-                   SUPPORTED if all(-m < d.low and d.high < m for _, d in diffs) else NOISE)
-        rule = f"equal: inside ±{claim.margin:g}"
+    bounds, rule = {"better": ((m, None), f"better: > {claim.margin:g}"),
+                    "no_better": ((None, m), f"no better: < {claim.margin:g}"),
+                    # no b better than a by more than the margin: a - b > -m
+                    "unbeaten": ((-m, None), f"unbeaten: > {-claim.margin:g}"),
+                    "equal": ((-m, m), f"equal: inside ±{claim.margin:g}")}[claim.kind]
+    verdict = _verdict([d for _, d in diffs], *bounds)
     # the deciding comparison first: the weakest for a 'supported', else the worst
     key = (lambda bd: bd[1].low) if claim.kind in ("better", "unbeaten") else (
         lambda bd: -bd[1].high)
