@@ -24,8 +24,10 @@ DPI = 120
 COLORS = ["#1f5a99", "#d1603d", "#3b8f5a", "#8a5fb0", "#b8862b", "#4a9fb5", "#c2577f", "#6b6b6b"]
 
 
-def _new_figure(width: float = 6.4, height: float = 4.0) -> MplFigure:
-    return MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
+def _new_figure(width: float = 6.4, height: float = 4.0):
+    """A figure of its own (no pyplot state) and its one axes."""
+    fig = MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return fig, fig.add_subplot()
 
 
 def _style(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
@@ -37,8 +39,7 @@ def _style(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> Non
         ax.set_ylabel(ylabel)
     ax.grid(True, color="#e3e3e3", linewidth=0.8)
     ax.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
+    ax.spines[["top", "right"]].set_visible(False)
 
 
 def _save(fig: MplFigure, path: str | os.PathLike) -> Path:
@@ -76,8 +77,7 @@ def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: st
     """Loss (iterations,) per iteration; with ``smooth=k`` the raw curve fades behind a k-point
     mean."""
     loss = _series(loss_history, "loss_curve")
-    fig = _new_figure()
-    ax = fig.add_subplot()
+    fig, ax = _new_figure()
     x = np.arange(loss.size)
     if smooth and smooth > 1 and loss.size > 1:
         ax.plot(x, loss, color=COLORS[0], alpha=0.25, linewidth=0.8, label="per iteration")
@@ -86,12 +86,9 @@ def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: st
         ax.legend(frameon=False)
     else:
         ax.plot(x, loss, color=COLORS[0], linewidth=1.2, marker="." if loss.size < 40 else None)
-    finite = loss[np.isfinite(loss)]
-    if finite.size:
-        ax.annotate(
-            f"final {loss[-1]:.4g}" if np.isfinite(loss[-1]) else "final: not finite",
-            xy=(1, 1), xycoords="axes fraction", ha="right", va="top", fontsize=9, color="#444",
-        )
+    if np.isfinite(loss).any():
+        ax.annotate(f"final {loss[-1]:.4g}" if np.isfinite(loss[-1]) else "final: not finite",
+                    xy=(1, 1), xycoords="axes fraction", ha="right", va="top", fontsize=9, color="#444")
     _style(ax, title, "iteration", "loss")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
@@ -102,17 +99,14 @@ def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: 
     """Training (n,) and validation (m,) accuracy, each against its index (epoch, or ``xlabel``)."""
     tr = _series(train_acc, "accuracy_curves: train_acc")
     va = _series(val_acc, "accuracy_curves: val_acc")
-    fig = _new_figure()
-    ax = fig.add_subplot()
+    fig, ax = _new_figure()
     marker = "o" if max(tr.size, va.size) <= 30 else None
     ax.plot(np.arange(tr.size), tr, color=COLORS[0], marker=marker, ms=3.5, label="train")
     ax.plot(np.arange(va.size), va, color=COLORS[1], marker=marker, ms=3.5, label="validation")
     if np.isfinite(va).any():
         best = int(np.nanargmax(va))
-        ax.annotate(
-            f"best val {va[best]:.4g}", xy=(best, va[best]), xytext=(0, 8),
-            textcoords="offset points", ha="center", fontsize=9, color=COLORS[1],
-        )
+        ax.annotate(f"best val {va[best]:.4g}", xy=(best, va[best]), xytext=(0, 8),
+                    textcoords="offset points", ha="center", fontsize=9, color=COLORS[1])
     ax.legend(frameon=False, loc="lower right")
     _style(ax, "Classification accuracy", xlabel, "accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -129,18 +123,15 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
     W1 = np.asarray(W1, dtype=np.float64)
     h, w, c = (int(v) for v in image_shape)
     if W1.ndim != 2 or W1.shape[0] != h * w * c:
-        raise FcnetError(
-            f"weight_grid: W1 has shape {W1.shape}, expected ({h * w * c}, hidden) for images "
-            f"{h}x{w}x{c} (inputs after PCA cannot be drawn as images)"
-        )
+        raise FcnetError(f"weight_grid: W1 has shape {W1.shape}, expected ({h * w * c}, hidden) for "
+                         f"images {h}x{w}x{c} (inputs after PCA cannot be drawn as images)")
     if c not in (1, 3):
         raise FcnetError(f"weight_grid: images need 1 or 3 channels, got {c}")
-    units = W1.shape[1]
+    units, pad = W1.shape[1], max(1, h // 16)
     if channels_first:
         tiles = W1.T.reshape(units, c, h, w).transpose(0, 2, 3, 1)
     else:
         tiles = W1.T.reshape(units, h, w, c)
-    pad = max(1, h // 16)
     grid = visualize_grid(tiles, ubound=1.0, padding=pad)
 
     # padding and unused tiles are drawn transparent (white page) rather than black
@@ -152,8 +143,7 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
     side = min(7.0, max(3.0, 0.55 * g))
     rows = math.ceil(units / g)  # the last rows may be empty: crop them
     grid, covered = grid[: rows * (h + pad) - pad], covered[: rows * (h + pad) - pad]
-    fig = _new_figure(side, side * rows / g + 0.35)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(side, side * rows / g + 0.35)
     if c == 1:
         gray = np.ma.masked_array(grid[:, :, 0], mask=~covered)
         ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -171,23 +161,19 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike
     cm = np.asarray(cm, dtype=np.float64)
     k = len(classes)
     if cm.ndim != 2 or cm.shape != (k, k):
-        raise FcnetError(
-            f"confusion_matrix: cm has shape {cm.shape}, expected ({k}, {k}) for {k} classes"
-        )
+        raise FcnetError(f"confusion_matrix: cm has shape {cm.shape}, expected ({k}, {k}) for {k} classes")
     if normalize:
         totals = cm.sum(axis=1, keepdims=True)
         cm = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
     side = min(9.0, max(4.0, 0.5 * k + 2.0))
-    fig = _new_figure(side + 0.8, side)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(side + 0.8, side)
     im = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
     ax.set_xticks(range(k), classes, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    title = "Confusion matrix" + (" (row-normalised)" if normalize else "")
-    ax.set_title(title, fontsize=11, loc="left")
+    ax.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""), fontsize=11, loc="left")
     if k <= 20:  # numbers in the cells stay legible up to about 20 classes
         high = np.nanmax(cm) if cm.size else 0.0
         for (i, j), v in np.ndenumerate(cm):
@@ -203,8 +189,7 @@ def multi_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike,
     k-point trailing mean over a faded raw line; ``logy``: log y axis (values <= 0 left out)."""
     if not curves:
         raise FcnetError("multi_curves: no curves given")
-    fig = _new_figure()
-    ax = fig.add_subplot()
+    fig, ax = _new_figure()
     for i, (label, values) in enumerate(curves.items()):
         y = _series(values, f"multi_curves: {label!r}")
         if logy:
@@ -231,10 +216,8 @@ def explained_variance(cumulative: np.ndarray, path: str | os.PathLike, line: fl
     ``line`` level and the first count that reaches it (``crossing``) marked."""
     c = _series(cumulative, "explained_variance")
     k = crossing(c, line)
-    fig = _new_figure()
-    ax = fig.add_subplot()
-    x = np.arange(1, c.size + 1)
-    ax.plot(x, c, color=COLORS[0], linewidth=1.6)
+    fig, ax = _new_figure()
+    ax.plot(np.arange(1, c.size + 1), c, color=COLORS[0], linewidth=1.6)
     ax.axhline(line, color=COLORS[1], linestyle="--", linewidth=1.0)
     if k is not None:
         ax.axvline(k, color=COLORS[1], linestyle=":", linewidth=1.0)
@@ -259,8 +242,7 @@ def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], p
     for name, v in data.items():
         if v.size != n:
             raise FcnetError(f"bar_table: series {name!r} has {v.size} values for {n} labels")
-    fig = _new_figure(max(5.0, min(11.0, 1.6 + 0.45 * n * len(data))), 4.0)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(max(5.0, min(11.0, 1.6 + 0.45 * n * len(data))), 4.0)
     width = 0.8 / len(data)
     x = np.arange(n)
     for i, (name, v) in enumerate(data.items()):
@@ -284,8 +266,7 @@ def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[flo
     """
     if not series:
         raise FcnetError("interval_plot: no series given")
-    fig = _new_figure(6.4, 3.8)
-    ax = fig.add_subplot()
+    fig, ax = _new_figure(6.4, 3.8)
     x = np.arange(len(labels), dtype=float)
     step = 0.18  # columns side by side around each row's tick
     for i, (label, (mean, low, high, rlow, rhigh)) in enumerate(series.items()):

@@ -9,7 +9,6 @@ offline, mailed, or years later.  Templates: ``templates/report.{html,md}.j2``.
 from __future__ import annotations
 
 import base64
-import math
 import mimetypes
 import os
 import re
@@ -47,19 +46,8 @@ def format_cell(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
-        v = float(value)
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        if v == 0:
-            return "0"
-        return f"{v:.4g}"
+        return "0" if value == 0 else f"{float(value):.4g}"  # nan, inf and -inf as themselves
     return str(value)
-
-
-def _is_float(v: Any) -> bool:
-    return isinstance(v, float | np.floating) and math.isfinite(float(v))
 
 
 def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
@@ -69,9 +57,8 @@ def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
     out = [[format_cell(v) for v in r] for r in rows]
     for j in range(len(rows[0]) if rows else 0):
         values = [r[j] for r in rows if r[j] is not None]
-        if not values or not all(_is_float(v) for v in values):
-            continue
-        if not all(v == 0 or 1e-3 <= abs(float(v)) < 1e5 for v in values):
+        if not values or not all(isinstance(v, float | np.floating) and
+                                 (v == 0 or 1e-3 <= abs(float(v)) < 1e5) for v in values):
             continue
         decimals = max(len(out_i.partition(".")[2]) for out_i in (format_cell(v) for v in values))
         for i, r in enumerate(rows):
@@ -125,10 +112,8 @@ class Table:
         self.rows = [list(r) for r in self.rows]
         for i, r in enumerate(self.rows):
             if len(r) != len(self.columns):
-                raise FcnetError(
-                    f"table {self.title!r}: row {i} has {len(r)} cells, "
-                    f"expected {len(self.columns)} ({', '.join(self.columns)})"
-                )
+                raise FcnetError(f"table {self.title!r}: row {i} has {len(r)} cells, "
+                                 f"expected {len(self.columns)} ({', '.join(self.columns)})")
 
 
 @dataclass
