@@ -11,7 +11,6 @@ import hashlib
 import io
 import pickle
 import sys
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -126,8 +125,12 @@ def _batch_dir(path: Path) -> Path | None:
     return None
 
 
-def load_cifar10(path: Path, progress: bool) -> Dataset:
-    """Any CIFAR-10 source at ``path`` (an existing file or folder, already verified)."""
+def load_cifar10(path: Path, progress: bool, verify: bool = False) -> Dataset:
+    """Any CIFAR-10 source at ``path`` (an existing file or folder); ``verify``: check
+    a cached official archive against the published MD5 (once per decode)."""
+    if verify and (got := file_digest(path, "md5")) != MD5:
+        raise FcnetError(f"{path}: MD5 {got} does not match the published {MD5}; "
+                         "delete the file to download it again, or pass --path")
     if path.is_dir() and (d := _batch_dir(path)) is not None:
         blobs, where = {b: (d / b).read_bytes() for b in BATCH_NAMES if (d / b).is_file()}, str(d)
     else:
@@ -155,12 +158,6 @@ def default_source(progress: bool) -> tuple[Path, bool]:
         return root / ARCHIVE_NAME, True
     download(root / ARCHIVE_NAME, progress)
     return root / ARCHIVE_NAME, False
-
-
-def verify_md5(path: Path) -> None:
-    if (got := file_digest(path, "md5")) != MD5:
-        raise FcnetError(f"{path}: MD5 {got} does not match the published {MD5}; "
-                         "delete the file to download it again, or pass --path")
 
 
 def download(dest: Path, progress: bool) -> None:
@@ -191,5 +188,5 @@ def download(dest: Path, progress: bool) -> None:
             if h.hexdigest() != MD5:
                 raise FcnetError(f"{URL}: MD5 {h.hexdigest()} of the download does not match "
                                  f"the published {MD5}; nothing was kept")
-    except (OSError, urllib.error.URLError) as err:
+    except OSError as err:  # URLError and HTTPError too
         raise FcnetError(f"{URL}: download failed ({one_line(err)}); {hint}") from None

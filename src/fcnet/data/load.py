@@ -108,17 +108,10 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
         ds = load_digits() if dataset == "digits" else load_toy()
         ds.checksum, ds.checksum_kind = _array_digest(ds), "sha256 of the arrays"
     elif dataset == "cifar10":
-        verify = False
-        if p is None:
-            p, verify = cifar10.default_source(progress)
-
-        def load() -> Dataset:
-            if verify:  # a cached official archive, checked once per decode
-                cifar10.verify_md5(p)
-            return cifar10.load_cifar10(p, progress)
-
-        ds = _cached("cifar10", p, load, cache, "the CIFAR-10 python batches (data_batch_1 "
-                     "... test_batch) or a split/class/image tree")
+        p, verify = (p, False) if p is not None else cifar10.default_source(progress)
+        ds = _cached("cifar10", p, lambda: cifar10.load_cifar10(p, progress, verify), cache,
+                     "the CIFAR-10 python batches (data_batch_1 ... test_batch) or a "
+                     "split/class/image tree")
     elif dataset == "imagefolder":
         if p is None:
             raise FcnetError("imagefolder: needs --path (a split/class/image folder or archive)")
@@ -160,6 +153,5 @@ def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
     ds = load_dataset("cifar10", path, progress=progress)
     data = make_splits(ds, num_validation, num_test, 0, num_training)
     prep = Preprocessor("mean").fit(data.train.x)
-    X_train, X_val, X_test = (prep.transform(s.x) for s in (data.train, data.val, data.test))
-    return (X_train, np.asarray(data.train.y), X_val, np.asarray(data.val.y), X_test,
-            np.asarray(data.test.y))
+    return tuple(a for s in (data.train, data.val, data.test)
+                 for a in (prep.transform(s.x), np.asarray(s.y)))

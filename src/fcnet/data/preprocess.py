@@ -18,13 +18,11 @@ _ARRAYS = ("mean", "pca_mean", "components", "explained_variance", "explained_va
 def _all_components(z: np.ndarray):
     """scikit-learn's PCA of rows z (N, D) with every component (the whole explained-variance
     curve); z may be overwritten (it is the caller's copy)."""
-    import sklearn
     from sklearn.decomposition import PCA
 
     n, d = z.shape
-    # covariance_eigh (sklearn >= 1.5) is far faster when rows outnumber features
-    has_eigh = tuple(int(v) for v in sklearn.__version__.split(".")[:2]) >= (1, 5)
-    solver = "covariance_eigh" if has_eigh and n >= d else "full"
+    # covariance_eigh is far faster when rows outnumber features
+    solver = "covariance_eigh" if n >= d else "full"
     return PCA(n_components=min(n, d), svd_solver=solver, copy=False).fit(z)
 
 
@@ -114,18 +112,15 @@ class Preprocessor:
 
     def _fit_pca(self, z: np.ndarray) -> None:
         n, d = z.shape
-        full = min(n, d)
-        if isinstance(self.pca, int) and self.pca > full:
-            raise FcnetError(f"preprocess: pca {self.pca} is more than the {full} components "
+        if isinstance(self.pca, int) and self.pca > min(n, d):
+            raise FcnetError(f"preprocess: pca {self.pca} is more than the {min(n, d)} components "
                              f"{n} rows of {d} values have")
         p = _all_components(z)
-        ratio = p.explained_variance_ratio_
-        self.explained_variance_curve = np.cumsum(ratio)
-        if isinstance(self.pca, int):
-            k = self.pca
-        else:  # smallest count whose cumulative ratio reaches the fraction (sklearn's rule)
-            k = int(np.searchsorted(self.explained_variance_curve, self.pca, side="right")) + 1
-            k = min(k, full)
+        self.explained_variance_curve = np.cumsum(p.explained_variance_ratio_)
+        # a fraction keeps the smallest count whose cumulative ratio reaches it (sklearn's rule)
+        k = self.pca
+        if not isinstance(k, int):
+            k = min(int(np.searchsorted(self.explained_variance_curve, k, side="right")) + 1, n, d)
         self.pca_mean = p.mean_.astype(self.dtype)
         self.components = p.components_[:k].astype(self.dtype)
         self.explained_variance = p.explained_variance_[:k].astype(self.dtype)
@@ -169,10 +164,7 @@ class Preprocessor:
              "whiten": np.array(self.whiten), "input_dim": np.array(self.input_dim),
              "pca": np.array(-1.0 if self.pca is None else float(self.pca)),
              "zca_eps": np.array(self.zca_eps)}
-        for k in _ARRAYS:
-            if getattr(self, k) is not None:
-                s[k] = getattr(self, k)
-        return s
+        return s | {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
 
     @classmethod
     def from_state(cls, d: Mapping[str, np.ndarray]) -> Preprocessor:
