@@ -1,8 +1,5 @@
-"""Figures and the self-contained report of fcnet.
-
-``visualize_grid`` is NumPy only; ``fcnet.report.plots`` (matplotlib) and
-``fcnet.report.render`` (jinja2) are imported on demand, so this package stays cheap.
-"""
+"""Figures and the self-contained report of fcnet.  Only ``visualize_grid`` (NumPy) loads
+here: ``plots`` (matplotlib) and ``render`` (jinja2) are imported on demand."""
 
 from fcnet.report.grid import visualize_grid
 

@@ -23,13 +23,11 @@ def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> n
         raise FcnetError(f"visualize_grid: padding must be >= 0, got {padding}")
     N, H, W, C = Xs.shape
     G = math.ceil(math.sqrt(N))
-
     X = Xs.astype(np.float64, copy=False)
     low = X.min(axis=(1, 2, 3), keepdims=True)
     span = X.max(axis=(1, 2, 3), keepdims=True) - low
     # constant tiles: divide by 1 instead of 0, so (X - low) = 0 stays 0
     tiles = ubound * (X - low) / np.where(span > 0, span, 1.0)
-
     # every tile plus its right/bottom padding, in a (G*G) stack, then one reshape
     cells = np.zeros((G * G, H + padding, W + padding, C))
     cells[:N, :H, :W] = tiles

@@ -1,9 +1,6 @@
-"""Report text (CommonMark) to safe HTML, by markdown-it-py.
-
-Raw HTML in the text is escaped (``html: False``) and links to ``javascript:``
-and friends stay text (markdown-it's ``validateLink``), so run names or configs
-cannot inject markup.  Headings start at ``<h3>``: sections are ``<h2>``.
-"""
+"""Report text (CommonMark) to safe HTML, by markdown-it-py: raw HTML is escaped (``html:
+False``) and ``javascript:`` links and the like stay text (``validateLink``), so run names or
+configs cannot inject markup.  Headings start at ``<h3>``: sections are ``<h2>``."""
 
 from __future__ import annotations
 

@@ -111,17 +111,15 @@ def accuracy_png(train: Sequence[float], val: Sequence[float], path: str | os.Pa
     """accuracy.png: train and validation accuracy per epoch (the best val noted)."""
     va = np.asarray(val, dtype=np.float64)
     note = f"best val {np.nanmax(va):.4g}" if np.isfinite(va).any() else ""
-    return line_chart([("train", np.asarray(train, dtype=np.float64)), ("validation", va)],
-                      path, title="Classification accuracy", xlabel="epoch", ylabel="accuracy",
-                      note=note)
+    return line_chart([("train", np.asarray(train, dtype=np.float64)), ("validation", va)], path,
+                      title="Classification accuracy", xlabel="epoch", ylabel="accuracy", note=note)
 
 
 def weights_png(W1: np.ndarray, image_shape, path: str | os.PathLike) -> Path:
     """weights.png: each hidden unit's incoming weights W1 (D, H) as a tile."""
     from PIL import Image, ImageDraw
 
-    grid = first_layer_image(W1, image_shape)
-    pixels = np.round(np.clip(grid, 0, 1) * 255).astype(np.uint8)
+    pixels = np.round(np.clip(first_layer_image(W1, image_shape), 0, 1) * 255).astype(np.uint8)
     scale = max(1, 480 // max(pixels.shape[:2]))
     pic = Image.fromarray(np.repeat(pixels, 3 // pixels.shape[2], axis=2))  # gray as RGB
     pic = pic.resize((pic.width * scale, pic.height * scale), Image.NEAREST)

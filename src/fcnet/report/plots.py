@@ -67,15 +67,13 @@ def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
 def crossing(cumulative: Sequence[float], line: float = 0.95) -> int | None:
     """Smallest count k with ``cumulative[k - 1] >= line`` (cumulative explained-variance
     ratio, (n_components,)), or None if never reached."""
-    c = np.asarray(cumulative, dtype=np.float64)
-    hit = np.flatnonzero(c >= line)
+    hit = np.flatnonzero(np.asarray(cumulative, dtype=np.float64) >= line)
     return int(hit[0]) + 1 if hit.size else None
 
 
 def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: str = "Training loss",
                smooth: int | None = None) -> Path:
-    """Loss (iterations,) per iteration; with ``smooth=k`` the raw curve fades behind a k-point
-    mean."""
+    """Loss per iteration (iterations,); ``smooth=k`` fades it behind a k-point mean."""
     loss = _series(loss_history, "loss_curve")
     fig, ax = _new_figure()
     x = np.arange(loss.size)
@@ -115,11 +113,9 @@ def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: 
 
 def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | os.PathLike,
                 title: str = "First-layer weights", channels_first: bool = False) -> Path:
-    """Each hidden unit's incoming weights W1 (D, H) as an image (the course's ``show_net_weights``).
-
-    image_shape : (height, width, channels), D = their product; features flattened H, W, C
-    (CIFAR-10's loader) or, with ``channels_first``, C, H, W.  1 channel is grey, 3 are RGB.
-    """
+    """Each unit's incoming weights W1 (D, H) as an image of ``image_shape`` (height, width,
+    channels), flattened H, W, C (CIFAR-10's loader) or, ``channels_first``, C, H, W; 1 channel
+    is grey, 3 are RGB (the course's ``show_net_weights``)."""
     W1 = np.asarray(W1, dtype=np.float64)
     h, w, c = (int(v) for v in image_shape)
     if W1.ndim != 2 or W1.shape[0] != h * w * c:
@@ -136,10 +132,9 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
 
     # padding and unused tiles are drawn transparent (white page) rather than black
     g = math.ceil(math.sqrt(units))
-    covered = np.zeros(grid.shape[:2], dtype=bool)
-    for i in range(units):
-        r, col = divmod(i, g)
-        covered[r * (h + pad) : r * (h + pad) + h, col * (w + pad) : col * (w + pad) + w] = True
+    r, col = np.indices(grid.shape[:2])  # a pixel is covered inside a used tile
+    covered = (r % (h + pad) < h) & (col % (w + pad) < w)
+    covered &= r // (h + pad) * g + col // (w + pad) < units
     side = min(7.0, max(3.0, 0.55 * g))
     rows = math.ceil(units / g)  # the last rows may be empty: crop them
     grid, covered = grid[: rows * (h + pad) - pad], covered[: rows * (h + pad) - pad]
@@ -258,12 +253,9 @@ def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], p
 
 def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[float], ...]],
                   path: str | os.PathLike, xlabel: str, ylabel: str, title: str) -> Path:
-    """A table's cells with their intervals, a line per column, rows' labels (n,) at 0..n-1.
-
-    series : {column label: (mean, low, high, run_low, run_high)}, each (n,): the mean over
-    seeds with its interval as error bars (NaN: one seed, no bar), one run's sampling
-    interval as a wide pale bar behind each point.
-    """
+    """A table's cells with their intervals, a line per column, the rows' labels (n,) at 0..n-1;
+    series {column label: (mean, low, high, run_low, run_high)}, each (n,): the mean over seeds
+    with error bars (NaN: one seed, no bar), one run's sampling interval as a pale bar behind."""
     if not series:
         raise FcnetError("interval_plot: no series given")
     fig, ax = _new_figure(6.4, 3.8)

@@ -28,10 +28,8 @@ from fcnet.errors import FcnetError
 from fcnet.report.markup import inline, to_html
 
 OWN_TABLE_NUMBER = re.compile(r"(?i)^table\s+[\w.-]+\s*[:.]")
-_NUMBER = re.compile(
-    r"^[+\-\u2212]?(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?"
-    r"(\s*(\u00b1|\+/-)\s*(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?)?$"
-)
+_NUMBER = re.compile(r"^[+\-\u2212]?(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?"
+                     r"(\s*(\u00b1|\+/-)\s*(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?)?$")
 _MISSING = {"", "\u2014", "-", "n/a", "nan", "NaN", "inf", "-inf"}
 _IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp"}
 
@@ -97,9 +95,8 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 @dataclass
 class Table:
-    """A table: its title (caption), columns, rows (n_rows, len(columns)) of values
-    (``format_rows``), a note shown under it, and its HTML id (by default
-    ``<section id>-table-<k>``, k counting from 1 in the section)."""
+    """A table: title (caption), columns, rows (n_rows, len(columns)) of values, a note under it,
+    and its HTML id (by default ``<section id>-table-<k>``, k from 1 in the section)."""
 
     title: str
     columns: list[str]
