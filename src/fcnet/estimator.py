@@ -1,9 +1,7 @@
 """``FCNetClassifier``: the NumPy engine as a scikit-learn classifier.
 
-Its parameters resolve into one ``RunConfig`` (a preset under the values
-given), trained by the engine's one loop (``fcnet.nn.solver.Solver``), so a
-fit is exactly a NumPy run's training, and the estimator drops into
-``Pipeline``, ``GridSearchCV`` and ``cross_val_score``.
+Its parameters resolve into one ``RunConfig`` trained by the engine's one loop
+(``Solver``), so a fit is exactly a NumPy run's training.
 """
 
 from __future__ import annotations
@@ -28,17 +26,15 @@ from fcnet.presets import available_presets
 from fcnet.training.run import blas_threads, build_model, hyper
 
 _SEED_MAX = np.iinfo(np.int32).max
-# the parameters that are RunConfig fields (under their own or _FIELDS' names)
-_SETTINGS = {"init", "std", "learning_rate", "learning_rate_decay", "reg", "num_iters",
-             "batch_size", "optimizer", *SETTINGS, "sampling", "dropout_keep", "dtype"}
+# estimator parameter -> RunConfig field where the names differ (scikit-learn's and the
+# course's spellings); the parameters of _OWN are no fields, every other one is
+_FIELDS = {"learning_rate": "lr", "learning_rate_decay": "decay", "num_iters": "iters"}
+_OWN = {"preset", "hidden", "validation_fraction", "random_state", "verbose"}
 
 
 class EstimatorError(FcnetError, ValueError):
-    """A bad parameter or unusable data given to ``FCNetClassifier``.
-
-    Both fcnet's error (the CLI shows it as one line) and a ValueError, which is
-    what scikit-learn's tools and checks expect from an estimator.
-    """
+    """A bad parameter or unusable data: fcnet's one-line error, and the ValueError
+    scikit-learn's tools expect from an estimator."""
 
 
 class ParameterError(EstimatorError, InvalidParameterError):
@@ -55,105 +51,63 @@ def _interval(s: Setting) -> Interval:
     return Interval(Real, left, right, closed=closed)
 
 
-# estimator parameter -> RunConfig field, where the names differ (scikit-learn's
-# and the course's spellings)
-_FIELDS = {"learning_rate": "lr", "learning_rate_decay": "decay", "num_iters": "iters"}
-
-
 class FCNetClassifier(ClassifierMixin, BaseEstimator):
     """Fully-connected ReLU network with softmax output, on fcnet's NumPy engine.
 
-    With no arguments it trains on any reasonably scaled data (standardised
-    features, or values in a few units), as ``MLPClassifier()`` does: the
-    ``general`` profile, Adam at lr 1e-3 with no decay, Kaiming init, reg 1e-4,
-    100 hidden units, 1,000 iterations of batch 200.  ``preset="exercise"``
-    gives the course's CIFAR-10 numbers instead (plain SGD, lr 1e-4 decayed 0.95
-    per epoch, std 1e-4, reg 0.25, 50 hidden units), for raw, mean-subtracted
-    pixels.  Every other parameter left at None takes the preset's value
-    (``fcnet.presets``, the same profiles as ``fcnet train --preset``).
+    With no arguments the ``general`` profile (Adam at lr 1e-3, Kaiming init, reg
+    1e-4, 100 hidden units, 1,000 iterations of batch 200) trains on any reasonably
+    scaled data, as ``MLPClassifier()`` does; ``preset="exercise"`` gives the
+    course's CIFAR-10 numbers, for raw mean-subtracted pixels.  Every other
+    parameter left at None takes the preset's value (docs/estimator.md: the table).
 
     Parameters
     ----------
-    preset : {'general', 'exercise'} or another preset's name, default 'general'
+    preset : a preset of ``fcnet train --preset``, default 'general'
     hidden : int or tuple of int
         Hidden layer widths H_1, ..., H_{L-1}; ``()`` is softmax regression.
     init : {'normal', 'kaiming'}
-        Initial weights ``std * randn`` or ``sqrt(2 / fan_in) * randn``; biases 0.
-        Giving ``std`` alone means 'normal'.
-    std : float
-        The normal init's scale.
-    learning_rate : float
+        ``std * randn`` or ``sqrt(2 / fan_in) * randn``; giving ``std`` alone means 'normal'.
+    std, learning_rate : float
     learning_rate_decay : float
-        lr is multiplied by this once per epoch of max(N // batch_size, 1) iterations.
+        lr multiplier per epoch of max(N // batch_size, 1) iterations.
     reg : float
         L2 strength: loss + reg * sum(W ** 2) over weight matrices (no 1/2, no biases).
-    num_iters : int
-        Minibatch steps (not epochs).
-    batch_size : int
-        Rows per step; larger than N is fine with ``sampling='replacement'``.
+    num_iters, batch_size : int
+        Minibatch steps (not epochs) and rows per step.
     optimizer : {'sgd', 'momentum', 'adam', 'rmsprop'}
-        A NumPy update rule of ``fcnet.nn.optim.RULES``.
     momentum, beta1, beta2, decay_rate, eps : float
-        The update rules' settings, declared (defaults and bounds) by the rules
-        in ``fcnet.nn.optim``; each rule reads only its own.
+        The update rules' settings, declared by the rules in ``fcnet.nn.optim``.
     sampling : {'replacement', 'shuffle'}
-        The exercise's ``choice(N, B)`` per step, or shuffled epochs (the batch is
-        then capped at N).
+        The exercise's ``choice(N, B)`` per step, or shuffled epochs (batch capped at N).
     dropout_keep : float
         Inverted-dropout keep probability on the hidden layers; 1 disables it.
     dtype : {'float64', 'float32'}
     validation_fraction : float, default 0.0
-        Fraction of the training rows held out (at random) for ``val_acc_history_``;
-        0 trains on every row and leaves that history empty.
-    random_state : int, RandomState or None, default None
+        Rows held out at random for ``val_acc_history_``; 0 trains on every row.
+    random_state : int, RandomState or None
         Seeds the weights, the batches, the dropout masks and the validation split.
     verbose : bool, default False
         Print the loss every 100 iterations.
 
     Attributes
     ----------
-    classes_ : ndarray (C,)
-        The class labels, sorted; ``predict`` returns these.
-    n_features_in_ : int
-        D, the number of input features.
-    feature_names_in_ : ndarray (D,)
-        Column names, when X was a DataFrame with string column names.
-    config_ : fcnet.config.RunConfig
-        The resolved settings of the fit.
-    model_ : fcnet.MLP
-        The trained network (``model_.params`` holds W1 (D, H_1), b1, ...).
-    loss_history_ : list of float
-        Training loss of every iteration's minibatch.
-    train_acc_history_, val_acc_history_, lr_history_ : list of float
-        Per epoch: accuracy on the current batch, on the held-out rows (empty
-        without ``validation_fraction``), and the lr of the epoch's first iteration.
-    n_iter_ : int
-        Iterations run.
+    classes_ : ndarray (C,), the sorted labels ``predict`` returns
+    config_ : fcnet.config.RunConfig, the fit's resolved settings
+    model_ : fcnet.MLP, the trained network (``model_.params``: W1 (D, H_1), b1, ...)
+    loss_history_ : the minibatch loss of every iteration
+    train_acc_history_, val_acc_history_, lr_history_ : per epoch
+    n_iter_ : iterations run
     """
 
     def __init__(
-        self,
-        preset: str = "general",
-        hidden: int | Sequence[int] | None = None,
-        init: str | None = None,
-        std: float | None = None,
-        learning_rate: float | None = None,
-        learning_rate_decay: float | None = None,
-        reg: float | None = None,
-        num_iters: int | None = None,
-        batch_size: int | None = None,
-        optimizer: str | None = None,
-        momentum: float | None = None,
-        beta1: float | None = None,
-        beta2: float | None = None,
-        decay_rate: float | None = None,
-        eps: float | None = None,
-        sampling: str | None = None,
-        dropout_keep: float | None = None,
-        dtype: str | None = None,
-        validation_fraction: float = 0.0,
-        random_state=None,
-        verbose: bool = False,
+        self, preset: str = "general", hidden: int | Sequence[int] | None = None,
+        init: str | None = None, std: float | None = None, learning_rate: float | None = None,
+        learning_rate_decay: float | None = None, reg: float | None = None,
+        num_iters: int | None = None, batch_size: int | None = None, optimizer: str | None = None,
+        momentum: float | None = None, beta1: float | None = None, beta2: float | None = None,
+        decay_rate: float | None = None, eps: float | None = None, sampling: str | None = None,
+        dropout_keep: float | None = None, dtype: str | None = None,
+        validation_fraction: float = 0.0, random_state=None, verbose: bool = False,
     ):
         self.preset = preset
         self.hidden = hidden
@@ -210,7 +164,7 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
     def _config(self) -> RunConfig:
         """The fit's settings as one RunConfig: the preset under the parameters given."""
         values = {_FIELDS.get(name, name): v for name, v in self.get_params().items()
-                  if name in _SETTINGS and v is not None}
+                  if name not in _OWN and v is not None}
         if self.hidden is not None:
             h = self.hidden
             sizes = [h] if isinstance(h, Integral) else list(h)
@@ -289,7 +243,7 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (N, C), columns in the order of ``classes_``."""
-        X = self._validated(X)
+        X = self._validated(X)  # first: unfitted is scikit-learn's NotFittedError
         return self.model_.predict_proba(X)
 
     def predict(self, X) -> np.ndarray:
