@@ -42,13 +42,10 @@ def source_kind(path: Path) -> str:
         raise FcnetError(f"{path}: no such file or directory") from None
     except OSError as err:
         raise FcnetError(f"{path}: cannot read ({err.strerror or err})") from None
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISREG(mode):
-        return "file"
-    what = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
-    raise FcnetError(f"{path}: is {what}, not a file or folder; give the dataset's file or "
-                     "folder")
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return "folder" if stat.S_ISDIR(mode) else "file"
+    raise FcnetError(f"{path}: is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a "
+                     "file or folder; give the dataset's file or folder")
 
 
 def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
@@ -85,11 +82,10 @@ def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
 def source_checksum(path: Path, expected: str = "the dataset's files",
                     members: list[Path] | None = None) -> tuple[str, str]:
     """(hex digest, what it covers) of a file or folder source; of only ``members``
-    (the files a loader reads) when given."""
+    (the regular files a loader reads) when given."""
     if members is not None:
         h = hashlib.sha256()
         for m in members:
-            source_kind(m)
             h.update(f"{m.name} {files.file_digest(m)}\n".encode())
         return h.hexdigest(), "sha256 of the files read"
     if source_kind(path) == "folder":

@@ -91,7 +91,7 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         y = np.asarray(labels)
     except Exception:
         y = np.asarray([])
-    if labels is None or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):  # None: 0-d
         raise FcnetError(f"{where}: 'labels' must be a list of integers")
     if y.shape[0] != x.shape[0]:
         raise FcnetError(f"{where}: {y.shape[0]} labels for {x.shape[0]} images")

@@ -1,10 +1,7 @@
-"""Image-folder trees, ``split/class/image``, from a directory or an archive.
-
-Splits are folders named train (required), test and val (or valid / validation);
-classes are the folders below them.  Files that are not images (by suffix), hidden
-files and macOS ``__MACOSX`` folders are ignored.  Images are decoded with Pillow, in
-forked worker processes when there are many (decoding 60,000 small JPEGs is CPU-bound
-and Pillow holds the GIL for much of it, so threads do not help)."""
+"""Image-folder trees, ``split/class/image`` (split: train, test, val / valid / validation),
+from a directory or an archive; non-images (by suffix), hidden files and ``__MACOSX`` are
+ignored.  Pillow decodes in forked worker processes when there are many images (decoding
+60,000 small JPEGs is CPU-bound and Pillow holds the GIL for much of it: threads do not help)."""
 
 from __future__ import annotations
 
@@ -212,8 +209,7 @@ def layout(tree: Tree, classes: list[str] | None = None) -> tuple[list[str], dic
                                  f"(expected {', '.join(classes)})")
             if not idx:
                 raise FcnetError(f"{src}: class folder {prefix}{s}/{c}/ is empty")
-        missing = [c for c in classes if fold(c) not in map(fold, g)]
-        if fixed and missing:
+        if fixed and (missing := [c for c in classes if fold(c) not in map(fold, g)]):
             raise FcnetError(f"{src}: {prefix}{s}/ lacks class folder(s) {', '.join(missing)}")
         # rows sorted by (label, file name), so the order never depends on the archive's
         y, _, order = zip(*sorted((label[fold(c)], tree.files[i], i) for c, idx in g.items()
@@ -222,8 +218,7 @@ def layout(tree: Tree, classes: list[str] | None = None) -> tuple[list[str], dic
     # a class with test or val images but no training images could never be predicted
     trained = set(parts_out["train"].y.tolist())
     for s, part in sorted(parts_out.items()):
-        lacking = [classes[c] for c in sorted(set(part.y.tolist()) - trained)]
-        if lacking:
+        if lacking := [classes[c] for c in sorted(set(part.y.tolist()) - trained)]:
             raise FcnetError(f"{src}: class {', '.join(map(repr, lacking))} has {s} images "
                              f"but no training images (add them to {prefix}train/ or remove the class)")
     return classes, parts_out
