@@ -1,22 +1,18 @@
-"""The grader's child process: ``python -I -S child.py CONFIG_JSON``.
+"""The grader's child process: ``python -I -S child.py CONFIG_JSON``, one per submission.
 
-It runs inside the sandbox, one process per submission, and is deliberately
-standalone (the standard library and NumPy only): under bubblewrap fcnet is
-not importable at all, so a submission cannot hand in fcnet's own net.
-
-It only *runs* the student's code, on inputs the grader chose (``.npy`` files
-loaded without pickle), and hands back plain numbers: one JSON line per event on
-the result file descriptor, ``{"start": check}`` before a check and
-``{"check": check, "outputs": [...]}`` after it (one entry per step: numbers and
-lists, or ``{"error": ...}``), ``{"imports": [...]}`` once the submission is
-loaded and again at the end, ``{"end": true}`` last.  Every comparison,
-threshold and timing decision is the grader's (``fcnet.grade.judge``): what a
-submission patches in this process (numpy, builtins, ``__eq__``) changes only
-its own outputs.
+Standalone (the standard library and NumPy only): under bubblewrap fcnet is not
+importable at all, so a submission cannot hand in fcnet's own net.  It only *runs*
+the student's code on the grader's inputs (``.npy``, no pickle) and writes JSON lines
+on the result fd: ``{"start": check}``, ``{"check": check, "outputs": [...]}`` (one
+per step), ``{"imports": [...]}`` after loading and at the end, ``{"end": true}``.
+Every comparison and threshold is the grader's (``fcnet.grade.judge``): what a
+submission patches in this process changes only its own outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import importlib.util
 import json
@@ -76,11 +72,9 @@ def describe(err: BaseException, work: Path) -> str:
         return last if not err.filename else f"{last} ({Path(err.filename).name}, line {err.lineno})"
     where = ""
     for frame in traceback.extract_tb(err.__traceback__):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             if Path(frame.filename).resolve().is_relative_to(work):
                 where = f" ({Path(frame.filename).name}, line {frame.lineno})"
-        except (OSError, ValueError):
-            continue
     text = last + where
     return text if len(text) <= 300 else text[:297] + "..."
 
@@ -106,42 +100,37 @@ def imports_record(log: ImportLog, before: set[str]) -> list[list[str]]:
     return [[n, f] for n, f in list(out.items())[:2000]]
 
 
-# ------------------------------------------------------------------ running the student's code
 class Runner:
     """Runs one step at a time on the student's TwoLayerNet and returns plain values."""
 
     def __init__(self, cls: type, data: Path):
         import numpy as np
 
-        self.np, self.cls, self.data = np, cls, data
-        self._cache: dict = {}
-
-    def array(self, name: str):
-        if name not in self._cache:
-            self._cache[name] = self.np.load(self.data / f"{name}.npy", allow_pickle=False)
-        return self._cache[name]
+        self.np, self.cls = np, cls
+        self.array = functools.cache(lambda name: np.load(data / f"{name}.npy", allow_pickle=False))
 
     def plain(self, value, what: str):
         """A student value as a nested list of floats (an ``{"error"}`` when it is not numbers)."""
-        np = self.np
         try:
-            a = np.array(value, dtype=np.float64)
+            a = self.np.array(value, dtype=self.np.float64)
         except Exception:  # noqa: BLE001 - an object of the student's may raise anything
             return {"error": f"{what} returned {type(value).__name__}, not numbers"}
         return a.tolist() if a.ndim else float(a)
 
-    def construct(self, step: dict):
-        np = self.np
-        np.random.seed(step.get("seed", 0))
+    def new_net(self, step: dict):
+        self.np.random.seed(step.get("seed", 0))
         D, H, C = step["dims"]
         net = self.cls(D, H, C, std=step["std"])
         if not isinstance(getattr(net, "params", None), dict):
             raise Refused("TwoLayerNet has no params dict")
         return net
 
+    def construct(self, step: dict) -> dict:
+        return self.params_of(self.new_net(step))
+
     def net_with(self, step: dict):
         """The student's net holding the grader's weights ``step["params"]``."""
-        net = self.construct({"dims": step["dims"], "std": 0.1})
+        net = self.new_net({"dims": step["dims"], "std": 0.1})
         for k in PARAMS:
             net.params[k] = self.array(f"{step['params']}_{k}").copy()
         return net
@@ -155,23 +144,17 @@ class Runner:
 
     def run(self, step: dict) -> dict:
         op = step["op"]
-        if op == "construct":
-            return self.params_of(self.construct(step))
-        if op == "forward":
-            net = self.net_with(step)
-            with self.np.errstate(all="ignore"):
-                return {"probs": self.plain(net.loss(self.array(step["X"])), "loss(X)")}
-        if op == "loss":
-            net = self.net_with(step)
-            return self.loss(net, self.array(step["X"]), self.array(step["y"]), step["reg"])
-        if op == "time":
-            return self.time(step)
-        if op == "train":
-            return self.train(step)
-        raise Refused(f"unknown step {op!r}")
+        if op not in ("construct", "forward", "loss", "time", "train"):
+            raise Refused(f"unknown step {op!r}")
+        return getattr(self, op)(step)
 
-    def loss(self, net, X, y, reg: float) -> dict:
-        out = net.loss(X, y, reg=reg)
+    def forward(self, step: dict) -> dict:
+        net = self.net_with(step)
+        with self.np.errstate(all="ignore"):
+            return {"probs": self.plain(net.loss(self.array(step["X"])), "loss(X)")}
+
+    def loss(self, step: dict) -> dict:
+        out = self.net_with(step).loss(self.array(step["X"]), self.array(step["y"]), reg=step["reg"])
         loss, grads = out if isinstance(out, tuple | list) and len(out) == 2 else (out, None)
         rec = {"loss": self.plain(loss, "loss(X, y, reg)")}
         if not isinstance(grads, dict):
@@ -204,7 +187,7 @@ class Runner:
         return {**best, "loss": [self.plain(v, "loss(X, y, reg)") for v in losses]}
 
     def train(self, step: dict) -> dict:
-        net = self.construct(step)
+        net = self.new_net(step)
         stats = net.train(self.array(step["X"]), self.array(step["y"]), self.array(step["X_val"]),
                           self.array(step["y_val"]), verbose=False, **step["kwargs"])
         rec: dict = {"params": self.params_of(net)}
@@ -255,15 +238,11 @@ def main(argv: list[str]) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if cfg.get("probe"):  # report what confinement works here, on stdout
         caps = {"landlock": 0, "seccomp": False}
-        try:
+        with contextlib.suppress(OSError):
             caps["landlock"] = landlock.restrict_writes([work])
-        except OSError:
-            pass
-        try:
+        with contextlib.suppress(OSError, KeyError, AttributeError):
             seccomp.install()
             caps["seccomp"] = True
-        except (OSError, KeyError, AttributeError):
-            pass
         print("FCNET-PROBE " + json.dumps(caps), flush=True)
         return 0
     set_limits(cfg["limits"])
@@ -280,10 +259,8 @@ def main(argv: list[str]) -> int:
     # listing of the (then empty) folder compares: without this, helper modules do not import
     importlib.invalidate_caches()
     work = work.resolve()
-    try:
+    with contextlib.suppress(OSError):  # the grader's probe found this out and said so
         landlock.restrict_writes([work])  # writes only in its own folder
-    except OSError:
-        pass  # the grader's probe found this out and said so
     if seccomp.supported():
         seccomp.install()  # no new processes, no sockets but AF_UNIX
     os.chdir(work)
@@ -318,10 +295,8 @@ def main(argv: list[str]) -> int:
     emit({"end": True})
     out.close()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(0)  # no atexit handlers or lingering threads of the student's
 
 

@@ -1,16 +1,15 @@
 """Grading: prepare the training data once, run every submission's child in the
-sandbox (a few at a time), turn what it measured into pass/fail with the
-rubric's thresholds, and score it."""
+sandbox (a few at a time), judge what it measured with the rubric's thresholds, and score it."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import queue
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 from fcnet.errors import FcnetError
 from fcnet.grade.checks import Check, checks_for
 from fcnet.grade.judge import JUDGE, Failed, Seen
-from fcnet.grade.plan import Plan, make_plan, set_training_dims
+from fcnet.grade.plan import Plan, make_plan, save_arrays, set_training_dims
 from fcnet.grade.rubric import Rubric
 from fcnet.grade.sandbox import Limits, RunResult, Sandbox
 from fcnet.grade.submissions import Submission, stage
@@ -69,10 +68,8 @@ class Grade:
 
 def fmt(v: float | None) -> str:
     """A number for a one-line message: 4 significant digits, exponent for tiny ones."""
-    if v is None:
-        return "-"
-    if not math.isfinite(v):
-        return str(v)
+    if v is None or not math.isfinite(v):
+        return "-" if v is None else str(v)
     if v == 0:
         return "0"
     return f"{v:.2e}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.4g}"
@@ -83,13 +80,14 @@ def verdict(check: Check, value: float | None, note: str, threshold: float | Non
     """Pass or fail against the threshold, with the one-line message."""
     value = None if value is None else float(value)
     passed = bool(check.passes(value, threshold))
+    tail = f"; {note}" if note else ""
     if check.op == "ok":
         msg = note or "ok"
     elif value is None or not math.isfinite(value):
-        msg = f"{fmt(value)}: not a finite number" + (f"; {note}" if note else "")
+        msg = f"{fmt(value)}: not a finite number{tail}"
     else:
         rel = check.op if passed else {"<": ">=", "<=": ">", ">=": "<"}[check.op]
-        msg = f"{fmt(value)} {rel} {fmt(threshold)}" + (f"; {note}" if note else "")
+        msg = f"{fmt(value)} {rel} {fmt(threshold)}{tail}"
     return CheckResult(check.name, passed, value, threshold, msg[:400], points, detail)
 
 
@@ -113,13 +111,6 @@ def judge(check: Check, rec: dict | None, seen: Seen, plan: Plan, threshold: flo
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, FloatingPointError) as err:
         return fail(f"the child's outputs do not fit the check ({type(err).__name__})")
     return verdict(check, value, str(note or "")[:300], threshold, points, detail)
-
-
-def score_of(results: list[CheckResult], checks: list[Check]) -> float:
-    total = sum(r.points for r in results)
-    if any(c.gate and not r.passed for c, r in zip(checks, results)):
-        return 0.0
-    return round(100.0 * sum(r.points for r in results if r.passed) / total, 1) if total else 0.0
 
 
 def grade_run(sub: Submission, checks: list[Check], rubric: Rubric, result: RunResult | None,
@@ -147,44 +138,39 @@ def grade_run(sub: Submission, checks: list[Check], rubric: Rubric, result: RunR
         r = judge(c, rec, seen, plan, rubric.threshold(c), rubric.points.get(c.name, 0.0), why)
         seen.passed[c.name] = r.passed
         out.append(r)
-    g = Grade(sub.name, str(sub.path), score_of(out, checks), out)
+    total = sum(r.points for r in out)
+    score = round(100.0 * sum(r.points for r in out if r.passed) / total, 1) if total else 0.0
+    if any(c.gate and not r.passed for c, r in zip(checks, out)):
+        score = 0.0
+    g = Grade(sub.name, str(sub.path), score, out)
     if result:
         g.seconds, g.output, g.output_bytes = result.seconds, result.output, result.output_bytes
     return g
 
 
-# ------------------------------------------------------------------ data
 def prepare_data(dataset: str, path: str | None, dest: Path) -> tuple[int, np.ndarray]:
     """X_train, y_train, X_val, y_val and X_test as .npy files in ``dest`` (the child loads
     them without pickle); returns their size in bytes and y_test, which stays here."""
     from fcnet.data import Preprocessor, get_CIFAR10_data, load_splits
 
     if dataset == "digits":
-        if path is not None:
-            raise FcnetError("--path is only for --dataset cifar10 (digits are built in)")
         d = load_splits("digits", progress=False, cache=False)
         prep = Preprocessor("mean").fit(d.train.x)
         arrays = {"X_train": prep.transform(d.train.x), "y_train": d.train.y,
                   "X_val": prep.transform(d.val.x), "y_val": d.val.y, "X_test": prep.transform(d.test.x)}
         y_test = d.test.y
-    elif dataset == "cifar10":
+    else:
         X_train, y_train, X_val, y_val, X_test, y_test = get_CIFAR10_data(path=path, progress=False)
         arrays = {"X_train": X_train.astype(np.float32), "y_train": y_train,
                   "X_val": X_val.astype(np.float32), "y_val": y_val, "X_test": X_test.astype(np.float32)}
-    else:
-        raise FcnetError(f"--dataset must be digits or cifar10, got {dataset!r}")
     dest.mkdir(mode=0o755)
-    for k, v in arrays.items():
-        np.save(dest / f"{k}.npy", np.ascontiguousarray(v))
-        os.chmod(dest / f"{k}.npy", 0o644)
+    save_arrays(dest, arrays)
     return sum(int(np.asarray(v).nbytes) for v in arrays.values()), np.asarray(y_test)
 
 
-# ------------------------------------------------------------------ the run
 def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", data_path: str | None = None,
               limits: Limits | None = None, jobs: int = 1, sandbox: str = "auto",
-              on_done: Callable[[int, Grade], None] | None = None,
-              warn: Callable[[str], None] | None = None, seed: int | None = None) -> list[Grade]:
+              on_done: Callable[[int, Grade], None] | None = None) -> list[Grade]:
     """Grade each submission in its own sandboxed child; grades in the order given."""
     limits = limits or Limits()
     checks = checks_for(dataset)
@@ -192,20 +178,21 @@ def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", d
         raise FcnetError(f"rubric {rubric.source}: no points for the checks --dataset {dataset} runs")
     box = Sandbox.detect(sandbox)
     for w in box.warnings:
-        (warn or (lambda m: print(f"fcnet: warning: {m}", file=sys.stderr)))(w)
+        print(f"fcnet: warning: {w}", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix="fcnet-grade-"))
     os.chmod(tmp, 0o755)
     try:
         data_bytes, y_test = prepare_data(dataset, data_path, tmp / "data")
-        plan = make_plan(dataset, tmp / "data", seed)
+        plan = make_plan(dataset, tmp / "data")
         plan.y_test = y_test
         X_train = np.load(tmp / "data" / "X_train.npy", mmap_mode="r")
         y_all = np.concatenate([np.load(tmp / "data" / f"{k}.npy") for k in ("y_train", "y_val")])
         set_training_dims(plan, int(X_train.shape[1]), int(max(y_all.max(), y_test.max())) + 1)
         lim = Limits(**{**limits.__dict__, "memory_mb": limits.memory_mb + 2 * (data_bytes >> 20)})
-        slots = list(range(max(1, jobs)))
-        lock = threading.Lock()
-        done = [0]
+        slots: queue.Queue[int] = queue.Queue()
+        for slot in range(max(1, jobs)):
+            slots.put(slot)
+        done = itertools.count(1)  # next() on a count is atomic under the GIL
 
         def attempt(i: int, sub: Submission, slot: int) -> Grade:
             run_dir = tmp / f"s{i}"
@@ -225,30 +212,20 @@ def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", d
                 g = grade_run(sub, checks, rubric, None, str(err), lim, box.mode, plan, None)
             finally:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            g.detail["sandbox"] = box.mode
-            g.detail["inputs_seed"] = plan.seed
+            g.detail = {"sandbox": box.mode, "inputs_seed": plan.seed}
             return g
 
         def one(i: int, sub: Submission) -> Grade:
-            with lock:
-                slot = slots.pop()
+            slot = slots.get()
             try:
                 g = attempt(i, sub, slot)
             finally:
-                with lock:
-                    slots.append(slot)
-            with lock:
-                done[0] += 1
-                n = done[0]
+                slots.put(slot)
             if on_done is not None:
-                on_done(n, g)
+                on_done(next(done), g)
             return g
 
-        t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            grades = list(pool.map(one, range(len(subs)), subs))
-        for g in grades:
-            g.detail["total_seconds"] = round(time.perf_counter() - t0, 2)
-        return grades
+            return list(pool.map(one, range(len(subs)), subs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

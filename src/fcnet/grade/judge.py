@@ -1,14 +1,10 @@
-"""Turning what the child returned into each check's value, in the grader's process.
-
-The child hands back plain numbers (``fcnet.grade.child``); here they are compared
-with fcnet's own net on the same inputs (``fcnet.grade.plan``).  Each function
-returns ``(value, note, detail)``: the number the grader compares with the
-threshold, a short remark, and extra data (the toy loss curve).  ``Failed``
-carries a one-line reason instead of a value.
-"""
+"""Each check's value from what the child returned, compared with fcnet's own net on the
+same inputs, in the grader's process.  A check returns ``(value, note, detail)`` (detail:
+extra data such as the toy loss curve) or raises ``Failed`` with a one-line reason."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,18 +68,13 @@ def _ref_loss(case: Case, reg: float) -> tuple[float, dict]:
     return float(loss), grads
 
 
-def _l2(case: Case) -> float:
-    return float(sum(np.sum(case.params[k] ** 2) for k in ("W1", "W2")))
-
-
 def _where(case: Case) -> str:
-    D, H, C = case.dims
     if case.name == "toy":
         return "the toy example"
+    D, H, C = case.dims
     return f"random inputs (N {len(case.y)}, D {D}, H {H}, C {C})"
 
 
-# ------------------------------------------------------------------ the checks
 def own_code(seen: Seen, plan: Plan):
     import fcnet
 
@@ -91,11 +82,8 @@ def own_code(seen: Seen, plan: Plan):
     bad = []
     for name, file in seen.imports:
         inside = False
-        if file:
-            try:
-                inside = Path(file).resolve().is_relative_to(home)
-            except (OSError, ValueError):
-                pass
+        with contextlib.suppress(OSError, ValueError):
+            inside = bool(file) and Path(file).resolve().is_relative_to(home)
         if name == "fcnet" or name.startswith("fcnet.") or inside:
             bad.append(name)
     if bad:
@@ -163,7 +151,8 @@ def q1_loss(seen: Seen, plan: Plan):
         diff = abs(got - want)
         worst = max(worst, diff) if math.isfinite(diff) else math.nan
         data, _ = _ref_loss(case, 0.0)
-        implied.append((got - data) / _l2(case))  # the reg the student's L2 term acts as
+        l2 = float(sum(np.sum(case.params[k] ** 2) for k in ("W1", "W2")))
+        implied.append((got - data) / l2)  # the reg the student's L2 term acts as
         if not diff < THRESHOLDS["loss_diff"]:
             wrong.append(f"{_where(case)} at reg {reg:g}")
         elif i == 0:
@@ -308,15 +297,8 @@ def _training(seen: Seen, plan: Plan):
     return acc, note, detail
 
 
-def q3_digits(seen: Seen, plan: Plan):
-    return _training(seen, plan)
-
-
-def q3_cifar10(seen: Seen, plan: Plan):
-    return _training(seen, plan)
-
-
 JUDGE: dict[str, Callable[[Seen, Plan], tuple]] = {
-    f.__name__: f for f in (own_code, init, q1_scores, q1_stable, q1_loss, q1c_loops, q1c_scaling,
-                            q2_gradients, q2_loops, q3_toy_training, q3_digits, q3_cifar10)
+    **{f.__name__: f for f in (own_code, init, q1_scores, q1_stable, q1_loss, q1c_loops, q1c_scaling,
+                               q2_gradients, q2_loops, q3_toy_training)},
+    "q3_digits": _training, "q3_cifar10": _training,
 }

@@ -1,10 +1,6 @@
-"""What the grader asks of each submission: the inputs (study.md's toy example and,
-per grading run, random sizes, weights, inputs and regs a submission cannot
-memorise) written as ``.npy`` files for the child, and the steps of each check.
-
-The child (``fcnet.grade.child``) runs the steps on the student's net; the
-grader keeps the ``Plan`` to judge what comes back (``fcnet.grade.judge``).
-"""
+"""What the grader asks of each submission: the inputs (study.md's toy example and, per
+grading run, random sizes, weights, inputs and regs a submission cannot memorise), written
+as ``.npy`` files for the child, and the steps of each check."""
 
 from __future__ import annotations
 
@@ -74,9 +70,16 @@ class Plan:
         return [{"name": n, "steps": self.steps.get(n, [])} for n in names]
 
 
-def make_plan(dataset: str, data: Path, seed: int | None = None) -> Plan:
+def save_arrays(dest: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Each array as ``dest/<name>.npy``, world-readable (the child may run as another uid)."""
+    for k, v in arrays.items():
+        np.save(dest / f"{k}.npy", np.ascontiguousarray(v))
+        (dest / f"{k}.npy").chmod(0o644)
+
+
+def make_plan(dataset: str, data: Path) -> Plan:
     """Draw this run's random case, write every input array into ``data`` and list the steps."""
-    seed = secrets.randbits(32) if seed is None else seed
+    seed = secrets.randbits(32)
     rs = np.random.RandomState(seed)
     ref = toy_model()
     X, y = toy_data()
@@ -94,9 +97,7 @@ def make_plan(dataset: str, data: Path, seed: int | None = None) -> Plan:
     for case in (toy, rand):
         arrays |= {f"{case.name}_X": case.X, f"{case.name}_y": case.y}
         arrays |= {f"{case.name}_{k}": v for k, v in case.params.items()}
-    for k, v in arrays.items():
-        np.save(data / f"{k}.npy", np.ascontiguousarray(v))
-        (data / f"{k}.npy").chmod(0o644)
+    save_arrays(data, arrays)
     plan = Plan(seed, dataset, toy, rand, regs, init_rand)
     s = TRAINING[dataset]
     loss_steps = [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]),
