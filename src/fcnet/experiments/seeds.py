@@ -1,16 +1,14 @@
 """Seeds as a sweep axis: a trial of ``fcnet sweep --seeds N`` trains its config with N
-seeds (the config's own, then the next N - 1) and its Optuna value is their mean.
-
-The seeds' runs are ordinary run directories (``runs/<key>``, the first seed's being the
-trial's own), so adding seeds to a finished sweep trains only the new ones, and a trial
-killed mid-way reuses every finished seed. ``run_trials`` hands all seeds of a task's trials
-to one ``run_task`` call, so the engine may train them as one population.
+seeds (the config's own, then the next N - 1) and its Optuna value is their mean. Each seed
+is an ordinary run directory, so added seeds train only the new ones, and ``run_trials``
+hands all seeds of a task's trials to one ``run_task`` call (one population).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 from fcnet.experiments import stats
@@ -67,9 +65,5 @@ def run_trials(jobs: list[dict], seeds: int, run: Callable[[list[dict]], list[di
     if seeds <= 1:
         return run(jobs)
     groups = [expand(j, seeds) for j in jobs]
-    flat = run([j for g in groups for j in g])
-    out, k = [], 0
-    for job, g in zip(jobs, groups, strict=True):
-        out.append(combine(job, flat[k:k + len(g)]))
-        k += len(g)
-    return out
+    flat = iter(run([j for g in groups for j in g]))
+    return [combine(job, list(islice(flat, len(g)))) for job, g in zip(jobs, groups, strict=True)]

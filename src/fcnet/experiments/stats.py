@@ -1,17 +1,9 @@
-"""The statistics of a study's tables: intervals over seeds, validation-sampling intervals,
-differences between cells, and which differences are beyond noise.
-
-Accuracies are fractions in [0, 1]. Every distribution comes from scipy.stats or
-statsmodels; docs/study.md says in plain words what each interval means.
-
-- ``mean_ci``: mean over seeds and its 95% t-interval (Student's t, n - 1 degrees of freedom).
-- ``sampling_ci``: the Wilson 95% interval of one run's accuracy at the validation size n
-  (``scipy.stats.binomtest(k, n).proportion_ci(method='wilson')``).
-- ``difference``: a - b with its interval and p-value: Welch's t-test over the seeds when both
-  cells have 2 or more that spread, else (one run each, or seeds that all scored alike, where
-  Welch's variance is 0 and its p-value would claim certainty) the two-proportion test of the
-  validation counts (Newcombe's interval, statsmodels).
-- ``beyond_noise``: every pair of cells, Holm-corrected over the family (statsmodels).
+"""The statistics of a study's tables (accuracies as fractions; docs/study.md says what each
+interval means): ``mean_ci`` over seeds (Student's t), ``sampling_ci`` of one run (Wilson),
+``difference`` of two cells and ``beyond_noise`` over every pair (Holm). ``difference`` is
+Welch's t-test when both cells have 2 or more seeds that spread, else (one run each, or seeds
+that all scored alike, where Welch's variance is 0 and its p-value would claim certainty) the
+two-proportion test of the validation counts (Newcombe's interval).
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
-"""A study file (docs/study.md) parsed into one validated model before anything trains.
-
-``parse_study(data, source, overrides)`` checks every key, type, size and cross-reference
-with pydantic (the way ``fcnet.config.RunConfig`` checks a run): tables (their ids unique,
-``vary`` fields that are RunConfig fields, references one per cell, labels one per row or
-column), blocks (each kind at most once, its required keys), ``seeds`` and the claims (their
-tables, cells and comparisons). A problem is one ``FcnetError`` naming the file, the key and
-what is wrong: ``study.toml: table 't3': vary: unknown config field 'hiden' (did you mean
-'hidden'?)``.
+"""A study file (docs/study.md) parsed into one validated pydantic model before anything
+trains: every key, type, size and cross-reference. A problem is one ``FcnetError`` naming
+the file, the key and what is wrong: ``study.toml: table 't3': vary: unknown config field
+'hiden' (did you mean 'hidden'?)``.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -41,8 +37,13 @@ MAX_RUNS = 20_000  # runs one study may ask for (cells x seeds)
 Number = StrictInt | StrictFloat
 RefValue = Number | Literal["-"]
 Text = Annotated[StrictStr, Field(max_length=2000)]
-CLAIM_KINDS = ("better", "unbeaten", "no_better", "equal", "grows_then_flat", "overfits",
-               "reproduces")
+Id = Annotated[StrictStr, Field(pattern=r"^[A-Za-z][\w-]{0,63}$")]
+ConfigTable = dict[StrictStr, Any]
+_CLAIM_KEYS = {  # kind: (the keys it needs, the keys it takes)
+    "better": ("a", "a b margin"), "unbeaten": ("a", "a b margin"),
+    "no_better": ("a b", "a b margin"), "equal": ("a b margin", "a b margin"),
+    "grows_then_flat": ("up_to", "along up_to at margin"), "overfits": ("a", "a margin"),
+    "reproduces": ("a value", "a value")}
 
 
 def _fcnet(fn, *args, **kw):
@@ -71,11 +72,13 @@ def _changes(values: dict, base: RunConfig, where: str) -> dict:
     return out
 
 
+def _labels(key: str, labels: list | None, items: list, what: str) -> None:
+    if labels is not None and len(labels) != len(items):
+        raise ValueError(f"{key}: {len(labels)} labels for {len(items)} {what}")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-ConfigTable = dict[StrictStr, Any]
 
 
 # ------------------------------------------------------------------------- the built form
@@ -90,17 +93,19 @@ class StudyTable:
     show: dict[str, str]
     seeds: int = 1
 
+    def columns(self) -> list[tuple[Any, dict]]:
+        """The second axis' (label, changes); one unlabelled column for a one-axis table."""
+        return self.axes[1][1] if len(self.axes) > 1 else [(None, {})]
+
     def cells(self) -> list[list[dict]]:
         """Row-major: the changes of each cell (rows x columns)."""
-        rows = self.axes[0][1]
-        cols = self.axes[1][1] if len(self.axes) > 1 else [(None, {})]
-        return [[{**r, **c} for _, c in cols] for _, r in rows]
+        return [[{**r, **c} for _, c in self.columns()] for _, r in self.axes[0][1]]
 
 
 # ------------------------------------------------------------------------- tables
 class TableSpec(_Model):
     name: Text
-    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z][\w-]{0,63}$")] | None = None
+    id: Id | None = None
     vary: dict[StrictStr, Any] = {}
     base: ConfigTable = {}
     rows: Annotated[list[ConfigTable], Field(min_length=1, max_length=1000)] | None = None
@@ -120,8 +125,7 @@ class TableSpec(_Model):
         axes: list = []
         if self.rows is not None:
             labels = self.row_labels or [f"row {k + 1}" for k in range(len(self.rows))]
-            if len(labels) != len(self.rows):
-                raise ValueError(f"row_labels: {len(labels)} labels for {len(self.rows)} rows")
+            _labels("row_labels", labels, self.rows, "rows")
             axes.append(("configuration", [(lab, {**tbase, **_changes(r, base, f"rows[{k}]")})
                                            for k, (lab, r) in enumerate(zip(labels, self.rows))]))
         elif self.row_labels is not None:
@@ -141,9 +145,7 @@ class TableSpec(_Model):
         if self.column_labels is not None:
             if len(axes) != 2:
                 raise ValueError("column_labels: only for a table with columns (two axes)")
-            if len(self.column_labels) != len(axes[1][1]):
-                raise ValueError(f"column_labels: {len(self.column_labels)} labels for "
-                                 f"{len(axes[1][1])} columns")
+            _labels("column_labels", self.column_labels, axes[1][1], "columns")
             axes[1] = (axes[1][0], [(lab, c) for lab, (_, c) in
                                     zip(self.column_labels, axes[1][1])])
         for name in self.show.values():
@@ -187,8 +189,7 @@ class BatchNoiseBlock(_Model):
     def _check(self, info: ValidationInfo) -> BatchNoiseBlock:
         self.runs = [_changes(r, info.context["base"], f"runs[{k}]")
                      for k, r in enumerate(self.runs)]
-        if self.labels is not None and len(self.labels) != len(self.runs):
-            raise ValueError(f"labels: {len(self.labels)} labels for {len(self.runs)} runs")
+        _labels("labels", self.labels, self.runs, "runs")
         return self
 
 
@@ -214,9 +215,7 @@ class ChosenBlock(_Model):
         base = info.context["base"]
         self.config = _changes(self.config, base, "config")
         self.weights = [_changes(w, base, f"weights[{k}]") for k, w in enumerate(self.weights)]
-        if self.weight_labels is not None and len(self.weight_labels) != len(self.weights):
-            raise ValueError(f"weight_labels: {len(self.weight_labels)} labels for "
-                             f"{len(self.weights)} weights")
+        _labels("weight_labels", self.weight_labels, self.weights, "weights")
         return self
 
 
@@ -256,8 +255,8 @@ BLOCKS = ("toy", "baseline", "batch_noise", "pca_curve", "chosen", "depth")
 class ClaimSpec(_Model):
     text: Text
     table: StrictStr
-    kind: Literal[CLAIM_KINDS]  # type: ignore[valid-type]
-    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z][\w-]{0,63}$")] | None = None
+    kind: Literal[tuple(_CLAIM_KEYS)]  # type: ignore[valid-type]
+    id: Id | None = None
     a: ConfigTable | None = None
     b: ConfigTable | list[ConfigTable] | None = None
     margin: Annotated[Number, Field(ge=0, le=100)] | None = None
@@ -269,21 +268,13 @@ class ClaimSpec(_Model):
 
     @model_validator(mode="after")
     def _keys(self) -> ClaimSpec:
-        need = {"better": ("a",), "unbeaten": ("a",), "no_better": ("a", "b"), "equal": ("a", "b", "margin"),
-                "grows_then_flat": ("up_to",), "overfits": ("a",), "reproduces": ("a", "value")}
-        for key in need[self.kind]:
+        needs, takes = (keys.split() for keys in _CLAIM_KEYS[self.kind])
+        for key in needs:
             if getattr(self, key) is None:
                 raise ValueError(f"a {self.kind!r} claim needs {key!r}")
-        allowed = {"better": {"a", "b", "margin"}, "unbeaten": {"a", "b", "margin"},
-                   "no_better": {"a", "b", "margin"},
-                   "equal": {"a", "b", "margin"}, "grows_then_flat": {"along", "up_to", "at",
-                                                                      "margin"},
-                   "overfits": {"a", "margin"}, "reproduces": {"a", "value"}}[self.kind]
-        for key in ("a", "b", "margin", "along", "up_to", "value"):
-            if getattr(self, key) is not None and key not in allowed:
+        for key in ("a", "b", "margin", "along", "up_to", "value", "at"):
+            if getattr(self, key) != ({} if key == "at" else None) and key not in takes:
                 raise ValueError(f"{key!r} is not a key of a {self.kind!r} claim")
-        if self.at and "at" not in allowed:
-            raise ValueError(f"'at' is not a key of a {self.kind!r} claim")
         return self
 
 
@@ -297,6 +288,7 @@ class StudyFile(_Model):
     block: Annotated[list[Block], Field(max_length=len(BLOCKS))] = []
     claim: Annotated[list[ClaimSpec], Field(max_length=500)] = []
     _claims: list[Claim] = PrivateAttr(default_factory=list)
+    _axes: dict[str, claims.Axes] = PrivateAttr(default_factory=dict)  # claims' tables, by id
 
     @model_validator(mode="before")
     @classmethod
@@ -326,8 +318,6 @@ class StudyFile(_Model):
         note = mine.pop("note", "")
         if not isinstance(note, str):
             raise ValueError(f"dataset.{ds}.note: expected a string, got {_what(note)}")
-        for name in mine:
-            _fcnet(space.check_field, name, f"dataset.{ds}")
         try:
             # preset None: fields not given are the exercise's on either backend
             cfg = make_config({**values, **mine, "preset": None})
@@ -362,7 +352,7 @@ class StudyFile(_Model):
         return self
 
     def _resolve_claims(self) -> list[Claim]:
-        axes = {t._built.id: claims.table_axes(t._built) for t in self.table}
+        axes = self._axes = {t._built.id: claims.table_axes(t._built) for t in self.table}
         for name in ("depth", "chosen"):
             if name in axes:
                 raise FcnetError(f"table {name!r}: the id {name!r} names the {name} block's "
@@ -374,14 +364,11 @@ class StudyFile(_Model):
                                         [[f"{x} layers" for x in d.depths], list(d.init)])
         if "chosen" in blocks:
             axes["chosen"] = claims.Axes(["split"], [["val", "test"]], [["val", "test"]])
-        ids: set[str] = set()
-        out = []
+        out: list[Claim] = []
         for k, spec in enumerate(self.claim):
-            c = claims.resolve(spec, k, axes)
-            if c.id in ids:
-                raise FcnetError(f"claim[{k}]: id {c.id!r} is used twice")
-            ids.add(c.id)
-            out.append(c)
+            out.append(claims.resolve(spec, k, axes))
+            if out[-1].id in {c.id for c in out[:-1]}:
+                raise FcnetError(f"claim[{k}]: id {out[-1].id!r} is used twice")
         return out
 
 
@@ -389,8 +376,7 @@ class StudyFile(_Model):
 _TYPES = {"dict_type": "expected a table", "model_type": "expected a table",
           "list_type": "expected a list", "string_type": "expected a string",
           "int_type": "expected an integer", "float_type": "expected a number",
-          "bool_type": "expected true or false", "missing": "missing required key",
-          "union_tag_invalid": "unknown block kind", "union_tag_not_found": "missing 'kind'"}
+          "bool_type": "expected true or false", "union_tag_not_found": "missing 'kind'"}
 
 
 def _what(v: Any) -> str:
@@ -400,12 +386,10 @@ def _what(v: Any) -> str:
         else names[type(v)]
 
 
-def _known_keys() -> list[str]:
-    keys: set[str] = set()
-    for m in (StudyFile, TableSpec, ToyBlock, BaselineBlock, BatchNoiseBlock, PcaCurveBlock,
-              ChosenBlock, DepthBlock, ClaimSpec):
-        keys |= set(m.model_fields)
-    return sorted(keys)
+def _child(node: Any, key: Any) -> Any:
+    if isinstance(key, int):
+        return node[key] if isinstance(node, list) and key < len(node) else None
+    return node.get(key) if isinstance(node, dict) else None
 
 
 def _where(loc: tuple, data: Any) -> str:
@@ -413,25 +397,20 @@ def _where(loc: tuple, data: Any) -> str:
     claims by id (else index)."""
     text, node, i = "", data, 0
     while i < len(loc):
-        key = loc[i]
-        if key in ("table", "block", "claim") and i + 1 < len(loc) and isinstance(loc[i + 1], int):
-            k = loc[i + 1]
-            items = node.get(key) if isinstance(node, dict) else None
-            node = items[k] if isinstance(items, list) and k < len(items) else None
-            name = None
-            if isinstance(node, dict):
-                name = node.get("id") or (node.get("name") if key == "table" else None) or (
-                    node.get("kind") if key == "block" else None)
-            seg = f"{key} {name!r}" if isinstance(name, str) else f"{key}[{k}]"
-            i += 2
+        key, i = loc[i], i + 1
+        node, seg = _child(node, key), str(key)
+        if isinstance(key, int):
+            text += f"[{key}]"
+            continue
+        if key in ("table", "block", "claim") and i < len(loc) and isinstance(loc[i], int):
+            node = _child(node, loc[i])
+            d = node if isinstance(node, dict) else {}
+            name = d.get("id") or (d.get("name") if key == "table" else
+                                   d.get("kind") if key == "block" else None)
+            seg = f"{key} {name!r}" if isinstance(name, str) else f"{key}[{loc[i]}]"
+            i += 1
             if key == "block" and i < len(loc) and loc[i] in BLOCKS:
                 i += 1  # the discriminator's tag
-        elif isinstance(key, int):
-            text, node, i = text + f"[{key}]", node[key] if isinstance(node, list) and \
-                key < len(node) else None, i + 1
-            continue
-        else:
-            seg, node, i = str(key), node.get(key) if isinstance(node, dict) else None, i + 1
         text = f"{text}.{seg}" if text else seg
     return text
 
@@ -476,8 +455,7 @@ def one_line(err: ValidationError, data: Any) -> str:
     elif union and kind.endswith("_type") or union and kind == "literal_error":
         where, msg = _where(union[0], data), union[1]
     elif kind in _BOUNDS:
-        bound = next(v for k, v in e["ctx"].items())
-        msg = f"must be {_BOUNDS[kind]} {bound}, got {e['input']!r}"
+        msg = f"must be {_BOUNDS[kind]} {next(iter(e['ctx'].values()))}, got {e['input']!r}"
     elif kind == "string_pattern_mismatch":
         msg = (f"{e['input']!r}: an id starts with a letter and holds letters, digits, _ and - "
                "(at most 64)")
@@ -486,7 +464,8 @@ def one_line(err: ValidationError, data: Any) -> str:
     elif kind == "extra_forbidden":
         key = str(loc[-1])
         where = _where(loc[:-1], data)
-        close = difflib.get_close_matches(key, _known_keys(), n=1)
+        keys = {name for m in _Model.__subclasses__() for name in m.model_fields}
+        close = difflib.get_close_matches(key, keys, n=1)
         msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif kind == "missing":
         where = _where(loc[:-1], data)
@@ -521,8 +500,6 @@ def parse(data: dict, source: str, overrides: dict, seeds: int | None = None
 def read(path: Path, source: str) -> dict:
     """A study file's TOML, with one-line errors for a missing, unreadable, non-UTF-8 or
     malformed file."""
-    import tomllib
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
