@@ -29,22 +29,17 @@ def _all_components(z: np.ndarray):
 class Preprocessor:
     """Rows (N, ...) -> float features (N, D).
 
-    kind
-        ``mean``: subtract the mean training image (the exercise); ``channel``:
-        ``(x/255 - 0.5)/0.5`` (the PyTorch exercise's Normalize); ``scale``: ``x/255``;
-        ``zca``: ``(x/255 - mu) U diag(1 / sqrt(lambda + zca_eps)) U^T`` (U, lambda: the
-        training covariance's eigenvectors and eigenvalues), which decorrelates pixels but
-        keeps the image layout, so flips and crops still apply; ``none``: the values as they are.
-    pca
-        None, a component count (int >= 1) or a fraction of variance to keep (0 < f < 1),
-        fitted with scikit-learn on the output of ``kind``.
-    whiten
-        divide each PCA component by its standard deviation.
-    zca_eps
-        ``zca``'s regulariser, in units of the [0, 1] pixels' variance (about 0.06
-        per pixel on CIFAR-10): larger keeps more of the low-variance directions damped.
-    dtype
-        float64 or float32; a float32 transform never makes a float64 copy.
+    ``kind``: ``mean`` subtracts the mean training image (the exercise); ``channel`` is
+    ``(x/255 - 0.5)/0.5`` (the PyTorch exercise's Normalize); ``scale`` is ``x/255``; ``zca`` is
+    ``(x/255 - mu) U diag(1 / sqrt(lambda + zca_eps)) U^T`` (U, lambda: the training
+    covariance's eigenvectors and eigenvalues), which decorrelates pixels but keeps the image
+    layout, so flips and crops still apply; ``none`` keeps the values as they are.
+    ``pca``: None, a component count (int >= 1) or a fraction of variance to keep (0 < f < 1),
+    fitted with scikit-learn on the output of ``kind``; ``whiten`` divides each PCA component
+    by its standard deviation.  ``zca_eps``: ``zca``'s regulariser, in units of the [0, 1]
+    pixels' variance (about 0.06 per pixel on CIFAR-10): larger keeps more of the
+    low-variance directions damped.  ``dtype``: float64 or float32; a float32 transform
+    never makes a float64 copy.
     """
 
     def __init__(self, kind: str = "mean", pca: float | int | None = None, whiten: bool = False,
