@@ -1,26 +1,21 @@
-"""Every file fcnet writes goes through ``atomic_file``: a temp file beside the
+"""Every file fcnet writes goes through ``atomic_write``: a temp file beside the
 target, fsync, ``os.replace``, then fsync of the folder, so a process killed at
 any moment leaves the previous complete file or the new one, never a torn one.
-
-The temp file gets the mode the user's umask gives (mkstemp alone makes 0600)
-and is removed on any failure.  An ``OSError`` while writing (full disk,
-permission denied, read-only folder, a file where a folder should be) becomes
-one ``FcnetError`` line naming the target and the problem.
-
-Sits at the bottom of the package (beside errors.py), so data/, report/,
-training/ and the torch backend all write through it.
+The temp file gets the mode the user's umask gives (mkstemp alone makes 0600).
+An ``OSError`` while writing becomes one ``FcnetError`` line naming the target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -28,7 +23,6 @@ import numpy as np
 
 from fcnet.errors import FcnetError
 
-_CHUNK = 1 << 20
 _UMASK_LOCK = threading.Lock()
 
 
@@ -46,18 +40,11 @@ def _umask() -> int:
     return mask
 
 
-def _in_the_way(folders: list[Path]) -> Path | None:
-    """The first of ``folders`` that exists but is not a folder."""
-    for folder in folders:
-        if folder.exists() and not folder.is_dir():
-            return folder
-    return None
-
-
 def write_error(path: str | os.PathLike, err: OSError, folder: bool = False) -> FcnetError:
     """One line naming ``path`` (a file, or a ``folder``) and what went wrong."""
     path = Path(path)
-    blocker = _in_the_way([*reversed(path.parents), *([path] if folder else [])])
+    folders = [*reversed(path.parents), *([path] if folder else [])]
+    blocker = next((f for f in folders if f.exists() and not f.is_dir()), None)
     if blocker is not None:
         return FcnetError(f"cannot write {path}: {blocker} is a file, not a folder")
     return FcnetError(f"cannot write {path}: {err.strerror or err}")
@@ -74,17 +61,14 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 
 def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable, where the platform allows it."""
-    try:
+    """Make the rename itself durable, where the platform allows it (some filesystems
+    refuse fsync on folders; the file itself is synced)."""
+    with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the file itself is synced
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
@@ -98,19 +82,16 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-@contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """An open temp file beside ``path``, moved onto it when the block succeeds.
-
-    Any ``OSError`` (from the block's writes too) becomes one ``FcnetError`` line.
-    """
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], mode: str = "wb") -> Path:
+    """Call ``write(f)`` on a temp file beside ``path``, then move it onto ``path``;
+    any ``OSError`` (from ``write`` too) becomes one ``FcnetError`` line."""
     path = Path(path)
     ensure_dir(path.parent)
     tmp = None
     try:
         fd, tmp = _temp_beside(path)
         with os.fdopen(fd, mode) as f:
-            yield f
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -121,16 +102,10 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     _fsync_dir(path.parent)
+    return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], mode: str = "wb") -> Path:
-    """Call ``write(f)`` on a temp file beside ``path``, then move it onto ``path``."""
-    with atomic_file(path, mode) as f:
-        write(f)
-    return Path(path)
-
-
-@contextmanager
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temp file name beside ``path`` for writers that open files themselves,
     moved onto ``path`` (after an fsync) when the block succeeds.  Errors raised
@@ -145,11 +120,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         try:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as err:
             raise write_error(path, err) from None
@@ -179,21 +151,17 @@ def remove_temps(folder: str | os.PathLike, min_age_s: float = 0.0) -> list[str]
     """Remove the temp files a killed write left in ``folder`` (not its subfolders),
     those at least ``min_age_s`` old (another live process's write is younger);
     returns their names.  Call it only where no other process writes the same files."""
-    import time
-
     removed, now = [], time.time()
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return removed  # no folder yet: nothing left behind
     for e in entries:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if is_temp(e.name) and e.is_file(follow_symlinks=False) and (
                     min_age_s <= 0 or now - e.stat().st_mtime >= min_age_s):
                 os.unlink(e.path)
                 removed.append(e.name)
-        except FileNotFoundError:
-            pass
     return removed
 
 
@@ -222,11 +190,8 @@ def lock_holder(path: str | os.PathLike) -> str:
 
 # ------------------------------------------------------------------ reading back
 def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
-    h = hashlib.new(algo)
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algo).hexdigest()
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
