@@ -1,14 +1,9 @@
-"""The NumPy stepper: minibatch SGD exactly as study.md Q3, for one net or K nets
-at once (a population), resumable bit for bit.
-
-Each iteration draws ``batch_size`` rows (``choice(N, B)`` as the exercise, or
-shuffled epochs), steps at ``nn.schedule.lr_at``'s rate and, every ``max(N // B, 1)``
-iterations from 0, records train accuracy (current batch), val accuracy and rate.
-Members sharing a seed share the batch stream of ``RandomState(seed)`` (common
-random numbers); each seed has its own.  Every member's dropout masks come from
-``default_rng(SeedSequence(seed, spawn_key=(0,)))``, so a member is its lone run
-draw for draw whatever its mates.  A member whose loss turns non-finite is frozen
-at its last good parameters; the others train on.
+"""The NumPy stepper: minibatch SGD exactly as study.md Q3, for one net or K nets at once
+(a population), resumable bit for bit.  Members sharing a seed share the batch stream of
+``RandomState(seed)`` (common random numbers); every member's dropout masks come from
+``default_rng(SeedSequence(seed, spawn_key=(0,)))``, so a member is its lone run draw for
+draw whatever its mates.  A member whose loss turns non-finite is frozen at its last good
+parameters; the others train on.
 """
 
 from __future__ import annotations
@@ -92,19 +87,6 @@ class Hyper:
                       optimizer=optimizer, optim_config=optim_config)
 
 
-def training_arrays(model, X, y, X_val, y_val, hp: Hyper):
-    """Checked data, converted once to the model's dtype so every step gathers
-    contiguous rows: (X (N, D), y (N,), X_val (M, D), y_val (M,))."""
-    X, y = model.check_inputs(X, y)
-    X_val, y_val = model.check_inputs(X_val, y_val)
-    if hp.sampling == "shuffle" and hp.batch_size > X.shape[0]:
-        raise FcnetError(
-            f"batch_size {hp.batch_size} exceeds the {X.shape[0]} training rows "
-            "(sampling 'shuffle' draws each batch without replacement)")
-    return (np.ascontiguousarray(X, dtype=model.dtype), y,
-            np.ascontiguousarray(X_val, dtype=model.dtype), y_val)
-
-
 class Stream:
     """One minibatch stream: its ``RandomState`` and, for 'shuffle', the epoch's permutation."""
 
@@ -121,10 +103,6 @@ class Stream:
         if pos == 0 or pos + batch > self.perm.size:
             self.perm, pos = self.rng.permutation(n), 0
         return self.perm[pos : pos + batch]
-
-
-def _mask_rng(seed: int | None) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
 
 
 class Solver:
@@ -152,7 +130,13 @@ class Solver:
             raise FcnetError("each population member must be a distinct MLP object")
         hp = hyper if hyper is not None else Hyper.course(models, **course)
         self.k, self.models, self.hp = len(models), models, hp
-        self.X, self.y, self.X_val, self.y_val = training_arrays(models[0], X, y, X_val, y_val, hp)
+        X, self.y = models[0].check_inputs(X, y)
+        X_val, self.y_val = models[0].check_inputs(X_val, y_val)
+        if hp.sampling == "shuffle" and hp.batch_size > X.shape[0]:
+            raise FcnetError(f"batch_size {hp.batch_size} exceeds the {X.shape[0]} training rows "
+                             "(sampling 'shuffle' draws each batch without replacement)")
+        # converted once to the models' dtype, so every step gathers contiguous rows
+        self.X, self.X_val = (np.ascontiguousarray(a, dtype=models[0].dtype) for a in (X, X_val))
         for m, keep in zip(models, hp.keep, strict=True):
             m.dropout_keep = float(keep)
         self.stack = Stack.wrap(models)
@@ -162,7 +146,8 @@ class Solver:
         dropout = bool((hp.keep < 1).any())
         # member j's masks: its seed's stream, the lone run's, so a result never
         # depends on which mates a member trained with
-        self.mask_rngs = [_mask_rng(s) for s in hp.seeds] if dropout else []
+        self.mask_rngs = [np.random.default_rng(np.random.SeedSequence(s, spawn_key=(0,)))
+                          for s in hp.seeds] if dropout else []
         self.iters_per_epoch = max(self.X.shape[0] // hp.batch_size, 1)
         self.ws = Workspace(self.stack, hp.batch_size, self.shared, dropout)
         self._l2 = [2.0 * r if i % 2 == 0 and hp.reg.any() else None
@@ -176,12 +161,11 @@ class Solver:
         self.hist = [{"train_acc": [], "val_acc": [], "lr": []} for _ in range(self.k)]
 
     # ----------------------------------------------------------------- step
-    def rates(self, it: int | None = None) -> np.ndarray:
-        """Every member's learning rate at iteration ``it`` (default: the next), (K,)."""
+    def rates(self) -> np.ndarray:
+        """Every member's learning rate at the next iteration, (K,)."""
         hp = self.hp
-        return lr_at(self.it if it is None else it, lr=hp.lr, decay=hp.decay,
-                     schedule=hp.schedule, iters_per_epoch=self.iters_per_epoch,
-                     total=hp.num_iters)
+        return lr_at(self.it, lr=hp.lr, decay=hp.decay, schedule=hp.schedule,
+                     iters_per_epoch=self.iters_per_epoch, total=hp.num_iters)
 
     @property
     def lr(self):
@@ -268,10 +252,6 @@ class Solver:
     def val_accuracies(self) -> np.ndarray:
         """Validation accuracy of every member now, (K,)."""
         return self._accuracy(self.X_val, self.y_val)
-
-    def val_accuracy(self) -> float:
-        """A lone run's validation accuracy now."""
-        return float(self.val_accuracies()[0])
 
     def run(self, until: int | None = None) -> Solver:
         """Train up to iteration ``until`` (default num_iters); stops early only

@@ -57,10 +57,6 @@ class RunModel:
         return self._proba(self.prep.transform(x_raw))
 
 
-def load_run_model(run_dir: Path) -> RunModel:
-    return RunModel(run_dir)
-
-
 def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     """Accuracy, per-class accuracy and confusion matrix on a split."""
     from fcnet.data import load_splits

@@ -1,12 +1,8 @@
 """Several compatible runs trained as one population: a ``Solver`` of K models through
-the one NumPy loop ``fcnet.training.run.train_numpy``, or a torch ``TorchPopulation``.
-
-Compatible: the same data and every field but ``FREE`` (lr, decay, reg, dropout keep,
-std, init, seed: none changes an array shape; members with their own seed draw their
-own minibatches, a study cell's repeats); torch members also need plain SGD, a normal
-init and the ``STACKED`` settings.  Each member gets its own complete run directory,
-equal to its lone run's.  A population is not checkpointed mid-way: killed, its
-unfinished members simply train again.
+``fcnet.training.run.train_numpy``, or a torch ``TorchPopulation``.  Compatible: every
+field but ``FREE`` equal (none changes an array shape); torch members also need a normal
+init and the ``STACKED`` settings.  Each member gets its own run directory, equal to its
+lone run's.  A population is not checkpointed: killed, its unfinished members train again.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from fcnet.errors import FcnetError
 from fcnet.training import rundir
 from fcnet.training.memory import check_fits
 from fcnet.training.prepare import data_key, prepare
-from fcnet.training.run import read_run_config, train_numpy, train_run
+from fcnet.training.run import train_numpy, train_run
 from fcnet.training.tensorboard import RunLogger
 
 FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init", "seed"}
@@ -58,9 +54,8 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
         return [train_run(c, d, quiet=quiet, resume=resume, eval_at=eval_at, figures=figures)
                 for c, d in zip(configs, run_dirs)]
     out: list[dict | None] = []
-    for c, d in zip(configs, map(Path, run_dirs)):
-        if (d / "config.toml").exists() and read_run_config(d) != c:
-            raise FcnetError(f"{d}: holds a run with a different config")
+    for c, d in zip(configs, run_dirs):
+        rundir.refuse_other(d, c)
         out.append(rundir.finished(d, c, eval_at))
     todo = [i for i, s in enumerate(out) if s is None]
     if len(todo) == 1 and not (torch and eval_at):  # lone torch runs cannot evaluate along the way

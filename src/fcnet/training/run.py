@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +21,10 @@ from fcnet.errors import FcnetError
 from fcnet.nn.fpenv import flush_denormals
 from fcnet.nn.model import MLP
 from fcnet.nn.solver import Hyper, Solver
-from fcnet.training import rundir
+from fcnet.training import rundir, torch_run
 from fcnet.training.memory import check_fits
 from fcnet.training.prepare import Prepared, prepare
-from fcnet.training.rundir import read_run_config
 from fcnet.training.tensorboard import RunLogger, weight_matrices
-
-__all__ = ["train_run", "read_run_config", "build_model", "finish_run"]
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -37,24 +35,9 @@ def build_model(config: RunConfig, input_size: int, num_classes: int) -> MLP:
                init=config.init.split(":")[0])
 
 
-def checkpoint_name(config: RunConfig) -> str:
-    if config.backend == "torch":
-        from fcnet.training.torch_run import CHECKPOINT as TORCH_CHECKPOINT
-
-        return TORCH_CHECKPOINT
-    return CHECKPOINT
-
-
-@rundir.one_writer  # one process writes a run directory at a time (filelock)
-def train_run(
-    config: RunConfig,
-    run_dir: Path,
-    quiet: bool = True,
-    resume: bool = True,
-    eval_at: list[int] | None = None,
-    checkpoint_seconds: float = 5.0,
-    figures: bool = True,
-) -> dict:
+def train_run(config: RunConfig, run_dir: Path, quiet: bool = True, resume: bool = True,
+              eval_at: list[int] | None = None, checkpoint_seconds: float = 5.0,
+              figures: bool = True) -> dict:
     """Train one run into ``run_dir`` and return its summary.
 
     A finished run of this config whose files keep their checksums is returned as is;
@@ -62,57 +45,42 @@ def train_run(
     ``resume``, else trains from the start (a notice says which).  ``eval_at``:
     iterations whose validation accuracy is kept (``summary['val_acc_at']``).
     """
-    run_dir = Path(run_dir)
-    eval_at = list(eval_at or [])
-    if (run_dir / rundir.CONFIG).exists():  # its config is this one (one_writer checked)
-        old = rundir.read_summary(run_dir)
-        if old is None and (run_dir / rundir.SUMMARY).exists():
-            rundir.say(f"{run_dir / rundir.SUMMARY}: unreadable; resuming from the last "
-                       "checkpoint if it is intact, else from the start")
-        if rundir.is_finished(old):
-            bad = rundir.damaged(run_dir, old)
-            if not bad:
+    run_dir, eval_at = Path(run_dir), list(eval_at or [])
+    with rundir.locked(run_dir, config):  # one process writes a run directory at a time
+        if (run_dir / rundir.CONFIG).exists():  # its config is this one (locked checked)
+            old = rundir.read_summary(run_dir)
+            if old is None and (run_dir / rundir.SUMMARY).exists():
+                rundir.say(f"{run_dir / rundir.SUMMARY}: unreadable; resuming from the last "
+                           "checkpoint if it is intact, else from the start")
+            bad = rundir.damaged(run_dir, old) if rundir.is_finished(old) else None
+            if bad == {}:  # finished and intact
                 if rundir.covers(old, eval_at):
                     return old
                 resume = False  # points along the way can only come from a fresh run
-            else:
-                ckpt = checkpoint_name(config)
+            elif bad:
+                ckpt = torch_run.CHECKPOINT if config.backend == "torch" else CHECKPOINT
                 resume = resume and ckpt not in bad and (run_dir / ckpt).exists()
                 rundir.say(f"{run_dir}: {rundir.describe(bad)}; " + (
                     f"resuming from the last intact checkpoint ({ckpt})" if resume
                     else "training again from the start"))
-    prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
-    check_fits(config, *prepared.X_train.shape, len(prepared.classes))  # before allocating
-    if config.backend == "torch":
-        from fcnet.training.torch_run import train_torch
-
-        return train_torch(config, run_dir, prepared, quiet=quiet, resume=resume,
-                           eval_at=eval_at, figures=figures, checkpoint_seconds=checkpoint_seconds)
-    return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume,
-                       eval_at=eval_at, checkpoint_seconds=checkpoint_seconds,
-                       figures=figures)[0]
+        prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
+        check_fits(config, *prepared.X_train.shape, len(prepared.classes))  # before allocating
+        if config.backend == "torch":
+            return torch_run.train_torch(config, run_dir, prepared, quiet=quiet, resume=resume,
+                                         eval_at=eval_at, figures=figures,
+                                         checkpoint_seconds=checkpoint_seconds)
+        return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume,
+                           eval_at=eval_at, checkpoint_seconds=checkpoint_seconds,
+                           figures=figures)[0]
 
 
 def blas_threads(config: RunConfig, input_size: int):
     """One BLAS thread for small products: below a few MFLOP per matmul, thread
     start-up costs more than it saves (measured 5-50x slower on 2 shared cores)."""
-    from contextlib import nullcontext
-
     from threadpoolctl import threadpool_limits
 
     flops = config.batch_size * input_size * max(config.hidden, default=10)
     return threadpool_limits(1, user_api="blas") if flops < 4_000_000 else nullcontext()
-
-
-def read_checkpoint(path: Path) -> dict[str, np.ndarray] | None:
-    """The checkpoint's arrays, or None (with a notice) when it cannot be read."""
-    if not path.exists():
-        return None
-    try:
-        return files.load_npz(path)
-    except FcnetError as err:
-        rundir.say(f"{err}; training again from the start")
-        return None
 
 
 def hyper(configs: Sequence[RunConfig], n_train: int) -> Hyper:
@@ -156,19 +124,23 @@ def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepa
 
 
 def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds, figures):
+    from tqdm import tqdm
+
     k, run_dirs = len(configs), [Path(d) for d in run_dirs]
     solver = _new_solver(configs, P)
     n_iters, per_epoch = solver.hp.num_iters, solver.iters_per_epoch
     ckpt = run_dirs[0] / CHECKPOINT if k == 1 else None
     val_at: list[dict[str, float]] = [{} for _ in configs]
     best = [[-1.0, -1, None] for _ in configs]  # per member: accuracy, epoch, params (keep_best)
-    state = read_checkpoint(ckpt) if ckpt is not None and resume else None
-    if state is not None:
+    if ckpt is not None and resume and ckpt.exists():
         try:
+            state = files.load_npz(ckpt)
             solver.load_state(state)
             val_at[0] = {key[7:]: float(v) for key, v in state.items() if key.startswith("val_at.")}
             params = {key[12:]: v for key, v in state.items() if key.startswith("best.params.")}
             best[0] = [float(state["best.acc"]), int(state["best.epoch"]), params or None]
+        except FcnetError as err:  # unreadable: the solver is untouched
+            rundir.say(f"{err}; training again from the start")
         except (KeyError, ValueError) as err:
             rundir.say(f"{ckpt}: does not fit this run ({err}); training again from the start")
             solver = _new_solver(configs, P)
@@ -177,12 +149,8 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
     tbs = [RunLogger.open(d, enabled=c.tensorboard, start_step=solver.it, total_steps=n_iters)
            for c, d in zip(configs, run_dirs, strict=True)]
     models, wanted, logged = solver.models, set(eval_at), solver.it
-    bar = None
-    if not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_iters, initial=solver.it, unit="it", dynamic_ncols=True,
-                   desc=f"train {run_dirs[0].name}" + (f" (+{k - 1})" if k > 1 else ""))
+    bar = tqdm(total=n_iters, initial=solver.it, unit="it", dynamic_ncols=True, disable=quiet,
+               desc=f"train {run_dirs[0].name}" + (f" (+{k - 1})" if k > 1 else ""))
 
     t0, clock, start_it = time.monotonic(), rundir.CheckpointClock(checkpoint_seconds), solver.it
     with flush_denormals(solver.flush_denormals):
@@ -218,18 +186,18 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
                     rundir.write_metrics(run_dirs[0], solver.history(), per_epoch)
                     clock.saved(started)
             # log
-            if bar is not None and (solver.it % 20 == 0 or solver.it == n_iters):
+            if not quiet and (solver.it % 20 == 0 or solver.it == n_iters):
                 bar.n = solver.it
                 bar.set_postfix(loss=f"{float(np.min(loss)):.4f}", refresh=False)
                 bar.update(0)
-    seconds = time.monotonic() - t0
-    if bar is not None:
-        bar.close()
+    seconds = (time.monotonic() - t0) / k  # each member's share
+    bar.close()
 
+    # finish: each member's files, then its summary with their checksums
     out = []
-    for j, (c, d) in enumerate(zip(configs, run_dirs, strict=True)):
-        hist, diverged = solver.history(j), solver.diverged_at[j]
-        tbs[j].losses(logged, hist["loss_history"][logged:])
+    for j, (c, d, summary, tb) in enumerate(zip(configs, run_dirs, summaries, tbs, strict=True)):
+        hist, diverged, model = solver.history(j), solver.diverged_at[j], models[j]
+        tb.losses(logged, hist["loss_history"][logged:])
         if diverged is None and solver.it in wanted:
             val_at[j][str(solver.it)] = float(solver.val_accuracies()[j])
         written = []
@@ -239,49 +207,33 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
         if c.keep_best and best[j][2] is not None:
             files.save_npz(d / "best_params.npz", best[j][2])
             written.append("best_params.npz")
+        if not all(np.isfinite(v).all() for v in model.params.values()):
+            raise FcnetError(f"{d}: parameters became non-finite")  # never saved
+        files.save_npz(d / "params.npz", model.params)
+        written += ["params.npz", *rundir.write_metrics(d, hist, per_epoch)]
+        final_val, losses = _accuracy(model, P.X_val, P.y_val), hist["loss_history"]
         iterations = solver.it if diverged is None else diverged
-        out.append(finish_run(c, d, models[j], P, hist, summaries[j], diverged_at=diverged,
-                              iterations=iterations, iters_per_epoch=per_epoch,
-                              seconds=seconds / k, done_iters=iterations - start_it,
-                              val_at=val_at[j], best_epoch=best[j][1], figures=figures,
-                              written=written, tb=tbs[j]))
+        summary.update({
+            "status": "diverged" if diverged is not None else "completed",
+            "diverged_at": diverged,
+            "iterations": iterations,
+            "iters_per_epoch": per_epoch,
+            "epochs_recorded": len(hist["val_acc_history"]),
+            "final_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
+            "final_val_acc": final_val,
+            "best_val_acc": max([final_val, *hist["val_acc_history"]]),
+            "best_epoch": best[j][1],
+            "final_train_acc": _accuracy(model, P.X_train, P.y_train),
+            "train_seconds": seconds,
+            "samples_per_second": (iterations - start_it) * c.batch_size / seconds if seconds > 0 else None,
+            "val_acc_at": val_at[j],
+        })
+        if figures:
+            pred = np.argmax(model.scores(P.X_val), axis=1)
+            written += rundir.write_figures(d, hist, model.params["W1"], P, pred)
+        tb.finish(c.model_dump(), summary)  # tb/ is a log, not checksummed: before the last write
+        out.append(rundir.complete(d, summary, written))
     return out
-
-
-def finish_run(config: RunConfig, run_dir: Path, model: MLP, P: Prepared, hist: dict,
-               summary: dict, *, diverged_at: int | None, iterations: int,
-               iters_per_epoch: int, seconds: float, done_iters: int, val_at: dict,
-               best_epoch: int, figures: bool, written: Sequence[str] = (),
-               tb: RunLogger | None = None) -> dict:
-    """Write a finished NumPy run's parameters, metrics, figures and summary."""
-    if not all(np.isfinite(v).all() for v in model.params.values()):
-        raise FcnetError(f"{run_dir}: parameters became non-finite")  # never saved
-    files.save_npz(run_dir / "params.npz", model.params)
-    written = [*written, "params.npz", *rundir.write_metrics(run_dir, hist, iters_per_epoch)]
-    final_val = _accuracy(model, P.X_val, P.y_val)
-    losses = hist["loss_history"]
-    final_loss = float(losses[-1]) if losses else None
-    summary.update({
-        "status": "diverged" if diverged_at is not None else "completed",
-        "diverged_at": diverged_at,
-        "iterations": iterations,
-        "iters_per_epoch": iters_per_epoch,
-        "epochs_recorded": len(hist["val_acc_history"]),
-        "final_loss": final_loss if final_loss is not None and math.isfinite(final_loss) else None,
-        "final_val_acc": final_val,
-        "best_val_acc": max([final_val, *hist["val_acc_history"]]),
-        "best_epoch": best_epoch,
-        "final_train_acc": _accuracy(model, P.X_train, P.y_train),
-        "train_seconds": seconds,
-        "samples_per_second": (done_iters * config.batch_size / seconds) if seconds > 0 else None,
-        "val_acc_at": val_at,
-    })
-    if figures:
-        pred = np.argmax(model.scores(P.X_val), axis=1)
-        written += rundir.write_figures(run_dir, hist, model.params["W1"], P, pred)
-    if tb is not None:  # tb/ is a log, not in the checksums: it goes before the last write
-        tb.finish(config.model_dump(), summary)
-    return rundir.complete(run_dir, summary, written)
 
 
 def _accuracy(model: MLP, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import functools
 import io
 import sys
 import time
@@ -142,7 +141,7 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
     from filelock import Timeout
 
     run_dir = Path(run_dir)
-    _refuse_other(run_dir, config)
+    refuse_other(run_dir, config)
     path = lock_path(run_dir)
     made = not path.parent.exists()  # runs/ itself: removed again if nothing was written
     lock = files.lock(path)
@@ -164,11 +163,11 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
                 raise files.write_error(run_dir, err, folder=True) from None
             # a folder nobody may write: no writer to keep out (reuse needs no lock; a
             # write this run attempts fails with its own one line)
-            _refuse_other(run_dir, config)
+            refuse_other(run_dir, config)
             yield
             return
     try:
-        _refuse_other(run_dir, config)  # the other process may have written another config
+        refuse_other(run_dir, config)  # the other process may have written another config
         yield
     finally:
         if lock.lock_counter == 1:  # the outermost hold: leave no lock file behind (a
@@ -181,18 +180,7 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
         lock.release()
 
 
-def one_writer(train):
-    """Decorate ``train(config, run_dir, ...)`` to run under ``locked(run_dir, config)``."""
-
-    @functools.wraps(train)
-    def locked_train(config: RunConfig, run_dir: Path, *args, **kwargs):
-        with locked(Path(run_dir), config):
-            return train(config, run_dir, *args, **kwargs)
-
-    return locked_train
-
-
-def _refuse_other(run_dir: Path, config: RunConfig) -> None:
+def refuse_other(run_dir: Path, config: RunConfig) -> None:
     if (Path(run_dir) / CONFIG).exists() and read_run_config(run_dir) != config:
         raise FcnetError(f"{run_dir}: holds a run with a different config; "
                          "choose another --name or delete it")
