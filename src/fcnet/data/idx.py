@@ -14,22 +14,12 @@ from fcnet.data.core import Dataset, Split
 from fcnet.errors import FcnetError
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # ubyte data, 3 dims / 1 dim
-FILES = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}
+STEMS = (("train-images", 3), ("train-labels", 1), ("t10k-images", 3), ("t10k-labels", 1))
 CLASSES = {
     "mnist": [str(i) for i in range(10)],
     "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                       "Sneaker", "Bag", "Ankle boot"],
 }
-
-
-def find_file(root: Path, stem: str, dims: int) -> Path:
-    """``train-images-idx3-ubyte[.gz]`` (or Kaggle's ``train-images.idx3-ubyte``)."""
-    for sep in ("-", "."):
-        for gz in (".gz", ""):
-            p = root / f"{stem}{sep}idx{dims}-ubyte{gz}"
-            if p.is_file():
-                return p
-    raise FcnetError(f"{root}: {stem}-idx{dims}-ubyte.gz (or the same without .gz) is missing")
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -59,19 +49,25 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 
 def idx_files(name: str, root: Path) -> list[Path]:
-    """The four IDX files of ``name`` in ``root``: images, labels of each part."""
+    """The four IDX files of ``name`` in ``root`` (STEMS' order), each named like
+    ``train-images-idx3-ubyte[.gz]`` (or Kaggle's ``train-images.idx3-ubyte``)."""
     if not root.is_dir():
         raise FcnetError(f"{root}: not a folder with the {name} IDX files")
-    return [find_file(root, stem, dims) for img_stem, lab_stem in FILES.values()
-            for stem, dims in ((img_stem, 3), (lab_stem, 1))]
+    found = []
+    for stem, dims in STEMS:
+        paths = [root / f"{stem}{sep}idx{dims}-ubyte{gz}" for sep in "-." for gz in (".gz", "")]
+        if (path := next((p for p in paths if p.is_file()), None)) is None:
+            raise FcnetError(f"{root}: {stem}-idx{dims}-ubyte.gz (or the same without .gz) "
+                             "is missing")
+        found.append(path)
+    return found
 
 
 def load_idx(name: str, root: Path) -> Dataset:
-    found = iter(idx_files(name, root))
+    found = idx_files(name, root)
     classes = CLASSES[name]
     parts = {}
-    for part in FILES:
-        img_path, lab_path = next(found), next(found)
+    for part, img_path, lab_path in (("train", *found[:2]), ("test", *found[2:])):
         x, y = read_idx(img_path, IMAGES_MAGIC), read_idx(lab_path, LABELS_MAGIC)
         if y.shape[0] != x.shape[0]:
             raise FcnetError(f"{lab_path}: {y.shape[0]} labels for the {x.shape[0]} images "
