@@ -10,7 +10,6 @@ import functools
 import hashlib
 import io
 import pickle
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 from fcnet.data.archive import is_archive, one_line
 from fcnet.data.cache import cache_dir
 from fcnet.data.core import Dataset, Split
-from fcnet.data.imagefolder import layout, read_tree
+from fcnet.data.imagefolder import layout, progress_bar, read_tree
 from fcnet.errors import FcnetError
 from fcnet.files import atomic_path, file_digest
 
@@ -163,8 +162,6 @@ def default_source(progress: bool) -> tuple[Path, bool]:
 def download(dest: Path, progress: bool) -> None:
     """Fetch URL to ``dest`` with a progress bar; ``dest`` appears only once the whole
     file is there and its MD5 matches."""
-    from tqdm import tqdm
-
     hint = (f"put {ARCHIVE_NAME} (from {URL}) in {dest.parent}, or pass --path with a "
             f"{DIR_NAME} folder, the archive or an image-folder tree of CIFAR-10")
     try:
@@ -177,8 +174,8 @@ def download(dest: Path, progress: bool) -> None:
     try:
         with resp, atomic_path(dest) as tmp, open(tmp, "wb") as f:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, desc=f"download {dest.name}", unit="B", unit_scale=True,
-                      disable=None if progress else True, file=sys.stderr) as bar:
+            with progress_bar(progress, total=total, desc=f"download {dest.name}", unit="B",
+                              unit_scale=True) as bar:
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
                     h.update(chunk)

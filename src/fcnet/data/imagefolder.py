@@ -27,6 +27,13 @@ CHUNK = 1000
 _GRAY_MODES = ("1", "L", "I", "I;16", "F")
 
 
+def progress_bar(progress: bool, **kw):
+    """A tqdm on stderr; with ``progress`` tqdm still turns it off where stderr is no terminal."""
+    from tqdm import tqdm
+
+    return tqdm(disable=None if progress else True, file=sys.stderr, **kw)
+
+
 def _ignored(rel: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in rel.split("/"))
 
@@ -78,11 +85,8 @@ def _decoded(chunks: list[Future | list], names: list[str], progress: bool,
              desc: str) -> np.ndarray:
     """The chunks (decoding in a worker, or items to decode here) as one (N, H, W, C)
     uint8 array; an undecodable image or mixed sizes raise FcnetError naming the file."""
-    from tqdm import tqdm
-
     runs: list[np.ndarray] = []  # (n, H, W, C) runs of images of one shape
-    with tqdm(total=len(names), desc=desc, unit="img", leave=False,
-              disable=None if progress else True, file=sys.stderr) as bar:
+    with progress_bar(progress, total=len(names), desc=desc, unit="img", leave=False) as bar:
         for r in chunks:
             out = r.result() if isinstance(r, Future) else decode_chunk(r)
             if isinstance(out, np.ndarray):
@@ -119,8 +123,6 @@ def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None =
     """Read a directory or archive; members for which ``keep(name)`` holds are returned
     raw in ``tree.kept`` instead of being decoded.  Images are decoded in chunks while
     the source is read; ``tree.images`` rows follow ``tree.files``."""
-    from tqdm import tqdm
-
     tree, archive = Tree(source), is_archive(source)
     names: list[str] = []  # the images' display names, for messages
     pending: list[bytes | str] = []  # the next chunk's bytes or paths
@@ -133,9 +135,8 @@ def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None =
         pending = []
 
     try:
-        with tqdm(total=source.stat().st_size, desc=f"read {source.name}", unit="B",
-                  unit_scale=True, leave=False, disable=None if progress and archive else True,
-                  file=sys.stderr) as bar:
+        with progress_bar(progress and archive, total=source.stat().st_size, unit="B",
+                          desc=f"read {source.name}", unit_scale=True, leave=False) as bar:
             for name, data in iter_members(source, bar) if archive else _walk(source):
                 if data is None:
                     if not _ignored(name):
