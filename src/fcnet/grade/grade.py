@@ -20,7 +20,7 @@ import numpy as np
 from fcnet.errors import FcnetError
 from fcnet.grade.checks import Check, checks_for
 from fcnet.grade.judge import JUDGE, Failed, Seen
-from fcnet.grade.plan import Plan, make_plan, save_arrays, set_training_dims
+from fcnet.grade.plan import Plan, make_plan, save_arrays
 from fcnet.grade.rubric import Rubric
 from fcnet.grade.sandbox import Limits, RunResult, Sandbox
 from fcnet.grade.submissions import Submission, stage
@@ -148,9 +148,9 @@ def grade_run(sub: Submission, checks: list[Check], rubric: Rubric, result: RunR
     return g
 
 
-def prepare_data(dataset: str, path: str | None, dest: Path) -> tuple[int, np.ndarray]:
+def prepare_data(dataset: str, path: str | None, dest: Path) -> tuple[int, np.ndarray, int, int]:
     """X_train, y_train, X_val, y_val and X_test as .npy files in ``dest`` (the child loads
-    them without pickle); returns their size in bytes and y_test, which stays here."""
+    them without pickle); returns their size in bytes, y_test (which stays here), D and C."""
     from fcnet.data import Preprocessor, get_CIFAR10_data, load_splits
 
     if dataset == "digits":
@@ -165,7 +165,10 @@ def prepare_data(dataset: str, path: str | None, dest: Path) -> tuple[int, np.nd
                   "X_val": X_val.astype(np.float32), "y_val": y_val, "X_test": X_test.astype(np.float32)}
     dest.mkdir(mode=0o755)
     save_arrays(dest, arrays)
-    return sum(int(np.asarray(v).nbytes) for v in arrays.values()), np.asarray(y_test)
+    y_test = np.asarray(y_test)
+    C = int(max(np.max(arrays["y_train"]), np.max(arrays["y_val"]), y_test.max())) + 1
+    nbytes = sum(int(np.asarray(v).nbytes) for v in arrays.values())
+    return nbytes, y_test, int(arrays["X_train"].shape[1]), C
 
 
 def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", data_path: str | None = None,
@@ -182,12 +185,8 @@ def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", d
     tmp = Path(tempfile.mkdtemp(prefix="fcnet-grade-"))
     os.chmod(tmp, 0o755)
     try:
-        data_bytes, y_test = prepare_data(dataset, data_path, tmp / "data")
-        plan = make_plan(dataset, tmp / "data")
-        plan.y_test = y_test
-        X_train = np.load(tmp / "data" / "X_train.npy", mmap_mode="r")
-        y_all = np.concatenate([np.load(tmp / "data" / f"{k}.npy") for k in ("y_train", "y_val")])
-        set_training_dims(plan, int(X_train.shape[1]), int(max(y_all.max(), y_test.max())) + 1)
+        data_bytes, y_test, D, C = prepare_data(dataset, data_path, tmp / "data")
+        plan = make_plan(dataset, tmp / "data", D, C, y_test)
         lim = Limits(**{**limits.__dict__, "memory_mb": limits.memory_mb + 2 * (data_bytes >> 20)})
         slots: queue.Queue[int] = queue.Queue()
         for slot in range(max(1, jobs)):

@@ -1,6 +1,5 @@
 """What a grading writes: the terminal table, grades.json, grades.csv, and the
-HTML overview plus one page per submission (through ``fcnet.report``, so the
-pages are self-contained: figures embedded as data: URIs)."""
+self-contained HTML overview plus one page per submission (through ``fcnet.report``)."""
 
 from __future__ import annotations
 
@@ -46,14 +45,12 @@ def _csv(grades: list[Grade]) -> str:
 def _slugs(grades: list[Grade]) -> list[str]:
     from fcnet.report.render import slugify
 
-    taken: set[str] = set()
-    out = []
+    out: list[str] = []
     for g in grades:
-        base = slugify(g.submission)
-        s, k = base, 2
-        while s in taken:
+        base = s = slugify(g.submission)
+        k = 2
+        while s in out:
             s, k = f"{base}-{k}", k + 1
-        taken.add(s)
         out.append(s)
     return out
 
@@ -71,14 +68,14 @@ def _note(c) -> str:
     return c.message
 
 
-def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]):
-    """The section listing the submissions similar to ``g``, with the lines of ``g`` they share."""
+def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]) -> list:
+    """The section (if any) listing the submissions similar to ``g``, with the lines of ``g`` they share."""
     from fcnet.report.render import Section
 
     mine = [(p.b, p.sim_a, p.sim_b, p.lines_a) if p.a == g.submission else (p.a, p.sim_b, p.sim_a, p.lines_b)
             for p in pairs if g.submission in (p.a, p.b)]
     if not mine:
-        return None
+        return []
     lines = g.source.splitlines()
     text = []
     for other, mine_in, theirs_in, shared in mine:
@@ -88,8 +85,9 @@ def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]):
                     f"The {len(shared)} shared lines of this file{more}:\n")
         body = "\n".join(f"{n:4d}  {lines[n - 1] if n <= len(lines) else ''}" for n in shared[:SHOWN_LINES])
         text.append("```\n" + body.replace("```", "'" * 3) + "\n```\n")
-    return Section("Similar submissions", "Near-identical code once names, comments and whitespace are "
-                   "normalised (the template given with `--template` does not count).\n\n" + "\n".join(text))
+    return [Section("Similar submissions", "Near-identical code once names, comments and whitespace are "
+                    "normalised (the template given with `--template` does not count).\n\n"
+                    + "\n".join(text))]
 
 
 def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: dict[str, str]) -> Path:
@@ -102,10 +100,7 @@ def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: 
                         "checks failed.  [All submissions](../../report.html)",
                         tables=[Table("Checks, their values and thresholds",
                                       ["check", "result", "value", "rule", "threshold", "points",
-                                       "message"], rows)])]
-    shared = _shared(g, pairs, slugs)
-    if shared is not None:
-        sections.append(shared)
+                                       "message"], rows)]), *_shared(g, pairs, slugs)]
     toy = next((c for c in g.checks if c.name == "q3_toy_training"), None)
     if toy is not None and toy.detail and toy.detail.get("loss_history"):
         png = plots.loss_curve(toy.detail["loss_history"], out / "toy_loss.png",
@@ -185,7 +180,6 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pair
 def write_outputs(grades: list[Grade], out: Path, meta: dict, pairs: list[Pair] = ()) -> dict[str, Path]:
     """grades.json, grades.csv, report.html (+ report.md) and submissions/<slug>/report.html;
     ``pairs``: the similar submissions (``fcnet.grade.similar``)."""
-    pairs = list(pairs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": write_json(out / "grades.json", [g.to_json() for g in grades]),

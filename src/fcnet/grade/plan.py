@@ -5,7 +5,7 @@ as ``.npy`` files for the child, and the steps of each check."""
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +58,12 @@ class Plan:
     """One grading run's inputs and steps, the same for every submission."""
 
     seed: int
-    dataset: str
     toy: Case
     rand: Case
     regs: tuple[float, float]  # the random case's regs
     init_rand: dict  # {"dims", "std", "seed"}: the random init check
-    y_test: np.ndarray | None = None
-    steps: dict[str, list[dict]] = field(default_factory=dict)
+    y_test: np.ndarray  # the training check's test labels, never shown to the child
+    steps: dict[str, list[dict]]
 
     def for_child(self, names: list[str]) -> list[dict]:
         return [{"name": n, "steps": self.steps.get(n, [])} for n in names]
@@ -77,8 +76,9 @@ def save_arrays(dest: Path, arrays: dict[str, np.ndarray]) -> None:
         (dest / f"{k}.npy").chmod(0o644)
 
 
-def make_plan(dataset: str, data: Path) -> Plan:
-    """Draw this run's random case, write every input array into ``data`` and list the steps."""
+def make_plan(dataset: str, data: Path, D_train: int, C_train: int, y_test: np.ndarray) -> Plan:
+    """Draw this run's random case, write every input array into ``data`` and list the steps
+    (the training check's net has ``D_train`` inputs and ``C_train`` classes)."""
     seed = secrets.randbits(32)
     rs = np.random.RandomState(seed)
     ref = toy_model()
@@ -98,29 +98,23 @@ def make_plan(dataset: str, data: Path) -> Plan:
         arrays |= {f"{case.name}_X": case.X, f"{case.name}_y": case.y}
         arrays |= {f"{case.name}_{k}": v for k, v in case.params.items()}
     save_arrays(data, arrays)
-    plan = Plan(seed, dataset, toy, rand, regs, init_rand)
     s = TRAINING[dataset]
-    loss_steps = [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]),
-                  rand.step("loss", reg=regs[1])]
-    plan.steps = {
+    steps = {
         "init": [{"op": "construct", "dims": list(TOY), "std": 0.1, "seed": 0},
                  {"op": "construct", **init_rand}],
         "q1_scores": [toy.step("forward"), rand.step("forward")],
         "q1_stable": [toy.step("forward", X="big_X")],
-        "q1_loss": loss_steps,
+        "q1_loss": [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]),
+                    rand.step("loss", reg=regs[1])],
         "q1c_scaling": [toy.step("time", X="time_X", y="time_y", reg=TOY_REG, sizes=list(SCALING_SIZES),
                                  reps=5)],
         "q2_gradients": [toy.step("loss", reg=TOY_REG), rand.step("loss", reg=regs[0]),
                          toy.step("loss", reg=0.0)],
         "q3_toy_training": [{"op": "train", "dims": list(TOY), "std": 0.1, "seed": 0, "X": "toy_X",
                              "y": "toy_y", "X_val": "toy_X", "y_val": "toy_y", "kwargs": TOY_TRAINING}],
-        f"q3_{dataset}": [{"op": "train", "dims": None, "std": s["std"], "seed": 0, "X": "X_train",
-                           "y": "y_train", "X_val": "X_val", "y_val": "y_val", "predict": "X_test",
+        f"q3_{dataset}": [{"op": "train", "dims": [D_train, s["hidden"], C_train], "std": s["std"],
+                           "seed": 0, "X": "X_train", "y": "y_train", "X_val": "X_val", "y_val": "y_val",
+                           "predict": "X_test",
                            "kwargs": {k: v for k, v in s.items() if k not in ("hidden", "std")}}],
     }
-    return plan
-
-
-def set_training_dims(plan: Plan, D: int, C: int) -> None:
-    """The training step's sizes, once the data is known."""
-    plan.steps[f"q3_{plan.dataset}"][0]["dims"] = [D, TRAINING[plan.dataset]["hidden"], C]
+    return Plan(seed, toy, rand, regs, init_rand, y_test, steps)

@@ -1,11 +1,7 @@
 """Similar submissions: pairs whose ``two_layernet.py`` is near-identical once names,
-comments and whitespace are normalised.
-
-The comparison is copydetect's (the winnowing fingerprints of MOSS, on pygments
-tokens with every name replaced by one symbol): each file's similarity to the other
-is the share of its fingerprinted tokens found in the other.  Code every student
-received (the course's template, ``--template FILE``, MOSS's "base file") is
-boilerplate: its fingerprints never count as shared.
+comments and whitespace are normalised (copydetect's MOSS-style winnowing fingerprints;
+each file's similarity is the share of its fingerprints found in the other).  The course's
+template (``--template``, MOSS's "base file") never counts as shared.
 """
 
 from __future__ import annotations

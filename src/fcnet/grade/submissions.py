@@ -1,14 +1,7 @@
-"""Finding submissions and copying each into the run's private folder.
-
-A submission is a ``.py`` file, a folder holding ``two_layernet.py`` or a
-``.zip`` of such a folder (``two_layernet.py`` at the top or under one folder).
-Any other folder is a folder of submissions: each ``.py``, ``.zip`` and
-sub-folder in it is one.  Zips are read member by member through
-``fcnet.data.archive`` (no path traversal, no links) and capped in size.
-
-Faults in what the user named (a missing path, a bad zip, a folder with no
-submission) raise FcnetError; a bad entry inside a folder of submissions is
-graded 0 with the reason instead, so one broken upload does not stop the rest.
+"""Finding submissions (a ``.py``, a folder with ``two_layernet.py``, a ``.zip`` of one, or a
+folder of them) and copying each into the run's private folder.  Zips are read through
+``fcnet.data.archive`` (no path traversal, no links) and capped in size.  Faults in what the
+user named raise FcnetError; a bad entry in a folder of submissions is graded 0 with the reason.
 """
 
 from __future__ import annotations
@@ -62,10 +55,6 @@ def _check(path: Path) -> None:
         raise FcnetError(f"{path}: no {ENTRY} in the folder")
 
 
-def _one(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in (".py", ".zip") or (path / ENTRY).is_file()
-
-
 def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Submission]:
     """The submissions the user named, each with a unique name, in the given order.
     ``exclude``: folders never taken as submissions (the output folder)."""
@@ -91,13 +80,12 @@ def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Su
                                  "(.py files, .zip files or folders)")
             for c in inner:
                 sub = Submission(c.stem if c.is_file() else c.name, c)
-                if not _one(c):
-                    sub.problem = f"no {ENTRY} in the folder"
-                else:
-                    try:
-                        _check(c)
-                    except FcnetError as err:
-                        sub.problem = str(err).removeprefix(f"{c}: ")
+                try:
+                    if not (c.is_file() and c.suffix.lower() in (".py", ".zip") or (c / ENTRY).is_file()):
+                        raise FcnetError(f"{c}: no {ENTRY} in the folder")
+                    _check(c)
+                except FcnetError as err:
+                    sub.problem = str(err).removeprefix(f"{c}: ")
                 subs.append(sub)
     taken: dict[str, int] = {}
     for s in subs:
