@@ -1,7 +1,6 @@
-"""The PyTorch backend: ``fcnet.nn``'s networks trained with autograd, modern
-optimisers, schedules and augmentation, on CPU or CUDA.  PyTorch is an optional
-extra (``pip install 'fcnet[torch]'``) that only this package imports, when asked;
-``require_torch()`` turns a missing install into one clear FcnetError."""
+"""The PyTorch backend: ``fcnet.nn``'s networks trained with autograd, modern optimisers,
+schedules and augmentation, on CPU or CUDA.  PyTorch is an optional extra that only this
+package imports, through ``require_torch()``."""
 
 from __future__ import annotations
 
@@ -11,20 +10,17 @@ from types import ModuleType
 from fcnet.errors import FcnetError
 
 INSTALL_HINT = "the torch backend needs PyTorch: pip install 'fcnet[torch]' (or torch==2.13.0)"
-
-__all__ = ["require_torch", "INSTALL_HINT"]
-
 _pool_flushes = False
 
 
 def require_torch() -> ModuleType:
-    """Return the ``torch`` module, or raise FcnetError saying how to install it.
+    """The ``torch`` module, or FcnetError saying how to install it.
 
-    The first call starts torch's intra-op threads while this thread flushes
-    subnormals: a thread inherits its creator's FTZ/DAZ mode, so workers started
-    without it never flush (the depth study's 4- and 5-layer normal(0, 1e-3) nets
-    took 119 s for 10 epochs on 2 threads against 11.6 s).  The workers flush for
-    good, the calling thread only inside ``flush_subnormals``."""
+    The first call starts torch's intra-op threads while this thread flushes subnormals: a
+    thread inherits its creator's FTZ/DAZ mode, so workers started without it never flush
+    (the depth study's 4- and 5-layer normal(0, 1e-3) nets took 119 s for 10 epochs on 2
+    threads against 11.6 s).  The workers flush for good, the caller only inside
+    ``flush_subnormals``."""
     global _pool_flushes
     try:
         torch = importlib.import_module("torch")

@@ -1,15 +1,9 @@
-"""The depth study (study.md Q4): 2-5 Linear layers trained as the exercise set
-them, recording what judging the report's "overfitting" claim needs.
-
-Per depth and epoch (epoch 0 is the initial network): accuracy on validation and on
-5,000 fixed training rows (the last record's on the whole training split), and per
-Linear layer, on a fixed probe batch of training rows in eval mode, ``act_std`` (std
-of relu(z_l), of the scores for the last) and ``grad_norm`` (Frobenius norm of
-d(mean cross-entropy)/dW_l).  Training is the exercise's, by ``TorchTrainer``'s loop
-(``Engine.run``, rows recorded by its epoch callback): float32, shuffled epochs,
-Adam(lr, weight_decay) on *all* parameters (PyTorch's coupled L2, biases included),
-lr times ``decay`` per epoch.  A loss that turns non-finite stops that network's
-history there.
+"""The depth study (study.md Q4): 2-5 Linear layers trained as the exercise set them
+(``TorchTrainer``: float32, shuffled epochs, Adam(lr, weight_decay) on *all* parameters,
+biases included, lr times ``decay`` per epoch), recording per epoch what judging the
+report's "overfitting" claim needs: accuracies, and per Linear layer on a fixed probe batch
+the activation std and the weight gradient's norm.  A loss that turns non-finite stops that
+network's history there.
 """
 
 from __future__ import annotations
@@ -37,10 +31,9 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
                 batch_size: int = 200, lr: float = 1e-3, weight_decay: float = 1e-3,
                 decay: float = 0.95, seed: int = 0, device: str = "auto", probe_rows: int = 1000,
                 progress: bool = True) -> list[dict]:
-    """Train one network per (init, depth) on preprocessed rows and record the signals
-    per epoch and layer.  ``depths`` counts Linear layers (L - 1 hidden layers of
-    ``hidden`` units); ``init`` is one init string or several.  One dict per (init,
-    depth), in order::
+    """Train one network per (init, depth) and record the signals per epoch (0: the initial
+    network) and layer.  ``depths`` counts Linear layers (L - 1 hidden layers of ``hidden``
+    units); ``init`` is one init string or several.  One dict per (init, depth), in order::
 
         {'init', 'depth', 'hidden': [H, ...], 'train_acc_on': '...',
          'probe_rows', 'history': [{'epoch', 'loss', 'lr', 'train_acc', 'val_acc',
@@ -105,8 +98,9 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
 
 def _signals(t: TorchTrainer, epoch: int, loss: float | None, lr: float | None, Xt, yt, Xv, yv,
              xp, yp) -> dict:
-    """One history row: accuracies on train rows Xt and validation, and on the probe batch each
-    layer's activation std and the norm of the data loss's gradient for its weights."""
+    """One history row: accuracies on train rows Xt and validation; on the probe batch, in eval
+    mode, each layer's activation std (of relu(z), of the scores for the last) and the
+    Frobenius norm of d(mean cross-entropy)/dW."""
     model = t.model.eval()
     stds, a = [], xp
     for m in model:
@@ -139,16 +133,14 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     """Six panels: train and validation accuracy per epoch, then activation std and
     gradient norm per layer at initialisation and at the end (log scale, underflowed
     zeros not drawn); one line style per init."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     inits = list(dict.fromkeys(r["init"] for r in results))
     depths = sorted({r["depth"] for r in results})
     colours = {dep: f"C{i}" for i, dep in enumerate(depths)}
     styles = {spec: ls for spec, ls in zip(inits, ["-", "--", ":", "-."] * 4)}
-    fig, axes = plt.subplots(3, 2, figsize=(11, 11))
+    fig = Figure(figsize=(11, 11))
+    axes = fig.subplots(3, 2)
     for r in results:
         ep = [h["epoch"] for h in r["history"]]
         kw = {"color": colours[r["depth"]], "linestyle": styles[r["init"]],
@@ -172,8 +164,5 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    try:
-        files.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png", dpi=110))
-    finally:
-        plt.close(fig)
+    files.atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png", dpi=110))
     return path

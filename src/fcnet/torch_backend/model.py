@@ -3,6 +3,7 @@ size, then a final Linear, as one ``nn.Sequential`` (study.md Q4)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,10 +19,9 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
 
 
 def keep_bits(shape, generator=None, device=None):
-    """Uniform integers r in [0, 32768), ``shape``, 15 of the 63 random bits of an
-    int64 draw each (four a draw); a unit is kept when r < ``keep_bound(keep)``.  On
-    the CPU ``bernoulli_`` took 2.7 ms per 256 x 1536 mask, a tenth of best-cpu's
-    step, this mask 0.6 ms."""
+    """Uniform integers r in [0, 32768), ``shape``, four to an int64 draw (15 of its 63 random
+    bits each); a unit is kept when r < ``keep_bound(keep)``.  On the CPU ``bernoulli_`` took
+    2.7 ms per 256 x 1536 mask, a tenth of best-cpu's step, this mask 0.6 ms."""
     n = int(np.prod(shape))
     draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(generator=generator)
     return draws.view(torch.int16)[:n].view(shape) & 0x7FFF  # bit 63 is always 0: drop it
@@ -56,33 +56,26 @@ def parse_init(init: str) -> tuple[str, float | None]:
     kind, _, arg = str(init).partition(":")
     if kind in ("default", "kaiming") and not arg:
         return kind, None
-    if kind == "normal" and arg:
-        try:
-            std = float(arg)
-        except ValueError:
-            std = -1.0
-        if std > 0:
-            return kind, std
+    with contextlib.suppress(ValueError):  # float("") and float("x") raise
+        if kind == "normal" and float(arg) > 0:
+            return kind, float(arg)
     raise FcnetError(f"init must be default, kaiming or normal:<std> (std > 0), got {init!r}")
 
 
 class MultiLayerPerceptron(nn.Sequential):
-    """A fully-connected classifier, x (N, D) -> scores (N, C); ``linears`` lists its
-    Linear layers in order.
+    """A fully-connected classifier, x (N, D) -> scores (N, C); ``linears``: its Linear layers.
 
-    ``hidden_layers`` (an int is one layer); ``dropout`` = 1 - keep (inverted);
-    ``batchnorm`` before each hidden activation; ``init`` 'default' (PyTorch's),
-    'kaiming' (He normal, fan_in, biases 0) or 'normal:<std>' (the exercise's init,
-    drawn from RandomState(seed) as the NumPy engine draws it); ``dtype`` of the
-    parameters (None: torch's default).
+    ``hidden_layers``: sizes (an int is one layer); ``dropout`` = 1 - keep (inverted);
+    ``batchnorm`` before each hidden activation; ``init`` 'default' (PyTorch's), 'kaiming'
+    (He normal, fan_in, biases 0) or 'normal:<std>' (drawn as the NumPy engine draws it);
+    ``dtype`` of the parameters (None: torch's default).
     """
 
     def __init__(self, input_size: int, hidden_layers: int | Sequence[int], num_classes: int,
                  dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu",
                  init: str = "default", seed: int = 0, dtype=None):
-        if isinstance(hidden_layers, int):
-            hidden_layers = [hidden_layers]
-        sizes = [int(input_size), *[int(h) for h in hidden_layers], int(num_classes)]
+        hidden = [hidden_layers] if isinstance(hidden_layers, int) else hidden_layers
+        sizes = [int(input_size), *[int(h) for h in hidden], int(num_classes)]
         if any(s <= 0 for s in sizes):
             raise FcnetError(f"layer sizes must be positive, got {sizes}")
         if not 0.0 <= dropout < 1.0:

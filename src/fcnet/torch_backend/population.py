@@ -1,21 +1,15 @@
-"""``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD, on
-CPU or CUDA, in float64, float32 or bfloat16-mixed: the torch backend's one
-hand-written update, driven by its one loop (``Engine.run``).
+"""``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD (float64,
+float32 or bfloat16-mixed), the torch backend's one hand-written update, without autograd.
 
-A step is little more than its products, without autograd or optimiser objects.
-Layer 1 of members sharing one minibatch (one seed) is one product x @ [W1_1 ...
-W1_K], (B, D) @ (D, K*H1), and its update one x^T [dZ1_1 ... dZ1_K]; different
-seeds draw different batches and make layer 1 a batched product (K, B, D) @ (K, D,
-H1).  Deeper layers are ``torch.bmm`` over the member axis.  The loss is mean
-cross-entropy + reg * sum ||W||^2, the update W <- (1 - 2 lr reg) W - lr a^T dz,
-b <- b - lr sum dz.  A member whose loss stops being finite is frozen at its last
-good parameters; no step reads a value back to the host on CUDA.  Each member's
-init, batches and dropout masks are its lone run's (``TorchTrainer``), so a float64
-member equals its lone run to rounding.
-
-bfloat16-mixed: the products take bf16 operands (the data, bf16 copies of the
-weights refreshed after each update, activations) and accumulate in float32;
-master weights, biases, softmax, loss and updates are float32.
+Layer 1 of members sharing a minibatch (one seed) is one product (B, D) @ (D, K*H1), its
+update one x^T [dZ1_1 ... dZ1_K]; several seeds make it a batched (K, B, D) @ (K, D, H1).
+Deeper layers are ``torch.bmm`` over the member axis.  Loss: mean cross-entropy + reg *
+sum ||W||^2; update W <- (1 - 2 lr reg) W - lr a^T dz, b <- b - lr sum dz.  A member whose
+loss stops being finite is frozen at its last good parameters; no step reads a value back
+to the host on CUDA.  Init, batches and dropout masks are each member's lone run's
+(``TorchTrainer``), so a float64 member equals its lone run to rounding.  bfloat16-mixed:
+bf16 operands (data, activations, weight copies refreshed after each update) accumulated
+in float32; master weights, biases, softmax, loss and updates are float32.
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
 from fcnet.torch_backend.model import keep_bits, keep_bound, normal_init
-from fcnet.torch_backend.train import Engine, precision
+from fcnet.torch_backend.train import Engine
 
 torch = require_torch()
 
@@ -39,14 +33,11 @@ SHARED = ("hidden", "batch_size", "sampling", "schedule", "epochs", "iters", "dt
 
 
 class TorchPopulation(Engine):
-    """K same-shaped MLPs trained at once with plain SGD, one ``RunConfig`` each.
-
-    The configs may differ in lr, decay, reg, dropout_keep, the normal init's scale
-    and seed (``fcnet.training.population_run.compatible``).  ``threads``: torch
-    intra-op threads of a CPU step (None: torch's count); pass 1 on cores other
-    processes load, where each parallel region can wait a scheduler slice for its
-    second thread (7.6-14.6 ms an exercise step against 2.2 on one).
-    """
+    """K same-shaped MLPs, one ``RunConfig`` each, differing only in lr, decay, reg,
+    dropout_keep, the normal init's scale and seed.  ``threads``: torch intra-op threads of
+    a CPU step (None: torch's count); pass 1 on cores other processes load, where each
+    parallel region can wait a scheduler slice for its second thread (7.6-14.6 ms an
+    exercise step against 2.2 on one)."""
 
     def __init__(self, configs: Sequence[RunConfig], input_size: int, num_classes: int,
                  threads: int | None = None):
@@ -61,7 +52,6 @@ class TorchPopulation(Engine):
         self.threads = torch.get_num_threads() if threads is None else int(threads)
         if self.threads < 1:
             raise FcnetError(f"threads must be positive, got {threads}")
-        self.precision, self.bf16_fallback = precision(self.config, dev)
         self.mixed = self.precision == "bfloat16-mixed"
         self.md = torch.float64 if self.precision == "float64" else torch.float32  # master
         self.cd = cd = torch.bfloat16 if self.mixed else self.md  # operands of the products

@@ -1,13 +1,9 @@
-"""The torch backend's one training loop (``Engine.run``) and ``TorchTrainer``, a
-lone run trained by autograd and ``torch.optim``.
+"""The torch backend's one training loop, ``Engine.run`` (a lone run and a ``TorchPopulation``
+alike), and ``TorchTrainer``, a lone run trained by autograd and ``torch.optim``.
 
-``Engine.run`` trains a lone run and a population (``TorchPopulation``) alike: the
-learning rate of the iteration (``fcnet.nn.schedule.lr_at``), the batch (the NumPy
-engine's ``Stream``, one per seed), one step, and at an epoch's end the losses,
-accuracies, record and the caller's callback (which checkpoints and logs).
-Conventions are docs/torch.md's: ``weight_decay=None`` is ``2 * reg`` on the Linear
-weights, the loss then adding ``reg * sum(W**2)`` as the NumPy engine does, whose
-init and batches these are (a float64 exercise run is the NumPy run to rounding).
+Conventions are docs/torch.md's: ``weight_decay=None`` is ``2 * reg`` on the Linear weights,
+the loss then adding ``reg * sum(W**2)`` as the NumPy engine does, whose init and batches
+these are (a float64 exercise run is the NumPy run to rounding).
 """
 
 from __future__ import annotations
@@ -69,9 +65,7 @@ def resolve_device(device: str):
     if device == "cuda" and not torch.cuda.is_available():
         raise FcnetError("device 'cuda' asked for, but PyTorch sees no CUDA device "
                          "(use --device cpu or auto)")
-    if device not in ("cpu", "cuda"):
-        raise FcnetError(f"device must be auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
+    return torch.device(device)  # the config allows nothing else
 
 
 def bf16_unsupported(device) -> str | None:
@@ -104,13 +98,11 @@ def precision(config: RunConfig, device) -> tuple[str, str | None]:
 
 
 class Engine:
-    """What a lone run (K = 1) and a population of K share: ``run`` (the loop), the
-    batch streams (one per seed), the histories and their part of a checkpoint.
-
-    Subclasses call ``_setup(configs)`` and define ``data(X, y)`` (tensors for
-    ``step``), ``step(X, y, idx, lr)`` (update every member from rows idx (S, B), one
-    row per stream, at rates lr (K,); returns the losses (K,); sets ``halted`` when
-    nothing is left to train), ``accuracies(X, y, train)`` (K floats), ``_finish()``."""
+    """What a lone run (K = 1) and a population of K share: ``run`` (the loop), the batch
+    streams (one per seed), the histories and their part of a checkpoint.  Subclasses call
+    ``_setup(configs)`` and define ``data(X, y)``, ``step(X, y, idx, lr)`` (every member on
+    rows idx (S, B), a row per stream, at rates lr (K,): losses (K,); sets ``halted`` when
+    nothing is left to train), ``accuracies(X, y, train)`` (K floats) and ``_finish()``."""
 
     tta = False
 
@@ -118,6 +110,7 @@ class Engine:
         self.config, self.k = configs[0], len(configs)  # config: the shared fields
         self.device = resolve_device(self.config.device)
         self.cuda = self.device.type == "cuda"
+        self.precision, self.bf16_fallback = precision(self.config, self.device)
         self.lrs = np.array([c.lr for c in configs])
         self.decays = np.array([c.decay for c in configs])
         seeds = [c.seed for c in configs]
@@ -141,12 +134,10 @@ class Engine:
     def run(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None
             ) -> list[dict]:
-        """Train every member on preprocessed rows and labels to the configured length
-        (or iteration ``until``), continuing from a loaded state; one ``result`` each.
-
-        ``callback(record)`` runs after every epoch with member 0's {'epoch',
-        'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'}; ``eval_at``
-        lists iterations after which validation accuracy is kept."""
+        """Train every member to the configured length (or iteration ``until``), from a loaded
+        state if any: one ``result`` each.  ``callback(record)`` runs after every epoch with
+        member 0's {'epoch', 'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'};
+        ``eval_at`` lists iterations after which validation accuracy is kept."""
         c = self.config
         (Xt, yt), (Xv, yv) = self.data(X_train, y_train), self.data(X_val, y_val)
         n = Xt.shape[0]
@@ -213,8 +204,8 @@ class Engine:
                     into[j][key] = float(v)
 
     def _take_losses(self) -> np.ndarray:
-        """The losses (steps, K) since the last call, into each member's history up to
-        its first non-finite one (where it diverged)."""
+        """The losses (steps, K) since the last call, into each member's history up to its
+        first non-finite one (where it diverged)."""
         if not self._losses:
             return np.full((1, self.k), np.nan)
         L = torch.stack(self._losses).double().cpu().numpy().reshape(-1, self.k)
@@ -264,19 +255,16 @@ class Engine:
                                            if k.startswith(f"rng.{g}.")}, f"rng.{g}.")
             stream.perm = state[f"perm.{g}"].numpy().astype(np.intp)
         for j, h in enumerate(self.hist):
-            for k in HISTORIES:
-                h[k] = state[f"{k}.{j}"].tolist()
+            h.update({k: state[f"{k}.{j}"].tolist() for k in HISTORIES})
             self.val_at[j] = {str(int(i)): a for i, a in state[f"val_at.{j}"].tolist()}
         self._losses = []
 
 
 class TorchTrainer(Engine):
     """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``.
-
-    ``image_shape``: one image in the rows' order ((H, W, C), (C, H, W) or (H, W)), for
-    augmentation; None for non-images.  ``class_names`` are kept for callers.
-    ``optimizer(parameters) -> torch.optim.Optimizer`` replaces the config's rule (lr
-    still set from the schedule; the loss history is then the data loss alone)."""
+    ``image_shape``: an image in the rows' order ((H, W, C), (C, H, W) or (H, W)) for
+    augmentation, None for non-images.  ``optimizer(parameters)`` replaces the config's rule
+    (lr still set by the schedule; the loss history is then the data loss alone)."""
 
     def __init__(self, config: RunConfig, input_size: int, num_classes: int,
                  image_shape: Sequence[int] | None = None,
@@ -285,15 +273,12 @@ class TorchTrainer(Engine):
         self.input_size, self.num_classes = int(input_size), int(num_classes)
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.class_names = list(class_names) if class_names is not None else None
-        self.precision, self.bf16_fallback = precision(config, self.device)
         self.amp = self.precision == "bfloat16-mixed"
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
-        self.augment = None
-        if config.augment:
-            if self.image_shape is None:
-                raise FcnetError("config field 'augment': flip/crop needs image inputs "
-                                 "(this dataset has no image shape, or PCA removed it)")
-            self.augment = FlipCrop(self.image_shape, self.input_size)
+        if config.augment and self.image_shape is None:
+            raise FcnetError("config field 'augment': flip/crop needs image inputs "
+                             "(this dataset has no image shape, or PCA removed it)")
+        self.augment = FlipCrop(self.image_shape, self.input_size) if config.augment else None
         self.tta = self.augment is not None  # set False to predict from one view
         torch.manual_seed(config.seed)  # the 'default' and 'kaiming' inits
         init = f"normal:{config.std!r}" if config.init == "normal" else config.init
@@ -491,8 +476,7 @@ class TorchTrainer(Engine):
                 from None
 
     def set_budget(self, epochs: int, epoch_seconds: float, measuring_seconds: float) -> None:
-        """Fix a ``time_budget`` run's length: ``epochs``, from ``epoch_seconds`` measured
-        in ``measuring_seconds`` of the budget."""
+        """Fix a ``time_budget`` run's length, measured in ``measuring_seconds``."""
         self.budget = {"epochs": int(epochs), "epoch_seconds": float(epoch_seconds),
                        "measuring_seconds": float(measuring_seconds)}
         self.config = self.config.model_copy(update={"epochs": int(epochs)})
