@@ -14,13 +14,11 @@ _pool_flushes = False
 
 
 def require_torch() -> ModuleType:
-    """The ``torch`` module, or FcnetError saying how to install it.
-
-    The first call starts torch's intra-op threads while this thread flushes subnormals: a
-    thread inherits its creator's FTZ/DAZ mode, so workers started without it never flush
-    (the depth study's 4- and 5-layer normal(0, 1e-3) nets took 119 s for 10 epochs on 2
-    threads against 11.6 s).  The workers flush for good, the caller only inside
-    ``flush_subnormals``."""
+    """The ``torch`` module, or FcnetError saying how to install it.  The first call starts
+    torch's intra-op threads while this thread flushes subnormals: a thread inherits its
+    creator's FTZ/DAZ mode, so workers started without it never flush (the depth study's 4-
+    and 5-layer normal(0, 1e-3) nets took 119 s for 10 epochs on 2 threads against 11.6 s).
+    The workers flush for good, the caller only inside ``flush_subnormals``."""
     global _pool_flushes
     try:
         torch = importlib.import_module("torch")

@@ -16,23 +16,18 @@ F = torch.nn.functional
 def image_layout(image_shape: Sequence[int], input_size: int) -> tuple[int, int, int, bool]:
     """(H, W, C, channels_last) of a row layout; FcnetError when it does not fit D."""
     shape = tuple(int(s) for s in image_shape)
-    if len(shape) == 2:
-        h, w, c, last = shape[0], shape[1], 1, True
-    elif len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
-        c, h, w, last = shape[0], shape[1], shape[2], False
-    elif len(shape) == 3:
-        h, w, c, last = shape[0], shape[1], shape[2], True
-    else:
+    if len(shape) not in (2, 3):
         raise FcnetError(f"image_shape must be (H, W), (H, W, C) or (C, H, W), got {shape}")
+    last = len(shape) == 2 or not (shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4))
+    h, w, c = (*shape, 1)[:3] if last else (*shape[1:], shape[0])
     if h * w * c != input_size:
         raise FcnetError(f"image_shape {shape} holds {h * w * c} values, but rows have {input_size}")
     return h, w, c, last
 
 
 class FlipCrop:
-    """Random horizontal flip (p = 0.5) and random crop after zero padding (the mean
-    image, once preprocessed) by ``pad`` pixels (default H // 8, 4 for 32 x 32),
-    drawn per image.  ``__call__(x, gen)``: x (B, D) -> (B, D), new tensor."""
+    """Random horizontal flip (p = 0.5) and crop after zero padding (the mean image, once
+    preprocessed) by ``pad`` pixels (default H // 8), drawn per image: x (B, D) -> (B, D)."""
 
     def __init__(self, image_shape: Sequence[int], input_size: int, pad: int | None = None):
         self.h, self.w, self.c, self.channels_last = image_layout(image_shape, input_size)

@@ -130,9 +130,8 @@ def depth_table(results: list[dict]) -> str:
 
 
 def plot_depth_study(results: list[dict], path: str | Path) -> Path:
-    """Six panels: train and validation accuracy per epoch, then activation std and
-    gradient norm per layer at initialisation and at the end (log scale, underflowed
-    zeros not drawn); one line style per init."""
+    """Six panels: train and validation accuracy per epoch, then activation std and gradient
+    norm per layer at initialisation and at the end (log scale, zeros not drawn)."""
     from matplotlib.figure import Figure
 
     inits = list(dict.fromkeys(r["init"] for r in results))

@@ -64,12 +64,9 @@ def parse_init(init: str) -> tuple[str, float | None]:
 
 class MultiLayerPerceptron(nn.Sequential):
     """A fully-connected classifier, x (N, D) -> scores (N, C); ``linears``: its Linear layers.
-
-    ``hidden_layers``: sizes (an int is one layer); ``dropout`` = 1 - keep (inverted);
-    ``batchnorm`` before each hidden activation; ``init`` 'default' (PyTorch's), 'kaiming'
-    (He normal, fan_in, biases 0) or 'normal:<std>' (drawn as the NumPy engine draws it);
-    ``dtype`` of the parameters (None: torch's default).
-    """
+    ``dropout`` = 1 - keep (inverted); ``batchnorm`` before each hidden activation; ``init``
+    'default' (PyTorch's), 'kaiming' (He normal, fan_in, biases 0) or 'normal:<std>' (drawn
+    as the NumPy engine draws it); ``dtype`` None: torch's default."""
 
     def __init__(self, input_size: int, hidden_layers: int | Sequence[int], num_classes: int,
                  dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu",

@@ -181,9 +181,8 @@ class TorchPopulation(Engine):
 
     @torch.no_grad()
     def step(self, X, y, idx, lr) -> torch.Tensor:
-        """One SGD iteration of every active member on rows idx (S, B) of X, y at rates
-        lr (K,), on the CPU with ``self.threads`` intra-op threads (the caller's count
-        restored after); returns the losses (K,), float64."""
+        """One SGD iteration of every active member on rows idx (S, B) at rates lr (K,), on
+        ``self.threads`` CPU threads (the caller's count restored after): losses (K,), float64."""
         before = torch.get_num_threads()
         if self.cuda or before == self.threads:
             return self._step(X, y, idx, lr)

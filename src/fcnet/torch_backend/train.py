@@ -84,9 +84,8 @@ def bf16_unsupported(device) -> str | None:
 
 
 def precision(config: RunConfig, device) -> tuple[str, str | None]:
-    """('float64' | 'float32' | 'bfloat16-mixed', why bf16 fell back to float32 or None):
-    emulated bf16 products run 10-40x slower than float32, so a bf16 or ``amp`` run
-    on a device without bf16 instructions trains in float32."""
+    """('float64' | 'float32' | 'bfloat16-mixed', why bf16 fell back to float32 or None): a bf16
+    or ``amp`` run without bf16 instructions trains in float32 (emulated: 10-40x slower)."""
     if config.amp and config.dtype == "float64":
         raise FcnetError("config field 'amp': mixed precision needs dtype float32")
     auto = device.type == "cuda" and config.dtype == "float32"
