@@ -1,11 +1,8 @@
-"""Flush subnormal floats to zero while training.
-
-Tiny initialisations and Adam's second moment of tiny gradients produce subnormal floats
-(below 1.2e-38 in float32), on which some CPU operations run many times slower (``sqrt``
-2.5x in NumPy, 25x in PyTorch: benchmarks/subnormal.py).  The SSE FTZ/DAZ bits make them
-cost nothing, set through glibc's ``fegetenv``/``fesetenv`` on Linux x86-64 (a no-op
-elsewhere, ``supported()``).  The bits are the calling thread's, where NumPy's element-wise
-operations run; OpenBLAS's workers keep their own (no subnormal slowdown measured there).
+"""Flush subnormal floats to zero while training: tiny initialisations and Adam's moments
+of tiny gradients produce them, and some CPU operations then run many times slower (``sqrt``
+2.5x in NumPy, 25x in PyTorch: benchmarks/subnormal.py).  The SSE FTZ/DAZ bits, set through
+glibc's ``fesetenv`` on Linux x86-64 only, are the calling thread's, where NumPy's
+element-wise operations run; OpenBLAS's workers keep their own (no slowdown measured there).
 """
 
 from __future__ import annotations

@@ -63,13 +63,11 @@ def softmax(scores: np.ndarray, inplace: bool = False) -> np.ndarray:
 
 
 def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False, row_max=None):
-    """Mean cross-entropy and its gradient: J = mean_i(logsumexp(z_i) - z_i[y_i]),
-    dJ/dz = (softmax(z) - onehot(y)) / N; stable for logits of any magnitude.
-
+    """Mean cross-entropy and its gradient, stable for logits of any magnitude:
+    J = mean_i(logsumexp(z_i) - z_i[y_i]), dJ/dz = (softmax(z) - onehot(y)) / N.
     scores (N, C), y (N,) ints in [0, C) -> (loss, dscores (N, C), over scores in place);
-    K models' scores (K, N, C) give losses (K,), with y (K, N) when each has its own
-    rows.  ``row_max`` may replace numpy's max over the last axis (exact in any order).
-    """
+    K models' scores (K, N, C) give losses (K,), y (K, N) when each has its own rows.
+    ``row_max`` may replace numpy's max over the last axis (exact in any order)."""
     n = scores.shape[-2]
     rows = np.arange(n)
     d = scores if inplace else scores.copy()

@@ -17,15 +17,13 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 class MLP:
-    """Fully-connected classifier for any depth: input_size D, hidden_sizes (H_1, ...,
-    H_{L-1}) (an int: one hidden layer), num_classes C; weights std * randn (init
-    'normal', the exercise's) or sqrt(2 / fan_in) * randn ('kaiming', for ReLU nets on
-    standardised inputs), biases 0; dropout_keep: inverted-dropout keep probability on
-    hidden activations; seed None draws from NumPy's global legacy generator (the
-    course's driver), an int from ``RandomState(seed)``; dtype 'float64' (default,
-    gradient checks need it) or 'float32'.  ``params``: W1 (D, H_1), b1 (H_1,), ...,
-    WL (H_{L-1}, C), bL (C,).
-    """
+    """Fully-connected classifier of any depth: input_size D, hidden_sizes (H_1, ..., H_{L-1})
+    (an int: one hidden layer), num_classes C; weights std * randn (init 'normal', the
+    exercise's) or sqrt(2 / fan_in) * randn ('kaiming', for ReLU nets), biases 0; dropout_keep:
+    inverted-dropout keep probability of hidden activations; seed None draws from NumPy's
+    global legacy generator (the course's driver), an int from ``RandomState(seed)``; dtype
+    'float64' (gradient checks need it) or 'float32'.  ``params``: W1 (D, H_1), b1 (H_1,), ...,
+    WL (H_{L-1}, C), bL (C,)."""
 
     def __init__(self, input_size: int, hidden_sizes: int | Sequence[int], num_classes: int,
                  std: float = 1e-4, dropout_keep: float = 1.0, seed: int | None = None,

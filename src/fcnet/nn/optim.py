@@ -78,15 +78,11 @@ def _scaled(w: np.ndarray, factor, out: np.ndarray) -> np.ndarray:
 
 
 class UpdateRule:
-    """Base of the rules.  ``Rule(**settings)``: missing settings take their defaults,
-    unknown ones and values out of bounds are errors.  ``update(params, grads, lr, l2)``
-    changes ``params`` in place from the data term's ``grads`` (which it may overwrite),
-    adding the L2 term 2 reg W; ``lr`` and ``l2`` (2 reg, None for biases) hold per
-    parameter a float or an array (one value per population member), so a lone net and a
-    population take the same update.  ``_step`` gets a scratch array and the parameter's
-    ``slots`` (its state), which ``state()`` saves as '<slot>.<index>' with the step
-    count 't'.  ``torch_kwargs(config)``: the settings in ``torch_class``'s own terms.
-    """
+    """Base of the rules: ``Rule(**settings)``, missing settings at their defaults (unknown
+    ones or values out of bounds: FcnetError).  ``_step`` updates one parameter in place,
+    given a scratch array and its ``slots`` (its state, which ``state()`` saves as
+    '<slot>.<index>' with the step count 't').  ``torch_kwargs(config)``: the settings in
+    ``torch_class``'s own terms."""
 
     name: ClassVar[str]
     settings: ClassVar[dict[str, Setting]] = {}
@@ -120,8 +116,10 @@ class UpdateRule:
         return self.store[slot][i]
 
     def update(self, params, grads, lr, l2=None, scaled: bool = False) -> None:
-        """One step; lists (or dicts keyed alike), ``lr``/``l2`` one value for all or a
-        list (l2 None: no L2 term); ``scaled``: grads are already -lr dw (``prescaled``)."""
+        """One step from the data term's ``grads`` (overwritten), adding the L2 term 2 reg W:
+        lists or dicts keyed alike; ``lr``/``l2`` (2 reg, None: no L2 term) one value for
+        all or per parameter, each a float or per-member array (K-shaped to broadcast), so a
+        lone net and a population take the same update; ``scaled``: grads are -lr dw already."""
         self.t += 1
         for i, (w, g, rate, decay) in enumerate(_aligned(params, grads, lr, l2)):
             arrays = [self._slot(slot, i, w) for slot in ("tmp", *self.slots)]  # scratch, state
@@ -238,11 +236,9 @@ class AdamW(Adam):
 
 RULES: dict[str, type[UpdateRule]] = {r.name: r for r in (SGD, Momentum, Adam, RMSprop, AdamW)}
 NUMPY_RULES = tuple(name for name, r in RULES.items() if r.numpy)
-# every rule setting by name; a name shared by rules (eps) means one thing
+# every rule setting by name; a name shared by rules (eps) must mean one thing
 SETTINGS: dict[str, Setting] = {k: s for r in RULES.values() for k, s in r.settings.items()}
-for _k, _s in ((k, s) for r in RULES.values() for k, s in r.settings.items()):
-    if SETTINGS[_k] != _s:
-        raise AssertionError(f"setting {_k!r} is declared twice, differently")
+assert all(SETTINGS[k] == s for r in RULES.values() for k, s in r.settings.items())
 
 
 def rule(name: str) -> type[UpdateRule]:

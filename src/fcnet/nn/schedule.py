@@ -6,15 +6,11 @@ import numpy as np
 
 
 def lr_at(it: int, *, lr, decay, schedule: str, iters_per_epoch: int, total: int):
-    """Learning rate of iteration ``it`` (0-based) of ``total``; ``lr`` and ``decay``
-    floats or per-member arrays (K,), the result shaped alike.
-
-    'step' is the exercise's (study.md Q3): the rate decays once per epoch of
-    ``iters_per_epoch`` iterations, the first time right after iteration 0, so
-    iteration ``it`` trains with ``lr * decay ** ceil(it / iters_per_epoch)``.
-    'cosine' warms up linearly over min(an epoch, a tenth of the run), then follows
-    half a cosine down to 0 at iteration ``total``.
-    """
+    """Learning rate of iteration ``it`` (0-based) of ``total``; ``lr`` and ``decay`` floats
+    or per-member arrays (K,), the result shaped alike.  'step' (study.md Q3) decays once per
+    epoch, the first time right after iteration 0: ``lr * decay ** ceil(it / iters_per_epoch)``.
+    'cosine' warms up linearly over min(an epoch, a tenth of the run), then follows half a
+    cosine down to 0 at iteration ``total``."""
     if schedule == "step":
         return lr * np.power(decay, -(-it // iters_per_epoch))
     if schedule != "cosine":

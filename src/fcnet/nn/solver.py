@@ -106,15 +106,12 @@ class Stream:
 
 
 class Solver:
-    """Train one model, or K same-shaped models at once, with any update rule.
-
-    ``models``: an MLP or a list of them; their ``params`` become live views of the
-    stacked parameters.  ``hyper`` (a ``Hyper``), else the course's keyword options
-    (``learning_rate=1e-3, num_iters=1000, ...``; a list gives one value per member).
-    ``seed=None`` draws batches from NumPy's global legacy generator (the course's
-    driver seeds it).  ``callback(solver, event)``: 'epoch' after each epoch record,
-    'iter' after each step.  ``run`` flushes subnormals (``fcnet.nn.fpenv``).
-    """
+    """Train one model, or K same-shaped models at once, with any update rule.  ``models``: an
+    MLP or a list of them, whose ``params`` become live views of the stacked parameters.
+    ``hyper`` (a ``Hyper``), else the course's keyword options (``learning_rate=1e-3, ...``; a
+    list gives one value per member; ``seed=None`` draws batches from NumPy's global legacy
+    generator, which the course's driver seeds).  ``callback(solver, event)``: 'epoch' after
+    each epoch record, 'iter' after each step.  ``run`` flushes subnormals (nn.fpenv)."""
 
     def __init__(self, models, X, y, X_val, y_val, hyper: Hyper | None = None, *,
                  callback: Callable | None = None, verbose: bool = False,

@@ -9,7 +9,8 @@ import numpy as np
 
 from fcnet import files
 from fcnet.errors import FcnetError
-from fcnet.training import rundir
+from fcnet.training import rundir, torch_run
+from fcnet.training.run import build_model
 from fcnet.training.rundir import confusion, read_run_config
 
 SPLITS = ("train", "val", "test")
@@ -28,22 +29,15 @@ class RunModel:
         if not rundir.is_finished(summary):
             raise FcnetError(f"{run_dir}: the run has not finished (status "
                              f"{summary.get('status')!r}); resume it with fcnet train --resume")
-        if c.backend == "torch":
-            from fcnet.training.torch_run import WEIGHTS as weights
-        else:
-            weights = "best_params.npz" if (self.run_dir / "best_params.npz").exists() \
-                else "params.npz"
+        best = (self.run_dir / "best_params.npz").exists()
+        weights = torch_run.WEIGHTS if c.backend == "torch" else "best_params.npz" if best else "params.npz"
         rundir.check_intact(self.run_dir, summary, [rundir.CONFIG, rundir.PREPROCESS, weights])
         self.prep = Preprocessor.from_state(files.load_npz(self.run_dir / rundir.PREPROCESS))
         self.classes: list[str] = summary.get("classes") or []
         self.image_shape = summary.get("image_shape")
         if c.backend == "torch":
-            from fcnet.training.torch_run import load_torch_model
-
-            self._proba = load_torch_model(self.run_dir, c, summary)
+            self._proba = torch_run.load_torch_model(self.run_dir, c, summary)
             return
-        from fcnet.training.run import build_model
-
         params, out = files.load_npz(self.run_dir / weights), f"b{len(c.hidden) + 1}"
         model = (build_model(c, params["W1"].shape[0], params[out].shape[0])
                  if "W1" in params and out in params else None)

@@ -1,10 +1,9 @@
 """Will a run fit in memory?  Checked before the model, optimiser or a batch is allocated,
 so a run that cannot fit ends in one line, not a MemoryError half-way or the OOM killer.
-The estimate is simple and generous (both engines): the parameters held ``copies`` times
-(weights, gradients, optimiser state, keep_best, ema, a checkpoint being written) and
-activations, gradients and scores of a batch and an ``EVAL_CHUNK`` of evaluation rows.
-The data is loaded already, so the available memory leaves it out: the ``RLIMIT_AS``
-limit (``prlimit --as``, ``ulimit -v``) less what the process maps, else ``MemAvailable``.
+A generous estimate (both engines): the parameters ``copies`` times (weights, gradients,
+optimiser state, keep_best, ema, a checkpoint being written), and a batch's and an
+``EVAL_CHUNK``'s activations, gradients and scores.  The data, loaded already, is left out
+of the available memory: ``RLIMIT_AS`` (``ulimit -v``) less what is mapped, else ``MemAvailable``.
 """
 
 from __future__ import annotations
@@ -14,17 +13,16 @@ import resource
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
+from fcnet.nn.optim import rule
 
 EVAL_CHUNK = 8192  # rows scored at once when evaluating (training/run.py's _accuracy)
-_STATE = {"sgd": 0, "momentum": 1, "nesterov": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 
 
 def estimate(config: RunConfig, input_size: int, num_classes: int) -> int:
     """Bytes a run of ``config`` on (N, ``input_size``) inputs needs beyond its data."""
     sizes = [int(input_size), *(int(h) for h in config.hidden), int(num_classes)]
     n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    copies = (2 + _STATE.get(config.optimizer, 2) + int(config.keep_best)
-              + int(config.ema > 0) + 1)
+    copies = 2 + len(rule(config.optimizer).slots) + int(config.keep_best) + int(config.ema > 0) + 1
     per_row = sizes[0] + 3 * sum(sizes[1:-1]) + 3 * sizes[-1]
     rows = config.batch_size + EVAL_CHUNK  # a batch, and an evaluation chunk beside it
     itemsize = 8 if config.dtype == "float64" else 4

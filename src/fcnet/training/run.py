@@ -1,9 +1,6 @@
-"""One training run into one run directory (layout: fcnet.training.rundir).
-
-``train_run`` reuses a finished intact run, resumes from the last intact checkpoint
-or trains from the start; ``train_numpy`` is the NumPy backend's one flat loop (one
-run or a population): step, evaluate at epoch ends, checkpoint, log.
-"""
+"""One training run into one run directory (layout: fcnet.training.rundir): ``train_run``
+reuses, resumes or starts it; ``train_numpy`` is the NumPy backend's one flat loop (one run
+or a population): step, evaluate at epoch ends, checkpoint, log, then finish each run."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ from fcnet.nn.solver import Hyper, Solver
 from fcnet.training import rundir, torch_run
 from fcnet.training.memory import check_fits
 from fcnet.training.prepare import Prepared, prepare
-from fcnet.training.tensorboard import RunLogger, weight_matrices
+from fcnet.training.tensorboard import RunLogger
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -38,13 +35,10 @@ def build_model(config: RunConfig, input_size: int, num_classes: int) -> MLP:
 def train_run(config: RunConfig, run_dir: Path, quiet: bool = True, resume: bool = True,
               eval_at: list[int] | None = None, checkpoint_seconds: float = 5.0,
               figures: bool = True) -> dict:
-    """Train one run into ``run_dir`` and return its summary.
-
-    A finished run of this config whose files keep their checksums is returned as is;
-    an interrupted or damaged one continues from its last intact checkpoint when
-    ``resume``, else trains from the start (a notice says which).  ``eval_at``:
-    iterations whose validation accuracy is kept (``summary['val_acc_at']``).
-    """
+    """Train one run into ``run_dir`` and return its summary.  A finished run of this config
+    whose files keep their checksums is returned as is; an interrupted or damaged one
+    continues from its last intact checkpoint when ``resume``, else trains from the start
+    (a notice says which).  ``eval_at``: iterations whose val accuracy is kept (val_acc_at)."""
     run_dir, eval_at = Path(run_dir), list(eval_at or [])
     with rundir.locked(run_dir, config):  # one process writes a run directory at a time
         if (run_dir / rundir.CONFIG).exists():  # its config is this one (locked checked)
@@ -60,7 +54,8 @@ def train_run(config: RunConfig, run_dir: Path, quiet: bool = True, resume: bool
             elif bad:
                 ckpt = torch_run.CHECKPOINT if config.backend == "torch" else CHECKPOINT
                 resume = resume and ckpt not in bad and (run_dir / ckpt).exists()
-                rundir.say(f"{run_dir}: {rundir.describe(bad)}; " + (
+                listed = ", ".join(f"{name} {why}" for name, why in bad.items())
+                rundir.say(f"{run_dir}: {listed}; " + (
                     f"resuming from the last intact checkpoint ({ckpt})" if resume
                     else "training again from the start"))
         prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
@@ -171,7 +166,8 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
                     h = solver.hist[j]
                     tbs[j].losses(logged, solver.losses(j, logged))
                     tbs[j].epoch(it, h["train_acc"][-1], h["val_acc"][-1], h["lr"][-1],
-                                 weights=lambda j=j: weight_matrices(models[j].params),
+                                 weights=lambda j=j: {n: w for n, w in models[j].params.items()
+                                                      if n[0] == "W"},
                                  image_shape=P.image_shape, last=solver.it + per_epoch > n_iters)
                     if h["val_acc"][-1] > best[j][0]:
                         best[j][:2] = h["val_acc"][-1], len(h["val_acc"]) - 1

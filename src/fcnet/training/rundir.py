@@ -12,9 +12,8 @@ runs/<name>/
   *.png              loss, accuracy, first-layer weights, confusion matrix
   tb/                TensorBoard event files (fcnet.training.tensorboard; not with --no-tensorboard)
 
-Every file but tb/'s goes through ``fcnet.files`` (atomic, fsync'd).  A run is finished
-when its summary says completed or diverged *and* every recorded file keeps its checksum:
-a damaged run is never reused as it is.  tb/ holds appended logs, not checksummed.
+Every file but tb/'s goes through ``fcnet.files`` (atomic, fsync'd).  A run is finished (and
+reused) when its summary says completed or diverged *and* every recorded file keeps its checksum.
 """
 
 from __future__ import annotations
@@ -96,11 +95,6 @@ def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) ->
         elif files.file_digest(path) != recorded[name]:
             out[name] = "damaged (its sha256 differs from summary.json's)"
     return out
-
-
-def describe(bad: dict[str, str]) -> str:
-    """'params.npz damaged (...), loss.png missing' for a notice."""
-    return ", ".join(f"{name} {why}" for name, why in bad.items())
 
 
 def is_finished(summary: dict | None) -> bool:

@@ -1,15 +1,9 @@
-"""TensorBoard event files of a run (``<run_dir>/tb/``, one per attempt) through torch's
-``SummaryWriter``: ``loss`` at about ``SCALAR_POINTS`` iterations and the last; as many
-epoch records (``accuracy/train``, ``accuracy/val``, ``lr``); weight histograms and W1 as
-a picture, spaced by :class:`RunLogger`'s ``every``; at the end, the config and
-summary.json's ``METRICS`` as one session of the HParams tab.  So few points: an event
-costs ~50 us, a digits iteration ~250 us, and loss.csv and epochs.csv keep every value.
-
-The files are logs, not among summary.json's checksums: a damaged tb/ never retrains a
-run.  A failed write (full disk) is one ``fcnet: error: cannot write ...`` line and drops
-the writer (no second failure, no traceback); ``--resume`` opens a new file with
-``purge_step`` = its restart step, superseding the killed attempt's later events.
-Without torch and tensorboard, or with ``--no-tensorboard``, nothing is written.
+"""TensorBoard event files of a run (``<run_dir>/tb/``, one per attempt, through torch's
+``SummaryWriter``): loss and epoch records at about ``SCALAR_POINTS`` steps (an event costs
+~50 us, a digits iteration ~250 us; the CSVs keep every value), weight histograms and W1 as a
+picture, and the config with summary.json's ``METRICS`` as one HParams session.  Logs, not
+checksummed: a failed write is one ``fcnet: error`` line and drops the writer; ``--resume``
+opens a new file whose ``purge_step`` supersedes the killed attempt's later events.
 """
 
 from __future__ import annotations
@@ -198,8 +192,3 @@ def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | float | str]:
     flat = {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in config.items()}
     return {k: v if isinstance(v, bool | int | float | str) else str(v)
             for k, v in flat.items() if v is not None}
-
-
-def weight_matrices(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The weight matrices W1, W2, ... of a NumPy model's params (biases left out)."""
-    return {k: v for k, v in params.items() if k.startswith("W")}
