@@ -144,7 +144,6 @@ def resolve(spec, k: int, tables: dict[str, Axes]):
     return c
 
 
-# ------------------------------------------------------------------------- verdicts
 @dataclass
 class Verdict:
     claim: str

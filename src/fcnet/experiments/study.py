@@ -1,13 +1,7 @@
-"""Studies as data: a TOML file of tables and blocks, run as one sweep.
-
-A study file (format: docs/study.md) has a ``[base]`` config, ``[[table]]``
-entries (one or two varied fields, optional explicit ``rows``, the numbers
-being reproduced) and ``[[block]]`` entries for the sections that are not
-tables (toy checks, baseline, batch-noise and PCA figures, the chosen model's
-test run, the depth study). Every run any of them needs becomes one point of
-a single grid sweep (:func:`fcnet.experiments.sweep.run_sweep`), so identical
-configs train once, iteration counts share one run, mates train as one
-population, and ``--workers``, ``--storage`` and ``--join`` work as for sweeps.
+"""Studies as data: a TOML file (docs/study.md) of tables, blocks and claims, run as one
+grid sweep (:func:`fcnet.experiments.sweep.run_sweep`), so identical configs train once,
+iteration counts share one run, mates train as one population, and ``--workers``,
+``--storage`` and ``--join`` work as for sweeps.
 """
 
 from __future__ import annotations
@@ -22,7 +16,8 @@ from pathlib import Path
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import studyfile
-from fcnet.experiments.studyfile import BLOCKS, Claim, StudyTable  # noqa: F401  (the API)
+from fcnet.experiments.claims import Axes, Claim
+from fcnet.experiments.studyfile import StudyTable
 
 
 def bundled() -> dict[str, Path]:
@@ -31,7 +26,6 @@ def bundled() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in d.iterdir() if p.name.endswith(".toml")}
 
 
-# ------------------------------------------------------------------------- the file
 @dataclass
 class Study:
     title: str
@@ -42,6 +36,7 @@ class Study:
     source: str = ""  # the file as the user named it (a bundled study: its name)
     seeds: int = 1
     claims: list[Claim] = field(default_factory=list)
+    axes: dict[str, Axes] = field(default_factory=dict)  # of the tables claims name, by id
     runs: list[dict] = field(default_factory=list)  # every point the study needs
 
     def identity(self) -> str:
@@ -56,8 +51,8 @@ class Study:
         from fcnet.experiments.plan import SweepSpec, plan
 
         points = {p.key: p for p in plan(SweepSpec(self.base, points=self.runs))[0]}
-        own = ([{}] if "baseline" in self.blocks else []) + list(
-            (self.blocks.get("chosen") or {}).get("weights") or [])
+        own = [{}] if "baseline" in self.blocks else []
+        own += self.blocks.get("chosen", {}).get("weights", [])
         configs = {}
         for changes in own:
             config = space.with_changes(self.base, changes)
@@ -77,21 +72,18 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
     """A study file (or a bundled study's name) -> Study, every value validated
     (fcnet.experiments.studyfile) before anything runs. ``seeds`` overrides the file's
     ``seeds``, its tables' too."""
-    files = bundled()
-    name = str(path)
-    path, source = (files[name], name) if name in files else (Path(path), name)
+    source = str(path)
+    path = bundled().get(source, Path(path))
     data = studyfile.read(path, source)
-    if seeds is not None:
-        if seeds < 1 or seeds > studyfile.MAX_SEEDS:
-            raise FcnetError(f"--seeds must be between 1 and {studyfile.MAX_SEEDS}, got {seeds}")
+    if seeds is not None and not 1 <= seeds <= studyfile.MAX_SEEDS:
+        raise FcnetError(f"--seeds must be between 1 and {studyfile.MAX_SEEDS}, got {seeds}")
     overrides = {k: v for k, v in {"dataset": dataset, "path": data_path, "dtype": dtype,
                                    "backend": backend}.items() if v}
     model, ctx = studyfile.parse(data, source, overrides, seeds)
-    base = ctx["base"]
     tables = [t._built for t in model.table]
     blocks = {b.kind: b.model_dump() for b in model.block}
-    study = Study(model.title or Path(path).stem, base, tables, blocks, ctx["note"], source,
-                  model.seeds, model._claims)
+    study = Study(model.title or Path(path).stem, ctx["base"], tables, blocks, ctx["note"], source,
+                  model.seeds, model._claims, model._axes)
     runs: list[dict] = []
     if "baseline" in blocks:
         runs += study.seeded({}, study.seeds)
@@ -105,7 +97,6 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
     return study
 
 
-# ------------------------------------------------------------------------- running it
 def run_study(study: Study, out: Path, *, workers: int = 1,
               storage: str | None = None, join: bool = False, population: int = 16,
               quiet: bool = False, depth: bool = True, figures: bool = False) -> dict:
@@ -166,11 +157,10 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
 
 class _BesideTheSweep:
     """The report's own runs and the depth block's torch runs (on one torch thread) in a
-    thread while the sweep's worker processes train: they fill the workers' idle start
-    and tail.  ``start`` once the sweep is open and checked (a refused sweep trains
-    nothing); ``finish`` waits and raises what they raised. A daemon thread: an
-    interrupted study exits without waiting, and the depth cache is written
-    atomically, so nothing half-done is left."""
+    thread while the sweep's worker processes train, filling their idle start and tail.
+    ``start`` once the sweep is open and checked (a refused sweep trains nothing); ``finish``
+    waits and raises what they raised. A daemon thread: an interrupted study exits without
+    waiting, and the depth cache is written atomically, so nothing half-done is left."""
 
     def __init__(self, study: Study, out: Path, depth: bool):
         self.study, self.out, self.error, self.thread = study, out, None, None
@@ -179,23 +169,21 @@ class _BesideTheSweep:
     def start(self) -> None:
         import threading
 
-        study, out, block = self.study, self.out, self.block
-
-        def run():
-            from fcnet.experiments import space
-            from fcnet.experiments.study_report import depth_results
-            from fcnet.training import train_run
-
-            try:
-                for config in study.own_runs():
-                    train_run(config, Path(out) / "runs" / space.run_key(config))
-                if block is not None:
-                    depth_results(study, out, block, threads=1)
-            except BaseException as err:  # re-raised in the main thread by finish()
-                self.error = err
-
-        self.thread = threading.Thread(target=run, name="beside-the-sweep", daemon=True)
+        self.thread = threading.Thread(target=self.run, name="beside-the-sweep", daemon=True)
         self.thread.start()
+
+    def run(self) -> None:
+        from fcnet.experiments import space
+        from fcnet.experiments.study_report import depth_results
+        from fcnet.training import train_run
+
+        try:
+            for config in self.study.own_runs():
+                train_run(config, Path(self.out) / "runs" / space.run_key(config))
+            if self.block is not None:
+                depth_results(self.study, self.out, self.block, threads=1)
+        except BaseException as err:  # re-raised in the main thread by finish()
+            self.error = err
 
     def finish(self) -> None:
         if self.thread is not None:

@@ -8,16 +8,20 @@ import csv
 import hashlib
 import json
 import math
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.experiments import claims as claims_mod
 from fcnet.experiments import space, stats
+from fcnet.experiments.claims import label
 from fcnet.experiments.results import _fmt
 from fcnet.experiments.studyfile import StudyTable
+from fcnet.report.render import Figure, Section, Table
 
 
 def pct(x: float | None) -> str:
@@ -72,7 +76,6 @@ class Sections:
         self.grids: dict[str, list[list[stats.Cell]]] = {}
         self.depth_results: list[dict] | None = None
         self.test: dict | None = None
-        self._sizes: dict | None = None
 
     def config(self, changes: dict) -> RunConfig:
         return space.with_changes(self.study.base, changes)
@@ -81,35 +84,27 @@ class Sections:
         return self.rows[space.run_key(self.config(changes))]
 
     def summary(self, changes: dict) -> dict:
-        from fcnet import files
-
         return files.read_json(Path(self.row(changes).run_dir) / "summary.json")
 
+    @cached_property
     def sizes(self) -> dict:
         """The study's split sizes (every run shares the split): n_train, n_val."""
-        if self._sizes is None:
-            from fcnet import files
-
-            for r in self.rows.values():
-                f = Path(r.run_dir or "") / "summary.json"
-                if f.exists():
-                    s = files.read_json(f)
-                    self._sizes = {"n_train": int(s["n_train"]), "n_val": int(s["n_val"])}
-                    break
-            else:
-                self._sizes = {"n_train": 1, "n_val": 1}
-        return self._sizes
+        for r in self.rows.values():
+            f = Path(r.run_dir or "") / "summary.json"
+            if f.exists():
+                s = files.read_json(f)
+                return {"n_train": int(s["n_train"]), "n_val": int(s["n_val"])}
+        return {"n_train": 1, "n_val": 1}
 
     def cell(self, changes: dict, seeds: int, label: str = "") -> stats.Cell:
         """A cell's validation accuracies over its seeds (a run that failed has none)."""
         values = [self.row(c).val_acc for c in self.study.seeded(changes, seeds)]
         return stats.Cell(label, [float(v) for v in values if v is not None and math.isfinite(v)],
-                          self.sizes()["n_val"])
+                          self.sizes["n_val"])
 
     def own_run(self, changes: dict) -> tuple[Path, dict]:
         """The run directory of exactly this config (trained for a row read along a longer
         run, as fcnet sweep --test does) and its summary."""
-        from fcnet import files
         from fcnet.training import train_run
 
         r = self.row(changes)
@@ -123,7 +118,6 @@ class Sections:
         """The run's first-layer picture: its own weights.png, else drawn now from its
         params.npz into the report's figures (a study's runs draw no PNGs of their own
         unless --figures); a path that does not exist when the inputs are no images."""
-        from fcnet import files
         from fcnet.report import pictures as figures
 
         if (run_dir / "weights.png").exists():
@@ -139,7 +133,6 @@ class Sections:
     def toy(self, results: dict):
         from fcnet.check import run_checks
         from fcnet.report import plots
-        from fcnet.report.render import Figure, Section, Table
 
         chk = run_checks()
         rows = [["probabilities: sum |diff|", f"{chk['scores_diff']:.2e}", "< 1e-7", "-"],
@@ -164,7 +157,6 @@ class Sections:
             figures=[Figure(self.figs / "toy_loss.png", "Toy training loss (Figure 1)")])
 
     def baseline(self, block: dict, results: dict):
-        from fcnet.report.render import Figure, Section, Table
 
         bdir, s = self.own_run({})
         c = self.study.base
@@ -193,24 +185,22 @@ class Sections:
     def table(self, t: StudyTable):
         """A study table: fcnet's mean (and 95% CI over seeds), one run's sampling interval
         and the reference per cell; the differences beyond noise in the note."""
-        from fcnet.report.render import Table
-
         ref = iter(t.reference) if t.reference is not None else None
         row_axis, rows = t.axes[0]
-        cols = t.axes[1][1] if len(t.axes) > 1 else [(None, {})]
+        cols = t.columns()
         head = [row_axis.replace("_", " "), *t.show]
-        for label, _ in cols:
-            name = None if label is None else _label(t.axes[1][0], label)
+        for clabel, _ in cols:
+            name = None if clabel is None else label(t.axes[1][0], clabel)
             head += [f"fcnet val % ({spread(t.seeds)})" if name is None else f"{name} fcnet",
                      "1 run ±" if name is None else f"{name} 1 run ±"]
             if ref is not None:
                 head.append(t.reference_label if name is None else f"{name} report")
         body, grid = [], []
-        for (label, _), changes in zip(rows, t.cells()):
-            line = [_cell(label)]
+        for (rlabel, _), changes in zip(rows, t.cells()):
+            line = [_cell(rlabel)]
             for key in t.show.values():  # from the first column's run
                 line.append(self.summary(changes[0]).get(key, "-"))
-            cells = [self.cell(c, t.seeds, _short(row_axis, label)) for c in changes]
+            cells = [self.cell(c, t.seeds, _short(row_axis, rlabel)) for c in changes]
             grid.append(cells)
             for c in cells:
                 line += [mean_ci_text(c), run_pm(c)]
@@ -225,9 +215,8 @@ class Sections:
 
     def noise_note(self, t: StudyTable, grid: list[list[stats.Cell]]) -> str:
         """Which rows differ beyond noise, per column (Holm over each column's pairs)."""
-        cols = t.axes[1][1] if len(t.axes) > 1 else [(None, {})]
         parts, test, n_pairs = [], "", 0
-        for j, (clabel, _) in enumerate(cols):
+        for j, (clabel, _) in enumerate(t.columns()):
             cells = [row[j] for row in grid if row[j].values]
             pairs = stats.beyond_noise(cells)
             n_pairs = max(n_pairs, len(pairs))
@@ -239,7 +228,7 @@ class Sections:
                     wins.setdefault(hi, []).append(lo)
             text = "; ".join(f"{cells[w].label} > {', '.join(cells[k].label for k in sorted(ls))}"
                              for w, ls in sorted(wins.items())) or "none"
-            where = "" if clabel is None else f"{_label(t.axes[1][0], clabel)}: "
+            where = "" if clabel is None else f"{label(t.axes[1][0], clabel)}: "
             parts.append(where + text)
         if not n_pairs:
             return ""
@@ -247,32 +236,21 @@ class Sections:
                 "5% family-wise): " + "; ".join(parts) + ".")
 
     def interval_figure(self, t: StudyTable):
+        """Per column: the means, their seed intervals and one run's sampling interval."""
         from fcnet.report import plots
-        from fcnet.report.render import Figure
 
-        grid = self.grids[t.id]
         row_axis, rows = t.axes[0]
-        cols = t.axes[1][1] if len(t.axes) > 1 else [(None, {})]
         series = {}
-        for j, (clabel, _) in enumerate(cols):
-            m, lo, hi, rlo, rhi = [], [], [], [], []
-            for row in grid:
-                c = row[j]
+        for j, (clabel, _) in enumerate(t.columns()):
+            points = []  # per row: mean, seed interval low and high, sampling low and high
+            for c in (row[j] for row in self.grids[t.id]):
                 if not c.values:
-                    m.append(math.nan)
-                    lo.append(math.nan)
-                    hi.append(math.nan)
-                    rlo.append(math.nan)
-                    rhi.append(math.nan)
+                    points.append([math.nan] * 5)
                     continue
-                mean, a, b = stats.mean_ci(c.values)
-                s_lo, s_hi = stats.sampling_ci(c.mean, c.n)
-                m.append(100 * mean)
-                lo.append(math.nan if a is None else 100 * a)
-                hi.append(math.nan if b is None else 100 * b)
-                rlo.append(100 * s_lo)
-                rhi.append(100 * s_hi)
-            series["" if clabel is None else _label(t.axes[1][0], clabel)] = (m, lo, hi, rlo, rhi)
+                ends = (*stats.mean_ci(c.values), *stats.sampling_ci(c.mean, c.n))
+                points.append([math.nan if x is None else 100 * x for x in ends])
+            series["" if clabel is None else label(t.axes[1][0], clabel)] = tuple(
+                list(column) for column in zip(*points))
         path = self.figs / f"intervals-{t.id}.png"
         plots.interval_plot([_short(row_axis, lab) for lab, _ in rows], series, path,
                             xlabel=row_axis.replace("_", " "), ylabel="fcnet val %",
@@ -284,7 +262,6 @@ class Sections:
 
     def tables(self, results: dict):
         from fcnet.report import plots
-        from fcnet.report.render import Figure, Section
 
         tables, figures = [], []
         results["tables"], results["cells"] = {}, {}
@@ -300,10 +277,10 @@ class Sections:
             labels = noise.get("labels") or [f"run {k + 1}" for k in range(len(noise["runs"]))]
             curves = {lab: read_losses(Path(self.row(c).run_dir))
                       for lab, c in zip(labels, noise["runs"])}
+            title = "Loss noise: " + " vs ".join(labels)
             plots.multi_curves(curves, self.figs / "batch_noise.png", xlabel="iteration",
-                               ylabel="loss", title="Loss noise: " + " vs ".join(labels))
-            figures.append(Figure(self.figs / "batch_noise.png",
-                                  "Loss noise: " + " vs ".join(labels)))
+                               ylabel="loss", title=title)
+            figures.append(Figure(self.figs / "batch_noise.png", title))
         pca = self.study.blocks.get("pca_curve")
         if pca:
             from fcnet.training.prepare import prepare
@@ -331,18 +308,16 @@ class Sections:
                  "lone run exactly; in float32 (this study: "
                  f"{dtype}) rounding alone moves a 4,000-iteration run's validation accuracy "
                  "by up to about a point.\n\n"
-                 + STATS_TEXT.format(n=f"{self.sizes()['n_val']:,}")
+                 + STATS_TEXT.format(n=f"{self.sizes['n_val']:,}")
                  + (" " + self.study.note if self.study.note else ""),
             tables=tables, figures=figures)
 
     def chosen(self, block: dict, results: dict):
         from fcnet.experiments.sweep import test_accuracy
-        from fcnet.report.render import Figure, Section, Table
 
-        changes = block.get("config", {})
+        changes = block["config"]
         r = self.row(changes)
-        test = test_accuracy(self.out, r)
-        self.test = test
+        test = self.test = test_accuracy(self.out, r)
         results["chosen_test"] = test["test_acc"]
         run_dir = Path(test["run_dir"])
         c = r.config
@@ -375,21 +350,18 @@ class Sections:
 
     def depth(self, block: dict, results: dict):
         """Q4: deeper networks in PyTorch, the exercise's init vs Kaiming."""
-        from fcnet.report.render import Figure, Section, Table
         from fcnet.torch_backend import require_torch
 
         require_torch()
         from fcnet.torch_backend.depth import plot_depth_study
 
-        depths = tuple(block.get("depths", (2, 3, 4, 5)))
-        inits = list(block.get("init", ["normal:1e-3", "kaiming"]))
         res = self.depth_results = depth_results(self.study, self.out, block)
-        ref = dict(zip(depths, block.get("reference") or [], strict=False))
+        ref = dict(zip(block["depths"], block["reference"] or [], strict=False))
         rows = []
         for r in res:
             h0, h1 = r["history"][0], r["history"][-1]
             d = r["depth"]
-            rows.append([d, r["init"], ref.get(d, "-") if r["init"] == inits[0] else "-",
+            rows.append([d, r["init"], ref.get(d, "-") if r["init"] == block["init"][0] else "-",
                          pct(r["final_train_acc"]), pct(r["final_val_acc"]),
                          f"{h0['act_std'][-1]:.1e} -> {h1['act_std'][-1]:.1e}",
                          f"{h0['grad_norm'][0]:.1e} -> {h1['grad_norm'][0]:.1e}"])
@@ -418,15 +390,19 @@ class Sections:
 
     # ---- claims
     def claim_cell(self, table: str, r: int, c: int) -> stats.Cell:
-        n = self.sizes()
         if table == "depth":
-            res = self._depth_result(r, c)
-            return stats.Cell("", [float(res["final_val_acc"])], n["n_val"])
+            return stats.Cell("", [float(self._depth_result(r, c)["final_val_acc"])],
+                              self.sizes["n_val"])
         if table == "chosen":
             if r == 0:
                 return self.cell(self.study.blocks["chosen"]["config"], self.study.seeds)
             return stats.Cell("", [float(self.test["test_acc"])], int(self.test["n"]))
         return self.grids[table][r][c]
+
+    def claim_train(self, r: int, c: int) -> stats.Cell:
+        """A depth-table cell's training accuracy ('overfits' claims)."""
+        return stats.Cell("", [float(self._depth_result(r, c)["final_train_acc"])],
+                          self.sizes["n_train"])
 
     def _depth_result(self, r: int, c: int) -> dict:
         block = self.study.blocks["depth"]
@@ -434,23 +410,15 @@ class Sections:
         return next(x for x in self.depth_results if x["depth"] == d and x["init"] == init)
 
     def claims(self, results: dict):
-        from fcnet.report.render import Section, Table
-
-        axes = self._axes()
         verdicts = []
+        missing = {"depth": self.depth_results is None, "chosen": self.test is None}
         for cl in self.study.claims:
-            missing = {"depth": self.depth_results is None, "chosen": self.test is None}
             if missing.get(cl.table):
                 verdicts.append(claims_mod.Verdict(cl.text, cl.table, claims_mod.UNTESTED,
                                                    f"the {cl.table} section did not run"))
                 continue
-            train = None
-            if cl.table == "depth":
-                def train(r, c):
-                    return stats.Cell("", [float(self._depth_result(r, c)["final_train_acc"])],
-                                      self.sizes()["n_train"])
-            verdicts.append(claims_mod.evaluate(cl, self.claim_cell, axes[cl.table],
-                                                self.study.base.dataset, train))
+            verdicts.append(claims_mod.evaluate(cl, self.claim_cell, self.study.axes[cl.table],
+                                                self.study.base.dataset, self.claim_train))
         results["claims"] = [{"id": c.id, "claim": v.claim, "table": v.table,
                               "verdict": v.verdict, "numbers": v.numbers}
                              for c, v in zip(self.study.claims, verdicts)]
@@ -473,15 +441,6 @@ class Sections:
                           [[v.claim, v.table, v.numbers, v.verdict] for v in verdicts],
                           id="t-claims")])
 
-    def _axes(self) -> dict:
-        axes = {t.id: claims_mod.table_axes(t) for t in self.study.tables}
-        if "depth" in self.study.blocks:
-            b = self.study.blocks["depth"]
-            axes["depth"] = claims_mod.Axes(["layers", "init"], [b["depths"], b["init"]],
-                                            [[f"{d} layers" for d in b["depths"]], b["init"]])
-        axes["chosen"] = claims_mod.Axes(["split"], [["val", "test"]], [["val", "test"]])
-        return axes
-
 
 def _describe(changes: dict) -> str:
     return ", ".join(f"{k} {_fmt(v)}" for k, v in changes.items()) or "the base config"
@@ -493,29 +452,20 @@ def _cell(v: Any) -> Any:
 
 def _short(axis: str, v: Any) -> str:
     """A row's label in notes and figures: the value, '100' for hidden [100]."""
-    if axis == "configuration":
-        return str(v).split(":")[0]
-    return str(_fmt(v)) if isinstance(v, list) or v is None else f"{v:g}" if isinstance(
-        v, float) else str(v)
-
-
-def _label(field_name: str, v: Any) -> str:
-    return claims_mod.label(field_name, v)
+    return str(v).split(":")[0] if axis == "configuration" else _fmt(v)
 
 
 def depth_results(study, out: Path, block: dict, threads: int | None = None) -> list[dict]:
     """The depth block's results: read from ``out``/runs/depth-<key>-<tag>.json, else
     trained now (on ``threads`` torch threads, when given) and cached there."""
-    from fcnet import files
     from fcnet.torch_backend import require_torch
 
     torch = require_torch()
     from fcnet.torch_backend.depth import depth_study
     from fcnet.training.prepare import prepare
 
-    cfg = space.with_changes(study.base, block.get("config", {}))
-    depths = tuple(block.get("depths", (2, 3, 4, 5)))
-    inits = list(block.get("init", ["normal:1e-3", "kaiming"]))
+    cfg = space.with_changes(study.base, block["config"])
+    depths, inits = tuple(block["depths"]), list(block["init"])
     tag = hashlib.sha256(json.dumps([depths, inits]).encode()).hexdigest()[:6]
     cache = Path(out) / "runs" / f"depth-{space.run_key(cfg)}-{tag}.json"
     if cache.exists():  # a rerun reuses the finished depth study

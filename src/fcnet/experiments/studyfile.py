@@ -72,16 +72,16 @@ def _changes(values: dict, base: RunConfig, where: str) -> dict:
     return out
 
 
-def _labels(key: str, labels: list | None, items: list, what: str) -> None:
-    if labels is not None and len(labels) != len(items):
-        raise ValueError(f"{key}: {len(labels)} labels for {len(items)} {what}")
+def _one_each(key: str, given: list | None, items: list, message: str) -> None:
+    """``given``, when given, has one entry per item; else ``message`` with both lengths."""
+    if given is not None and len(given) != len(items):
+        raise ValueError(f"{key}: " + message.format(len(given), len(items)))
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-# ------------------------------------------------------------------------- the built form
 @dataclass
 class StudyTable:
     name: str
@@ -102,7 +102,6 @@ class StudyTable:
         return [[{**r, **c} for _, c in self.columns()] for _, r in self.axes[0][1]]
 
 
-# ------------------------------------------------------------------------- tables
 class TableSpec(_Model):
     name: Text
     id: Id | None = None
@@ -125,7 +124,7 @@ class TableSpec(_Model):
         axes: list = []
         if self.rows is not None:
             labels = self.row_labels or [f"row {k + 1}" for k in range(len(self.rows))]
-            _labels("row_labels", labels, self.rows, "rows")
+            _one_each("row_labels", labels, self.rows, "{} labels for {} rows")
             axes.append(("configuration", [(lab, {**tbase, **_changes(r, base, f"rows[{k}]")})
                                            for k, (lab, r) in enumerate(zip(labels, self.rows))]))
         elif self.row_labels is not None:
@@ -145,7 +144,7 @@ class TableSpec(_Model):
         if self.column_labels is not None:
             if len(axes) != 2:
                 raise ValueError("column_labels: only for a table with columns (two axes)")
-            _labels("column_labels", self.column_labels, axes[1][1], "columns")
+            _one_each("column_labels", self.column_labels, axes[1][1], "{} labels for {} columns")
             axes[1] = (axes[1][0], [(lab, c) for lab, (_, c) in
                                     zip(self.column_labels, axes[1][1])])
         for name in self.show.values():
@@ -161,16 +160,12 @@ class TableSpec(_Model):
                              "give one")
         for c in cells:
             _fcnet(space.with_changes, base, c, where="cell")
-        if self.reference is not None:
-            if len(self.reference) != len(cells):
-                raise ValueError(f"reference: {len(self.reference)} values for {len(cells)} "
-                                 "cells (row-major)")
-            table.reference = list(self.reference)
+        _one_each("reference", self.reference, cells, "{} values for {} cells (row-major)")
+        table.reference = None if self.reference is None else list(self.reference)
         self._built = table
         return self
 
 
-# ------------------------------------------------------------------------- blocks
 class ToyBlock(_Model):
     kind: Literal["toy"]
 
@@ -189,7 +184,7 @@ class BatchNoiseBlock(_Model):
     def _check(self, info: ValidationInfo) -> BatchNoiseBlock:
         self.runs = [_changes(r, info.context["base"], f"runs[{k}]")
                      for k, r in enumerate(self.runs)]
-        _labels("labels", self.labels, self.runs, "runs")
+        _one_each("labels", self.labels, self.runs, "{} labels for {} runs")
         return self
 
 
@@ -215,7 +210,7 @@ class ChosenBlock(_Model):
         base = info.context["base"]
         self.config = _changes(self.config, base, "config")
         self.weights = [_changes(w, base, f"weights[{k}]") for k, w in enumerate(self.weights)]
-        _labels("weight_labels", self.weight_labels, self.weights, "weights")
+        _one_each("weight_labels", self.weight_labels, self.weights, "{} labels for {} weights")
         return self
 
 
@@ -240,9 +235,7 @@ class DepthBlock(_Model):
         self.config = _changes(self.config, info.context["base"], "config")
         if len(set(self.depths)) != len(self.depths):
             raise ValueError(f"depths: a depth is listed twice ({self.depths})")
-        if self.reference is not None and len(self.reference) != len(self.depths):
-            raise ValueError(f"reference: {len(self.reference)} values for "
-                             f"{len(self.depths)} depths")
+        _one_each("reference", self.reference, self.depths, "{} values for {} depths")
         return self
 
 
@@ -251,7 +244,6 @@ Block = Annotated[ToyBlock | BaselineBlock | BatchNoiseBlock | PcaCurveBlock | C
 BLOCKS = ("toy", "baseline", "batch_noise", "pca_curve", "chosen", "depth")
 
 
-# ------------------------------------------------------------------------- claims
 class ClaimSpec(_Model):
     text: Text
     table: StrictStr
@@ -278,7 +270,6 @@ class ClaimSpec(_Model):
         return self
 
 
-# ------------------------------------------------------------------------- the file
 class StudyFile(_Model):
     title: Text | None = None
     seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] = 1
@@ -372,7 +363,6 @@ class StudyFile(_Model):
         return out
 
 
-# ------------------------------------------------------------------------- errors
 _TYPES = {"dict_type": "expected a table", "model_type": "expected a table",
           "list_type": "expected a list", "string_type": "expected a string",
           "int_type": "expected an integer", "float_type": "expected a number",
