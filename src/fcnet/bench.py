@@ -26,7 +26,8 @@ from fcnet.nn.fpenv import supported as ftz_supported
 from fcnet.nn.model import MLP, TwoLayerNet
 from fcnet.nn.solver import Solver
 
-STEP_KEYS = ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32")
+STEP_KEYS = ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32",
+             "sklearn_f32")
 TORCH_STEP_KEYS = ("torch_bf16", "bf16_floor")  # step_ms entries of the torch bf16 systems
 TORCH_POP_KEYS = ("torch_bf16", "torch_bf16_floor", "torch_bf16_k64")  # population.<key>_ms
 MIN_STEPS = 30
@@ -66,9 +67,6 @@ class BenchSettings:
                              f"got {self.rows}")
         if self.rounds < 1:
             raise FcnetError(f"--rounds must be positive, got {self.rounds}")
-
-
-# ---------------------------------------------------------------- systems
 
 
 class StepSystem:
@@ -192,8 +190,8 @@ class TorchSystem(StepSystem):
                 layer.weight.normal_(0, s.std)
                 layer.bias.zero_()
         # reg * sum(W**2) has gradient 2 reg W: weight_decay = 2 reg, weights only
-        self.opt = torch.optim.SGD([{"params": [m.weight for m in layers], "weight_decay": 2 * s.reg},
-                                    {"params": [m.bias for m in layers]}], lr=s.lr)
+        decayed = {"params": [m.weight for m in layers], "weight_decay": 2 * s.reg}
+        self.opt = torch.optim.SGD([decayed, {"params": [m.bias for m in layers]}], lr=s.lr)
         self.loss_fn = torch.nn.CrossEntropyLoss()
 
     def step(self) -> None:
@@ -274,9 +272,6 @@ def pop_configs(s: BenchSettings, k: int | None = None) -> list[dict]:
 def pop_model(s: BenchSettings, c: dict) -> MLP:
     return MLP(s.input_size, [s.pop_hidden], s.classes, std=s.std, seed=c["seed"],
                dtype="float32")
-
-
-# ------------------------------------------------------------ measurement
 
 
 def synthetic_data(rows: int, input_size: int, classes: int, seed: int):
@@ -444,8 +439,8 @@ def summarise(
     }
     fallback = "bf16" in notes  # the bf16 systems ran in float32 (build_systems)
     # measured in float32: no bf16 target applies
-    met = {name: None if r is None or (fallback and "bf16" in name) else r <= float(name.split()[-1])
-           for name, r in targets.items()}
+    met = {name: None if r is None or (fallback and "bf16" in name)
+           else r <= float(name.split()[-1]) for name, r in targets.items()}
     # reported figures, not targets: peers, and ratios across precisions (which depend on
     # how much faster a CPU's bf16 units are)
     comparisons = {
@@ -488,7 +483,8 @@ def run_bench(settings: BenchSettings | None = None, progress: Callable | None =
 def format_table(r: dict) -> str:
     """The human-readable report."""
     step = r["step_ms"]
-    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"], "16": step.get("bf16_floor")}
+    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"],
+             "16": step.get("bf16_floor")}
     lines = [f"{'system':<16} {'ms/step':>9} {'x floor':>8}"]
     for k in STEP_KEYS + TORCH_STEP_KEYS:
         v = step.get(k)

@@ -83,19 +83,18 @@ def format_block(r: dict) -> str:
     """The report's Figure 1 block, with pass/fail per line."""
     mark = {True: "PASS", False: "FAIL"}
     p = r["passed"]
-    lines = ["Your scores:", np.array2string(np.array(r["probs"]), precision=8), ""]
-    lines.append("correct scores:")
-    lines.append(np.array2string(EXPECTED_PROBS, precision=8))
-    lines.append("")
-    lines.append(f"[{mark[p['scores_diff']]}] Difference between your scores and correct "
-                 f"scores: {r['scores_diff']:.6e} (< 1e-7)")
-    lines.append(f"[{mark[p['loss_diff']]}] Difference between your loss and correct loss: "
-                 f"{r['loss_diff']:.6e} (< 1e-12)")
+    lines = [
+        "Your scores:", np.array2string(np.array(r["probs"]), precision=8), "",
+        "correct scores:", np.array2string(EXPECTED_PROBS, precision=8), "",
+        f"[{mark[p['scores_diff']]}] Difference between your scores and correct "
+        f"scores: {r['scores_diff']:.6e} (< 1e-7)",
+        f"[{mark[p['loss_diff']]}] Difference between your loss and correct loss: "
+        f"{r['loss_diff']:.6e} (< 1e-12)",
+    ]
     for k, v in r["rel_error"].items():
         ok = mark[v < THRESHOLDS["rel_error"]]
         lines.append(f"[{ok}] {k} max relative error: {v:e} (< 1e-8)")
-    lines.append(f"[{mark[p['toy_final_loss']]}] Final training loss: "
-                 f"{r['toy_final_loss']!r} (< 0.02; report 0.01714960793873205)")
-    lines.append("")
-    lines.append("all checks passed" if r["ok"] else "SOME CHECKS FAILED")
+    lines += [f"[{mark[p['toy_final_loss']]}] Final training loss: "
+              f"{r['toy_final_loss']!r} (< 0.02; report 0.01714960793873205)",
+              "", "all checks passed" if r["ok"] else "SOME CHECKS FAILED"]
     return "\n".join(lines)

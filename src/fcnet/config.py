@@ -13,14 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fcnet.data.load import DATASETS
 from fcnet.errors import FcnetError
@@ -224,9 +217,8 @@ class RunConfig(BaseModel):
 def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
     field = ".".join(str(p) for p in e["loc"])
-    msg = e["msg"].removeprefix("Value error, ")
-    if e["type"] == "extra_forbidden":
-        msg = "unknown key"
+    msg = ("unknown key" if e["type"] == "extra_forbidden"
+           else e["msg"].removeprefix("Value error, "))
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     where = f"config field '{field}'" if field else "config"
     return f"{where}: {msg}{more}"
@@ -234,10 +226,8 @@ def _one_line(err: ValidationError) -> str:
 
 def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
     """Validate values (+ overrides, where None means 'not given'); FcnetError on failure."""
-    merged = dict(values or {})
-    merged.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return RunConfig(**merged)
+        return RunConfig(**(values or {}) | {k: v for k, v in overrides.items() if v is not None})
     except ValidationError as err:
         raise FcnetError(_one_line(err)) from None
 
@@ -255,5 +245,4 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
     """A config from a TOML file (optional) with flag overrides on top."""
-    values = read_toml(path) if path else {}
-    return make_config(values, **overrides)
+    return make_config(read_toml(path) if path else {}, **overrides)

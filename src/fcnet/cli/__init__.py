@@ -33,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fcnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"fcnet.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"fcnet.cli.{name}":
-                continue  # not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"fcnet.cli.{name}").register(sub)
     return parser
 
 
@@ -85,7 +79,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fcnet: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -15,17 +15,15 @@ def _add_source_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("dataset", metavar="DATASET", help=" | ".join(DATASETS))
     p.add_argument("--path", metavar="P",
-                   help="local copy: a folder or a .tar/.tar.gz/.zip archive (cifar10: a "
-                   "cifar-10-batches-py folder, cifar-10-python.tar.gz or an image-folder tree; "
-                   "default: the cache, $FCNET_DATA or ~/.cache/fcnet, downloading CIFAR-10 "
-                   "if absent)")
+                   help="local copy: a folder or a .tar/.tar.gz/.zip archive (cifar10: its "
+                   "python batches, as a folder or .tar.gz, or an image-folder tree; default: "
+                   "the cache, $FCNET_DATA or ~/.cache/fcnet, downloading CIFAR-10 if absent)")
     p.add_argument("--val-size", type=int, metavar="N",
                    help="validation rows (default: cifar10 1000, others 10%% of train)")
     p.add_argument("--test-size", type=int, metavar="N",
                    help="test rows (default: the whole test split; digits: 20%% carved out)")
     p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="seed of the stratified split (default 0; the official CIFAR-10 "
-                   "batches split by position and ignore it)")
+                   help="seed of the stratified split (default 0; CIFAR-10's batches ignore it)")
     p.add_argument("--no-cache", action="store_true",
                    help="decode the source again instead of using (and writing) the cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -33,28 +31,27 @@ def _add_source_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="inspect datasets: sizes, classes, splits, sample images",
-                       description="Load a dataset exactly as a training run does (same "
-                       "source, split and checks) and describe it or draw samples of it.")
+                       description="Load a dataset exactly as a training run does and describe "
+                       "it or draw samples of it.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     info = dsub.add_parser(
         "info", help="sizes, image shape, classes and per-class counts of each split",
-        description="Load DATASET as a training run would, reporting any problem a run "
-        "would meet, then print each split's size and per-class counts, the image shape, "
+        description="Load DATASET as a training run would (any problem a run would meet "
+        "is reported), then print each split's size and per-class counts, the image shape, "
         "the split's seed and hash and the source's checksum.")
     _add_source_flags(info)
     info.add_argument("--json", action="store_true",
                       help='print one JSON object: {"dataset", "classes", "splits": '
                       '{"train"|"val"|"test": {"n", "shape", "class_counts"}}, ...}')
     info.set_defaults(handler=run_info)
-    show = dsub.add_parser(
-        "show", help="write a grid of sample images, one row per class",
-        description="Load DATASET as a training run would and draw --per-class random "
-        "images of each class of one split into an image file.")
+    show = dsub.add_parser("show", help="write a grid of sample images, one row per class",
+                           description="Draw --per-class random images of each class of one "
+                           "split of DATASET, loaded as a training run would, into an image.")
     _add_source_flags(show)
     show.add_argument("--out", required=True, metavar="FILE",
                       help="image to write (.png, .jpg, .pdf or .svg)")
     show.add_argument("--split", choices=SPLITS, default="train",
-                      help="which split to draw from (default train)")
+                      help="the split to draw from (default train)")
     show.add_argument("--per-class", type=int, default=8, metavar="K",
                       help="images per class (default 8)")
     show.set_defaults(handler=run_show)
@@ -73,11 +70,9 @@ def summary(data) -> dict:
     k = len(data.classes)
     splits = {name: {"n": s.n, "shape": list(s.x.shape[1:]), "class_counts": s.class_counts(k)}
               for name, s in ((n, getattr(data, n)) for n in SPLITS)}
-    m = data.meta
-    return {"dataset": m["dataset"], "classes": data.classes, "splits": splits,
-            "image_shape": m["image_shape"], "source": m["source"], "format": m.get("format"),
-            "checksum": m["checksum"], "checksum_kind": m["checksum_kind"],
-            "split": m["split"], "cache": m.get("cache"), "load_s": m.get("load_s")}
+    keys = ("image_shape", "source", "format", "checksum", "checksum_kind", "split", "cache", "load_s")
+    return {"dataset": data.meta["dataset"], "classes": data.classes, "splits": splits,
+            **{k: data.meta.get(k) for k in keys}}
 
 
 def format_info(s: dict) -> str:
@@ -95,8 +90,7 @@ def format_info(s: dict) -> str:
     if s.get("load_s") is not None:
         lines.append(f"loaded    in {s['load_s']:.2f} s (cache {s.get('cache') or 'off'})")
     width = max(12, *(len(c) for c in s["classes"])) + 2
-    lines.append("")
-    lines.append(f"{'class':<{width}}" + "".join(f"{n:>9}" for n in SPLITS))
+    lines += ["", f"{'class':<{width}}" + "".join(f"{n:>9}" for n in SPLITS)]
     for i, c in enumerate(s["classes"]):
         lines.append(f"{c:<{width}}" + "".join(
             f"{s['splits'][n]['class_counts'][i]:>9}" for n in SPLITS))

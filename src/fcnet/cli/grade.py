@@ -79,9 +79,9 @@ def run(args) -> int:
     grades = grade_all(subs, rubric, args.dataset, args.path,
                        Limits(timeout=args.timeout, memory_mb=args.memory), args.jobs, args.sandbox,
                        on_done=progress)
-    meta = {"dataset": args.dataset, "rubric": rubric.source,
-            "sandbox": grades[0].detail.get("sandbox", "-") if grades else "-",
-            "random inputs seed": grades[0].detail.get("inputs_seed", "-") if grades else "-"}
+    first = grades[0].detail if grades else {}
+    meta = {"dataset": args.dataset, "rubric": rubric.source, "sandbox": first.get("sandbox", "-"),
+            "random inputs seed": first.get("inputs_seed", "-")}
     if template is not None:
         meta["template"] = args.template
     pairs = similar_pairs({g.submission: g.source for g in grades}, template, args.similar)

@@ -8,7 +8,6 @@ import typing
 from typing import Any
 
 from fcnet.config import RunConfig, make_config, read_toml
-from fcnet.errors import FcnetError
 
 # the short spellings study.md and the exercise use
 ALIASES = {"lr": ["--learning-rate"], "iters": ["--num-iters"]}
@@ -75,7 +74,3 @@ def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> Run
     values.update(extra or {})
     return make_config(values, **flags)
 
-
-def check_not_both(args, a: str, b: str) -> None:
-    if getattr(args, a, None) and getattr(args, b, None):
-        raise FcnetError(f"give either --{a} or --{b}, not both")

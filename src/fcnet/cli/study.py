@@ -6,6 +6,22 @@ import json
 import os
 
 
+def add_study_flags(g) -> None:
+    """What `fcnet study` and `fcnet bench --study` share: the data, engine and precision."""
+    from fcnet.data import DATASETS
+
+    g.add_argument("--dataset", choices=list(DATASETS),
+                   help="dataset (default: the file's, else digits, offline)")
+    g.add_argument("--path", help="local copy of the dataset (file or directory)")
+    g.add_argument("--backend", choices=["numpy", "torch"],
+                   help="engine of every run (default: the file's, else numpy); torch trains the "
+                   "exercise's runs as torch populations")
+    g.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
+                   help="training precision (default float32: fast, same accuracies; "
+                   "bfloat16: torch's mixed precision, needs --backend torch)")
+    g.add_argument("--no-depth", action="store_true", help="skip the Q4 depth study (torch)")
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "study",
@@ -22,15 +38,8 @@ def register(sub) -> None:
     p.add_argument("file", nargs="?", metavar="FILE",
                    help="a study file, or the name of a bundled one (default: exercise)")
     p.add_argument("--list", action="store_true", help="list the bundled studies and exit")
-    p.add_argument("--dataset", help="dataset (default: the file's, else digits, offline)")
-    p.add_argument("--path", help="local copy of the dataset (file or directory)")
+    add_study_flags(p)
     p.add_argument("--out", help="study directory (default study/<dataset>)")
-    p.add_argument("--backend", choices=["numpy", "torch"],
-                   help="engine of every run (default: the file's, else numpy); torch trains the "
-                   "exercise's runs as torch populations")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"],
-                   help="training precision (default float32: fast, same accuracies; "
-                   "bfloat16: torch's mixed precision, needs --backend torch)")
     p.add_argument("--seeds", type=int, metavar="N",
                    help="train every cell with N seeds (overrides the file's `seeds`, its "
                    "tables' too): tables show the mean and a 95%% interval over seeds")
@@ -44,44 +53,33 @@ def register(sub) -> None:
                    help="Optuna storage URL shared by several machines (default: SQLite in --out)")
     p.add_argument("--join", action="store_true",
                    help="work on a study another process started on --storage")
-    p.add_argument("--no-depth", action="store_true", help="skip the Q4 depth study (torch)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    from fcnet.config import read_toml
     from fcnet.errors import FcnetError
     from fcnet.experiments.study import bundled, load_study, run_study
+    from fcnet.experiments.worker import cores
 
     if args.list:
         for name, path in sorted(bundled().items()):
-            from fcnet.config import read_toml
-
-            print(f"{name}: {read_toml(path).get('title', '')}  ({path})")  # where it lives
+            print(f"{name}: {read_toml(path).get('title', '')}  ({path})")
         return 0
     if args.workers is not None and args.workers < 1:
         raise FcnetError(f"--workers must be at least 1, got {args.workers}")
     if args.join and not args.storage:
         raise FcnetError("--join needs --storage URL (a database server the workers share)")
-    if args.dataset:
-        from fcnet.data import DATASETS
-
-        if args.dataset not in DATASETS:
-            raise FcnetError(f"unknown dataset {args.dataset!r}; choose one of "
-                             f"{', '.join(DATASETS)}")
-    file = args.file or "exercise"
     dataset = args.dataset or (None if args.file else "digits")
-    study = load_study(file, dataset=dataset, data_path=args.path, dtype=args.dtype,
-                       backend=args.backend, seeds=args.seeds)
+    study = load_study(args.file or "exercise", dataset=dataset, data_path=args.path,
+                       dtype=args.dtype, backend=args.backend, seeds=args.seeds)
     out = args.out or os.path.join("study", study.base.dataset)
-    from fcnet.experiments.worker import cores
-
     # a study is many runs: one process per core, each with one BLAS thread, beats one
     # process with every thread (docs/study.md gives the figures)
     res = run_study(study, out, workers=args.workers or cores(), storage=args.storage, join=args.join,
-                    quiet=args.quiet or args.json, depth=not args.no_depth,
-                    figures=args.figures)
+                    quiet=args.quiet or args.json, depth=not args.no_depth, figures=args.figures)
     if args.json:
         print(json.dumps(res, indent=2, default=str))
     else:

@@ -36,60 +36,55 @@ def register(sub) -> None:
     p = sub.add_parser(
         "sweep",
         help="run a grid or random/TPE search of configs, in parallel, crash-safe",
-        description="Sweep any config field over a grid, or search ranges with random or "
-        "Optuna TPE sampling. Trials are stored with Optuna (SQLite in --dir by default, or "
-        "a database server via --storage), so a killed sweep continues where it stopped "
-        "when run again, identical configs run once, and runs that differ only in --iters "
-        "share one run evaluated along the way. Prints the trials ranked by validation "
+        description="Sweep config fields over a grid, or search ranges with random or Optuna "
+        "TPE sampling. Trials are stored with Optuna (SQLite in --dir, or --storage), so a "
+        "killed sweep continues when run again, identical configs run once, and runs that "
+        "differ only in --iters share one run. Prints the trials ranked by validation "
         "accuracy and writes results.md, results.csv and results.json into --dir.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", nargs="*", metavar="dashboard [SWEEP_DIR]",
-                   help="`dashboard SWEEP_DIR` (or --storage URL): browse the sweep's trials "
-                   "in optuna-dashboard, served on 127.0.0.1 (--port, default 8080)")
+                   help="`dashboard SWEEP_DIR` (or --storage URL): browse the sweep's trials in "
+                   "optuna-dashboard on 127.0.0.1 (--port)")
     add_config_flags(p)
     g = p.add_argument_group("what to sweep")
     g.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=VALUES",
-                   help="grid values of a config field (see below); several fields make "
-                   "their product")
+                   help="grid values of a config field (below); several fields: their product")
     g.add_argument("--search", choices=["random", "tpe"],
                    help="sample the --param ranges at random or with Optuna's TPE")
     g.add_argument("--param", nargs="+", action="extend", default=[], metavar="FIELD=SPEC",
-                   help="a search range or choice list (see below)")
-    g.add_argument("--trials", type=int, metavar="N",
-                   help="number of search trials in total (default 20)")
-    g.add_argument("--search-seed", type=int, metavar="N",
-                   help="seed of the search's sampler (default 0)")
+                   help="a search range or choice list (below)")
+    g.add_argument("--trials", type=int, metavar="N", help="search trials in total (default 20)")
+    g.add_argument("--search-seed", type=int, metavar="N", help="the sampler's seed (default 0)")
     g.add_argument("--seeds", type=int, metavar="N",
-                   help="train each trial's config with N seeds (its seed, then the next "
-                   "N-1): the trial's value is their mean; each seed's value and the 95%% "
-                   "interval are the trial's user attributes seed_values and seed_ci")
+                   help="train each trial with N seeds (its seed and the next N-1): its value "
+                   "is their mean; user attributes seed_values and seed_ci hold each seed's "
+                   "value and the 95%% interval")
     g = p.add_argument_group("where and how")
     g.add_argument("--dir", metavar="SWEEP_DIR",
                    help="the sweep's directory: storage (sweep.db), runs/<key>/, results.*")
     g.add_argument("--runs-dir", metavar="DIR",
-                   help="where run directories go (default SWEEP_DIR/runs); share one between "
-                   "sweeps to train identical configs once")
+                   help="where run directories go (default SWEEP_DIR/runs); sweeps sharing one "
+                   "train identical configs once")
     g.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="trials trained at once, each in its own process with "
-                   "cores/N BLAS threads (default 1: in this process)")
+                   help="trials trained at once, each in a process with cores/N BLAS threads "
+                   "(default 1: in this process)")
     g.add_argument("--population", type=int, default=8, metavar="K",
-                   help="train up to K trials that differ only in lr, decay, reg, dropout, "
-                   "init or seed as one population, when the population trainer is "
-                   "available (default 8; 1 = off)")
+                   help="train up to K trials that differ only in lr, decay, reg, dropout, init "
+                   "or seed as one population (default 8; 1 = off)")
     g.add_argument("--storage", metavar="URL",
-                   help="Optuna storage URL, e.g. postgresql://user:pass@host/db, so "
-                   "processes on several machines share the sweep (default: SQLite in --dir)")
+                   help="Optuna storage URL (e.g. postgresql://user:pass@host/db) that processes "
+                   "on several machines share (default: SQLite in --dir)")
     g.add_argument("--study", metavar="NAME",
-                   help="study name in the storage (default: 'sweep' in SQLite, else "
-                   "the name of --dir)")
+                   help="study name in the storage (default: 'sweep' in SQLite, else the "
+                   "name of --dir)")
     g.add_argument("--join", action="store_true",
-                   help="work on an existing shared sweep: take its grid or search from the "
-                   "storage (waiting up to a minute for it to appear); flags given must match")
+                   help="work on an existing shared sweep, its grid or search from the storage "
+                   "(waiting up to a minute for it); flags given must match")
     g = p.add_argument_group("output")
     g.add_argument("--test", action="store_true",
-                   help="also compute the best trial's test accuracy (once; cached in "
+                   help="also the best trial's test accuracy (once, cached in "
                    "SWEEP_DIR/test.json; never used to choose)")
     g.add_argument("--json", action="store_true",
                    help="print a JSON list, one object per trial (config, val_acc, status, ...)")
@@ -98,11 +93,6 @@ def register(sub) -> None:
     g.add_argument("--no-figures", action="store_true",
                    help="skip each run's PNG figures (faster for many short runs)")
     p.set_defaults(handler=run)
-
-
-def _config_given(args) -> bool:
-    return bool(getattr(args, "preset", None)) or any(
-        getattr(args, name, None) is not None for name in RunConfig.model_fields)
 
 
 def build_spec(args):
@@ -124,7 +114,7 @@ def build_spec(args):
     params = {**search.get("params", {}), **parse_params(args.param)}
     method = args.search or (search.get("method") if search else None)
     if not (grid or points or method or params or tables or args.config):  # e.g. --dir only
-        if _config_given(args):
+        if args.preset or any(getattr(args, name) is not None for name in RunConfig.model_fields):
             raise FcnetError("nothing to sweep: give --grid, --search with --param, "
                              "or a sweep --config file")
         return None  # reopen the sweep stored in --dir / --study
@@ -198,7 +188,6 @@ def run(args) -> int:
             for r in rows:
                 if r["key"] == test["key"]:
                     r["test_acc"] = test["test_acc"]
-                    break
         print(json.dumps(rows, indent=2))
     else:
         print(result.table("text"), end="")
