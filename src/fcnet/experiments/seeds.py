@@ -11,14 +11,13 @@ from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
+from fcnet.config import RunConfig
 from fcnet.experiments import stats
 from fcnet.experiments.space import run_key
 
 
 def expand(job: dict, seeds: int) -> list[dict]:
     """A trial's job -> one job per seed (the first is the job itself)."""
-    from fcnet.config import RunConfig
-
     config = RunConfig.model_validate_json(job["config"])
     out = [job]
     for s in range(1, seeds):

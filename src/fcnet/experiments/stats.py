@@ -12,6 +12,8 @@ import gc
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 LEVEL = 0.95
 
 
@@ -31,7 +33,6 @@ class Cell:
 def mean_ci(values: list[float], level: float = LEVEL) -> tuple[float, float | None, float | None]:
     """(mean, low, high): the t-interval of the mean over seeds; (mean, None, None) for one
     value (no spread to measure), and a zero-width interval when all values are equal."""
-    import numpy as np
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
@@ -65,8 +66,6 @@ class Difference:
 
 def difference(a: Cell, b: Cell, level: float = LEVEL) -> Difference:
     """a - b with its ``level`` interval and two-sided p-value (see the module docstring)."""
-    import numpy as np
-
     xa, xb = np.asarray(a.values, float), np.asarray(b.values, float)
     if len(xa) >= 2 and len(xb) >= 2 and (np.ptp(xa) > 0 or np.ptp(xb) > 0):
         from scipy import stats

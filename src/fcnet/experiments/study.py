@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.experiments import studyfile
+from fcnet.experiments import space, studyfile
 from fcnet.experiments.claims import Axes, Claim
 from fcnet.experiments.studyfile import StudyTable
 
@@ -47,7 +48,6 @@ class Study:
         """The configs the report trains alone although a longer run reads their accuracy
         along the way: the baseline's and the chosen block's weight pictures need each
         one's own final weights."""
-        from fcnet.experiments import space
         from fcnet.experiments.plan import SweepSpec, plan
 
         points = {p.key: p for p in plan(SweepSpec(self.base, points=self.runs))[0]}
@@ -122,7 +122,7 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     rows = {}
     for r in result.rows:
         rows.setdefault(r.key, r)
-    ctx = Sections(study, out, rows, quiet)
+    ctx = Sections(study, out, rows)
     results: dict = {"dataset": study.base.dataset, "title": study.title, "sweep": name}
     sections = []
     b = study.blocks
@@ -167,13 +167,10 @@ class _BesideTheSweep:
         self.block = study.blocks.get("depth") if depth else None
 
     def start(self) -> None:
-        import threading
-
         self.thread = threading.Thread(target=self.run, name="beside-the-sweep", daemon=True)
         self.thread.start()
 
     def run(self) -> None:
-        from fcnet.experiments import space
         from fcnet.experiments.study_report import depth_results
         from fcnet.training import train_run
 

@@ -69,8 +69,8 @@ STATS_TEXT = (
 class Sections:
     """What the sections of a study's report read: its rows, by the config they stand for."""
 
-    def __init__(self, study, out: Path, rows: dict, quiet: bool):
-        self.study, self.out, self.rows, self.quiet = study, out, rows, quiet
+    def __init__(self, study, out: Path, rows: dict):
+        self.study, self.out, self.rows = study, out, rows
         self.figs = out / "figures"
         self.figs.mkdir(parents=True, exist_ok=True)
         self.grids: dict[str, list[list[stats.Cell]]] = {}
@@ -157,7 +157,6 @@ class Sections:
             figures=[Figure(self.figs / "toy_loss.png", "Toy training loss (Figure 1)")])
 
     def baseline(self, block: dict, results: dict):
-
         bdir, s = self.own_run({})
         c = self.study.base
         cell = self.cell({}, self.study.seeds)
@@ -378,15 +377,13 @@ class Sections:
                  "smaller than the weight decay term, which drives those weights to zero (W1 "
                  "gradient norm 0 at the end). Kaiming init, scaled to each layer's fan-in, "
                  "trains every depth. One run (seed 0) per row.",
-            tables=[Table("Depth study", ["Linear layers", "init", "report val %",
-                                          "fcnet train %", "fcnet val %",
-                                          "score std (init -> end)",
-                                          "W1 grad norm (init -> end)"],
-                          rows, note="held fixed: hidden 50, Adam 1e-3, wd 1e-3, 10 epochs, "
-                                     "batch 200, decay 0.95", id="t-depth")],
-            figures=[Figure(self.figs / "depth.png", "Accuracy per epoch, and activation std "
-                                                     "and gradient norm per layer, by depth "
-                                                     "and init")])
+            tables=[Table("Depth study", ["Linear layers", "init", "report val %", "fcnet train %",
+                                          "fcnet val %", "score std (init -> end)",
+                                          "W1 grad norm (init -> end)"], rows,
+                          note="held fixed: hidden 50, Adam 1e-3, wd 1e-3, 10 epochs, batch 200, "
+                               "decay 0.95", id="t-depth")],
+            figures=[Figure(self.figs / "depth.png", "Accuracy per epoch, and activation std and "
+                                                     "gradient norm per layer, by depth and init")])
 
     # ---- claims
     def claim_cell(self, table: str, r: int, c: int) -> stats.Cell:
@@ -436,10 +433,8 @@ class Sections:
                  f"about {self.study.base.dataset}, this study's settings and its validation "
                  "split, not about the source's own runs. "
                  + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + ".",
-            tables=[Table("Claims and verdicts", ["claim", "table", "fcnet's numbers",
-                                                  "verdict"],
-                          [[v.claim, v.table, v.numbers, v.verdict] for v in verdicts],
-                          id="t-claims")])
+            tables=[Table("Claims and verdicts", ["claim", "table", "fcnet's numbers", "verdict"],
+                          [[v.claim, v.table, v.numbers, v.verdict] for v in verdicts], id="t-claims")])
 
 
 def _describe(changes: dict) -> str:
