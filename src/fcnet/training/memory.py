@@ -8,6 +8,7 @@ of the available memory: ``RLIMIT_AS`` (``ulimit -v``) less what is mapped, else
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 
@@ -31,13 +32,10 @@ def estimate(config: RunConfig, input_size: int, num_classes: int) -> int:
 
 def _proc_bytes(path: str, field: str) -> int | None:
     """A ``field: N kB`` line of /proc's ``path`` in bytes; None when it cannot be read."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    with contextlib.suppress(OSError, ValueError, IndexError), open(path) as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
     return None
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
-from fcnet.training import rundir
+from fcnet.training import rundir, torch_run
 from fcnet.training.memory import check_fits
-from fcnet.training.prepare import data_key, prepare
+from fcnet.training.prepare import Prepared, prepare
 from fcnet.training.run import train_numpy, train_run
 from fcnet.training.tensorboard import RunLogger
 
@@ -67,10 +67,10 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
         with ExitStack() as held:  # one writer per run directory, as for a lone run
             for c, d in zip(todo_configs, todo_dirs, strict=True):
                 held.enter_context(rundir.locked(d, c))
+            P = prepare(todo_configs[0], progress=not quiet)
             if torch:
-                done = _train_torch_members(todo_configs, todo_dirs, quiet, eval_at, figures)
+                done = _train_torch_members(todo_configs, todo_dirs, P, eval_at, figures)
             else:
-                P = prepare(todo_configs[0], progress=not quiet)
                 check_fits(todo_configs[0], *P.X_train.shape, len(P.classes),
                            members=len(todo_configs))  # before allocating
                 done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at,
@@ -80,22 +80,19 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
     return out  # type: ignore[return-value]
 
 
-def _train_torch_members(configs: list[RunConfig], run_dirs: list[Path], quiet: bool,
+def _train_torch_members(configs: list[RunConfig], run_dirs: list[Path], P: Prepared,
                          eval_at: list[int], figures: bool) -> list[dict]:
     """One ``TorchPopulation``; each member then finished as its lone run (``train_torch``)."""
     import torch
 
     from fcnet.torch_backend.population import TorchPopulation
-    from fcnet.training.torch_run import finish_torch, trainer
 
-    assert len({data_key(c) for c in configs}) == 1
-    P = prepare(configs[0], progress=not quiet)
     summaries = [rundir.start(d, c, P, population=len(configs)) for c, d in zip(configs, run_dirs)]
     pop = TorchPopulation(configs, P.X_train.shape[1], len(P.classes))
     outs = pop.run(P.X_train, P.y_train, P.X_val, P.y_val, eval_at=eval_at)
     done = []
     for j, (c, d, s, out) in enumerate(zip(configs, run_dirs, summaries, outs, strict=True)):
-        t = trainer(c, P)  # member j as a lone run's trainer, to finish as one
+        t = torch_run.trainer(c, P)  # member j as a lone run's trainer, to finish as one
         with torch.no_grad():
             p = pop.member_params(j)
             for lin, w, b in zip(t.model.linears, p[::2], p[1::2], strict=True):
@@ -106,5 +103,5 @@ def _train_torch_members(configs: list[RunConfig], run_dirs: list[Path], quiet: 
         # total_steps spaces the logged points (about 100 a run), as for a lone run
         tb = RunLogger.open(d, enabled=c.tensorboard, total_steps=len(out["loss_history"]))
         tb.losses(0, out["loss_history"])
-        done.append(finish_torch(c, d, t, P, out, s, tb, figures))
+        done.append(torch_run.finish_torch(c, d, t, P, out, s, tb, figures))
     return done

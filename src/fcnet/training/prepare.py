@@ -25,13 +25,8 @@ class Prepared:
     data: object  # fcnet.data.SplitData (uint8 images kept for test and figures)
     prep: object  # fcnet.data.Preprocessor
 
-    @property
-    def classes(self) -> list[str]:
-        return list(self.data.classes)
-
-    @property
-    def image_shape(self):
-        return self.data.image_shape
+    classes = property(lambda self: list(self.data.classes))
+    image_shape = property(lambda self: self.data.image_shape)
 
 
 def data_key(config: RunConfig) -> tuple:

@@ -211,15 +211,11 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
         iterations = solver.it if diverged is None else diverged
         summary.update({
             "status": "diverged" if diverged is not None else "completed",
-            "diverged_at": diverged,
-            "iterations": iterations,
-            "iters_per_epoch": per_epoch,
+            "diverged_at": diverged, "iterations": iterations, "iters_per_epoch": per_epoch,
             "epochs_recorded": len(hist["val_acc_history"]),
             "final_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
-            "final_val_acc": final_val,
-            "best_val_acc": max([final_val, *hist["val_acc_history"]]),
-            "best_epoch": best[j][1],
-            "final_train_acc": _accuracy(model, P.X_train, P.y_train),
+            "final_val_acc": final_val, "best_val_acc": max([final_val, *hist["val_acc_history"]]),
+            "best_epoch": best[j][1], "final_train_acc": _accuracy(model, P.X_train, P.y_train),
             "train_seconds": seconds,
             "samples_per_second": (iterations - start_it) * c.batch_size / seconds if seconds > 0 else None,
             "val_acc_at": val_at[j],

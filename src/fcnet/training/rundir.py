@@ -24,7 +24,7 @@ import io
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -167,10 +167,8 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
         if lock.lock_counter == 1:  # the outermost hold: leave no lock file behind (a
             path.unlink(missing_ok=True)  # waiter on the unlinked file takes a new one)
             if made:
-                try:
+                with suppress(OSError):
                     path.parent.rmdir()  # only if empty: a refused first run leaves nothing
-                except OSError:
-                    pass
         lock.release()
 
 
@@ -192,16 +190,11 @@ def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict
     files.save_npz(run_dir / PREPROCESS, prepared.prep.state())
     meta, shape = prepared.data.meta, prepared.image_shape
     summary = {
-        "status": "running",
-        "backend": config.backend,
-        "dataset": config.dataset,
+        "status": "running", "backend": config.backend, "dataset": config.dataset,
         "source_checksum": meta.get("checksum"),
-        "split_hash": meta.get("split", {}).get("hash"),
-        "split": meta.get("split"),
-        "n_train": int(prepared.X_train.shape[0]),
-        "n_val": int(prepared.X_val.shape[0]),
-        "input_size": int(prepared.X_train.shape[1]),
-        "seed": config.seed,
+        "split_hash": meta.get("split", {}).get("hash"), "split": meta.get("split"),
+        "n_train": int(prepared.X_train.shape[0]), "n_val": int(prepared.X_val.shape[0]),
+        "input_size": int(prepared.X_train.shape[1]), "seed": config.seed,
         "classes": list(prepared.classes),
         "image_shape": list(shape) if shape is not None else None,
         "fcnet_version": __version__,

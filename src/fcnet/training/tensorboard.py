@@ -86,9 +86,7 @@ class RunLogger:
         _OURS.update(set(threading.enumerate()) - before)  # its writing thread
         return cls(writer, folder, total_steps)
 
-    @property
-    def enabled(self) -> bool:
-        return self._w is not None
+    enabled = property(lambda self: self._w is not None)
 
     def _call(self, method: str, *args, **kwargs) -> None:
         """One call of the writer (``method`` may be dotted); a failure is one FcnetError
