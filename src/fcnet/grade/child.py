@@ -33,10 +33,11 @@ class Refused(Exception):
     """A contract violation, reported as its message alone."""
 
 
-def _own(name: str):
-    """landlock.py / seccomp.py from this folder, by path (fcnet itself is not importable)."""
-    spec = importlib.util.spec_from_file_location(f"_fcnet_grade_{name}", HERE / f"{name}.py")
+def _load(name: str, path: Path):
+    """The module at ``path``, by path (fcnet itself is not importable here)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -216,12 +217,7 @@ def _yardstick(np, p: dict, X, y, reg: float) -> None:
 
 
 def load_submission(work: Path) -> type:
-    path = work / "two_layernet.py"
-    spec = importlib.util.spec_from_file_location("two_layernet", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["two_layernet"] = module
-    spec.loader.exec_module(module)
-    cls = getattr(module, "TwoLayerNet", None)
+    cls = getattr(_load("two_layernet", work / "two_layernet.py"), "TwoLayerNet", None)
     if not isinstance(cls, type):
         raise Refused("two_layernet.py defines no class TwoLayerNet")
     return cls
@@ -233,7 +229,7 @@ def main(argv: list[str]) -> int:
     # everything the runner needs is imported before student code can shadow it
     import numpy as np  # noqa: F401
 
-    landlock, seccomp = _own("landlock"), _own("seccomp")
+    landlock, seccomp = (_load(f"_fcnet_grade_{n}", HERE / f"{n}.py") for n in ("landlock", "seccomp"))
     work = Path(cfg["work"])
     work.mkdir(parents=True, exist_ok=True)
     if cfg.get("probe"):  # report what confinement works here, on stdout

@@ -1,9 +1,7 @@
-"""Landlock (Linux 5.13+): the child confines its own writes to its private
-folder before student code runs, with or without bubblewrap and even as root.
-Reads stay allowed (the interpreter, NumPy and fcnet live everywhere), so this
-stops writes, deletes and renames outside the folder, not reads.
-
-Syscalls 444-446 are the same number on every architecture.
+"""Landlock (Linux 5.13+): the child confines its own writes, deletes and renames to its
+private folder before student code runs, with or without bubblewrap and even as root.
+Reads stay allowed (the interpreter and NumPy live everywhere).  Syscalls 444-446 are
+the same number on every architecture.
 """
 
 from __future__ import annotations

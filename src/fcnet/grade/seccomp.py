@@ -1,13 +1,9 @@
-"""A small seccomp filter the child installs on itself before student code runs:
-no new processes (threads stay allowed) and no sockets but AF_UNIX.
-
-It holds whoever runs the grader, root included (root is exempt from
-RLIMIT_NPROC, so the process limit alone cannot stop a fork bomb), and with or
-without bubblewrap.  ``fork``/``vfork``/``clone`` without CLONE_THREAD fail with
-EAGAIN (Python raises BlockingIOError), ``clone3`` with ENOSYS (glibc then uses
-``clone``), ``socket`` for any family but AF_UNIX with EACCES.  A syscall of a
-foreign ABI (i386 or x32 on x86-64) kills the process.  Classic BPF, built here:
-``struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}``.
+"""A seccomp filter the child installs on itself before student code runs: no new
+processes (threads stay allowed) and no sockets but AF_UNIX.  It holds for root too,
+whom RLIMIT_NPROC exempts (the process limit alone cannot stop a fork bomb there).
+``fork``/``vfork``/``clone`` without CLONE_THREAD fail with EAGAIN, ``clone3`` with
+ENOSYS (glibc then uses ``clone``), ``socket`` but AF_UNIX with EACCES; a syscall of a
+foreign ABI (i386 or x32 on x86-64) kills the process.  Classic BPF, built here.
 """
 
 from __future__ import annotations
