@@ -15,8 +15,8 @@ def _add_source_flags(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("dataset", metavar="DATASET", help=" | ".join(DATASETS))
     p.add_argument("--path", metavar="P",
-                   help="local copy: a folder or a .tar/.tar.gz/.zip archive (cifar10: its "
-                   "python batches, as a folder or .tar.gz, or an image-folder tree; default: "
+                   help="local copy: a folder or a .tar/.tar.gz/.zip archive (cifar10: a "
+                   "cifar-10-batches-py folder, its .tar.gz or an image-folder tree; default: "
                    "the cache, $FCNET_DATA or ~/.cache/fcnet, downloading CIFAR-10 if absent)")
     p.add_argument("--val-size", type=int, metavar="N",
                    help="validation rows (default: cifar10 1000, others 10%% of train)")

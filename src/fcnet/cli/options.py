@@ -29,7 +29,6 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                    "default), general (Adam, Kaiming init: --backend torch's default), "
                    "best-cpu, best-gpu")
     for name, field in RunConfig.model_fields.items():
-        flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
         help_text = f"{field.description or name.replace('_', ' ')} (default {default!r})"
         ann = field.annotation
@@ -49,7 +48,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(type=float, metavar="X")
         else:
             kwargs.update(type=str)
-        g.add_argument(flag, *ALIASES.get(name, []), **kwargs)
+        g.add_argument("--" + name.replace("_", "-"), *ALIASES.get(name, []), **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> RunConfig:

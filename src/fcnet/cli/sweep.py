@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from fcnet.cli.options import add_config_flags, config_from_args
 from fcnet.config import RunConfig
@@ -100,14 +101,11 @@ def build_spec(args):
     from fcnet.experiments.space import parse_grid, parse_params
     from fcnet.experiments.sweep import SweepSpec, load_sweep_file
 
-    tables: dict = {}
-    base_values: dict = {}
-    if args.config:
-        base_values, tables = load_sweep_file(args.config)
-        if tables:
-            args.config = None  # consumed here: [base] goes in below
-        else:
-            base_values = {}  # a plain run config: config_from_args reads it
+    base_values, tables = load_sweep_file(args.config) if args.config else ({}, {})
+    if tables:
+        args.config = None  # a sweep file, consumed here: [base] goes in below
+    else:
+        base_values = {}  # none, or a plain run config: config_from_args reads it
     grid = {**tables.get("grid", {}), **parse_grid(args.grid)}
     points = tables.get("points", [])
     search = dict(tables.get("search") or {})
@@ -141,8 +139,6 @@ def dashboard(args) -> int:
                          ) from None
     url = args.storage
     if url is None:
-        from pathlib import Path
-
         d = Path(rest[0] if rest else args.dir)
         if not (d / "sweep.db").exists():
             raise FcnetError(f"{d}: not a sweep directory (no sweep.db)")
@@ -168,12 +164,10 @@ def run(args) -> int:
         return dashboard(args)
     if not args.dir:
         raise FcnetError("--dir SWEEP_DIR is required")
-    if args.workers < 1:
-        raise FcnetError(f"--workers must be at least 1, got {args.workers}")
-    if args.population < 1:
-        raise FcnetError(f"--population must be at least 1, got {args.population}")
-    if args.trials is not None and args.trials < 1:
-        raise FcnetError(f"--trials must be at least 1, got {args.trials}")
+    for flag, n in (("--workers", args.workers), ("--population", args.population),
+                    ("--trials", args.trials)):
+        if n is not None and n < 1:
+            raise FcnetError(f"{flag} must be at least 1, got {n}")
     if args.join and not args.storage:
         raise FcnetError("--join needs --storage URL (a database server the workers share)")
     spec = build_spec(args)

@@ -41,8 +41,7 @@ def run(args) -> int:
         config = read_run_config(run_dir)
     else:
         config = config_from_args(args)
-        name = args.name or time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.runs_dir) / name
+        run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
     summary = train_run(config, run_dir, quiet=args.quiet, resume=True,
                         checkpoint_seconds=args.checkpoint_every)
     if args.json:
