@@ -209,11 +209,9 @@ def _matches(got: dict | None, ref: dict) -> bool:
                                    for k in PARAMS)
 
 
-def _loops(seen: Seen, part: str, needs: tuple[str, ...]):
-    missing = [n for n in needs if not seen.passed.get(n)]
-    if missing:
-        raise Failed(f"not judged: {' and '.join(missing)} must pass first (code that computes "
-                     "nothing has no loops)")
+def _loops(seen: Seen, part: str, need: str):
+    if not seen.passed.get(need):
+        raise Failed(f"not judged: {need} must pass first (code that computes nothing has no loops)")
     try:
         found = [f for f in find_loops(seen.folder) if f.part == part] if seen.folder else []
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as err:
@@ -223,12 +221,12 @@ def _loops(seen: Seen, part: str, needs: tuple[str, ...]):
 
 
 def q1c_loops(seen: Seen, plan: Plan):
-    n, note = _loops(seen, "forward", ("q1_scores",))
+    n, note = _loops(seen, "forward", "q1_scores")
     return n, note or "no loop over data in the forward pass and loss", None
 
 
 def q2_loops(seen: Seen, plan: Plan):
-    n, note = _loops(seen, "backward", ("q2_gradients",))
+    n, note = _loops(seen, "backward", "q2_gradients")
     return n, "; ".join(x for x in (note or "no loop over data in the backward pass", FEEDBACK_Q2)), None
 
 

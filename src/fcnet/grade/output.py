@@ -42,16 +42,17 @@ def _csv(grades: list[Grade]) -> str:
     return buf.getvalue()
 
 
-def _slugs(grades: list[Grade]) -> list[str]:
+def _slugs(grades: list[Grade]) -> dict[str, str]:
+    """Each submission's page folder: its name as a unique slug."""
     from fcnet.report.render import slugify
 
-    out: list[str] = []
+    out: dict[str, str] = {}
     for g in grades:
         base = s = slugify(g.submission)
         k = 2
-        while s in out:
+        while s in out.values():
             s, k = f"{base}-{k}", k + 1
-        out.append(s)
+        out[g.submission] = s
     return out
 
 
@@ -119,13 +120,12 @@ def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: 
     return html
 
 
-def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pairs: list[Pair]) -> Path:
+def _overview(grades: list[Grade], slugs: dict[str, str], out: Path, meta: dict, pairs: list[Pair]) -> Path:
     from fcnet.report import plots
     from fcnet.report.render import Figure, Report, Section, Table
 
     figs = out / "figures"
-    bins = [f"{10 * k}-{10 * k + 9}" for k in range(10)]
-    bins[-1] = "90-100"
+    bins = [f"{10 * k}-{10 * k + 9}" for k in range(9)] + ["90-100"]
     counts = Counter(min(int(g.score // 10), 9) for g in grades)
     dist = plots.bar_table(bins, {"submissions": [counts.get(k, 0) for k in range(10)]},
                            figs / "scores.png", "score", "submissions", "Distribution of scores")
@@ -134,8 +134,8 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pair
     order = sorted(names, key=lambda n: -fails[n])
     most = plots.bar_table(order, {"failed": [fails[n] for n in order]}, figs / "failures.png",
                            "check", "submissions failing it", "Which checks fail most")
-    links = "\n".join(f"- [{g.submission}](submissions/{s}/report.html): {g.score:.1f}"
-                      for g, s in zip(grades, slugs))
+    links = "\n".join(f"- [{g.submission}](submissions/{slugs[g.submission]}/report.html): {g.score:.1f}"
+                      for g in grades)
     score_rows = [[g.submission, f"{g.score:.1f}", f"{len(g.checks) - len(g.failed)}/{len(g.checks)}",
                    ", ".join(g.failed) or "-"] for g in grades]
     check_rows = []
@@ -157,10 +157,9 @@ def _overview(grades: list[Grade], slugs: list[str], out: Path, meta: dict, pair
                                "most common reason"], check_rows)],
                 figures=[Figure(most, "Submissions failing each check")]),
     ]
-    slug = dict(zip((g.submission for g in grades), slugs))
     pair_rows = [[p.a, p.b, f"{100 * p.sim_a:.0f}%", f"{100 * p.sim_b:.0f}%", len(p.lines_a)] for p in pairs]
-    pair_links = "\n".join(f"- [{p.a}](submissions/{slug[p.a]}/report.html) and "
-                           f"[{p.b}](submissions/{slug[p.b]}/report.html)" for p in pairs)
+    pair_links = "\n".join(f"- [{p.a}](submissions/{slugs[p.a]}/report.html) and "
+                           f"[{p.b}](submissions/{slugs[p.b]}/report.html)" for p in pairs)
     base = ("the template given does not count" if meta.get("template")
             else "no --template given: code every student received counts as shared")
     sections.append(Section(
@@ -186,8 +185,7 @@ def write_outputs(grades: list[Grade], out: Path, meta: dict, pairs: list[Pair] 
              "csv": write_text(out / "grades.csv", _csv(grades))}
     if grades:
         slugs = _slugs(grades)
-        by_name = dict(zip((g.submission for g in grades), slugs))
-        for g, s in zip(grades, slugs):
-            _submission_page(g, out / "submissions" / s, meta, pairs, by_name)
+        for g in grades:
+            _submission_page(g, out / "submissions" / slugs[g.submission], meta, pairs, slugs)
         paths["html"] = _overview(grades, slugs, out, meta, pairs)
     return paths

@@ -34,11 +34,9 @@ class _Taint:
 
     def __init__(self, fn: ast.FunctionDef, is_method: bool):
         args = [a.arg for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs]
-        if is_method and args:
-            args = args[1:]
+        self.names = set(args[int(is_method):])  # not self
         if fn.args.vararg:
-            args.append(fn.args.vararg.arg)
-        self.names = set(args)
+            self.names.add(fn.args.vararg.arg)
         assigns = [n for n in ast.walk(fn) if isinstance(n, ast.Assign | ast.AugAssign | ast.AnnAssign)]
         for _ in range(6):  # to a fixed point, whatever the order of the assignments
             before = len(self.names)
