@@ -35,7 +35,6 @@ class Claim:
     a: dict | None = None
     b: list[dict] | None = None  # None: every other row of a's column
     margin: float = 0.0
-    along: str | None = None
     up_to: Any = None
     at: dict = field(default_factory=dict)
     value: float | None = None
@@ -130,7 +129,6 @@ def resolve(spec, k: int, tables: dict[str, Axes]):
         if along not in axes.names:
             raise FcnetError(f"{where}.along: {along!r} is not an axis of the table "
                              f"(its axes: {', '.join(axes.names)})")
-        c.along = along
         pos = select(axes, {along: spec.up_to}, f"{where}.up_to", partial=True)
         at = select(axes, spec.at, f"{where}.at", partial=True)
         axis = axes.names.index(along)

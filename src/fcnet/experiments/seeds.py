@@ -29,9 +29,8 @@ def expand(job: dict, seeds: int) -> list[dict]:
 
 
 def combine(job: dict, results: list[dict]) -> dict:
-    """The seeds' results -> the trial's: an error if any seed failed, else a summary whose
-    ``final_val_acc`` (the Optuna value) and ``val_acc_at`` are the means over seeds, with
-    ``seed_values`` (each seed's final accuracy) and ``seed_ci`` (the 95% t-interval)."""
+    """The seeds' results -> the trial's: an error if any seed failed, else their mean summary
+    with ``seed_values`` (each seed's final accuracy) and ``seed_ci`` (the 95% t-interval)."""
     for r in results:
         if "error" in r:
             return {**job, **{k: r[k] for k in ("error", "kind", "traceback") if k in r}}

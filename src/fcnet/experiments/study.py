@@ -69,9 +69,8 @@ class Study:
 def load_study(path: str | Path, dataset: str | None = None, data_path: str | None = None,
                dtype: str | None = None, backend: str | None = None,
                seeds: int | None = None) -> Study:
-    """A study file (or a bundled study's name) -> Study, every value validated
-    (fcnet.experiments.studyfile) before anything runs. ``seeds`` overrides the file's
-    ``seeds``, its tables' too."""
+    """A study file (or a bundled study's name) -> Study, every value validated before anything
+    runs. ``seeds`` overrides the file's ``seeds``, its tables' too."""
     source = str(path)
     path = bundled().get(source, Path(path))
     data = studyfile.read(path, source)
@@ -84,16 +83,14 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
     blocks = {b.kind: b.model_dump() for b in model.block}
     study = Study(model.title or Path(path).stem, ctx["base"], tables, blocks, ctx["note"], source,
                   model.seeds, model._claims, model._axes)
-    runs: list[dict] = []
+    runs = study.runs
     if "baseline" in blocks:
         runs += study.seeded({}, study.seeds)
     for t in tables:
         runs += [s for row in t.cells() for c in row for s in study.seeded(c, t.seeds)]
     runs += blocks.get("batch_noise", {}).get("runs", [])
     if "chosen" in blocks:
-        runs += [*study.seeded(blocks["chosen"]["config"], study.seeds),
-                 *blocks["chosen"]["weights"]]
-    study.runs = runs
+        runs += [*study.seeded(blocks["chosen"]["config"], study.seeds), *blocks["chosen"]["weights"]]
     return study
 
 
@@ -101,9 +98,7 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
               storage: str | None = None, join: bool = False, population: int = 16,
               quiet: bool = False, depth: bool = True, figures: bool = False) -> dict:
     """Run a study (one sweep of all its runs), then write report.md and report.html.
-
-    ``workers``: processes (``fcnet study`` starts one per core). ``figures``: each run's
-    own PNGs too (the report never shows them; loss.csv and epochs.csv hold the same)."""
+    ``figures``: each run's own PNGs too (the report never shows them)."""
     from fcnet.experiments.study_report import Sections
     from fcnet.experiments.sweep import SweepSpec, plan, run_sweep
     from fcnet.report.render import Report

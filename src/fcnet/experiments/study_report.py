@@ -115,8 +115,7 @@ class Sections:
         return run_dir, files.read_json(run_dir / "summary.json")
 
     def weights_picture(self, run_dir: Path) -> Path:
-        """The run's first-layer picture: its own weights.png, else drawn now from its
-        params.npz into the report's figures (a study's runs draw no PNGs of their own
+        """The run's weights.png, else drawn now from its params.npz (a study's runs draw no PNGs
         unless --figures); a path that does not exist when the inputs are no images."""
         from fcnet.report import pictures as figures
 
@@ -254,8 +253,7 @@ class Sections:
         plots.interval_plot([_short(row_axis, lab) for lab, _ in rows], series, path,
                             xlabel=row_axis.replace("_", " "), ylabel="fcnet val %",
                             title=t.name)
-        bars = ("error bars: 95% CI over " + f"{t.seeds} seeds") if t.seeds > 1 else \
-            "one seed: no error bars"
+        bars = f"error bars: 95% CI over {t.seeds} seeds" if t.seeds > 1 else "one seed: no error bars"
         return Figure(path, f"{t.name}: fcnet's mean validation accuracy ({bars}; pale bars: "
                             "one run's 95% sampling interval)")
 
@@ -265,9 +263,8 @@ class Sections:
         tables, figures = [], []
         results["tables"], results["cells"] = {}, {}
         for t in self.study.tables:
-            table = self.table(t)
-            tables.append(table)
-            results["tables"][t.id] = table.rows
+            tables.append(self.table(t))
+            results["tables"][t.id] = tables[-1].rows
             results["cells"][t.id] = [[{"label": c.label, "values": c.values, "n": c.n}
                                        for c in row] for row in self.grids[t.id]]
             figures.append(self.interval_figure(t))
@@ -331,9 +328,8 @@ class Sections:
             "The chosen model", id="chosen",
             text=f"Hidden {_fmt(c.hidden)}, {c.iters:,} iterations, batch {c.batch_size}, "
                  f"lr {c.lr:g}, reg {c.reg:g}, dropout keep {c.dropout_keep:g}, PCA "
-                 f"{c.pca or 'none'}: validation {mean_ci_text(val)}% "
-                 f"({spread(self.study.seeds)}), test "
-                 f"**{pct(test['test_acc'])}%** on {test['n']} test images (seed 0's run; "
+                 f"{c.pca or 'none'}: validation {mean_ci_text(val)}% ({spread(self.study.seeds)}), "
+                 f"test **{pct(test['test_acc'])}%** on {test['n']} test images (seed 0's run; "
                  f"95% sampling interval {100 * t_lo:.1f}-{100 * t_hi:.1f})"
                  + (f" (report: {ref}% on 1,000 CIFAR-10 test images)" if ref else "")
                  + ". The test split is used once, here (cached in test.json), never for "
@@ -349,12 +345,9 @@ class Sections:
 
     def depth(self, block: dict, results: dict):
         """Q4: deeper networks in PyTorch, the exercise's init vs Kaiming."""
-        from fcnet.torch_backend import require_torch
-
-        require_torch()
+        res = self.depth_results = depth_results(self.study, self.out, block)  # torch or a clear error
         from fcnet.torch_backend.depth import plot_depth_study
 
-        res = self.depth_results = depth_results(self.study, self.out, block)
         ref = dict(zip(block["depths"], block["reference"] or [], strict=False))
         rows = []
         for r in res:

@@ -474,9 +474,8 @@ def one_line(err: ValidationError, data: Any) -> str:
 
 def parse(data: dict, source: str, overrides: dict, seeds: int | None = None
           ) -> tuple[StudyFile, dict]:
-    """Validate a study file's TOML data; returns the model and the context it built
-    (``base``: the resolved RunConfig, ``note``: the dataset's note). ``seeds`` (the command
-    line's) replaces every ``seeds`` of the file."""
+    """The validated model and its context (``base``: the RunConfig, ``note``: the dataset's);
+    ``seeds`` (the command line's) replaces every ``seeds`` of the file."""
     ctx: dict = {"overrides": overrides, "force_seeds": seeds is not None}
     if seeds is not None:
         data = {**data, "seeds": seeds}
@@ -488,8 +487,7 @@ def parse(data: dict, source: str, overrides: dict, seeds: int | None = None
 
 
 def read(path: Path, source: str) -> dict:
-    """A study file's TOML, with one-line errors for a missing, unreadable, non-UTF-8 or
-    malformed file."""
+    """A study file's TOML; one-line errors for a missing, unreadable, non-UTF-8 or bad file."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
