@@ -409,8 +409,8 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _ms(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+def _ms(v: float | None, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def _median(xs: list[float]) -> float | None:
@@ -507,15 +507,13 @@ def format_table(r: dict) -> str:
     ]
     for name, t in r["targets"].items():
         mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-        ratio = "n/a" if t["ratio"] is None else f"{t['ratio']:.2f}"
-        lines.append(f"  {name:<52} {ratio:>6}  {mark}")
+        lines.append(f"  {name:<52} {_ms(t['ratio'], '.2f'):>6}  {mark}")
     lines += ["", "comparisons (reported, not targets):"]
     for name, v in r["comparisons"].items():
-        lines.append(f"  {name:<52} {'n/a' if v is None else f'{v:.2f}':>6}")
+        lines.append(f"  {name:<52} {_ms(v, '.2f'):>6}")
     m = r["machine"]
     lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, BLAS {m['blas']} "
               f"x{m['blas_threads']} threads, numpy {m['numpy']}, torch {m.get('torch')}, "
               f"sklearn {m.get('sklearn')}"]
-    for k, v in r["notes"].items():
-        lines.append(f"note: {k}: {v}")
+    lines += [f"note: {k}: {v}" for k, v in r["notes"].items()]
     return "\n".join(lines)
