@@ -92,13 +92,11 @@ def init(seen: Seen, plan: Plan):
     from fcnet.nn.model import TwoLayerNet
 
     worst, notes = 0.0, []
-    for i, (dims, std, seed) in enumerate([(plan.toy.dims, 0.1, 0),
-                                           (plan.init_rand["dims"], plan.init_rand["std"],
-                                            plan.init_rand["seed"])]):
+    for i, step in enumerate(plan.steps["init"]):  # toy, then random dims, std and seed
         saved = np.random.get_state()
         try:
-            np.random.seed(seed)
-            ref = TwoLayerNet(*dims, std=std)
+            np.random.seed(step["seed"])
+            ref = TwoLayerNet(*step["dims"], std=step["std"])
         finally:
             np.random.set_state(saved)
         o = _out(seen, i)

@@ -61,7 +61,6 @@ class Plan:
     toy: Case
     rand: Case
     regs: tuple[float, float]  # the random case's regs
-    init_rand: dict  # {"dims", "std", "seed"}: the random init check
     y_test: np.ndarray  # the training check's test labels, never shown to the child
     steps: dict[str, list[dict]]
 
@@ -117,4 +116,4 @@ def make_plan(dataset: str, data: Path, D_train: int, C_train: int, y_test: np.n
                            "predict": "X_test",
                            "kwargs": {k: v for k, v in s.items() if k not in ("hidden", "std")}}],
     }
-    return Plan(seed, toy, rand, regs, init_rand, y_test, steps)
+    return Plan(seed, toy, rand, regs, y_test, steps)

@@ -150,13 +150,10 @@ class Sandbox:
             caps, _ = box.probe()
             if caps is None:
                 continue
-            if caps["landlock"]:
-                fs = ("writes outside its own folder are blocked (Landlock), but it can read "
-                      "the file system and see other processes")
-            elif drop:
-                fs = f"the file system is NOT isolated: it runs as uid {DROP_UID}+ (no Landlock)"
-            else:
-                fs = "the file system is NOT isolated: it runs as the grader's user (no Landlock)"
+            who = f"uid {DROP_UID}+" if drop else "the grader's user"
+            fs = ("writes outside its own folder are blocked (Landlock), but it can read the file system "
+                  "and see other processes" if caps["landlock"]
+                  else f"the file system is NOT isolated: it runs as {who} (no Landlock)")
             box.warnings = [f"{why}: submissions run with resource limits only; {fs}"]
             if not caps["seccomp"]:
                 box.warnings.append(_NO_SECCOMP)
