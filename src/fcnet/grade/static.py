@@ -156,8 +156,7 @@ class _Folder:
 def _labels_region(fn: ast.AST) -> list[ast.stmt]:
     """The statements of ``fn`` that run only when labels are given: those after
     ``if y is None: ... return``, or the body of ``if y is not None:``."""
-    args = [a.arg for a in fn.args.args[1:]]
-    y = args[1] if len(args) > 1 else "y"
+    y = fn.args.args[2].arg if len(fn.args.args) > 2 else "y"  # loss(self, X, y, ...)
     for i, st in enumerate(fn.body):
         if not (isinstance(st, ast.If) and isinstance(st.test, ast.Compare) and len(st.test.ops) == 1
                 and isinstance(st.test.left, ast.Name) and st.test.left.id == y):
