@@ -75,10 +75,28 @@ def fmt(v: float | None) -> str:
     return f"{v:.2e}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.4g}"
 
 
-def verdict(check: Check, value: float | None, note: str, threshold: float | None, points: float,
-            detail: dict | None = None) -> CheckResult:
-    """Pass or fail against the threshold, with the one-line message."""
-    value = None if value is None else float(value)
+def judge(check: Check, rec: dict | None, seen: Seen, plan: Plan, threshold: float | None, points: float,
+          stopped: str | None) -> CheckResult:
+    """One check's result from the child's record (None: it never reported): pass or fail
+    against the threshold, with a one-line message."""
+    fail = lambda why: CheckResult(check.name, False, None, threshold, why[:400], points)  # noqa: E731
+    if check.name == "own_code":
+        if seen.imports is None:
+            return fail(f"not checked: {stopped or 'stopped'} before its imports were recorded")
+    elif rec is None:
+        return fail(stopped or "not run")
+    elif "error" in rec:
+        return fail(str(rec["error"])[:300])
+    try:
+        if check.name == "load":
+            value, note, detail = None, "TwoLayerNet from two_layernet.py", None
+        else:
+            value, note, detail = JUDGE[check.name](seen, plan)
+    except Failed as err:
+        return fail(str(err))
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, FloatingPointError) as err:
+        return fail(f"the child's outputs do not fit the check ({type(err).__name__})")
+    value, note = None if value is None else float(value), str(note or "")[:300]
     passed = bool(check.passes(value, threshold))
     tail = f"; {note}" if note else ""
     if check.op == "ok":
@@ -89,28 +107,6 @@ def verdict(check: Check, value: float | None, note: str, threshold: float | Non
         rel = check.op if passed else {"<": ">=", "<=": ">", ">=": "<"}[check.op]
         msg = f"{fmt(value)} {rel} {fmt(threshold)}{tail}"
     return CheckResult(check.name, passed, value, threshold, msg[:400], points, detail)
-
-
-def judge(check: Check, rec: dict | None, seen: Seen, plan: Plan, threshold: float | None, points: float,
-          stopped: str | None) -> CheckResult:
-    """One check's result from the child's record (None: it never reported)."""
-    fail = lambda why: CheckResult(check.name, False, None, threshold, why[:400], points)  # noqa: E731
-    if check.name == "own_code":
-        if seen.imports is None:
-            return fail(f"not checked: {stopped or 'stopped'} before its imports were recorded")
-    elif rec is None:
-        return fail(stopped or "not run")
-    elif "error" in rec:
-        return fail(str(rec["error"])[:300])
-    if check.name == "load":
-        return verdict(check, None, "TwoLayerNet from two_layernet.py", threshold, points)
-    try:
-        value, note, detail = JUDGE[check.name](seen, plan)
-    except Failed as err:
-        return fail(str(err))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, FloatingPointError) as err:
-        return fail(f"the child's outputs do not fit the check ({type(err).__name__})")
-    return verdict(check, value, str(note or "")[:300], threshold, points, detail)
 
 
 def grade_run(sub: Submission, checks: list[Check], rubric: Rubric, result: RunResult | None,
