@@ -90,7 +90,7 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
         y = np.asarray(labels)
     except Exception:
         y = np.asarray([])
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):  # None: 0-d
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):  # None gives a 0-d array
         raise FcnetError(f"{where}: 'labels' must be a list of integers")
     if y.shape[0] != x.shape[0]:
         raise FcnetError(f"{where}: {y.shape[0]} labels for {x.shape[0]} images")
@@ -131,7 +131,8 @@ def load_cifar10(path: Path, progress: bool, verify: bool = False) -> Dataset:
         raise FcnetError(f"{path}: MD5 {got} does not match the published {MD5}; "
                          "delete the file to download it again, or pass --path")
     if path.is_dir() and (d := _batch_dir(path)) is not None:
-        blobs, where = {b: (d / b).read_bytes() for b in BATCH_NAMES if (d / b).is_file()}, str(d)
+        blobs = {b: (d / b).read_bytes() for b in BATCH_NAMES if (d / b).is_file()}
+        where = str(d)
     else:
         if not path.is_dir() and not is_archive(path):
             raise FcnetError(f"{path}: not a cifar-10-batches-py folder, a .tar.gz/.zip archive "
