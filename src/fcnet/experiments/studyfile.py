@@ -440,8 +440,8 @@ def one_line(err: ValidationError, data: Any) -> str:
     msg = e["msg"].removeprefix("Value error, ")
     union = _union(err.errors())
     bad = e.get("input")
-    if union and isinstance(bad, float) and not math.isfinite(bad):
-        where, msg = _where(union[0], data), f"{bad} is not a finite number"
+    if isinstance(bad, float) and not math.isfinite(bad) and (union or kind == "finite_number"):
+        where, msg = _where(union[0], data) if union else where, f"{bad} is not a finite number"
     elif union and kind.endswith("_type") or union and kind == "literal_error":
         where, msg = _where(union[0], data), union[1]
     elif kind in _BOUNDS:
@@ -467,8 +467,6 @@ def one_line(err: ValidationError, data: Any) -> str:
         msg = f"{e['input']!r} is not one of {e['ctx']['expected']}"
     elif kind in _TYPES:
         msg = f"{_TYPES[kind]}, got {_what(e['input'])}"
-    elif kind == "finite_number":
-        msg = f"{e['input']} is not a finite number"
     return f"{where}: {msg}" if where else msg
 
 
