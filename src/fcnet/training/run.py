@@ -107,10 +107,9 @@ def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best: list) -> No
 def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepared, *,
                 quiet: bool = True, resume: bool = False, eval_at: Sequence[int] = (),
                 checkpoint_seconds: float = 5.0, figures: bool = True) -> list[dict]:
-    """The NumPy loop: train K >= 1 configs at once (one ``Solver``), each into
-    its own run directory; returns their summaries.  A lone run (K = 1) is
-    checkpointed at epoch ends and resumes bit for bit; a population is not
-    (killed, its members train again)."""
+    """The NumPy loop: train K >= 1 configs at once (one ``Solver``), each into its own run
+    directory; returns their summaries.  A lone run (K = 1) is checkpointed at epoch ends and
+    resumes bit for bit; a population is not (killed, its members train again)."""
     # divergence is detected from the loss, not warned about
     with np.errstate(over="ignore", invalid="ignore"), \
             blas_threads(configs[0], P.X_train.shape[1] * len(configs)):

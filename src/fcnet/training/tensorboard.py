@@ -65,10 +65,9 @@ class RunLogger:
     @classmethod
     def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0,
              total_steps: int | None = None) -> RunLogger:
-        """A logger writing a new event file into ``run_dir/tb`` (a no-op one when not
-        ``enabled`` or without the writer).  An earlier attempt's events at or after
-        ``start_step`` are superseded; ``total_steps`` spaces the scalars and pictures
-        (without it every loss and epoch record is written)."""
+        """A logger writing a new event file into ``run_dir/tb`` (a no-op one when not ``enabled``
+        or without the writer), superseding an earlier attempt's events from ``start_step`` on;
+        ``total_steps`` spaces the scalars and pictures (without it all are written)."""
         if not enabled:
             return cls()
         try:
