@@ -1,24 +1,14 @@
 """A study's floor on this machine: the least time its training could take here.
 
-For every training run the study's plan executes (after sharing: identical configs
-once, iteration counts read along one run, mates as one population; and after reuse:
-runs an earlier invocation finished), its iterations times the floor step at its
-shapes and precision, summed. The floor step is ``fcnet bench``'s
-(:class:`fcnet.bench.FloorStep`): the gather of the batch rows and the matrix products
-of one step, x W1 and each deeper layer's forward, a^T dZ, dZ W^T and x^T dZ1
-backward, through the run's own BLAS (NumPy) or torch, measured in this process on
-the run's own training rows. A population of K is one stacked step. Besides the
-sweep's jobs it counts the study's lone re-runs of rows read along longer runs (the
-baseline's and the chosen block's weight figures) and the depth study's torch runs.
-Step times are cached per shape, so a study costs seconds to floor, not minutes.
-
-Not in the floor: everything else a run does (biases, activations, softmax, the
-update, evaluation, figures, storage), and the toy checks. The floor is for one
-process using every core; with ``--workers N`` the wall time shares the cores.
+Every training the study executes (after sharing and reuse), its iterations times the
+floor step (``fcnet bench``'s :class:`fcnet.bench.FloorStep`: one step's products and
+batch gather) at its shapes and precision, measured here on its own rows (docs/bench.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import math
 import os
@@ -29,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fcnet.bench import FloorStep
 from fcnet.config import RunConfig
 from fcnet.experiments import space
 from fcnet.experiments.plan import SweepSpec, plan
+from fcnet.training import prepare as prep
 
 ROUNDS = 5  # interleaved rounds of timed steps per shape (its step time: the fastest)
 MIN_STEPS = 5  # each round times at least this many steps ...
@@ -39,7 +31,7 @@ MIN_SECONDS = 0.005  # ... and at least this long
 MAX_STEPS = 400  # a block's most steps
 SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
 
-_STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> median ms, this process
+_STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> fastest ms, this process
 
 
 @dataclass(frozen=True)
@@ -87,14 +79,18 @@ class StudyFloor:
     def seconds(self) -> float:
         return sum(r.seconds for r in self.runs)
 
+    def _load(self) -> str:  # a busy machine slows the floor's longer steps too
+        if self.load is None:
+            return ""
+        return f"; load average {self.load:.1f} on {os.cpu_count()} cores"
+
     def header(self, wall_seconds: float) -> dict[str, str]:
         """The report header's lines: the floor and wall / floor."""
         ratio = wall_seconds / self.seconds if self.seconds > 0 else None
         what = f"{len(self.runs)} trainings at the floor step"
         if self.reused:
             what += f"; {self.reused} runs reused, not counted"
-        if self.load is not None:  # a busy machine slows the floor's longer steps too
-            what += f"; load average {self.load:.1f} on {os.cpu_count()} cores"
+        what += self._load()
         s = self.seconds
         return {"floor seconds": (f"{s:.1f}" if s >= 10 else f"{s:.3f}")
                 + f" ({what}, measured now: docs/bench.md)",
@@ -120,13 +116,11 @@ class StudyFloor:
                          f"{sum(r.seconds for r in rs):>8.1f}")
         lines.append(f"floor: {self.seconds:.1f} s for {len(self.runs)} trainings"
                      + (f" ({self.reused} planned runs reused, not counted)" if self.reused else "")
-                     + ("" if self.load is None else
-                        f"; load average {self.load:.1f} on {os.cpu_count()} cores"))
+                     + self._load())
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------- the runs
 def _finished(path: Path | None, since: float | None) -> bool:
     """Was the run of this summary.json (or depth study's result) finished, before
     ``since`` (epoch seconds) if given? A summary is written when a run starts too."""
@@ -165,29 +159,23 @@ class _Data:
         self.pca_width: dict[tuple, int] = {}  # a PCA's components, read from a run's summary
 
     def rows(self, config: RunConfig) -> tuple[np.ndarray, int]:
-        from fcnet.training.prepare import data_key, prepare
-
-        key = data_key(config)
+        key = prep.data_key(config)
         if key not in self.prepared and key in self.pca_width:
             # the rows before the PCA, cut to its width: the same shapes for the products,
             # without fitting the PCA again (a CIFAR-10 fit is ~15 s, the workers did it)
             X, classes = self.rows(config.model_copy(update={"pca": None}))
             self.prepared[key] = (np.ascontiguousarray(X[:, :self.pca_width[key]]), classes)
         if key not in self.prepared:
-            P = prepare(config)
+            P = prep.prepare(config)
             self.prepared[key] = (P.X_train, len(P.classes))
         return self.prepared[key]
 
     def read_width(self, config: RunConfig, summary: Path | None) -> None:
         """Note a PCA config's input width from its run's summary.json, if there is one."""
-        from fcnet.training.prepare import data_key
-
         if config.pca is None or summary is None:
             return
-        try:
-            self.pca_width[data_key(config)] = int(json.loads(summary.read_text())["input_size"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            self.pca_width[prep.data_key(config)] = int(json.loads(summary.read_text())["input_size"])
 
     def shape(self, config: RunConfig) -> tuple[int, int, int]:
         X, classes = self.rows(config)
@@ -196,7 +184,6 @@ class _Data:
 
 def _run(what: str, config: RunConfig, k: int, data: _Data,
          iterations: int | None = None, hidden: list[int] | None = None) -> FloorRun:
-
     n, d, c = data.shape(config)
     backend, dtype = _precision(config)
     sizes = (d, *(config.hidden if hidden is None else hidden), c)
@@ -206,12 +193,9 @@ def _run(what: str, config: RunConfig, k: int, data: _Data,
 
 def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
                since: float | None = None) -> StudyFloor:
-    """The trainings a study executes (step times not yet measured).
-
-    ``study``: a :class:`fcnet.experiments.study.Study`. ``population``: the most mates
-    trained as one population (``run_study``'s). ``out``: the study's directory; runs
-    finished there (before ``since``, epoch seconds, if given) are reused, not counted.
-    """
+    """The trainings a :class:`fcnet.experiments.study.Study` executes, at most
+    ``population`` mates at once (step times not yet measured). Runs finished in the
+    study's directory ``out`` (before ``since``, epoch seconds, if given) are not counted."""
     runs_dir = Path(out) / "runs" if out is not None else None
     data = _Data()
     floor = StudyFloor([], data=data)
@@ -235,15 +219,14 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
             continue
         floor.runs.append(_run("own run", config, 1, data))
     if depth and "depth" in study.blocks:
-        floor.runs += _depth_runs(study, study.blocks["depth"], data, runs_dir, since, floor)
+        floor.runs += _depth_runs(study, runs_dir, since, floor)
     return floor
 
 
-def _depth_runs(study, block: dict, data: _Data, runs_dir: Path | None, since, floor):
+def _depth_runs(study, runs_dir: Path | None, since, floor: StudyFloor) -> list[FloorRun]:
     """The depth study's torch runs: one per (init, depth), float32, Adam (only its
     products are in the floor), at ``depth_study``'s hidden size, epochs and batch."""
-    import inspect
-
+    block = study.blocks["depth"]
     try:
         from fcnet.torch_backend.depth import depth_study
     except ImportError as err:  # no torch: the study skips it too
@@ -261,13 +244,11 @@ def _depth_runs(study, block: dict, data: _Data, runs_dir: Path | None, since, f
     h, batch = defaults["hidden"], defaults["batch_size"]
     config = config.model_copy(update={"backend": "torch", "dtype": "float32", "amp": False,
                                        "batch_size": batch})
-    n = data.shape(config)[0]
-    its = defaults["epochs"] * max(n // batch, 1)
-    return [_run("depth", config, 1, data, its, [h] * (int(d) - 1))
+    its = defaults["epochs"] * max(floor.data.shape(config)[0] // batch, 1)
+    return [_run("depth", config, 1, floor.data, its, [h] * (int(d) - 1))
             for _ in inits for d in depths]
 
 
-# ------------------------------------------------------------------------- measuring
 def _rows(data: _Data, config: RunConfig, shape: Shape):
     """The run's own prepared training rows (N, D), in the precision its products use."""
     X = data.rows(config)[0]
@@ -279,12 +260,12 @@ def _rows(data: _Data, config: RunConfig, shape: Shape):
     return X.to(getattr(torch, shape.dtype))
 
 
-def _time_steps(f, min_steps: int, min_seconds: float) -> list[float]:
-    """Seconds of each of at least ``min_steps`` steps, for at least ``min_seconds``."""
+def _time_steps(f) -> list[float]:
+    """Seconds of each of at least MIN_STEPS steps, for at least MIN_SECONDS."""
     times: list[float] = []
     start = time.perf_counter()
-    while len(times) < MAX_STEPS and (len(times) < min_steps
-                                      or time.perf_counter() - start < min_seconds):
+    while len(times) < MAX_STEPS and (len(times) < MIN_STEPS
+                                      or time.perf_counter() - start < MIN_SECONDS):
         t0 = time.perf_counter()
         f.step()
         times.append(time.perf_counter() - t0)
@@ -292,19 +273,14 @@ def _time_steps(f, min_steps: int, min_seconds: float) -> list[float]:
 
 
 def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
-    """Fill in each run's step time (ms): the fastest of its timed steps.
-
-    One measurement per shape and data, cached in this process. The rows of one data
-    key and precision are prepared once; its shapes are timed in interleaved rounds
-    after a warm-up. The fastest step, not the median: the floor is what the machine
-    can do, and on a shared machine other work slows most steps of a busy spell (on
-    two busy cores, 2-threaded BLAS products waited out whole scheduler slices)."""
-    from fcnet.bench import FloorStep
-    from fcnet.training.prepare import data_key
-
+    """Fill in each run's step time (ms), measured once per shape and data in this process:
+    the shapes of one data key and precision timed in interleaved rounds after a warm-up.
+    The fastest step, not the median: the floor is what the machine can do, and on a shared
+    machine other work slows most steps of a busy spell (on two busy cores, 2-threaded BLAS
+    products waited out whole scheduler slices)."""
     todo: dict[tuple, dict[tuple, FloorRun]] = {}
     for r in floor.runs:
-        key = (r.shape, data_key(r.config))
+        key = (r.shape, prep.data_key(r.config))
         if key not in _STEP_MS:
             todo.setdefault((r.shape.backend, r.shape.dtype, key[1]), {})[key] = r
     last = None
@@ -322,14 +298,14 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
                 f.step()
         for _ in range(ROUNDS):
             for key, f in steps.items():
-                fastest[key] = min(fastest[key], *_time_steps(f, MIN_STEPS, MIN_SECONDS))
+                fastest[key] = min(fastest[key], *_time_steps(f))
         for key, t in fastest.items():
             _STEP_MS[key] = 1e3 * t
             if progress:
                 progress()
         del X, steps
     for r in floor.runs:
-        r.step_ms = _STEP_MS[(r.shape, data_key(r.config))]
+        r.step_ms = _STEP_MS[(r.shape, prep.data_key(r.config))]
     floor.data = None
     floor.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return floor

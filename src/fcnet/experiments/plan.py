@@ -14,20 +14,16 @@ from fcnet.config import RunConfig, make_config, read_toml
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.space import SearchParam, run_key
+from fcnet.training.population_run import compatible, population_key
 
 SEARCHES = ("random", "tpe")
 
 
-# ------------------------------------------------------------------------- the spec
 @dataclass
 class SweepSpec:
-    """What to run: a base config and either a grid (with optional explicit
-    points) or a search over ranges.
-
-    ``grid``: field -> values; their product is applied to each of ``points``
-    (dicts of fields; none means just the base). ``search``: 'random' or 'tpe'
-    over ``params`` for ``trials`` trials, the sampler seeded with ``seed``.
-    """
+    """What to run: a base config and either a grid (field -> values, their product
+    applied to each of ``points``, dicts of fields) or a ``search`` ('random' or 'tpe')
+    over ``params`` for ``trials`` trials, the sampler seeded with ``seed``."""
 
     base: RunConfig
     grid: dict[str, list] = field(default_factory=dict)
@@ -55,10 +51,7 @@ class SweepSpec:
             if self.trials < 1:
                 raise FcnetError("--trials must be at least 1")
             for p in self.params.values():  # both ends of every range must be valid configs
-                ends = p.choices if p.choices is not None else (p.low, p.high)
-                for v in ends:
-                    v = space._choice_value(p.name, v)
-                    v = int(v) if p.integer else v
+                for v in p.ends():
                     space.with_changes(self.base, {p.name: v}, where=f"--param {p.name}")
         for name, values in self.grid.items():
             space.check_field(name, "grid")
@@ -93,10 +86,7 @@ class SweepSpec:
         """The fields this sweep varies, in order (its table's columns)."""
         if self.search:
             return list(self.params)
-        names: list[str] = []
-        for p in self.points:
-            names += [n for n in p if n not in names]
-        return names + [n for n in self.grid if n not in names]
+        return list(dict.fromkeys([n for p in self.points for n in p] + list(self.grid)))
 
 
 def _canonical(base: RunConfig, name: str, value: Any) -> Any:
@@ -110,13 +100,8 @@ def _canonical(base: RunConfig, name: str, value: Any) -> Any:
 
 
 def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
-    """A sweep TOML file -> (base values, sweep tables).
-
-    ``[base]`` holds RunConfig keys; ``[grid]`` field = [values] (or a range
-    string "START:STOP:STEP"); ``[[points]]`` explicit points; ``[search]`` with
-    ``method``, ``trials``, ``seed`` and ``[search.params]`` field = "LOW:HIGH[:log]"
-    or a list of choices. A file with none of these tables is a plain run config.
-    """
+    """A sweep TOML file -> (``[base]`` values, the sweep's [grid], [[points]] and [search]
+    tables parsed: docs/sweep.md); a file with none of these tables is a plain run config."""
     data = read_toml(path)
     tables = {"base", "grid", "points", "search"}
     if not tables & set(data):
@@ -125,11 +110,10 @@ def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
     if extra:
         raise FcnetError(f"{path}: unknown key {extra[0]!r} in a sweep file "
                          "(put run config keys under [base])")
-    sweep: dict[str, Any] = {}
     grid = data.get("grid", {})
     if not isinstance(grid, dict):
         raise FcnetError(f"{path}: [grid] must be a table of field = [values]")
-    sweep["grid"] = {}
+    sweep: dict[str, Any] = {"grid": {}}
     for name, values in grid.items():
         if isinstance(values, str):  # "START:STOP:STEP" or "V1,V2", as on the command line
             name, values = space.parse_grid_item(f"{name}={values}")
@@ -154,7 +138,6 @@ def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
     return data.get("base", {}), sweep
 
 
-# ------------------------------------------------------------------------- the plan
 @dataclass
 class Job:
     """One training run: a config (at the largest iteration count of its group)
@@ -173,8 +156,6 @@ def pop_key(config: RunConfig) -> str | None:
     """Jobs with equal keys may train as one population (None: never). The one
     definition is the population trainer's own; a population is evaluated at the
     union of its members' ``eval_at``, which does not change what they learn."""
-    from fcnet.training.population_run import compatible, population_key
-
     if not compatible([config]):
         return None
     return hashlib.sha256(repr(population_key(config)).encode()).hexdigest()[:12]
@@ -201,11 +182,8 @@ def plan(spec: SweepSpec) -> tuple[list[Point], dict[str, Job]]:
     expanded = space.expand(spec.base, spec.grid, spec.points)
     groups: dict[str, list[tuple[dict, RunConfig]]] = {}
     for changes, config in expanded:
-        if shares_iterations(config):
-            g = run_key(config.model_copy(update={"iters": 1}))
-        else:
-            g = run_key(config)
-        groups.setdefault(g, []).append((changes, config))
+        g = config.model_copy(update={"iters": 1}) if shares_iterations(config) else config
+        groups.setdefault(run_key(g), []).append((changes, config))
     jobs: dict[str, Job] = {}
     job_of: dict[str, tuple[str, int | None]] = {}
     for members in groups.values():
@@ -215,9 +193,6 @@ def plan(spec: SweepSpec) -> tuple[list[Point], dict[str, Job]]:
         jobs[key] = Job(key, longest, shorter)
         for _, c in members:
             job_of[run_key(c)] = (key, None if c.iters == longest.iters else c.iters)
-    points = []
-    for changes, config in expanded:
-        k = run_key(config)
-        job, it = job_of[k]
-        points.append(Point(changes, config, k, job, it))
+    points = [Point(changes, config, run_key(config), *job_of[run_key(config)])
+              for changes, config in expanded]
     return points, jobs

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fcnet import files
 from fcnet.config import RunConfig
 from fcnet.experiments.plan import SweepSpec
 
 
-# ------------------------------------------------------------------------- results
 @dataclass
 class Row:
     """One row of a sweep's table."""
@@ -33,10 +35,7 @@ class Row:
         return self.val_acc is not None and self.status not in ("running", "pending", "error")
 
     def to_json(self) -> dict:
-        return {"config": json.loads(self.config.model_dump_json()), "params": self.params,
-                "val_acc": self.val_acc, "status": self.status, "key": self.key,
-                "run_dir": self.run_dir, "iteration": self.iteration, "trial": self.trial,
-                "error": self.error, "train_seconds": self.train_seconds}
+        return {**vars(self), "config": json.loads(self.config.model_dump_json())}
 
 
 @dataclass
@@ -44,14 +43,10 @@ class SweepResult:
     sweep_dir: Path
     spec: SweepSpec
     rows: list[Row]  # grid order (search: trial order)
-    study_name: str = "sweep"
-    storage: str = ""
 
     def ranked(self) -> list[Row]:
         """Rows by validation accuracy, best first; unfinished rows last."""
-        done = [r for r in self.rows if r.finished]
-        rest = [r for r in self.rows if not r.finished]
-        return sorted(done, key=lambda r: -r.val_acc) + rest
+        return sorted(self.rows, key=lambda r: (0, -r.val_acc) if r.finished else (1, 0))
 
     def best(self) -> Row | None:
         done = self.ranked()
@@ -69,9 +64,6 @@ class SweepResult:
         cols = self.spec.varied()
         rows = self.ranked()
         if fmt == "csv":
-            import csv
-            import io
-
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerow(["rank", *cols, "val_acc", "status", "run_dir", "key", "error"])
@@ -84,11 +76,10 @@ class SweepResult:
         body = []
         for i, r in enumerate(rows, 1):
             run = self._rel(r.run_dir)
+            if fmt == "markdown" and run:
+                run = f"[{run}]({run}/)"
             if r.iteration is not None and run:
                 run += f" @{r.iteration}"
-            if fmt == "markdown" and r.run_dir:
-                run = f"[{self._rel(r.run_dir)}]({self._rel(r.run_dir)}/)" + (
-                    f" @{r.iteration}" if r.iteration is not None else "")
             status = r.status if not r.error else f"{r.status}: {r.error}"
             body.append([str(i), *(_fmt(r.params.get(c)) for c in cols),
                          "-" if r.val_acc is None else f"{r.val_acc:.4f}", status, run])
@@ -97,6 +88,7 @@ class SweepResult:
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
             return "\n".join(lines) + "\n"
         widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+
         def fmt_row(cells: list[str]) -> str:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
@@ -114,8 +106,6 @@ class SweepResult:
         """results.md, results.csv and results.json in the sweep directory, and with the
         Optuna ``study`` where two or more params vary, Optuna's parameter-importance and
         parallel-coordinate figures beside them (shown in results.md)."""
-        from fcnet import files
-
         d = self.sweep_dir
         md = self.table("markdown")
         if study is not None:
@@ -156,8 +146,6 @@ def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
-
-    from fcnet import files
 
     written = []
     for name, (fn, caption) in FIGURES.items():

@@ -1,23 +1,9 @@
-"""What a sweep varies: grid values and search ranges, parsed from text.
-
-Grid (``--grid FIELD=VALUES``), one value list per RunConfig field:
-
-    lr=1e-3,1e-4          a list
-    hidden=50,100         one hidden layer each: [50], [100]
-    hidden=100x50,200     two layers [100, 50], then [200]  (or JSON: [100,50],[200])
-    iters=1000:10000:1000 an inclusive range START:STOP:STEP (numeric fields)
-
-Search (``--param FIELD=SPEC``), for random or TPE search:
-
-    lr=1e-5:1e-2:log      log-uniform between the bounds
-    reg=0:1               uniform
-    reg=0:1:0.25          uniform on a step of 0.25
-    batch_size=100:500    integers (the field is an int)
-    hidden=50,100,100x50  a choice between values
-"""
+"""What a sweep varies: grid values (``--grid FIELD=VALUES``) and search ranges
+(``--param FIELD=SPEC``), parsed from text; docs/sweep.md has the syntax."""
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import itertools
 import json
@@ -33,8 +19,7 @@ FIELDS = RunConfig.model_fields
 
 
 def run_key(config: RunConfig) -> str:
-    """A short, stable name for a config (``RunConfig.key``): identical configs
-    share one run directory and run once."""
+    """``RunConfig.key``: identical configs share one run directory and run once."""
     return config.key()
 
 
@@ -53,20 +38,7 @@ def _numeric_kind(name: str) -> type | None:
     args = typing.get_args(ann) or (ann,)
     if bool in args:
         return None
-    if int in args:
-        return int
-    if float in args:
-        return float
-    return None
-
-
-def _optional(name: str) -> bool:
-    return type(None) in typing.get_args(FIELDS[name].annotation)
-
-
-def _literals(name: str) -> tuple:
-    ann = FIELDS[name].annotation
-    return typing.get_args(ann) if typing.get_origin(ann) is typing.Literal else ()
+    return int if int in args else float if float in args else None
 
 
 def split_values(text: str) -> list[str]:
@@ -94,7 +66,7 @@ def parse_value(name: str, text: str) -> Any:
             return [int(h) for h in text.split("x")]
         except ValueError:
             raise FcnetError(f"hidden: expected sizes like 100x50, got {text!r}") from None
-    if text in ("none", "None") and _optional(name) and text not in _literals(name):
+    if text in ("none", "None") and type(None) in typing.get_args(FIELDS[name].annotation):
         return None
     try:
         value = json.loads(text)
@@ -106,10 +78,8 @@ def parse_value(name: str, text: str) -> Any:
 
 
 def _number(text: str, where: str) -> int | float:
-    try:
+    with contextlib.suppress(ValueError):
         return int(text)
-    except ValueError:
-        pass
     try:
         value = float(text)
     except ValueError:
@@ -165,22 +135,24 @@ def normalise_values(name: str, values: list, where: str) -> list:
             out.append(v)
     if not out:
         raise FcnetError(f"{where}: no values")
-    seen = []
-    for v in out:
-        if v in seen:
+    for i, v in enumerate(out):
+        if v in out[:i]:
             raise FcnetError(f"{where}: value {v!r} is listed twice")
-        seen.append(v)
+    return out
+
+
+def _once(pairs, flag: str) -> dict:
+    """(name, value) pairs as a dict; FcnetError for a name given twice."""
+    out: dict = {}
+    for name, value in pairs:
+        if name in out:
+            raise FcnetError(f"{flag} {name}: given twice")
+        out[name] = value
     return out
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
-    grid: dict[str, list] = {}
-    for item in items:
-        name, values = parse_grid_item(item)
-        if name in grid:
-            raise FcnetError(f"--grid {name}: given twice")
-        grid[name] = values
-    return grid
+    return _once(map(parse_grid_item, items), "--grid")
 
 
 @dataclass(frozen=True)
@@ -210,14 +182,10 @@ class SearchParam:
             if len(parts) not in (2, 3):
                 raise FcnetError(f"{where}: a range is LOW:HIGH, LOW:HIGH:log or LOW:HIGH:STEP")
             low, high = (_number(p, where) for p in parts[:2])
-            log, step = False, None
-            if len(parts) == 3:
-                if parts[2].strip() == "log":
-                    log = True
-                else:
-                    step = _number(parts[2], where)
-                    if step <= 0:
-                        raise FcnetError(f"{where}: STEP must be positive")
+            log = len(parts) == 3 and parts[2].strip() == "log"
+            step = _number(parts[2], where) if len(parts) == 3 and not log else None
+            if step is not None and step <= 0:
+                raise FcnetError(f"{where}: STEP must be positive")
             if not low < high:
                 raise FcnetError(f"{where}: needs LOW < HIGH")
             if log and low <= 0:
@@ -241,6 +209,11 @@ class SearchParam:
                                      log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def ends(self) -> list:
+        """The field values at both ends of the range (or every choice)."""
+        values = self.choices if self.choices is not None else (self.low, self.high)
+        return [int(v) if self.integer else _choice_value(self.name, v) for v in values]
+
     def describe(self) -> str:
         if self.choices is not None:
             return ",".join(str(c) for c in self.choices)
@@ -250,9 +223,7 @@ class SearchParam:
 
 def _choice_key(value: Any) -> Any:
     """Optuna choices must be scalars: hidden [100, 50] is stored as '100x50'."""
-    if isinstance(value, list):
-        return "x".join(str(v) for v in value)
-    return value
+    return "x".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _choice_value(name: str, value: Any) -> Any:
@@ -260,22 +231,13 @@ def _choice_value(name: str, value: Any) -> Any:
 
 
 def parse_params(items: list[str]) -> dict[str, SearchParam]:
-    params: dict[str, SearchParam] = {}
-    for item in items:
-        p = SearchParam.parse(item)
-        if p.name in params:
-            raise FcnetError(f"--param {p.name}: given twice")
-        params[p.name] = p
-    return params
+    return _once(((p.name, p) for p in map(SearchParam.parse, items)), "--param")
 
 
 def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep") -> RunConfig:
-    """``base`` with ``changes`` applied and validated.
-
-    Setting ``iters`` clears an ``epochs`` inherited from the base (and the other
-    way round is not needed: epochs already overrides iters)."""
-    values = base.model_dump()
-    values.update(changes)
+    """``base`` with ``changes`` applied and validated; setting ``iters`` clears an
+    ``epochs`` inherited from the base (epochs already overrides iters)."""
+    values = {**base.model_dump(), **changes}
     if "iters" in changes and "epochs" not in changes:
         values["epochs"] = None
     try:
@@ -295,11 +257,8 @@ def _describe(changes: dict[str, Any]) -> str:
 
 def expand(base: RunConfig, grid: dict[str, list], points: list[dict] | None = None
            ) -> list[tuple[dict, RunConfig]]:
-    """Every (changes, config) of ``points x product(grid)``, in grid order.
-
-    Each point is a dict of fields; the grid's product is applied on top of it,
-    so points [{hidden: [50]}, {hidden: [100]}] with grid {reg: [0, 0.25]} give
-    four configs. Every config is validated here, before any work starts."""
+    """Every (changes, config) of ``points x product(grid)``, in grid order: the grid's
+    product on top of each point (a dict of fields), validated before any work starts."""
     out = []
     names = list(grid)
     for point in points or [{}]:

@@ -1,16 +1,15 @@
-"""Where a sweep keeps its trials: Optuna's RDB storage.
-
-By default an SQLite file in the sweep directory, used by one `fcnet sweep`
-process (and its workers) at a time: a lock file enforces it, so every RUNNING
-trial found on start belongs to a process that died. A server URL
-(postgresql://...) lets processes on several machines share one sweep. On both,
-every process records a heartbeat for the trials it runs (Optuna's own runs only
-inside ``optimize()``), a trial whose heartbeat stops for ``GRACE_S`` seconds is
-failed by ``optuna.storages.fail_stale_trials``, and :func:`retry` queues it again.
+"""Where a sweep keeps its trials: Optuna's RDB storage, by default an SQLite file that
+one `fcnet sweep` process (and its workers) uses at a time (a lock file enforces it, so
+RUNNING trials found on start are leftovers), or a server (postgresql://...) shared by
+processes on several machines. Every process records a heartbeat for the trials it
+runs; a trial silent for ``GRACE_S`` seconds is failed and :func:`retry` queues it again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import importlib.util
 import logging
 import os
 import random
@@ -19,11 +18,18 @@ import time
 import warnings
 from pathlib import Path
 
+import optuna
+import sqlalchemy.exc
+from filelock import Timeout
+
+from fcnet import files
 from fcnet.errors import FcnetError
 
 HEARTBEAT_S = 10  # how often a live process touches each trial it runs
 GRACE_S = 60  # silence after which another process may take the trial over
 DB_NAME = "sweep.db"
+# the exceptions a failing storage raises: Optuna's wrapper and SQLAlchemy's own
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
 def default_url(sweep_dir: Path) -> str:
@@ -37,8 +43,6 @@ def is_sqlite(url: str) -> bool:
 def quiet_optuna() -> None:
     """Optuna logs every trial at INFO, warns that heartbeats are experimental and
     logs a storage's lost connection before fcnet names it in one line: errors only."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     # fcnet records the heartbeat itself, around ask -> train -> tell
@@ -53,8 +57,6 @@ def driver_url(url: str) -> str:
     installs psycopg2, so pick it when psycopg is missing."""
     scheme, sep, rest = url.partition("://")
     if sep and scheme in ("postgresql", "postgres"):
-        import importlib.util
-
         if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
             return f"postgresql+psycopg2://{rest}"
         return f"postgresql://{rest}"
@@ -63,9 +65,6 @@ def driver_url(url: str) -> str:
 
 def open_storage(url: str):
     """An Optuna RDBStorage for ``url``; FcnetError when it cannot be reached."""
-    import optuna
-    import sqlalchemy.exc
-
     quiet_optuna()
     given, url = url, driver_url(url)
     kwargs: dict = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
@@ -81,21 +80,18 @@ def open_storage(url: str):
             if is_sqlite(url):
                 _fast_commits(storage)
             return storage
-        except sqlalchemy.exc.SQLAlchemyError as err:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
             # workers starting together on an empty database race to create its
             # tables; the loser finds them there on the next try
-            race = sqlalchemy.exc.IntegrityError | sqlalchemy.exc.ProgrammingError
-            if isinstance(err, sqlalchemy.exc.DatabaseError) and not isinstance(err, race):
-                raise storage_error(given, err) from None
-            if attempt == 3 or not isinstance(err, sqlalchemy.exc.IntegrityError |
-                                              sqlalchemy.exc.ProgrammingError):
-                raise FcnetError(f"--storage {_safe(given)}: cannot open "
-                                 f"({_first_line(err)})") from None
-            time.sleep(0.2 + random.random())
-        except (ImportError, ValueError) as err:
-            raise FcnetError(f"--storage {_safe(given)}: cannot open ({_first_line(err)})"
-                             ) from None
-    raise AssertionError("unreachable")
+            cause = err
+            if attempt < 3:
+                time.sleep(0.2 + random.random())
+                continue
+        except sqlalchemy.exc.DatabaseError as err:
+            raise storage_error(given, err) from None
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as err:
+            cause = err
+        raise FcnetError(f"--storage {_safe(given)}: cannot open ({_first_line(cause)})") from None
 
 
 def _fast_commits(storage) -> None:
@@ -103,8 +99,6 @@ def _fast_commits(storage) -> None:
     160 queued trials took 6.6 s with a sync per commit, 1.8 s so (2 busy cores).  A
     crash of the machine itself may lose the last commits, never a finished run: those
     trials run again and read their run directories back."""
-    import sqlalchemy
-
     @sqlalchemy.event.listens_for(storage.engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
@@ -122,10 +116,6 @@ def retry(study, trial) -> None:
     """Queue a failed trial again: Optuna's RetryHeartbeatStaleTrialCallback (same params and
     distributions, ``retry_history`` kept), carrying only the job's user attributes, not
     the dead process's owner or error."""
-    import copy
-
-    import optuna
-
     job = copy.deepcopy(trial)
     job.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in JOB_ATTRS}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, job)
@@ -139,20 +129,15 @@ def _first_line(err: BaseException) -> str:
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        cred, _, host = rest.rpartition("@")
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
+    cred, at, host = rest.rpartition("@")
+    if sep and at and ":" in cred:
+        return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
     return url
 
 
 def lock_sweep(sweep_dir: Path):
     """The SQLite sweep's lock (``filelock``), held by this process; FcnetError naming
     the holder when another process runs the sweep."""
-    from filelock import Timeout
-
-    from fcnet import files
-
     path = files.ensure_dir(sweep_dir) / ".lock"
     lock = files.lock(path)
     try:
@@ -165,7 +150,6 @@ def lock_sweep(sweep_dir: Path):
     return lock
 
 
-# ------------------------------------------------------------------ storage failures
 _CAUSES = (  # (words in the driver's message, cause, what to do); first match wins
     (("readonly", "read-only", "permission denied"), "cannot be written (read-only)",
      "make it writable and run the same command again"),
@@ -184,19 +168,15 @@ def storage_error(url: str, err: BaseException) -> FcnetError:
     """One line for a storage that failed under a sweep: which storage, why, what to do.
     Whatever it was, finished runs stay on disk and are reused by the next run."""
     text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e).lower()
-    where = _safe(url)
-    if is_sqlite(url):
-        where = url.split(":///", 1)[-1]
-        if "disk i/o error" in text and _nearly_full(where):  # a full disk, seen from the WAL
-            text = "disk is full"
-        for words, cause, todo in _CAUSES:
-            if any(w in text for w in words):
-                return FcnetError(f"sweep storage {where} {cause}: {todo}")
-    else:
+    sqlite = is_sqlite(url)
+    where = url.split(":///", 1)[-1] if sqlite else _safe(url)
+    if sqlite and "disk i/o error" in text and _nearly_full(where):  # a full disk, seen from the WAL
+        text = "disk is full"
+    for words, cause, todo in _CAUSES if sqlite else _CAUSES[:2]:
+        if any(w in text for w in words):
+            return FcnetError(f"sweep storage {where} {cause}: {todo}")
+    if not sqlite:
         host = where.partition("://")[2].rpartition("@")[2].split("/")[0] or where
-        for words, cause, todo in _CAUSES[:2]:
-            if any(w in text for w in words):
-                return FcnetError(f"sweep storage {where} {cause}: {todo}")
         return FcnetError(f"sweep storage {where}: the server at {host} stopped or cannot be "
                           "reached: start it and run the same command again")
     return FcnetError(f"sweep storage {where} failed ({_first_line(err)}): "
@@ -211,20 +191,11 @@ def _nearly_full(db_path: str) -> bool:
     return st.f_bavail * st.f_frsize < 4 << 20
 
 
-def storage_errors() -> tuple[type[BaseException], ...]:
-    """The exceptions a failing storage raises: Optuna's wrapper and SQLAlchemy's own."""
-    import optuna
-    import sqlalchemy.exc
-
-    return (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
-
-
 class Heartbeat:
     """A thread that records a heartbeat for every trial this process holds."""
 
-    def __init__(self, storage, interval: float = HEARTBEAT_S):
+    def __init__(self, storage):
         self.storage = storage
-        self.interval = interval
         self.trial_ids: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -242,13 +213,11 @@ class Heartbeat:
 
     def _beat(self, ids) -> None:
         for tid in ids:
-            try:
+            with contextlib.suppress(Exception):  # a blip in the connection: the next beat retries
                 self.storage.record_heartbeat(tid)
-            except Exception:  # a blip in the connection: the next beat retries
-                pass
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(HEARTBEAT_S):
             with self._lock:
                 ids = list(self.trial_ids)
             self._beat(ids)

@@ -1,46 +1,52 @@
 """Training a sweep's trials, in the sweep's process or in worker processes.
 
-A *task* is a list of jobs (one trial each) handed to one call of
-:func:`run_task`; a task of several population mates is one call of
-``fcnet.training.train_population``. Worker processes are started with the
-'spawn' method and BLAS thread counts set in their environment, so the
-variables are in place before NumPy loads; this module imports NumPy only
-inside functions for the same reason.
+A *task* is the jobs one call of :func:`run_task` trains (several population mates as
+one ``train_population``). Worker processes are started with 'spawn' and the BLAS
+thread counts in their environment, so the variables are in place before NumPy loads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
+import optuna
+from optuna.trial import TrialState
+
+import fcnet.training
+from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import seeds, space
+from fcnet.experiments.plan import plan, pop_key
 from fcnet.experiments.space import run_key
+from fcnet.experiments.storage import Heartbeat, retry
 
 ATTEMPTS = "sweep-attempts.jsonl"  # one line when a trial starts in a run dir, one when it ends
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def _log_attempt(run_dir: Path, record: dict) -> None:
+def _log_attempt(run_dir: Path, job: dict, **record) -> None:
+    record = {"trial": job["trial"], "host": socket.gethostname(), "pid": os.getpid(), **record}
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ATTEMPTS, "a") as f:  # O_APPEND: whole lines, even across processes
         f.write(json.dumps(record) + "\n")
 
 
-def _summary_mtime(run_dir: Path) -> float | None:
-    try:
-        return (run_dir / "summary.json").stat().st_mtime_ns
-    except FileNotFoundError:
-        return None
+def _summary_mtime(run_dir: Path) -> int | None:
+    path = run_dir / "summary.json"
+    return path.stat().st_mtime_ns if path.exists() else None
 
 
 def _error(job: dict, err: BaseException) -> dict:
@@ -51,19 +57,10 @@ def _error(job: dict, err: BaseException) -> dict:
 
 
 def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
-    """Train every job of a task; returns one result per job, in order.
-
-    A job is ``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``;
-    its result adds ``"summary"`` (train_run's dict, plus ``"trained"``: False when
-    the run directory already held the finished run) or ``"error"`` and ``"kind"``
-    ('user' for an FcnetError, 'bug' for anything else).
-    """
-    from contextlib import ExitStack
-
-    from fcnet.config import RunConfig
-    from fcnet.training import rundir
-
-    host, pid = socket.gethostname(), os.getpid()
+    """Train every job (``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``) of a
+    task; one result per job, in order: the job plus ``"summary"`` (train_run's, with
+    ``"trained"``: False when the run directory held the finished run) or ``"error"`` and
+    ``"kind"`` ('user' for an FcnetError, 'bug' for anything else)."""
     results = []
     try:
         with ExitStack() as locks:
@@ -71,12 +68,11 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
             run_dirs = [Path(job["run_dir"]) for job in jobs]
             for config, run_dir in zip(configs, run_dirs, strict=True):
                 # a second sweep sharing this runs dir waits here instead of training the run
-                locks.enter_context(rundir.locked(run_dir, config))
+                locks.enter_context(fcnet.training.rundir.locked(run_dir, config))
             before = [_summary_mtime(d) for d in run_dirs]
             for job, run_dir in zip(jobs, run_dirs, strict=True):
-                _log_attempt(run_dir, {"trial": job["trial"], "host": host, "pid": pid,
-                                       "start": time.time(), "batch": len(jobs),
-                                       "threads": os.environ.get("OMP_NUM_THREADS")})
+                _log_attempt(run_dir, job, start=time.time(), batch=len(jobs),
+                             threads=os.environ.get("OMP_NUM_THREADS"))
             outcomes = _train(jobs, configs, run_dirs, figures)
             for job, run_dir, old, (ok, s) in zip(jobs, run_dirs, before, outcomes,
                                                   strict=True):
@@ -84,9 +80,8 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
                     results.append(s)
                     continue
                 trained = old is None or _summary_mtime(run_dir) != old
-                _log_attempt(run_dir, {"trial": job["trial"], "host": host, "pid": pid,
-                                       "end": time.time(), "trained": trained,
-                                       "status": s.get("status")})
+                _log_attempt(run_dir, job, end=time.time(), trained=trained,
+                             status=s.get("status"))
                 results.append({**job, "summary": {**s, "trained": trained}})
     except Exception as err:  # e.g. an unreadable config: report it on every job
         return [_error(job, err) for job in jobs]
@@ -96,28 +91,24 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
 def _train(jobs, configs, run_dirs, figures) -> list[tuple[bool, dict]]:
     """(ok, summary or error result) per job: one population, or lone runs."""
     if len(jobs) > 1:
-        from fcnet.training import train_population
-
         eval_at = sorted({i for job in jobs for i in job["eval_at"]})
         try:
-            return [(True, s) for s in train_population(
+            return [(True, s) for s in fcnet.training.train_population(
                 configs, run_dirs, quiet=True, resume=True, eval_at=eval_at or None,
                 figures=figures)]
         except Exception as err:  # the whole population failed
             return [(False, _error(job, err)) for job in jobs]
-    from fcnet.training import train_run
-
     out = []
     for job, config, run_dir in zip(jobs, configs, run_dirs, strict=True):
         try:
-            out.append((True, train_run(config, run_dir, quiet=True, resume=True,
-                                        eval_at=job["eval_at"] or None, figures=figures)))
+            out.append((True, fcnet.training.train_run(
+                config, run_dir, quiet=True, resume=True, eval_at=job["eval_at"] or None,
+                figures=figures)))
         except Exception as err:
             out.append((False, _error(job, err)))
     return out
 
 
-# ------------------------------------------------------------------ a trial's life
 POLL_S = 1.0  # how often a worker waiting on other processes' trials looks again
 RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_seconds",
                "samples_per_second", "iterations", "diverged_at", "trained", "seeds",
@@ -126,22 +117,21 @@ RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_s
 
 def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
          figures: bool = True, on_tell=None) -> str | None:
-    """One worker: Optuna's ``_run_trial`` for up to K trials at a time. Fail stale
-    trials, ask for a trial and the population mates queued right after it, heartbeat
-    them, train them as one task, tell. Returns when nothing is left to ask for and no
-    other process runs a trial that may yet fail back into the queue, or with the
-    message of a user-caused error that stopped it."""
-    import optuna
-    from optuna.trial import TrialState as S
-
-    from fcnet.experiments.storage import Heartbeat
-
+    """One worker: Optuna's ``_run_trial`` for a trial and the population mates queued
+    right after it (fail stale trials, ask, heartbeat, train as one task, tell). Returns
+    None when nothing is left to ask for and no other process runs a trial that may yet
+    fail back into the queue, or the message of a user-caused error that stopped it."""
     owner, beat, held = f"{socket.gethostname()}:{os.getpid()}", Heartbeat(st.storage), []
     if spec.search:
-        st.study.sampler = _sampler(st, spec)
+        # a restarted or joining process must not replay the first process's proposals
+        seed = spec.seed + len(st.trials()) + (0 if st.created else os.getpid())
+        random = spec.search == "random"
+        sampler = optuna.samplers.RandomSampler if random else optuna.samplers.TPESampler
+        st.study.sampler = sampler(seed=seed)
 
     def ask():  # a RUNNING trial with its job, held here; None: queue empty, budget spent
-        if not (st.trials(S.WAITING) if spec.search is None else _budget_left(st, spec) > 0):
+        if not (st.trials(TrialState.WAITING) if spec.search is None
+                else _budget_left(st, spec) > 0):
             return None
         trial = st.study.ask()
         st.storage.set_trial_user_attr(trial._trial_id, "owner", owner)
@@ -149,9 +139,9 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
         held.append(trial)
         if spec.search is None:
             if "key" not in trial.user_attrs:  # another worker emptied the queue first
-                return tell(trial, S.PRUNED, {"error": "queue was empty"})
-            for n, d in _grid_distributions(spec).items():  # the queued values' distributions
-                trial.suggest_categorical(n, d.choices)
+                return tell(trial, TrialState.PRUNED, {"error": "queue was empty"})
+            for n, choices in _grid_choices(spec).items():  # the queued values' distributions
+                trial.suggest_categorical(n, choices)
             return trial
         changes = {n: p.suggest(trial) for n, p in spec.params.items()}
         if "key" not in trial.user_attrs:  # a new sample, not a retry
@@ -161,12 +151,12 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
         return trial
 
     def tell(trial, state, attrs: dict, value: float | None = None) -> None:
-        try:
+        # UpdateFinishedTrialError: failed as stale and queued again meanwhile (the retry
+        # reads the run back)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
             for k, v in attrs.items():
                 st.storage.set_trial_user_attr(trial._trial_id, k, v)
             st.study.tell(trial, value, state=state, skip_if_finished=True)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass  # failed as stale and queued again meanwhile: the retry reads the run back
         beat.discard(trial._trial_id)
         held.remove(trial)
 
@@ -177,13 +167,12 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
             while task and _wants_mate(st, spec, task, population, workers) and (t := ask()):
                 task.append(t)
             if not task:
-                if not st.trials(S.RUNNING, S.WAITING):
+                if not st.trials(TrialState.RUNNING, TrialState.WAITING):
                     return None
                 time.sleep(POLL_S)
                 continue
-            jobs = [{"trial": t.number, "key": t.user_attrs["key"],
-                     "config": t.user_attrs["config"], "eval_at": list(
-                         t.user_attrs.get("eval_at") or []),
+            jobs = [{"trial": t.number, "key": t.user_attrs["key"], "config": t.user_attrs["config"],
+                     "eval_at": list(t.user_attrs.get("eval_at") or []),
                      "run_dir": str(runs_dir / t.user_attrs["key"])} for t in task]
             results = seeds.run_trials(jobs, spec.seeds, lambda js: run_task(js, figures))
             for trial, result in zip(task, results, strict=True):
@@ -203,24 +192,20 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
 
 def job_attrs(config) -> dict:
     """The user attributes a trial needs to train (and to be queued again)."""
-    from fcnet.experiments.plan import pop_key
-
     return {"key": run_key(config), "config": config.model_dump_json(), "eval_at": [],
             "pop": pop_key(config)}
 
 
 def _outcome(st, trial, result: dict) -> tuple:
     """(state, user attributes, value) of a trained trial; intermediate values reported."""
-    from optuna.trial import TrialState as S
-
     if "error" in result:
         if result["kind"] == "bug":
             print(result.get("traceback", ""), file=sys.stderr)
-        return S.FAIL, {"error": result["error"], "error_kind": result["kind"]}
+        return TrialState.FAIL, {"error": result["error"], "error_kind": result["kind"]}
     s = result["summary"]
     attrs = {k: s.get(k) for k in RESULT_KEYS}
     attrs.update(run_dir=str(Path(result["run_dir"]).resolve()), host=socket.gethostname())
-    twins = [t.number for t in st.trials(S.COMPLETE) if t.user_attrs.get("key") ==
+    twins = [t.number for t in st.trials(TrialState.COMPLETE) if t.user_attrs.get("key") ==
              result["key"] and "reused_from" not in t.user_attrs]
     if not s.get("trained") and twins:  # a twin's run, read back
         attrs["reused_from"] = min(twins)
@@ -228,19 +213,18 @@ def _outcome(st, trial, result: dict) -> tuple:
         if acc is not None and math.isfinite(acc):
             trial.report(float(acc), int(it))
     value = s.get("final_val_acc")
-    return S.COMPLETE, attrs, float(value) if value is not None and math.isfinite(value) else 0.0
+    value = float(value) if value is not None and math.isfinite(value) else 0.0
+    return TrialState.COMPLETE, attrs, value
 
 
 def _wants_mate(st, spec, task: list, population: int, workers: int) -> bool:
     """Whether to ask for one more population mate of ``task``: the next queued trial is
     one (or a search's samples all are), and fewer than K are taken (fewer still when
     that keeps every worker busy)."""
-    from optuna.trial import TrialState as S
-
     pop = task[0].user_attrs["pop"]
     if population <= 1 or pop is None:
         return False
-    waiting = sorted(st.trials(S.WAITING), key=lambda t: t.number)
+    waiting = sorted(st.trials(TrialState.WAITING), key=lambda t: t.number)
     if waiting:
         if waiting[0].user_attrs.get("pop") != pop:
             return False
@@ -253,61 +237,30 @@ def _wants_mate(st, spec, task: list, population: int, workers: int) -> bool:
 
 
 def _budget_left(st, spec) -> int:
-    from optuna.trial import TrialState as S
-
-    used = len(st.trials(S.COMPLETE, S.RUNNING, S.WAITING))
-    return spec.trials - used + len(st.trials(S.WAITING))
-
-
-def _sampler(st, spec):
-    import optuna
-
-    # a restarted or joining process must not replay the first process's proposals
-    seed = spec.seed + len(st.trials()) + (0 if st.created else os.getpid())
-    if spec.search == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    return spec.trials - len(st.trials(TrialState.COMPLETE, TrialState.RUNNING))
 
 
 def _shape_free(spec) -> bool:
     """Do all of a search's samples train together (its ranges change no shapes)?"""
-    from fcnet.experiments.plan import pop_key
-
-    pops = set()
-    for p in spec.params.values():
-        for v in p.choices if p.choices is not None else (p.low, p.high):
-            v = int(v) if p.integer else space._choice_value(p.name, v)
-            pops.add(pop_key(space.with_changes(spec.base, {p.name: v})))
+    pops = {pop_key(space.with_changes(spec.base, {p.name: v}))
+            for p in spec.params.values() for v in p.ends()}
     return len(pops) == 1 and None not in pops
 
 
-def _grid_distributions(spec) -> dict:
-    """A grid's params: each varied field, categorical over the values its points take."""
-    from optuna.distributions import CategoricalDistribution
-
-    from fcnet.experiments.plan import plan
-
-    points, _ = plan(spec)
-    choices: dict[str, list] = {n: [] for n in spec.varied()}
-    for p in points:
-        for n, values in choices.items():
-            v = space._choice_key(getattr(p.config, n))
-            if v not in values:
-                values.append(v)
-    return {n: CategoricalDistribution(v) for n, v in choices.items()}
+def _grid_choices(spec) -> dict[str, list]:
+    """A grid's params: each varied field's values over its points (categorical)."""
+    points = plan(spec)[0]
+    return {n: list(dict.fromkeys(space._choice_key(getattr(p.config, n)) for p in points))
+            for n in spec.varied()}
 
 
-# ------------------------------------------------------------------ stale trials
 def fail_stale(st, everyone: bool = False, why: str = "its process died") -> None:
     """Optuna's ``fail_stale_trials`` (heartbeat silent for the grace period; its retry
     callback queues the trial again), plus what it cannot know: a trial whose owner is a
     dead pid on this machine, or every RUNNING trial when ``everyone`` (the SQLite lock
     proves nobody else runs), is failed and queued again at once."""
-    import optuna
-    from optuna.trial import TrialState as S
-
     host = socket.gethostname()
-    for t in st.trials(S.RUNNING):
+    for t in st.trials(TrialState.RUNNING):
         o_host, _, o_pid = t.user_attrs.get("owner", "").rpartition(":")
         if everyone or (o_host == host and o_pid.isdigit() and not _pid_alive(int(o_pid))):
             fail(st, t._trial_id, f"interrupted ({why})")
@@ -316,17 +269,11 @@ def fail_stale(st, everyone: bool = False, why: str = "its process died") -> Non
 
 def fail(st, trial_id: int, error: str) -> None:
     """Fail a RUNNING trial and queue it again (Optuna's RetryHeartbeatStaleTrialCallback)."""
-    from optuna.exceptions import UpdateFinishedTrialError
-    from optuna.trial import TrialState
-
-    from fcnet.experiments.storage import retry
-
-    try:
+    # UpdateFinishedTrialError: finished (or failed) by another process meanwhile
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         st.storage.set_trial_user_attr(trial_id, "error", error)
         if st.storage.set_trial_state_values(trial_id, TrialState.FAIL):
             retry(st.study, st.storage.get_trial(trial_id))
-    except UpdateFinishedTrialError:
-        pass  # finished (or failed) by another process meanwhile
 
 
 def _pid_alive(pid: int) -> bool:
@@ -334,29 +281,22 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's process
+        pass
     return True
 
 
-# ------------------------------------------------------------------ worker processes
 def die_with_parent(parent_pid: int) -> None:
     """Exit when the sweep process dies (even by SIGKILL), so no orphan keeps
     training into a run directory that a restarted sweep will resume."""
-    try:
-        import ctypes
-        import signal
-
+    with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
     def watch() -> None:  # also where prctl is missing, and for the race before it
-        while True:
-            if os.getppid() != parent_pid:
-                os._exit(1)
+        while os.getppid() == parent_pid:
             time.sleep(1.0)
+        os._exit(1)
 
     if os.getppid() != parent_pid:
         os._exit(1)
@@ -368,21 +308,3 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
 
-
-def thread_env(threads: int) -> dict[str, str]:
-    return {v: str(threads) for v in THREAD_VARS}
-
-
-@contextmanager
-def environ(values: dict[str, str]):
-    """Set environment variables for the duration of the block, then restore them."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
