@@ -1,15 +1,11 @@
-"""``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD (float64,
-float32 or bfloat16-mixed), the torch backend's one hand-written update, without autograd.
+"""``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD, by hand.
 
-Layer 1 of members sharing a minibatch (one seed) is one product (B, D) @ (D, K*H1), its
-update one x^T [dZ1_1 ... dZ1_K]; several seeds make it a batched (K, B, D) @ (K, D, H1).
-Deeper layers are ``torch.bmm`` over the member axis.  Loss: mean cross-entropy + reg *
-sum ||W||^2; update W <- (1 - 2 lr reg) W - lr a^T dz, b <- b - lr sum dz.  A member whose
-loss stops being finite is frozen at its last good parameters; no step reads a value back
-to the host on CUDA.  Init, batches and dropout masks are each member's lone run's
-(``TorchTrainer``), so a float64 member equals its lone run to rounding.  bfloat16-mixed:
-bf16 operands (data, activations, weight copies refreshed after each update) accumulated
-in float32; master weights, biases, softmax, loss and updates are float32.
+Layer 1 of members sharing a minibatch (one seed) is one product (B, D) @ (D, K*H1); several
+seeds make it a batched (K, B, D) @ (K, D, H1); deeper layers are ``torch.bmm`` over the
+member axis.  A member whose loss stops being finite is frozen at its last good parameters
+(no host read-back on CUDA).  Each member's init, batches and dropout masks are its lone
+run's, so a float64 member equals its lone run to rounding.  bfloat16-mixed: bf16 operands
+accumulated in float32; master weights, biases, softmax, loss and updates are float32.
 """
 
 from __future__ import annotations
@@ -33,11 +29,9 @@ SHARED = ("hidden", "batch_size", "sampling", "schedule", "epochs", "iters", "dt
 
 
 class TorchPopulation(Engine):
-    """K same-shaped MLPs, one ``RunConfig`` each, differing only in lr, decay, reg,
-    dropout_keep, the normal init's scale and seed.  ``threads``: torch intra-op threads of
-    a CPU step (None: torch's count); pass 1 on cores other processes load, where each
-    parallel region can wait a scheduler slice for its second thread (7.6-14.6 ms an
-    exercise step against 2.2 on one)."""
+    """K MLPs, a ``RunConfig`` each (differing in lr, decay, reg, dropout_keep, init scale,
+    seed).  ``threads``: a CPU step's (None: torch's count); 1 on cores other processes load,
+    where a parallel region can wait a time slice (7.6-14.6 ms a step against 2.2 on one)."""
 
     def __init__(self, configs: Sequence[RunConfig], input_size: int, num_classes: int,
                  threads: int | None = None):

@@ -97,11 +97,10 @@ def precision(config: RunConfig, device) -> tuple[str, str | None]:
 
 
 class Engine:
-    """What a lone run (K = 1) and a population of K share: ``run`` (the loop), the batch
-    streams (one per seed), the histories and their part of a checkpoint.  Subclasses call
-    ``_setup(configs)`` and define ``data(X, y)``, ``step(X, y, idx, lr)`` (every member on
-    rows idx (S, B), a row per stream, at rates lr (K,): losses (K,); sets ``halted`` when
-    nothing is left to train), ``accuracies(X, y, train)`` (K floats) and ``_finish()``."""
+    """What a lone run (K = 1) and a population of K share: the loop, batch streams (one per
+    seed), histories and checkpoint part.  Subclasses call ``_setup`` and define ``data``,
+    ``step`` (rows idx (S, B), a row per stream, rates lr (K,) -> losses (K,); sets
+    ``halted`` when nothing is left to train), ``accuracies`` (K floats) and ``_finish``."""
 
     tta = False
 
@@ -260,9 +259,8 @@ class Engine:
 
 
 class TorchTrainer(Engine):
-    """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``.
-    ``image_shape``: an image in the rows' order ((H, W, C), (C, H, W) or (H, W)) for
-    augmentation, None for non-images.  ``optimizer(parameters)`` replaces the config's rule
+    """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``; ``image_shape``
+    (None: not images) for augmentation; ``optimizer(parameters)`` replaces the config's rule
     (lr still set by the schedule; the loss history is then the data loss alone)."""
 
     def __init__(self, config: RunConfig, input_size: int, num_classes: int,
@@ -378,8 +376,7 @@ class TorchTrainer(Engine):
 
     def _tensor(self, X):
         """Rows as a tensor on the device, in the model's dtype (no copy when possible)."""
-        np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
-        return torch.from_numpy(np.ascontiguousarray(X, dtype=np_dtype)).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.dtype)[6:])).to(self.device)
 
     def data(self, X, y):
         X, y = MLP.check_inputs(self, X, y)  # as the NumPy engine checks them (reads D and C)
