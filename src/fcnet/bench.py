@@ -107,13 +107,16 @@ class FloorStep:
     layer 1 is one stacked product x W1, (B, D) @ (D, K*H1), and its update one
     x^T dZ1, (D, B) @ (B, K*H1); each deeper layer is a batched product
     (K, B, H) @ (K, H, H') forward and two backward, a^T dZ and dZ W^T (K = 1:
-    plain 2-D products). X (N, D) is a NumPy array (NumPy's BLAS, in X's dtype) or
-    a torch tensor (torch's CPU kernels on ``threads`` threads, None: torch's own).
+    plain 2-D products). ``own``: each member draws its own batch (members that differ
+    in their seed), so K gathers and layer 1 batched too, (K, B, D) @ (K, D, H1): no
+    stacked product can serve K different batches. X (N, D) is a NumPy array (NumPy's
+    BLAS, in X's dtype) or a torch tensor (torch's CPU kernels on ``threads`` threads,
+    None: torch's own).
     """
 
     def __init__(self, X, sizes: list[int], batch: int, k: int = 1, seed: int = 0,
-                 threads: int | None = None):
-        self.X, self.batch, self.threads = X, batch, threads
+                 threads: int | None = None, own: bool = False):
+        self.X, self.batch, self.threads, self.own = X, batch, threads, own and k > 1
         self.rng = np.random.RandomState(seed)
         self.torch = torch = sys.modules["torch"] if not isinstance(X, np.ndarray) else None
         if torch is not None:
@@ -130,34 +133,38 @@ class FloorStep:
                 return rs.standard_normal(shape).astype(X.dtype)
 
             self.mm, bmm, self.T = np.matmul, np.matmul, lambda a: a.swapaxes(-1, -2)
-        B, D, H, L = batch, sizes[0], k * sizes[1], len(sizes) - 1
-        self.x = new(B, D)
-        self.W1, self.z1, self.dz1, self.dW1 = new(D, H), new(B, H), new(B, H), new(D, H)
+        B, D, L = batch, sizes[0], len(sizes) - 1
+        lead, H = ((k,), sizes[1]) if self.own else ((), k * sizes[1])
+        self.x = new(*lead, B, D)
+        self.W1, self.z1, self.dz1, self.dW1 = (new(*lead, *s) for s in ((D, H), (B, H), (B, H), (D, H)))
         # deeper layers l = 2..L: weights (K, H, H'), activations/gradients (K, B, H')
         self.W = [new(k, sizes[i - 1], sizes[i]) for i in range(2, L + 1)]
         self.dW = [new(k, sizes[i - 1], sizes[i]) for i in range(2, L + 1)]
         self.a = [new(k, B, sizes[i]) for i in range(1, L + 1)]  # a[0] is layer 1's, (K, B, H1)
         self.da = [new(k, B, sizes[i]) for i in range(1, L + 1)]
         self.bmm = (lambda a, b, out: self.mm(a[0], b[0], out=out[0])) if k == 1 else bmm
+        self.mm1 = bmm if self.own else self.mm  # layer 1's products
 
     def step(self) -> None:
         torch = self.torch
-        idx = self.rng.choice(self.X.shape[0], self.batch)
         if torch is not None:
             before = torch.get_num_threads()
             if self.threads:
                 torch.set_num_threads(self.threads)
-            torch.index_select(self.X, 0, torch.from_numpy(idx), out=self.x)
-        else:
-            np.take(self.X, idx, axis=0, out=self.x, mode="clip")
-        mm, bmm, T = self.mm, self.bmm, self.T
+        for x in self.x if self.own else (self.x,):
+            idx = self.rng.choice(self.X.shape[0], self.batch)
+            if torch is not None:
+                torch.index_select(self.X, 0, torch.from_numpy(idx), out=x)
+            else:
+                np.take(self.X, idx, axis=0, out=x, mode="clip")
+        mm, bmm, T = self.mm1, self.bmm, self.T
         mm(self.x, self.W1, out=self.z1)
         for i, W in enumerate(self.W):  # forward through the deeper layers
             bmm(self.a[i], W, out=self.a[i + 1])
         for i in range(len(self.W) - 1, -1, -1):  # backward: a^T dZ, then dZ W^T
             bmm(T(self.a[i]), self.da[i + 1], out=self.dW[i])
             bmm(self.da[i + 1], T(self.W[i]), out=self.da[i])
-        mm(self.x.T if torch is None else self.x.t(), self.dz1, out=self.dW1)
+        mm(T(self.x), self.dz1, out=self.dW1)
         if torch is not None:
             torch.set_num_threads(before)
 
