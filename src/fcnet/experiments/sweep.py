@@ -65,16 +65,8 @@ class _Study:
             try:
                 self.study = optuna.load_study(study_name=name, storage=self.storage)
             except KeyError:
-                raise FcnetError(f"no study {name!r} in {self.kind} storage") from None
-            refuse_old(url, name, self.attrs)
-
-    @property
-    def attrs(self) -> dict:
-        return self.study.user_attrs
-
-    @property
-    def kind(self) -> str:
-        return self.url.split("://")[0]
+                raise FcnetError(f"no study {name!r} in {url.split('://')[0]} storage") from None
+            refuse_old(url, name, self.study.user_attrs)
 
     def trials(self, *states) -> list:
         return self.study.get_trials(deepcopy=False, states=states or None)
@@ -254,19 +246,19 @@ def _spec_for(st: _Study, spec: SweepSpec | None, join: bool, wait_s: float) -> 
     """The study's spec: set it when new; check it matches when given. A joining process
     waits (up to ``wait_s``) until the process that set the sweep up has queued its jobs."""
     # a process that created the study with a spec queues the jobs itself: no waiting
-    deadline = time.monotonic() + wait_s
-    while join and "ready" not in st.attrs and not (st.created and spec is not None):
+    deadline, kind = time.monotonic() + wait_s, st.url.split("://")[0]
+    while join and "ready" not in st.study.user_attrs and not (st.created and spec is not None):
         if time.monotonic() >= deadline:
-            raise FcnetError(f"study {st.name!r} in {st.kind} storage was not set up within "
+            raise FcnetError(f"study {st.name!r} in {kind} storage was not set up within "
                              f"{wait_s:.0f} s by the process that created it: start that sweep "
                              "again (the same command without --join)")
         time.sleep(worker.POLL_S / 4)  # soon after it is queued: the creator is asking already
-    stored = st.attrs.get("spec")
+    stored = st.study.user_attrs.get("spec")
     if spec is None:
         if stored is None:
-            raise FcnetError(f"study {st.name!r} in {st.kind} storage holds no sweep yet: "
+            raise FcnetError(f"study {st.name!r} in {kind} storage holds no sweep yet: "
                              "give --grid, --search or a sweep --config")
-        return SweepSpec.from_identity(stored, trials=st.attrs.get("trials", 20))
+        return SweepSpec.from_identity(stored, trials=st.study.user_attrs.get("trials", 20))
     ident = json.loads(json.dumps(spec.identity()))
     if stored is None:
         st.study.set_user_attr("spec", ident)
