@@ -171,6 +171,24 @@ def test_floor_step_gathers_the_drawn_rows_and_computes_each_product(k, sizes):
     assert len(f.W) == len(sizes) - 2
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_floor_step_of_own_batches_gathers_one_batch_per_member(backend):
+    # members of other seeds draw other batches: K gathers, layer 1 batched (K, B, D) @ (K, D, H1)
+    X = np.random.default_rng(0).standard_normal((400, 32)).astype(np.float32)
+    if backend == "torch":
+        torch = pytest.importorskip("torch")
+        X = torch.from_numpy(X)
+    f = FloorStep(X, [32, 16, 10], batch=25, k=3, seed=2, own=True)
+    f.step()
+    rng = np.random.RandomState(2)
+    x, W1, dz1 = (np.asarray(a) for a in (f.x, f.W1, f.dz1))
+    assert x.shape == (3, 25, 32) and W1.shape == (3, 32, 16)
+    for j in range(3):
+        np.testing.assert_array_equal(x[j], np.asarray(X)[rng.choice(400, 25)])
+        np.testing.assert_allclose(np.asarray(f.z1)[j], x[j] @ W1[j], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(f.dW1)[j], x[j].T @ dz1[j], rtol=1e-5, atol=1e-4)
+
+
 def test_floor_step_in_torch_matches_numpy_products():
     torch = pytest.importorskip("torch")
     X = torch.randn(300, 32)
@@ -231,6 +249,17 @@ def test_study_floor_counts_each_run_the_plan_executes_once(small_study):
     # at most `population` mates train as one population
     got = sorted((r.what, r.shape.k) for r in floor_runs(study, population=3).runs)
     assert got == [("population", 3), ("run", 1), ("run", 1)]
+
+
+def test_study_floor_of_seeds_gathers_a_batch_per_member(small_study):
+    from fcnet.experiments.floor import floor_runs
+    from fcnet.experiments.study import load_study
+
+    # with 3 seeds, each population's members draw their own batches, as the trainers do
+    runs = floor_runs(load_study(small_study, seeds=3)).runs
+    got = {(r.shape.sizes[1], r.shape.k, r.shape.own) for r in runs}
+    assert got == {(20, 12, True), (10, 3, True)}
+    assert not any(r.shape.own for r in floor_runs(load_study(small_study)).runs)
 
 
 def test_study_floor_leaves_out_runs_finished_before(small_study, tmp_path):

@@ -37,16 +37,19 @@ _STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> fastest ms, this 
 @dataclass(frozen=True)
 class Shape:
     """What a floor step costs depends on: engine, precision, layer sizes (D, H1, ..., C),
-    batch and the members trained at once."""
+    batch, the members trained at once and whether each draws its own batch (their seeds
+    differ)."""
 
     backend: str  # numpy | torch
     dtype: str  # float32 | float64 | bfloat16
     sizes: tuple[int, ...]
     batch: int
     k: int = 1
+    own: bool = False
 
     def describe(self) -> str:
         pop = f", population of {self.k}" if self.k > 1 else ""
+        pop += ", own batches" if self.own else ""
         return (f"{'-'.join(map(str, self.sizes))} batch {self.batch} {self.dtype} "
                 f"{self.backend}{pop}")
 
@@ -182,13 +185,13 @@ class _Data:
         return (*X.shape, classes)
 
 
-def _run(what: str, config: RunConfig, k: int, data: _Data,
-         iterations: int | None = None, hidden: list[int] | None = None) -> FloorRun:
+def _run(what: str, config: RunConfig, k: int, data: _Data, iterations: int | None = None,
+         hidden: list[int] | None = None, own: bool = False) -> FloorRun:
     n, d, c = data.shape(config)
     backend, dtype = _precision(config)
     sizes = (d, *(config.hidden if hidden is None else hidden), c)
     its = config.length(n)[0] if iterations is None else iterations
-    return FloorRun(what, Shape(backend, dtype, sizes, config.batch_size, k), its, n, config)
+    return FloorRun(what, Shape(backend, dtype, sizes, config.batch_size, k, own), its, n, config)
 
 
 def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
@@ -210,8 +213,10 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
     for members in groups.values():
         for i in range(0, len(members), population):
             chunk = members[i:i + population]
+            # members of other seeds draw other batches (the population trainer's rule)
+            own = len({j.config.seed for j in chunk}) > 1
             floor.runs.append(_run("population" if len(chunk) > 1 else "run",
-                                   chunk[0].config, len(chunk), data))
+                                   chunk[0].config, len(chunk), data, own=own))
     # rows read along a longer run that the report re-trains alone for their figures
     for config in study.own_runs():
         if _finished(runs_dir and runs_dir / space.run_key(config) / "summary.json", since):
@@ -290,7 +295,8 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
         last = backend
         first = next(iter(shapes.values()))
         X = _rows(floor.data or _Data(), first.config, first.shape)
-        steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k)
+        steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k,
+                                    own=r.shape.own)
                  for key, r in shapes.items()}
         fastest = dict.fromkeys(steps, math.inf)
         for f in steps.values():
