@@ -135,7 +135,7 @@ class FcnetTrainer(Trainer):
         t0 = time.perf_counter()
         for _ in range(reps):
             float((sv.model.predict(ws.x) == ws.y).mean())
-            sv.val_accuracy()
+            sv.val_accuracies()
         return 1e3 * (time.perf_counter() - t0) / reps
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+import fcnet.files
 import fcnet.training
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
@@ -129,11 +130,17 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
         sampler = optuna.samplers.RandomSampler if random else optuna.samplers.TPESampler
         st.study.sampler = sampler(seed=seed)
 
+    # SQLite: pysqlite begins its transaction only at the UPDATE, so two processes could
+    # both pop one WAITING trial in Optuna's ask (PostgreSQL locks the row): one at a time
+    one_ask = (fcnet.files.lock(st.url.removeprefix("sqlite:///") + ".ask.lock")
+               if st.url.startswith("sqlite:") else contextlib.nullcontext())
+
     def ask():  # a RUNNING trial with its job, held here; None: queue empty, budget spent
         if not (st.trials(TrialState.WAITING) if spec.search is None
                 else _budget_left(st, spec) > 0):
             return None
-        trial = st.study.ask()
+        with one_ask:
+            trial = st.study.ask()
         st.storage.set_trial_user_attr(trial._trial_id, "owner", owner)
         beat.add(trial._trial_id)
         held.append(trial)
