@@ -79,7 +79,7 @@ def softmax_loss(scores: np.ndarray, y: np.ndarray, inplace: bool = False, row_m
     correct = (np.take_along_axis(d, idx, -1)[..., 0] if own else d[..., rows, y]).astype(np.float64)
     np.exp(d, out=d)
     sums = d.sum(axis=-1, keepdims=True)
-    loss = np.mean(np.log(sums[..., 0].astype(np.float64)) - correct, axis=-1)
+    loss = np.add.reduce(np.log(sums[..., 0].astype(np.float64)) - correct, axis=-1) / n  # the mean
     d /= sums  # softmax(z)
     if own:  # - onehot(y)
         np.put_along_axis(d, idx, np.take_along_axis(d, idx, -1) - 1, -1)

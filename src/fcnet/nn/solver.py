@@ -96,9 +96,10 @@ class Stream:
 
     def draw(self, n: int, batch: int, sampling: str, it: int, per_epoch: int) -> np.ndarray:
         """Row indices (B,) of iteration ``it``: 'replacement' draws ``choice(n, B)`` (the
-        exercise); 'shuffle' slices ``permutation(n)``, redrawn at each epoch's start."""
+        exercise's; ``randint(0, n, B)`` is that draw without choice's checks); 'shuffle'
+        slices ``permutation(n)``, redrawn at each epoch's start."""
         if sampling == "replacement":
-            return self.rng.choice(n, batch)
+            return self.rng.randint(0, n, batch)
         pos = (it % per_epoch) * batch
         if pos == 0 or pos + batch > self.perm.size:
             self.perm, pos = self.rng.permutation(n), 0

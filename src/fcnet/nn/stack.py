@@ -171,4 +171,4 @@ def backward(stack: Stack, ws: Workspace, dz: np.ndarray) -> None:
         np.matmul(ws.x.T, ws.z1, out=dW.reshape(-1, k * h1))
     else:
         np.matmul(ws.x.T, dz.reshape(n, h1), out=dW.reshape(-1, h1))
-    np.sum(dz, axis=1, out=db)
+    dz.sum(axis=1, out=db)
