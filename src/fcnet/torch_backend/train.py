@@ -341,7 +341,7 @@ class TorchTrainer(Engine):
             group["lr"] = float(lr[0])
         if self.cuda and self.it % self.per_epoch == 0:  # CUDA does not sync every step
             self._safe = {k: v.clone() for k, v in self.model.state_dict().items()}
-        xb, yb = X[idx[0]], y[idx[0]]
+        xb, yb = X.index_select(0, idx[0]), y.index_select(0, idx[0])  # X[idx]: 1.7x slower on CPU
         if self.augment is not None:
             xb = self.augment(xb, self.gen)
         lam = None
