@@ -656,3 +656,19 @@ def test_relu_runs_in_place_and_the_workspace_is_reused_across_steps():
     z1 = ws.x @ solver.model.params["W1"] + solver.model.params["b1"]
     forward_loss(solver.stack, ws, np.zeros(1), np.ones(1), [])
     np.testing.assert_allclose(ws.acts[0][0], np.maximum(z1, 0), rtol=1e-12, atol=1e-18)
+
+
+def test_batches_are_the_course_drivers_choice_draws():
+    """A minibatch stream draws what the course's ``np.random.choice(num_train, batch_size)``
+    draws from the same generator, batch after batch, for a seeded and the global one."""
+    from fcnet.nn.solver import Stream
+
+    for n, b in [(1437, 200), (49000, 200), (5, 7)]:
+        ours, course = Stream(3), np.random.RandomState(3)
+        for it in range(20):
+            np.testing.assert_array_equal(ours.draw(n, b, "replacement", it, n // b or 1),
+                                          course.choice(n, b))
+    np.random.seed(0)
+    first = Stream(None).draw(49000, 200, "replacement", 0, 245)
+    np.random.seed(0)
+    np.testing.assert_array_equal(first, np.random.choice(49000, 200))
