@@ -152,7 +152,7 @@ class FloorStep:
             if self.threads:
                 torch.set_num_threads(self.threads)
         for x in self.x if self.own else (self.x,):
-            idx = self.rng.choice(self.X.shape[0], self.batch)
+            idx = self.rng.randint(0, self.X.shape[0], self.batch)  # choice(n, B), as Stream draws it
             if torch is not None:
                 torch.index_select(self.X, 0, torch.from_numpy(idx), out=x)
             else:
