@@ -1,14 +1,11 @@
-"""`fcnet bench`: one SGD training step of the net 3072-100-10 at batch 200.
-
-fcnet in float32 and float64, its floor (``FloorStep``: the index draw, the gather
-and the matrix products), PyTorch and scikit-learn, NumPy and torch populations,
-all interleaved in rounds in this one process so machine drift touches them alike;
-each figure is the median of its timed steps.  Inputs are synthetic, CIFAR-sized:
-step time does not depend on the values.  docs/bench.md defines every system.
-"""
+"""`fcnet bench` (docs/bench.md): one SGD training step of the net 3072-100-10 at batch 200 for
+fcnet in float32 and float64, its floor (``FloorStep``), PyTorch, scikit-learn, NumPy and torch
+populations, interleaved in rounds in one process so machine drift touches them alike; each figure
+is the median of its timed steps on synthetic CIFAR-sized inputs (their values don't matter)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -20,23 +17,21 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from fcnet.errors import FcnetError
 from fcnet.nn.fpenv import supported as ftz_supported
 from fcnet.nn.model import MLP, TwoLayerNet
 from fcnet.nn.solver import Solver
 
-STEP_KEYS = ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32",
-             "sklearn_f32")
+STEP_KEYS = ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32")
 TORCH_STEP_KEYS = ("torch_bf16", "bf16_floor")  # step_ms entries of the torch bf16 systems
-TORCH_POP_KEYS = ("torch_bf16", "torch_bf16_floor", "torch_bf16_k64")  # population.<key>_ms
 MIN_STEPS = 30
 
 
 @dataclass
 class BenchSettings:
-    """What is measured.  ``steps`` timed steps per system (at least 30),
-    spread over ``rounds`` interleaved rounds."""
+    """What is measured: ``steps`` timed steps per system (at least 30) over ``rounds`` rounds."""
 
     rows: int = 49_000
     steps: int = 60
@@ -60,11 +55,9 @@ class BenchSettings:
 
     def validate(self) -> None:
         if self.steps < MIN_STEPS:
-            raise FcnetError(f"--steps must be at least {MIN_STEPS} (a median needs them), "
-                             f"got {self.steps}")
+            raise FcnetError(f"--steps must be at least {MIN_STEPS} (a median needs them), got {self.steps}")
         if self.rows < self.batch:
-            raise FcnetError(f"--rows must be at least the batch size {self.batch}, "
-                             f"got {self.rows}")
+            raise FcnetError(f"--rows must be at least the batch size {self.batch}, got {self.rows}")
         if self.rounds < 1:
             raise FcnetError(f"--rounds must be positive, got {self.rounds}")
 
@@ -75,44 +68,30 @@ class StepSystem:
     name = ""
     steps_per_call = 1  # sklearn's call is an epoch of many steps
     threads = "openblas"  # whose worker threads it runs on (NumPy's OpenBLAS or torch's)
-
-    def step(self) -> None:
-        raise NotImplementedError
+    step: Callable[[], None]
 
 
 class SolverSystem(StepSystem):
-    """One iteration of each of its Solvers, as ``train`` runs it (a lone net, K lone
-    nets: the sweep without populations, or one Solver of K: a population)."""
+    """One iteration of each of its Solvers as ``train`` runs it: a lone net, K lone nets or a population."""
 
-    def __init__(self, name: str, solvers: list[Solver]):
-        self.name, self.solvers = name, solvers
+    def __init__(self, name: str, s: BenchSettings, X, y, runs: list[tuple], num_iters: int = 2**62):
+        n_val = min(1000, X.shape[0] // 10)  # runs: (model, lr, reg) of each Solver
+        self.name, self.solvers = name, [
+            Solver(model, X, y, X[:n_val], y[:n_val], learning_rate=lr, reg=reg,
+                   num_iters=num_iters, batch_size=s.batch, seed=s.seed) for model, lr, reg in runs]
 
     def step(self) -> None:
         for solver in self.solvers:
             solver.run(until=solver.it + 1)
 
 
-def _solver(model, s: BenchSettings, X, y, lr, reg, num_iters: int = 2**62) -> Solver:
-    n_val = min(1000, X.shape[0] // 10)
-    return Solver(model, X, y, X[:n_val], y[:n_val], learning_rate=lr, reg=reg,
-                  num_iters=num_iters, batch_size=s.batch, seed=s.seed)
-
-
 class FloorStep:
-    """The floor of one SGD step: draw ``batch`` row indices, gather those rows of X
-    into a preallocated buffer, and the matrix products of forward and backward,
-    nothing else (no bias, activation, softmax or update; values do not matter).
-
-    ``sizes`` is [D, H1, ..., C]; ``k`` members train at once (a population, or 1):
-    layer 1 is one stacked product x W1, (B, D) @ (D, K*H1), and its update one
-    x^T dZ1, (D, B) @ (B, K*H1); each deeper layer is a batched product
-    (K, B, H) @ (K, H, H') forward and two backward, a^T dZ and dZ W^T (K = 1:
-    plain 2-D products). ``own``: each member draws its own batch (members that differ
-    in their seed), so K gathers and layer 1 batched too, (K, B, D) @ (K, D, H1): no
-    stacked product can serve K different batches. X (N, D) is a NumPy array (NumPy's
-    BLAS, in X's dtype) or a torch tensor (torch's CPU kernels on ``threads`` threads,
-    None: torch's own).
-    """
+    """The floor of one SGD step (docs/bench.md): draw ``batch`` row indices, gather those rows of X
+    into a preallocated buffer, and the matrix products of forward and backward alone. ``sizes`` is
+    [D, H1, ..., C]; ``k`` members train at once: layer 1 one stacked product (B, D) @ (D, K*H1),
+    deeper layers batched (K, B, H) @ (K, H, H'). ``own``: each member draws its own batch (their
+    seeds differ), so K gathers and layer 1 batched too. X (N, D): a NumPy array (NumPy's BLAS) or
+    a torch tensor (torch's kernels on ``threads`` threads, None: torch's own)."""
 
     def __init__(self, X, sizes: list[int], batch: int, k: int = 1, seed: int = 0,
                  threads: int | None = None, own: bool = False):
@@ -121,18 +100,16 @@ class FloorStep:
         self.torch = torch = sys.modules["torch"] if not isinstance(X, np.ndarray) else None
         if torch is not None:
             gen = torch.Generator().manual_seed(seed)
-
-            def new(*shape):
-                return torch.randn(*shape, generator=gen).to(X.dtype)
-
             self.mm, bmm, self.T = torch.mm, torch.bmm, lambda a: a.transpose(-1, -2)
         else:
             rs = np.random.RandomState(seed)
-
-            def new(*shape):
-                return rs.standard_normal(shape).astype(X.dtype)
-
             self.mm, bmm, self.T = np.matmul, np.matmul, lambda a: a.swapaxes(-1, -2)
+
+        def new(*shape):
+            if torch is not None:
+                return torch.randn(*shape, generator=gen).to(X.dtype)
+            return rs.standard_normal(shape).astype(X.dtype)
+
         B, D, L = batch, sizes[0], len(sizes) - 1
         lead, H = ((k,), sizes[1]) if self.own else ((), k * sizes[1])
         self.x = new(*lead, B, D)
@@ -173,14 +150,10 @@ class FloorSystem(StepSystem):
     """``FloorStep`` under a bench name: NumPy's BLAS, or torch's on ``bf16_threads``."""
 
     def __init__(self, name: str, s: BenchSettings, X, hidden: int, k: int = 1):
-        self.name = name
         numpy = isinstance(X, np.ndarray)
-        self.threads = "openblas" if numpy else "torch"
-        self.floor = FloorStep(X, [s.input_size, hidden, s.classes], s.batch, k, s.seed,
-                               None if numpy else s.bf16_threads or None)
-
-    def step(self) -> None:
-        self.floor.step()
+        self.name, self.threads = name, "openblas" if numpy else "torch"
+        self.step = FloorStep(X, [s.input_size, hidden, s.classes], s.batch, k, s.seed,
+                              None if numpy else s.bf16_threads or None).step
 
 
 class TorchSystem(StepSystem):
@@ -202,8 +175,7 @@ class TorchSystem(StepSystem):
         self.loss_fn = torch.nn.CrossEntropyLoss()
 
     def step(self) -> None:
-        torch = self.torch
-        idx = torch.randint(0, self.X.shape[0], (self.batch,))
+        idx = self.torch.randint(0, self.X.shape[0], (self.batch,))
         xb, yb = self.X.index_select(0, idx), self.y.index_select(0, idx)
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.net(xb), yb)
@@ -231,27 +203,18 @@ class SklearnSystem(StepSystem):
             warm_start=True, tol=0.0, n_iter_no_change=2**31,
         )
 
-    def fit(self, X, y) -> None:
+    def step(self, rows: int | None = None) -> None:  # the first ``rows`` only: a warm-up
         with warnings.catch_warnings(), self.sklearn.config_context(assume_finite=True):
             warnings.simplefilter("ignore", self.warning)
-            self.model.fit(X, y)
-
-    def warm(self) -> None:
-        n = min(self.X.shape[0], 2000)
-        self.fit(self.X[:n], self.y[:n])
-
-    def step(self) -> None:
-        self.fit(self.X, self.y)
+            self.model.fit(self.X[:rows], self.y[:rows])
 
 
 class TorchBf16System(StepSystem):
-    """A ``TorchPopulation`` step (the stacked torch engine) in bf16-mixed: the
-    exercise's net (K = 1) or K sweep configurations."""
+    """A bf16-mixed ``TorchPopulation`` step: the exercise's net (K = 1) or K sweep configurations."""
 
     threads = "torch"
 
-    def __init__(self, name: str, s: BenchSettings, Xb, y, configs: list[dict], hidden: int,
-                 dtype: str = "bfloat16"):
+    def __init__(self, name: str, s: BenchSettings, Xb, y, configs: list[dict], hidden: int, dtype: str):
         from fcnet.config import make_config
         from fcnet.torch_backend.population import TorchPopulation
 
@@ -267,9 +230,8 @@ class TorchBf16System(StepSystem):
         self.pop.step(self.X, self.y, self.pop.batch(self.n), self.pop.lrs)
 
 
-def pop_configs(s: BenchSettings, k: int | None = None) -> list[dict]:
+def pop_configs(s: BenchSettings, k: int) -> list[dict]:
     """K sweep-like configurations: learning rates and L2 strengths spread out."""
-    k = s.pop_k if k is None else k
     lrs = np.geomspace(3e-5, 1e-3, k)
     regs = np.resize([0.0, 0.05, 0.25, 0.5], k)
     return [{"lr": float(a), "reg": float(b), "seed": s.seed + j}
@@ -277,28 +239,22 @@ def pop_configs(s: BenchSettings, k: int | None = None) -> list[dict]:
 
 
 def pop_model(s: BenchSettings, c: dict) -> MLP:
-    return MLP(s.input_size, [s.pop_hidden], s.classes, std=s.std, seed=c["seed"],
-               dtype="float32")
-
-
-def synthetic_data(rows: int, input_size: int, classes: int, seed: int):
-    """(rows, D) float32 with the spread of mean-subtracted pixels, labels (rows,)."""
-    gen = np.random.default_rng(seed)
-    X = gen.standard_normal((rows, input_size), dtype=np.float32)
-    X *= 60.0
-    return X, gen.integers(0, classes, rows).astype(np.intp)
+    return MLP(s.input_size, [s.pop_hidden], s.classes, std=s.std, seed=c["seed"], dtype="float32")
 
 
 def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
-    X32, y = synthetic_data(s.rows, s.input_size, s.classes, s.seed)
+    gen = np.random.default_rng(s.seed)
+    X32 = gen.standard_normal((s.rows, s.input_size), dtype=np.float32)
+    X32 *= 60.0  # the spread of mean-subtracted pixels
+    y = gen.integers(0, s.classes, s.rows).astype(np.intp)
     X64 = X32.astype(np.float64)
 
     def net(dtype: str) -> TwoLayerNet:
         return TwoLayerNet(s.input_size, s.hidden, s.classes, std=s.std, seed=s.seed, dtype=dtype)
 
     systems: list[StepSystem] = [
-        SolverSystem("fcnet_f32", [_solver(net("float32"), s, X32, y, s.lr, s.reg)]),
-        SolverSystem("fcnet_f64", [_solver(net("float64"), s, X64, y, s.lr, s.reg)]),
+        SolverSystem("fcnet_f32", s, X32, y, [(net("float32"), s.lr, s.reg)]),
+        SolverSystem("fcnet_f64", s, X64, y, [(net("float64"), s.lr, s.reg)]),
         FloorSystem("blas_floor_f32", s, X32, s.hidden),
         FloorSystem("blas_floor_f64", s, X64, s.hidden),
     ]
@@ -308,13 +264,11 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
                 systems.append(system(s, X32, y))
             except ImportError as err:
                 notes[f"{peer}_f32"] = f"not measured: {err}"
-    configs = pop_configs(s)
+    configs = pop_configs(s, s.pop_k)
     lrs, regs = [c["lr"] for c in configs], [c["reg"] for c in configs]
     systems += [
-        SolverSystem("sequential", [_solver(pop_model(s, c), s, X32, y, c["lr"], c["reg"])
-                                    for c in configs]),
-        SolverSystem("population", [_solver([pop_model(s, c) for c in configs], s, X32, y,
-                                            lrs, regs, num_iters=2**24)]),
+        SolverSystem("sequential", s, X32, y, [(pop_model(s, c), c["lr"], c["reg"]) for c in configs]),
+        SolverSystem("population", s, X32, y, [([pop_model(s, c) for c in configs], lrs, regs)], 2**24),
         FloorSystem("pop_floor", s, X32, s.pop_hidden, s.pop_k),
     ]
     if "torch" in s.peers:
@@ -323,17 +277,15 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
 
             from fcnet.torch_backend.train import bf16_unsupported
 
-            # what a --dtype bfloat16 run trains in here: without bf16 instructions torch
-            # emulates bf16 products 10-40x slower than float32, so runs fall back to float32
+            # what a --dtype bfloat16 run trains in here (float32 without bf16 instructions)
             why = bf16_unsupported(torch.device("cpu"))
             dtype = "bfloat16" if why is None else "float32"
             if why:
                 notes["bf16"] = (f"{why}: the bf16 systems ran the float32 fallback of a "
                                  "--dtype bfloat16 run, and the bf16 targets are n/a")
             Xb = torch.from_numpy(X32).to(getattr(torch, dtype))  # one copy for all of them
-            ex = [{"lr": s.lr, "reg": s.reg, "seed": s.seed}]
             systems += [
-                TorchBf16System("torch_bf16", s, Xb, y, ex, s.hidden, dtype),
+                TorchBf16System("torch_bf16", s, Xb, y, [{"lr": s.lr, "reg": s.reg}], s.hidden, dtype),
                 FloorSystem("bf16_floor", s, Xb, s.hidden),
                 TorchBf16System("pop_torch_bf16", s, Xb, y, configs, s.pop_hidden, dtype),
                 FloorSystem("pop_torch_bf16_floor", s, Xb, s.pop_hidden, s.pop_k),
@@ -346,12 +298,11 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
 
 
 def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | None = None):
-    """Interleaved rounds; returns {name: [ms per step, ...]} (for sklearn, one
-    value per epoch: the epoch's time over its steps)."""
+    """Interleaved rounds; returns {name: [ms per step, ...]} (sklearn: one per epoch)."""
     samples: dict[str, list[float]] = {sys_.name: [] for sys_ in systems}
     for sys_ in systems:  # warm-up: workspaces, caches, thread pools, lazy inits
         if isinstance(sys_, SklearnSystem):
-            sys_.warm()
+            sys_.step(rows=2000)
         else:
             for _ in range(s.warmup):
                 sys_.step()
@@ -359,14 +310,12 @@ def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | No
     for r in range(s.rounds):
         shift = r % len(systems)
         for sys_ in systems[shift:] + systems[:shift]:
-            # OpenBLAS's idle workers spin for about 0.1 s after their last call, and
-            # slow torch's threads (and the other way round) until they sleep
+            # OpenBLAS's idle workers spin ~0.1 s and slow torch's threads (and the other way round)
             time.sleep(s.gap_s if sys_.threads == last else s.switch_gap_s)
             last = sys_.threads
             # ``steps`` steps in all over the rounds (sklearn: enough whole epochs)
             calls = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
-            if sys_.steps_per_call == 1:
-                sys_.step()
+            for _ in range(2 if sys_.steps_per_call == 1 else 0):  # untimed, after the gap
                 sys_.step()
             for _ in range(calls):
                 t0 = time.perf_counter()
@@ -379,83 +328,55 @@ def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | No
 
 def machine_info() -> dict:
     """CPU, cores, BLAS library and threads, library versions."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    b = next((p for p in blas if "numpy" in p.get("filepath", "")), blas[0] if blas else None)
     info: dict = {
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
+        "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "numpy": np.__version__,
-        "blas": None, "blas_threads": None,
+        "blas": f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})" if b else None,
+        "blas_threads": b.get("num_threads") if b else None,
         # OpenBLAS's kernel choice can be forced (this environment sets Haswell)
         "openblas_coretype_env": os.environ.get("OPENBLAS_CORETYPE"),
         "flush_denormals": ftz_supported(),
     }
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-        if blas:
-            b = next((p for p in blas if "numpy" in p.get("filepath", "")), blas[0])
-            info["blas"] = f"{b.get('internal_api')} {b.get('version')} ({b.get('architecture')})"
-            info["blas_threads"] = b.get("num_threads")
-    except ImportError:
-        pass
-    for mod in ("torch", "sklearn"):
-        m = sys.modules.get(mod)
-        info[mod] = getattr(m, "__version__", None) if m else None
+    info |= {mod: getattr(sys.modules.get(mod), "__version__", None) for mod in ("torch", "sklearn")}
     if sys.modules.get("torch"):
         info["torch_threads"] = sys.modules["torch"].get_num_threads()
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _ms(v: float | None, spec: str = ".3f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def _median(xs: list[float]) -> float | None:
-    return float(statistics.median(xs)) if xs else None
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a / b
 
 
-def summarise(
-    samples: dict[str, list[float]], steps_timed: dict[str, int], s: BenchSettings, notes: dict
-) -> dict:
-    step = {k: _median(samples.get(k, [])) for k in STEP_KEYS + TORCH_STEP_KEYS}
-    seq, pop = _median(samples["sequential"]), _median(samples["population"])
-    tpop = {k: _median(samples.get(f"pop_{k}", [])) for k in TORCH_POP_KEYS}
-    pop_floor = _median(samples.get("pop_floor", []))
+def summarise(samples: dict[str, list[float]], steps_timed: dict, s: BenchSettings, notes: dict) -> dict:
+    med = {k: float(statistics.median(v)) if v else None for k, v in samples.items()}
+    step = {k: med.get(k) for k in STEP_KEYS + TORCH_STEP_KEYS}
+    seq, pop, pop_floor = med["sequential"], med["population"], med.get("pop_floor")
+    tpop, tfloor = med.get("pop_torch_bf16"), med.get("pop_torch_bf16_floor")  # the torch population
     f32 = step["fcnet_f32"]
     # each against the floor of its own precision, measured in this run: they hold on any CPU
     targets = {
         "fcnet_f32 / blas_floor_f32 <= 1.15": _ratio(f32, step["blas_floor_f32"]),
         "torch_bf16 / bf16_floor <= 1.2": _ratio(step["torch_bf16"], step["bf16_floor"]),
         "population / population_floor <= 1.25": _ratio(pop, pop_floor),
-        "torch_population / torch_population_floor <= 1.25":
-            _ratio(tpop["torch_bf16"], tpop["torch_bf16_floor"]),
+        "torch_population / torch_population_floor <= 1.25": _ratio(tpop, tfloor),
     }
-    fallback = "bf16" in notes  # the bf16 systems ran in float32 (build_systems)
-    # measured in float32: no bf16 target applies
-    met = {name: None if r is None or (fallback and "bf16" in name)
-           else r <= float(name.split()[-1]) for name, r in targets.items()}
-    # reported figures, not targets: peers, and ratios across precisions (which depend on
-    # how much faster a CPU's bf16 units are)
+    fallback = "bf16" in notes  # the bf16 systems ran in float32: no bf16 target applies
+    # reported, not targets: peers, and ratios across precisions (CPUs' bf16 units differ)
     comparisons = {
         "fcnet_f32 / torch_f32": _ratio(f32, step["torch_f32"]),
         "sklearn_f32 / fcnet_f32": _ratio(step["sklearn_f32"], f32),
         "sequential / population": _ratio(seq, pop),
         "fcnet_f32 / torch_bf16": _ratio(f32, step["torch_bf16"]),
-        "sequential / torch_bf16_population": _ratio(seq, tpop["torch_bf16"]),
+        "sequential / torch_bf16_population": _ratio(seq, tpop),
     }
     return {
         "step_ms": step,
@@ -463,12 +384,13 @@ def summarise(
             "k": s.pop_k, "hidden": s.pop_hidden, "dtype": "float32",
             "sequential_ms": seq, "population_ms": pop, "floor_ms": pop_floor,
             "speedup": _ratio(seq, pop),
-            "torch_bf16_ms": tpop["torch_bf16"], "torch_bf16_floor_ms": tpop["torch_bf16_floor"],
-            "torch_bf16_k64_ms": tpop["torch_bf16_k64"],
+            "torch_bf16_ms": tpop, "torch_bf16_floor_ms": tfloor,
+            "torch_bf16_k64_ms": med.get("pop_torch_bf16_k64"),
             "k_large": s.pop_k_large, "torch_dtype": "float32" if fallback else "bfloat16",
         },
         "machine": machine_info(),
-        "targets": {k: {"ratio": targets[k], "met": met[k]} for k in targets},
+        "targets": {k: {"ratio": r, "met": None if r is None or (fallback and "bf16" in k)
+                        else r <= float(k.split()[-1])} for k, r in targets.items()},
         "comparisons": comparisons,
         "settings": asdict(s) | {"peers": list(s.peers)},
         "steps_timed": steps_timed,
@@ -490,8 +412,7 @@ def run_bench(settings: BenchSettings | None = None, progress: Callable | None =
 def format_table(r: dict) -> str:
     """The human-readable report."""
     step = r["step_ms"]
-    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"],
-             "16": step.get("bf16_floor")}
+    floor = {"32": step["blas_floor_f32"], "64": step["blas_floor_f64"], "16": step.get("bf16_floor")}
     lines = [f"{'system':<16} {'ms/step':>9} {'x floor':>8}"]
     for k in STEP_KEYS + TORCH_STEP_KEYS:
         v = step.get(k)
@@ -512,12 +433,10 @@ def format_table(r: dict) -> str:
         "",
         "targets (each against the floor of its own precision, this run):",
     ]
-    for name, t in r["targets"].items():
-        mark = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-        lines.append(f"  {name:<52} {_ms(t['ratio'], '.2f'):>6}  {mark}")
+    mark = {True: "met", False: "MISSED", None: "n/a"}
+    lines += [f"  {k:<52} {_ms(t['ratio'], '.2f'):>6}  {mark[t['met']]}" for k, t in r["targets"].items()]
     lines += ["", "comparisons (reported, not targets):"]
-    for name, v in r["comparisons"].items():
-        lines.append(f"  {name:<52} {_ms(v, '.2f'):>6}")
+    lines += [f"  {name:<52} {_ms(v, '.2f'):>6}" for name, v in r["comparisons"].items()]
     m = r["machine"]
     lines += ["", f"machine: {m['cpu']}, {m['cores']} cores, BLAS {m['blas']} "
               f"x{m['blas_threads']} threads, numpy {m['numpy']}, torch {m.get('torch')}, "

@@ -1,9 +1,5 @@
-"""One validated config object per run, saved beside its results as TOML.
-
-Defaults are the exercise's baseline (study.md Q3): hidden 50, std 1e-4,
-1,000 iterations, batch 200, lr 1e-4, decay 0.95, reg 0.25, mean-image
-subtraction.  Any bad value fails before work starts, naming the field.
-"""
+"""One validated config object per run, saved beside its results as TOML.  Defaults are the
+exercise's baseline (study.md Q3); any bad value fails before work starts, naming the field."""
 
 from __future__ import annotations
 
@@ -109,10 +105,9 @@ class RunConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _profile(cls, data: Any) -> Any:
-        # fields not given take the named preset's values ('preset' is not kept:
-        # config.toml records every resolved field).  Without the key, torch runs
-        # take the 'general' profile and NumPy runs the field defaults (the
-        # exercise's); preset=None means the caller already applied one.
+        # fields not given take the named preset's (config.toml keeps the resolved fields, not
+        # 'preset'); without the key torch runs take 'general', NumPy runs the field defaults;
+        # preset=None means the caller already applied one.
         if isinstance(data, dict):
             data = dict(data)
             auto = "general" if data.get("backend") == "torch" else None
@@ -154,12 +149,11 @@ class RunConfig(BaseModel):
         kind, _, arg = v.partition(":")
         if kind not in ("normal", "kaiming", "default") or (arg and kind != "normal"):
             raise ValueError("must be normal, normal:<std>, kaiming or default")
-        if arg:
-            try:
-                if float(arg) <= 0:
-                    raise ValueError
-            except ValueError:
-                raise ValueError(f"normal:<std> needs a positive std, got {arg!r}") from None
+        try:
+            if arg and float(arg) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"normal:<std> needs a positive std, got {arg!r}") from None
         return v
 
     @model_validator(mode="after")
@@ -173,19 +167,15 @@ class RunConfig(BaseModel):
                 raise ValueError("dtype='bfloat16' needs --backend torch (bf16 mixed precision)")
             if not rule(self.optimizer).numpy:
                 raise ValueError(f"optimizer={self.optimizer!r} needs --backend torch")
-            defaults = {"batchnorm": False, "activation": "relu", "schedule": "step",
-                        "label_smoothing": 0.0, "mixup": 0.0, "augment": False, "amp": None, "ema": 0.0,
-                        "weight_decay": None}
-            for key, default in defaults.items():
-                value = getattr(self, key)
-                if value != default:
+            for key in ("batchnorm", "activation", "schedule", "label_smoothing", "mixup", "augment",
+                        "amp", "ema", "weight_decay"):
+                if (value := getattr(self, key)) != type(self).model_fields[key].default:
                     raise ValueError(f"{key}={value!r} needs --backend torch")
             if self.init == "default":
                 raise ValueError("init='default' (torch's own) needs --backend torch "
                                  "(the NumPy engine draws normal or kaiming weights)")
         return self
 
-    # ----------------------------------------------------------------- helpers
     def init_std(self) -> float:
         """The normal init's std: from ``init='normal:<std>'`` or ``std``."""
         _, _, arg = self.init.partition(":")
@@ -196,29 +186,25 @@ class RunConfig(BaseModel):
         return {k: getattr(self, k) for k in rule(self.optimizer).settings}
 
     def length(self, n_train: int) -> tuple[int, int]:
-        """(total iterations, iterations per epoch) for a training split of n rows:
-        an epoch is max(N // B, 1) iterations; epochs, when set, beat iters."""
+        """(total iterations, iterations per epoch = max(N // B, 1)); epochs, when set, beat iters."""
         per_epoch = max(n_train // self.batch_size, 1)
         return (self.epochs * per_epoch if self.epochs is not None else int(self.iters)), per_epoch
 
     def key(self) -> str:
-        """A short, stable name for the config: 12 hex digits of the sha256 of
-        the fields that differ from their defaults, so adding a field (at a
-        default that keeps old behaviour) leaves every existing key unchanged."""
+        """12 hex digits of the sha256 of the fields that differ from their defaults: a new
+        field (at a default that keeps old behaviour) leaves every existing key unchanged."""
         dump = self.model_dump_json(exclude_defaults=True)
         return hashlib.sha256(dump.encode()).hexdigest()[:12]
 
     def to_toml(self) -> str:
-        """The config as TOML; None fields are left out (TOML has no null: absent
-        means default)."""
+        """The config as TOML, None fields left out (TOML has no null: absent means default)."""
         return tomli_w.dumps({k: v for k, v in self.model_dump().items() if v is not None})
 
 
 def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
     field = ".".join(str(p) for p in e["loc"])
-    msg = ("unknown key" if e["type"] == "extra_forbidden"
-           else e["msg"].removeprefix("Value error, "))
+    msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     where = f"config field '{field}'" if field else "config"
     return f"{where}: {msg}{more}"
@@ -233,9 +219,8 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunCo
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             return tomllib.load(f)
     except FileNotFoundError:
         raise FcnetError(f"{path}: config file not found") from None

@@ -1,8 +1,5 @@
-"""``FCNetClassifier``: the NumPy engine as a scikit-learn classifier.
-
-Its parameters resolve into one ``RunConfig`` trained by the engine's one loop
-(``Solver``), so a fit is exactly a NumPy run's training.
-"""
+"""``FCNetClassifier``: the NumPy engine as a scikit-learn classifier.  Its parameters resolve
+into one ``RunConfig`` trained by the engine's one loop (``Solver``), as a NumPy run is."""
 
 from __future__ import annotations
 
@@ -26,15 +23,13 @@ from fcnet.presets import available_presets
 from fcnet.training.run import blas_threads, build_model, hyper
 
 _SEED_MAX = np.iinfo(np.int32).max
-# estimator parameter -> RunConfig field where the names differ (scikit-learn's and the
-# course's spellings); the parameters of _OWN are no fields, every other one is
+# parameter -> RunConfig field where the names differ; every parameter but _OWN's is a field
 _FIELDS = {"learning_rate": "lr", "learning_rate_decay": "decay", "num_iters": "iters"}
 _OWN = {"preset", "hidden", "validation_fraction", "random_state", "verbose"}
 
 
 class EstimatorError(FcnetError, ValueError):
-    """A bad parameter or unusable data: fcnet's one-line error, and the ValueError
-    scikit-learn's tools expect from an estimator."""
+    """A bad parameter or unusable data: fcnet's error and the ValueError scikit-learn expects."""
 
 
 class ParameterError(EstimatorError, InvalidParameterError):
@@ -42,8 +37,7 @@ class ParameterError(EstimatorError, InvalidParameterError):
 
 
 def _interval(s: Setting) -> Interval:
-    """An update-rule setting's bounds as scikit-learn's constraint; an open end
-    (no bound) excludes +-inf, and an Interval never holds NaN."""
+    """An update-rule setting's bounds as scikit-learn's constraint (an open end excludes inf)."""
     left = s.gt if s.gt is not None else s.ge
     right = s.lt if s.lt is not None else s.le
     closed = {(True, True): "both", (True, False): "left", (False, True): "right",
@@ -54,40 +48,28 @@ def _interval(s: Setting) -> Interval:
 class FCNetClassifier(ClassifierMixin, BaseEstimator):
     """Fully-connected ReLU network with softmax output, on fcnet's NumPy engine.
 
-    With no arguments the ``general`` profile (Adam at lr 1e-3, Kaiming init, reg
-    1e-4, 100 hidden units, 1,000 iterations of batch 200) trains on any reasonably
-    scaled data, as ``MLPClassifier()`` does; ``preset="exercise"`` gives the
-    course's CIFAR-10 numbers, for raw mean-subtracted pixels.  Every other
-    parameter left at None takes the preset's value (docs/estimator.md: the table).
+    With no arguments the ``general`` profile (Adam at lr 1e-3, Kaiming init, reg 1e-4, 100 hidden
+    units, 1,000 iterations of batch 200) trains on any reasonably scaled data, as ``MLPClassifier()``
+    does; ``preset="exercise"`` gives the course's CIFAR-10 numbers, for raw mean-subtracted pixels.
+    Every other parameter left at None takes the preset's value (docs/estimator.md: the table).
 
     Parameters
     ----------
     preset : a preset of ``fcnet train --preset``, default 'general'
-    hidden : int or tuple of int
-        Hidden layer widths H_1, ..., H_{L-1}; ``()`` is softmax regression.
-    init : {'normal', 'kaiming'}
-        ``std * randn`` or ``sqrt(2 / fan_in) * randn``; giving ``std`` alone means 'normal'.
+    hidden : int or tuple of int, hidden widths H_1, ..., H_{L-1}; ``()`` is softmax regression
+    init : {'normal', 'kaiming'}, ``std * randn`` or ``sqrt(2 / fan_in) * randn`` (``std`` alone: normal)
     std, learning_rate : float
-    learning_rate_decay : float
-        lr multiplier per epoch of max(N // batch_size, 1) iterations.
-    reg : float
-        L2 strength: loss + reg * sum(W ** 2) over weight matrices (no 1/2, no biases).
-    num_iters, batch_size : int
-        Minibatch steps (not epochs) and rows per step.
+    learning_rate_decay : float, the lr multiplier per epoch of max(N // batch_size, 1) iterations
+    reg : float, L2 strength: loss + reg * sum(W ** 2) over weight matrices (no 1/2, no biases)
+    num_iters, batch_size : int, minibatch steps (not epochs) and rows per step
     optimizer : {'sgd', 'momentum', 'adam', 'rmsprop'}
-    momentum, beta1, beta2, decay_rate, eps : float
-        The update rules' settings, declared by the rules in ``fcnet.nn.optim``.
-    sampling : {'replacement', 'shuffle'}
-        The exercise's ``choice(N, B)`` per step, or shuffled epochs (batch capped at N).
-    dropout_keep : float
-        Inverted-dropout keep probability on the hidden layers; 1 disables it.
+    momentum, beta1, beta2, decay_rate, eps : float, settings the rules of ``fcnet.nn.optim`` declare
+    sampling : {'replacement', 'shuffle'}, ``choice(N, B)`` per step or shuffled epochs (B capped at N)
+    dropout_keep : float, inverted-dropout keep probability on the hidden layers; 1 disables it
     dtype : {'float64', 'float32'}
-    validation_fraction : float, default 0.0
-        Rows held out at random for ``val_acc_history_``; 0 trains on every row.
-    random_state : int, RandomState or None
-        Seeds the weights, the batches, the dropout masks and the validation split.
-    verbose : bool, default False
-        Print the loss every 100 iterations.
+    validation_fraction : float, default 0.0, rows held out for ``val_acc_history_`` (0: none)
+    random_state : int, RandomState or None, seeds the weights, batches, dropout masks and split
+    verbose : bool, default False, print the loss every 100 iterations
 
     Attributes
     ----------
@@ -99,39 +81,17 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
     n_iter_ : iterations run
     """
 
-    def __init__(
-        self, preset: str = "general", hidden: int | Sequence[int] | None = None,
-        init: str | None = None, std: float | None = None, learning_rate: float | None = None,
-        learning_rate_decay: float | None = None, reg: float | None = None,
-        num_iters: int | None = None, batch_size: int | None = None, optimizer: str | None = None,
-        momentum: float | None = None, beta1: float | None = None, beta2: float | None = None,
-        decay_rate: float | None = None, eps: float | None = None, sampling: str | None = None,
-        dropout_keep: float | None = None, dtype: str | None = None,
-        validation_fraction: float = 0.0, random_state=None, verbose: bool = False,
-    ):
-        self.preset = preset
-        self.hidden = hidden
-        self.init = init
-        self.std = std
-        self.learning_rate = learning_rate
-        self.learning_rate_decay = learning_rate_decay
-        self.reg = reg
-        self.num_iters = num_iters
-        self.batch_size = batch_size
-        self.optimizer = optimizer
-        self.momentum = momentum
-        self.beta1 = beta1
-        self.beta2 = beta2
-        self.decay_rate = decay_rate
-        self.eps = eps
-        self.sampling = sampling
-        self.dropout_keep = dropout_keep
-        self.dtype = dtype
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.verbose = verbose
+    def __init__(self, preset: str = "general", hidden: int | Sequence[int] | None = None,
+                 init: str | None = None, std: float | None = None, learning_rate: float | None = None,
+                 learning_rate_decay: float | None = None, reg: float | None = None,
+                 num_iters: int | None = None, batch_size: int | None = None, optimizer: str | None = None,
+                 momentum: float | None = None, beta1: float | None = None, beta2: float | None = None,
+                 decay_rate: float | None = None, eps: float | None = None, sampling: str | None = None,
+                 dropout_keep: float | None = None, dtype: str | None = None,
+                 validation_fraction: float = 0.0, random_state=None, verbose: bool = False):
+        # scikit-learn's convention: every parameter stored as given, nothing else
+        vars(self).update({name: v for name, v in locals().items() if name != "self"})
 
-    # ------------------------------------------------------------ validation
     # checked by scikit-learn before fit (an open end excludes inf; no Interval holds NaN);
     # None: the preset's value
     _parameter_constraints: dict = {
@@ -168,11 +128,9 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         if self.hidden is not None:
             h = self.hidden
             sizes = [h] if isinstance(h, Integral) else list(h)
-            if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0
-                       for s in sizes):
-                raise ParameterError(
-                    "The 'hidden' parameter of FCNetClassifier must be a positive int or a "
-                    f"sequence of them. Got {h!r} instead.")
+            if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
+                raise ParameterError("The 'hidden' parameter of FCNetClassifier must be a positive int or "
+                                     f"a sequence of them. Got {h!r} instead.")
             values["hidden"] = [int(s) for s in sizes]
         if self.std is not None and self.init is None:
             values["init"] = "normal"  # a scale given means the normal init it scales
@@ -182,7 +140,6 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         except FcnetError as err:
             raise EstimatorError(f"FCNetClassifier: {err}") from None
 
-    # -------------------------------------------------------------- training
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y) -> FCNetClassifier:
         """Train a fresh network on X (N, D) and labels y (N,) of any hashable type."""
@@ -199,18 +156,15 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         X_tr, y_tr, X_val, y_val = self._split(X, y_idx, split_seed)
         if config.sampling == "shuffle":
             config = config.model_copy(update={"batch_size": min(config.batch_size, len(X_tr))})
-        model = build_model(config.model_copy(update={"seed": init_seed}), X.shape[1],
-                            len(self.classes_))
+        model = build_model(config.model_copy(update={"seed": init_seed}), X.shape[1], len(self.classes_))
         hp = hyper([config.model_copy(update={"seed": solver_seed})], len(X_tr))
         solver = Solver(model, X_tr, y_tr, X_val, y_val, hp, verbose=self.verbose)
         with blas_threads(config, X.shape[1]):
             solver.run()
         if solver.diverged_at[0] is not None:
-            raise EstimatorError(
-                f"FCNetClassifier: training diverged at iteration {solver.diverged_at[0]} "
-                f"(loss {solver.loss_history[-1]}); lower learning_rate "
-                f"(got {config.lr}) or the init scale (init {config.init!r}, std {config.std})"
-            )
+            raise EstimatorError(f"FCNetClassifier: training diverged at iteration {solver.diverged_at[0]} "
+                                 f"(loss {solver.loss_history[-1]}); lower learning_rate (got {config.lr}) "
+                                 f"or the init scale (init {config.init!r}, std {config.std})")
         self.config_, self.model_ = config, model
         self.loss_history_ = list(solver.loss_history)
         self.train_acc_history_ = list(solver.train_acc_history)
@@ -222,21 +176,16 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
     def _split(self, X, y, seed: int):
         """Hold out validation_fraction of the rows at random (at least one, if any)."""
         n = X.shape[0]
-        if not self.validation_fraction:
-            # the Solver wants a non-empty validation set; one training row costs
-            # nothing, and fit() discards that history
+        if not self.validation_fraction:  # the Solver wants a validation set: fit() drops this one
             return X, y, X[:1], y[:1]
         n_val = max(1, int(self.validation_fraction * n))
         if n_val >= n:  # only when n == 1, as validation_fraction < 1
-            raise EstimatorError(
-                f"FCNetClassifier: cannot hold out validation_fraction="
-                f"{self.validation_fraction} of {n} sample; set it to 0 or pass more rows"
-            )
+            raise EstimatorError(f"FCNetClassifier: cannot hold out validation_fraction="
+                                 f"{self.validation_fraction} of {n} sample; set it to 0 or pass more rows")
         order = np.random.RandomState(seed).permutation(n)
         val, tr = order[:n_val], order[n_val:]
         return X[tr], y[tr], X[val], y[val]
 
-    # ------------------------------------------------------------ prediction
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=(np.float64, np.float32))

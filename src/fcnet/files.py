@@ -1,9 +1,6 @@
-"""Every file fcnet writes goes through ``atomic_write``: a temp file beside the
-target, fsync, ``os.replace``, then fsync of the folder, so a process killed at
-any moment leaves the previous complete file or the new one, never a torn one.
-The temp file gets the mode the user's umask gives (mkstemp alone makes 0600).
-An ``OSError`` while writing becomes one ``FcnetError`` line naming the target.
-"""
+"""Every file fcnet writes goes through ``atomic_write``: a temp file beside the target
+(with the mode the umask gives, not mkstemp's 0600), fsync, ``os.replace``, fsync of the
+folder, so a process killed at any moment leaves the old complete file or the new one."""
 
 from __future__ import annotations
 
@@ -27,13 +24,9 @@ _UMASK_LOCK = threading.Lock()
 
 
 def _umask() -> int:
-    try:  # Linux says it without changing it (no window for other threads)
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
+    # Linux says it without changing it (no window for other threads)
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as f:
+        return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
     with _UMASK_LOCK:  # elsewhere the only way to read it is to set it
         mask = os.umask(0o022)
         os.umask(mask)
@@ -60,64 +53,21 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable, where the platform allows it (some filesystems
-    refuse fsync on folders; the file itself is synced)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _temp_beside(path: Path) -> tuple[int, str]:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-    except BaseException:
-        os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return fd, tmp
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], mode: str = "wb") -> Path:
-    """Call ``write(f)`` on a temp file beside ``path``, then move it onto ``path``;
-    any ``OSError`` (from ``write`` too) becomes one ``FcnetError`` line."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temp file name beside ``path`` for writers that open files themselves, moved onto
+    ``path`` (after an fsync) when the block succeeds.  Errors raised inside the block pass
+    through as they are; the writer's own become one ``FcnetError`` line naming ``path``."""
     path = Path(path)
     ensure_dir(path.parent)
     tmp = None
     try:
-        fd, tmp = _temp_beside(path)
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        raise write_error(path, err) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temp file name beside ``path`` for writers that open files themselves,
-    moved onto ``path`` (after an fsync) when the block succeeds.  Errors raised
-    inside the block pass through as they are: the caller knows what it was doing."""
-    path = Path(path)
-    ensure_dir(path.parent)
-    try:
-        fd, tmp = _temp_beside(path)
-        os.close(fd)
-    except OSError as err:
-        raise write_error(path, err) from None
-    try:
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "rb"):
+                os.fchmod(fd, 0o666 & ~_umask())
+        except OSError as err:
+            raise write_error(path, err) from None
         yield Path(tmp)
         try:
             with open(tmp, "rb") as f:
@@ -126,8 +76,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         except OSError as err:
             raise write_error(path, err) from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the rename made durable (some filesystems refuse)
+        fd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object]) -> Path:
+    """Call ``write(f)`` on a temp file beside ``path``, then move it onto ``path``;
+    any ``OSError`` (from ``write`` too) becomes one ``FcnetError`` line."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            write(f)
+    except OSError as err:
+        raise write_error(path, err) from None
+    return Path(path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -148,9 +115,8 @@ def is_temp(name: str) -> bool:
 
 
 def remove_temps(folder: str | os.PathLike, min_age_s: float = 0.0) -> list[str]:
-    """Remove the temp files a killed write left in ``folder`` (not its subfolders),
-    those at least ``min_age_s`` old (another live process's write is younger);
-    returns their names.  Call it only where no other process writes the same files."""
+    """Remove (and name) the temp files a killed write left in ``folder`` (not subfolders) at
+    least ``min_age_s`` old (a live writer's are younger); only where no one else writes."""
     removed, now = [], time.time()
     try:
         entries = list(os.scandir(folder))
@@ -165,11 +131,9 @@ def remove_temps(folder: str | os.PathLike, min_age_s: float = 0.0) -> list[str]
     return removed
 
 
-# ------------------------------------------------------------------ locks
 def lock(path: str | os.PathLike):
-    """The process-wide ``filelock.FileLock`` of ``path`` (re-entrant: the same object
-    for the same path, so a caller holding it may call code that takes it again).
-    The holder writes ``pid N`` into the file, for :func:`lock_holder`."""
+    """The process-wide, re-entrant ``filelock.FileLock`` of ``path``; its holder writes
+    ``pid N`` into the file, for :func:`lock_holder`."""
     from filelock import FileLock
 
     return FileLock(Path(path).resolve(), is_singleton=True, on_acquired=_name_holder)
@@ -188,7 +152,6 @@ def lock_holder(path: str | os.PathLike) -> str:
         return "another process"
 
 
-# ------------------------------------------------------------------ reading back
 def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, algo).hexdigest()

@@ -1,5 +1,5 @@
-"""The `fcnet` command.  Each subcommand lives in its own module with
-``register(subparsers)``; its handler returns an exit status."""
+"""The `fcnet` command.  Each subcommand lives in its own module with ``register(subparsers)``;
+its handler returns an exit status."""
 
 from __future__ import annotations
 
@@ -25,11 +25,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from fcnet import __version__
 
-    parser = Parser(
-        prog="fcnet",
-        description="Fully-connected neural networks for image classification: "
-        "an exact NumPy engine, a PyTorch backend, datasets, runs, sweeps and the study.",
-    )
+    parser = Parser(prog="fcnet", description="Fully-connected neural networks for image classification: "
+                    "an exact NumPy engine, a PyTorch backend, datasets, runs, sweeps and the study.")
     parser.add_argument("--version", action="version", version=f"fcnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

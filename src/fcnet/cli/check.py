@@ -21,9 +21,6 @@ def run(args) -> int:
     from fcnet.check import format_block, run_checks
 
     r = run_checks()
-    if args.json:
-        keys = ("scores_diff", "loss_diff", "rel_error", "toy_final_loss", "passed", "ok")
-        print(json.dumps({k: r[k] for k in keys}, indent=2))
-    else:
-        print(format_block(r))
+    keys = ("scores_diff", "loss_diff", "rel_error", "toy_final_loss", "passed", "ok")
+    print(json.dumps({k: r[k] for k in keys}, indent=2) if args.json else format_block(r))
     return 0 if r["ok"] else 1

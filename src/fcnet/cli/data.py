@@ -36,13 +36,13 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     info = dsub.add_parser(
         "info", help="sizes, image shape, classes and per-class counts of each split",
-        description="Load DATASET as a training run would (any problem a run would meet "
-        "is reported), then print each split's size and per-class counts, the image shape, "
-        "the split's seed and hash and the source's checksum.")
+        description="Load DATASET as a training run would (any problem a run would meet is reported), "
+        "then print each split's size and per-class counts, the image shape, the split's seed and hash "
+        "and the source's checksum.")
     _add_source_flags(info)
     info.add_argument("--json", action="store_true",
-                      help='print one JSON object: {"dataset", "classes", "splits": '
-                      '{"train"|"val"|"test": {"n", "shape", "class_counts"}}, ...}')
+                      help='print one JSON object: {"dataset", "classes", "splits": {"train"|"val"|"test": '
+                      '{"n", "shape", "class_counts"}}, ...}')
     info.set_defaults(handler=run_info)
     show = dsub.add_parser("show", help="write a grid of sample images, one row per class",
                            description="Draw --per-class random images of each class of one "
@@ -52,8 +52,7 @@ def register(sub) -> None:
                       help="image to write (.png, .jpg, .pdf or .svg)")
     show.add_argument("--split", choices=SPLITS, default="train",
                       help="the split to draw from (default train)")
-    show.add_argument("--per-class", type=int, default=8, metavar="K",
-                      help="images per class (default 8)")
+    show.add_argument("--per-class", type=int, default=8, metavar="K", help="images per class (default 8)")
     show.set_defaults(handler=run_show)
     p.set_defaults(handler=lambda args: (p.print_help(), 2)[1])
 
@@ -61,46 +60,35 @@ def register(sub) -> None:
 def _load(args):
     from fcnet.data import load_splits
 
-    return load_splits(args.dataset, args.path, val_size=args.val_size,
-                       test_size=args.test_size, seed=args.seed, progress=not args.quiet,
-                       cache=not args.no_cache)
-
-
-def summary(data) -> dict:
-    k = len(data.classes)
-    splits = {name: {"n": s.n, "shape": list(s.x.shape[1:]), "class_counts": s.class_counts(k)}
-              for name, s in ((n, getattr(data, n)) for n in SPLITS)}
-    keys = ("image_shape", "source", "format", "checksum", "checksum_kind", "split", "cache", "load_s")
-    return {"dataset": data.meta["dataset"], "classes": data.classes, "splits": splits,
-            **{k: data.meta.get(k) for k in keys}}
+    return load_splits(args.dataset, args.path, val_size=args.val_size, test_size=args.test_size,
+                       seed=args.seed, progress=not args.quiet, cache=not args.no_cache)
 
 
 def format_info(s: dict) -> str:
     shape = "x".join(map(str, s["image_shape"])) + " uint8 images" if s["image_shape"] else \
         f"{s['splits']['train']['shape'][0]} features per row"
     sp = s["split"]
-    lines = [
-        f"dataset   {s['dataset']} ({s['format']})",
-        f"source    {s['source']}",
-        f"checksum  {s['checksum']} ({s['checksum_kind']})",
-        f"rows      {shape}",
-        f"classes   {len(s['classes'])}",
-        f"split     {sp['method']}, seed {sp['seed']}, hash {sp['hash']}",
-    ]
-    if s.get("load_s") is not None:
-        lines.append(f"loaded    in {s['load_s']:.2f} s (cache {s.get('cache') or 'off'})")
+    lines = [f"dataset   {s['dataset']} ({s['format']})", f"source    {s['source']}",
+             f"checksum  {s['checksum']} ({s['checksum_kind']})", f"rows      {shape}",
+             f"classes   {len(s['classes'])}",
+             f"split     {sp['method']}, seed {sp['seed']}, hash {sp['hash']}",
+             f"loaded    in {s['load_s']:.2f} s (cache {s.get('cache') or 'off'})", ""]
     width = max(12, *(len(c) for c in s["classes"])) + 2
-    lines += ["", f"{'class':<{width}}" + "".join(f"{n:>9}" for n in SPLITS)]
+    lines.append(f"{'class':<{width}}" + "".join(f"{n:>9}" for n in SPLITS))
     for i, c in enumerate(s["classes"]):
-        lines.append(f"{c:<{width}}" + "".join(
-            f"{s['splits'][n]['class_counts'][i]:>9}" for n in SPLITS))
+        lines.append(f"{c:<{width}}" + "".join(f"{s['splits'][n]['class_counts'][i]:>9}" for n in SPLITS))
     lines.append(f"{'total':<{width}}" + "".join(f"{s['splits'][n]['n']:>9}" for n in SPLITS))
     return "\n".join(lines)
 
 
 def run_info(args) -> int:
-    s = summary(_load(args))
-    print(json.dumps(s, indent=2) if args.json else format_info(s))
+    data = _load(args)
+    splits = {n: {"n": s.n, "shape": list(s.x.shape[1:]), "class_counts": s.class_counts(len(data.classes))}
+              for n in SPLITS for s in [getattr(data, n)]}
+    keys = ("image_shape", "source", "format", "checksum", "checksum_kind", "split", "cache", "load_s")
+    info = {"dataset": data.meta["dataset"], "classes": data.classes, "splits": splits,
+            **{k: data.meta.get(k) for k in keys}}
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
     return 0
 
 

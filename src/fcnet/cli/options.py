@@ -1,5 +1,5 @@
-"""Config flags shared by `train` and `sweep`: one flag per RunConfig field,
-generated from the config's own declaration so they can never drift apart."""
+"""Config flags shared by `train` and `sweep`: one flag per RunConfig field, generated from
+the config's own declaration so they can never drift apart."""
 
 from __future__ import annotations
 
@@ -24,15 +24,13 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """--config, --preset and one flag per RunConfig field (default: not given)."""
     g = parser.add_argument_group("run config (flags override --config, which overrides --preset)")
     g.add_argument("--config", metavar="TOML", help="read the run config from a TOML file")
-    g.add_argument("--preset", metavar="NAME",
-                   help="start from a named preset: exercise (the course's numbers, NumPy's "
-                   "default), general (Adam, Kaiming init: --backend torch's default), "
+    g.add_argument("--preset", metavar="NAME", help="start from a named preset: exercise (the course's "
+                   "numbers, NumPy's default), general (Adam, Kaiming init: --backend torch's default), "
                    "best-cpu, best-gpu")
     for name, field in RunConfig.model_fields.items():
         default = field.get_default(call_default_factory=True)
         help_text = f"{field.description or name.replace('_', ' ')} (default {default!r})"
-        ann = field.annotation
-        args = typing.get_args(ann)
+        ann, args = field.annotation, typing.get_args(field.annotation)
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
         if ann is bool or set(args) == {bool, type(None)}:
             kwargs["action"] = argparse.BooleanOptionalAction

@@ -21,10 +21,7 @@ def run(args) -> int:
     from fcnet.training import predict_files
 
     rows = predict_files(args.run_dir, args.images, top=args.top, resize=args.resize)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        print(f"{r['file']}: {tops}")
+    lines = (f"{r['file']}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+             for r in rows)
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(lines))
     return 0

@@ -34,20 +34,15 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="run a grid or random/TPE search of configs, in parallel, crash-safe",
-        description="Sweep config fields over a grid, or search ranges with random or Optuna "
-        "TPE sampling. Trials are stored with Optuna (SQLite in --dir, or --storage), so a "
-        "killed sweep continues when run again, identical configs run once, and runs that "
-        "differ only in --iters share one run. Prints the trials ranked by validation "
-        "accuracy and writes results.md, results.csv and results.json into --dir.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("action", nargs="*", metavar="dashboard [SWEEP_DIR]",
-                   help="`dashboard SWEEP_DIR` (or --storage URL): browse the sweep's trials in "
-                   "optuna-dashboard on 127.0.0.1 (--port)")
+    p = sub.add_parser("sweep", help="run a grid or random/TPE search of configs, in parallel, crash-safe",
+                       description="Sweep config fields over a grid, or search ranges with random or Optuna "
+                       "TPE sampling. Trials are stored with Optuna (SQLite in --dir, or --storage), so a "
+                       "killed sweep continues when run again, identical configs run once, and runs that "
+                       "differ only in --iters share one run. Prints the trials ranked by validation "
+                       "accuracy and writes results.md, results.csv and results.json into --dir.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", nargs="*", metavar="dashboard [SWEEP_DIR]", help="`dashboard SWEEP_DIR` (or "
+                   "--storage URL): browse the sweep's trials in optuna-dashboard on 127.0.0.1 (--port)")
     add_config_flags(p)
     g = p.add_argument_group("what to sweep")
     g.add_argument("--grid", nargs="+", action="extend", default=[], metavar="FIELD=VALUES",
@@ -58,34 +53,27 @@ def register(sub) -> None:
                    help="a search range or choice list (below)")
     g.add_argument("--trials", type=int, metavar="N", help="search trials in total (default 20)")
     g.add_argument("--search-seed", type=int, metavar="N", help="the sampler's seed (default 0)")
-    g.add_argument("--seeds", type=int, metavar="N",
-                   help="train each trial with N seeds (its seed and the next N-1): its value "
-                   "is their mean; user attributes seed_values and seed_ci hold each seed's "
-                   "value and the 95%% interval")
+    g.add_argument("--seeds", type=int, metavar="N", help="train each trial with N seeds (its seed and the "
+                   "next N-1): its value is their mean; user attributes seed_values and seed_ci hold each "
+                   "seed's value and the 95%% interval")
     g = p.add_argument_group("where and how")
     g.add_argument("--dir", metavar="SWEEP_DIR",
                    help="the sweep's directory: storage (sweep.db), runs/<key>/, results.*")
-    g.add_argument("--runs-dir", metavar="DIR",
-                   help="where run directories go (default SWEEP_DIR/runs); sweeps sharing one "
-                   "train identical configs once")
-    g.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="trials trained at once, each in a process with cores/N BLAS threads "
-                   "(default 1: in this process)")
-    g.add_argument("--population", type=int, default=8, metavar="K",
-                   help="train up to K trials that differ only in lr, decay, reg, dropout, init "
-                   "or seed as one population (default 8; 1 = off)")
+    g.add_argument("--runs-dir", metavar="DIR", help="where run directories go (default SWEEP_DIR/runs); "
+                   "sweeps sharing one train identical configs once")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="trials trained at once, each in a "
+                   "process with cores/N BLAS threads (default 1: in this process)")
+    g.add_argument("--population", type=int, default=8, metavar="K", help="train up to K trials that differ "
+                   "only in lr, decay, reg, dropout, init or seed as one population (default 8; 1 = off)")
     g.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL (e.g. postgresql://user:pass@host/db) that processes "
                    "on several machines share (default: SQLite in --dir)")
-    g.add_argument("--study", metavar="NAME",
-                   help="study name in the storage (default: 'sweep' in SQLite, else the "
-                   "name of --dir)")
-    g.add_argument("--join", action="store_true",
-                   help="work on an existing shared sweep, its grid or search from the storage "
-                   "(waiting up to a minute for it); flags given must match")
+    g.add_argument("--study", metavar="NAME", help="study name in the storage (default: 'sweep' in SQLite, "
+                   "else the name of --dir)")
+    g.add_argument("--join", action="store_true", help="work on an existing shared sweep, its grid or search "
+                   "from the storage (waiting up to a minute for it); flags given must match")
     g = p.add_argument_group("output")
-    g.add_argument("--test", action="store_true",
-                   help="also the best trial's test accuracy (once, cached in "
+    g.add_argument("--test", action="store_true", help="also the best trial's test accuracy (once, cached in "
                    "SWEEP_DIR/test.json; never used to choose)")
     g.add_argument("--json", action="store_true",
                    help="print a JSON list, one object per trial (config, val_acc, status, ...)")
@@ -104,21 +92,18 @@ def build_spec(args):
     base_values, tables = load_sweep_file(args.config) if args.config else ({}, {})
     if tables:
         args.config = None  # a sweep file, consumed here: [base] goes in below
-    else:
-        base_values = {}  # none, or a plain run config: config_from_args reads it
     grid = {**tables.get("grid", {}), **parse_grid(args.grid)}
     points = tables.get("points", [])
     search = dict(tables.get("search") or {})
     params = {**search.get("params", {}), **parse_params(args.param)}
-    method = args.search or (search.get("method") if search else None)
+    method = args.search or search.get("method")
     if not (grid or points or method or params or tables or args.config):  # e.g. --dir only
         if args.preset or any(getattr(args, name) is not None for name in RunConfig.model_fields):
-            raise FcnetError("nothing to sweep: give --grid, --search with --param, "
-                             "or a sweep --config file")
+            raise FcnetError("nothing to sweep: give --grid, --search with --param, or a sweep --config file")
         return None  # reopen the sweep stored in --dir / --study
     if params and not method:
         raise FcnetError("--param needs --search random or --search tpe")
-    base = config_from_args(args, extra=base_values)
+    base = config_from_args(args, extra=base_values if tables else {})  # else config_from_args reads it
     return SweepSpec(base, grid=grid, points=points, search=method, params=params,
                      trials=args.trials or search.get("trials") or 20,
                      seed=args.search_seed if args.search_seed is not None else
@@ -135,15 +120,11 @@ def dashboard(args) -> int:
     try:
         from optuna_dashboard import run_server
     except ImportError:
-        raise FcnetError("optuna-dashboard is not installed: pip install 'fcnet[dashboard]'"
-                         ) from None
-    url = args.storage
-    if url is None:
-        d = Path(rest[0] if rest else args.dir)
-        if not (d / "sweep.db").exists():
-            raise FcnetError(f"{d}: not a sweep directory (no sweep.db)")
-        url = default_url(d)
-    storage = open_storage(url)
+        raise FcnetError("optuna-dashboard is not installed: pip install 'fcnet[dashboard]'") from None
+    d = Path(rest[0] if rest else args.dir or ".")
+    if args.storage is None and not (d / "sweep.db").exists():
+        raise FcnetError(f"{d}: not a sweep directory (no sweep.db)")
+    storage = open_storage(default_url(d) if args.storage is None else args.storage)
     print(f"optuna-dashboard: http://127.0.0.1:{args.port}/dashboard/ (Ctrl-C to stop)",
           file=sys.stderr, flush=True)
     try:
@@ -170,18 +151,15 @@ def run(args) -> int:
             raise FcnetError(f"{flag} must be at least 1, got {n}")
     if args.join and not args.storage:
         raise FcnetError("--join needs --storage URL (a database server the workers share)")
-    spec = build_spec(args)
-    result = run_sweep(spec, args.dir, workers=args.workers, population=args.population,
-                       storage=args.storage, study=args.study, join=args.join,
-                       runs_dir=args.runs_dir, figures=not args.no_figures, quiet=args.quiet,
-                       trials=args.trials)
+    result = run_sweep(build_spec(args), args.dir, workers=args.workers, population=args.population,
+                       storage=args.storage, study=args.study, join=args.join, runs_dir=args.runs_dir,
+                       figures=not args.no_figures, quiet=args.quiet, trials=args.trials)
     test = best_test_accuracy(result, quiet=args.quiet) if args.test else None
     if args.json:
         rows = result.to_json()
-        if test is not None:
-            for r in rows:
-                if r["key"] == test["key"]:
-                    r["test_acc"] = test["test_acc"]
+        for r in rows:
+            if test is not None and r["key"] == test["key"]:
+                r["test_acc"] = test["test_acc"]
         print(json.dumps(rows, indent=2))
     else:
         print(result.table("text"), end="")

@@ -1,5 +1,4 @@
-"""fcnet's data layer: every dataset loaded into one Dataset shape, split reproducibly,
-preprocessed from the training split only, failing with one FcnetError line on bad input."""
+"""fcnet's data layer: every dataset as one Dataset, split reproducibly, one-line errors on bad input."""
 
 from fcnet.data.cache import cache_dir
 from fcnet.data.core import Dataset, Split, SplitData

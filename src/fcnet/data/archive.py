@@ -1,7 +1,5 @@
-"""Reading .tar / .tar.gz / .zip archives member by member, in memory.
-
-Nothing is extracted to disk; a member whose path escapes the archive's root
-(``..``, an absolute path, a drive letter), a link or a device refuses the archive."""
+"""Reading .tar / .tar.gz / .zip archives member by member, in memory, never extracting to disk; a member
+whose path escapes the root (``..``, absolute, a drive letter), a link or a device refuses the archive."""
 
 from __future__ import annotations
 
@@ -41,11 +39,9 @@ def safe_name(archive: Path, name: str) -> str:
 
 
 def iter_members(archive: Path, bar=None) -> Iterator[tuple[str, bytes | None]]:
-    """Yield ``(relative name, bytes)`` for each regular file and ``(name + "/", None)``
-    for each directory.  ``bar`` (a tqdm in bytes) follows the compressed position."""
-    read = _iter_zip if archive.name.lower().endswith(".zip") else _iter_tar
+    """Yield ``(relative name, bytes)`` per file, ``(name + "/", None)`` per folder; ``bar`` counts bytes."""
     try:
-        yield from read(archive, bar)
+        yield from (_iter_zip if archive.name.lower().endswith(".zip") else _iter_tar)(archive, bar)
     except (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error,
             OSError, NotImplementedError) as err:
         raise FcnetError(f"{archive}: truncated or corrupt archive ({one_line(err)})") from None
@@ -61,8 +57,7 @@ def _iter_tar(archive: Path, bar) -> Iterator[tuple[str, bytes | None]]:
             if m.isdir():
                 yield name + "/", None
             elif m.isreg():
-                f = tf.extractfile(m)
-                data = f.read() if f is not None else b""
+                data = tf.extractfile(m).read()  # never None for a regular file
                 if len(data) != m.size:
                     raise EOFError(f"member {m.name!r} is cut short")
                 yield name, data
@@ -83,8 +78,7 @@ def _iter_zip(archive: Path, bar) -> Iterator[tuple[str, bytes | None]]:
         for info in zf.infolist():
             name = safe_name(archive, info.filename)
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise FcnetError(f"{archive}: member {info.filename!r} is a link; "
-                                 "refusing the archive")
+                raise FcnetError(f"{archive}: member {info.filename!r} is a link; refusing the archive")
             yield (name + "/", None) if info.is_dir() else (name, zf.read(info))
             if bar is not None:
                 bar.update(info.compress_size)

@@ -1,5 +1,4 @@
-"""The on-disk cache: where it lives, content checksums, and the decoded-array and
-fitted-state stores (plain .npz, read without pickle), written through ``fcnet.files``."""
+"""The on-disk cache: where it lives, content checksums, the decoded-array and fitted-state .npz stores."""
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ def cache_dir() -> Path:
     """``$FCNET_DATA``, else ``$XDG_CACHE_HOME/fcnet``, else ``~/.cache/fcnet``."""
     if env := os.environ.get("FCNET_DATA"):
         return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "fcnet"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fcnet"
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
@@ -34,8 +32,7 @@ _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
 
 
 def source_kind(path: Path) -> str:
-    """'file' or 'folder'; anything else (a FIFO, socket or device: reading it could hang or
-    never end) is refused in one line, from its ``stat``, without opening it."""
+    """'file' or 'folder'; a FIFO, socket or device (reading could hang) is refused by its stat, unopened."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -49,9 +46,8 @@ def source_kind(path: Path) -> str:
 
 
 def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
-    """sha256 over every file's relative path, size and mtime: cheap for 60,000 small
-    files, and it changes whenever a file is added, removed or rewritten.  Only folders
-    and regular files may be in the tree; a problem on the walk names ``expected``."""
+    """sha256 over every file's relative path, size and mtime: cheap for 60,000 small files, and
+    changed by any file added, removed or rewritten.  Only folders and regular files may be in it."""
     h = hashlib.sha256()
 
     def bad(rel: str, problem: str) -> FcnetError:
@@ -69,8 +65,7 @@ def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
             try:
                 st = os.stat(os.path.join(dirpath, name))
             except FileNotFoundError:
-                raise bad(where, "vanished while the folder was read (or is a broken link)"
-                          ) from None
+                raise bad(where, "vanished while the folder was read (or is a broken link)") from None
             except OSError as err:
                 raise bad(where, f"cannot be read ({err.strerror})") from None
             if not stat.S_ISREG(st.st_mode):
@@ -81,13 +76,10 @@ def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
 
 def source_checksum(path: Path, expected: str = "the dataset's files",
                     members: list[Path] | None = None) -> tuple[str, str]:
-    """(hex digest, what it covers) of a file or folder source; of only ``members``
-    (the regular files a loader reads) when given."""
+    """(hex digest, what it covers) of a file or folder source, or of only ``members`` (the files read)."""
     if members is not None:
-        h = hashlib.sha256()
-        for m in members:
-            h.update(f"{m.name} {files.file_digest(m)}\n".encode())
-        return h.hexdigest(), "sha256 of the files read"
+        listing = "".join(f"{m.name} {files.file_digest(m)}\n" for m in members)
+        return hashlib.sha256(listing.encode()).hexdigest(), "sha256 of the files read"
     if source_kind(path) == "folder":
         return tree_fingerprint(path, expected), "sha256 of the file list (paths, sizes, mtimes)"
     return files.file_digest(path), "sha256 of the file"
@@ -108,8 +100,7 @@ def _store(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         files.save_npz(path, arrays)
     except FcnetError as err:  # one line: "cannot write <path>: <problem>"
-        warnings.warn(f"fcnet: {err} (the data cache only saves time; going on without it)",
-                      stacklevel=3)
+        warnings.warn(f"fcnet: {err} (the data cache only saves time; going on without it)", stacklevel=3)
 
 
 def decoded_path(name: str, checksum: str) -> Path:
@@ -142,9 +133,8 @@ def store_decoded(ds: Dataset) -> None:
 
 
 def fitted(key: str, fit: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The arrays of a slow fit (a PCA's ``Preprocessor.state()``: ~15 s on CIFAR-10) for
-    ``key`` (the data's checksum and split, the fit's settings): read from the cache, else
-    ``fit()`` once per machine, the other processes waiting for it, and stored."""
+    """The arrays of a slow fit (a PCA's ``Preprocessor.state()``, ~15 s on CIFAR-10) for ``key``
+    (data checksum, split, fit settings): cached, else ``fit()`` once per machine, others waiting."""
     digest = hashlib.sha256(f"{CACHE_VERSION}|{key}".encode()).hexdigest()[:24]
     path = cache_dir() / "fitted" / f"{digest}.npz"
     try:

@@ -1,7 +1,6 @@
-"""CIFAR-10: the official "python version" (pickled batches, as a folder or the
-.tar.gz), or an image-folder tree of CIFAR-10's classes (the JPEG copy), with
-labels in the official order either way.  Without a path: the cache
-directory, else the official download, verified by its published MD5."""
+"""CIFAR-10: the official "python version" (pickled batches, as a folder or the .tar.gz), or an
+image-folder tree of its classes (the JPEG copy), labels in the official order either way.
+Without a path: the cache directory, else the official download, verified by its published MD5."""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ from fcnet.data.imagefolder import layout, progress_bar, read_tree
 from fcnet.errors import FcnetError
 from fcnet.files import atomic_path, file_digest
 
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck"]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"
 ARCHIVE_NAME = "cifar-10-python.tar.gz"
@@ -42,25 +40,19 @@ def _latin1_encode(text, encoding="utf-8"):
 
 @functools.cache
 def _allowed() -> dict[tuple[str, str], object]:
-    """Everything a CIFAR-10 batch needs: numpy array reconstruction (old and new
-    module paths, protocol 2 and 5 forms), dtype, scalars, latin-1 bytes."""
+    """A batch's needs: array reconstruction (numpy.core or _core, protocol 2 or 5), dtype, scalars, bytes."""
     a = np.zeros(1, np.uint8)
-    reconstruct = a.__reduce__()[0]
-    frombuffer = a.__reduce_ex__(5)[0]
-    scalar = np.uint8(0).__reduce__()[0]
-    out: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray,
-                                          ("numpy", "dtype"): np.dtype,
-                                          ("_codecs", "encode"): _latin1_encode}
-    for mod in ("numpy.core", "numpy._core"):
-        out[(f"{mod}.multiarray", "_reconstruct")] = reconstruct
-        out[(f"{mod}.multiarray", "scalar")] = scalar
-        out[(f"{mod}.numeric", "_frombuffer")] = frombuffer
-    return out
+    numpy_fns = {("multiarray", "_reconstruct"): a.__reduce__()[0],
+                 ("multiarray", "scalar"): np.uint8(0).__reduce__()[0],
+                 ("numeric", "_frombuffer"): a.__reduce_ex__(5)[0]}
+    return {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+            ("_codecs", "encode"): _latin1_encode,
+            **{(f"{mod}.{sub}", name): fn for mod in ("numpy.core", "numpy._core")
+               for (sub, name), fn in numpy_fns.items()}}
 
 
 class BatchUnpickler(pickle.Unpickler):
-    """Admits only the types a CIFAR-10 batch is made of; anything else (os.system,
-    builtins.eval, ...) is refused before it can be called."""
+    """Admits only a CIFAR-10 batch's types; anything else (os.system, eval, ...) is refused uncalled."""
 
     def find_class(self, module: str, name: str):
         if (obj := _allowed().get((module, name))) is None:
@@ -103,30 +95,23 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _from_batches(blobs: dict[str, bytes], where: str) -> dict[str, Split]:
     """The five training batches in order, then the test batch."""
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        if name not in blobs:
-            raise FcnetError(f"{where}: {name} is missing (the official format has "
-                             f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH})")
-    train = [read_batch(blobs[b], f"{where}/{b}") for b in TRAIN_BATCHES]
-    test = read_batch(blobs[TEST_BATCH], f"{where}/{TEST_BATCH}")
-    shapes = {a.shape[1:] for a, _ in [*train, test]}
-    if len(shapes) != 1:
+    if missing := [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in blobs]:
+        raise FcnetError(f"{where}: {missing[0]} is missing (the official format has "
+                         f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH})")
+    got = [read_batch(blobs[b], f"{where}/{b}") for b in (*TRAIN_BATCHES, TEST_BATCH)]
+    if len(shapes := {x.shape[1:] for x, _ in got}) != 1:
         raise FcnetError(f"{where}: batches hold images of different sizes {sorted(shapes)}")
-    return {"train": Split(np.concatenate([a for a, _ in train]),
-                           np.concatenate([b for _, b in train])),
-            "test": Split(*test)}
+    xs, ys = zip(*got[:-1], strict=True)
+    return {"train": Split(np.concatenate(xs), np.concatenate(ys)), "test": Split(*got[-1])}
 
 
 def _batch_dir(path: Path) -> Path | None:
-    for d in (path, path / DIR_NAME):
-        if (d / "data_batch_1").is_file() or (d / TEST_BATCH).is_file():
-            return d
-    return None
+    return next((d for d in (path, path / DIR_NAME)
+                 if (d / "data_batch_1").is_file() or (d / TEST_BATCH).is_file()), None)
 
 
 def load_cifar10(path: Path, progress: bool, verify: bool = False) -> Dataset:
-    """Any CIFAR-10 source at ``path`` (an existing file or folder); ``verify``: check
-    a cached official archive against the published MD5 (once per decode)."""
+    """Any CIFAR-10 file or folder at ``path``; ``verify``: check a cached official archive's MD5 first."""
     if verify and (got := file_digest(path, "md5")) != MD5:
         raise FcnetError(f"{path}: MD5 {got} does not match the published {MD5}; "
                          "delete the file to download it again, or pass --path")
@@ -149,28 +134,24 @@ def load_cifar10(path: Path, progress: bool, verify: bool = False) -> Dataset:
 
 
 def default_source(progress: bool) -> tuple[Path, bool]:
-    """The cached copy (folder or archive), else a fresh download.  The second value
-    says whether the archive must still be checked against the published MD5."""
-    root = cache_dir()
+    """The cached copy (folder or archive), else a download; and whether it still needs the MD5 check."""
+    root, archive = cache_dir(), cache_dir() / ARCHIVE_NAME
     if _batch_dir(root / DIR_NAME) is not None:
         return root / DIR_NAME, False
-    if (root / ARCHIVE_NAME).is_file():
-        return root / ARCHIVE_NAME, True
-    download(root / ARCHIVE_NAME, progress)
-    return root / ARCHIVE_NAME, False
+    if not (cached := archive.is_file()):
+        download(archive, progress)
+    return archive, cached
 
 
 def download(dest: Path, progress: bool) -> None:
-    """Fetch URL to ``dest`` with a progress bar; ``dest`` appears only once the whole
-    file is there and its MD5 matches."""
+    """Fetch URL to ``dest`` with a progress bar; ``dest`` appears only whole and with the published MD5."""
     hint = (f"put {ARCHIVE_NAME} (from {URL}) in {dest.parent}, or pass --path with a "
             f"{DIR_NAME} folder, the archive or an image-folder tree of CIFAR-10")
     try:
         resp = urllib.request.urlopen(URL, timeout=30)
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", None) or err
-        raise FcnetError(f"cannot download CIFAR-10 from {URL} ({one_line(reason)}); "
-                         f"{hint}") from None
+        raise FcnetError(f"cannot download CIFAR-10 from {URL} ({one_line(reason)}); {hint}") from None
     h = hashlib.md5()
     try:
         with resp, atomic_path(dest) as tmp, open(tmp, "wb") as f:

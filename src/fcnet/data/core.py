@@ -1,5 +1,4 @@
-"""The objects every source returns: a Dataset of predefined parts, and the
-SplitData a run trains on."""
+"""The objects every source returns: a Dataset of predefined parts, and the SplitData a run trains on."""
 
 from __future__ import annotations
 
@@ -26,9 +25,8 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A source's predefined parts ("train" always, "test" and "val" when it ships them),
-    class names and provenance.  ``ordered``: the rows are in the official order
-    (CIFAR-10's batches), so the exercise's positional split applies."""
+    """A source's predefined parts ("train" always, "test", "val" when shipped), class names and provenance.
+    ``ordered``: rows in the official order (CIFAR-10's batches), so the positional split applies."""
 
     name: str
     parts: dict[str, Split]

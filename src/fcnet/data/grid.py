@@ -13,8 +13,7 @@ from fcnet.errors import FcnetError
 
 def save_grid(split: Split, classes: list[str], out: Path, per_class: int = 8, seed: int = 0,
               title: str = "", pad: int = 1) -> Path:
-    """Draw ``per_class`` images drawn with ``seed`` in one row per class present, class
-    names beside the rows; written atomically."""
+    """``per_class`` images drawn with ``seed`` in one row per class present, named; written atomically."""
     from matplotlib.backend_bases import FigureCanvasBase
     from matplotlib.figure import Figure  # no pyplot: no global state, no display
 
@@ -41,11 +40,9 @@ def save_grid(split: Split, classes: list[str], out: Path, per_class: int = 8, s
         labels.append(f"{name} ({idx.size})")
     grid = np.concatenate(rows)  # (rows * (H+pad), per_class * (W+pad), C)
     scale = max(1.0, 48 / w)  # small images drawn bigger
-    fig = Figure(figsize=(1.6 + grid.shape[1] * scale / 100, 0.5 + grid.shape[0] * scale / 100),
-                 dpi=100)
+    fig = Figure(figsize=(1.6 + grid.shape[1] * scale / 100, 0.5 + grid.shape[0] * scale / 100), dpi=100)
     ax = fig.subplots()
-    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray", vmin=0, vmax=255,
-              interpolation="nearest")
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_yticks([(i + 0.5) * (h + pad) for i in range(len(labels))], labels, fontsize=8)
     ax.set_xticks([])
     if title:

@@ -1,5 +1,4 @@
-"""MNIST and Fashion-MNIST in the IDX format (raw or gzipped), with magic numbers,
-sizes and labels validated."""
+"""MNIST and Fashion-MNIST in the IDX format (raw or gzipped), magic numbers, sizes and labels validated."""
 
 from __future__ import annotations
 
@@ -15,11 +14,9 @@ from fcnet.errors import FcnetError
 
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # ubyte data, 3 dims / 1 dim
 STEMS = (("train-images", 3), ("train-labels", 1), ("t10k-images", 3), ("t10k-labels", 1))
-CLASSES = {
-    "mnist": [str(i) for i in range(10)],
-    "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"],
-}
+CLASSES = {"mnist": [str(i) for i in range(10)],
+           "fashion-mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                             "Sneaker", "Bag", "Ankle boot"]}
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -33,9 +30,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     got = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if got != magic:
         shown = "none" if got is None else f"0x{got:08x}"
-        kind = "image" if magic == IMAGES_MAGIC else "label"
-        raise FcnetError(f"{path}: wrong magic number {shown} (an IDX {kind} file starts "
-                         f"with 0x{magic:08x})")
+        raise FcnetError(f"{path}: wrong magic number {shown} (an IDX "
+                         f"{'image' if magic == IMAGES_MAGIC else 'label'} file starts with 0x{magic:08x})")
     ndim = magic & 0xFF
     head = 4 + 4 * ndim
     if len(raw) < head:
@@ -57,8 +53,7 @@ def idx_files(name: str, root: Path) -> list[Path]:
     for stem, dims in STEMS:
         paths = [root / f"{stem}{sep}idx{dims}-ubyte{gz}" for sep in "-." for gz in (".gz", "")]
         if (path := next((p for p in paths if p.is_file()), None)) is None:
-            raise FcnetError(f"{root}: {stem}-idx{dims}-ubyte.gz (or the same without .gz) "
-                             "is missing")
+            raise FcnetError(f"{root}: {stem}-idx{dims}-ubyte.gz (or the same without .gz) is missing")
         found.append(path)
     return found
 

@@ -1,7 +1,6 @@
-"""Image-folder trees, ``split/class/image`` (split: train, test, val / valid / validation),
-from a directory or an archive; non-images (by suffix), hidden files and ``__MACOSX`` are
-ignored.  Pillow decodes in forked worker processes when there are many images (decoding
-60,000 small JPEGs is CPU-bound and Pillow holds the GIL for much of it: threads do not help)."""
+"""Image-folder trees, ``split/class/image`` (split: train, test, val / valid / validation), from
+a directory or an archive; non-images (by suffix), hidden files and ``__MACOSX`` are ignored.
+Many images decode in forked workers: Pillow holds the GIL for much of it, threads do not help."""
 
 from __future__ import annotations
 
@@ -11,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +19,8 @@ from fcnet.data.archive import is_archive, iter_members, one_line
 from fcnet.data.core import Dataset, Split
 from fcnet.errors import FcnetError
 
-SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val",
-               "validation": "val"}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif",
-                  ".tiff", ".webp")
+SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp")
 CHUNK = 1000
 _GRAY_MODES = ("1", "L", "I", "I;16", "F")
 
@@ -38,16 +36,15 @@ def _ignored(rel: str) -> bool:
     return any(p.startswith(".") or p == "__MACOSX" for p in rel.split("/"))
 
 
+@dataclass
 class Tree:
-    """Image files (relative names) and folders of a source, decoded images in
-    reading order, plus any raw files a caller asked to keep (CIFAR's pickles)."""
+    """A source's image files (relative names), folders, decoded images, raw files kept (CIFAR's pickles)."""
 
-    def __init__(self, source: Path):
-        self.source = source
-        self.files: list[str] = []
-        self.dirs: list[str] = []
-        self.kept: dict[str, bytes] = {}
-        self.images: np.ndarray | None = None
+    source: Path
+    files: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
+    kept: dict[str, bytes] = field(default_factory=dict)
+    images: np.ndarray | None = None
 
 
 def decode_one(item: bytes | str) -> np.ndarray | str:
@@ -64,8 +61,7 @@ def decode_one(item: bytes | str) -> np.ndarray | str:
 
 
 def decode_chunk(items: list[bytes | str]) -> np.ndarray | list[np.ndarray | str]:
-    """One (n, H, W, C) array when every image decodes to the same shape (cheap to
-    send back from a worker), else the per-image results."""
+    """One (n, H, W, C) array when all decode to one shape (cheap to send back), else each result."""
     out = [decode_one(i) for i in items]
     if all(isinstance(a, np.ndarray) for a in out) and len({a.shape for a in out}) == 1:
         return np.stack(out)
@@ -74,38 +70,30 @@ def decode_chunk(items: list[bytes | str]) -> np.ndarray | list[np.ndarray | str
 
 def _pool() -> Executor | None:
     # fork: workers start at once and import nothing; only on Linux, where it is safe
-    env = os.environ.get("FCNET_DATA_WORKERS")
-    n = int(env) if env is not None else min(os.cpu_count() or 1, 8)
+    n = int(os.environ.get("FCNET_DATA_WORKERS", min(os.cpu_count() or 1, 8)))
     if n < 2 or not sys.platform.startswith("linux"):
         return None
     return ProcessPoolExecutor(n, mp_context=mp.get_context("fork"))
 
 
-def _decoded(chunks: list[Future | list], names: list[str], progress: bool,
-             desc: str) -> np.ndarray:
-    """The chunks (decoding in a worker, or items to decode here) as one (N, H, W, C)
-    uint8 array; an undecodable image or mixed sizes raise FcnetError naming the file."""
+def _decoded(chunks: list[Future | list], names: list[str], progress: bool, desc: str) -> np.ndarray:
+    """The chunks as one (N, H, W, C) uint8 array; an undecodable image or mixed sizes name the file."""
     runs: list[np.ndarray] = []  # (n, H, W, C) runs of images of one shape
     with progress_bar(progress, total=len(names), desc=desc, unit="img", leave=False) as bar:
         for r in chunks:
             out = r.result() if isinstance(r, Future) else decode_chunk(r)
-            if isinstance(out, np.ndarray):
-                runs.append(out)
-            else:
-                for a in out:
-                    if isinstance(a, str):
-                        raise FcnetError(f"{names[sum(map(len, runs))]}: {a}")
-                    runs.append(a[None])
+            for a in [out] if isinstance(out, np.ndarray) else out:  # one run, or each image
+                if isinstance(a, str):
+                    raise FcnetError(f"{names[sum(map(len, runs))]}: {a}")
+                runs.append(a if a.ndim == 4 else a[None])
             bar.update(len(out))
     h, w = runs[0].shape[1:3]
     out = np.empty((len(names), h, w, max(a.shape[3] for a in runs)), np.uint8)
-    i = 0
-    for a in runs:
+    for i, a in zip(np.cumsum([0, *map(len, runs)]), runs):
         if a.shape[1:3] != (h, w):
             raise FcnetError(f"{names[i]}: image is {a.shape[2]}x{a.shape[1]} but "
                              f"{names[0]} is {w}x{h}; images of mixed sizes are refused")
         out[i: i + len(a)] = a  # a greyscale (.., 1) run broadcasts when others are RGB
-        i += len(a)
     return out
 
 
@@ -120,9 +108,8 @@ def _walk(folder: Path) -> Iterator[tuple[str, str | None]]:
 
 
 def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None = None) -> Tree:
-    """Read a directory or archive; members for which ``keep(name)`` holds are returned
-    raw in ``tree.kept`` instead of being decoded.  Images are decoded in chunks while
-    the source is read; ``tree.images`` rows follow ``tree.files``."""
+    """Read a directory or archive, decoding images in chunks as it goes (``tree.images`` rows
+    follow ``tree.files``); members with ``keep(name)`` are returned raw in ``tree.kept``."""
     tree, archive = Tree(source), is_archive(source)
     names: list[str] = []  # the images' display names, for messages
     pending: list[bytes | str] = []  # the next chunk's bytes or paths
@@ -148,8 +135,7 @@ def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None =
                     names.append(f"{source}: {name}" if archive else data)
                     pending.append(data)
                     if len(pending) >= CHUNK:
-                        if not chunks:  # more than one chunk: worth a pool
-                            pool = _pool()
+                        pool = pool if chunks else _pool()  # more than one chunk: worth a pool
                         submit()
         if pending:
             submit()
@@ -162,11 +148,9 @@ def read_tree(source: Path, progress: bool, keep: Callable[[str], bool] | None =
 
 
 def layout(tree: Tree, classes: list[str] | None = None) -> tuple[list[str], dict[str, Split]]:
-    """Class names and the predefined splits of an image tree.
-
-    ``classes`` fixes the label order (CIFAR-10's official one, folder names matched
-    case-insensitively): any other class folder is an error, and so is a missing one.
-    Otherwise classes are the sorted folder names, as torchvision's ImageFolder numbers them."""
+    """Class names and the predefined splits of an image tree.  ``classes`` fixes the label
+    order (CIFAR-10's, folder names matched case-insensitively; any other or missing class
+    folder is an error); else they are the sorted folder names, as torchvision numbers them."""
     src = tree.source
     if not tree.files:
         raise FcnetError(f"{src}: no images found (expected train/<class>/<image>.png|jpg...)")
@@ -213,8 +197,7 @@ def layout(tree: Tree, classes: list[str] | None = None) -> tuple[list[str], dic
         if fixed and (missing := [c for c in classes if fold(c) not in map(fold, g)]):
             raise FcnetError(f"{src}: {prefix}{s}/ lacks class folder(s) {', '.join(missing)}")
         # rows sorted by (label, file name), so the order never depends on the archive's
-        y, _, order = zip(*sorted((label[fold(c)], tree.files[i], i) for c, idx in g.items()
-                                  for i in idx))
+        y, _, order = zip(*sorted((label[fold(c)], tree.files[i], i) for c, idx in g.items() for i in idx))
         parts_out[s] = Split(tree.images[np.array(order, np.intp)], np.array(y, np.int64))
     # a class with test or val images but no training images could never be predicted
     trained = set(parts_out["train"].y.tolist())

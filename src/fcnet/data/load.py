@@ -1,5 +1,4 @@
-"""One entry point for every source: resolve it, read it through the decoded-array
-cache, split it; and the built-in sources (scikit-learn's digits, the toy data)."""
+"""One entry point for every source (resolved, decoded through the cache, split), and the built-in ones."""
 
 from __future__ import annotations
 
@@ -22,8 +21,8 @@ from fcnet.data.splits import make_splits
 from fcnet.errors import FcnetError
 
 DATASETS: dict[str, str] = {
-    "cifar10": "CIFAR-10: official python batches (folder or .tar.gz) or an image-folder tree "
-               "of its classes; downloaded to the cache when no --path is given",
+    "cifar10": "CIFAR-10: official python batches (folder or .tar.gz) or an image-folder tree of its "
+               "classes; downloaded to the cache when no --path is given",
     "imagefolder": "any split/class/image tree, as a folder or a .tar, .tar.gz or .zip archive",
     "mnist": "MNIST in the IDX format (the four standard files, gzipped or raw)",
     "fashion-mnist": "Fashion-MNIST in the IDX format (the four standard files)",
@@ -34,21 +33,17 @@ DATASETS: dict[str, str] = {
 
 def load_digits() -> Dataset:
     """1,797 8x8 greyscale digits, values 0..16 scaled to uint8 0..255 (N, 8, 8, 1)."""
-    data = _digits_csv()
-    if data is None:  # another layout of scikit-learn: its loader
+    if (data := _digits_csv()) is None:  # another layout of scikit-learn: its loader
         from sklearn.datasets import load_digits as sk_digits
 
-        d = sk_digits()
-        data = np.column_stack([d.data, d.target])
+        data = np.column_stack(sk_digits(return_X_y=True))
     x = (data[:, :-1].reshape(-1, 8, 8) * 255 / 16).astype(np.uint8)[..., None]
-    return Dataset("digits", {"train": Split(x, data[:, -1].astype(np.int64))},
-                   [str(c) for c in range(10)], "sklearn.datasets.load_digits",
-                   meta={"format": "scikit-learn bundled"})
+    return Dataset("digits", {"train": Split(x, data[:, -1].astype(np.int64))}, [str(c) for c in range(10)],
+                   "sklearn.datasets.load_digits", meta={"format": "scikit-learn bundled"})
 
 
 def _digits_csv() -> np.ndarray | None:
-    """The (1797, 65) table (pixels 0..16, label) of scikit-learn's bundled digits.csv.gz,
-    read without importing scikit-learn (about a second); None when not found."""
+    """sklearn's digits.csv.gz as (1797, 65) (pixels 0..16, label), without importing it (~1 s); or None."""
     spec = importlib.util.find_spec("sklearn")
     for folder in (spec.submodule_search_locations or []) if spec else []:
         path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
@@ -61,23 +56,12 @@ def _digits_csv() -> np.ndarray | None:
 def load_toy() -> Dataset:
     """study.md's toy data: X = 10 * randn(5, 4) from RandomState(1), y = [0, 1, 2, 2, 1]."""
     x = 10 * np.random.RandomState(1).randn(5, 4)
-    y = np.array([0, 1, 2, 2, 1], np.int64)
-    return Dataset("toy", {"train": Split(x, y)}, ["0", "1", "2"], "builtin toy data",
-                   meta={"format": "builtin"})
+    return Dataset("toy", {"train": Split(x, np.array([0, 1, 2, 2, 1], np.int64))}, ["0", "1", "2"],
+                   "builtin toy data", meta={"format": "builtin"})
 
 
-def _array_digest(ds: Dataset) -> str:
-    h = hashlib.sha256()
-    for s in ds.parts.values():
-        h.update(np.ascontiguousarray(s.x).tobytes())
-        h.update(np.ascontiguousarray(s.y).tobytes())
-    return h.hexdigest()
-
-
-def _cached(name: str, path: Path, load, cache: bool, expected: str,
-            members=None) -> Dataset:
-    """``load()`` through the decoded cache, keyed by the source's content checksum
-    (of ``members()``' files only, when given: the files the loader reads)."""
+def _cached(name: str, path: Path, load, cache: bool, expected: str, members=None) -> Dataset:
+    """``load()`` via the decoded cache, keyed by the source's checksum (of ``members()`` only, if given)."""
     source_kind(path)  # a FIFO, socket or device is refused before anything opens it
     try:
         checksum, kind = source_checksum(path, expected, members() if members else None)
@@ -106,12 +90,14 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
         if p is not None:
             raise FcnetError(f"{dataset}: is built in and takes no --path")
         ds = load_digits() if dataset == "digits" else load_toy()
-        ds.checksum, ds.checksum_kind = _array_digest(ds), "sha256 of the arrays"
+        h = hashlib.sha256()
+        for s in ds.parts.values():
+            h.update(np.ascontiguousarray(s.x).tobytes() + np.ascontiguousarray(s.y).tobytes())
+        ds.checksum, ds.checksum_kind = h.hexdigest(), "sha256 of the arrays"
     elif dataset == "cifar10":
         p, verify = (p, False) if p is not None else cifar10.default_source(progress)
         ds = _cached("cifar10", p, lambda: cifar10.load_cifar10(p, progress, verify), cache,
-                     "the CIFAR-10 python batches (data_batch_1 ... test_batch) or a "
-                     "split/class/image tree")
+                     "the CIFAR-10 python batches (data_batch_1 ... test_batch) or a split/class/image tree")
     elif dataset == "imagefolder":
         if p is None:
             raise FcnetError("imagefolder: needs --path (a split/class/image folder or archive)")
@@ -131,27 +117,19 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
 def load_splits(dataset: str, path: str | None = None, val_size: int | None = None,
                 test_size: int | None = None, seed: int = 0, progress: bool = True,
                 train_size: int | None = None, cache: bool = True) -> SplitData:
-    """Load ``dataset`` and split it reproducibly.
-
-    val_size None: the dataset's default (cifar10 1,000, else 10% of the training part);
-    test_size None: the whole predefined test split (digits: a seeded 20% carved out;
-    toy: train = val = test = its 5 samples); train_size None: all that is left.
-    ``data.meta["split"]`` records the sizes, the seed and a hash of the indices.
-    """
+    """Load ``dataset`` and split it reproducibly.  None sizes: val the dataset's default (cifar10
+    1,000, else 10% of the training part), test the predefined test split (digits: a seeded 20%;
+    toy: train = val = test = its 5 samples), train all that is left; ``meta["split"]`` records them."""
     ds = load_dataset(dataset, path, progress=progress, cache=cache)
     return make_splits(ds, val_size, test_size, seed, train_size)
 
 
 def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
                      num_test: int = 1000, path: str | None = None, progress: bool = False):
-    """The course's ``get_CIFAR10_data``: X_train, y_train, X_val, y_val, X_test, y_test
-    as float64 rows (N, 3072) with the mean training image subtracted.
-
-    On the official batches the rows are exactly the exercise's (train = the first
-    num_training, val = the next num_validation, test = the first num_test); on an
-    image-folder copy they are a seeded (seed 0) stratified draw of the same sizes."""
+    """The course's ``get_CIFAR10_data``: X_train, y_train, X_val, y_val, X_test, y_test as float64
+    rows (N, 3072) less the mean training image; the exercise's rows on the official batches (the
+    first num_training, the next num_validation, the first num_test), else a seed-0 stratified draw."""
     ds = load_dataset("cifar10", path, progress=progress)
     data = make_splits(ds, num_validation, num_test, 0, num_training)
     prep = Preprocessor("mean").fit(data.train.x)
-    return tuple(a for s in (data.train, data.val, data.test)
-                 for a in (prep.transform(s.x), np.asarray(s.y)))
+    return tuple(a for s in (data.train, data.val, data.test) for a in (prep.transform(s.x), np.asarray(s.y)))

@@ -1,5 +1,4 @@
-"""Preprocessing fitted on the training split only, then applied unchanged to
-val, test and new images; its state saves to .npz and reloads without pickle."""
+"""Preprocessing fitted on the training split only, then applied unchanged; state in a pickle-free .npz."""
 
 from __future__ import annotations
 
@@ -11,36 +10,28 @@ import numpy as np
 from fcnet.errors import FcnetError
 
 KINDS = ("mean", "channel", "scale", "zca", "none")
-_ARRAYS = ("mean", "pca_mean", "components", "explained_variance", "explained_variance_curve",
-           "zca")
+_ARRAYS = ("mean", "pca_mean", "components", "explained_variance", "explained_variance_curve", "zca")
 
 
 def _all_components(z: np.ndarray):
-    """scikit-learn's PCA of rows z (N, D) with every component (the whole explained-variance
-    curve); z may be overwritten (it is the caller's copy)."""
+    """scikit-learn's PCA of rows z (N, D) with every component; z may be overwritten (the caller's copy)."""
     from sklearn.decomposition import PCA
 
-    n, d = z.shape
-    # covariance_eigh is far faster when rows outnumber features
-    solver = "covariance_eigh" if n >= d else "full"
-    return PCA(n_components=min(n, d), svd_solver=solver, copy=False).fit(z)
+    n, d = z.shape  # covariance_eigh is far faster when rows outnumber features
+    return PCA(n_components=min(n, d), svd_solver="covariance_eigh" if n >= d else "full", copy=False).fit(z)
 
 
 class Preprocessor:
     """Rows (N, ...) -> float features (N, D).
 
-    ``kind``: ``mean`` subtracts the mean training image (the exercise); ``channel`` is
-    ``(x/255 - 0.5)/0.5`` (the PyTorch exercise's Normalize); ``scale`` is ``x/255``; ``zca`` is
-    ``(x/255 - mu) U diag(1 / sqrt(lambda + zca_eps)) U^T`` (U, lambda: the training
-    covariance's eigenvectors and eigenvalues), which decorrelates pixels but keeps the image
-    layout, so flips and crops still apply; ``none`` keeps the values as they are.
-    ``pca``: None, a component count (int >= 1) or a fraction of variance to keep (0 < f < 1),
-    fitted with scikit-learn on the output of ``kind``; ``whiten`` divides each PCA component
-    by its standard deviation.  ``zca_eps``: ``zca``'s regulariser, in units of the [0, 1]
-    pixels' variance (about 0.06 per pixel on CIFAR-10): larger keeps more of the
-    low-variance directions damped.  ``dtype``: float64 or float32; a float32 transform
-    never makes a float64 copy.
-    """
+    ``kind``: ``mean`` subtracts the mean training image (the exercise); ``channel`` is ``(x/255 - 0.5)/0.5``
+    (the PyTorch exercise's Normalize); ``scale`` is ``x/255``; ``zca`` is ``(x/255 - mu) U diag(1 /
+    sqrt(lambda + zca_eps)) U^T`` (U, lambda: the training covariance's eigenvectors and eigenvalues; zca_eps
+    in units of the [0, 1] pixels' variance, ~0.06 on CIFAR-10): decorrelated pixels in the image layout, so
+    flips and crops still apply; ``none`` keeps the values. ``pca``: None, a component count (int >= 1) or a
+    fraction of variance to keep (0 < f < 1), fitted on the output of ``kind``; ``whiten`` divides each
+    component by its standard deviation. ``dtype``: float64 or float32; a float32 transform never makes a
+    float64 copy."""
 
     def __init__(self, kind: str = "mean", pca: float | int | None = None, whiten: bool = False,
                  dtype: str = "float64", zca_eps: float = 0.1):
@@ -50,22 +41,19 @@ class Preprocessor:
             raise FcnetError(f"preprocess: dtype must be float64 or float32, got {dtype!r}")
         if pca is not None:
             if isinstance(pca, bool) or not isinstance(pca, int | float | np.number) or pca <= 0:
-                raise FcnetError(f"preprocess: pca must be a count >= 1 or a fraction in (0, 1), "
-                                 f"got {pca!r}")
-            if pca >= 1:
-                if float(pca) != int(pca):
-                    raise FcnetError(f"preprocess: a pca count must be whole, got {pca!r}")
-                pca = int(pca)
+                raise FcnetError(f"preprocess: pca must be a count >= 1 or a fraction in (0, 1), got {pca!r}")
+            if pca >= 1 and float(pca) != int(pca):
+                raise FcnetError(f"preprocess: a pca count must be whole, got {pca!r}")
+            pca = int(pca) if pca >= 1 else pca
         if whiten and pca is None:
             raise FcnetError("preprocess: whiten needs pca")
         if not (isinstance(zca_eps, int | float) and np.isfinite(zca_eps) and zca_eps > 0):
             raise FcnetError(f"preprocess: zca_eps must be a positive number, got {zca_eps!r}")
         if kind == "zca" and pca is not None:
             raise FcnetError("preprocess: zca keeps every pixel; it does not combine with pca")
+        self.kind, self.pca, self.whiten, self.dtype = kind, pca, bool(whiten), np.dtype(dtype)
         self.zca_eps = float(zca_eps)
         self.zca: np.ndarray | None = None  # (D, D) symmetric whitening matrix, kind "zca"
-        self.kind, self.pca, self.whiten = kind, pca, bool(whiten)
-        self.dtype = np.dtype(dtype)
         self.input_dim: int | None = None
         self.mean: np.ndarray | None = None  # (D,) mean training row, kind "mean"
         self.pca_mean: np.ndarray | None = None  # (D,)
@@ -88,34 +76,27 @@ class Preprocessor:
             raise FcnetError(f"preprocess: fit needs rows (N, ...), got shape {x.shape}")
         flat = x.reshape(x.shape[0], -1)
         self.input_dim = flat.shape[1]
-        if self.kind in ("mean", "zca"):
-            # float64 accumulation over uint8 rows, without a float copy of the data
+        if self.kind in ("mean", "zca"):  # float64 sums over uint8 rows, no float copy of the data
             self.mean = np.mean(flat, axis=0, dtype=np.float64)
-        if self.kind == "zca":
-            self._fit_zca(flat)
+        if self.kind == "zca":  # W = U diag(1 / sqrt(lambda + eps)) U^T from every component
+            p = _all_components(self._base(flat))
+            u = p.components_.astype(np.float64)  # (K, D), rows are eigenvectors
+            scale = 1.0 / np.sqrt(p.explained_variance_.astype(np.float64) + self.zca_eps)
+            self.zca = ((u.T * scale) @ u).astype(self.dtype)
         if self.pca is not None:
-            self._fit_pca(self._base(flat))
+            self._fit_pca(flat)
         return self
 
-    def _fit_zca(self, flat: np.ndarray) -> None:
-        """W = U diag(1 / sqrt(lambda + eps)) U^T from every principal component
-        of the centred [0, 1] training pixels."""
-        p = _all_components(self._base(flat))
-        u = p.components_.astype(np.float64)  # (K, D), rows are eigenvectors
-        scale = 1.0 / np.sqrt(p.explained_variance_.astype(np.float64) + self.zca_eps)
-        self.zca = ((u.T * scale) @ u).astype(self.dtype)
-
-    def _fit_pca(self, z: np.ndarray) -> None:
-        n, d = z.shape
+    def _fit_pca(self, flat: np.ndarray) -> None:
+        n, d = flat.shape
         if isinstance(self.pca, int) and self.pca > min(n, d):
             raise FcnetError(f"preprocess: pca {self.pca} is more than the {min(n, d)} components "
                              f"{n} rows of {d} values have")
-        p = _all_components(z)
-        self.explained_variance_curve = np.cumsum(p.explained_variance_ratio_)
+        p = _all_components(self._base(flat))
+        curve = self.explained_variance_curve = np.cumsum(p.explained_variance_ratio_)
         # a fraction keeps the smallest count whose cumulative ratio reaches it (sklearn's rule)
-        k = self.pca
-        if not isinstance(k, int):
-            k = min(int(np.searchsorted(self.explained_variance_curve, k, side="right")) + 1, n, d)
+        k = self.pca if isinstance(self.pca, int) else \
+            min(int(np.searchsorted(curve, self.pca, side="right")) + 1, n, d)
         self.pca_mean = p.mean_.astype(self.dtype)
         self.components = p.components_[:k].astype(self.dtype)
         self.explained_variance = p.explained_variance_[:k].astype(self.dtype)
@@ -138,8 +119,7 @@ class Preprocessor:
             raise FcnetError("preprocess: transform before fit")
         x = np.asarray(x)
         if x.ndim < 2 or math.prod(x.shape[1:]) != self.input_dim:
-            raise FcnetError(f"preprocess: rows of {self.input_dim} values expected, got shape "
-                             f"{x.shape}")
+            raise FcnetError(f"preprocess: rows of {self.input_dim} values expected, got shape {x.shape}")
         z = self._base(x.reshape(x.shape[0], -1))
         if self.zca is not None:
             return z @ self.zca  # (N, D) @ (D, D); W is symmetric
@@ -155,10 +135,9 @@ class Preprocessor:
         """Arrays only (np.savez-able, reloadable with allow_pickle=False)."""
         if self.input_dim is None:
             raise FcnetError("preprocess: state before fit")
-        s = {"kind": np.array(self.kind), "dtype": np.array(self.dtype.name),
-             "whiten": np.array(self.whiten), "input_dim": np.array(self.input_dim),
-             "pca": np.array(-1.0 if self.pca is None else float(self.pca)),
-             "zca_eps": np.array(self.zca_eps)}
+        pca = -1.0 if self.pca is None else float(self.pca)
+        s = {"kind": np.array(self.kind), "dtype": np.array(self.dtype.name), "whiten": np.array(self.whiten),
+             "input_dim": np.array(self.input_dim), "pca": np.array(pca), "zca_eps": np.array(self.zca_eps)}
         return s | {k: getattr(self, k) for k in _ARRAYS if getattr(self, k) is not None}
 
     @classmethod

@@ -1,8 +1,6 @@
-"""Reproducible train / val / test splits, recorded by sizes, seed and a hash of the indices.
-
-Official CIFAR-10 batches keep the exercise's positional split (train = the first 49,000,
-val = the next 1,000, test = the first rows of the test batch); every other source gets a
-seeded stratified shuffle, so class-sorted folders give every class its share of each split."""
+"""Reproducible train / val / test splits, recorded by sizes, seed and a hash of the indices.  Official
+CIFAR-10 batches keep the exercise's positional split (train = the first 49,000, val = the next 1,000, test =
+the first test rows); other sources get a seeded stratified shuffle (every class its share of each split)."""
 
 from __future__ import annotations
 
@@ -19,9 +17,8 @@ TEST_FRACTION = 0.2  # carved from datasets that ship no test split
 
 
 def stratified(y: np.ndarray, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Pick ``n`` of ``len(y)`` positions with each class's share kept (largest
-    remainders, ties to the lower class) -> (picked, rest), each in shuffled order.
-    Unlike sklearn's splitters this also works when ``n`` < number of classes."""
+    """Pick ``n`` of ``len(y)`` positions keeping each class's share (largest remainders, ties to the
+    lower class) -> (picked, rest), each shuffled; unlike sklearn's, ``n`` may be < the class count."""
     classes, counts = np.unique(y, return_counts=True)
     share = counts * (n / len(y))
     take = np.floor(share).astype(np.int64)
@@ -65,8 +62,7 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
         if any(v not in (None, len(y)) for v in (val_size, test_size, train_size)):
             raise FcnetError("toy: its 5 samples are the train, val and test split at once; "
                              "val_size / test_size do not apply")
-        every = np.arange(len(y))
-        return {"train": ("train", every), "val": ("train", every), "test": ("train", every)}
+        return dict.fromkeys(("train", "val", "test"), ("train", np.arange(len(y))))
 
     if "test" in ds.parts:
         test = ("test", _subset(ds, "test", test_size, rng))
@@ -87,8 +83,7 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
                     "training samples (one must stay for training)", where)
         if ds.ordered:  # the exercise: train = first rows, val = the rows after them
             t = train_size if train_size is not None else len(pool) - k
-            _check_size("train_size", t, len(pool) - k, "training samples left beside val",
-                        where)
+            _check_size("train_size", t, len(pool) - k, "training samples left beside val", where)
             return {"train": ("train", pool[:t]), "val": ("train", pool[t:t + k]), "test": test}
         picked, rest = stratified(y[pool], k, rng)
         val, pool = ("train", pool[picked]), pool[rest]
@@ -96,8 +91,7 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
     if train_size is not None:
         _check_size("train_size", train_size, len(pool), "training samples left", where)
         if train_size < len(pool):
-            pool = pool[np.arange(train_size) if ds.ordered
-                        else stratified(y[pool], train_size, rng)[0]]
+            pool = pool[np.arange(train_size) if ds.ordered else stratified(y[pool], train_size, rng)[0]]
     return {"train": ("train", pool), "val": val, "test": test}
 
 
@@ -105,8 +99,7 @@ def split_hash(idx: Indices) -> str:
     h = hashlib.sha256()
     for name in ("train", "val", "test"):
         part, rows = idx[name]
-        h.update(f"{name}:{part}:{len(rows)};".encode())
-        h.update(np.ascontiguousarray(rows, "<i8").tobytes())
+        h.update(f"{name}:{part}:{len(rows)};".encode() + np.ascontiguousarray(rows, "<i8").tobytes())
     return h.hexdigest()[:16]
 
 
@@ -121,17 +114,12 @@ def make_splits(ds: Dataset, val_size: int | None = None, test_size: int | None 
                 seed: int = 0, train_size: int | None = None) -> SplitData:
     idx = split_indices(ds, val_size, test_size, seed, train_size)
     out = {name: _take(ds.parts[part], rows) for name, (part, rows) in idx.items()}
-    for name, s in out.items():
-        if s.n == 0:
-            raise FcnetError(f"{ds.source}: the {name} split is empty")
+    if empty := [name for name, s in out.items() if s.n == 0]:
+        raise FcnetError(f"{ds.source}: the {empty[0]} split is empty")
     method = "toy" if ds.name == "toy" else ("positional" if ds.ordered else "stratified")
-    meta = {
-        "dataset": ds.name, "source": ds.source, "checksum": ds.checksum,
-        "checksum_kind": ds.checksum_kind, **ds.meta,
-        "split": {"val_size": out["val"].n, "test_size": out["test"].n,
-                  "train_size": out["train"].n, "seed": seed, "method": method,
-                  "hash": split_hash(idx)},
-        "classes": list(ds.classes), "image_shape": ds.image_shape and list(ds.image_shape),
-    }
-    return SplitData(out["train"], out["val"], out["test"], list(ds.classes), ds.image_shape,
-                     meta)
+    split = {"val_size": out["val"].n, "test_size": out["test"].n, "train_size": out["train"].n,
+             "seed": seed, "method": method, "hash": split_hash(idx)}
+    meta = {"dataset": ds.name, "source": ds.source, "checksum": ds.checksum,
+            "checksum_kind": ds.checksum_kind, **ds.meta, "split": split, "classes": list(ds.classes),
+            "image_shape": ds.image_shape and list(ds.image_shape)}
+    return SplitData(out["train"], out["val"], out["test"], list(ds.classes), ds.image_shape, meta)

@@ -1,12 +1,9 @@
 """Claims of a source as data, and fcnet's verdict on each: supported, within noise or
-contradicted, with the numbers it rests on (docs/study.md, "Claims").
-
-A claim compares cells of one table, each named by a *selector* of the table's axes, e.g.
-``{ batch_size = 200, hidden = [50] }`` or ``{ row = 1 }`` (explicit rows, by number from 1
-or label). The depth block is the table ``depth`` (axes ``layers`` and ``init``), the chosen
-model's block the table ``chosen`` (axis ``split``: "val" or "test"). A claim that makes k
-comparisons uses k intervals at 1 - 0.05 / k each (Bonferroni): it errs at most 5% of the time.
-"""
+contradicted, with the numbers it rests on (docs/study.md, "Claims"). A claim compares cells
+of one table, each named by a *selector* of its axes, e.g. ``{ batch_size = 200, hidden = [50] }``
+or ``{ row = 1 }`` (by number from 1 or label); the depth block is the table ``depth`` (axes
+``layers``, ``init``), the chosen block ``chosen`` (axis ``split``). A claim that makes k
+comparisons uses k intervals at 1 - 0.05 / k each (Bonferroni): it errs at most 5% of the time."""
 
 from __future__ import annotations
 
@@ -20,8 +17,8 @@ from fcnet.experiments.results import _fmt
 from fcnet.experiments.stats import LEVEL, Cell, difference, sampling_ci
 
 DEFAULT_MARGIN = {"better": 0.0, "unbeaten": 1.0, "no_better": 1.0, "grows_then_flat": 1.0, "overfits": 5.0}
-SUPPORTED, NOISE, CONTRADICTED, UNTESTED = ("supported", "within noise", "contradicted",
-                                            "not tested")
+VERDICTS = SUPPORTED, NOISE, CONTRADICTED, UNTESTED = ("supported", "within noise",
+                                                       "contradicted", "not tested")
 
 
 @dataclass
@@ -52,17 +49,14 @@ class Axes:
 
 def table_axes(table) -> Axes:
     """The axes of a StudyTable; explicit rows are the axis 'row' (1-based, or a label)."""
-    names, values, labels = [], [], []
+    axes = Axes([], [], [])
     for name, items in table.axes:
-        if name == "configuration":
-            names.append("row")
-            values.append(list(range(1, len(items) + 1)))
-            labels.append([str(lab).split(":")[0] for lab, _ in items])  # 'config 1: ...'
-        else:
-            names.append(name)
-            values.append([ch[name] for _, ch in items])
-            labels.append([label(name, lab) for lab, _ in items])
-    return Axes(names, values, labels)
+        rows = name == "configuration"
+        axes.names.append("row" if rows else name)
+        axes.values.append(list(range(1, len(items) + 1)) if rows else [ch[name] for _, ch in items])
+        # explicit rows by their label's head: 'config 1: ...' -> 'config 1'
+        axes.labels.append([str(lab).split(":")[0] if rows else label(name, lab) for lab, _ in items])
+    return axes
 
 
 def label(name: str, v: Any) -> str:
@@ -104,8 +98,7 @@ def select(axes: Axes, sel: dict, where: str, partial: bool = False) -> tuple[in
 
 
 def resolve(spec, k: int, tables: dict[str, Axes]):
-    """A validated ClaimSpec -> Claim with cells as (row, column) indices; FcnetError for a
-    table or cell that does not exist."""
+    """A validated ClaimSpec -> Claim with cells as (row, column) indices, else FcnetError."""
     where = f"claim {spec.id!r}" if spec.id else f"claim[{k}]"
     if spec.table not in tables:
         raise FcnetError(f"{where}: no table {spec.table!r} (the study's tables: "
@@ -155,8 +148,7 @@ def _interval(d) -> str:
 
 
 def _verdict(diffs: list, low: float | None = None, high: float | None = None) -> str:
-    """Supported when every interval lies above ``low`` and below ``high``, contradicted when
-    one lies wholly beyond either bound."""
+    """Supported when every interval lies within (low, high), contradicted when one lies beyond."""
     if any(low is not None and d.high < low or high is not None and d.low > high for d in diffs):
         return CONTRADICTED
     if all((low is None or d.low > low) and (high is None or d.high < high) for d in diffs):

@@ -1,9 +1,6 @@
-"""A study's floor on this machine: the least time its training could take here.
-
-Every training the study executes (after sharing and reuse), its iterations times the
-floor step (``fcnet bench``'s :class:`fcnet.bench.FloorStep`: one step's products and
-batch gather) at its shapes and precision, measured here on its own rows (docs/bench.md).
-"""
+"""A study's floor on this machine, the least time its training could take here (docs/bench.md): every
+training it executes (after sharing and reuse), its iterations times the floor step
+(:class:`fcnet.bench.FloorStep`) at its shapes and precision, measured here on its own rows."""
 
 from __future__ import annotations
 
@@ -36,9 +33,8 @@ _STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> fastest ms, this 
 
 @dataclass(frozen=True)
 class Shape:
-    """What a floor step costs depends on: engine, precision, layer sizes (D, H1, ..., C),
-    batch, the members trained at once and whether each draws its own batch (their seeds
-    differ)."""
+    """What a floor step costs depends on: engine, precision, layer sizes (D, H1, ..., C), batch,
+    the members trained at once and whether each draws its own batch (their seeds differ)."""
 
     backend: str  # numpy | torch
     dtype: str  # float32 | float64 | bfloat16
@@ -48,10 +44,8 @@ class Shape:
     own: bool = False
 
     def describe(self) -> str:
-        pop = f", population of {self.k}" if self.k > 1 else ""
-        pop += ", own batches" if self.own else ""
-        return (f"{'-'.join(map(str, self.sizes))} batch {self.batch} {self.dtype} "
-                f"{self.backend}{pop}")
+        pop = (f", population of {self.k}" if self.k > 1 else "") + (", own batches" if self.own else "")
+        return f"{'-'.join(map(str, self.sizes))} batch {self.batch} {self.dtype} {self.backend}{pop}"
 
 
 @dataclass
@@ -83,21 +77,17 @@ class StudyFloor:
         return sum(r.seconds for r in self.runs)
 
     def _load(self) -> str:  # a busy machine slows the floor's longer steps too
-        if self.load is None:
-            return ""
-        return f"; load average {self.load:.1f} on {os.cpu_count()} cores"
+        return "" if self.load is None else f"; load average {self.load:.1f} on {os.cpu_count()} cores"
 
     def header(self, wall_seconds: float) -> dict[str, str]:
         """The report header's lines: the floor and wall / floor."""
-        ratio = wall_seconds / self.seconds if self.seconds > 0 else None
+        s = self.seconds
         what = f"{len(self.runs)} trainings at the floor step"
         if self.reused:
             what += f"; {self.reused} runs reused, not counted"
-        what += self._load()
-        s = self.seconds
         return {"floor seconds": (f"{s:.1f}" if s >= 10 else f"{s:.3f}")
-                + f" ({what}, measured now: docs/bench.md)",
-                "wall / floor": "n/a" if ratio is None else f"{ratio:.2f}"}
+                + f" ({what}{self._load()}, measured now: docs/bench.md)",
+                "wall / floor": f"{wall_seconds / s:.2f}" if s > 0 else "n/a"}
 
     def to_json(self) -> dict:
         return {"seconds": self.seconds, "reused": self.reused, "notes": self.notes,
@@ -111,8 +101,7 @@ class StudyFloor:
         by: dict[tuple, list[FloorRun]] = {}
         for r in self.runs:
             by.setdefault((r.what, r.shape), []).append(r)
-        lines = [f"{'what':<11} {'shape':<52} {'runs':>5} {'iterations':>11} {'ms/step':>8} "
-                 f"{'seconds':>8}"]
+        lines = [f"{'what':<11} {'shape':<52} {'runs':>5} {'iterations':>11} {'ms/step':>8} {'seconds':>8}"]
         for (what, shape), rs in sorted(by.items(), key=lambda kv: -sum(r.seconds for r in kv[1])):
             lines.append(f"{what:<11} {shape.describe():<52} {len(rs):>5} "
                          f"{sum(r.iterations for r in rs):>11,} {rs[0].step_ms:>8.3f} "
@@ -127,14 +116,11 @@ class StudyFloor:
 def _finished(path: Path | None, since: float | None) -> bool:
     """Was the run of this summary.json (or depth study's result) finished, before
     ``since`` (epoch seconds) if given? A summary is written when a run starts too."""
-    if path is None:
-        return False
     try:
-        if since is not None and path.stat().st_mtime >= since:
+        if path is None or since is not None and path.stat().st_mtime >= since:
             return False
-        if path.name != "summary.json":
-            return True
-        return json.loads(path.read_text()).get("status") in ("completed", "diverged")
+        done = path.name != "summary.json"  # a depth study's result
+        return done or json.loads(path.read_text()).get("status") in ("completed", "diverged")
     except (OSError, ValueError):
         return False
 
@@ -164,8 +150,7 @@ class _Data:
     def rows(self, config: RunConfig) -> tuple[np.ndarray, int]:
         key = prep.data_key(config)
         if key not in self.prepared and key in self.pca_width:
-            # the rows before the PCA, cut to its width: the same shapes for the products,
-            # without fitting the PCA again (a CIFAR-10 fit is ~15 s, the workers did it)
+            # the rows before the PCA cut to its width: the same shapes, no refit (~15 s on CIFAR-10)
             X, classes = self.rows(config.model_copy(update={"pca": None}))
             self.prepared[key] = (np.ascontiguousarray(X[:, :self.pca_width[key]]), classes)
         if key not in self.prepared:
@@ -175,30 +160,24 @@ class _Data:
 
     def read_width(self, config: RunConfig, summary: Path | None) -> None:
         """Note a PCA config's input width from its run's summary.json, if there is one."""
-        if config.pca is None or summary is None:
-            return
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            self.pca_width[prep.data_key(config)] = int(json.loads(summary.read_text())["input_size"])
-
-    def shape(self, config: RunConfig) -> tuple[int, int, int]:
-        X, classes = self.rows(config)
-        return (*X.shape, classes)
+            if config.pca is not None and summary is not None:
+                self.pca_width[prep.data_key(config)] = int(json.loads(summary.read_text())["input_size"])
 
 
 def _run(what: str, config: RunConfig, k: int, data: _Data, iterations: int | None = None,
          hidden: list[int] | None = None, own: bool = False) -> FloorRun:
-    n, d, c = data.shape(config)
-    backend, dtype = _precision(config)
+    X, c = data.rows(config)
+    n, d = X.shape
     sizes = (d, *(config.hidden if hidden is None else hidden), c)
     its = config.length(n)[0] if iterations is None else iterations
-    return FloorRun(what, Shape(backend, dtype, sizes, config.batch_size, k, own), its, n, config)
+    return FloorRun(what, Shape(*_precision(config), sizes, config.batch_size, k, own), its, n, config)
 
 
 def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
                since: float | None = None) -> StudyFloor:
-    """The trainings a :class:`fcnet.experiments.study.Study` executes, at most
-    ``population`` mates at once (step times not yet measured). Runs finished in the
-    study's directory ``out`` (before ``since``, epoch seconds, if given) are not counted."""
+    """The trainings a :class:`fcnet.experiments.study.Study` executes, at most ``population`` mates at
+    once (not yet measured), less the runs finished in ``out`` (before ``since``, epoch seconds)."""
     runs_dir = Path(out) / "runs" if out is not None else None
     data = _Data()
     floor = StudyFloor([], data=data)
@@ -214,9 +193,8 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
         for i in range(0, len(members), population):
             chunk = members[i:i + population]
             # members of other seeds draw other batches (the population trainer's rule)
-            own = len({j.config.seed for j in chunk}) > 1
-            floor.runs.append(_run("population" if len(chunk) > 1 else "run",
-                                   chunk[0].config, len(chunk), data, own=own))
+            floor.runs.append(_run("population" if len(chunk) > 1 else "run", chunk[0].config, len(chunk),
+                                   data, own=len({j.config.seed for j in chunk}) > 1))
     # rows read along a longer run that the report re-trains alone for their figures
     for config in study.own_runs():
         if _finished(runs_dir and runs_dir / space.run_key(config) / "summary.json", since):
@@ -249,62 +227,45 @@ def _depth_runs(study, runs_dir: Path | None, since, floor: StudyFloor) -> list[
     h, batch = defaults["hidden"], defaults["batch_size"]
     config = config.model_copy(update={"backend": "torch", "dtype": "float32", "amp": False,
                                        "batch_size": batch})
-    its = defaults["epochs"] * max(floor.data.shape(config)[0] // batch, 1)
-    return [_run("depth", config, 1, floor.data, its, [h] * (int(d) - 1))
-            for _ in inits for d in depths]
-
-
-def _rows(data: _Data, config: RunConfig, shape: Shape):
-    """The run's own prepared training rows (N, D), in the precision its products use."""
-    X = data.rows(config)[0]
-    if shape.backend == "numpy":
-        return np.ascontiguousarray(X, dtype=shape.dtype)
-    import torch
-
-    X = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    return X.to(getattr(torch, shape.dtype))
-
-
-def _time_steps(f) -> list[float]:
-    """Seconds of each of at least MIN_STEPS steps, for at least MIN_SECONDS."""
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < MAX_STEPS and (len(times) < MIN_STEPS
-                                      or time.perf_counter() - start < MIN_SECONDS):
-        t0 = time.perf_counter()
-        f.step()
-        times.append(time.perf_counter() - t0)
-    return times
+    its = defaults["epochs"] * max(len(floor.data.rows(config)[0]) // batch, 1)
+    return [_run("depth", config, 1, floor.data, its, [h] * (int(d) - 1)) for _ in inits for d in depths]
 
 
 def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
-    """Fill in each run's step time (ms), measured once per shape and data in this process:
-    the shapes of one data key and precision timed in interleaved rounds after a warm-up.
-    The fastest step, not the median: the floor is what the machine can do, and on a shared
-    machine other work slows most steps of a busy spell (on two busy cores, 2-threaded BLAS
-    products waited out whole scheduler slices)."""
+    """Fill in each run's step time (ms), measured once per shape and data in this process: the
+    shapes of one data key and precision timed in interleaved rounds after a warm-up. The fastest
+    step, not the median: the floor is what the machine can do; other work slows most steps."""
     todo: dict[tuple, dict[tuple, FloorRun]] = {}
     for r in floor.runs:
         key = (r.shape, prep.data_key(r.config))
         if key not in _STEP_MS:
             todo.setdefault((r.shape.backend, r.shape.dtype, key[1]), {})[key] = r
     last = None
-    for (backend, _, _), shapes in sorted(todo.items(), key=lambda kv: kv[0][:2]):
+    for (backend, dtype, _), shapes in sorted(todo.items(), key=lambda kv: kv[0][:2]):
         if last is not None and backend != last:
             time.sleep(SWITCH_GAP_S)
         last = backend
-        first = next(iter(shapes.values()))
-        X = _rows(floor.data or _Data(), first.config, first.shape)
-        steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k,
-                                    own=r.shape.own)
+        # the run's own prepared rows (N, D), in the precision its products use
+        X = (floor.data or _Data()).rows(next(iter(shapes.values())).config)[0]
+        X = np.ascontiguousarray(X, dtype=dtype if backend == "numpy" else np.float32)
+        if backend == "torch":
+            import torch
+
+            X = torch.from_numpy(X).to(getattr(torch, dtype))
+        steps = {key: FloorStep(X, list(r.shape.sizes), r.shape.batch, r.shape.k, own=r.shape.own)
                  for key, r in shapes.items()}
         fastest = dict.fromkeys(steps, math.inf)
         for f in steps.values():
             for _ in range(3):
                 f.step()
         for _ in range(ROUNDS):
-            for key, f in steps.items():
-                fastest[key] = min(fastest[key], *_time_steps(f))
+            for key, f in steps.items():  # at least MIN_STEPS steps, for at least MIN_SECONDS
+                n, start = 0, time.perf_counter()
+                while n < MAX_STEPS and (n < MIN_STEPS or time.perf_counter() - start < MIN_SECONDS):
+                    t0 = time.perf_counter()
+                    f.step()
+                    fastest[key] = min(fastest[key], time.perf_counter() - t0)
+                    n += 1
         for key, t in fastest.items():
             _STEP_MS[key] = 1e3 * t
             if progress:

@@ -1,6 +1,5 @@
-"""A sweep's spec (base config, grid, points or search) and its plan: the jobs
-(one training run each) the rows need, with identical configs merged and
-iteration-only differences shared by one run evaluated along the way."""
+"""A sweep's spec (base config, grid, points or search) and its plan: the jobs (one training
+run each), identical configs merged and iteration-only differences shared by one run."""
 
 from __future__ import annotations
 
@@ -21,9 +20,8 @@ SEARCHES = ("random", "tpe")
 
 @dataclass
 class SweepSpec:
-    """What to run: a base config and either a grid (field -> values, their product
-    applied to each of ``points``, dicts of fields) or a ``search`` ('random' or 'tpe')
-    over ``params`` for ``trials`` trials, the sampler seeded with ``seed``."""
+    """A base config and either a grid (field -> values, their product applied to each of
+    ``points``) or a ``search`` ('random' or 'tpe') over ``params`` for ``trials`` trials."""
 
     base: RunConfig
     grid: dict[str, list] = field(default_factory=dict)
@@ -153,9 +151,8 @@ class Job:
 
 
 def pop_key(config: RunConfig) -> str | None:
-    """Jobs with equal keys may train as one population (None: never). The one
-    definition is the population trainer's own; a population is evaluated at the
-    union of its members' ``eval_at``, which does not change what they learn."""
+    """Jobs with equal keys may train as one population (None: never), as the population
+    trainer defines it; evaluating at the union of the members' ``eval_at`` changes nothing."""
     if not compatible([config]):
         return None
     return hashlib.sha256(repr(population_key(config)).encode()).hexdigest()[:12]

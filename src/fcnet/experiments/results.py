@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,7 @@ class SweepResult:
         return sorted(self.rows, key=lambda r: (0, -r.val_acc) if r.finished else (1, 0))
 
     def best(self) -> Row | None:
-        done = self.ranked()
-        return done[0] if done and done[0].finished else None
+        return next((r for r in self.ranked() if r.finished), None)
 
     @property
     def ok(self) -> bool:
@@ -67,10 +67,9 @@ class SweepResult:
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
             w.writerow(["rank", *cols, "val_acc", "status", "run_dir", "key", "error"])
-            for i, r in enumerate(rows, 1):
-                w.writerow([i, *(_fmt(r.params.get(c)) for c in cols),
-                            "" if r.val_acc is None else repr(r.val_acc), r.status,
-                            r.run_dir or "", r.key, r.error or ""])
+            w.writerows([i, *(_fmt(r.params.get(c)) for c in cols), "" if r.val_acc is None else
+                         repr(r.val_acc), r.status, r.run_dir or "", r.key, r.error or ""]
+                        for i, r in enumerate(rows, 1))
             return buf.getvalue()
         head = ["#", *cols, "val acc", "status", "run"]
         body = []
@@ -88,24 +87,17 @@ class SweepResult:
             lines += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
             return "\n".join(lines) + "\n"
         widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-
-        def fmt_row(cells: list[str]) -> str:
-            return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-        return "\n".join([fmt_row(head), *(fmt_row(b) for b in body)]) + "\n"
+        return "".join("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n"
+                       for cells in [head, *body])
 
     def _rel(self, run_dir: str | None) -> str:
-        if not run_dir:
-            return ""
         try:
-            return os.path.relpath(run_dir, self.sweep_dir)
-        except ValueError:
+            return os.path.relpath(run_dir, self.sweep_dir) if run_dir else ""
+        except ValueError:  # on another drive (Windows)
             return run_dir
 
     def write(self, study=None) -> None:
-        """results.md, results.csv and results.json in the sweep directory, and with the
-        Optuna ``study`` where two or more params vary, Optuna's parameter-importance and
-        parallel-coordinate figures beside them (shown in results.md)."""
+        """results.md, .csv and .json in the sweep directory, with the Optuna ``study``'s figures if given."""
         d = self.sweep_dir
         md = self.table("markdown")
         if study is not None:
@@ -117,17 +109,9 @@ class SweepResult:
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
     if isinstance(v, list):
         return "x".join(str(x) for x in v)
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
-FIGURES = {"importance.png": ("plot_param_importances", "parameter importance (fANOVA)"),
-           "parallel.png": ("plot_parallel_coordinate", "parallel coordinates")}
+    return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
@@ -139,8 +123,6 @@ def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
               if len({json.dumps(t.params.get(n)) for t in done}) > 1]
     if len(varied) < 2:
         return []
-    import warnings
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,9 +130,9 @@ def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
     import optuna.visualization.matplotlib as vis
 
     written = []
-    for name, (fn, caption) in FIGURES.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "experimental" warnings of optuna's plots
+    for name, fn, caption in (("importance.png", "plot_param_importances", "parameter importance (fANOVA)"),
+                              ("parallel.png", "plot_parallel_coordinate", "parallel coordinates")):
+        with warnings.catch_warnings(action="ignore"):  # "experimental" warnings of optuna's plots
             try:
                 ax = getattr(vis, fn)(study, params=sorted(varied))
             except (ValueError, RuntimeError):  # e.g. importances of constant values

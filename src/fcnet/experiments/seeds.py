@@ -1,8 +1,6 @@
-"""Seeds as a sweep axis: a trial of ``fcnet sweep --seeds N`` trains its config with N
-seeds (the config's own, then the next N - 1) and its Optuna value is their mean. Each seed
-is an ordinary run directory, so added seeds train only the new ones, and ``run_trials``
-hands all seeds of a task's trials to one ``run_task`` call (one population).
-"""
+"""Seeds as a sweep axis: a trial of ``fcnet sweep --seeds N`` trains its config with N seeds
+(the config's own, then the next N - 1), its Optuna value their mean. Each seed is an ordinary
+run directory (added seeds train only the new ones); one ``run_task`` call trains them all."""
 
 from __future__ import annotations
 
@@ -19,13 +17,9 @@ from fcnet.experiments.space import run_key
 def expand(job: dict, seeds: int) -> list[dict]:
     """A trial's job -> one job per seed (the first is the job itself)."""
     config = RunConfig.model_validate_json(job["config"])
-    out = [job]
-    for s in range(1, seeds):
-        c = config.model_copy(update={"seed": config.seed + s})
-        key = run_key(c)
-        out.append({**job, "key": key, "config": c.model_dump_json(),
-                    "run_dir": str(Path(job["run_dir"]).parent / key)})
-    return out
+    copies = [config.model_copy(update={"seed": config.seed + s}) for s in range(1, seeds)]
+    return [job] + [{**job, "key": run_key(c), "config": c.model_dump_json(),
+                     "run_dir": str(Path(job["run_dir"]).parent / run_key(c))} for c in copies]
 
 
 def combine(job: dict, results: list[dict]) -> dict:
@@ -58,8 +52,7 @@ def combine(job: dict, results: list[dict]) -> dict:
 
 def run_trials(jobs: list[dict], seeds: int, run: Callable[[list[dict]], list[dict]]
                ) -> list[dict]:
-    """Train a task's trials with ``seeds`` seeds each through ``run`` (worker.run_task);
-    one result per trial, in order."""
+    """Train a task's trials with ``seeds`` seeds each through ``run``: one result per trial."""
     if seeds <= 1:
         return run(jobs)
     groups = [expand(j, seeds) for j in jobs]

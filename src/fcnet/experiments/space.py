@@ -34,27 +34,19 @@ def check_field(name: str, where: str) -> str:
 
 def _numeric_kind(name: str) -> type | None:
     """int or float for a numeric field (Optional allowed), else None."""
-    ann = FIELDS[name].annotation
-    args = typing.get_args(ann) or (ann,)
-    if bool in args:
-        return None
-    return int if int in args else float if float in args else None
+    args = typing.get_args(FIELDS[name].annotation) or (FIELDS[name].annotation,)
+    return None if bool in args else int if int in args else float if float in args else None
 
 
 def split_values(text: str) -> list[str]:
     """Split on commas that are not inside brackets: ``[1,2],[3]`` -> two values."""
-    parts, depth, cur = [], 0, ""
+    parts, depth = [""], 0
     for ch in text:
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
+        depth += (ch in "[(") - (ch in "])")
         if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
+            parts.append("")
         else:
-            cur += ch
-    parts.append(cur)
+            parts[-1] += ch
     return [p.strip() for p in parts if p.strip()]
 
 
@@ -72,9 +64,7 @@ def parse_value(name: str, text: str) -> Any:
         value = json.loads(text)
     except json.JSONDecodeError:
         value = text
-    if name == "hidden" and isinstance(value, int):
-        value = [value]
-    return value
+    return [value] if name == "hidden" and isinstance(value, int) else value
 
 
 def _number(text: str, where: str) -> int | float:
@@ -101,8 +91,7 @@ def _range(name: str, text: str, where: str) -> list:
         raise FcnetError(f"{where}: {text!r} makes {n + 1} values; that is too many")
     if all(isinstance(v, int) for v in (start, stop, step)):
         return list(range(start, stop + 1, step))
-    # print-round so 0.1 steps give 0.3, not 0.30000000000000004
-    values = [float(f"{start + i * step:.12g}") for i in range(n + 1)]
+    values = [float(f"{start + i * step:.12g}") for i in range(n + 1)]  # 0.3, not 0.30000000000000004
     return [v for v in values if v <= stop * (1 + 1e-12)]
 
 
@@ -113,12 +102,8 @@ def parse_grid_item(item: str) -> tuple[str, list]:
     if not eq or not text.strip():
         raise FcnetError(f"--grid {item!r}: expected FIELD=V1,V2,...")
     check_field(name, f"--grid {item!r}")
-    where = f"--grid {name}"
-    if ":" in text and "," not in text and _numeric_kind(name) is not None:
-        values = _range(name, text, where)
-    else:
-        values = [parse_value(name, v) for v in split_values(text)]
-    return name, normalise_values(name, values, where)
+    values = [parse_value(name, v) for v in split_values(text)]  # a range stays text: expanded below
+    return name, normalise_values(name, values, f"--grid {name}")
 
 
 def normalise_values(name: str, values: list, where: str) -> list:
@@ -127,10 +112,8 @@ def normalise_values(name: str, values: list, where: str) -> list:
     for v in values:
         if isinstance(v, str) and name != "hidden" and ":" in v and _numeric_kind(name):
             out.extend(_range(name, v, where))
-        elif name == "hidden" and isinstance(v, str):
-            out.append(parse_value(name, v))
-        elif name == "hidden" and isinstance(v, int):
-            out.append([v])
+        elif name == "hidden" and isinstance(v, str | int):
+            out.append(parse_value(name, v) if isinstance(v, str) else [v])
         else:
             out.append(v)
     if not out:
@@ -175,8 +158,7 @@ class SearchParam:
         where = f"--param {item!r}"
         if not eq or not text.strip():
             raise FcnetError(f"{where}: expected FIELD=LOW:HIGH[:log] or FIELD=A,B,...")
-        check_field(name, where)
-        kind = _numeric_kind(name)
+        kind = _numeric_kind(check_field(name, where))
         if ":" in text and "," not in text and kind is not None:
             parts = text.split(":")
             if len(parts) not in (2, 3):
@@ -204,8 +186,7 @@ class SearchParam:
         if self.choices is not None:
             return _choice_value(self.name, trial.suggest_categorical(self.name, self.choices))
         if self.integer:
-            step = int(self.step) if self.step else 1
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=step,
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1),
                                      log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
@@ -243,7 +224,8 @@ def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep")
     try:
         config = make_config(values)
     except FcnetError as err:
-        raise FcnetError(f"{where} {_describe(changes)}: {err}") from None
+        described = " ".join(f"{k}={_choice_key(v)}" for k, v in changes.items()) or "(base)"
+        raise FcnetError(f"{where} {described}: {err}") from None
     for k in changes:  # also where the config itself would let it through ("inf" text too)
         v = getattr(config, k)
         if isinstance(v, float) and not math.isfinite(v):
@@ -251,14 +233,9 @@ def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep")
     return config
 
 
-def _describe(changes: dict[str, Any]) -> str:
-    return " ".join(f"{k}={_choice_key(v)}" for k, v in changes.items()) or "(base)"
-
-
 def expand(base: RunConfig, grid: dict[str, list], points: list[dict] | None = None
            ) -> list[tuple[dict, RunConfig]]:
-    """Every (changes, config) of ``points x product(grid)``, in grid order: the grid's
-    product on top of each point (a dict of fields), validated before any work starts."""
+    """Every (changes, config) of ``points x product(grid)`` in grid order, validated up front."""
     out = []
     names = list(grid)
     for point in points or [{}]:

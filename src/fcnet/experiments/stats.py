@@ -1,10 +1,8 @@
-"""The statistics of a study's tables (accuracies as fractions; docs/study.md says what each
-interval means): ``mean_ci`` over seeds (Student's t), ``sampling_ci`` of one run (Wilson),
-``difference`` of two cells and ``beyond_noise`` over every pair (Holm). ``difference`` is
-Welch's t-test when both cells have 2 or more seeds that spread, else (one run each, or seeds
-that all scored alike, where Welch's variance is 0 and its p-value would claim certainty) the
-two-proportion test of the validation counts (Newcombe's interval).
-"""
+"""The statistics of a study's tables (accuracies as fractions; docs/study.md): ``mean_ci``
+over seeds (Student's t), ``sampling_ci`` of one run (Wilson), ``difference`` of two cells and
+``beyond_noise`` over every pair (Holm). ``difference`` is Welch's t-test when both cells have
+2+ seeds that spread, else (where Welch's variance is 0 and its p-value would claim certainty)
+the two-proportion test of the validation counts (Newcombe's interval)."""
 
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ class Cell:
 
 def mean_ci(values: list[float], level: float = LEVEL) -> tuple[float, float | None, float | None]:
     """(mean, low, high): the t-interval of the mean over seeds; (mean, None, None) for one
-    value (no spread to measure), and a zero-width interval when all values are equal."""
+    value, and a zero-width interval when all values are equal."""
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
@@ -95,8 +93,7 @@ class Pair:
 
 
 def beyond_noise(cells: list[Cell], level: float = LEVEL) -> list[Pair]:
-    """Every pair (i < j) of cells, tested as ``difference`` and Holm-corrected over all
-    pairs (the family-wise error rate is at most 1 - level)."""
+    """Every pair (i < j) of cells, tested as ``difference``, Holm-corrected over all pairs."""
     from statsmodels.stats.multitest import multipletests
 
     pairs = [(i, j, difference(cells[i], cells[j], level))

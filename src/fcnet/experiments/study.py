@@ -1,8 +1,6 @@
-"""Studies as data: a TOML file (docs/study.md) of tables, blocks and claims, run as one
-grid sweep (:func:`fcnet.experiments.sweep.run_sweep`), so identical configs train once,
-iteration counts share one run, mates train as one population, and ``--workers``,
-``--storage`` and ``--join`` work as for sweeps.
-"""
+"""Studies as data: a TOML file (docs/study.md) of tables, blocks and claims, run as one grid
+sweep (identical configs train once, iteration counts share one run, mates train as one
+population; ``--workers``, ``--storage`` and ``--join`` work as for sweeps)."""
 
 from __future__ import annotations
 
@@ -45,21 +43,15 @@ class Study:
                                          sort_keys=True, default=str).encode()).hexdigest()[:10]
 
     def own_runs(self) -> list[RunConfig]:
-        """The configs the report trains alone although a longer run reads their accuracy
-        along the way: the baseline's and the chosen block's weight pictures need each
-        one's own final weights."""
+        """The configs the report trains alone although a longer run reads their accuracy along
+        the way: the baseline's and the chosen block's weight pictures need their final weights."""
         from fcnet.experiments.plan import SweepSpec, plan
 
-        points = {p.key: p for p in plan(SweepSpec(self.base, points=self.runs))[0]}
-        own = [{}] if "baseline" in self.blocks else []
-        own += self.blocks.get("chosen", {}).get("weights", [])
-        configs = {}
-        for changes in own:
-            config = space.with_changes(self.base, changes)
-            p = points.get(space.run_key(config))
-            if p is not None and p.iteration is not None:
-                configs[p.key] = config
-        return list(configs.values())
+        along = {p.key for p in plan(SweepSpec(self.base, points=self.runs))[0]
+                 if p.iteration is not None}
+        own = ([{}] if "baseline" in self.blocks else []) + self.blocks.get("chosen", {}).get("weights", [])
+        configs = [space.with_changes(self.base, changes) for changes in own]
+        return list({space.run_key(c): c for c in configs if space.run_key(c) in along}.values())
 
     def seeded(self, changes: dict, seeds: int) -> list[dict]:
         """The changes of a cell's ``seeds`` runs: the base seed, then the next ones."""
@@ -79,14 +71,13 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
     overrides = {k: v for k, v in {"dataset": dataset, "path": data_path, "dtype": dtype,
                                    "backend": backend}.items() if v}
     model, ctx = studyfile.parse(data, source, overrides, seeds)
-    tables = [t._built for t in model.table]
     blocks = {b.kind: b.model_dump() for b in model.block}
-    study = Study(model.title or Path(path).stem, ctx["base"], tables, blocks, ctx["note"], source,
-                  model.seeds, model._claims, model._axes)
+    study = Study(model.title or Path(path).stem, ctx["base"], model.table, blocks, ctx["note"],
+                  source, model.seeds, model._claims, model._axes)
     runs = study.runs
     if "baseline" in blocks:
         runs += study.seeded({}, study.seeds)
-    for t in tables:
+    for t in model.table:
         runs += [s for row in t.cells() for c in row for s in study.seeded(c, t.seeds)]
     runs += blocks.get("batch_noise", {}).get("runs", [])
     if "chosen" in blocks:
@@ -117,22 +108,12 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     rows = {}
     for r in result.rows:
         rows.setdefault(r.key, r)
-    ctx = Sections(study, out, rows)
+    ctx, b = Sections(study, out, rows), study.blocks
     results: dict = {"dataset": study.base.dataset, "title": study.title, "sweep": name}
-    sections = []
-    b = study.blocks
-    if "toy" in b:
-        sections.append(ctx.toy(results))
-    if "baseline" in b:
-        sections.append(ctx.baseline(b["baseline"], results))
-    if study.tables:
-        sections.append(ctx.tables(results))
-    if "chosen" in b:
-        sections.append(ctx.chosen(b["chosen"], results))
-    if "depth" in b and depth:
-        sections.append(ctx.depth(b["depth"], results))
-    if study.claims:
-        sections.append(ctx.claims(results))
+    wanted = [(ctx.toy, "toy" in b), (ctx.baseline, "baseline" in b), (ctx.tables, study.tables),
+              (ctx.chosen, "chosen" in b), (ctx.depth, "depth" in b and depth),
+              (ctx.claims, study.claims)]
+    sections = [section(results) for section, on in wanted if on]
     elapsed = time.perf_counter() - started
     results["wall_seconds"] = elapsed
     meta = {"study": study.source, "dataset": study.base.dataset, "path": study.base.path,
@@ -150,20 +131,17 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     return results
 
 
-class _BesideTheSweep:
-    """The report's own runs and the depth block's torch runs (on one torch thread) in a
-    thread while the sweep's worker processes train, filling their idle start and tail.
-    ``start`` once the sweep is open and checked (a refused sweep trains nothing); ``finish``
-    waits and raises what they raised. A daemon thread: an interrupted study exits without
-    waiting, and the depth cache is written atomically, so nothing half-done is left."""
+class _BesideTheSweep(threading.Thread):
+    """The report's own runs and the depth block's torch runs (on one torch thread), trained
+    while the sweep's worker processes train, in their idle start and tail. ``start`` once the
+    sweep is open and checked (a refused sweep trains nothing); ``finish`` waits and raises what
+    they raised. A daemon: an interrupted study exits without waiting (the depth cache is
+    written atomically, so nothing half-done is left)."""
 
     def __init__(self, study: Study, out: Path, depth: bool):
-        self.study, self.out, self.error, self.thread = study, out, None, None
+        super().__init__(name="beside-the-sweep", daemon=True)
+        self.study, self.out, self.error = study, out, None
         self.block = study.blocks.get("depth") if depth else None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self.run, name="beside-the-sweep", daemon=True)
-        self.thread.start()
 
     def run(self) -> None:
         from fcnet.experiments.study_report import depth_results
@@ -178,7 +156,7 @@ class _BesideTheSweep:
             self.error = err
 
     def finish(self) -> None:
-        if self.thread is not None:
-            self.thread.join()
+        if self.ident is not None:  # started
+            self.join()
         if self.error is not None:
             raise self.error

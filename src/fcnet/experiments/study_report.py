@@ -8,6 +8,8 @@ import csv
 import hashlib
 import json
 import math
+from collections import Counter
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -83,9 +85,6 @@ class Sections:
     def row(self, changes: dict):
         return self.rows[space.run_key(self.config(changes))]
 
-    def summary(self, changes: dict) -> dict:
-        return files.read_json(Path(self.row(changes).run_dir) / "summary.json")
-
     @cached_property
     def sizes(self) -> dict:
         """The study's split sizes (every run shares the split): n_train, n_val."""
@@ -155,12 +154,12 @@ class Sections:
                           id="t-toy")],
             figures=[Figure(self.figs / "toy_loss.png", "Toy training loss (Figure 1)")])
 
-    def baseline(self, block: dict, results: dict):
+    def baseline(self, results: dict):
         bdir, s = self.own_run({})
         c = self.study.base
         cell = self.cell({}, self.study.seeds)
         results["baseline_val"] = cell.mean
-        ref = block.get("reference")
+        ref = self.study.blocks["baseline"].get("reference")
         return Section(
             "Q3: the baseline", id="baseline",
             text=f"Hidden {_fmt(c.hidden)}, std {c.std:g}, {c.iters:,} iterations, batch "
@@ -195,9 +194,10 @@ class Sections:
                 head.append(t.reference_label if name is None else f"{name} report")
         body, grid = [], []
         for (rlabel, _), changes in zip(rows, t.cells()):
-            line = [_cell(rlabel)]
-            for key in t.show.values():  # from the first column's run
-                line.append(self.summary(changes[0]).get(key, "-"))
+            line = [_fmt(rlabel) if isinstance(rlabel, list) or rlabel is None else rlabel]
+            if t.show:  # from the first column's run
+                first = files.read_json(Path(self.row(changes[0]).run_dir) / "summary.json")
+                line += [first.get(key, "-") for key in t.show.values()]
             cells = [self.cell(c, t.seeds, _short(row_axis, rlabel)) for c in changes]
             grid.append(cells)
             for c in cells:
@@ -240,13 +240,10 @@ class Sections:
         row_axis, rows = t.axes[0]
         series = {}
         for j, (clabel, _) in enumerate(t.columns()):
-            points = []  # per row: mean, seed interval low and high, sampling low and high
-            for c in (row[j] for row in self.grids[t.id]):
-                if not c.values:
-                    points.append([math.nan] * 5)
-                    continue
-                ends = (*stats.mean_ci(c.values), *stats.sampling_ci(c.mean, c.n))
-                points.append([math.nan if x is None else 100 * x for x in ends])
+            # per row: mean, seed interval low and high, sampling low and high
+            points = [[math.nan if x is None else 100 * x for x in
+                       (*stats.mean_ci(c.values), *stats.sampling_ci(c.mean, c.n))]
+                      if c.values else [math.nan] * 5 for c in (row[j] for row in self.grids[t.id])]
             series["" if clabel is None else label(t.axes[1][0], clabel)] = tuple(
                 list(column) for column in zip(*points))
         path = self.figs / f"intervals-{t.id}.png"
@@ -260,14 +257,11 @@ class Sections:
     def tables(self, results: dict):
         from fcnet.report import plots
 
-        tables, figures = [], []
-        results["tables"], results["cells"] = {}, {}
-        for t in self.study.tables:
-            tables.append(self.table(t))
-            results["tables"][t.id] = tables[-1].rows
-            results["cells"][t.id] = [[{"label": c.label, "values": c.values, "n": c.n}
-                                       for c in row] for row in self.grids[t.id]]
-            figures.append(self.interval_figure(t))
+        tables = [self.table(t) for t in self.study.tables]
+        figures = [self.interval_figure(t) for t in self.study.tables]
+        results["tables"] = {t.id: table.rows for t, table in zip(self.study.tables, tables)}
+        results["cells"] = {t.id: [[asdict(c) for c in row] for row in self.grids[t.id]]
+                            for t in self.study.tables}
         noise = self.study.blocks.get("batch_noise")
         if noise:
             labels = noise.get("labels") or [f"run {k + 1}" for k in range(len(noise["runs"]))]
@@ -308,9 +302,10 @@ class Sections:
                  + (" " + self.study.note if self.study.note else ""),
             tables=tables, figures=figures)
 
-    def chosen(self, block: dict, results: dict):
+    def chosen(self, results: dict):
         from fcnet.experiments.sweep import test_accuracy
 
+        block = self.study.blocks["chosen"]
         changes = block["config"]
         r = self.row(changes)
         test = self.test = test_accuracy(self.out, r)
@@ -318,7 +313,8 @@ class Sections:
         run_dir = Path(test["run_dir"])
         c = r.config
         val = self.cell(changes, self.study.seeds)
-        labels = block.get("weight_labels") or [_describe(w) for w in block["weights"]]
+        labels = block.get("weight_labels") or [
+            ", ".join(f"{k} {_fmt(v)}" for k, v in w.items()) or "the base config" for w in block["weights"]]
         figs = [(self.own_run(w)[0], lab) for w, lab in zip(block["weights"], labels)]
         figs.append((run_dir, f"the chosen model (hidden {_fmt(c.hidden)}, lr {c.lr:g}, "
                               f"{c.iters:,} it)"))
@@ -343,8 +339,9 @@ class Sections:
             figures=[Figure(w, f"First-layer weights: {cap}") for d, cap in figs
                      if d is not None and (w := self.weights_picture(d)).exists()])
 
-    def depth(self, block: dict, results: dict):
+    def depth(self, results: dict):
         """Q4: deeper networks in PyTorch, the exercise's init vs Kaiming."""
+        block = self.study.blocks["depth"]
         res = self.depth_results = depth_results(self.study, self.out, block)  # torch or a clear error
         from fcnet.torch_backend.depth import plot_depth_study
 
@@ -381,40 +378,31 @@ class Sections:
     # ---- claims
     def claim_cell(self, table: str, r: int, c: int) -> stats.Cell:
         if table == "depth":
-            return stats.Cell("", [float(self._depth_result(r, c)["final_val_acc"])],
-                              self.sizes["n_val"])
+            return self.depth_cell(r, c)
         if table == "chosen":
             if r == 0:
                 return self.cell(self.study.blocks["chosen"]["config"], self.study.seeds)
             return stats.Cell("", [float(self.test["test_acc"])], int(self.test["n"]))
         return self.grids[table][r][c]
 
-    def claim_train(self, r: int, c: int) -> stats.Cell:
-        """A depth-table cell's training accuracy ('overfits' claims)."""
-        return stats.Cell("", [float(self._depth_result(r, c)["final_train_acc"])],
-                          self.sizes["n_train"])
-
-    def _depth_result(self, r: int, c: int) -> dict:
+    def depth_cell(self, r: int, c: int, split: str = "val") -> stats.Cell:
+        """A depth-table cell's validation (or, for 'overfits' claims, training) accuracy."""
         block = self.study.blocks["depth"]
         d, init = block["depths"][r], block["init"][c]
-        return next(x for x in self.depth_results if x["depth"] == d and x["init"] == init)
+        res = next(x for x in self.depth_results if x["depth"] == d and x["init"] == init)
+        return stats.Cell("", [float(res[f"final_{split}_acc"])], self.sizes[f"n_{split}"])
 
     def claims(self, results: dict):
-        verdicts = []
         missing = {"depth": self.depth_results is None, "chosen": self.test is None}
-        for cl in self.study.claims:
-            if missing.get(cl.table):
-                verdicts.append(claims_mod.Verdict(cl.text, cl.table, claims_mod.UNTESTED,
-                                                   f"the {cl.table} section did not run"))
-                continue
-            verdicts.append(claims_mod.evaluate(cl, self.claim_cell, self.study.axes[cl.table],
-                                                self.study.base.dataset, self.claim_train))
-        results["claims"] = [{"id": c.id, "claim": v.claim, "table": v.table,
-                              "verdict": v.verdict, "numbers": v.numbers}
-                             for c, v in zip(self.study.claims, verdicts)]
-        counts = {k: sum(v.verdict == k for v in verdicts) for k in
-                  (claims_mod.SUPPORTED, claims_mod.NOISE, claims_mod.CONTRADICTED,
-                   claims_mod.UNTESTED)}
+        verdicts = [claims_mod.Verdict(cl.text, cl.table, claims_mod.UNTESTED,
+                                       f"the {cl.table} section did not run")
+                    if missing.get(cl.table) else
+                    claims_mod.evaluate(cl, self.claim_cell, self.study.axes[cl.table],
+                                        self.study.base.dataset,
+                                        lambda r, c: self.depth_cell(r, c, "train"))
+                    for cl in self.study.claims]
+        results["claims"] = [{"id": c.id, **asdict(v)} for c, v in zip(self.study.claims, verdicts)]
+        counts = Counter(v.verdict for v in verdicts)
         return Section(
             "The source's claims, tested", id="claims",
             text="Each conclusion of the source, as the study file states it, with fcnet's "
@@ -425,17 +413,9 @@ class Sections:
                  "comparisons allows (Bonferroni: 95% for the claim as a whole). A verdict is "
                  f"about {self.study.base.dataset}, this study's settings and its validation "
                  "split, not about the source's own runs. "
-                 + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + ".",
+                 + ", ".join(f"{counts[k]} {k}" for k in claims_mod.VERDICTS if counts[k]) + ".",
             tables=[Table("Claims and verdicts", ["claim", "table", "fcnet's numbers", "verdict"],
                           [[v.claim, v.table, v.numbers, v.verdict] for v in verdicts], id="t-claims")])
-
-
-def _describe(changes: dict) -> str:
-    return ", ".join(f"{k} {_fmt(v)}" for k, v in changes.items()) or "the base config"
-
-
-def _cell(v: Any) -> Any:
-    return _fmt(v) if isinstance(v, list) or v is None else v
 
 
 def _short(axis: str, v: Any) -> str:

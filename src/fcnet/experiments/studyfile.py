@@ -1,15 +1,12 @@
 """A study file (docs/study.md) parsed into one validated pydantic model before anything
-trains: every key, type, size and cross-reference. A problem is one ``FcnetError`` naming
-the file, the key and what is wrong: ``study.toml: table 't3': vary: unknown config field
-'hiden' (did you mean 'hidden'?)``.
-"""
+trains. A problem is one ``FcnetError`` naming the file, the key and what is wrong:
+``study.toml: table 't3': vary: unknown config field 'hiden' (did you mean 'hidden'?)``."""
 
 from __future__ import annotations
 
 import difflib
 import math
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,7 +27,6 @@ from pydantic import (
 from fcnet.config import RunConfig, make_config
 from fcnet.errors import FcnetError
 from fcnet.experiments import claims, space
-from fcnet.experiments.claims import Claim
 
 MAX_SEEDS = 100
 MAX_RUNS = 20_000  # runs one study may ask for (cells x seeds)
@@ -82,29 +78,9 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-@dataclass
-class StudyTable:
-    name: str
-    id: str
-    axes: list[tuple[str, list[tuple[Any, dict]]]]  # (axis name, [(label, changes)]), 1 or 2
-    reference: list | None
-    reference_label: str
-    note: str
-    show: dict[str, str]
-    seeds: int = 1
-
-    def columns(self) -> list[tuple[Any, dict]]:
-        """The second axis' (label, changes); one unlabelled column for a one-axis table."""
-        return self.axes[1][1] if len(self.axes) > 1 else [(None, {})]
-
-    def cells(self) -> list[list[dict]]:
-        """Row-major: the changes of each cell (rows x columns)."""
-        return [[{**r, **c} for _, c in self.columns()] for _, r in self.axes[0][1]]
-
-
-class TableSpec(_Model):
+class StudyTable(_Model):
     name: Text
-    id: Id | None = None
+    id: Id | None = None  # set to 'table-<n>' when not given
     vary: dict[StrictStr, Any] = {}
     base: ConfigTable = {}
     rows: Annotated[list[ConfigTable], Field(min_length=1, max_length=1000)] | None = None
@@ -114,11 +90,24 @@ class TableSpec(_Model):
     reference: list[RefValue] | None = None
     reference_label: Text = "report val %"
     note: Text = ""
-    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | None = None
-    _built: StudyTable | None = PrivateAttr(None)
+    seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] | None = None  # the study's if None
+    _axes: list = PrivateAttr()
+
+    @property
+    def axes(self) -> list[tuple[str, list[tuple[Any, dict]]]]:
+        """(axis name, [(label, changes)]), one or two: rows, then columns."""
+        return self._axes
+
+    def columns(self) -> list[tuple[Any, dict]]:
+        """The second axis' (label, changes); one unlabelled column for a one-axis table."""
+        return self.axes[1][1] if len(self.axes) > 1 else [(None, {})]
+
+    def cells(self) -> list[list[dict]]:
+        """Row-major: the changes of each cell (rows x columns)."""
+        return [[{**r, **c} for _, c in self.columns()] for _, r in self.axes[0][1]]
 
     @model_validator(mode="after")
-    def _build(self, info: ValidationInfo) -> TableSpec:
+    def _build(self, info: ValidationInfo) -> StudyTable:
         base: RunConfig = info.context["base"]
         tbase = _changes(self.base, base, "base")
         axes: list = []
@@ -145,24 +134,19 @@ class TableSpec(_Model):
             if len(axes) != 2:
                 raise ValueError("column_labels: only for a table with columns (two axes)")
             _one_each("column_labels", self.column_labels, axes[1][1], "{} labels for {} columns")
-            axes[1] = (axes[1][0], [(lab, c) for lab, (_, c) in
-                                    zip(self.column_labels, axes[1][1])])
+            axes[1] = (axes[1][0], list(zip(self.column_labels, [c for _, c in axes[1][1]])))
         for name in self.show.values():
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"show: {name!r} is not a run summary key")
-        table = StudyTable(self.name, self.id or "", axes, None, self.reference_label,
-                           self.note, dict(self.show),
-                           info.context["seeds"] if info.context.get("force_seeds") or
-                           self.seeds is None else self.seeds)
-        cells = [c for row in table.cells() for c in row]
-        if table.seeds > 1 and any("seed" in c for c in cells):
-            raise ValueError(f"seeds = {table.seeds} and a table that sets 'seed' itself: "
-                             "give one")
+        self._axes = axes
+        if info.context["force_seeds"] or self.seeds is None:
+            self.seeds = info.context["seeds"]
+        cells = [c for row in self.cells() for c in row]
+        if self.seeds > 1 and any("seed" in c for c in cells):
+            raise ValueError(f"seeds = {self.seeds} and a table that sets 'seed' itself: give one")
         for c in cells:
             _fcnet(space.with_changes, base, c, where="cell")
         _one_each("reference", self.reference, cells, "{} values for {} cells (row-major)")
-        table.reference = None if self.reference is None else list(self.reference)
-        self._built = table
         return self
 
 
@@ -219,8 +203,7 @@ class DepthBlock(_Model):
     config: ConfigTable = {}
     depths: Annotated[list[Annotated[StrictInt, Field(ge=1, le=20)]],
                       Field(min_length=1, max_length=20)] = [2, 3, 4, 5]
-    init: Annotated[list[StrictStr], Field(min_length=1, max_length=5)] = ["normal:1e-3",
-                                                                           "kaiming"]
+    init: Annotated[list[StrictStr], Field(min_length=1, max_length=5)] = ["normal:1e-3", "kaiming"]
     reference: list[RefValue] | None = None
 
     @field_validator("init")
@@ -275,10 +258,10 @@ class StudyFile(_Model):
     seeds: Annotated[StrictInt, Field(ge=1, le=MAX_SEEDS)] = 1
     base: ConfigTable = {}
     dataset: dict[StrictStr, ConfigTable] = {}
-    table: Annotated[list[TableSpec], Field(max_length=100)] = []
+    table: Annotated[list[StudyTable], Field(max_length=100)] = []
     block: Annotated[list[Block], Field(max_length=len(BLOCKS))] = []
     claim: Annotated[list[ClaimSpec], Field(max_length=500)] = []
-    _claims: list[Claim] = PrivateAttr(default_factory=list)
+    _claims: list[claims.Claim] = PrivateAttr(default_factory=list)
     _axes: dict[str, claims.Axes] = PrivateAttr(default_factory=dict)  # claims' tables, by id
 
     @model_validator(mode="before")
@@ -302,9 +285,8 @@ class StudyFile(_Model):
             if not isinstance(entry, dict):
                 raise ValueError(f"dataset.{name}: expected a table of config fields, "
                                  f"got {_what(entry)}")
-            for key in entry:  # every dataset's keys, not only the one this run uses
-                if key != "note":
-                    _fcnet(space.check_field, key, f"dataset.{name}")
+            for key in (k for k in entry if k != "note"):  # every dataset's, not only this run's
+                _fcnet(space.check_field, key, f"dataset.{name}")
         mine = dict(over.get(ds, {}))
         note = mine.pop("note", "")
         if not isinstance(note, str):
@@ -318,32 +300,30 @@ class StudyFile(_Model):
             _finite(v, f"base.{name}")
         seeds = data.get("seeds", 1)
         ctx.update(base=cfg, note=note, seeds=seeds if isinstance(seeds, int) else 1)
-        return {**data, "dataset": {k: {kk: vv for kk, vv in v.items() if kk != "note"}
-                                    for k, v in over.items()}}
+        return data
 
     @model_validator(mode="after")
     def _cross(self, info: ValidationInfo) -> StudyFile:
         seen: dict[str, int] = {}
         for i, t in enumerate(self.table):
-            tid = t.id or f"table-{i + 1}"
-            t._built.id = tid
-            if tid in seen:
-                raise ValueError(f"table[{i}]: id {tid!r} is used twice (also table[{seen[tid]}])")
-            seen[tid] = i
+            t.id = t.id or f"table-{i + 1}"
+            if t.id in seen:
+                raise ValueError(f"table[{i}]: id {t.id!r} is used twice (also table[{seen[t.id]}])")
+            seen[t.id] = i
         kinds: dict[str, int] = {}
         for i, b in enumerate(self.block):
             if b.kind in kinds:
                 raise ValueError(f"block[{i}]: a second {b.kind!r} block (block[{kinds[b.kind]}]); "
                                  "each kind is allowed once")
             kinds[b.kind] = i
-        runs = sum(len(row) * t._built.seeds for t in self.table for row in t._built.cells())
+        runs = sum(len(row) * t.seeds for t in self.table for row in t.cells())
         if runs > MAX_RUNS:
             raise ValueError(f"the tables ask for {runs} runs (cells x seeds); at most {MAX_RUNS}")
         self._claims = _fcnet(self._resolve_claims)
         return self
 
-    def _resolve_claims(self) -> list[Claim]:
-        axes = self._axes = {t._built.id: claims.table_axes(t._built) for t in self.table}
+    def _resolve_claims(self) -> list[claims.Claim]:
+        axes = self._axes = {t.id: claims.table_axes(t) for t in self.table}
         for name in ("depth", "chosen"):
             if name in axes:
                 raise FcnetError(f"table {name!r}: the id {name!r} names the {name} block's "
@@ -355,7 +335,7 @@ class StudyFile(_Model):
                                         [[f"{x} layers" for x in d.depths], list(d.init)])
         if "chosen" in blocks:
             axes["chosen"] = claims.Axes(["split"], [["val", "test"]], [["val", "test"]])
-        out: list[Claim] = []
+        out: list[claims.Claim] = []
         for k, spec in enumerate(self.claim):
             out.append(claims.resolve(spec, k, axes))
             if out[-1].id in {c.id for c in out[:-1]}:
@@ -376,32 +356,19 @@ def _what(v: Any) -> str:
         else names[type(v)]
 
 
-def _child(node: Any, key: Any) -> Any:
-    if isinstance(key, int):
-        return node[key] if isinstance(node, list) and key < len(node) else None
-    return node.get(key) if isinstance(node, dict) else None
-
-
-def _where(loc: tuple, data: Any) -> str:
+def _where(loc: tuple, data: dict) -> str:
     """('table', 2, 'vary') -> "table 't3'.vary": tables by id (else name), blocks by kind,
     claims by id (else index)."""
-    text, node, i = "", data, 0
-    while i < len(loc):
-        key, i = loc[i], i + 1
-        node, seg = _child(node, key), str(key)
-        if isinstance(key, int):
-            text += f"[{key}]"
-            continue
-        if key in ("table", "block", "claim") and i < len(loc) and isinstance(loc[i], int):
-            node = _child(node, loc[i])
-            d = node if isinstance(node, dict) else {}
-            name = d.get("id") or (d.get("name") if key == "table" else
-                                   d.get("kind") if key == "block" else None)
-            seg = f"{key} {name!r}" if isinstance(name, str) else f"{key}[{loc[i]}]"
-            i += 1
-            if key == "block" and i < len(loc) and loc[i] in BLOCKS:
-                i += 1  # the discriminator's tag
-        text = f"{text}.{seg}" if text else seg
+    text = ""
+    if len(loc) > 1 and loc[0] in ("table", "block", "claim") and isinstance(loc[1], int):
+        items = data.get(loc[0])
+        d = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        d = d if isinstance(d, dict) else {}
+        name = d.get("id") or {"table": d.get("name"), "block": d.get("kind")}.get(loc[0])
+        text = f"{loc[0]} {name!r}" if isinstance(name, str) else f"{loc[0]}[{loc[1]}]"
+        loc = loc[3 if loc[0] == "block" and len(loc) > 2 and loc[2] in BLOCKS else 2:]  # the tag
+    for key in loc:
+        text += f"[{key}]" if isinstance(key, int) else f".{key}" if text else str(key)
     return text
 
 
@@ -414,21 +381,16 @@ _BOUNDS = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": 
 
 def _union(errors: list[dict]) -> tuple[tuple, str] | None:
     """A value that fits none of a union's types: (its location, 'expected A or B')."""
-    first = errors[0]
-    loc = tuple(first["loc"])
-    tags = [i for i, k in enumerate(loc) if isinstance(k, str) and k in _TAGS]
+    tags = [i for i, k in enumerate(errors[0]["loc"]) if k in _TAGS]
     if not tags:
         return None
-    at = loc[:tags[-1]]
-    kinds = []
-    for e in errors:
-        el = tuple(e["loc"])
-        if el[:len(at)] == at and len(el) > len(at) and el[len(at)] in _TAGS:
-            kinds.append(_TAGS[el[len(at)]])
-    kinds = list(dict.fromkeys(kinds)) or [_TAGS[loc[tags[-1]]]]
+    n = tags[-1]
+    at = tuple(errors[0]["loc"][:n])
+    kinds = list(dict.fromkeys(_TAGS[e["loc"][n]] for e in errors if tuple(e["loc"][:n]) == at
+                               and len(e["loc"]) > n and e["loc"][n] in _TAGS))
     if "a number" in kinds and "an integer" in kinds:
         kinds.remove("an integer")
-    return at, f"expected {' or '.join(kinds)}, got {_what(first['input'])}"
+    return at, f"expected {' or '.join(kinds)}, got {_what(errors[0]['input'])}"
 
 
 def one_line(err: ValidationError, data: Any) -> str:
@@ -451,15 +413,12 @@ def one_line(err: ValidationError, data: Any) -> str:
                "(at most 64)")
     elif kind in ("too_long", "too_short"):
         msg = msg[0].lower() + msg[1:]
-    elif kind == "extra_forbidden":
-        key = str(loc[-1])
-        where = _where(loc[:-1], data)
+    elif kind in ("extra_forbidden", "missing"):
+        key, where = str(loc[-1]), _where(loc[:-1], data)
         keys = {name for m in _Model.__subclasses__() for name in m.model_fields}
         close = difflib.get_close_matches(key, keys, n=1)
-        msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-    elif kind == "missing":
-        where = _where(loc[:-1], data)
-        msg = f"missing required key {str(loc[-1])!r}"
+        msg = (f"missing required key {key!r}" if kind == "missing" else
+               f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     elif kind == "union_tag_invalid":
         msg = (f"unknown block {e['input'].get('kind') if isinstance(e['input'], dict) else ''!r}"
                f" (known: {', '.join(BLOCKS)})")

@@ -1,9 +1,5 @@
-"""Training a sweep's trials, in the sweep's process or in worker processes.
-
-A *task* is the jobs one call of :func:`run_task` trains (several population mates as
-one ``train_population``). Worker processes are started with 'spawn' and the BLAS
-thread counts in their environment, so the variables are in place before NumPy loads.
-"""
+"""Training a sweep's trials, in the sweep's process or in worker processes. A *task* is the
+jobs one :func:`run_task` call trains (population mates as one ``train_population``)."""
 
 from __future__ import annotations
 
@@ -18,7 +14,6 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import ExitStack
 from pathlib import Path
 
 import optuna
@@ -30,12 +25,11 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import seeds, space
 from fcnet.experiments.plan import plan, pop_key
-from fcnet.experiments.space import run_key
-from fcnet.experiments.storage import Heartbeat, retry
+from fcnet.experiments.storage import heartbeat, retry
 
 ATTEMPTS = "sweep-attempts.jsonl"  # one line when a trial starts in a run dir, one when it ends
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")  # set before a spawned worker loads NumPy
 
 
 def _log_attempt(run_dir: Path, job: dict, **record) -> None:
@@ -58,13 +52,11 @@ def _error(job: dict, err: BaseException) -> dict:
 
 
 def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
-    """Train every job (``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``) of a
-    task; one result per job, in order: the job plus ``"summary"`` (train_run's, with
-    ``"trained"``: False when the run directory held the finished run) or ``"error"`` and
-    ``"kind"`` ('user' for an FcnetError, 'bug' for anything else)."""
-    results = []
+    """Train a task's jobs (``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``): each job plus
+    ``"summary"`` (train_run's, ``"trained"`` False if the run directory held the finished run) or
+    ``"error"`` and ``"kind"`` ('user' for an FcnetError, 'bug' for anything else)."""
     try:
-        with ExitStack() as locks:
+        with contextlib.ExitStack() as locks:
             configs = [RunConfig.model_validate_json(job["config"]) for job in jobs]
             run_dirs = [Path(job["run_dir"]) for job in jobs]
             for config, run_dir in zip(configs, run_dirs, strict=True):
@@ -74,39 +66,34 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
             for job, run_dir in zip(jobs, run_dirs, strict=True):
                 _log_attempt(run_dir, job, start=time.time(), batch=len(jobs),
                              threads=os.environ.get("OMP_NUM_THREADS"))
-            outcomes = _train(jobs, configs, run_dirs, figures)
-            for job, run_dir, old, (ok, s) in zip(jobs, run_dirs, before, outcomes,
-                                                  strict=True):
-                if not ok:
-                    results.append(s)
-                    continue
-                trained = old is None or _summary_mtime(run_dir) != old
-                _log_attempt(run_dir, job, end=time.time(), trained=trained,
-                             status=s.get("status"))
-                results.append({**job, "summary": {**s, "trained": trained}})
+            results = _train(jobs, configs, run_dirs, figures)
+            for r, run_dir, old in zip(results, run_dirs, before, strict=True):
+                if (s := r.get("summary")) is not None:
+                    trained = old is None or _summary_mtime(run_dir) != old
+                    _log_attempt(run_dir, r, end=time.time(), trained=trained, status=s.get("status"))
+                    r["summary"] = {**s, "trained": trained}
+            return results
     except Exception as err:  # e.g. an unreadable config: report it on every job
         return [_error(job, err) for job in jobs]
-    return results
 
 
-def _train(jobs, configs, run_dirs, figures) -> list[tuple[bool, dict]]:
-    """(ok, summary or error result) per job: one population, or lone runs."""
+def _train(jobs, configs, run_dirs, figures) -> list[dict]:
+    """Each job with its summary or error (as run_task's): one population, or lone runs."""
     if len(jobs) > 1:
         eval_at = sorted({i for job in jobs for i in job["eval_at"]})
         try:
-            return [(True, s) for s in fcnet.training.train_population(
-                configs, run_dirs, quiet=True, resume=True, eval_at=eval_at or None,
-                figures=figures)]
+            summaries = fcnet.training.train_population(configs, run_dirs, quiet=True, resume=True,
+                                                        eval_at=eval_at or None, figures=figures)
+            return [{**job, "summary": s} for job, s in zip(jobs, summaries, strict=True)]
         except Exception as err:  # the whole population failed
-            return [(False, _error(job, err)) for job in jobs]
+            return [_error(job, err) for job in jobs]
     out = []
     for job, config, run_dir in zip(jobs, configs, run_dirs, strict=True):
         try:
-            out.append((True, fcnet.training.train_run(
-                config, run_dir, quiet=True, resume=True, eval_at=job["eval_at"] or None,
-                figures=figures)))
+            out.append({**job, "summary": fcnet.training.train_run(
+                config, run_dir, quiet=True, resume=True, eval_at=job["eval_at"] or None, figures=figures)})
         except Exception as err:
-            out.append((False, _error(job, err)))
+            out.append(_error(job, err))
     return out
 
 
@@ -117,62 +104,39 @@ RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_s
 
 
 def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
-         figures: bool = True, on_tell=None) -> str | None:
-    """One worker: Optuna's ``_run_trial`` for a trial and the population mates queued
-    right after it (fail stale trials, ask, heartbeat, train as one task, tell). Returns
-    None when nothing is left to ask for and no other process runs a trial that may yet
-    fail back into the queue, or the message of a user-caused error that stopped it."""
-    owner, beat, held = f"{socket.gethostname()}:{os.getpid()}", Heartbeat(st.storage), []
-    if spec.search:
-        # a restarted or joining process must not replay the first process's proposals
-        seed = spec.seed + len(st.trials()) + (0 if st.created else os.getpid())
-        random = spec.search == "random"
-        sampler = optuna.samplers.RandomSampler if random else optuna.samplers.TPESampler
-        st.study.sampler = sampler(seed=seed)
-
-    # SQLite: pysqlite begins its transaction only at the UPDATE, so two processes could
-    # both pop one WAITING trial in Optuna's ask (PostgreSQL locks the row): one at a time
+         figures: bool = True, on_tell=lambda: None) -> str | None:
+    """One worker: Optuna's ``_run_trial`` for a trial and the population mates queued right after it
+    (fail stale, ask, heartbeat, train as one task, tell). None when nothing is left to ask for and no
+    other process runs a trial that may yet fail back into the queue, else the user error's message."""
+    if spec.search:  # a restarted or joining process must not replay the first one's proposals
+        sampler = optuna.samplers.RandomSampler if spec.search == "random" else optuna.samplers.TPESampler
+        st.study.sampler = sampler(seed=spec.seed + len(st.trials()) + (0 if st.created else os.getpid()))
+    owner, held = f"{socket.gethostname()}:{os.getpid()}", {}  # held: trial -> stop its heartbeat
+    # SQLite: one ask at a time (pysqlite begins at the UPDATE: two could pop one WAITING trial)
     one_ask = (fcnet.files.lock(st.url.removeprefix("sqlite:///") + ".ask.lock")
                if st.url.startswith("sqlite:") else contextlib.nullcontext())
 
-    def ask():  # a RUNNING trial with its job, held here; None: queue empty, budget spent
-        if not (st.trials(TrialState.WAITING) if spec.search is None
-                else _budget_left(st, spec) > 0):
-            return None
-        with one_ask:
-            trial = st.study.ask()
-        st.storage.set_trial_user_attr(trial._trial_id, "owner", owner)
-        beat.add(trial._trial_id)
-        held.append(trial)
-        if spec.search is None:
-            if "key" not in trial.user_attrs:  # another worker emptied the queue first
-                return tell(trial, TrialState.PRUNED, {"error": "queue was empty"})
-            for n, choices in _grid_choices(spec).items():  # the queued values' distributions
-                trial.suggest_categorical(n, choices)
-            return trial
-        changes = {n: p.suggest(trial) for n, p in spec.params.items()}
-        if "key" not in trial.user_attrs:  # a new sample, not a retry
-            for k, v in job_attrs(space.with_changes(spec.base, changes, where="--param")
-                                  ).items():
-                trial.set_user_attr(k, v)
-        return trial
-
     def tell(trial, state, attrs: dict, value: float | None = None) -> None:
-        # UpdateFinishedTrialError: failed as stale and queued again meanwhile (the retry
-        # reads the run back)
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # failed as stale meanwhile
             for k, v in attrs.items():
                 st.storage.set_trial_user_attr(trial._trial_id, k, v)
             st.study.tell(trial, value, state=state, skip_if_finished=True)
-        beat.discard(trial._trial_id)
-        held.remove(trial)
+        held.pop(trial).set()
 
     try:
         while True:
             fail_stale(st)
-            task = [t] if (t := ask()) else []
-            while task and _wants_mate(st, spec, task, population, workers) and (t := ask()):
-                task.append(t)
+            task = []  # a trial and its population mates; asked while the queue or budget lasts
+            while (not task or _wants_mate(st, spec, task, population, workers)) and _left(st, spec) > 0:
+                with one_ask:
+                    trial = st.study.ask()
+                st.storage.set_trial_user_attr(trial._trial_id, "owner", owner)
+                held[trial] = heartbeat(st.storage, trial._trial_id)
+                if spec.search is None and "key" not in trial.user_attrs:  # queue emptied first
+                    tell(trial, TrialState.PRUNED, {"error": "queue was empty"})
+                    break
+                _suggest(trial, spec)
+                task.append(trial)
             if not task:
                 if not st.trials(TrialState.RUNNING, TrialState.WAITING):
                     return None
@@ -184,22 +148,35 @@ def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
             results = seeds.run_trials(jobs, spec.seeds, lambda js: run_task(js, figures))
             for trial, result in zip(task, results, strict=True):
                 tell(trial, *_outcome(st, trial, result))
-            if on_tell:
-                on_tell()
-            for r in results:
-                if r.get("kind") == "user":
-                    return r["error"]
+            on_tell()
+            if errors := [r["error"] for r in results if r.get("kind") == "user"]:
+                return errors[0]
     except BaseException:  # interrupted: give the trials back, so a rerun takes them at once
-        for t in list(held):
+        for t in held:
             fail(st, t._trial_id, "interrupted")
         raise
     finally:
-        beat.stop()
+        for stop in held.values():
+            stop.set()
+
+
+def _suggest(trial, spec) -> None:
+    """A grid trial's queued values as params; a search's sample, with its job's attributes if new."""
+    if spec.search is None:
+        points = plan(spec)[0]
+        for n in spec.varied():  # each varied field's values over the grid
+            trial.suggest_categorical(n, list(dict.fromkeys(space._choice_key(getattr(p.config, n))
+                                                            for p in points)))
+        return
+    changes = {n: p.suggest(trial) for n, p in spec.params.items()}
+    if "key" not in trial.user_attrs:
+        for k, v in job_attrs(space.with_changes(spec.base, changes, where="--param")).items():
+            trial.set_user_attr(k, v)
 
 
 def job_attrs(config) -> dict:
     """The user attributes a trial needs to train (and to be queued again)."""
-    return {"key": run_key(config), "config": config.model_dump_json(), "eval_at": [],
+    return {"key": space.run_key(config), "config": config.model_dump_json(), "eval_at": [],
             "pop": pop_key(config)}
 
 
@@ -220,30 +197,29 @@ def _outcome(st, trial, result: dict) -> tuple:
         if acc is not None and math.isfinite(acc):
             trial.report(float(acc), int(it))
     value = s.get("final_val_acc")
-    value = float(value) if value is not None and math.isfinite(value) else 0.0
-    return TrialState.COMPLETE, attrs, value
+    return TrialState.COMPLETE, attrs, float(value) if value is not None and math.isfinite(value) else 0.0
 
 
 def _wants_mate(st, spec, task: list, population: int, workers: int) -> bool:
-    """Whether to ask for one more population mate of ``task``: the next queued trial is
-    one (or a search's samples all are), and fewer than K are taken (fewer still when
-    that keeps every worker busy)."""
+    """Ask for one more population mate of ``task``? The next queued trial is one (or a search's
+    samples all are), and fewer than K are taken (fewer still if that keeps every worker busy)."""
     pop = task[0].user_attrs["pop"]
     if population <= 1 or pop is None:
         return False
     waiting = sorted(st.trials(TrialState.WAITING), key=lambda t: t.number)
-    if waiting:
-        if waiting[0].user_attrs.get("pop") != pop:
-            return False
+    if waiting and waiting[0].user_attrs.get("pop") == pop:
         mates = sum(1 for t in waiting if t.user_attrs.get("pop") == pop)
-    elif spec.search and _shape_free(spec):
-        mates = _budget_left(st, spec)
+    elif not waiting and spec.search and _shape_free(spec):
+        mates = _left(st, spec)
     else:
         return False
     return len(task) < min(population, math.ceil((len(task) + mates) / workers))
 
 
-def _budget_left(st, spec) -> int:
+def _left(st, spec) -> int:
+    """How many trials are left to ask for: a grid's queued ones, or a search's unspent budget."""
+    if spec.search is None:
+        return len(st.trials(TrialState.WAITING))
     return spec.trials - len(st.trials(TrialState.COMPLETE, TrialState.RUNNING))
 
 
@@ -254,18 +230,9 @@ def _shape_free(spec) -> bool:
     return len(pops) == 1 and None not in pops
 
 
-def _grid_choices(spec) -> dict[str, list]:
-    """A grid's params: each varied field's values over its points (categorical)."""
-    points = plan(spec)[0]
-    return {n: list(dict.fromkeys(space._choice_key(getattr(p.config, n)) for p in points))
-            for n in spec.varied()}
-
-
 def fail_stale(st, everyone: bool = False, why: str = "its process died") -> None:
-    """Optuna's ``fail_stale_trials`` (heartbeat silent for the grace period; its retry
-    callback queues the trial again), plus what it cannot know: a trial whose owner is a
-    dead pid on this machine, or every RUNNING trial when ``everyone`` (the SQLite lock
-    proves nobody else runs), is failed and queued again at once."""
+    """Optuna's ``fail_stale_trials`` (its callback queues them again), and at once a dead local pid's
+    trials, or every RUNNING one when ``everyone`` (the SQLite lock proves nobody else runs)."""
     host = socket.gethostname()
     for t in st.trials(TrialState.RUNNING):
         o_host, _, o_pid = t.user_attrs.get("owner", "").rpartition(":")
@@ -275,8 +242,7 @@ def fail_stale(st, everyone: bool = False, why: str = "its process died") -> Non
 
 
 def fail(st, trial_id: int, error: str) -> None:
-    """Fail a RUNNING trial and queue it again (Optuna's RetryHeartbeatStaleTrialCallback)."""
-    # UpdateFinishedTrialError: finished (or failed) by another process meanwhile
+    """Fail a RUNNING trial and queue it again, unless another process finished (or failed) it."""
     with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
         st.storage.set_trial_user_attr(trial_id, "error", error)
         if st.storage.set_trial_state_values(trial_id, TrialState.FAIL):
@@ -285,20 +251,17 @@ def fail(st, trial_id: int, error: str) -> None:
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        with contextlib.suppress(PermissionError):  # another user's process
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        pass
     return True
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Exit when the sweep process dies (even by SIGKILL), so no orphan keeps
-    training into a run directory that a restarted sweep will resume."""
+    """Exit when the sweep process dies (even by SIGKILL): no orphan trains on in its run dirs."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
     def watch() -> None:  # also where prctl is missing, and for the race before it
         while os.getppid() == parent_pid:
@@ -312,6 +275,5 @@ def die_with_parent(parent_pid: int) -> None:
 
 def cores() -> int:
     """The cores this process may run on (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

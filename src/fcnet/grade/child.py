@@ -12,8 +12,8 @@ submission patches in this process changes only its own outputs.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
-import importlib
 import importlib.util
 import json
 import os
@@ -45,22 +45,19 @@ def _load(name: str, path: Path):
 def set_limits(lim: dict) -> None:
     """CPU seconds, address space, processes, file size, open files; no core dumps;
     SIGKILL when the grader dies (PR_SET_PDEATHSIG)."""
-    for name, soft, hard in (
-        ("RLIMIT_CPU", lim["cpu_s"], lim["cpu_s"] + 5),
-        ("RLIMIT_AS", lim["memory_mb"] * MB, lim["memory_mb"] * MB),
-        ("RLIMIT_NPROC", lim["nproc"], lim["nproc"]),
-        ("RLIMIT_FSIZE", lim["fsize_mb"] * MB, lim["fsize_mb"] * MB),
-        ("RLIMIT_NOFILE", lim["nofile"], lim["nofile"]),
-        ("RLIMIT_CORE", 0, 0),
+    for res, soft, hard in (
+        (resource.RLIMIT_CPU, lim["cpu_s"], lim["cpu_s"] + 5),
+        (resource.RLIMIT_AS, lim["memory_mb"] * MB, lim["memory_mb"] * MB),
+        (resource.RLIMIT_NPROC, lim["nproc"], lim["nproc"]),
+        (resource.RLIMIT_FSIZE, lim["fsize_mb"] * MB, lim["fsize_mb"] * MB),
+        (resource.RLIMIT_NOFILE, lim["nofile"], lim["nofile"]),
+        (resource.RLIMIT_CORE, 0, 0),
     ):
-        res = getattr(resource, name)
-        cur_soft, cur_hard = resource.getrlimit(res)
-        if cur_hard != resource.RLIM_INFINITY:
-            hard, soft = min(hard, cur_hard), min(soft, cur_hard)
+        cap = resource.getrlimit(res)[1]
+        if cap != resource.RLIM_INFINITY:
+            hard, soft = min(hard, cap), min(soft, cap)
         resource.setrlimit(res, (soft, hard))
     # die with the grader (without bwrap nothing else would end a sleeping child)
-    import ctypes
-
     ctypes.CDLL(None).prctl(1, ctypes.c_ulong(9), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
@@ -80,33 +77,31 @@ def describe(err: BaseException, work: Path) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-class ImportLog:
+class ImportLog(list):
     """Every module name the submission asks for (even one that fails to import)."""
 
-    def __init__(self) -> None:
-        self.names: list[str] = []
-
     def find_spec(self, fullname, path=None, target=None):
-        if fullname not in self.names and len(self.names) < 2000:
-            self.names.append(fullname)
+        if fullname not in self and len(self) < 2000:
+            self.append(fullname)
         return None  # only a log: the real finders do the work
 
-
-def imports_record(log: ImportLog, before: set[str]) -> list[list[str]]:
-    """[name, file] of each module the submission asked for or loaded."""
-    out = {n: "" for n in log.names}
-    for name, mod in list(sys.modules.items()):
-        if name not in before:
-            out[name] = str(getattr(mod, "__file__", "") or "")
-    return [[n, f] for n, f in list(out.items())[:2000]]
+    def record(self, before: set[str]) -> list[list[str]]:
+        """[name, file] of each module the submission asked for or loaded (not in ``before``)."""
+        out = dict.fromkeys(self, "")
+        for name, mod in list(sys.modules.items()):
+            if name not in before:
+                out[name] = str(getattr(mod, "__file__", "") or "")
+        return [[n, f] for n, f in list(out.items())[:2000]]
 
 
 class Runner:
     """Runs one step at a time on the student's TwoLayerNet and returns plain values."""
 
-    def __init__(self, cls: type, data: Path):
+    def __init__(self, cls, data: Path):
         import numpy as np
 
+        if not isinstance(cls, type):
+            raise Refused("two_layernet.py defines no class TwoLayerNet")
         self.np, self.cls = np, cls
         self.array = functools.cache(lambda name: np.load(data / f"{name}.npy", allow_pickle=False))
 
@@ -120,8 +115,7 @@ class Runner:
 
     def new_net(self, step: dict):
         self.np.random.seed(step.get("seed", 0))
-        D, H, C = step["dims"]
-        net = self.cls(D, H, C, std=step["std"])
+        net = self.cls(*step["dims"], std=step["std"])
         if not isinstance(getattr(net, "params", None), dict):
             raise Refused("TwoLayerNet has no params dict")
         return net
@@ -143,11 +137,14 @@ class Runner:
         return {k: self.plain(params[k], f"params[{k!r}]") if k in params else {"error": f"params lacks {k}"}
                 for k in PARAMS}
 
-    def run(self, step: dict) -> dict:
-        op = step["op"]
-        if op not in ("construct", "forward", "loss", "time", "train"):
-            raise Refused(f"unknown step {op!r}")
-        return getattr(self, op)(step)
+    def run(self, step: dict, work: Path) -> dict:
+        """One step's outputs, or ``{"error"}`` with what went wrong."""
+        try:
+            if step["op"] not in ("construct", "forward", "loss", "time", "train"):
+                raise Refused(f"unknown step {step['op']!r}")
+            return getattr(self, step["op"])(step)
+        except BaseException as err:  # noqa: BLE001 - student code may raise anything, SystemExit too
+            return {"error": describe(err, work)}
 
     def forward(self, step: dict) -> dict:
         net = self.net_with(step)
@@ -170,16 +167,15 @@ class Runner:
         net = self.net_with(step)
         X, y, reg, sizes = self.array(step["X"]), self.array(step["y"]), step["reg"], step["sizes"]
         params = {k: self.array(f"{step['params']}_{k}") for k in PARAMS}
-        best = {"yours": [float("inf")] * len(sizes), "yardstick": [float("inf")] * len(sizes)}
+        runs = {"yours": lambda n: net.loss(X[:n], y[:n], reg=reg),
+                "yardstick": lambda n: _yardstick(self.np, params, X[:n], y[:n], reg)}
+        best = {who: [float("inf")] * len(sizes) for who in runs}
         losses = []
         for rep in range(step["reps"]):
-            for who in ("yours", "yardstick"):
+            for who, loss in runs.items():
                 for i, n in enumerate(sizes):
                     t0 = time.perf_counter()
-                    if who == "yours":
-                        out = net.loss(X[:n], y[:n], reg=reg)
-                    else:
-                        _yardstick(self.np, params, X[:n], y[:n], reg)
+                    out = loss(n)
                     best[who][i] = min(best[who][i], time.perf_counter() - t0)
                     if who == "yours" and rep == 0:
                         losses.append(out[0] if isinstance(out, tuple | list) and len(out) == 2 else out)
@@ -214,13 +210,6 @@ def _yardstick(np, p: dict, X, y, reg: float) -> None:
     dz3 /= n
     dz2 = (dz3 @ p["W2"].T) * (z2 > 0)
     _ = (a2.T @ dz3, dz3.sum(axis=0), X.T @ dz2, dz2.sum(axis=0))
-
-
-def load_submission(work: Path) -> type:
-    cls = getattr(_load("two_layernet", work / "two_layernet.py"), "TwoLayerNet", None)
-    if not isinstance(cls, type):
-        raise Refused("two_layernet.py defines no class TwoLayerNet")
-    return cls
 
 
 def main(argv: list[str]) -> int:
@@ -262,32 +251,26 @@ def main(argv: list[str]) -> int:
     os.chdir(work)
     sys.path.insert(0, str(work))
     sys.argv = ["two_layernet.py"]
-    runner = None
-    log, before = ImportLog(), set(sys.modules)
+    runner, log, before = None, ImportLog(), set(sys.modules)
     sys.meta_path.insert(0, log)
     for check in cfg["plan"]:
         name = check["name"]
         emit({"start": name})
         t0 = time.perf_counter()
-        if name == "load":
-            try:
-                runner = Runner(load_submission(work), Path(cfg["data"]))
-                emit({"check": name, "outputs": [], "seconds": round(time.perf_counter() - t0, 3)})
-            except BaseException as err:  # noqa: BLE001 - student code may raise anything, SystemExit too
-                emit({"check": name, "error": describe(err, work)})
-            emit({"imports": imports_record(log, before)})
-            continue
-        if runner is None:
+        if name != "load" and runner is None:
             emit({"check": name, "error": "not run: two_layernet.py did not load"})
             continue
-        outputs = []
-        for step in check["steps"]:
-            try:
-                outputs.append(runner.run(step))
-            except BaseException as err:  # noqa: BLE001
-                outputs.append({"error": describe(err, work)})
-        emit({"check": name, "outputs": outputs, "seconds": round(time.perf_counter() - t0, 3)})
-    emit({"imports": imports_record(log, before)})
+        try:
+            if name == "load":  # no steps: the check is that it imports
+                module = _load("two_layernet", work / "two_layernet.py")
+                runner = Runner(getattr(module, "TwoLayerNet", None), Path(cfg["data"]))
+            outputs = [runner.run(step, work) for step in check["steps"]]
+            emit({"check": name, "outputs": outputs, "seconds": round(time.perf_counter() - t0, 3)})
+        except BaseException as err:  # noqa: BLE001 - student code may raise anything, SystemExit too
+            emit({"check": name, "error": describe(err, work)})
+        if name == "load":
+            emit({"imports": log.record(before)})
+    emit({"imports": log.record(before)})
     emit({"end": True})
     out.close()
     for stream in (sys.stdout, sys.stderr):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import queue
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from fcnet.grade.judge import JUDGE, Failed, Seen
 from fcnet.grade.plan import Plan, make_plan, save_arrays
 from fcnet.grade.rubric import Rubric
 from fcnet.grade.sandbox import Limits, RunResult, Sandbox
-from fcnet.grade.submissions import Submission, stage
+from fcnet.grade.submissions import ENTRY, Submission, stage
 
 MAX_SOURCE = 256 << 10
 
@@ -39,10 +39,9 @@ class CheckResult:
     detail: dict | None = None
 
     def to_json(self) -> dict:
-        v = self.value
-        return {"name": self.name, "passed": self.passed,
-                "value": v if v is None or math.isfinite(v) else str(v),
-                "threshold": self.threshold, "message": self.message}
+        v = self.value if self.value is None or math.isfinite(self.value) else str(self.value)
+        return {"name": self.name, "passed": self.passed, "value": v, "threshold": self.threshold,
+                "message": self.message}
 
 
 @dataclass
@@ -88,10 +87,8 @@ def judge(check: Check, rec: dict | None, seen: Seen, plan: Plan, threshold: flo
     elif "error" in rec:
         return fail(str(rec["error"])[:300])
     try:
-        if check.name == "load":
-            value, note, detail = None, "TwoLayerNet from two_layernet.py", None
-        else:
-            value, note, detail = JUDGE[check.name](seen, plan)
+        value, note, detail = (None, "TwoLayerNet from two_layernet.py", None) if check.name == "load" \
+            else JUDGE[check.name](seen, plan)
     except Failed as err:
         return fail(str(err))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, FloatingPointError) as err:
@@ -115,33 +112,27 @@ def grade_run(sub: Submission, checks: list[Check], rubric: Rubric, result: RunR
     records = result.records if result else []
     recs = {r["check"]: r for r in records if isinstance(r.get("check"), str)}
     started = [r["start"] for r in records if "start" in r]
-    imports = None
-    for r in records:
-        if isinstance(r.get("imports"), list):
-            imports = (imports or []) + [x for x in r["imports"] if isinstance(x, list) and len(x) == 2
-                                         and all(isinstance(v, str) for v in x)]
+    lists = [r["imports"] for r in records if isinstance(r.get("imports"), list)]
+    imports = [x for xs in lists for x in xs if isinstance(x, list) and len(x) == 2
+               and all(isinstance(v, str) for v in x)] if lists else None
     stop = reason or (result.stop_reason(limits, mode) if result else "not run")
     running = started[-1] if started and started[-1] not in recs else None
     seen = Seen([], {}, folder, imports)
+    during = f"not run: the submission was stopped during {running}"
     out = []
     for c in checks:
-        why = stop
-        if stop and running and c.name != running:
-            why = f"not run: the submission was stopped during {running}"
+        why = during if stop and running and c.name != running else stop
         rec = recs.get(c.name)
-        outputs = rec.get("outputs") if isinstance(rec, dict) else None
+        outputs = (rec or {}).get("outputs")
         seen.outputs = outputs if isinstance(outputs, list) else []
         r = judge(c, rec, seen, plan, rubric.threshold(c), rubric.points.get(c.name, 0.0), why)
         seen.passed[c.name] = r.passed
         out.append(r)
     total = sum(r.points for r in out)
-    score = round(100.0 * sum(r.points for r in out if r.passed) / total, 1) if total else 0.0
-    if any(c.gate and not r.passed for c, r in zip(checks, out)):
-        score = 0.0
-    g = Grade(sub.name, str(sub.path), score, out)
-    if result:
-        g.seconds, g.output, g.output_bytes = result.seconds, result.output, result.output_bytes
-    return g
+    gated = any(c.gate and not r.passed for c, r in zip(checks, out))
+    score = round(100.0 * sum(r.points for r in out if r.passed) / total, 1) if total and not gated else 0.0
+    ran = (result.seconds, result.output, result.output_bytes) if result else ()
+    return Grade(sub.name, str(sub.path), score, out, *ran)
 
 
 def prepare_data(dataset: str, path: str | None, dest: Path) -> tuple[int, np.ndarray, int, int]:
@@ -152,16 +143,14 @@ def prepare_data(dataset: str, path: str | None, dest: Path) -> tuple[int, np.nd
     if dataset == "digits":
         d = load_splits("digits", progress=False, cache=False)
         prep = Preprocessor("mean").fit(d.train.x)
-        arrays = {"X_train": prep.transform(d.train.x), "y_train": d.train.y,
-                  "X_val": prep.transform(d.val.x), "y_val": d.val.y, "X_test": prep.transform(d.test.x)}
-        y_test = d.test.y
-    else:
-        X_train, y_train, X_val, y_val, X_test, y_test = get_CIFAR10_data(path=path, progress=False)
-        arrays = {"X_train": X_train.astype(np.float32), "y_train": y_train,
-                  "X_val": X_val.astype(np.float32), "y_val": y_val, "X_test": X_test.astype(np.float32)}
+        splits = [a for s in (d.train, d.val, d.test) for a in (prep.transform(s.x), s.y)]
+    else:  # CIFAR-10's images as float32, its labels as they are
+        splits = [a.astype(np.float32) if i % 2 == 0 else a
+                  for i, a in enumerate(get_CIFAR10_data(path=path, progress=False))]
+    arrays = dict(zip(("X_train", "y_train", "X_val", "y_val", "X_test"), splits))
+    y_test = np.asarray(splits[5])
     dest.mkdir(mode=0o755)
     save_arrays(dest, arrays)
-    y_test = np.asarray(y_test)
     C = int(max(np.max(arrays["y_train"]), np.max(arrays["y_val"]), y_test.max())) + 1
     nbytes = sum(int(np.asarray(v).nbytes) for v in arrays.values())
     return nbytes, y_test, int(arrays["X_train"].shape[1]), C
@@ -178,49 +167,38 @@ def grade_all(subs: list[Submission], rubric: Rubric, dataset: str = "digits", d
     box = Sandbox.detect(sandbox)
     for w in box.warnings:
         print(f"fcnet: warning: {w}", file=sys.stderr)
-    tmp = Path(tempfile.mkdtemp(prefix="fcnet-grade-"))
-    os.chmod(tmp, 0o755)
-    try:
+    with tempfile.TemporaryDirectory(prefix="fcnet-grade-", ignore_cleanup_errors=True) as name:
+        tmp = Path(name)
+        os.chmod(tmp, 0o755)
         data_bytes, y_test, D, C = prepare_data(dataset, data_path, tmp / "data")
         plan = make_plan(dataset, tmp / "data", D, C, y_test)
-        lim = Limits(**{**limits.__dict__, "memory_mb": limits.memory_mb + 2 * (data_bytes >> 20)})
-        slots: queue.Queue[int] = queue.Queue()
-        for slot in range(max(1, jobs)):
-            slots.put(slot)
-        done = itertools.count(1)  # next() on a count is atomic under the GIL
+        lim = replace(limits, memory_mb=limits.memory_mb + 2 * (data_bytes >> 20))
+        # a slot per worker thread (its own uid when the grader drops root); next() on a count is atomic
+        worker, slots, done = threading.local(), itertools.count(), itertools.count(1)
 
-        def attempt(i: int, sub: Submission, slot: int) -> Grade:
+        def one(i: int, sub: Submission) -> Grade:
             run_dir = tmp / f"s{i}"
             run_dir.mkdir(mode=0o755)
             result, reason = None, sub.problem
             try:
                 if reason is None:
                     stage(sub, run_dir / "src")
-                    cfg = {"plan": plan.for_child([c.name for c in checks if c.name != "own_code"])}
-                    result = box.run(cfg, run_dir / "src", tmp / "data", lim, slot)
+                    cfg = {"plan": [{"name": c.name, "steps": plan.steps.get(c.name, [])}
+                                    for c in checks if c.name != "own_code"]}
+                    result = box.run(cfg, run_dir / "src", tmp / "data", lim, worker.slot)
                 folder = run_dir / "src" if (run_dir / "src").is_dir() else None
                 g = grade_run(sub, checks, rubric, result, reason, lim, box.mode, plan, folder)
                 if folder is not None:
-                    g.source = (folder / "two_layernet.py").read_bytes()[:MAX_SOURCE].decode("utf-8",
-                                                                                           "replace")
+                    g.source = (folder / ENTRY).read_bytes()[:MAX_SOURCE].decode("utf-8", "replace")
             except (FcnetError, OSError) as err:
                 g = grade_run(sub, checks, rubric, None, str(err), lim, box.mode, plan, None)
             finally:
                 shutil.rmtree(run_dir, ignore_errors=True)
             g.detail = {"sandbox": box.mode, "inputs_seed": plan.seed}
-            return g
-
-        def one(i: int, sub: Submission) -> Grade:
-            slot = slots.get()
-            try:
-                g = attempt(i, sub, slot)
-            finally:
-                slots.put(slot)
             if on_done is not None:
                 on_done(next(done), g)
             return g
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with ThreadPoolExecutor(max(1, jobs),
+                                initializer=lambda: setattr(worker, "slot", next(slots))) as pool:
             return list(pool.map(one, range(len(subs)), subs))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

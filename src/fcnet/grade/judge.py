@@ -8,14 +8,17 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+import fcnet
 from fcnet.check import EXPECTED_LOSS, EXPECTED_PROBS, EXPECTED_TOY_FINAL_LOSS, THRESHOLDS
 from fcnet.gradcheck import rel_error
 from fcnet.grade.plan import LARGE_SCALE, PARAMS, SCALING_SIZES, TOY_REG, TOY_TRAINING, Case, Plan
 from fcnet.grade.static import find_loops
+from fcnet.nn.model import TwoLayerNet
 
 FEEDBACK = "feedback (the course does not ask for it; 0 points in the default rubric)"
 FEEDBACK_Q2 = ("feedback (the course asks Q1c's vectorisation of the forward pass and loss; "
@@ -65,23 +68,18 @@ def _ref_loss(case: Case, reg: float) -> tuple[float, dict]:
 
 
 def _where(case: Case) -> str:
-    if case.name == "toy":
-        return "the toy example"
     D, H, C = case.dims
-    return f"random inputs (N {len(case.y)}, D {D}, H {H}, C {C})"
+    return ("the toy example" if case.name == "toy"
+            else f"random inputs (N {len(case.y)}, D {D}, H {H}, C {C})")
 
 
 def own_code(seen: Seen, plan: Plan):
-    import fcnet
-
     home = Path(fcnet.__file__).resolve().parent
     bad = []
     for name, file in seen.imports:
-        inside = False
         with contextlib.suppress(OSError, ValueError):
-            inside = bool(file) and Path(file).resolve().is_relative_to(home)
-        if name == "fcnet" or name.startswith("fcnet.") or inside:
-            bad.append(name)
+            if name.split(".")[0] == "fcnet" or (file and Path(file).resolve().is_relative_to(home)):
+                bad.append(name)
     if bad:
         raise Failed(f"imports {', '.join(sorted(set(bad))[:3])}: fcnet is a reference implementation, "
                      "not the student's own code (the score is 0)")
@@ -89,16 +87,9 @@ def own_code(seen: Seen, plan: Plan):
 
 
 def init(seen: Seen, plan: Plan):
-    from fcnet.nn.model import TwoLayerNet
-
     worst, notes = 0.0, []
     for i, step in enumerate(plan.steps["init"]):  # toy, then random dims, std and seed
-        saved = np.random.get_state()
-        try:
-            np.random.seed(step["seed"])
-            ref = TwoLayerNet(*step["dims"], std=step["std"])
-        finally:
-            np.random.set_state(saved)
+        ref = TwoLayerNet(*step["dims"], std=step["std"], seed=step["seed"])  # as np.random.seed(seed)
         o = _out(seen, i)
         for k in PARAMS:
             got = _arr(o.get(k, {"error": f"params lacks {k}"}), ref.params[k].shape, f"params[{k!r}]")
@@ -138,16 +129,14 @@ def q1_loss(seen: Seen, plan: Plan):
     cases = [(plan.toy, TOY_REG), (plan.rand, plan.regs[0]), (plan.rand, plan.regs[1])]
     worst, wrong, implied, gots, toy_ok = 0.0, [], [], [], False
     for i, (case, reg) in enumerate(cases):
-        o = _out(seen, i)
-        got = float(_arr(o.get("loss", {"error": "loss(X, y, reg): no loss"}), (), "loss(X, y, reg)"))
+        got = float(_arr(_out(seen, i).get("loss", {"error": "loss(X, y, reg): no loss"}), (),
+                         "loss(X, y, reg)"))
         gots.append(got)
-        ref, _ = _ref_loss(case, reg)
-        want = EXPECTED_LOSS if case.name == "toy" else ref
+        want = EXPECTED_LOSS if case.name == "toy" else _ref_loss(case, reg)[0]
         diff = abs(got - want)
         worst = max(worst, diff) if math.isfinite(diff) else math.nan
-        data, _ = _ref_loss(case, 0.0)
         l2 = float(sum(np.sum(case.params[k] ** 2) for k in ("W1", "W2")))
-        implied.append((got - data) / l2)  # the reg the student's L2 term acts as
+        implied.append((got - _ref_loss(case, 0.0)[0]) / l2)  # the reg the student's L2 term acts as
         if not diff < THRESHOLDS["loss_diff"]:
             wrong.append(f"{_where(case)} at reg {reg:g}")
         elif i == 0:
@@ -169,45 +158,38 @@ def q1_loss(seen: Seen, plan: Plan):
 
 def q2_gradients(seen: Seen, plan: Plan):
     cases = [(plan.toy, TOY_REG), (plan.rand, plan.regs[0])]
-    errs: dict[str, float] = {k: 0.0 for k in PARAMS}
-    got_all = []
+    errs = dict.fromkeys(PARAMS, 0.0)
     for i, (case, reg) in enumerate(cases):
         grads = _out(seen, i).get("grads", {"error": "no gradients returned"})
         if isinstance(grads, dict) and "error" in grads and len(grads) == 1:
             raise Failed(str(grads["error"])[:300])
         _, ref = _ref_loss(case, reg)
-        got = {k: _arr(grads.get(k), ref[k].shape, f"grads[{k!r}]") for k in PARAMS}
-        got_all.append(got)
         for k in PARAMS:
-            errs[k] = max(errs[k], rel_error(got[k], ref[k]))
+            errs[k] = max(errs[k], rel_error(_arr(grads.get(k), ref[k].shape, f"grads[{k!r}]"), ref[k]))
     value = max(errs.values())
     note = ", ".join(f"{k} {errs[k]:.1e}" for k in PARAMS)
     if not value < THRESHOLDS["rel_error"]:
-        if _matches(got_all[0], _ref_loss(plan.toy, TOY_REG)[1]) and \
-                _matches(got_all[1], _ref_loss(plan.rand, TOY_REG)[1]):
+        if _matches(seen, 0, _ref_loss(plan.toy, TOY_REG)[1]) and \
+                _matches(seen, 1, _ref_loss(plan.rand, TOY_REG)[1]):
             note += (f"; right at reg {TOY_REG:g}, but at reg {plan.regs[0]:g} the gradients are those of "
                      f"reg {TOY_REG:g}: is reg hard-coded?")
-        elif _matches(_grads_of(seen, 2), _ref_loss(plan.toy, 0.0)[1]):
+        elif _matches(seen, 2, _ref_loss(plan.toy, 0.0)[1]):
             note += "; right without reg: is the 2 * reg * W term there?"
     return value, note, None
 
 
-def _grads_of(seen: Seen, i: int) -> dict | None:
-    """Step ``i``'s gradients as arrays, None when it has none."""
+def _matches(seen: Seen, i: int, ref: dict) -> bool:
+    """Whether step ``i`` returned the gradients ``ref``."""
     o = seen.outputs[i] if i < len(seen.outputs) else None
     grads = o.get("grads") if isinstance(o, dict) else None
     try:
-        return {k: _arr(grads[k], None, k) for k in PARAMS}
+        return all(rel_error(_arr(grads[k], ref[k].shape, k), ref[k]) < 1e-8 for k in PARAMS)
     except (Failed, KeyError, TypeError):
-        return None
+        return False
 
 
-def _matches(got: dict | None, ref: dict) -> bool:
-    return got is not None and all(np.shape(got[k]) == ref[k].shape and rel_error(got[k], ref[k]) < 1e-8
-                                   for k in PARAMS)
-
-
-def _loops(seen: Seen, part: str, need: str):
+def _loops(seen: Seen, plan: Plan, part: str, need: str, clean: str, tail: tuple = ()):
+    """The loops over data in the ``part`` pass (``clean`` when none), once ``need`` passed."""
     if not seen.passed.get(need):
         raise Failed(f"not judged: {need} must pass first (code that computes nothing has no loops)")
     try:
@@ -215,17 +197,7 @@ def _loops(seen: Seen, part: str, need: str):
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise Failed(f"cannot read the source: {type(err).__name__}") from None
     note = "; ".join(str(f) for f in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-    return float(len(found)), note
-
-
-def q1c_loops(seen: Seen, plan: Plan):
-    n, note = _loops(seen, "forward", "q1_scores")
-    return n, note or "no loop over data in the forward pass and loss", None
-
-
-def q2_loops(seen: Seen, plan: Plan):
-    n, note = _loops(seen, "backward", "q2_gradients")
-    return n, "; ".join(x for x in (note or "no loop over data in the backward pass", FEEDBACK_Q2)), None
+    return float(len(found)), "; ".join([note or clean, *tail]), None
 
 
 def q1c_scaling(seen: Seen, plan: Plan):
@@ -252,8 +224,7 @@ def q3_toy_training(seen: Seen, plan: Plan):
     hist = _arr(o.get("loss_history"), None, "train's loss_history").ravel()
     if hist.size == 0:
         raise Failed("train returned an empty 'loss_history'")
-    params = o.get("params")
-    case = plan.toy
+    params, case = o.get("params"), plan.toy
     trained = case.reference()
     for k in PARAMS:
         trained.params[k][...] = _arr(params.get(k) if isinstance(params, dict) else None,
@@ -270,8 +241,7 @@ def q3_toy_training(seen: Seen, plan: Plan):
     else:
         note = (f"reported {final:.4g}, trained weights {actual:.4g}; the course's driver gives "
                 "0.01714960793873205")
-    step = max(1, hist.size // 2000)
-    return value, note, {"loss_history": hist[::step].tolist()}
+    return value, note, {"loss_history": hist[:: max(1, hist.size // 2000)].tolist()}
 
 
 def _training(seen: Seen, plan: Plan):
@@ -289,7 +259,11 @@ def _training(seen: Seen, plan: Plan):
 
 
 JUDGE: dict[str, Callable[[Seen, Plan], tuple]] = {
-    **{f.__name__: f for f in (own_code, init, q1_scores, q1_stable, q1_loss, q1c_loops, q1c_scaling,
-                               q2_gradients, q2_loops, q3_toy_training)},
+    **{f.__name__: f for f in (own_code, init, q1_scores, q1_stable, q1_loss, q1c_scaling, q2_gradients,
+                               q3_toy_training)},
+    "q1c_loops": partial(_loops, part="forward", need="q1_scores",
+                         clean="no loop over data in the forward pass and loss"),
+    "q2_loops": partial(_loops, part="backward", need="q2_gradients",
+                        clean="no loop over data in the backward pass", tail=(FEEDBACK_Q2,)),
     "q3_digits": _training, "q3_cifar10": _training,
 }

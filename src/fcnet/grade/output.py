@@ -12,6 +12,7 @@ from fcnet.files import write_json, write_text
 from fcnet.grade.checks import BY_NAME
 from fcnet.grade.grade import Grade, fmt
 from fcnet.grade.similar import Pair
+from fcnet.report.render import Figure, Report, Section, Table, slugify
 
 SHOWN_LINES = 80  # shared lines shown per similar pair on a submission's page
 
@@ -25,10 +26,9 @@ def table(grades: list[Grade]) -> str:
         passed = f"{len(g.checks) - len(g.failed)}/{len(g.checks)}"
         lines.append(f"{g.submission:<{w}}  {g.score:5.1f}  {passed:>6}  {', '.join(g.failed) or '-'}")
     if len(grades) == 1:
-        lines.append("")
         cw = max(len(c.name) for c in grades[0].checks)
-        for c in grades[0].checks:
-            lines.append(f"[{'PASS' if c.passed else 'FAIL'}] {c.name:<{cw}}  {c.message}")
+        lines += [""] + [f"[{'PASS' if c.passed else 'FAIL'}] {c.name:<{cw}}  {c.message}"
+                         for c in grades[0].checks]
     return "\n".join(lines)
 
 
@@ -37,23 +37,9 @@ def _csv(grades: list[Grade]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["submission", "score", *names, "failed"])
-    for g in grades:
-        w.writerow([g.submission, f"{g.score:.1f}", *[int(c.passed) for c in g.checks], " ".join(g.failed)])
+    w.writerows([g.submission, f"{g.score:.1f}", *[int(c.passed) for c in g.checks], " ".join(g.failed)]
+                for g in grades)
     return buf.getvalue()
-
-
-def _slugs(grades: list[Grade]) -> dict[str, str]:
-    """Each submission's page folder: its name as a unique slug."""
-    from fcnet.report.render import slugify
-
-    out: dict[str, str] = {}
-    for g in grades:
-        base = s = slugify(g.submission)
-        k = 2
-        while s in out.values():
-            s, k = f"{base}-{k}", k + 1
-        out[g.submission] = s
-    return out
 
 
 def _rule(name: str, threshold: float | None) -> list[str]:
@@ -61,22 +47,10 @@ def _rule(name: str, threshold: float | None) -> list[str]:
     return ["-", "-"] if threshold is None else [BY_NAME[name].op, fmt(threshold)]
 
 
-def _note(c) -> str:
-    """A check's message without its leading "value rule threshold", which the table's columns show."""
-    if c.value is not None and c.message.startswith(f"{fmt(c.value)} "):
-        rest = c.message.split("; ", 1)
-        return rest[1] if len(rest) > 1 else ""
-    return c.message
-
-
 def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]) -> list:
     """The section (if any) listing the submissions similar to ``g``, with the lines of ``g`` they share."""
-    from fcnet.report.render import Section
-
     mine = [(p.b, p.sim_a, p.sim_b, p.lines_a) if p.a == g.submission else (p.a, p.sim_b, p.sim_a, p.lines_b)
             for p in pairs if g.submission in (p.a, p.b)]
-    if not mine:
-        return []
     lines = g.source.splitlines()
     text = []
     for other, mine_in, theirs_in, shared in mine:
@@ -88,24 +62,25 @@ def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]) -> list:
         text.append("```\n" + body.replace("```", "'" * 3) + "\n```\n")
     return [Section("Similar submissions", "Near-identical code once names, comments and whitespace are "
                     "normalised (the template given with `--template` does not count).\n\n"
-                    + "\n".join(text))]
+                    + "\n".join(text))] if mine else []
 
 
 def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: dict[str, str]) -> Path:
     from fcnet.report import plots
-    from fcnet.report.render import Figure, Report, Section, Table
 
+    # each message without its leading "value rule threshold", which the columns show
     rows = [[c.name, "pass" if c.passed else "FAIL", fmt(c.value),
-             *_rule(c.name, c.threshold), f"{c.points:g}", _note(c)] for c in g.checks]
+             *_rule(c.name, c.threshold), f"{c.points:g}",
+             c.message.partition("; ")[2] if c.value is not None and c.message.startswith(f"{fmt(c.value)} ")
+             else c.message] for c in g.checks]
     sections = [Section("Checks", f"Score **{g.score:.1f}** / 100; {len(g.failed)} of {len(g.checks)} "
                         "checks failed.  [All submissions](../../report.html)",
                         tables=[Table("Checks, their values and thresholds",
                                       ["check", "result", "value", "rule", "threshold", "points",
                                        "message"], rows)]), *_shared(g, pairs, slugs)]
-    toy = next((c for c in g.checks if c.name == "q3_toy_training"), None)
-    if toy is not None and toy.detail and toy.detail.get("loss_history"):
-        png = plots.loss_curve(toy.detail["loss_history"], out / "toy_loss.png",
-                               title="Toy training loss (lr 0.1, reg 5e-6)")
+    history = next((c.detail or {} for c in g.checks if c.name == "q3_toy_training"), {}).get("loss_history")
+    if history:
+        png = plots.loss_curve(history, out / "toy_loss.png", title="Toy training loss (lr 0.1, reg 5e-6)")
         sections.append(Section("Toy training", "The course's driver: `np.random.seed(0)`, the toy net, "
                                 "100 SGD iterations on the 5 toy samples.",
                                 figures=[Figure(png, "Toy training loss per iteration")]))
@@ -114,37 +89,31 @@ def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: 
             if g.output_bytes > len(g.output.encode()) else ""
         sections.append(Section("Output", f"What the submission printed{note}:\n\n```\n"
                                 + g.output.replace("```", "'''").rstrip() + "\n```"))
-    _, html = Report(f"fcnet grade: {g.submission}", sections,
-                     {"submission": g.path, "score": f"{g.score:.1f}", **meta,
-                      "seconds": f"{g.seconds:.1f}"}).write(out)
-    return html
+    meta = {"submission": g.path, "score": f"{g.score:.1f}", **meta, "seconds": f"{g.seconds:.1f}"}
+    return Report(f"fcnet grade: {g.submission}", sections, meta).write(out)[1]
 
 
 def _overview(grades: list[Grade], slugs: dict[str, str], out: Path, meta: dict, pairs: list[Pair]) -> Path:
     from fcnet.report import plots
-    from fcnet.report.render import Figure, Report, Section, Table
 
     figs = out / "figures"
     bins = [f"{10 * k}-{10 * k + 9}" for k in range(9)] + ["90-100"]
     counts = Counter(min(int(g.score // 10), 9) for g in grades)
     dist = plots.bar_table(bins, {"submissions": [counts.get(k, 0) for k in range(10)]},
                            figs / "scores.png", "score", "submissions", "Distribution of scores")
-    names = [c.name for c in grades[0].checks]
-    fails = {n: sum(1 for g in grades if n in g.failed) for n in names}
-    order = sorted(names, key=lambda n: -fails[n])
+    first = {c.name: c for c in grades[0].checks}
+    fails = {n: sum(1 for g in grades if n in g.failed) for n in first}
+    order = sorted(first, key=lambda n: -fails[n])
     most = plots.bar_table(order, {"failed": [fails[n] for n in order]}, figs / "failures.png",
                            "check", "submissions failing it", "Which checks fail most")
     links = "\n".join(f"- [{g.submission}](submissions/{slugs[g.submission]}/report.html): {g.score:.1f}"
                       for g in grades)
     score_rows = [[g.submission, f"{g.score:.1f}", f"{len(g.checks) - len(g.failed)}/{len(g.checks)}",
                    ", ".join(g.failed) or "-"] for g in grades]
-    check_rows = []
-    for n in order:
-        reasons = Counter(c.message for g in grades for c in g.checks if c.name == n and not c.passed)
-        c0 = grades[0].checks[names.index(n)]
-        check_rows.append([n, f"{c0.points:g}", *_rule(n, c0.threshold),
-                           len(grades) - fails[n], fails[n],
-                           reasons.most_common(1)[0][0] if reasons else "-"])
+    reasons = Counter((c.name, c.message) for g in grades for c in g.checks if not c.passed)
+    check_rows = [[n, f"{first[n].points:g}", *_rule(n, first[n].threshold), len(grades) - fails[n], fails[n],
+                   max((m for k, m in reasons if k == n), key=lambda m: reasons[n, m], default="-")]
+                  for n in order]
     scores = sorted(g.score for g in grades)
     sections = [
         Section("Scores", "Each submission's page has its numbers and its toy loss curve:\n\n" + links,
@@ -172,8 +141,7 @@ def _overview(grades: list[Grade], slugs: dict[str, str], out: Path, meta: dict,
                       pair_rows)] if pairs else []))
     meta = {"submissions": len(grades), "mean score": f"{sum(scores) / len(scores):.1f}",
             "median score": f"{scores[len(scores) // 2]:.1f}", **meta}
-    _, html = Report("fcnet grade", sections, meta).write(out)
-    return html
+    return Report("fcnet grade", sections, meta).write(out)[1]
 
 
 def write_outputs(grades: list[Grade], out: Path, meta: dict, pairs: list[Pair] = ()) -> dict[str, Path]:
@@ -184,7 +152,13 @@ def write_outputs(grades: list[Grade], out: Path, meta: dict, pairs: list[Pair] 
     paths = {"json": write_json(out / "grades.json", [g.to_json() for g in grades]),
              "csv": write_text(out / "grades.csv", _csv(grades))}
     if grades:
-        slugs = _slugs(grades)
+        slugs: dict[str, str] = {}  # each submission's page folder: its name as a unique slug
+        for g in grades:
+            base = s = slugify(g.submission)
+            k = 2
+            while s in slugs.values():
+                s, k = f"{base}-{k}", k + 1
+            slugs[g.submission] = s
         for g in grades:
             _submission_page(g, out / "submissions" / slugs[g.submission], meta, pairs, slugs)
         paths["html"] = _overview(grades, slugs, out, meta, pairs)

@@ -32,8 +32,7 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
         data = read_toml(p)
     except FcnetError as err:
         raise FcnetError(f"rubric {err}") from None
-    unknown = set(data) - {"points", "thresholds"}
-    if unknown:
+    if unknown := set(data) - {"points", "thresholds"}:
         raise FcnetError(f"rubric {p}: unknown table {sorted(unknown)[0]!r} (expected [points] and "
                          "optionally [thresholds])")
     tables = {}

@@ -23,13 +23,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy
+
 import fcnet
+from fcnet.errors import FcnetError
 
 DROP_UID = 61000  # + worker slot; ids no account uses
 OUTPUT_TAIL = 16 * 1024
 MAX_RESULT = 32 << 20
 HERE = Path(__file__).resolve().parent
-RUNNER = ("child.py", "landlock.py", "seccomp.py")  # what the child runs: the standard library and NumPy
 
 
 @dataclass
@@ -63,10 +65,8 @@ class RunResult:
         if self.timed_out:
             return f"killed at the wall-clock limit of {limits.timeout:g} s"
         rc = self.returncode
-        if mode == "bwrap" and rc > 128:  # bwrap reports a signal as 128 + signum
-            rc = -(rc - 128)
-        if rc < 0:
-            sig = -rc
+        sig = rc - 128 if mode == "bwrap" and rc > 128 else -rc  # bwrap reports a signal as 128 + signum
+        if sig > 0:
             if sig == signal.SIGXCPU:
                 return f"killed at the CPU limit of {int(limits.timeout) + 1} s"
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -89,8 +89,6 @@ def _processes_of(uid: int) -> int:
 
 def _site() -> list[str]:
     """The site-packages folder(s) the child needs: NumPy's."""
-    import numpy
-
     return [str(Path(numpy.__file__).resolve().parent.parent)]
 
 
@@ -130,8 +128,6 @@ class Sandbox:
     def detect(cls, requested: str = "auto") -> Sandbox:
         """The strongest sandbox that works here: each candidate runs a probe child,
         which also reports whether Landlock and seccomp work."""
-        from fcnet.errors import FcnetError
-
         why = "--sandbox none"
         if requested in ("auto", "bwrap"):
             if not shutil.which("bwrap"):
@@ -148,28 +144,23 @@ class Sandbox:
         for drop in ([True, False] if os.geteuid() == 0 else [False]):
             box = cls("none", drop)
             caps, _ = box.probe()
-            if caps is None:
-                continue
-            who = f"uid {DROP_UID}+" if drop else "the grader's user"
-            fs = ("writes outside its own folder are blocked (Landlock), but it can read the file system "
-                  "and see other processes" if caps["landlock"]
-                  else f"the file system is NOT isolated: it runs as {who} (no Landlock)")
-            box.warnings = [f"{why}: submissions run with resource limits only; {fs}"]
-            if not caps["seccomp"]:
-                box.warnings.append(_NO_SECCOMP)
-            return box
+            if caps is not None:
+                who = f"uid {DROP_UID}+" if drop else "the grader's user"
+                fs = ("writes outside its own folder are blocked (Landlock), but it can read the file system "
+                      "and see other processes" if caps["landlock"]
+                      else f"the file system is NOT isolated: it runs as {who} (no Landlock)")
+                box.warnings = [f"{why}: submissions run with resource limits only; {fs}"]
+                box.warnings += [] if caps["seccomp"] else [_NO_SECCOMP]
+                return box
         raise FcnetError(f"cannot start the grader's child process ({sys.executable} {HERE / 'child.py'})")
 
     def probe(self) -> tuple[dict | None, str]:
         """What a probe child reports ({"landlock": abi, "seccomp": bool}, None when it fails),
         and what it printed."""
-        tmp = Path(tempfile.mkdtemp(prefix="fcnet-grade-probe-"))
-        try:
+        with tempfile.TemporaryDirectory(prefix="fcnet-grade-probe-", ignore_cleanup_errors=True) as tmp:
             os.chmod(tmp, 0o755)
-            (tmp / "src").mkdir(mode=0o755)
-            r = self.run({"probe": True}, tmp / "src", None, Limits(timeout=60), slot=0)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            (Path(tmp) / "src").mkdir(mode=0o755)
+            r = self.run({"probe": True}, Path(tmp) / "src", None, Limits(timeout=60), slot=0)
         lines = [ln for ln in r.output.splitlines() if ln.startswith("FCNET-PROBE ")]
         if r.returncode != 0 or r.timed_out or not lines:
             return None, r.output
@@ -189,7 +180,7 @@ class Sandbox:
             for path in _hidden_by_tmp():  # a venv under /tmp: the interpreter must stay visible
                 argv += ["--ro-bind", path, path]
             argv += ["--tmpfs", str(Path(fcnet.__file__).resolve().parent)]  # fcnet is not importable
-            for name in RUNNER:
+            for name in ("child.py", "landlock.py", "seccomp.py"):  # the standard library and NumPy only
                 argv += ["--ro-bind", str(HERE / name), f"{runner}/{name}"]
             argv += ["--ro-bind", str(stage), "/tmp/submission"]
             if data:

@@ -36,10 +36,9 @@ def _program(arch: str) -> list[tuple[int, int, int, int]]:
     ]
     if arch == "x86_64":
         p += [(_JGE, 0, 1, 0x40000000), (_RET, 0, 0, _KILL)]  # the x32 ABI
-    for nr in (fork, vfork):
+    for nr, err in ((fork, eagain), (vfork, eagain), (clone3, enosys)):
         if nr is not None:
-            p += [(_JEQ, 0, 1, nr), (_RET, 0, 0, eagain)]
-    p += [(_JEQ, 0, 1, clone3), (_RET, 0, 0, enosys)]
+            p += [(_JEQ, 0, 1, nr), (_RET, 0, 0, err)]
     p += [
         (_JEQ, 0, 4, clone),  # not clone: on to socket
         (_LD_W_ABS, 0, 0, _ARG0),

@@ -1,11 +1,11 @@
 """Similar submissions: pairs whose ``two_layernet.py`` is near-identical once names,
 comments and whitespace are normalised (copydetect's MOSS-style winnowing fingerprints;
 each file's similarity is the share of its fingerprints found in the other).  The course's
-template (``--template``, MOSS's "base file") never counts as shared.
-"""
+template (``--template``, MOSS's "base file") never counts as shared."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 from dataclasses import dataclass
@@ -49,23 +49,18 @@ def _lines(source: str, slices, given: set[str]) -> tuple[int, ...]:
 def similar_pairs(sources: dict[str, str], template: str | None = None,
                   threshold: float = THRESHOLD) -> list[Pair]:
     """Pairs of submissions (name -> source) at least ``threshold`` similar both ways,
-    most similar first.  Sources that cannot be tokenised are left out."""
+    most similar first.  Sources that cannot be tokenised (or have no fingerprints) are left out."""
     from copydetect import compare_files
 
     base = list(_fingerprint(template, None).hashes) if template else None
     given = {line.strip() for line in (template or "").splitlines()}
     prints = {}
     for name, src in sources.items():
-        if not src.strip():
-            continue
-        try:
-            prints[name] = _fingerprint(src, base)
-        except (ValueError, IndexError, TypeError, RecursionError):
-            continue
+        with contextlib.suppress(ValueError, IndexError, TypeError, RecursionError):
+            if src.strip() and (fp := _fingerprint(src, base)).hashes:
+                prints[name] = fp
     pairs = []
     for a, b in itertools.combinations(sorted(prints), 2):
-        if not prints[a].hashes or not prints[b].hashes:
-            continue
         _, (sa, sb), (slices_a, slices_b) = compare_files(prints[a], prints[b])
         if min(sa, sb) >= threshold:
             pairs.append(Pair(a, b, float(sa), float(sb), _lines(sources[a], slices_a, given),

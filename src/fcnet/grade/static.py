@@ -7,6 +7,7 @@ docs/grade.md ("The static loop checks") gives the rules and the forward/backwar
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ _WRAPPERS = {"zip", "enumerate", "reversed", "sorted", "list", "tuple"}
 _DICT_VIEWS = {"items", "keys", "values"}
 _HIDDEN_LOOPS = {"vectorize", "apply_along_axis", "frompyfunc"}
 _SIZE_WORDS = ("size", "shape", "class", "dim", "num_")
+_FUNC = ast.FunctionDef | ast.AsyncFunctionDef
 _MUTATORS = {"append", "extend", "insert", "fill", "update", "put", "itemset", "setdefault", "sort",
              "__setitem__", "__iadd__", "__isub__"}
 
@@ -37,30 +39,24 @@ class _Taint:
         self.names = set(args[int(is_method):])  # not self
         if fn.args.vararg:
             self.names.add(fn.args.vararg.arg)
-        assigns = [n for n in ast.walk(fn) if isinstance(n, ast.Assign | ast.AugAssign | ast.AnnAssign)]
+        pairs = [pair for n in ast.walk(fn) if isinstance(n, ast.Assign | ast.AugAssign | ast.AnnAssign)
+                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                 for pair in _pairs(t, n.value)]
         for _ in range(6):  # to a fixed point, whatever the order of the assignments
             before = len(self.names)
-            for n in assigns:
-                targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-                for t in targets:
-                    for target, value in _pairs(t, n.value):
-                        if value is not None and self.tainted(value):
-                            self.names |= _names(target)
+            for target, value in pairs:
+                if value is not None and self.tainted(value):
+                    self.names |= _names(target)
             if len(self.names) == before:
                 break
 
     def tainted(self, expr: ast.AST) -> bool:
-        for n in ast.walk(expr):
-            if isinstance(n, ast.Name) and n.id in self.names:
-                return True
-            if isinstance(n, ast.Attribute) and any(w in n.attr.lower() for w in _SIZE_WORDS) \
-                    and "layer" not in n.attr.lower():
-                return True
-            if isinstance(n, ast.Subscript):
-                return True
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len":
-                return True
-        return False
+        """Whether ``expr`` reads a tainted name, a size-like attribute, a subscript or ``len()``."""
+        return any((isinstance(n, ast.Name) and n.id in self.names) or isinstance(n, ast.Subscript)
+                   or (isinstance(n, ast.Attribute) and any(w in n.attr.lower() for w in _SIZE_WORDS)
+                       and "layer" not in n.attr.lower())
+                   or (isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "len")
+                   for n in ast.walk(expr))
 
     def allowed(self, it: ast.AST) -> bool:
         """Whether iterating over ``it`` runs a fixed number of times."""
@@ -99,12 +95,12 @@ class _Source:
         self.defs: dict[str, ast.AST] = {}
         self.imports: dict[str, tuple[str, str | None]] = {}  # local name -> (module, attribute)
         for node in self.tree.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            if isinstance(node, _FUNC | ast.ClassDef):
                 self.defs[node.name] = node
             elif isinstance(node, ast.Import):
                 for a in node.names:
-                    self.imports[a.asname or a.name.split(".")[0]] = (a.name if a.asname else
-                                                                      a.name.split(".")[0], None)
+                    mod = a.name if a.asname else a.name.split(".")[0]  # `import a.b` binds a
+                    self.imports[a.asname or mod] = (mod, None)
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 for a in node.names:
                     self.imports[a.asname or a.name] = (node.module, a.name)
@@ -114,16 +110,15 @@ class _Folder:
     """The submission's folder: its own modules, parsed on demand (None: not its own)."""
 
     def __init__(self, root: Path):
-        self.root, self.cache = root, {}
+        self.root = root
+        self.module = functools.cache(self._parse)
 
-    def module(self, name: str) -> _Source | None:
-        if name not in self.cache:
-            path = self.root.joinpath(*name.split(".")).with_suffix(".py")
-            try:
-                self.cache[name] = _Source(path) if path.is_file() else None
-            except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
-                self.cache[name] = None
-        return self.cache[name]
+    def _parse(self, name: str) -> _Source | None:
+        path = self.root.joinpath(*name.split(".")).with_suffix(".py")
+        try:
+            return _Source(path) if path.is_file() else None
+        except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
 
     def lookup(self, src: _Source, name: str) -> tuple[_Source, ast.AST] | None:
         """What ``name`` means at the top of ``src``: a def there or one imported from the folder."""
@@ -142,7 +137,7 @@ class _Folder:
     def method(self, src: _Source, cls: ast.ClassDef, name: str, depth: int = 0):
         """(file, function) of ``cls.name``, through base classes of the submission's own."""
         for node in cls.body:
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+            if isinstance(node, _FUNC) and node.name == name:
                 return src, node
         for base in cls.bases if depth < 8 else []:
             found = self.lookup(src, base.id) if isinstance(base, ast.Name) else None
@@ -214,12 +209,10 @@ def find_loops(folder: Path) -> list[Finding]:
     files = _Folder(Path(folder))
     entry = files.module("two_layernet")
     found = files.lookup(entry, "TwoLayerNet") if entry else None
-    if not found or not isinstance(found[1], ast.ClassDef):
-        return []
-    src, cls = found
-    start = files.method(src, cls, "loss")
+    start = files.method(*found, "loss") if found and isinstance(found[1], ast.ClassDef) else None
     if start is None:
         return []
+    cls = found[1]
     findings: list[Finding] = []
     seen: set = set()
     todo: list[tuple[_Source, ast.AST, bool, str | None]] = [(*start, True, None)]
@@ -246,40 +239,31 @@ def find_loops(folder: Path) -> list[Finding]:
                     bad = n.iter
                 elif isinstance(n, ast.While) and taint.tainted(n.test):
                     bad = n
-                elif isinstance(n, ast.Call):
-                    f = n.func
-                    if isinstance(f, ast.Attribute) and f.attr in _HIDDEN_LOOPS:
-                        bad = n
-                    elif isinstance(f, ast.Name) and f.id == "map" and any(taint.tainted(a) for a in n.args):
-                        bad = n
-                    else:
-                        callee = _resolve(files, src, cls, f)
-                        if callee is not None:
-                            todo.append((*callee, where))
+                elif isinstance(n, ast.Call) and (
+                        (isinstance(n.func, ast.Attribute) and n.func.attr in _HIDDEN_LOOPS)
+                        or (isinstance(n.func, ast.Name) and n.func.id == "map"
+                            and any(map(taint.tainted, n.args)))):
+                    bad = n
+                elif isinstance(n, ast.Call) and (callee := _resolve(files, src, cls, n.func)):
+                    todo.append((*callee, where))
                 if bad is not None:
                     findings.append(Finding(src.path.name, bad.lineno, _code(src.lines, bad.lineno), where))
-    best: dict[tuple, Finding] = {}
-    for f in sorted(findings, key=lambda f: f.part != "forward"):  # reached from both passes: forward
-        best.setdefault((f.file, f.line), f)
+    # a loop reached from both passes is the forward pass's (sorted last, it wins)
+    best = {(f.file, f.line): f for f in sorted(findings, key=lambda f: f.part == "forward")}
     return sorted(best.values(), key=lambda f: (f.file, f.line))
 
 
 def _resolve(files: _Folder, src: _Source, cls: ast.ClassDef, f: ast.AST):
     """(file, function, is_method) that a call expression names in the submission's own files."""
+    hit, is_method = None, False
     if isinstance(f, ast.Name):
         hit = files.lookup(src, f.id)
-        if hit and isinstance(hit[1], ast.FunctionDef | ast.AsyncFunctionDef):
-            return hit[0], hit[1], False
     elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
         if f.value.id == "self":
             hit = files.method(src, cls, f.attr)
-            if hit:
-                decorators = hit[1].decorator_list
-                static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in decorators)
-                return hit[0], hit[1], not static
+            is_method = hit is not None and not any(isinstance(d, ast.Name) and d.id == "staticmethod"
+                                                    for d in hit[1].decorator_list)
         elif f.value.id in src.imports and src.imports[f.value.id][1] is None:
             mod = files.module(src.imports[f.value.id][0])
             hit = files.lookup(mod, f.attr) if mod else None
-            if hit and isinstance(hit[1], ast.FunctionDef | ast.AsyncFunctionDef):
-                return hit[0], hit[1], False
-    return None
+    return (*hit, is_method) if hit and isinstance(hit[1], _FUNC) else None

@@ -1,13 +1,13 @@
 """Finding submissions (a ``.py``, a folder with ``two_layernet.py``, a ``.zip`` of one, or a
 folder of them) and copying each into the run's private folder.  Zips are read through
 ``fcnet.data.archive`` (no path traversal, no links) and capped in size.  Faults in what the
-user named raise FcnetError; a bad entry in a folder of submissions is graded 0 with the reason.
-"""
+user named raise FcnetError; a bad entry in a folder of submissions is graded 0 with the reason."""
 
 from __future__ import annotations
 
 import os
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +27,8 @@ class Submission:
     problem: str | None = None  # set when it cannot be graded at all
 
 
-def _zip_root(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
-    """(folder holding two_layernet.py inside the zip, its files); FcnetError when unusable."""
+def _zip_files(path: Path) -> list[tuple[str, bytes]]:
+    """The files of the folder holding two_layernet.py inside the zip; FcnetError when unusable."""
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -44,15 +44,15 @@ def _zip_root(path: Path) -> tuple[str, list[tuple[str, bytes]]]:
     if len(entries) > 1 and entries[0].count("/") == entries[1].count("/"):
         raise FcnetError(f"{path}: {entries[0]} and {entries[1]}: which one is the submission?")
     root = entries[0][: -len(ENTRY)]
-    return root, [(n[len(root):], b) for n, b in files if n.startswith(root)]
+    return [(n[len(root):], b) for n, b in files if n.startswith(root)]
 
 
 def _check(path: Path) -> None:
     """Raise FcnetError when ``path`` cannot be a submission."""
-    if path.suffix.lower() == ".zip":
-        _zip_root(path)
-    elif path.is_dir() and not (path / ENTRY).is_file():
+    if not path.is_file() and not (path / ENTRY).is_file():
         raise FcnetError(f"{path}: no {ENTRY} in the folder")
+    if path.suffix.lower() == ".zip":
+        _zip_files(path)
 
 
 def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Submission]:
@@ -81,18 +81,15 @@ def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Su
             for c in inner:
                 sub = Submission(c.stem if c.is_file() else c.name, c)
                 try:
-                    if not (c.is_file() and c.suffix.lower() in (".py", ".zip") or (c / ENTRY).is_file()):
-                        raise FcnetError(f"{c}: no {ENTRY} in the folder")
                     _check(c)
                 except FcnetError as err:
                     sub.problem = str(err).removeprefix(f"{c}: ")
                 subs.append(sub)
-    taken: dict[str, int] = {}
+    taken = Counter()
     for s in subs:
-        k = taken.get(s.name, 0)
-        taken[s.name] = k + 1
-        if k:
-            s.name = f"{s.name}-{k + 1}"
+        taken[s.name] += 1
+        if taken[s.name] > 1:
+            s.name = f"{s.name}-{taken[s.name]}"
     return subs
 
 
@@ -101,12 +98,8 @@ def stage(sub: Submission, dest: Path) -> None:
     ``two_layernet.py`` at its top.  Only regular files: links are skipped."""
     dest.mkdir(mode=0o755)
     p = sub.path
-    if p.is_file() and p.suffix.lower() == ".py":
-        _write(dest / ENTRY, p.read_bytes())
-        return
     if p.is_file():
-        _, files = _zip_root(p)
-        for rel, data in files:
+        for rel, data in [(ENTRY, p.read_bytes())] if p.suffix.lower() == ".py" else _zip_files(p):
             _write(dest / rel, data)
         return
     total = count = 0

@@ -10,12 +10,9 @@ from fcnet.errors import FcnetError
 
 
 def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> np.ndarray:
-    """Lay out images Xs (N, H, W, C) on a G x G grid, G = ceil(sqrt(N)), row by row.
-
-    Each tile is mapped linearly from its own [min, max] to [0, ubound] (a constant tile
-    becomes zeros, not NaN), with ``padding`` pixels of zeros between tiles (none around).
-    Returns (G*H + (G-1)*padding, G*W + (G-1)*padding, C) float64; unused tiles are zero.
-    """
+    """Images Xs (N, H, W, C) row by row on a G x G grid, G = ceil(sqrt(N)), each mapped from its
+    own [min, max] to [0, ubound] (a constant tile: zeros, not NaN), ``padding`` zero pixels between
+    tiles: (G*H + (G-1)*padding, G*W + (G-1)*padding, C) float64, unused tiles zero."""
     Xs = np.asarray(Xs)
     if Xs.ndim != 4 or Xs.shape[0] == 0:
         raise FcnetError(f"visualize_grid: expected a non-empty (N, H, W, C) array, got {Xs.shape}")
@@ -37,8 +34,8 @@ def visualize_grid(Xs: np.ndarray, ubound: float = 255.0, padding: int = 1) -> n
 
 
 def first_layer_image(W1: np.ndarray, image_shape) -> np.ndarray | None:
-    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], a tile per unit (weights.png);
-    None when the inputs are not images (PCA, toy)."""
+    """W1 (D, H) as one (rows, cols, C) picture in [0, 1], a tile per unit; None when the inputs
+    are not images (PCA, toy)."""
     if image_shape is None:
         return None
     shape = tuple(int(v) for v in image_shape)

@@ -1,8 +1,6 @@
-"""The figures of fcnet's study and grading reports, as PNG files.
-
-Each function draws on its own ``matplotlib.figure.Figure`` (no pyplot, no global state)
-and writes atomically through ``fcnet.files``; each returns the ``Path`` it wrote.
-"""
+"""The figures of fcnet's study and grading reports as PNG files: each function draws on its
+own ``matplotlib.figure.Figure`` (no pyplot state), writes through ``fcnet.files`` and returns
+the ``Path`` it wrote."""
 
 from __future__ import annotations
 
@@ -30,13 +28,11 @@ def _new_figure(width: float = 6.4, height: float = 4.0):
     return fig, fig.add_subplot()
 
 
-def _style(ax, title: str | None, xlabel: str | None, ylabel: str | None) -> None:
-    if title:
-        ax.set_title(title, fontsize=11, loc="left")
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
+def _style(ax, title: str, xlabel: str, ylabel: str, integer_x: bool = False) -> None:
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, color="#e3e3e3", linewidth=0.8)
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)
@@ -57,16 +53,15 @@ def _series(values: Sequence[float], what: str) -> np.ndarray:
 
 
 def moving_average(values: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Trailing mean over ``window`` points (clipped to the series length): (x, y), x the
-    index of each window's last point, (n - window + 1,)."""
+    """Trailing mean over ``window`` points (clipped to the length): (x, y), each (n - window + 1,),
+    x the index of each window's last point."""
     window = max(1, min(int(window), len(values)))
     y = np.convolve(values, np.ones(window) / window, mode="valid")
     return np.arange(window - 1, len(values)), y
 
 
 def crossing(cumulative: Sequence[float], line: float = 0.95) -> int | None:
-    """Smallest count k with ``cumulative[k - 1] >= line`` (cumulative explained-variance
-    ratio, (n_components,)), or None if never reached."""
+    """Smallest k with ``cumulative[k - 1] >= line`` (cumulative (n_components,)), else None."""
     hit = np.flatnonzero(np.asarray(cumulative, dtype=np.float64) >= line)
     return int(hit[0]) + 1 if hit.size else None
 
@@ -76,19 +71,17 @@ def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: st
     """Loss per iteration (iterations,); ``smooth=k`` fades it behind a k-point mean."""
     loss = _series(loss_history, "loss_curve")
     fig, ax = _new_figure()
-    x = np.arange(loss.size)
     if smooth and smooth > 1 and loss.size > 1:
-        ax.plot(x, loss, color=COLORS[0], alpha=0.25, linewidth=0.8, label="per iteration")
-        xs, ys = moving_average(loss, smooth)
-        ax.plot(xs, ys, color=COLORS[0], linewidth=1.6, label=f"mean of {min(smooth, loss.size)}")
+        ax.plot(loss, color=COLORS[0], alpha=0.25, linewidth=0.8, label="per iteration")
+        ax.plot(*moving_average(loss, smooth), color=COLORS[0], linewidth=1.6,
+                label=f"mean of {min(smooth, loss.size)}")
         ax.legend(frameon=False)
     else:
-        ax.plot(x, loss, color=COLORS[0], linewidth=1.2, marker="." if loss.size < 40 else None)
+        ax.plot(loss, color=COLORS[0], linewidth=1.2, marker="." if loss.size < 40 else None)
     if np.isfinite(loss).any():
         ax.annotate(f"final {loss[-1]:.4g}" if np.isfinite(loss[-1]) else "final: not finite",
                     xy=(1, 1), xycoords="axes fraction", ha="right", va="top", fontsize=9, color="#444")
-    _style(ax, title, "iteration", "loss")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _style(ax, title, "iteration", "loss", integer_x=True)
     return _save(fig, path)
 
 
@@ -99,15 +92,14 @@ def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: 
     va = _series(val_acc, "accuracy_curves: val_acc")
     fig, ax = _new_figure()
     marker = "o" if max(tr.size, va.size) <= 30 else None
-    ax.plot(np.arange(tr.size), tr, color=COLORS[0], marker=marker, ms=3.5, label="train")
-    ax.plot(np.arange(va.size), va, color=COLORS[1], marker=marker, ms=3.5, label="validation")
+    ax.plot(tr, color=COLORS[0], marker=marker, ms=3.5, label="train")
+    ax.plot(va, color=COLORS[1], marker=marker, ms=3.5, label="validation")
     if np.isfinite(va).any():
         best = int(np.nanargmax(va))
         ax.annotate(f"best val {va[best]:.4g}", xy=(best, va[best]), xytext=(0, 8),
                     textcoords="offset points", ha="center", fontsize=9, color=COLORS[1])
     ax.legend(frameon=False, loc="lower right")
-    _style(ax, "Classification accuracy", xlabel, "accuracy")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _style(ax, "Classification accuracy", xlabel, "accuracy", integer_x=True)
     return _save(fig, path)
 
 
@@ -129,7 +121,6 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
     else:
         tiles = W1.T.reshape(units, h, w, c)
     grid = visualize_grid(tiles, ubound=1.0, padding=pad)
-
     # padding and unused tiles are drawn transparent (white page) rather than black
     g = math.ceil(math.sqrt(units))
     r, col = np.indices(grid.shape[:2])  # a pixel is covered inside a used tile
@@ -151,8 +142,8 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
 
 def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike,
                      normalize: bool = True) -> Path:
-    """Counts cm (K, K), rows = true class; ``normalize`` divides each row by its total (zero
-    rows stay zero), so the diagonal reads as per-class recall."""
+    """Counts cm (K, K), rows = true class; ``normalize`` divides each row by its total (zero rows
+    stay zero): the diagonal reads as per-class recall."""
     cm = np.asarray(cm, dtype=np.float64)
     k = len(classes)
     if cm.ndim != 2 or cm.shape != (k, k):
@@ -166,8 +157,7 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
     ax.set_xticks(range(k), classes, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     ax.set_title("Confusion matrix" + (" (row-normalised)" if normalize else ""), fontsize=11, loc="left")
     if k <= 20:  # numbers in the cells stay legible up to about 20 classes
         high = np.nanmax(cm) if cm.size else 0.0
@@ -190,25 +180,21 @@ def multi_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike,
         if logy:
             y = np.where(y > 0, y, np.nan)
         color = COLORS[i % len(COLORS)]
-        x = np.arange(y.size)
         if smooth and smooth > 1 and y.size > 1:
-            ax.plot(x, y, color=color, alpha=0.2, linewidth=0.8)
-            xs, ys = moving_average(y, smooth)
-            ax.plot(xs, ys, color=color, linewidth=1.6, label=str(label))
+            ax.plot(y, color=color, alpha=0.2, linewidth=0.8)
+            ax.plot(*moving_average(y, smooth), color=color, linewidth=1.6, label=str(label))
         else:
-            ax.plot(x, y, color=color, linewidth=1.4, marker="o" if y.size <= 30 else None,
-                    ms=3.5, label=str(label))
+            ax.plot(y, color=color, linewidth=1.4, marker="o" if y.size <= 30 else None, ms=3.5,
+                    label=str(label))
     if logy:
         ax.set_yscale("log")
     ax.legend(frameon=False, fontsize=9)
-    _style(ax, title, xlabel, ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _style(ax, title, xlabel, ylabel, integer_x=True)
     return _save(fig, path)
 
 
 def explained_variance(cumulative: np.ndarray, path: str | os.PathLike, line: float = 0.95) -> Path:
-    """PCA's cumulative explained-variance ratio (n_components,) against the count, with the
-    ``line`` level and the first count that reaches it (``crossing``) marked."""
+    """PCA's cumulative explained-variance ratio (n_components,), ``line`` and its ``crossing`` marked."""
     c = _series(cumulative, "explained_variance")
     k = crossing(c, line)
     fig, ax = _new_figure()
@@ -220,8 +206,7 @@ def explained_variance(cumulative: np.ndarray, path: str | os.PathLike, line: fl
         note = f"{k} components reach {line:.0%}"
     else:
         note = f"{line:.0%} not reached with {c.size} components"
-    ax.annotate(note, xy=(0.98, 0.05), xycoords="axes fraction", ha="right", fontsize=10,
-                color=COLORS[1])
+    ax.annotate(note, xy=(0.98, 0.05), xycoords="axes fraction", ha="right", fontsize=10, color=COLORS[1])
     ax.set_ylim(0, 1.02)
     _style(ax, "PCA: cumulative explained variance", "components", "cumulative explained variance")
     return _save(fig, path)
@@ -253,9 +238,9 @@ def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], p
 
 def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[float], ...]],
                   path: str | os.PathLike, xlabel: str, ylabel: str, title: str) -> Path:
-    """A table's cells with their intervals, a line per column, the rows' labels (n,) at 0..n-1;
-    series {column label: (mean, low, high, run_low, run_high)}, each (n,): the mean over seeds
-    with error bars (NaN: one seed, no bar), one run's sampling interval as a pale bar behind."""
+    """A table's cells at 0..n-1, a line per column: series {column label: (mean, low, high,
+    run_low, run_high)}, each (n,): the mean over seeds with error bars (NaN: one seed, no bar),
+    one run's sampling interval as a pale bar behind."""
     if not series:
         raise FcnetError("interval_plot: no series given")
     fig, ax = _new_figure(6.4, 3.8)
@@ -266,8 +251,7 @@ def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[flo
         xs = x + (i - (len(series) - 1) / 2) * step
         m = _series(mean, f"interval_plot: {label!r}")
         lo, hi = np.asarray(low, float), np.asarray(high, float)
-        ax.vlines(xs, np.asarray(rlow, float), np.asarray(rhigh, float), color=color,
-                  alpha=0.18, linewidth=7)
+        ax.vlines(xs, np.asarray(rlow, float), np.asarray(rhigh, float), color=color, alpha=0.18, linewidth=7)
         err = np.vstack([np.where(np.isnan(lo), 0, m - lo), np.where(np.isnan(hi), 0, hi - m)])
         ax.errorbar(xs, m, yerr=err, color=color, marker="o", ms=4, capsize=3, linewidth=1.3,
                     label=str(label))

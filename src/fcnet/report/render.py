@@ -1,14 +1,12 @@
-"""A report as plain data (sections of text, tables and figures), written as Markdown and HTML.
-
-``Report(...).write(out_dir)`` writes ``report.md`` (figures by relative path, copied under
-``figures/`` when they live elsewhere) and ``report.html``: CSS inline, figures as base64
-``data:`` URIs and a Content-Security-Policy that forbids any request, so it reads the same
-offline, mailed, or years later.  Templates: ``templates/report.{html,md}.j2``.
-"""
+"""A report as plain data (sections of text, tables and figures), written by ``Report.write``
+as ``report.md`` (figures by relative path, copied under ``figures/`` when elsewhere) and a
+self-contained ``report.html``: inline CSS, base64 ``data:`` figures, a Content-Security-Policy
+forbidding any request.  Templates: ``templates/report.{html,md}.j2``."""
 
 from __future__ import annotations
 
 import base64
+import itertools
 import mimetypes
 import os
 import re
@@ -41,24 +39,21 @@ def format_cell(value: Any) -> str:
         return "\u2014"
     if isinstance(value, bool | np.bool_):
         return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return str(int(value))
     if isinstance(value, float | np.floating):
         return "0" if value == 0 else f"{float(value):.4g}"  # nan, inf and -inf as themselves
     return str(value)
 
 
 def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
-    """Cells of rows (n_rows, n_columns) as text by ``format_cell``, except that a column of
-    finite floats in [1e-3, 1e5) shares the decimals its most precise value needs at 4
-    significant digits (``28.19`` and ``35.80``, not ``35.8``)."""
+    """Cells of rows (n_rows, n_columns) by ``format_cell``, but a column of floats in [1e-3, 1e5)
+    shares the decimals its most precise value needs at 4 digits (``28.19``, ``35.80``)."""
     out = [[format_cell(v) for v in r] for r in rows]
     for j in range(len(rows[0]) if rows else 0):
         values = [r[j] for r in rows if r[j] is not None]
         if not values or not all(isinstance(v, float | np.floating) and
                                  (v == 0 or 1e-3 <= abs(float(v)) < 1e5) for v in values):
             continue
-        decimals = max(len(out_i.partition(".")[2]) for out_i in (format_cell(v) for v in values))
+        decimals = max(len(format_cell(v).partition(".")[2]) for v in values)
         for i, r in enumerate(rows):
             if r[j] is not None:
                 out[i][j] = f"{float(r[j]):.{decimals}f}"
@@ -66,13 +61,10 @@ def format_rows(rows: Sequence[Sequence[Any]]) -> list[list[str]]:
 
 
 def _numeric_columns(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[bool]:
-    """Right-align a column when every filled cell reads as a number (``52.0``, ``1e-3``,
-    ``49,000``, ``53.9%``) and at least one is filled."""
-    flags = []
-    for j in range(len(columns)):
-        cells = [r[j].strip() for r in rows if r[j].strip() not in _MISSING]
-        flags.append(bool(cells) and all(_NUMBER.match(c) for c in cells))
-    return flags
+    """Right-align a column when at least one cell is filled and every filled one reads as a
+    number (``52.0``, ``1e-3``, ``49,000``, ``53.9%``)."""
+    cells = [[c for r in rows if (c := r[j].strip()) not in _MISSING] for j in range(len(columns))]
+    return [bool(col) and all(_NUMBER.match(c) for c in col) for col in cells]
 
 
 def _md_escape(text: str) -> str:
@@ -80,8 +72,8 @@ def _md_escape(text: str) -> str:
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table of rows (n_rows, n_columns), formatted by
-    ``format_rows``; numeric columns are right-aligned (``---:``)."""
+    """A GitHub-flavoured Markdown table of rows (n_rows, n_columns) by ``format_rows``; numeric
+    columns are right-aligned (``---:``)."""
     cols = [str(c) for c in columns]
     for i, r in enumerate(rows):
         if len(r) != len(cols):
@@ -153,8 +145,8 @@ def _unique(own: str | None, default: str, taken: set[str], what: str) -> str:
     return name
 
 
-def _read_image(path: Path) -> tuple[str, bytes]:
-    """(mime type, bytes) of a figure, with a clear error for a missing or odd file."""
+def _data_uri(path: Path) -> Markup:
+    """A figure as a base64 ``data:`` URI, with a clear error for a missing or odd file."""
     if not path.is_file():
         raise FcnetError(f"report figure {path}: file not found")
     mime = mimetypes.guess_type(path.name)[0]
@@ -163,12 +155,12 @@ def _read_image(path: Path) -> tuple[str, bytes]:
     data = path.read_bytes()
     if mime == "image/png" and not data.startswith(b"\x89PNG\r\n\x1a\n"):
         raise FcnetError(f"report figure {path}: not a valid PNG file")
-    return mime, data
+    return Markup(f"data:{mime};base64,{base64.b64encode(data).decode()}")
 
 
 def _md_reference(path: Path, out_dir: Path, copied: dict[Path, str], reserved: set[str]) -> str:
-    """Relative link from report.md to a figure; files outside out_dir are copied in first,
-    never over a figure already inside it (``reserved``: their relative paths)."""
+    """Relative link from report.md to a figure; one outside out_dir is copied in first, never
+    over a figure already inside it (``reserved``: their relative paths)."""
     src, out = path.resolve(), out_dir.resolve()
     if src.is_relative_to(out):
         return quote(src.relative_to(out).as_posix())
@@ -199,7 +191,7 @@ class Report:
 
     def write(self, out_dir: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``report.md`` and ``report.html`` into ``out_dir``: (md path, html path).
-        Table and figure numbers run through the whole report ("Table 3", "Figure 5")."""
+        Table and figure numbers run through the whole report."""
         from fcnet import __version__
 
         out_dir = files.ensure_dir(out_dir)
@@ -208,34 +200,25 @@ class Report:
         inside = [f.path.resolve() for s in self.sections for f in s.figures]
         reserved = {p.relative_to(out_dir.resolve()).as_posix() for p in inside
                     if p.is_relative_to(out_dir.resolve())}
-        n_table = n_figure = 0
+        n_table, n_figure = itertools.count(1), itertools.count(1)
         sections = []
         for s in self.sections:
             sid = _unique(s.id, slugify(s.title), ids, f"section {s.title!r}")
-            tables = []
-            for k, t in enumerate(s.tables, start=1):
-                n_table += 1
-                cells = format_rows(t.rows)
-                tables.append(dict(
-                    id=_unique(t.id, f"{sid}-table-{k}", ids, f"table {t.title!r}"), number=n_table,
-                    # a title with the source's own numbering ("Table 1: iterations") keeps it alone
-                    own_number=bool(OWN_TABLE_NUMBER.match(t.title)),
-                    title=t.title, title_html=inline(t.title), note=t.note, note_html=inline(t.note),
-                    columns=t.columns, numeric=_numeric_columns(t.columns, cells), rows=cells,
-                    markdown=markdown_table(t.columns, t.rows)))
-            figures = []
-            for f in s.figures:
-                n_figure += 1
-                mime, data = _read_image(f.path)
-                figures.append(dict(
-                    number=n_figure, caption=f.caption, caption_html=inline(f.caption),
-                    src=_md_reference(f.path, out_dir, copied, reserved),
-                    data_uri=Markup(f"data:{mime};base64,{base64.b64encode(data).decode()}")))
+            tables = [dict(
+                id=_unique(t.id, f"{sid}-table-{k}", ids, f"table {t.title!r}"), number=next(n_table),
+                # a title with the source's own numbering ("Table 1: iterations") keeps it alone
+                own_number=bool(OWN_TABLE_NUMBER.match(t.title)),
+                title=t.title, title_html=inline(t.title), note=t.note, note_html=inline(t.note),
+                columns=t.columns, rows=(cells := format_rows(t.rows)),
+                numeric=_numeric_columns(t.columns, cells), markdown=markdown_table(t.columns, t.rows))
+                for k, t in enumerate(s.tables, start=1)]
+            figures = [dict(number=next(n_figure), caption=f.caption, caption_html=inline(f.caption),
+                            data_uri=_data_uri(f.path), src=_md_reference(f.path, out_dir, copied, reserved))
+                       for f in s.figures]
             sections.append(dict(id=sid, title=s.title, text=s.text.strip(), text_html=to_html(s.text),
                                  tables=tables, figures=figures))
         meta = [(str(k), format_cell(v)) for k, v in self.meta.items()]
         context = dict(title=self.title, meta=meta, sections=sections, version=__version__,
-                       meta_numeric=_numeric_columns(["value"], [[v] for _, v in meta]) if meta else [],
                        written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
         md = _environment(False).get_template("report.md.j2").render(context)
         md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"

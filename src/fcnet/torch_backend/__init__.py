@@ -1,6 +1,5 @@
-"""The PyTorch backend: ``fcnet.nn``'s networks trained with autograd, modern optimisers,
-schedules and augmentation, on CPU or CUDA.  PyTorch is an optional extra that only this
-package imports, through ``require_torch()``."""
+"""The PyTorch backend: ``fcnet.nn``'s networks on autograd, modern optimisers, schedules and
+augmentation, CPU or CUDA.  PyTorch, an optional extra, is imported by ``require_torch()``."""
 
 from __future__ import annotations
 
@@ -15,10 +14,8 @@ _pool_flushes = False
 
 def require_torch() -> ModuleType:
     """The ``torch`` module, or FcnetError saying how to install it.  The first call starts
-    torch's intra-op threads while this thread flushes subnormals: a thread inherits its
-    creator's FTZ/DAZ mode, so workers started without it never flush (the depth study's 4-
-    and 5-layer normal(0, 1e-3) nets took 119 s for 10 epochs on 2 threads against 11.6 s).
-    The workers flush for good, the caller only inside ``flush_subnormals``."""
+    torch's intra-op workers flushing subnormals for good (threads inherit FTZ/DAZ; unflushed,
+    the depth study's deep nets ran 10x slower); the caller flushes inside ``flush_subnormals``."""
     global _pool_flushes
     try:
         torch = importlib.import_module("torch")

@@ -13,25 +13,20 @@ torch = require_torch()
 F = torch.nn.functional
 
 
-def image_layout(image_shape: Sequence[int], input_size: int) -> tuple[int, int, int, bool]:
-    """(H, W, C, channels_last) of a row layout; FcnetError when it does not fit D."""
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) not in (2, 3):
-        raise FcnetError(f"image_shape must be (H, W), (H, W, C) or (C, H, W), got {shape}")
-    last = len(shape) == 2 or not (shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4))
-    h, w, c = (*shape, 1)[:3] if last else (*shape[1:], shape[0])
-    if h * w * c != input_size:
-        raise FcnetError(f"image_shape {shape} holds {h * w * c} values, but rows have {input_size}")
-    return h, w, c, last
-
-
 class FlipCrop:
     """Random horizontal flip (p = 0.5) and crop after zero padding (the mean image, once
-    preprocessed) by ``pad`` pixels (default H // 8), drawn per image: x (B, D) -> (B, D)."""
+    preprocessed) by max(H // 8, 1) pixels, drawn per image: x (B, D) -> (B, D)."""
 
-    def __init__(self, image_shape: Sequence[int], input_size: int, pad: int | None = None):
-        self.h, self.w, self.c, self.channels_last = image_layout(image_shape, input_size)
-        self.pad = max(self.h // 8, 1) if pad is None else int(pad)
+    def __init__(self, image_shape: Sequence[int], input_size: int):
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) not in (2, 3):
+            raise FcnetError(f"image_shape must be (H, W), (H, W, C) or (C, H, W), got {shape}")
+        last = len(shape) == 2 or not (shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4))
+        self.h, self.w, self.c = h, w, c = (*shape, 1)[:3] if last else (*shape[1:], shape[0])
+        if h * w * c != input_size:
+            raise FcnetError(f"image_shape {shape} holds {h * w * c} values, but rows have {input_size}")
+        self.channels_last, self.shape = last, (h, w, c) if last else (c, h, w)
+        self.pad = max(h // 8, 1)
 
     def apply(self, x, dy, dx, flip):
         """x (B, D) shifted by (dy, dx) pixels (out (i, j) = in (i + dy, j + dx), zero outside),
@@ -49,10 +44,7 @@ class FlipCrop:
 
     def mirror(self, x):
         """Every image of x (B, D) mirrored left-right: (B, D), a new tensor."""
-        b, h, w, c = x.shape[0], self.h, self.w, self.c
-        if self.channels_last:
-            return x.view(b, h, w, c).flip(2).reshape(b, -1)
-        return x.view(b, c, h, w).flip(3).reshape(b, -1)
+        return x.view(x.shape[0], *self.shape).flip(2 if self.channels_last else 3).reshape(x.shape[0], -1)
 
     def __call__(self, x, gen):
         """Augment one batch x (B, D) with (dy, dx, flip) drawn per image from ``gen``."""

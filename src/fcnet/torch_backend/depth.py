@@ -1,10 +1,7 @@
-"""The depth study (study.md Q4): 2-5 Linear layers trained as the exercise set them
-(``TorchTrainer``: float32, shuffled epochs, Adam(lr, weight_decay) on *all* parameters,
-biases included, lr times ``decay`` per epoch), recording per epoch what judging the
-report's "overfitting" claim needs: accuracies, and per Linear layer on a fixed probe batch
-the activation std and the weight gradient's norm.  A loss that turns non-finite stops that
-network's history there.
-"""
+"""The depth study (study.md Q4): 2-5 Linear layers trained as the exercise set them (float32,
+shuffled epochs, Adam(lr, weight_decay) on *all* parameters, lr times ``decay`` per epoch),
+recording per epoch what judging the report's "overfitting" claim needs: accuracies, and per
+Linear layer on a fixed probe batch the activation std and the weight gradient's norm."""
 
 from __future__ import annotations
 
@@ -50,13 +47,12 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
         raise FcnetError("X_train and X_val must be 2-D with the same number of columns")
     classes = int(max(np.max(y_train), np.max(y_val, initial=0))) + 1
     probe = np.random.RandomState(seed).permutation(X_train.shape[0])[:probe_rows]
-    # per-epoch train accuracy on a fixed subset, as TorchTrainer's (the whole split, 49,000
-    # CIFAR-10 rows, cost a fifth of the depth study); the last record's on the whole split
+    # per-epoch train accuracy on a fixed subset, as TorchTrainer's (the whole split cost a fifth
+    # of the study); the last record's on the whole split
     sub = np.sort(np.random.RandomState(seed + 1).permutation(X_train.shape[0])[:TRAIN_ACC_ROWS])
     every = f"{sub.size:,} fixed training rows per epoch, the whole training split at the end"
 
-    def adam(params):  # the exercise's optim.Adam(model.parameters(), ...): biases decayed too
-        # foreach: the single-tensor loop's numbers (bit for bit), in a few kernels per step
+    def adam(params):  # the exercise's optim.Adam(model.parameters()); foreach: same bits, fewer kernels
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
     bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
@@ -64,13 +60,11 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
     results = []
     for spec in inits:
         for depth in map(int, depths):
-            # the exercise's settings: float32, shuffled epochs, lr x decay per epoch
-            config = make_config({
-                "backend": "torch", "hidden": [hidden] * (depth - 1), "init": spec,
-                "optimizer": "adam", "lr": lr, "decay": decay, "schedule": "step",
-                "weight_decay": weight_decay, "epochs": epochs, "batch_size": batch_size,
-                "sampling": "shuffle", "seed": seed, "dtype": "float32", "device": device,
-                "amp": False})
+            config = make_config({"backend": "torch", "hidden": [hidden] * (depth - 1), "init": spec,
+                                  "optimizer": "adam", "lr": lr, "decay": decay, "schedule": "step",
+                                  "weight_decay": weight_decay, "epochs": epochs, "batch_size": batch_size,
+                                  "sampling": "shuffle", "seed": seed, "dtype": "float32", "device": device,
+                                  "amp": False})
             t = TorchTrainer(config, X_train.shape[1], classes, optimizer=adam)
             data = (*t.data(X_train[sub], np.asarray(y_train)[sub]), *t.data(X_val, y_val),
                     *t.data(X_train[probe], np.asarray(y_train)[probe]))
@@ -87,20 +81,18 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
             t.fit(X_train, y_train, X_val, y_val, callback=on_epoch)
             with flush_subnormals():
                 history[-1]["train_acc"] = t.accuracies(*t.data(X_train, y_train), True)[0]
-            results.append({
-                "init": spec, "depth": depth, "hidden": [hidden] * (depth - 1),
-                "train_acc_on": every, "probe_rows": int(probe.size),
-                "history": history, "final_train_acc": history[-1]["train_acc"],
-                "final_val_acc": history[-1]["val_acc"], "seconds": time.perf_counter() - t0})
+            results.append({"init": spec, "depth": depth, "hidden": [hidden] * (depth - 1),
+                            "train_acc_on": every, "probe_rows": int(probe.size), "history": history,
+                            "final_train_acc": history[-1]["train_acc"],
+                            "final_val_acc": history[-1]["val_acc"], "seconds": time.perf_counter() - t0})
     bar.close()
     return results
 
 
 def _signals(t: TorchTrainer, epoch: int, loss: float | None, lr: float | None, Xt, yt, Xv, yv,
              xp, yp) -> dict:
-    """One history row: accuracies on train rows Xt and validation; on the probe batch, in eval
-    mode, each layer's activation std (of relu(z), of the scores for the last) and the
-    Frobenius norm of d(mean cross-entropy)/dW."""
+    """One history row: accuracies on train rows Xt and validation; on the probe batch (eval mode)
+    each layer's activation std (relu(z), the scores for the last) and ||d(mean CE)/dW||_F."""
     model = t.model.eval()
     stds, a = [], xp
     for m in model:
@@ -134,10 +126,9 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     norm per layer at initialisation and at the end (log scale, zeros not drawn)."""
     from matplotlib.figure import Figure
 
-    inits = list(dict.fromkeys(r["init"] for r in results))
     depths = sorted({r["depth"] for r in results})
     colours = {dep: f"C{i}" for i, dep in enumerate(depths)}
-    styles = {spec: ls for spec, ls in zip(inits, ["-", "--", ":", "-."] * 4)}
+    styles = dict(zip(dict.fromkeys(r["init"] for r in results), ["-", "--", ":", "-."] * 4))
     fig = Figure(figsize=(11, 11))
     axes = fig.subplots(3, 2)
     for r in results:

@@ -1,12 +1,9 @@
 """``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD, by hand.
-
-Layer 1 of members sharing a minibatch (one seed) is one product (B, D) @ (D, K*H1); several
-seeds make it a batched (K, B, D) @ (K, D, H1); deeper layers are ``torch.bmm`` over the
-member axis.  A member whose loss stops being finite is frozen at its last good parameters
-(no host read-back on CUDA).  Each member's init, batches and dropout masks are its lone
-run's, so a float64 member equals its lone run to rounding.  bfloat16-mixed: bf16 operands
-accumulated in float32; master weights, biases, softmax, loss and updates are float32.
-"""
+Layer 1 of members sharing a seed's minibatch is one (B, D) @ (D, K*H1), of several seeds a
+batched (K, B, D) @ (K, D, H1); deeper layers ``torch.bmm`` over members.  A member whose loss
+turns non-finite is frozen at its last good parameters (no host read-back on CUDA).  Init,
+batches and dropout masks are each lone run's: a float64 member equals its lone run to rounding.
+bfloat16-mixed: bf16 operands accumulated in float32, everything else float32."""
 
 from __future__ import annotations
 
@@ -24,8 +21,7 @@ from fcnet.torch_backend.train import Engine
 torch = require_torch()
 
 # what the members' one stacked step and one loop share (the rest may differ)
-SHARED = ("hidden", "batch_size", "sampling", "schedule", "epochs", "iters", "dtype", "device",
-          "amp")
+SHARED = ("hidden", "batch_size", "sampling", "schedule", "epochs", "iters", "dtype", "device", "amp")
 
 
 class TorchPopulation(Engine):
@@ -98,11 +94,9 @@ class TorchPopulation(Engine):
         self.lr_t = torch.tensor(self._lr, dtype=self.md, device=self.device)
         self.coef_t = (-self.lr_t / self.config.batch_size).view(self.k, 1, 1)  # dz = coef dJ/ds B
         self.negcoef_t = -self.coef_t
-        self.shrink = None
-        if self.any_reg:
-            shrink = [1 - 2 * lr * r for lr, r in zip(self._lr.tolist(), self.regs, strict=True)]
-            self.shrink = shrink[0] if self.k == 1 else torch.tensor(shrink, dtype=self.md,
-                                                                     device=self.device)
+        shrink = [1 - 2 * lr * r for lr, r in zip(self._lr.tolist(), self.regs, strict=True)]
+        self.shrink = (None if not self.any_reg else shrink[0] if self.k == 1
+                       else torch.tensor(shrink, dtype=self.md, device=self.device))
 
     def data(self, X, y):
         """Rows (N, D) in the products' dtype and labels (N,), on the device, converted once."""
@@ -113,15 +107,6 @@ class TorchPopulation(Engine):
             X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
         X = X.to(self.device).to(self.cd).contiguous()
         return X, torch.as_tensor(np.asarray(y).astype(np.int64), device=self.device)
-
-    def _gather(self, X, y, idx) -> torch.Tensor:
-        """This batch into x (B, D) or (K, B, D); its labels (B,) or (K, B)."""
-        if self.shared:
-            torch.index_select(X, 0, idx[0], out=self.x)
-            return y.index_select(0, idx[0])
-        member_idx = idx.index_select(0, self.group_t)  # (K, B)
-        torch.index_select(X, 0, member_idx.reshape(-1), out=self.x.view(-1, self.sizes[0]))
-        return y[member_idx]
 
     def _layer1(self, x, out=None):
         """relu(x W1 + b1) for every member as (K, B, H1), a view of ``out`` (B, K*H1)
@@ -158,8 +143,7 @@ class TorchPopulation(Engine):
     def _draw_masks(self) -> None:
         """Inverted-dropout masks (K, B, H) per hidden layer, the lone runs' (``Dropout``)."""
         for i, h in enumerate(self.sizes[1:-1] if self.mask_gens else []):
-            r = torch.stack([keep_bits((self.config.batch_size, h), g, self.device)
-                             for g in self.mask_gens])
+            r = torch.stack([keep_bits((self.config.batch_size, h), g, self.device) for g in self.mask_gens])
             r = r.index_select(0, self.group_t) if len(self.mask_gens) > 1 else r
             self.masks[i] = ((r < self.bound_t) * self.scale_t).to(self.cd)
 
@@ -188,7 +172,13 @@ class TorchPopulation(Engine):
 
     def _step(self, X, y, idx, lr) -> torch.Tensor:
         k, B, L, md = self.k, self.config.batch_size, self.L, self.md
-        yb = self._gather(X, y, idx)
+        if self.shared:  # this batch into x (B, D) or (K, B, D), its labels yb (B,) or (K, B)
+            torch.index_select(X, 0, idx[0], out=self.x)
+            yb = y.index_select(0, idx[0])
+        else:
+            member_idx = idx.index_select(0, self.group_t)  # (K, B)
+            torch.index_select(X, 0, member_idx.reshape(-1), out=self.x.view(-1, self.sizes[0]))
+            yb = y[member_idx]
         self._set_lr(lr)
         self._draw_masks()
         # softmax cross-entropy per member, in the master dtype: log-probabilities (K, B, C)
@@ -266,19 +256,15 @@ class TorchPopulation(Engine):
     def member_params(self, member: int) -> list[torch.Tensor]:
         """[W1 (D, H1), b1, ..., WL, bL] of one member (master dtype, on the device)."""
         h1 = self.sizes[1]
-        out = [self.W[0][:, member * h1:(member + 1) * h1], self.b[0][member]]
-        for i in range(1, self.L):
-            out += [self.W[i][member], self.b[i][member]]
-        return out
+        W = [self.W[0][:, member * h1:(member + 1) * h1], *(w[member] for w in self.W[1:])]
+        return [p for w, b in zip(W, self.b, strict=True) for p in (w, b[member])]
 
     def state(self) -> dict:
         """Everything to continue exactly, ``torch.load(weights_only=True)``-safe:
         parameters, iteration, batch and mask streams, histories."""
-        out = self._loop_state()
-        out.update({f"W.{i}": w.detach().cpu().clone() for i, w in enumerate(self.W)})
-        out.update({f"b.{i}": b.detach().cpu().clone() for i, b in enumerate(self.b)})
-        out.update({f"mask_gen.{g}": gen.get_state() for g, gen in enumerate(self.mask_gens)})
-        return out
+        return {**self._loop_state(), **{f"W.{i}": w.detach().cpu().clone() for i, w in enumerate(self.W)},
+                **{f"b.{i}": b.detach().cpu().clone() for i, b in enumerate(self.b)},
+                **{f"mask_gen.{g}": gen.get_state() for g, gen in enumerate(self.mask_gens)}}
 
     def load_state(self, state: dict) -> None:
         """Restore ``state()`` into this population (same K, shapes and streams)."""

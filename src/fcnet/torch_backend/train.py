@@ -1,10 +1,7 @@
-"""The torch backend's one training loop, ``Engine.run`` (a lone run and a ``TorchPopulation``
-alike), and ``TorchTrainer``, a lone run trained by autograd and ``torch.optim``.
-
-Conventions are docs/torch.md's: ``weight_decay=None`` is ``2 * reg`` on the Linear weights,
-the loss then adding ``reg * sum(W**2)`` as the NumPy engine does, whose init and batches
-these are (a float64 exercise run is the NumPy run to rounding).
-"""
+"""The torch backend's one training loop, ``Engine.run`` (lone runs and populations alike),
+and ``TorchTrainer``, a lone run on autograd and ``torch.optim``.  ``weight_decay=None`` is
+``2 * reg`` on the Linear weights, the loss adding ``reg * sum(W**2)`` as the NumPy engine's,
+whose init and batches these are (a float64 exercise run is the NumPy run to rounding)."""
 
 from __future__ import annotations
 
@@ -44,8 +41,8 @@ def subnormals_flushed() -> bool:
 
 @contextlib.contextmanager
 def flush_subnormals(threads: int | None = None):
-    """Flush subnormals to zero inside the block (tiny inits run about 15x slower on CPUs
-    that trap on them), on ``threads`` intra-op threads when given, restored after."""
+    """Flush subnormals inside the block (tiny inits run 15x slower on CPUs trapping on them),
+    on ``threads`` intra-op threads when given."""
     before, count = subnormals_flushed(), torch.get_num_threads()
     torch.set_flush_denormal(True)
     if threads and threads != count:
@@ -72,8 +69,7 @@ def bf16_unsupported(device) -> str | None:
     """None when ``device`` runs bf16 products natively, else the reason it can't."""
     if device.type == "cuda":
         return None if torch.cuda.is_bf16_supported() else "this CUDA device lacks bfloat16"
-    checks = [getattr(torch.cpu, n, None) for n in
-              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     if any(f is not None and f() for f in checks):
         return None
     if all(f is None for f in checks):  # private probes gone: ask the kernel
@@ -102,8 +98,6 @@ class Engine:
     ``step`` (rows idx (S, B), a row per stream, rates lr (K,) -> losses (K,); sets
     ``halted`` when nothing is left to train), ``accuracies`` (K floats) and ``_finish``."""
 
-    tta = False
-
     def _setup(self, configs: Sequence[RunConfig]) -> None:
         self.config, self.k = configs[0], len(configs)  # config: the shared fields
         self.device = resolve_device(self.config.device)
@@ -115,9 +109,7 @@ class Engine:
         self.stream_seeds = sorted(set(seeds))
         self.group = [self.stream_seeds.index(s) for s in seeds]  # member -> its stream
         self.streams = [Stream(s) for s in self.stream_seeds]
-        self.it = self.epoch = 0
-        self.per_epoch = 1
-        self.halted = False
+        self.it, self.epoch, self.per_epoch, self.halted = 0, 0, 1, False
         self.hist = [{key: [] for key in HISTORIES} for _ in configs]
         self.diverged: list[int | None] = [None] * self.k
         self.val_at: list[dict[str, float]] = [{} for _ in configs]
@@ -130,11 +122,10 @@ class Engine:
         return torch.from_numpy(np.stack(rows).astype(np.int64)).to(self.device)
 
     def run(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
-            progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None
-            ) -> list[dict]:
-        """Train every member to the configured length (or iteration ``until``), from a loaded
-        state if any: one ``result`` each.  ``callback(record)`` runs after every epoch with
-        member 0's {'epoch', 'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'};
+            progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None) -> list[dict]:
+        """Train every member to the configured length (or iteration ``until``), from a loaded state
+        if any: a dict of histories, progress and timing each.  ``callback(record)`` runs after every
+        epoch with member 0's {'epoch', 'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'};
         ``eval_at`` lists iterations after which validation accuracy is kept."""
         c = self.config
         (Xt, yt), (Xv, yv) = self.data(X_train, y_train), self.data(X_val, y_val)
@@ -150,8 +141,7 @@ class Engine:
                         iters_per_epoch=self.per_epoch, total=total)
         # a fixed subset for the per-epoch training accuracy, apart from the batch stream
         sub = np.sort(np.random.RandomState(c.seed).permutation(n)[:TRAIN_ACC_ROWS])
-        sub_t = torch.from_numpy(sub).to(self.device)
-        X_sub, y_sub = Xt[sub_t], yt[sub_t]
+        X_sub, y_sub = Xt[sub], yt[sub]
         bar = tqdm(total=total, initial=self.it, unit="it", dynamic_ncols=True, disable=not progress,
                    desc=f"train torch {self.device.type} ({self.precision})")
         t0 = time.perf_counter()
@@ -162,8 +152,10 @@ class Engine:
                 self._losses.append(self.step(Xt, yt, self.batch(n), lr))
                 self.it += 1
                 bar.update()
-                if self.it in wanted:
-                    self._keep(self.val_at, str(self.it), self.accuracies(Xv, yv))
+                if self.it in wanted:  # kept for members still training
+                    for j, acc in enumerate(self.accuracies(Xv, yv)):
+                        if self.diverged[j] is None:
+                            self.val_at[j][str(self.it)] = float(acc)
                 if self.it % self.per_epoch and self.it != total:
                     continue
                 # an epoch's end: its losses, then evaluate, record, call back, log
@@ -173,9 +165,11 @@ class Engine:
                 self.epoch += 1
                 lr0 = lr_at((self.it - 1) // self.per_epoch * self.per_epoch, **schedule)
                 train, val = self.accuracies(X_sub, y_sub, train=True), self.accuracies(Xv, yv)
-                for key, values in (("train_acc_history", train), ("val_acc_history", val),
-                                    ("lr_history", np.broadcast_to(lr0, (self.k,)))):
-                    self._keep([h[key] for h in self.hist], None, values)
+                for j, h in enumerate(self.hist):
+                    if self.diverged[j] is None:
+                        h["train_acc_history"].append(float(train[j]))
+                        h["val_acc_history"].append(float(val[j]))
+                        h["lr_history"].append(float(lr0[j]))
                 record = {"epoch": self.epoch, "iteration": self.it, "loss": float(np.mean(losses[:, 0])),
                           "train_acc": train[0], "val_acc": val[0], "lr": float(lr0[0]),
                           "seconds": time.perf_counter() - t0}
@@ -190,16 +184,11 @@ class Engine:
                 final = self.accuracies(Xt, yt, train=True)
         bar.close()
         seconds = time.perf_counter() - t0
-        return [self.result(j, final[j], int(sub.size), seconds) for j in range(self.k)]
-
-    def _keep(self, into: list, key: str | None, values) -> None:
-        """values[j] into ``into[j]`` (appended, or at ``key``) for members still training."""
-        for j, v in enumerate(values):
-            if self.diverged[j] is None:
-                if key is None:
-                    into[j].append(float(v))
-                else:
-                    into[j][key] = float(v)
+        return [{**{k: list(v) for k, v in h.items()}, "final_train_acc": final[j],
+                 "diverged_at": self.diverged[j], "epochs": len(h["val_acc_history"]),
+                 "iterations": self.it if self.diverged[j] is None else self.diverged[j],
+                 "iters_per_epoch": self.per_epoch, "train_seconds": seconds,
+                 "val_acc_at": dict(self.val_at[j])} for j, h in enumerate(self.hist)]
 
     def _take_losses(self) -> np.ndarray:
         """The losses (steps, K) since the last call, into each member's history up to its
@@ -219,15 +208,6 @@ class Engine:
 
     def _finish(self) -> None:
         """After the last step, before the final accuracies."""
-
-    def result(self, j: int, final_train_acc: float, train_acc_rows: int, seconds: float) -> dict:
-        """Member j's histories, progress and timing."""
-        return {**{k: list(v) for k, v in self.hist[j].items()},
-                "final_train_acc": final_train_acc, "diverged_at": self.diverged[j],
-                "epochs": len(self.hist[j]["val_acc_history"]),
-                "iterations": self.it if self.diverged[j] is None else self.diverged[j],
-                "iters_per_epoch": self.per_epoch, "train_acc_rows": train_acc_rows,
-                "tta": self.tta, "train_seconds": seconds, "val_acc_at": dict(self.val_at[j])}
 
     def _loop_state(self) -> dict:
         """The loop's part of a checkpoint, as tensors and numbers (weights_only-safe)."""
@@ -281,14 +261,15 @@ class TorchTrainer(Engine):
         init = f"normal:{config.std!r}" if config.init == "normal" else config.init
         self.model = MultiLayerPerceptron(
             self.input_size, config.hidden, self.num_classes, dropout=1.0 - config.dropout_keep,
-            batchnorm=config.batchnorm, activation=config.activation, init=init,
-            seed=config.seed, dtype=self.dtype).to(self.device)
+            batchnorm=config.batchnorm, activation=config.activation, init=init, seed=config.seed,
+            dtype=self.dtype).to(self.device)
         # one thread for small products: below a few MFLOP per product, waking a second
         # costs more than it saves (on 2 loaded cores a digits step took 30x longer)
         small = config.batch_size * self.input_size * max(config.hidden, default=1) < 4e6
         self.threads = 1 if small else torch.get_num_threads()
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
-        self.custom_optimizer = optimizer is not None
+        # the loss history's L2 term: the coupled rules' decay is the gradient of wd/2 * sum(W**2)
+        self.l2 = 0.0 if optimizer or config.optimizer == "adamw" else 0.5 * self.weight_decay
         self.optimizer = optimizer(self.model.parameters()) if optimizer else self._make_optimizer()
         swa = torch.optim.swa_utils
         self.ema = swa.AveragedModel(self.model, multi_avg_fn=swa.get_ema_multi_avg_fn(config.ema),
@@ -312,18 +293,9 @@ class TorchTrainer(Engine):
         params = list(self.model.parameters())
         groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-        rule = optim.rule(c.optimizer)
-        kwargs = rule.torch_kwargs(c.optim_config())
-        if rule.torch_fused:  # one kernel per step: best-cpu's AdamW step 23 -> 3.6 ms on 2 cores
-            kwargs["fused"] = True
+        rule = optim.rule(c.optimizer)  # fused: one kernel a step (best-cpu's AdamW 23 -> 3.6 ms)
+        kwargs = rule.torch_kwargs(c.optim_config()) | ({"fused": True} if rule.torch_fused else {})
         return getattr(torch.optim, rule.torch_class)(groups, lr=c.lr, **kwargs)
-
-    def _l2_penalty(self):
-        # the coupled rules' decay is the gradient of wd/2 * sum(W**2)
-        if self.weight_decay == 0 or self.config.optimizer == "adamw" or self.custom_optimizer:
-            return None
-        ws = [w.detach().view(-1) for w in self.optimizer.param_groups[0]["params"]]
-        return 0.5 * self.weight_decay * sum(torch.dot(w, w) for w in ws)
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -331,7 +303,7 @@ class TorchTrainer(Engine):
 
     def fit(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = ()) -> dict:
-        """``run`` for the one member: its ``result``."""
+        """``run`` for the one member: its dict."""
         self._averaging = True
         return self.run(X_train, y_train, X_val, y_val, callback, progress, eval_at)[0]
 
@@ -344,16 +316,18 @@ class TorchTrainer(Engine):
         xb, yb = X.index_select(0, idx[0]), y.index_select(0, idx[0])  # X[idx]: 1.7x slower on CPU
         if self.augment is not None:
             xb = self.augment(xb, self.gen)
-        lam = None
         if c.mixup > 0:  # each image blended with its partner in the reversed batch
             lam = float(self.streams[0].rng.beta(c.mixup, c.mixup))
             xb = lam * xb + (1 - lam) * xb.flip(0)
         self.model.train()
-        penalty = self._l2_penalty()
+        penalty = 0.0  # of the weights before this step
+        if self.l2:
+            ws = [w.detach().view(-1) for w in self.optimizer.param_groups[0]["params"]]
+            penalty = self.l2 * sum(torch.dot(w, w) for w in ws)
         with self._autocast():
             scores = self.model(xb).to(self.dtype)
         loss = F.cross_entropy(scores, yb, label_smoothing=c.label_smoothing)
-        if lam is not None:
+        if c.mixup > 0:
             loss = lam * loss + (1 - lam) * F.cross_entropy(scores, yb.flip(0),
                                                             label_smoothing=c.label_smoothing)
         if not self.cuda and not math.isfinite(loss.item()):
@@ -364,8 +338,7 @@ class TorchTrainer(Engine):
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        loss = loss.detach() if penalty is None else loss.detach() + penalty
-        return loss.view(1)
+        return (loss.detach() + penalty).view(1)
 
     def _finish(self) -> None:
         if self._safe is not None and self.diverged[0] is not None:
@@ -397,15 +370,12 @@ class TorchTrainer(Engine):
             with self._autocast():
                 p = torch.softmax(model(xb).to(self.dtype), dim=1)
                 if self.tta if tta is None else tta:
-                    p = 0.5 * (p + torch.softmax(model(self.augment.mirror(xb))
-                                                 .to(self.dtype), dim=1))
+                    p = 0.5 * (p + torch.softmax(model(self.augment.mirror(xb)).to(self.dtype), dim=1))
             out.append(p)
         return torch.cat(out)
 
     def accuracies(self, X, y, train: bool = False) -> list[float]:
-        """[accuracy] on rows X, y (tensors); ``train``: single view, as the net fits."""
-        if X.shape[0] == 0:
-            return [float("nan")]
+        """[accuracy] on rows X, y (tensors; none: NaN); ``train``: single view, as the net fits."""
         pred = self._proba(X, tta=False if train else None).argmax(dim=1)
         return [float((pred == y).double().mean().item())]
 
@@ -439,15 +409,13 @@ class TorchTrainer(Engine):
             trainer.model.load_state_dict(_safe_load(path))
         except (RuntimeError, KeyError, TypeError) as err:
             first = str(err).strip().splitlines()[0]
-            raise FcnetError(f"{path}: weights do not fit the configured network ({first})") \
-                from None
+            raise FcnetError(f"{path}: weights do not fit the configured network ({first})") from None
         return trainer
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Everything to resume at an epoch boundary: model, optimiser, streams, progress."""
-        state = {**self._loop_state(), "model": self.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "gen": self.gen.get_state(),
-                 "mask_gen": self.mask_gen.get_state()}
+        state = {**self._loop_state(), "model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "gen": self.gen.get_state(), "mask_gen": self.mask_gen.get_state()}
         if self.budget is not None:
             state["budget"] = torch.tensor(list(self.budget.values()), dtype=torch.float64)
         if self.ema is not None:
@@ -468,8 +436,7 @@ class TorchTrainer(Engine):
             if self.config.time_budget is not None:  # the length measured when it started
                 self.set_budget(*state["budget"].tolist())
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            raise FcnetError(f"checkpoint does not fit this run ({str(err).splitlines()[0]})") \
-                from None
+            raise FcnetError(f"checkpoint does not fit this run ({str(err).splitlines()[0]})") from None
 
     def set_budget(self, epochs: int, epoch_seconds: float, measuring_seconds: float) -> None:
         """Fix a ``time_budget`` run's length, measured in ``measuring_seconds``."""

@@ -1,9 +1,7 @@
 """Several compatible runs trained as one population: a ``Solver`` of K models through
-``fcnet.training.run.train_numpy``, or a torch ``TorchPopulation``.  Compatible: every
-field but ``FREE`` equal (none changes an array shape); torch members also need a normal
-init and the ``STACKED`` settings.  Each member gets its own run directory, equal to its
-lone run's.  A population is not checkpointed: killed, its unfinished members train again.
-"""
+``train_numpy``, or a ``TorchPopulation``.  Compatible: every field but ``FREE`` equal (none
+changes an array shape); torch members also need a normal init and the ``STACKED`` settings.
+Each member's run directory equals its lone run's.  Not checkpointed: killed, it trains again."""
 
 from __future__ import annotations
 
@@ -20,15 +18,13 @@ from fcnet.training.tensorboard import RunLogger
 
 FREE = {"lr", "decay", "reg", "dropout_keep", "std", "init", "seed"}
 # what torch's stacked SGD step trains: these fields at these values
-STACKED = {"optimizer": "sgd", "batchnorm": False, "activation": "relu", "augment": False,
-           "mixup": 0.0, "ema": 0.0, "label_smoothing": 0.0, "weight_decay": None,
-           "keep_best": False, "time_budget": None}
+STACKED = {"optimizer": "sgd", "batchnorm": False, "activation": "relu", "augment": False, "mixup": 0.0,
+           "ema": 0.0, "label_smoothing": 0.0, "weight_decay": None, "keep_best": False, "time_budget": None}
 
 
 def population_key(config: RunConfig) -> tuple:
     """Configs with equal keys can train together (either backend)."""
-    d = config.model_dump()
-    return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in FREE)
+    return tuple((k, str(v)) for k, v in sorted(config.model_dump().items()) if k not in FREE)
 
 
 def compatible(configs: list[RunConfig]) -> bool:
@@ -41,9 +37,8 @@ def compatible(configs: list[RunConfig]) -> bool:
     return bool(configs) and ok and len({population_key(c) for c in configs}) == 1
 
 
-def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool = True,
-                     resume: bool = True, eval_at: list[int] | None = None,
-                     figures: bool = True) -> list[dict]:
+def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool = True, resume: bool = True,
+                     eval_at: list[int] | None = None, figures: bool = True) -> list[dict]:
     """Train compatible runs at once; returns their summaries in order.  Finished runs
     are reused; incompatible lists fall back to one run at a time."""
     torch = bool(configs) and configs[0].backend == "torch"
@@ -73,8 +68,7 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
             else:
                 check_fits(todo_configs[0], *P.X_train.shape, len(P.classes),
                            members=len(todo_configs))  # before allocating
-                done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at,
-                                   figures=figures)
+                done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at, figures=figures)
         for i, s in zip(todo, done, strict=True):
             out[i] = s
     return out  # type: ignore[return-value]

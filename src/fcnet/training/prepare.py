@@ -48,8 +48,7 @@ def prepare(config: RunConfig, progress: bool = False) -> Prepared:
                        seed=c.split_seed, progress=progress)
     pca = None if c.pca is None else int(c.pca) if c.pca >= 1 else float(c.pca)
     dtype = "float32" if c.dtype == "bfloat16" else c.dtype  # bf16 runs: cast on the device
-    prep = Preprocessor(kind=c.preprocess, pca=pca, whiten=c.pca_whiten, dtype=dtype,
-                        zca_eps=c.zca_eps)
+    prep = Preprocessor(kind=c.preprocess, pca=pca, whiten=c.pca_whiten, dtype=dtype, zca_eps=c.zca_eps)
     if (pca is not None or c.preprocess == "zca") and data.meta.get("checksum"):
         # slow fits once per machine (a study's workers and its report would each refit)
         fit_key = json.dumps([data.meta["checksum"], data.meta.get("split"), repr(prep), c.zca_eps])

@@ -64,9 +64,8 @@ def train_run(config: RunConfig, run_dir: Path, quiet: bool = True, resume: bool
             return torch_run.train_torch(config, run_dir, prepared, quiet=quiet, resume=resume,
                                          eval_at=eval_at, figures=figures,
                                          checkpoint_seconds=checkpoint_seconds)
-        return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume,
-                           eval_at=eval_at, checkpoint_seconds=checkpoint_seconds,
-                           figures=figures)[0]
+        return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume, eval_at=eval_at,
+                           checkpoint_seconds=checkpoint_seconds, figures=figures)[0]
 
 
 def blas_threads(config: RunConfig, input_size: int):
@@ -90,18 +89,14 @@ def hyper(configs: Sequence[RunConfig], n_train: int) -> Hyper:
 
 def _new_solver(configs: Sequence[RunConfig], P: Prepared) -> Solver:
     models = [build_model(c, P.X_train.shape[1], len(P.classes)) for c in configs]
-    return Solver(models, P.X_train, P.y_train, P.X_val, P.y_val,
-                  hyper(configs, P.X_train.shape[0]))
+    return Solver(models, P.X_train, P.y_train, P.X_val, P.y_val, hyper(configs, P.X_train.shape[0]))
 
 
 def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best: list) -> None:
-    state = solver.state()
-    state.update({f"val_at.{k}": np.array(v) for k, v in val_at.items()})
     acc, epoch, params = best
-    state.update({"best.acc": np.array(acc), "best.epoch": np.array(epoch)})
-    if params is not None:
-        state.update({f"best.params.{k}": v for k, v in params.items()})
-    files.save_npz(path, state)
+    files.save_npz(path, {**solver.state(), **{f"val_at.{k}": np.array(v) for k, v in val_at.items()},
+                          "best.acc": np.array(acc), "best.epoch": np.array(epoch),
+                          **{f"best.params.{k}": v for k, v in (params or {}).items()}})
 
 
 def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepared, *,
@@ -113,8 +108,7 @@ def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepa
     # divergence is detected from the loss, not warned about
     with np.errstate(over="ignore", invalid="ignore"), \
             blas_threads(configs[0], P.X_train.shape[1] * len(configs)):
-        return _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds,
-                            figures)
+        return _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds, figures)
 
 
 def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds, figures):
@@ -228,7 +222,6 @@ def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_second
 
 
 def _accuracy(model: MLP, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> float:
-    correct = 0
-    for s in range(0, X.shape[0], chunk):
-        correct += int((np.argmax(model.scores(X[s : s + chunk]), axis=1) == y[s : s + chunk]).sum())
+    correct = sum(int((np.argmax(model.scores(X[s : s + chunk]), axis=1) == y[s : s + chunk]).sum())
+                  for s in range(0, X.shape[0], chunk))
     return correct / max(X.shape[0], 1)

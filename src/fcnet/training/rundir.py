@@ -13,8 +13,7 @@ runs/<name>/
   tb/                TensorBoard event files (fcnet.training.tensorboard; not with --no-tensorboard)
 
 Every file but tb/'s goes through ``fcnet.files`` (atomic, fsync'd).  A run is finished (and
-reused) when its summary says completed or diverged *and* every recorded file keeps its checksum.
-"""
+reused) when its summary says completed or diverged *and* every recorded file keeps its checksum."""
 
 from __future__ import annotations
 
@@ -67,7 +66,6 @@ def say(message: str) -> None:
     print(f"fcnet: {message}", file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------ reading
 def read_run_config(run_dir: Path) -> RunConfig:
     path = Path(run_dir) / CONFIG
     if not path.exists():
@@ -84,8 +82,8 @@ def read_summary(run_dir: Path) -> dict | None:
 
 
 def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) -> dict[str, str]:
-    """{file name: what is wrong} for the recorded files (all, or ``names``) whose sha256
-    no longer matches summary.json's (runs written before checksums pass)."""
+    """{file name: what is wrong} for the recorded files (all, or ``names``) whose sha256 no
+    longer matches summary.json's (runs written before checksums pass)."""
     recorded = summary.get("files") or {}
     out = {}
     for name in recorded if names is None else [n for n in names if n in recorded]:
@@ -121,7 +119,6 @@ def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
                          f"fcnet train --resume {run_dir}")
 
 
-# ------------------------------------------------------------------ one writer
 def lock_path(run_dir: Path) -> Path:
     """``runs/.<name>.lock``: beside the run, so a refused run leaves no folder behind."""
     return Path(run_dir).parent / f".{Path(run_dir).name}.lock"
@@ -145,8 +142,7 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
             lock.acquire(timeout=WAIT_NOTICE_S)
             break
         except Timeout:
-            say(f"{run_dir}: {files.lock_holder(path)} is writing this run; "
-                "waiting for it to finish")
+            say(f"{run_dir}: {files.lock_holder(path)} is writing this run; waiting for it to finish")
             lock.acquire()
             break
         except FileNotFoundError:  # another process removed its empty runs/ just now
@@ -155,8 +151,7 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
         except OSError as err:
             if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise files.write_error(run_dir, err, folder=True) from None
-            # a folder nobody may write: no writer to keep out (reuse needs no lock; a
-            # write this run attempts fails with its own one line)
+            # an unwritable folder: no writer to keep out (a write this run tries fails in one line)
             refuse_other(run_dir, config)
             yield
             return
@@ -178,10 +173,9 @@ def refuse_other(run_dir: Path, config: RunConfig) -> None:
                          "choose another --name or delete it")
 
 
-# ------------------------------------------------------------------ writing
 def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict:
-    """Write the config, the fitted preprocessing and a 'running' summary (data
-    provenance, sizes, ``extra``), after removing the temp files a killed run left."""
+    """Write the config, the fitted preprocessing and a 'running' summary (data provenance,
+    sizes, ``extra``), after removing the temp files a killed run left."""
     from fcnet import __version__
 
     run_dir = files.ensure_dir(run_dir)
@@ -206,9 +200,7 @@ def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict
 
 def _write_csv(path: Path, header: list[str], rows: Iterable[list]) -> str:
     buf = io.StringIO()
-    out = csv.writer(buf, lineterminator="\n")
-    out.writerow(header)
-    out.writerows(rows)
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     files.write_text(path, buf.getvalue())
     return path.name
 
@@ -230,28 +222,25 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
     return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
-def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared,
-                  val_pred: np.ndarray) -> list[str]:
-    """The run's pictures (fcnet.report.pictures): loss, accuracies, first-layer weights
-    W1 (D, H) when the inputs are images, and the confusion matrix of the validation
-    predictions (M,).  Returns the names written."""
+def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared, val_pred: np.ndarray) -> list[str]:
+    """The run's pictures (fcnet.report.pictures), their names: loss, accuracies, first-layer
+    weights W1 (D, H) when the inputs are images, the confusion of val predictions (M,)."""
     from fcnet.report import pictures as figures
 
     out = [figures.loss_png(hist["loss_history"], run_dir / "loss.png")]
     if hist["val_acc_history"]:
         out.append(figures.accuracy_png(hist["train_acc_history"], hist["val_acc_history"],
                                         run_dir / "accuracy.png"))
-    shape = tuple(P.image_shape) if P.image_shape is not None else None
-    if shape is not None and W1.shape[0] == int(np.prod(shape)) and shape[-1] in (1, 3):
-        out.append(figures.weights_png(W1, shape, run_dir / "weights.png"))
+    if (shape := P.image_shape) is not None and W1.shape[0] == np.prod(shape) and shape[-1] in (1, 3):
+        out.append(figures.weights_png(W1, tuple(shape), run_dir / "weights.png"))
     out.append(figures.confusion_png(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
                                      run_dir / "confusion.png"))
     return [p.name for p in out]
 
 
 def complete(run_dir: Path, summary: dict, written: Sequence[str]) -> dict:
-    """Record the sha256 of every file the run wrote in the summary, written last: a
-    summary that says completed vouches for all of them."""
+    """Record the sha256 of every file the run wrote in the summary, written last: a summary
+    that says completed vouches for all of them."""
     names = dict.fromkeys([CONFIG, PREPROCESS, *written])
     summary["files"] = {n: files.file_digest(Path(run_dir) / n) for n in names}
     files.write_json(Path(run_dir) / SUMMARY, summary)

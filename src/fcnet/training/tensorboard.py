@@ -3,8 +3,7 @@
 ~50 us, a digits iteration ~250 us; the CSVs keep every value), weight histograms and W1 as a
 picture, and the config with summary.json's ``METRICS`` as one HParams session.  Logs, not
 checksummed: a failed write is one ``fcnet: error`` line and drops the writer; ``--resume``
-opens a new file whose ``purge_step`` supersedes the killed attempt's later events.
-"""
+opens a new file whose ``purge_step`` supersedes the killed attempt's later events."""
 
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ _OURS: weakref.WeakSet = weakref.WeakSet()  # the writers' threads
 
 
 def _quiet_writer_threads() -> None:
-    """Keep a failed writer thread's traceback off stderr: its error also reaches our next
-    call, which reports it in one line.  Other threads' exceptions go to the hook as before."""
+    """Keep a failed writer thread's traceback off stderr (our next call reports it in one line)."""
     previous = threading.excepthook
     if getattr(previous, "fcnet", False):
         return
@@ -65,9 +63,8 @@ class RunLogger:
     @classmethod
     def open(cls, run_dir: str | Path, enabled: bool = True, start_step: int = 0,
              total_steps: int | None = None) -> RunLogger:
-        """A logger writing a new event file into ``run_dir/tb`` (a no-op one when not ``enabled``
-        or without the writer), superseding an earlier attempt's events from ``start_step`` on;
-        ``total_steps`` spaces the scalars and pictures (without it all are written)."""
+        """A logger of a new event file in ``run_dir/tb`` (a no-op one when not ``enabled`` or without
+        the writer) superseding events from ``start_step`` on; ``total_steps`` spaces the records."""
         if not enabled:
             return cls()
         try:
@@ -88,8 +85,8 @@ class RunLogger:
     enabled = property(lambda self: self._w is not None)
 
     def _call(self, method: str, *args, **kwargs) -> None:
-        """One call of the writer (``method`` may be dotted); a failure is one FcnetError
-        line and drops the writer, whose thread has stopped."""
+        """One call of the writer (``method`` may be dotted); a failure is one FcnetError line
+        and drops the writer, whose thread has stopped."""
         if self._w is None:
             return
         try:
@@ -126,11 +123,10 @@ class RunLogger:
     def epoch(self, step: int, train_acc: float, val_acc: float, lr: float,
               weights: Callable[[], Mapping[str, np.ndarray]] | None = None,
               image_shape=None, last: bool = False) -> None:
-        """An epoch record: accuracies and lr, at least ``scalar_every`` iterations after
-        the previous one (or the first or ``last``).  On the first record, the ``last``
-        and at least ``every`` iterations after the previous picture: a histogram per
-        matrix of ``weights()`` ({'W1': (D, H1), ...}, called only then), and W1 as a
-        picture when the inputs are images of ``image_shape``."""
+        """Accuracies and lr, ``scalar_every`` iterations after the previous record at least (or
+        the first or ``last``); on the first, the ``last`` and ``every`` iterations after the
+        previous picture, a histogram per matrix of ``weights()`` ({'W1': (D, H1), ...}, called
+        only then) and W1 as a picture when the inputs are images of ``image_shape``."""
         if self._w is None:
             return
         if last or self._last_epoch is None or step - self._last_epoch >= self.scalar_every:
@@ -156,8 +152,8 @@ class RunLogger:
         self._pictures += 1
 
     def finish(self, config: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-        """The last loss point, the run as one HParams session (config values, and its
-        summary's ``METRICS`` as scalars ``hparams/<name>``), then close."""
+        """The last loss point, the run as one HParams session (config values; its summary's
+        ``METRICS`` as scalars ``hparams/<name>``), then close."""
         if self._w is None:
             return
         if self._last_loss is not None and self._last_loss[0] % self.scalar_every:
@@ -167,7 +163,11 @@ class RunLogger:
         step = int(summary.get("iterations") or 0)
         metrics = {f"hparams/{k}": float(v) for k in METRICS
                    if (v := summary.get(k)) is not None and math.isfinite(v)}
-        _, start, end = hparams(hparam_values(config), metrics)
+        # the plugin takes bool, number or string (lists as '100,50'); unset fields are left out
+        flat = {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in config.items()}
+        values = {k: v if isinstance(v, bool | int | float | str) else str(v)
+                  for k, v in flat.items() if v is not None}
+        _, start, end = hparams(values, metrics)
         for session in (start, end):  # the session's start and end, not an experiment
             self._call("file_writer.add_summary", session, step)
         self.scalars(step, **metrics)
@@ -181,11 +181,3 @@ class RunLogger:
 def _where(err: OSError, folder: Path | None):
     """The file a failed write names (the writer's layer gives it as bytes), else tb/."""
     return os.fsdecode(err.filename) if err.filename else folder
-
-
-def hparam_values(config: Mapping[str, Any]) -> dict[str, bool | float | str]:
-    """Config values as the hparams plugin takes them: bool, number or string (lists as
-    '100,50'); unset (None) fields are left out."""
-    flat = {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in config.items()}
-    return {k: v if isinstance(v, bool | int | float | str) else str(v)
-            for k, v in flat.items() if v is not None}

@@ -1,5 +1,4 @@
-"""The torch backend inside the same run directory, metrics and figures as NumPy's
-(all written by fcnet.training.rundir)."""
+"""The torch backend into the NumPy backend's run directory, metrics and figures (rundir's)."""
 
 from __future__ import annotations
 
@@ -84,13 +83,10 @@ def train_torch(config: RunConfig, run_dir: Path, P: Prepared, quiet: bool = Tru
         losses = t.history["loss_history"]
         tb.losses(logged, losses[logged:])
         logged = len(losses)
-
-        def weights() -> dict:  # (in, out), as the NumPy engine's
-            return {f"W{i + 1}": m.weight.detach().cpu().double().numpy().T
-                    for i, m in enumerate(t.model.linears)}
-
         tb.epoch((len(t.history["val_acc_history"]) - 1) * per_epoch, record["train_acc"],
-                 record["val_acc"], record["lr"], weights=weights, image_shape=t.image_shape,
+                 record["val_acc"], record["lr"], image_shape=t.image_shape,
+                 weights=lambda: {f"W{i + 1}": m.weight.detach().cpu().double().numpy().T  # (in, out)
+                                  for i, m in enumerate(t.model.linears)},
                  last=record["iteration"] == total)
         if clock.due():
             started = time.monotonic()
