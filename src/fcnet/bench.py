@@ -62,27 +62,28 @@ class BenchSettings:
             raise FcnetError(f"--rounds must be positive, got {self.rounds}")
 
 
-class StepSystem:
+@dataclass
+class System:
     """Something that takes one training step per ``step()`` call."""
 
-    name = ""
-    steps_per_call = 1  # sklearn's call is an epoch of many steps
-    threads = "openblas"  # whose worker threads it runs on (NumPy's OpenBLAS or torch's)
+    name: str
     step: Callable[[], None]
+    threads: str = "openblas"  # whose worker threads it runs on (NumPy's OpenBLAS or torch's)
+    steps_per_call: int = 1  # sklearn's call is an epoch of many steps
+    warm: Callable[[], None] | None = None  # its warm-up, if not ``warmup`` steps
 
 
-class SolverSystem(StepSystem):
+def solver_system(name: str, s: BenchSettings, X, y, runs: list[tuple], num_iters: int = 2**62) -> System:
     """One iteration of each of its Solvers as ``train`` runs it: a lone net, K lone nets or a population."""
+    n_val = min(1000, X.shape[0] // 10)  # runs: (model, lr, reg) of each Solver
+    solvers = [Solver(model, X, y, X[:n_val], y[:n_val], learning_rate=lr, reg=reg, num_iters=num_iters,
+                      batch_size=s.batch, seed=s.seed) for model, lr, reg in runs]
 
-    def __init__(self, name: str, s: BenchSettings, X, y, runs: list[tuple], num_iters: int = 2**62):
-        n_val = min(1000, X.shape[0] // 10)  # runs: (model, lr, reg) of each Solver
-        self.name, self.solvers = name, [
-            Solver(model, X, y, X[:n_val], y[:n_val], learning_rate=lr, reg=reg,
-                   num_iters=num_iters, batch_size=s.batch, seed=s.seed) for model, lr, reg in runs]
-
-    def step(self) -> None:
-        for solver in self.solvers:
+    def step() -> None:
+        for solver in solvers:
             solver.run(until=solver.it + 1)
+
+    return System(name, step)
 
 
 class FloorStep:
@@ -97,28 +98,26 @@ class FloorStep:
                  threads: int | None = None, own: bool = False):
         self.X, self.batch, self.threads, self.own = X, batch, threads, own and k > 1
         self.rng = np.random.RandomState(seed)
-        self.torch = torch = sys.modules["torch"] if not isinstance(X, np.ndarray) else None
-        if torch is not None:
-            gen = torch.Generator().manual_seed(seed)
-            self.mm, bmm, self.T = torch.mm, torch.bmm, lambda a: a.transpose(-1, -2)
-        else:
+        self.torch = torch = None if isinstance(X, np.ndarray) else sys.modules["torch"]
+        if torch is None:
             rs = np.random.RandomState(seed)
-            self.mm, bmm, self.T = np.matmul, np.matmul, lambda a: a.swapaxes(-1, -2)
+            self.mm = bmm = np.matmul
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            self.mm, bmm = torch.mm, torch.bmm
 
         def new(*shape):
-            if torch is not None:
-                return torch.randn(*shape, generator=gen).to(X.dtype)
-            return rs.standard_normal(shape).astype(X.dtype)
+            if torch is None:
+                return rs.standard_normal(shape).astype(X.dtype)
+            return torch.randn(*shape, generator=gen).to(X.dtype)
 
-        B, D, L = batch, sizes[0], len(sizes) - 1
+        B, D = batch, sizes[0]
         lead, H = ((k,), sizes[1]) if self.own else ((), k * sizes[1])
         self.x = new(*lead, B, D)
         self.W1, self.z1, self.dz1, self.dW1 = (new(*lead, *s) for s in ((D, H), (B, H), (B, H), (D, H)))
-        # deeper layers l = 2..L: weights (K, H, H'), activations/gradients (K, B, H')
-        self.W = [new(k, sizes[i - 1], sizes[i]) for i in range(2, L + 1)]
-        self.dW = [new(k, sizes[i - 1], sizes[i]) for i in range(2, L + 1)]
-        self.a = [new(k, B, sizes[i]) for i in range(1, L + 1)]  # a[0] is layer 1's, (K, B, H1)
-        self.da = [new(k, B, sizes[i]) for i in range(1, L + 1)]
+        # deeper layers: weights (K, H, H'); activations/gradients (K, B, H), a[0] layer 1's
+        self.W, self.dW = ([new(k, h, h2) for h, h2 in zip(sizes[1:-1], sizes[2:])] for _ in range(2))
+        self.a, self.da = ([new(k, B, h) for h in sizes[1:]] for _ in range(2))
         self.bmm = (lambda a, b, out: self.mm(a[0], b[0], out=out[0])) if k == 1 else bmm
         self.mm1 = bmm if self.own else self.mm  # layer 1's products
 
@@ -134,100 +133,67 @@ class FloorStep:
                 torch.index_select(self.X, 0, torch.from_numpy(idx), out=x)
             else:
                 np.take(self.X, idx, axis=0, out=x, mode="clip")
-        mm, bmm, T = self.mm1, self.bmm, self.T
+        mm, bmm = self.mm1, self.bmm
         mm(self.x, self.W1, out=self.z1)
         for i, W in enumerate(self.W):  # forward through the deeper layers
             bmm(self.a[i], W, out=self.a[i + 1])
         for i in range(len(self.W) - 1, -1, -1):  # backward: a^T dZ, then dZ W^T
-            bmm(T(self.a[i]), self.da[i + 1], out=self.dW[i])
-            bmm(self.da[i + 1], T(self.W[i]), out=self.da[i])
-        mm(T(self.x), self.dz1, out=self.dW1)
+            bmm(self.a[i].swapaxes(-1, -2), self.da[i + 1], out=self.dW[i])
+            bmm(self.da[i + 1], self.W[i].swapaxes(-1, -2), out=self.da[i])
+        mm(self.x.swapaxes(-1, -2), self.dz1, out=self.dW1)
         if torch is not None:
             torch.set_num_threads(before)
 
 
-class FloorSystem(StepSystem):
-    """``FloorStep`` under a bench name: NumPy's BLAS, or torch's on ``bf16_threads``."""
+def torch_system(s: BenchSettings, X32, y) -> System:
+    import torch
 
-    def __init__(self, name: str, s: BenchSettings, X, hidden: int, k: int = 1):
-        numpy = isinstance(X, np.ndarray)
-        self.name, self.threads = name, "openblas" if numpy else "torch"
-        self.step = FloorStep(X, [s.input_size, hidden, s.classes], s.batch, k, s.seed,
-                              None if numpy else s.bf16_threads or None).step
+    torch.manual_seed(s.seed)
+    X, Y = torch.from_numpy(X32), torch.from_numpy(y)
+    layers = torch.nn.Linear(s.input_size, s.hidden), torch.nn.Linear(s.hidden, s.classes)
+    net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1])
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.normal_(0, s.std)
+            layer.bias.zero_()
+    # reg * sum(W**2) has gradient 2 reg W: weight_decay = 2 reg, weights only
+    decayed = {"params": [m.weight for m in layers], "weight_decay": 2 * s.reg}
+    opt = torch.optim.SGD([decayed, {"params": [m.bias for m in layers]}], lr=s.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
 
-
-class TorchSystem(StepSystem):
-    def __init__(self, s: BenchSettings, X32, y):
-        import torch
-
-        self.name, self.torch, self.threads = "torch_f32", torch, "torch"
-        torch.manual_seed(s.seed)
-        self.X, self.y, self.batch = torch.from_numpy(X32), torch.from_numpy(y), s.batch
-        layers = torch.nn.Linear(s.input_size, s.hidden), torch.nn.Linear(s.hidden, s.classes)
-        self.net = torch.nn.Sequential(layers[0], torch.nn.ReLU(), layers[1])
-        with torch.no_grad():
-            for layer in layers:
-                layer.weight.normal_(0, s.std)
-                layer.bias.zero_()
-        # reg * sum(W**2) has gradient 2 reg W: weight_decay = 2 reg, weights only
-        decayed = {"params": [m.weight for m in layers], "weight_decay": 2 * s.reg}
-        self.opt = torch.optim.SGD([decayed, {"params": [m.bias for m in layers]}], lr=s.lr)
-        self.loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step(self) -> None:
-        idx = self.torch.randint(0, self.X.shape[0], (self.batch,))
-        xb, yb = self.X.index_select(0, idx), self.y.index_select(0, idx)
-        self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net(xb), yb)
+    def step() -> None:
+        idx = torch.randint(0, X.shape[0], (s.batch,))
+        xb, yb = X.index_select(0, idx), Y.index_select(0, idx)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(net(xb), yb)
         loss.backward()
-        self.opt.step()
+        opt.step()
         loss.item()  # fcnet's step yields its loss too
 
+    return System("torch_f32", step, "torch")
 
-class SklearnSystem(StepSystem):
+
+def sklearn_system(s: BenchSettings, X32, y) -> System:
     """One call = one epoch of ``MLPClassifier.fit`` (``warm_start``: no re-init)."""
+    import sklearn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
 
-    def __init__(self, s: BenchSettings, X32, y):
-        import sklearn
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
+    # study.md: reg * sum(W**2) per batch is alpha = 2 * batch * reg
+    model = MLPClassifier(
+        hidden_layer_sizes=(s.hidden,), solver="sgd", batch_size=s.batch,
+        learning_rate_init=s.lr, alpha=2 * s.batch * s.reg, momentum=0.0,
+        nesterovs_momentum=False, max_iter=1, shuffle=True, random_state=s.seed,
+        warm_start=True, tol=0.0, n_iter_no_change=2**31,
+    )
 
-        self.name, self.sklearn, self.warning = "sklearn_f32", sklearn, ConvergenceWarning
-        self.X, self.y = X32, y
-        self.steps_per_call = math.ceil(X32.shape[0] / s.batch)
-        # study.md: reg * sum(W**2) per batch is alpha = 2 * batch * reg
-        self.model = MLPClassifier(
-            hidden_layer_sizes=(s.hidden,), solver="sgd", batch_size=s.batch,
-            learning_rate_init=s.lr, alpha=2 * s.batch * s.reg, momentum=0.0,
-            nesterovs_momentum=False, max_iter=1, shuffle=True, random_state=s.seed,
-            warm_start=True, tol=0.0, n_iter_no_change=2**31,
-        )
+    def fit(rows: int | None = None) -> None:  # the first ``rows`` only: a warm-up
+        with warnings.catch_warnings(), sklearn.config_context(assume_finite=True):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X32[:rows], y[:rows])
 
-    def step(self, rows: int | None = None) -> None:  # the first ``rows`` only: a warm-up
-        with warnings.catch_warnings(), self.sklearn.config_context(assume_finite=True):
-            warnings.simplefilter("ignore", self.warning)
-            self.model.fit(self.X[:rows], self.y[:rows])
-
-
-class TorchBf16System(StepSystem):
-    """A bf16-mixed ``TorchPopulation`` step: the exercise's net (K = 1) or K sweep configurations."""
-
-    threads = "torch"
-
-    def __init__(self, name: str, s: BenchSettings, Xb, y, configs: list[dict], hidden: int, dtype: str):
-        from fcnet.config import make_config
-        from fcnet.torch_backend.population import TorchPopulation
-
-        self.name, self.n = name, Xb.shape[0]
-        self.pop = TorchPopulation(
-            [make_config(backend="torch", optimizer="sgd", init="normal", std=s.std,
-                         hidden=[hidden], lr=c["lr"], reg=c["reg"], seed=s.seed,
-                         batch_size=s.batch, iters=2**40, dtype=dtype, device="cpu")
-             for c in configs], s.input_size, s.classes, threads=s.bf16_threads or None)
-        self.X, self.y = self.pop.data(Xb, y)
-
-    def step(self) -> None:
-        self.pop.step(self.X, self.y, self.pop.batch(self.n), self.pop.lrs)
+    return System("sklearn_f32", fit, steps_per_call=math.ceil(X32.shape[0] / s.batch),
+                  warm=lambda: fit(2000))
 
 
 def pop_configs(s: BenchSettings, k: int) -> list[dict]:
@@ -238,11 +204,7 @@ def pop_configs(s: BenchSettings, k: int) -> list[dict]:
             for j, (a, b) in enumerate(zip(lrs, regs, strict=True))]
 
 
-def pop_model(s: BenchSettings, c: dict) -> MLP:
-    return MLP(s.input_size, [s.pop_hidden], s.classes, std=s.std, seed=c["seed"], dtype="float32")
-
-
-def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
+def build_systems(s: BenchSettings, notes: dict) -> list[System]:
     gen = np.random.default_rng(s.seed)
     X32 = gen.standard_normal((s.rows, s.input_size), dtype=np.float32)
     X32 *= 60.0  # the spread of mean-subtracted pixels
@@ -252,13 +214,20 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
     def net(dtype: str) -> TwoLayerNet:
         return TwoLayerNet(s.input_size, s.hidden, s.classes, std=s.std, seed=s.seed, dtype=dtype)
 
-    systems: list[StepSystem] = [
-        SolverSystem("fcnet_f32", s, X32, y, [(net("float32"), s.lr, s.reg)]),
-        SolverSystem("fcnet_f64", s, X64, y, [(net("float64"), s.lr, s.reg)]),
-        FloorSystem("blas_floor_f32", s, X32, s.hidden),
-        FloorSystem("blas_floor_f64", s, X64, s.hidden),
+    def pop_model(c: dict) -> MLP:
+        return MLP(s.input_size, [s.pop_hidden], s.classes, std=s.std, seed=c["seed"], dtype="float32")
+
+    def floor(name: str, X, hidden: int, k: int = 1) -> System:  # NumPy's BLAS, or torch's on bf16_threads
+        f = FloorStep(X, [s.input_size, hidden, s.classes], s.batch, k, s.seed, s.bf16_threads or None)
+        return System(name, f.step, "openblas" if isinstance(X, np.ndarray) else "torch")
+
+    systems = [
+        solver_system("fcnet_f32", s, X32, y, [(net("float32"), s.lr, s.reg)]),
+        solver_system("fcnet_f64", s, X64, y, [(net("float64"), s.lr, s.reg)]),
+        floor("blas_floor_f32", X32, s.hidden),
+        floor("blas_floor_f64", X64, s.hidden),
     ]
-    for peer, system in (("torch", TorchSystem), ("sklearn", SklearnSystem)):
+    for peer, system in (("torch", torch_system), ("sklearn", sklearn_system)):
         if peer in s.peers:
             try:
                 systems.append(system(s, X32, y))
@@ -267,14 +236,16 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
     configs = pop_configs(s, s.pop_k)
     lrs, regs = [c["lr"] for c in configs], [c["reg"] for c in configs]
     systems += [
-        SolverSystem("sequential", s, X32, y, [(pop_model(s, c), c["lr"], c["reg"]) for c in configs]),
-        SolverSystem("population", s, X32, y, [([pop_model(s, c) for c in configs], lrs, regs)], 2**24),
-        FloorSystem("pop_floor", s, X32, s.pop_hidden, s.pop_k),
+        solver_system("sequential", s, X32, y, [(pop_model(c), c["lr"], c["reg"]) for c in configs]),
+        solver_system("population", s, X32, y, [([pop_model(c) for c in configs], lrs, regs)], 2**24),
+        floor("pop_floor", X32, s.pop_hidden, s.pop_k),
     ]
     if "torch" in s.peers:
         try:
             import torch  # first: a missing torch is an ImportError here
 
+            from fcnet.config import make_config
+            from fcnet.torch_backend.population import TorchPopulation
             from fcnet.torch_backend.train import bf16_unsupported
 
             # what a --dtype bfloat16 run trains in here (float32 without bf16 instructions)
@@ -284,25 +255,34 @@ def build_systems(s: BenchSettings, notes: dict) -> list[StepSystem]:
                 notes["bf16"] = (f"{why}: the bf16 systems ran the float32 fallback of a "
                                  "--dtype bfloat16 run, and the bf16 targets are n/a")
             Xb = torch.from_numpy(X32).to(getattr(torch, dtype))  # one copy for all of them
-            systems += [
-                TorchBf16System("torch_bf16", s, Xb, y, [{"lr": s.lr, "reg": s.reg}], s.hidden, dtype),
-                FloorSystem("bf16_floor", s, Xb, s.hidden),
-                TorchBf16System("pop_torch_bf16", s, Xb, y, configs, s.pop_hidden, dtype),
-                FloorSystem("pop_torch_bf16_floor", s, Xb, s.pop_hidden, s.pop_k),
-                TorchBf16System("pop_torch_bf16_k64", s, Xb, y, pop_configs(s, s.pop_k_large),
-                                s.pop_hidden, dtype),
+
+            def bf16(name: str, members: list[dict], hidden: int) -> System:  # a bf16-mixed population step
+                pop = TorchPopulation(
+                    [make_config(backend="torch", optimizer="sgd", init="normal", std=s.std,
+                                 hidden=[hidden], lr=c["lr"], reg=c["reg"], seed=s.seed,
+                                 batch_size=s.batch, iters=2**40, dtype=dtype, device="cpu")
+                     for c in members], s.input_size, s.classes, threads=s.bf16_threads or None)
+                (X, Y), n = pop.data(Xb, y), Xb.shape[0]
+                return System(name, lambda: pop.step(X, Y, pop.batch(n), pop.lrs), "torch")
+
+            systems += [  # the exercise's net (K = 1), K sweep configurations and their floors
+                bf16("torch_bf16", [{"lr": s.lr, "reg": s.reg}], s.hidden),
+                floor("bf16_floor", Xb, s.hidden),
+                bf16("pop_torch_bf16", configs, s.pop_hidden),
+                floor("pop_torch_bf16_floor", Xb, s.pop_hidden, s.pop_k),
+                bf16("pop_torch_bf16_k64", pop_configs(s, s.pop_k_large), s.pop_hidden),
             ]
         except (ImportError, FcnetError) as err:
             notes["torch_bf16"] = f"not measured: {err}"
     return systems
 
 
-def measure(systems: list[StepSystem], s: BenchSettings, progress: Callable | None = None):
+def measure(systems: list[System], s: BenchSettings, progress: Callable | None = None):
     """Interleaved rounds; returns {name: [ms per step, ...]} (sklearn: one per epoch)."""
     samples: dict[str, list[float]] = {sys_.name: [] for sys_ in systems}
     for sys_ in systems:  # warm-up: workspaces, caches, thread pools, lazy inits
-        if isinstance(sys_, SklearnSystem):
-            sys_.step(rows=2000)
+        if sys_.warm:
+            sys_.warm()
         else:
             for _ in range(s.warmup):
                 sys_.step()

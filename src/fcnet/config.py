@@ -201,21 +201,16 @@ class RunConfig(BaseModel):
         return tomli_w.dumps({k: v for k, v in self.model_dump().items() if v is not None})
 
 
-def _one_line(err: ValidationError) -> str:
-    e = err.errors()[0]
-    field = ".".join(str(p) for p in e["loc"])
-    msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    where = f"config field '{field}'" if field else "config"
-    return f"{where}: {msg}{more}"
-
-
 def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
-    """Validate values (+ overrides, where None means 'not given'); FcnetError on failure."""
+    """Validate values (+ overrides, where None means 'not given'); a one-line FcnetError on failure."""
     try:
         return RunConfig(**(values or {}) | {k: v for k, v in overrides.items() if v is not None})
     except ValidationError as err:
-        raise FcnetError(_one_line(err)) from None
+        e, *others = err.errors()
+        field = ".".join(str(p) for p in e["loc"])
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+        where = f"config field '{field}'" if field else "config"
+        raise FcnetError(f"{where}: {msg}" + (f" (and {len(others)} more)" if others else "")) from None
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
@@ -38,11 +39,8 @@ class ParameterError(EstimatorError, InvalidParameterError):
 
 def _interval(s: Setting) -> Interval:
     """An update-rule setting's bounds as scikit-learn's constraint (an open end excludes inf)."""
-    left = s.gt if s.gt is not None else s.ge
-    right = s.lt if s.lt is not None else s.le
-    closed = {(True, True): "both", (True, False): "left", (False, True): "right",
-              (False, False): "neither"}[(s.ge is not None, s.le is not None)]
-    return Interval(Real, left, right, closed=closed)
+    closed = ("neither", "right", "left", "both")[2 * (s.ge is not None) + (s.le is not None)]
+    return Interval(Real, s.ge if s.gt is None else s.gt, s.le if s.lt is None else s.lt, closed=closed)
 
 
 class FCNetClassifier(ClassifierMixin, BaseEstimator):
@@ -98,16 +96,14 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         "preset": [StrOptions(set(available_presets()))],
         "hidden": ["array-like", Interval(Integral, 1, None, closed="left"), None],
         "init": [StrOptions({"normal", "kaiming"}), None],
-        "std": [Interval(Real, 0, None, closed="neither"), None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
-        "learning_rate_decay": [Interval(Real, 0, 1, closed="right"), None],
+        **dict.fromkeys(("std", "learning_rate"), [Interval(Real, 0, None, closed="neither"), None]),
+        **dict.fromkeys(("learning_rate_decay", "dropout_keep"),
+                        [Interval(Real, 0, 1, closed="right"), None]),
         "reg": [Interval(Real, 0, None, closed="left"), None],
-        "num_iters": [Interval(Integral, 1, None, closed="left"), None],
-        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        **dict.fromkeys(("num_iters", "batch_size"), [Interval(Integral, 1, None, closed="left"), None]),
         "optimizer": [StrOptions(set(NUMPY_RULES)), None],
         **{name: [_interval(s), None] for name, s in SETTINGS.items()},
         "sampling": [StrOptions(set(SAMPLING)), None],
-        "dropout_keep": [Interval(Real, 0, 1, closed="right"), None],
         "dtype": [StrOptions(set(DTYPES)), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "random_state": ["random_state"],
@@ -126,11 +122,10 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         values = {_FIELDS.get(name, name): v for name, v in self.get_params().items()
                   if name not in _OWN and v is not None}
         if self.hidden is not None:
-            h = self.hidden
-            sizes = [h] if isinstance(h, Integral) else list(h)
+            sizes = [self.hidden] if isinstance(self.hidden, Integral) else list(self.hidden)
             if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
                 raise ParameterError("The 'hidden' parameter of FCNetClassifier must be a positive int or "
-                                     f"a sequence of them. Got {h!r} instead.")
+                                     f"a sequence of them. Got {self.hidden!r} instead.")
             values["hidden"] = [int(s) for s in sizes]
         if self.std is not None and self.init is None:
             values["init"] = "normal"  # a scale given means the normal init it scales
@@ -147,13 +142,19 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
         check_classification_targets(y)
         encoder = LabelEncoder()
-        y_idx = encoder.fit_transform(y)
-        self.classes_ = encoder.classes_
+        y_idx, self.classes_ = encoder.fit_transform(y), encoder.classes_
 
         # one generator hands out independent seeds, so an int random_state fixes the run
         rs = check_random_state(self.random_state)
         init_seed, solver_seed, split_seed = (int(s) for s in rs.randint(_SEED_MAX, size=3))
-        X_tr, y_tr, X_val, y_val = self._split(X, y_idx, split_seed)
+        X_tr, y_tr, X_val, y_val = X, y_idx, X[:1], y_idx[:1]  # the Solver wants a validation set
+        if self.validation_fraction:  # else fit() drops this one
+            n_val = max(1, int(self.validation_fraction * len(X)))
+            if n_val >= len(X):  # only when n == 1, as validation_fraction < 1
+                raise EstimatorError(f"FCNetClassifier: cannot hold out validation_fraction="
+                                     f"{self.validation_fraction} of {len(X)} sample; set it to 0 or "
+                                     "pass more rows")
+            X_tr, X_val, y_tr, y_val = train_test_split(X, y_idx, test_size=n_val, random_state=split_seed)
         if config.sampling == "shuffle":
             config = config.model_copy(update={"batch_size": min(config.batch_size, len(X_tr))})
         model = build_model(config.model_copy(update={"seed": init_seed}), X.shape[1], len(self.classes_))
@@ -165,26 +166,12 @@ class FCNetClassifier(ClassifierMixin, BaseEstimator):
             raise EstimatorError(f"FCNetClassifier: training diverged at iteration {solver.diverged_at[0]} "
                                  f"(loss {solver.loss_history[-1]}); lower learning_rate (got {config.lr}) "
                                  f"or the init scale (init {config.init!r}, std {config.std})")
-        self.config_, self.model_ = config, model
-        self.loss_history_ = list(solver.loss_history)
-        self.train_acc_history_ = list(solver.train_acc_history)
-        self.val_acc_history_ = list(solver.val_acc_history) if self.validation_fraction else []
-        self.lr_history_ = list(solver.lr_history)
-        self.n_iter_ = solver.it
+        self.config_, self.model_, self.n_iter_ = config, model, solver.it
+        for name, values in solver.history().items():  # loss_history_, train_acc_history_, ...
+            setattr(self, f"{name}_", values)
+        if not self.validation_fraction:
+            self.val_acc_history_ = []
         return self
-
-    def _split(self, X, y, seed: int):
-        """Hold out validation_fraction of the rows at random (at least one, if any)."""
-        n = X.shape[0]
-        if not self.validation_fraction:  # the Solver wants a validation set: fit() drops this one
-            return X, y, X[:1], y[:1]
-        n_val = max(1, int(self.validation_fraction * n))
-        if n_val >= n:  # only when n == 1, as validation_fraction < 1
-            raise EstimatorError(f"FCNetClassifier: cannot hold out validation_fraction="
-                                 f"{self.validation_fraction} of {n} sample; set it to 0 or pass more rows")
-        order = np.random.RandomState(seed).permutation(n)
-        val, tr = order[:n_val], order[n_val:]
-        return X[tr], y[tr], X[val], y[val]
 
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self)

@@ -1,5 +1,4 @@
-"""The `fcnet` command.  Each subcommand lives in its own module with ``register(subparsers)``;
-its handler returns an exit status."""
+"""The `fcnet` command: each subcommand's module has ``register(subparsers)``; handlers return exit status."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ COMMANDS = ["check", "data", "train", "evaluate", "predict", "sweep", "study", "
 
 
 class Parser(argparse.ArgumentParser):
-    """A usage error is its one line and a pointer to --help, not the whole usage block.
-    Subcommand parsers inherit this class (add_subparsers uses the parent's class)."""
+    """A usage error is its one line and a pointer to --help (subcommand parsers inherit this class)."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
@@ -34,20 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings() -> None:
-    """fcnet's own warnings ("fcnet: ...") print as the one line they are (call it
-    inside ``warnings.catch_warnings()``, which restores the default)."""
-    default = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if str(message).startswith("fcnet: "):
-            print(message, file=sys.stderr if file is None else file)
-        else:
-            default(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -55,18 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
-            _one_line_warnings()
+        with warnings.catch_warnings():  # restores showwarning
+            default = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if str(message).startswith("fcnet: "):  # fcnet's own: the one line they are
+                    print(message, file=sys.stderr if file is None else file)
+                else:
+                    default(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
             return int(args.handler(args) or 0)
-    except FcnetError as err:
+    except BrokenPipeError:  # `fcnet ... | head`
+        sys.stderr.close()
+        return 0
+    except (FcnetError, OSError) as err:  # OSError: the last resort, a write or read fcnet did not wrap
+        if isinstance(err, OSError):
+            err = f"{err.filename}: {err.strerror or err}" if err.filename else err.strerror or err
         print(f"fcnet: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # last resort: a write or read fcnet did not wrap itself
-        if isinstance(err, BrokenPipeError):  # `fcnet ... | head`
-            sys.stderr.close()
-            return 0
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"fcnet: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except MemoryError as err:  # an allocation the size checks did not foresee
         what = f" ({err})" if str(err) else ""

@@ -20,14 +20,10 @@ def run(args) -> int:
     from fcnet.training import evaluate_run
 
     r = evaluate_run(args.run_dir, args.split)
-    if args.json:
-        print(json.dumps(r, indent=2))
-        return 0
-    print(f"{args.run_dir} on {r['split']} ({r['n']} samples): accuracy {r['accuracy']:.4f}")
-    width = max(len(c) for c in r["per_class"])
-    for cls, acc in r["per_class"].items():
-        print(f"  {cls:<{width}}  {'-' if acc is None else f'{acc:.3f}'}")
-    print("confusion (rows true, columns predicted):")
-    for row in r["confusion"]:
-        print("  " + " ".join(f"{v:5d}" for v in row))
+    width = max(map(len, r["per_class"]), default=0)
+    lines = [f"{args.run_dir} on {r['split']} ({r['n']} samples): accuracy {r['accuracy']:.4f}",
+             *(f"  {c:<{width}}  {'-' if a is None else f'{a:.3f}'}" for c, a in r["per_class"].items()),
+             "confusion (rows true, columns predicted):",
+             *("  " + " ".join(f"{v:5d}" for v in row) for row in r["confusion"])]
+    print(json.dumps(r, indent=2) if args.json else "\n".join(lines))
     return 0

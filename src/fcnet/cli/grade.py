@@ -75,11 +75,10 @@ def run(args) -> int:
         print(f"[{n}/{len(subs)}] {g.submission}: {g.score:.1f} ({g.seconds:.1f} s)",
               file=sys.stderr, flush=True)
 
-    grades = grade_all(subs, rubric, args.dataset, args.path,
-                       Limits(timeout=args.timeout, memory_mb=args.memory), args.jobs, args.sandbox,
-                       on_done=None if args.quiet else progress)
-    meta = {"dataset": args.dataset, "rubric": rubric.source, "sandbox": grades[0].detail["sandbox"],
-            "random inputs seed": grades[0].detail["inputs_seed"]}  # collect() finds one at least
+    grades, ran = grade_all(subs, rubric, args.dataset, args.path,
+                            Limits(timeout=args.timeout, memory_mb=args.memory), args.jobs, args.sandbox,
+                            None if args.quiet else progress)
+    meta = {"dataset": args.dataset, "rubric": rubric.source, **ran}
     if template is not None:
         meta["template"] = args.template
     pairs = similar_pairs({g.submission: g.source for g in grades}, template, args.similar)

@@ -1,5 +1,5 @@
-"""Config flags shared by `train` and `sweep`: one flag per RunConfig field, generated from
-the config's own declaration so they can never drift apart."""
+"""Flags shared by subcommands: one per RunConfig field (`train`, `sweep`), generated from the config's
+own declaration so they can never drift apart, and the checks `sweep`, `study` and `data` share."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typing
 from typing import Any
 
 from fcnet.config import RunConfig, make_config, read_toml
+from fcnet.errors import FcnetError
 
 # the short spellings study.md and the exercise use
 ALIASES = {"lr": ["--learning-rate"], "iters": ["--num-iters"]}
@@ -40,12 +41,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             kwargs.update(type=_int_list, metavar="H1,H2")
         elif name == "time_budget":
             kwargs.update(type=str, metavar="15m")  # the config reads the unit
-        elif int in args or ann is int:
-            kwargs.update(type=int, metavar="N")
-        elif float in args or ann is float:
-            kwargs.update(type=float, metavar="X")
         else:
-            kwargs.update(type=str)
+            kind = next((k for k in (int, float) if k in args or ann is k), str)
+            kwargs.update(type=kind, metavar={int: "N", float: "X"}.get(kind))
         g.add_argument("--" + name.replace("_", "-"), *ALIASES.get(name, []), **kwargs)
 
 
@@ -55,8 +53,7 @@ def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> Run
     if getattr(args, "preset", None):
         from fcnet.presets import load_preset
 
-        values.update(load_preset(args.preset))
-        values["preset"] = None  # applied: no profile underneath (torch's 'general' included)
+        values.update(load_preset(args.preset), preset=None)  # applied: no profile underneath (torch's too)
     if getattr(args, "config", None):
         values.update(read_toml(args.config))
     flags = {name: getattr(args, name, None) for name in RunConfig.model_fields}
@@ -71,3 +68,11 @@ def config_from_args(args: argparse.Namespace, extra: dict | None = None) -> Run
     values.update(extra or {})
     return make_config(values, **flags)
 
+
+def check_flags(args: argparse.Namespace, *counts: str) -> None:
+    """The checks of `fcnet sweep`, `study` and `data`: each count given is >= 1, --join has --storage."""
+    for name in counts:
+        if (n := getattr(args, name)) is not None and n < 1:
+            raise FcnetError(f"--{name.replace('_', '-')} must be at least 1, got {n}")
+    if getattr(args, "join", False) and not args.storage:
+        raise FcnetError("--join needs --storage URL (a database server the workers share)")

@@ -51,16 +51,15 @@ def register(sub) -> None:
                    "the report draws its figures either way")
     p.add_argument("--storage", metavar="URL",
                    help="Optuna storage URL shared by several machines (default: SQLite in --out)")
-    p.add_argument("--join", action="store_true",
-                   help="work on a study another process started on --storage")
+    p.add_argument("--join", action="store_true", help="work on a study another process started on --storage")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the results as JSON at the end")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
+    from fcnet.cli.options import check_flags
     from fcnet.config import read_toml
-    from fcnet.errors import FcnetError
     from fcnet.experiments.study import bundled, load_study, run_study
     from fcnet.experiments.worker import cores
 
@@ -68,16 +67,12 @@ def run(args) -> int:
         for name, path in sorted(bundled().items()):
             print(f"{name}: {read_toml(path).get('title', '')}  ({path})")
         return 0
-    if args.workers is not None and args.workers < 1:
-        raise FcnetError(f"--workers must be at least 1, got {args.workers}")
-    if args.join and not args.storage:
-        raise FcnetError("--join needs --storage URL (a database server the workers share)")
+    check_flags(args, "workers")
     dataset = args.dataset or (None if args.file else "digits")
     study = load_study(args.file or "exercise", dataset=dataset, data_path=args.path,
                        dtype=args.dtype, backend=args.backend, seeds=args.seeds)
     out = args.out or os.path.join("study", study.base.dataset)
-    # a study is many runs: one process per core, each with one BLAS thread, beats one
-    # process with every thread (docs/study.md gives the figures)
+    # many runs: a process per core with one BLAS thread each beats one with every thread (docs/study.md)
     res = run_study(study, out, workers=args.workers or cores(), storage=args.storage, join=args.join,
                     quiet=args.quiet or args.json, depth=not args.no_depth, figures=args.figures)
     if args.json:

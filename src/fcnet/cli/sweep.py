@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fcnet.cli.options import add_config_flags, config_from_args
+from fcnet.cli.options import add_config_flags, check_flags, config_from_args
 from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 
@@ -94,9 +94,8 @@ def build_spec(args):
         args.config = None  # a sweep file, consumed here: [base] goes in below
     grid = {**tables.get("grid", {}), **parse_grid(args.grid)}
     points = tables.get("points", [])
-    search = dict(tables.get("search") or {})
-    params = {**search.get("params", {}), **parse_params(args.param)}
-    method = args.search or search.get("method")
+    params = {**tables.get("params", {}), **parse_params(args.param)}
+    method = args.search or tables.get("search")
     if not (grid or points or method or params or tables or args.config):  # e.g. --dir only
         if args.preset or any(getattr(args, name) is not None for name in RunConfig.model_fields):
             raise FcnetError("nothing to sweep: give --grid, --search with --param, or a sweep --config file")
@@ -105,9 +104,9 @@ def build_spec(args):
         raise FcnetError("--param needs --search random or --search tpe")
     base = config_from_args(args, extra=base_values if tables else {})  # else config_from_args reads it
     return SweepSpec(base, grid=grid, points=points, search=method, params=params,
-                     trials=args.trials or search.get("trials") or 20,
+                     trials=args.trials or tables.get("trials") or 20,
                      seed=args.search_seed if args.search_seed is not None else
-                     (search.get("seed") or 0), seeds=1 if args.seeds is None else args.seeds)
+                     (tables.get("seed") or 0), seeds=1 if args.seeds is None else args.seeds)
 
 
 def dashboard(args) -> int:
@@ -145,22 +144,14 @@ def run(args) -> int:
         return dashboard(args)
     if not args.dir:
         raise FcnetError("--dir SWEEP_DIR is required")
-    for flag, n in (("--workers", args.workers), ("--population", args.population),
-                    ("--trials", args.trials)):
-        if n is not None and n < 1:
-            raise FcnetError(f"{flag} must be at least 1, got {n}")
-    if args.join and not args.storage:
-        raise FcnetError("--join needs --storage URL (a database server the workers share)")
+    check_flags(args, "workers", "population", "trials")
     result = run_sweep(build_spec(args), args.dir, workers=args.workers, population=args.population,
                        storage=args.storage, study=args.study, join=args.join, runs_dir=args.runs_dir,
                        figures=not args.no_figures, quiet=args.quiet, trials=args.trials)
     test = best_test_accuracy(result, quiet=args.quiet) if args.test else None
     if args.json:
-        rows = result.to_json()
-        for r in rows:
-            if test is not None and r["key"] == test["key"]:
-                r["test_acc"] = test["test_acc"]
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([{**r, "test_acc": test["test_acc"]} if test and r["key"] == test["key"] else r
+                          for r in result.to_json()], indent=2))
     else:
         print(result.table("text"), end="")
         print(f"\n{len(result.rows)} trials; tables in {result.sweep_dir}/results.md, "

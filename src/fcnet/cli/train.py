@@ -31,14 +31,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from fcnet.training import read_run_config, train_run
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        config = read_run_config(run_dir)
-    else:
-        config = config_from_args(args)
-        run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-    summary = train_run(config, run_dir, quiet=args.quiet, resume=True,
-                        checkpoint_seconds=args.checkpoint_every)
+    run_dir = Path(args.resume or Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S")))
+    config = read_run_config(run_dir) if args.resume else config_from_args(args)
+    summary = train_run(config, run_dir, quiet=args.quiet, checkpoint_seconds=args.checkpoint_every)
     if args.json:
         print(json.dumps(summary, indent=2))
     if summary["status"] == "diverged":

@@ -9,6 +9,7 @@ import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,21 +32,7 @@ _KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket",
           stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
 
 
-def source_kind(path: Path) -> str:
-    """'file' or 'folder'; a FIFO, socket or device (reading could hang) is refused by its stat, unopened."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise FcnetError(f"{path}: no such file or directory") from None
-    except OSError as err:
-        raise FcnetError(f"{path}: cannot read ({err.strerror or err})") from None
-    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
-        return "folder" if stat.S_ISDIR(mode) else "file"
-    raise FcnetError(f"{path}: is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a "
-                     "file or folder; give the dataset's file or folder")
-
-
-def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
+def tree_fingerprint(root: Path, expected: str) -> str:
     """sha256 over every file's relative path, size and mtime: cheap for 60,000 small files, and
     changed by any file added, removed or rewritten.  Only folders and regular files may be in it."""
     h = hashlib.sha256()
@@ -74,23 +61,33 @@ def tree_fingerprint(root: Path, expected: str = "the dataset's files") -> str:
     return h.hexdigest()
 
 
-def source_checksum(path: Path, expected: str = "the dataset's files",
-                    members: list[Path] | None = None) -> tuple[str, str]:
-    """(hex digest, what it covers) of a file or folder source, or of only ``members`` (the files read)."""
+def source_checksum(path: Path, expected: str,
+                    members: Callable[[], list[Path]] | None = None) -> tuple[str, str]:
+    """(hex digest, what it covers) of a file or folder source, or of only ``members()`` (the files read).
+    A FIFO, socket or device (reading could hang) is refused by its stat, before anything opens it."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FcnetError(f"{path}: no such file or directory") from None
+    except OSError as err:
+        raise FcnetError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise FcnetError(f"{path}: is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}, not a "
+                         "file or folder; give the dataset's file or folder")
     if members is not None:
-        listing = "".join(f"{m.name} {files.file_digest(m)}\n" for m in members)
+        listing = "".join(f"{m.name} {files.file_digest(m)}\n" for m in members())
         return hashlib.sha256(listing.encode()).hexdigest(), "sha256 of the files read"
-    if source_kind(path) == "folder":
+    if stat.S_ISDIR(mode):
         return tree_fingerprint(path, expected), "sha256 of the file list (paths, sizes, mtimes)"
     return files.file_digest(path), "sha256 of the file"
 
 
-def _read(path: Path) -> dict[str, np.ndarray] | None:
-    """A cache entry's arrays (never unpickled), or None; a damaged entry is removed."""
+def _read(path: Path, parse: Callable[[dict[str, np.ndarray]], Any] = dict) -> Any:
+    """A cache entry, ``parse`` of its arrays (never unpickled), or None; a damaged entry is removed."""
     if path.is_file():
         try:
-            return files.load_npz(path)
-        except FcnetError:
+            return parse(files.load_npz(path))
+        except (FcnetError, ValueError, KeyError):
             path.unlink(missing_ok=True)
     return None
 
@@ -110,17 +107,14 @@ def decoded_path(name: str, checksum: str) -> Path:
 
 def load_decoded(name: str, checksum: str) -> Dataset | None:
     """The cached decode of a source, keyed by its content checksum, or None."""
-    path = decoded_path(name, checksum)
-    if (arrays := _read(path)) is None:
-        return None
-    try:
+
+    def dataset(arrays: dict[str, np.ndarray]) -> Dataset:
         info = json.loads(str(arrays.pop("info")))
         parts = {p: Split(arrays[f"{p}_x"], arrays[f"{p}_y"]) for p in info["parts"]}
         return Dataset(name, parts, [str(c) for c in arrays["classes"]], info["source"],
                        checksum, info["checksum_kind"], info["ordered"], info["meta"])
-    except (ValueError, KeyError):
-        path.unlink(missing_ok=True)
-        return None
+
+    return _read(decoded_path(name, checksum), dataset)
 
 
 def store_decoded(ds: Dataset) -> None:

@@ -93,18 +93,6 @@ def read_batch(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     return images, y.astype(np.int64)
 
 
-def _from_batches(blobs: dict[str, bytes], where: str) -> dict[str, Split]:
-    """The five training batches in order, then the test batch."""
-    if missing := [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in blobs]:
-        raise FcnetError(f"{where}: {missing[0]} is missing (the official format has "
-                         f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH})")
-    got = [read_batch(blobs[b], f"{where}/{b}") for b in (*TRAIN_BATCHES, TEST_BATCH)]
-    if len(shapes := {x.shape[1:] for x, _ in got}) != 1:
-        raise FcnetError(f"{where}: batches hold images of different sizes {sorted(shapes)}")
-    xs, ys = zip(*got[:-1], strict=True)
-    return {"train": Split(np.concatenate(xs), np.concatenate(ys)), "test": Split(*got[-1])}
-
-
 def _batch_dir(path: Path) -> Path | None:
     return next((d for d in (path, path / DIR_NAME)
                  if (d / "data_batch_1").is_file() or (d / TEST_BATCH).is_file()), None)
@@ -129,8 +117,16 @@ def load_cifar10(path: Path, progress: bool, verify: bool = False) -> Dataset:
                            meta={"format": "image folder with CIFAR-10 classes"})
         blobs = {n.rsplit("/", 1)[-1]: b for n, b in tree.kept.items()}
         where = f"{path}: {DIR_NAME}"
-    return Dataset("cifar10", _from_batches(blobs, where), list(CLASSES), str(path),
-                   ordered=True, meta={"format": "official python batches"})
+    if missing := [name for name in (*TRAIN_BATCHES, TEST_BATCH) if name not in blobs]:
+        raise FcnetError(f"{where}: {missing[0]} is missing (the official format has "
+                         f"{', '.join(TRAIN_BATCHES)} and {TEST_BATCH})")
+    got = [read_batch(blobs[b], f"{where}/{b}") for b in (*TRAIN_BATCHES, TEST_BATCH)]
+    if len(shapes := {x.shape[1:] for x, _ in got}) != 1:
+        raise FcnetError(f"{where}: batches hold images of different sizes {sorted(shapes)}")
+    xs, ys = zip(*got[:-1], strict=True)  # the five training batches in order, then the test batch
+    parts = {"train": Split(np.concatenate(xs), np.concatenate(ys)), "test": Split(*got[-1])}
+    return Dataset("cifar10", parts, list(CLASSES), str(path), ordered=True,
+                   meta={"format": "official python batches"})
 
 
 def default_source(progress: bool) -> tuple[Path, bool]:

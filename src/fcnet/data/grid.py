@@ -33,10 +33,9 @@ def save_grid(split: Split, classes: list[str], out: Path, per_class: int = 8, s
         if idx.size == 0:
             continue
         pick = np.sort(rng.choice(idx, min(per_class, idx.size), replace=False))
-        row = np.full((h + pad, per_class * (w + pad), c), 255, np.uint8)
-        for j, i in enumerate(pick):
-            row[:h, j * (w + pad): j * (w + pad) + w] = x[i]
-        rows.append(row)
+        tiles = np.full((per_class, h + pad, w + pad, c), 255, np.uint8)
+        tiles[: len(pick), :h, :w] = x[pick]
+        rows.append(np.concatenate(tiles, axis=1))  # (H+pad, per_class * (W+pad), C)
         labels.append(f"{name} ({idx.size})")
     grid = np.concatenate(rows)  # (rows * (H+pad), per_class * (W+pad), C)
     scale = max(1.0, 48 / w)  # small images drawn bigger

@@ -22,7 +22,6 @@ from fcnet.errors import FcnetError
 SPLIT_NAMES = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp")
 CHUNK = 1000
-_GRAY_MODES = ("1", "L", "I", "I;16", "F")
 
 
 def progress_bar(progress: bool, **kw):
@@ -53,7 +52,7 @@ def decode_one(item: bytes | str) -> np.ndarray | str:
 
     try:
         with Image.open(io.BytesIO(item) if isinstance(item, bytes) else item) as im:
-            if im.mode in _GRAY_MODES:
+            if im.mode in ("1", "L", "I", "I;16", "F"):  # greyscale
                 return np.asarray(im.convert("L"))[..., None]
             return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as err:  # Pillow raises many types for broken files

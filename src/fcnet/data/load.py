@@ -12,7 +12,7 @@ import numpy as np
 
 from fcnet.data import cifar10
 from fcnet.data.archive import one_line
-from fcnet.data.cache import cache_dir, load_decoded, source_checksum, source_kind, store_decoded
+from fcnet.data.cache import cache_dir, load_decoded, source_checksum, store_decoded
 from fcnet.data.core import Dataset, Split, SplitData
 from fcnet.data.idx import idx_files, load_idx
 from fcnet.data.imagefolder import load_imagefolder
@@ -62,9 +62,8 @@ def load_toy() -> Dataset:
 
 def _cached(name: str, path: Path, load, cache: bool, expected: str, members=None) -> Dataset:
     """``load()`` via the decoded cache, keyed by the source's checksum (of ``members()`` only, if given)."""
-    source_kind(path)  # a FIFO, socket or device is refused before anything opens it
     try:
-        checksum, kind = source_checksum(path, expected, members() if members else None)
+        checksum, kind = source_checksum(path, expected, members)
         if cache and (ds := load_decoded(name, checksum)) is not None:
             ds.meta["cache"] = "hit"
             ds.source = str(path)  # the entry may have been written from another path
@@ -90,10 +89,8 @@ def load_dataset(dataset: str, path: str | Path | None = None, progress: bool = 
         if p is not None:
             raise FcnetError(f"{dataset}: is built in and takes no --path")
         ds = load_digits() if dataset == "digits" else load_toy()
-        h = hashlib.sha256()
-        for s in ds.parts.values():
-            h.update(np.ascontiguousarray(s.x).tobytes() + np.ascontiguousarray(s.y).tobytes())
-        ds.checksum, ds.checksum_kind = h.hexdigest(), "sha256 of the arrays"
+        arrays = b"".join(np.ascontiguousarray(a).tobytes() for s in ds.parts.values() for a in (s.x, s.y))
+        ds.checksum, ds.checksum_kind = hashlib.sha256(arrays).hexdigest(), "sha256 of the arrays"
     elif dataset == "cifar10":
         p, verify = (p, False) if p is not None else cifar10.default_source(progress)
         ds = _cached("cifar10", p, lambda: cifar10.load_cifar10(p, progress, verify), cache,
@@ -129,7 +126,6 @@ def get_CIFAR10_data(num_training: int = 49000, num_validation: int = 1000,
     """The course's ``get_CIFAR10_data``: X_train, y_train, X_val, y_val, X_test, y_test as float64
     rows (N, 3072) less the mean training image; the exercise's rows on the official batches (the
     first num_training, the next num_validation, the first num_test), else a seed-0 stratified draw."""
-    ds = load_dataset("cifar10", path, progress=progress)
-    data = make_splits(ds, num_validation, num_test, 0, num_training)
+    data = load_splits("cifar10", path, num_validation, num_test, 0, progress, num_training)
     prep = Preprocessor("mean").fit(data.train.x)
     return tuple(a for s in (data.train, data.val, data.test) for a in (prep.transform(s.x), np.asarray(s.y)))

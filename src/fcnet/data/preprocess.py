@@ -13,14 +13,6 @@ KINDS = ("mean", "channel", "scale", "zca", "none")
 _ARRAYS = ("mean", "pca_mean", "components", "explained_variance", "explained_variance_curve", "zca")
 
 
-def _all_components(z: np.ndarray):
-    """scikit-learn's PCA of rows z (N, D) with every component; z may be overwritten (the caller's copy)."""
-    from sklearn.decomposition import PCA
-
-    n, d = z.shape  # covariance_eigh is far faster when rows outnumber features
-    return PCA(n_components=min(n, d), svd_solver="covariance_eigh" if n >= d else "full", copy=False).fit(z)
-
-
 class Preprocessor:
     """Rows (N, ...) -> float features (N, D).
 
@@ -32,6 +24,11 @@ class Preprocessor:
     fraction of variance to keep (0 < f < 1), fitted on the output of ``kind``; ``whiten`` divides each
     component by its standard deviation. ``dtype``: float64 or float32; a float32 transform never makes a
     float64 copy."""
+
+    # fitted state, None until fit: the (D,) mean training row (kind mean, zca), the (D, D) symmetric ZCA
+    # matrix; PCA's (D,) mean, (K, D) components, their (K,) variances and the cumulative ratio of all
+    input_dim: int | None = None
+    mean = zca = pca_mean = components = explained_variance = explained_variance_curve = None
 
     def __init__(self, kind: str = "mean", pca: float | int | None = None, whiten: bool = False,
                  dtype: str = "float64", zca_eps: float = 0.1):
@@ -53,13 +50,6 @@ class Preprocessor:
             raise FcnetError("preprocess: zca keeps every pixel; it does not combine with pca")
         self.kind, self.pca, self.whiten, self.dtype = kind, pca, bool(whiten), np.dtype(dtype)
         self.zca_eps = float(zca_eps)
-        self.zca: np.ndarray | None = None  # (D, D) symmetric whitening matrix, kind "zca"
-        self.input_dim: int | None = None
-        self.mean: np.ndarray | None = None  # (D,) mean training row, kind "mean"
-        self.pca_mean: np.ndarray | None = None  # (D,)
-        self.components: np.ndarray | None = None  # (K, D)
-        self.explained_variance: np.ndarray | None = None  # (K,)
-        self.explained_variance_curve: np.ndarray | None = None  # cumulative ratio, all comps
 
     def __repr__(self) -> str:
         pca = "" if self.pca is None else f", pca={self.pca!r}, whiten={self.whiten}"
@@ -75,24 +65,26 @@ class Preprocessor:
         if x.ndim < 2 or x.shape[0] == 0:
             raise FcnetError(f"preprocess: fit needs rows (N, ...), got shape {x.shape}")
         flat = x.reshape(x.shape[0], -1)
-        self.input_dim = flat.shape[1]
-        if self.kind in ("mean", "zca"):  # float64 sums over uint8 rows, no float copy of the data
-            self.mean = np.mean(flat, axis=0, dtype=np.float64)
-        if self.kind == "zca":  # W = U diag(1 / sqrt(lambda + eps)) U^T from every component
-            p = _all_components(self._base(flat))
-            u = p.components_.astype(np.float64)  # (K, D), rows are eigenvectors
-            scale = 1.0 / np.sqrt(p.explained_variance_.astype(np.float64) + self.zca_eps)
-            self.zca = ((u.T * scale) @ u).astype(self.dtype)
-        if self.pca is not None:
-            self._fit_pca(flat)
-        return self
-
-    def _fit_pca(self, flat: np.ndarray) -> None:
         n, d = flat.shape
         if isinstance(self.pca, int) and self.pca > min(n, d):
             raise FcnetError(f"preprocess: pca {self.pca} is more than the {min(n, d)} components "
                              f"{n} rows of {d} values have")
-        p = _all_components(self._base(flat))
+        self.input_dim = d
+        if self.kind in ("mean", "zca"):  # float64 sums over uint8 rows, no float copy of the data
+            self.mean = np.mean(flat, axis=0, dtype=np.float64)
+        if self.kind != "zca" and self.pca is None:
+            return self
+        from sklearn.decomposition import PCA
+
+        # every component of kind's output (a copy PCA may overwrite); covariance_eigh is far faster
+        # when rows outnumber features
+        p = PCA(n_components=min(n, d), svd_solver="covariance_eigh" if n >= d else "full",
+                copy=False).fit(self._base(flat))
+        if self.kind == "zca":  # W = U diag(1 / sqrt(lambda + eps)) U^T from every component
+            u = p.components_.astype(np.float64)  # (K, D), rows are eigenvectors
+            scale = 1.0 / np.sqrt(p.explained_variance_.astype(np.float64) + self.zca_eps)
+            self.zca = ((u.T * scale) @ u).astype(self.dtype)
+            return self
         curve = self.explained_variance_curve = np.cumsum(p.explained_variance_ratio_)
         # a fraction keeps the smallest count whose cumulative ratio reaches it (sklearn's rule)
         k = self.pca if isinstance(self.pca, int) else \
@@ -100,6 +92,7 @@ class Preprocessor:
         self.pca_mean = p.mean_.astype(self.dtype)
         self.components = p.components_[:k].astype(self.dtype)
         self.explained_variance = p.explained_variance_[:k].astype(self.dtype)
+        return self
 
     def _base(self, flat: np.ndarray) -> np.ndarray:
         """kind's transform of (N, D) rows into a new array of self.dtype."""

@@ -47,11 +47,8 @@ def _subset(ds: Dataset, part: str, size: int | None, rng: np.random.Generator) 
     return np.arange(size) if ds.ordered else stratified(y, size, rng)[0]
 
 
-Indices = dict[str, tuple[str, np.ndarray]]
-
-
 def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | None = None,
-                  seed: int = 0, train_size: int | None = None) -> Indices:
+                  seed: int = 0, train_size: int | None = None) -> dict[str, tuple[str, np.ndarray]]:
     """``{"train"|"val"|"test": (part name, row indices into that part)}``."""
     where = ds.source
     if not isinstance(seed, int | np.integer) or seed < 0:
@@ -95,7 +92,7 @@ def split_indices(ds: Dataset, val_size: int | None = None, test_size: int | Non
     return {"train": ("train", pool), "val": val, "test": test}
 
 
-def split_hash(idx: Indices) -> str:
+def split_hash(idx: dict[str, tuple[str, np.ndarray]]) -> str:
     h = hashlib.sha256()
     for name in ("train", "val", "test"):
         part, rows = idx[name]

@@ -7,9 +7,10 @@ comparisons uses k intervals at 1 - 0.05 / k each (Bonferroni): it errs at most 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
@@ -29,8 +30,8 @@ class Claim:
     text: str
     table: str
     kind: str
-    a: dict | None = None
-    b: list[dict] | None = None  # None: every other row of a's column
+    a: tuple[int, int] | None = None  # a cell: (row, column)
+    b: list[tuple[int, int]] | None = None  # None: every other row of a's column
     margin: float = 0.0
     up_to: Any = None
     at: dict = field(default_factory=dict)
@@ -38,8 +39,7 @@ class Claim:
     dataset: str | None = None
 
 
-@dataclass
-class Axes:
+class Axes(NamedTuple):
     """A table's axes as claims see them: names, values (to select) and labels (to show)."""
 
     names: list[str]
@@ -48,13 +48,12 @@ class Axes:
 
 
 def table_axes(table) -> Axes:
-    """The axes of a StudyTable; explicit rows are the axis 'row' (1-based, or a label)."""
+    """The axes of a StudyTable; explicit rows are the axis 'row' (1-based, or a label's head: 'config 1')."""
     axes = Axes([], [], [])
     for name, items in table.axes:
         rows = name == "configuration"
         axes.names.append("row" if rows else name)
         axes.values.append(list(range(1, len(items) + 1)) if rows else [ch[name] for _, ch in items])
-        # explicit rows by their label's head: 'config 1: ...' -> 'config 1'
         axes.labels.append([str(lab).split(":")[0] if rows else label(name, lab) for lab, _ in items])
     return axes
 
@@ -77,15 +76,13 @@ def select(axes: Axes, sel: dict, where: str, partial: bool = False) -> tuple[in
     for name, values, labels in zip(axes.names, axes.values, axes.labels):
         if name not in sel:
             if not partial and len(values) > 1:
-                raise FcnetError(f"{where}: give {name!r} too (the table's axes: "
-                                 f"{', '.join(axes.names)})")
+                raise FcnetError(f"{where}: give {name!r} too (the table's axes: {', '.join(axes.names)})")
             out.append(None if partial else 0)
             continue
         v = sel[name]
         if name == "row" and isinstance(v, str) and v in labels:
-            out.append(labels.index(v))
-            continue
-        if name in space.FIELDS and isinstance(v, str):
+            v = values[labels.index(v)]
+        elif name in space.FIELDS and isinstance(v, str):
             v = space.parse_value(name, v)
         if name == "hidden" and isinstance(v, int):
             v = [v]
@@ -101,12 +98,10 @@ def resolve(spec, k: int, tables: dict[str, Axes]):
     """A validated ClaimSpec -> Claim with cells as (row, column) indices, else FcnetError."""
     where = f"claim {spec.id!r}" if spec.id else f"claim[{k}]"
     if spec.table not in tables:
-        raise FcnetError(f"{where}: no table {spec.table!r} (the study's tables: "
-                         f"{', '.join(tables)})")
+        raise FcnetError(f"{where}: no table {spec.table!r} (the study's tables: {', '.join(tables)})")
     axes = tables[spec.table]
     c = Claim(spec.id or f"claim-{k + 1}", spec.text, spec.table, spec.kind,
-              margin=float(spec.margin if spec.margin is not None
-                           else DEFAULT_MARGIN.get(spec.kind, 0.0)),
+              margin=float(spec.margin if spec.margin is not None else DEFAULT_MARGIN.get(spec.kind, 0.0)),
               value=spec.value, dataset=spec.dataset)
     if spec.kind == "overfits" and spec.table != "depth":
         raise FcnetError(f"{where}: an 'overfits' claim is about the depth table (train and "
@@ -135,8 +130,7 @@ def resolve(spec, k: int, tables: dict[str, Axes]):
     return c
 
 
-@dataclass
-class Verdict:
+class Verdict(NamedTuple):
     claim: str
     table: str
     verdict: str
@@ -147,11 +141,11 @@ def _interval(d) -> str:
     return f"{100 * d.d:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}]"
 
 
-def _verdict(diffs: list, low: float | None = None, high: float | None = None) -> str:
-    """Supported when every interval lies within (low, high), contradicted when one lies beyond."""
-    if any(low is not None and d.high < low or high is not None and d.low > high for d in diffs):
+def _verdict(checks: list) -> str:
+    """(diff, low, high) checks: supported if all intervals lie inside, contradicted if one lies beyond."""
+    if any(lo is not None and d.high < lo or hi is not None and d.low > hi for d, lo, hi in checks):
         return CONTRADICTED
-    if all((low is None or d.low > low) and (high is None or d.high < high) for d in diffs):
+    if all((lo is None or d.low > lo) and (hi is None or d.high < hi) for d, lo, hi in checks):
         return SUPPORTED
     return NOISE
 
@@ -161,19 +155,15 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
     """The verdict on one claim; ``cell(table, row, col)`` gives a cell's accuracies."""
 
     def lab(rc) -> str:
-        parts = [axes.labels[i][rc[i]] for i in range(len(axes.names))
-                 if len(axes.values[i]) > 1]
+        parts = [axes.labels[i][rc[i]] for i in range(len(axes.names)) if len(axes.values[i]) > 1]
         return " ".join(parts) or axes.labels[0][rc[0]]
 
     def show(rc) -> str:
         return f"{lab(rc)} {100 * cell(claim.table, *rc).mean:.1f}"
 
-    def out(verdict: str, numbers: str) -> Verdict:
-        return Verdict(claim.text, claim.table, verdict, numbers)
-
+    out = functools.partial(Verdict, claim.text, claim.table)
     if claim.dataset and claim.dataset != dataset:
-        return out(UNTESTED, f"the source's number is for {claim.dataset}, this study ran on "
-                             f"{dataset}")
+        return out(UNTESTED, f"the source's number is for {claim.dataset}, this study ran on {dataset}")
     m = claim.margin / 100
     if any(not cell(claim.table, r, c).values for r in range(len(axes.values[0]))
            for c in range(len(axes.values[1]) if len(axes.values) > 1 else 1)):
@@ -187,7 +177,7 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
     if claim.kind == "overfits":
         v, t = cell(claim.table, *claim.a), train(*claim.a)
         d = difference(t, v)
-        return out(_verdict([d], low=m),
+        return out(_verdict([(d, m, None)]),
                    f"{lab(claim.a)}: train {100 * t.mean:.1f}, val {100 * v.mean:.1f}; "
                    f"train - val {_interval(d)} pts (overfitting: > {claim.margin:g}; {d.test})")
     if claim.kind == "grows_then_flat":
@@ -198,20 +188,16 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
         top = cell(claim.table, *rc(claim.up_to))
         grow = difference(top, cell(claim.table, *rc(0)), level)
         flats = [(k, difference(cell(claim.table, *rc(k)), top, level)) for k in later]
-        verdicts = {_verdict([grow], low=0.0), _verdict([d for _, d in flats], high=m)}
-        verdict = CONTRADICTED if CONTRADICTED in verdicts else (
-            SUPPORTED if verdicts == {SUPPORTED} else NOISE)
+        verdict = _verdict([(grow, 0.0, None)] + [(d, None, m) for _, d in flats])
         text = f"{lab(rc(claim.up_to))} - {lab(rc(0))}: {_interval(grow)} pts (grows: > 0)"
-        worst = max(flats, key=lambda kd: kd[1].high, default=None)
-        if worst:
+        if worst := max(flats, key=lambda kd: kd[1].high, default=None):
             text += (f"; largest later gain, {lab(rc(worst[0]))} - {lab(rc(claim.up_to))}: "
                      f"{_interval(worst[1])} pts (flat: < {claim.margin:g})")
         return out(verdict, text + f"; {grow.test}, {100 * level:.1f}% intervals")
     # better / unbeaten / no_better / equal: a against one or more b
     a = cell(claim.table, *claim.a)
-    bs = claim.b
-    if bs is None:  # every other row of a's column
-        bs = [(k, claim.a[1]) for k in range(len(axes.values[0])) if k != claim.a[0]]
+    bs = claim.b if claim.b is not None else [  # None: every other row of a's column
+        (k, claim.a[1]) for k in range(len(axes.values[0])) if k != claim.a[0]]
     level = 1 - (1 - LEVEL) / len(bs)
     diffs = [(b, difference(a, cell(claim.table, *b), level)) for b in bs]
     bounds, rule = {"better": ((m, None), f"better: > {claim.margin:g}"),
@@ -219,11 +205,9 @@ def evaluate(claim, cell: Callable[[str, int, int], Cell], axes: Axes, dataset: 
                     # no b better than a by more than the margin: a - b > -m
                     "unbeaten": ((-m, None), f"unbeaten: > {-claim.margin:g}"),
                     "equal": ((-m, m), f"equal: inside ±{claim.margin:g}")}[claim.kind]
-    verdict = _verdict([d for _, d in diffs], *bounds)
+    verdict = _verdict([(d, *bounds) for _, d in diffs])
     # the deciding comparison first: the weakest for a 'supported', else the worst
-    key = (lambda bd: bd[1].low) if claim.kind in ("better", "unbeaten") else (
-        lambda bd: -bd[1].high)
-    shown = sorted(diffs, key=key)[:3]
+    shown = sorted(diffs, key=lambda x: x[1].low if claim.kind in ("better", "unbeaten") else -x[1].high)[:3]
     text = "; ".join(f"{show(claim.a)} - {show(b)}: {_interval(d)}" for b, d in shown)
     if len(diffs) > len(shown):
         text += f"; ... ({len(diffs)} comparisons)"

@@ -19,7 +19,7 @@ import numpy as np
 from fcnet.bench import FloorStep
 from fcnet.config import RunConfig
 from fcnet.experiments import space
-from fcnet.experiments.plan import SweepSpec, plan
+from fcnet.experiments.plan import SweepSpec, plan, pop_key
 from fcnet.training import prepare as prep
 
 ROUNDS = 5  # interleaved rounds of timed steps per shape (its step time: the fastest)
@@ -81,12 +81,9 @@ class StudyFloor:
 
     def header(self, wall_seconds: float) -> dict[str, str]:
         """The report header's lines: the floor and wall / floor."""
-        s = self.seconds
-        what = f"{len(self.runs)} trainings at the floor step"
-        if self.reused:
-            what += f"; {self.reused} runs reused, not counted"
-        return {"floor seconds": (f"{s:.1f}" if s >= 10 else f"{s:.3f}")
-                + f" ({what}{self._load()}, measured now: docs/bench.md)",
+        s, reused = self.seconds, f"; {self.reused} runs reused, not counted" if self.reused else ""
+        return {"floor seconds": f"{s:.{1 if s >= 10 else 3}f} ({len(self.runs)} trainings at the floor step"
+                f"{reused}{self._load()}, measured now: docs/bench.md)",
                 "wall / floor": f"{wall_seconds / s:.2f}" if s > 0 else "n/a"}
 
     def to_json(self) -> dict:
@@ -116,13 +113,11 @@ class StudyFloor:
 def _finished(path: Path | None, since: float | None) -> bool:
     """Was the run of this summary.json (or depth study's result) finished, before
     ``since`` (epoch seconds) if given? A summary is written when a run starts too."""
-    try:
-        if path is None or since is not None and path.stat().st_mtime >= since:
-            return False
-        done = path.name != "summary.json"  # a depth study's result
-        return done or json.loads(path.read_text()).get("status") in ("completed", "diverged")
-    except (OSError, ValueError):
-        return False
+    with contextlib.suppress(OSError, ValueError):
+        if path is not None and (since is None or path.stat().st_mtime < since):
+            done = path.name != "summary.json"  # a depth study's result
+            return done or json.loads(path.read_text()).get("status") in ("completed", "diverged")
+    return False
 
 
 def _precision(config: RunConfig) -> tuple[str, str]:
@@ -139,13 +134,13 @@ def _precision(config: RunConfig) -> tuple[str, str]:
     return "torch", "float32" if bf16_unsupported(torch.device("cpu")) else "bfloat16"
 
 
+@dataclass
 class _Data:
     """Training rows (N, D) and class count per data key, prepared once each (and
     kept until measured: prepare's own cache holds two, and a PCA is slow to refit)."""
 
-    def __init__(self):
-        self.prepared: dict[tuple, tuple[np.ndarray, int]] = {}
-        self.pca_width: dict[tuple, int] = {}  # a PCA's components, read from a run's summary
+    prepared: dict[tuple, tuple[np.ndarray, int]] = field(default_factory=dict)
+    pca_width: dict[tuple, int] = field(default_factory=dict)  # a PCA's components, from a run's summary
 
     def rows(self, config: RunConfig) -> tuple[np.ndarray, int]:
         key = prep.data_key(config)
@@ -165,13 +160,11 @@ class _Data:
                 self.pca_width[prep.data_key(config)] = int(json.loads(summary.read_text())["input_size"])
 
 
-def _run(what: str, config: RunConfig, k: int, data: _Data, iterations: int | None = None,
-         hidden: list[int] | None = None, own: bool = False) -> FloorRun:
+def _run(what: str, config: RunConfig, k: int, data: _Data, own: bool = False) -> FloorRun:
     X, c = data.rows(config)
     n, d = X.shape
-    sizes = (d, *(config.hidden if hidden is None else hidden), c)
-    its = config.length(n)[0] if iterations is None else iterations
-    return FloorRun(what, Shape(*_precision(config), sizes, config.batch_size, k, own), its, n, config)
+    shape = Shape(*_precision(config), (d, *config.hidden, c), config.batch_size, k, own)
+    return FloorRun(what, shape, config.length(n)[0], n, config)
 
 
 def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
@@ -184,11 +177,12 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
     _, jobs = plan(SweepSpec(study.base, points=study.runs))
     groups: dict[str, list] = {}
     for job in jobs.values():
-        if _finished(runs_dir and runs_dir / job.key / "summary.json", since):
+        summary = runs_dir and runs_dir / job.key / "summary.json"
+        if _finished(summary, since):
             floor.reused += 1
-            continue
-        data.read_width(job.config, runs_dir and runs_dir / job.key / "summary.json")
-        groups.setdefault(job.pop or job.key, []).append(job)
+        else:
+            data.read_width(job.config, summary)
+            groups.setdefault(pop_key(job.config) or job.key, []).append(job)
     for members in groups.values():
         for i in range(0, len(members), population):
             chunk = members[i:i + population]
@@ -199,8 +193,8 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
     for config in study.own_runs():
         if _finished(runs_dir and runs_dir / space.run_key(config) / "summary.json", since):
             floor.reused += 1
-            continue
-        floor.runs.append(_run("own run", config, 1, data))
+        else:
+            floor.runs.append(_run("own run", config, 1, data))
     if depth and "depth" in study.blocks:
         floor.runs += _depth_runs(study, runs_dir, since, floor)
     return floor
@@ -224,11 +218,11 @@ def _depth_runs(study, runs_dir: Path | None, since, floor: StudyFloor) -> list[
     depths = block.get("depths") or defaults["depths"]
     inits = block.get("init") or defaults["init"]
     inits = [inits] if isinstance(inits, str) else inits
-    h, batch = defaults["hidden"], defaults["batch_size"]
+    h = defaults["hidden"]
     config = config.model_copy(update={"backend": "torch", "dtype": "float32", "amp": False,
-                                       "batch_size": batch})
-    its = defaults["epochs"] * max(len(floor.data.rows(config)[0]) // batch, 1)
-    return [_run("depth", config, 1, floor.data, its, [h] * (int(d) - 1)) for _ in inits for d in depths]
+                                       "batch_size": defaults["batch_size"], "epochs": defaults["epochs"]})
+    return [_run("depth", config.model_copy(update={"hidden": [h] * (int(d) - 1)}), 1, floor.data)
+            for _ in inits for d in depths]
 
 
 def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
@@ -242,7 +236,7 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
             todo.setdefault((r.shape.backend, r.shape.dtype, key[1]), {})[key] = r
     last = None
     for (backend, dtype, _), shapes in sorted(todo.items(), key=lambda kv: kv[0][:2]):
-        if last is not None and backend != last:
+        if last not in (None, backend):
             time.sleep(SWITCH_GAP_S)
         last = backend
         # the run's own prepared rows (N, D), in the precision its products use

@@ -4,18 +4,17 @@ run each), identical configs merged and iteration-only differences shared by one
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fcnet.config import RunConfig, make_config, read_toml
 from fcnet.errors import FcnetError
 from fcnet.experiments import space
 from fcnet.experiments.space import SearchParam, run_key
 from fcnet.training.population_run import compatible, population_key
-
-SEARCHES = ("random", "tpe")
 
 
 @dataclass
@@ -35,13 +34,11 @@ class SweepSpec:
     def __post_init__(self) -> None:
         if not 1 <= self.seeds <= 100:
             raise FcnetError(f"--seeds must be between 1 and 100, got {self.seeds}")
-        if self.seeds > 1 and ("seed" in self.grid or "seed" in self.params or
-                               any("seed" in p for p in self.points)):
+        if self.seeds > 1 and any("seed" in d for d in (self.grid, self.params, *self.points)):
             raise FcnetError("--seeds and a sweep over 'seed' both set the seed: give one")
         if self.search is not None:
-            if self.search not in SEARCHES:
-                raise FcnetError(f"--search: expected one of {', '.join(SEARCHES)}, "
-                                 f"got {self.search!r}")
+            if self.search not in ("random", "tpe"):
+                raise FcnetError(f"--search: expected one of random, tpe, got {self.search!r}")
             if self.grid or self.points:
                 raise FcnetError("give either a grid or a search, not both")
             if not self.params:
@@ -52,10 +49,9 @@ class SweepSpec:
                 for v in p.ends():
                     space.with_changes(self.base, {p.name: v}, where=f"--param {p.name}")
         for name, values in self.grid.items():
-            space.check_field(name, "grid")
-            values = space.normalise_values(name, list(values), f"grid {name}")
+            values = space.normalise_values(space.check_field(name, "grid"), list(values), f"grid {name}")
             self.grid[name] = [_canonical(self.base, name, v) for v in values]
-        self.points = [{k: _canonical(self.base, k, v) for k, v in p.items()}
+        self.points = [{space.check_field(k, "grid"): _canonical(self.base, k, v) for k, v in p.items()}
                        for p in self.points]
 
     def identity(self) -> dict:
@@ -72,13 +68,10 @@ class SweepSpec:
 
     @classmethod
     def from_identity(cls, d: dict, trials: int = 20) -> SweepSpec:
-        base = make_config(d["base"])
-        seeds = int(d.get("seeds", 1))
-        if d.get("search"):
-            params = space.parse_params([f"{n}={t}" for n, t in d["params"].items()])
-            return cls(base, search=d["search"], params=params, trials=trials, seed=d["seed"],
-                       seeds=seeds)
-        return cls(base, grid=d.get("grid", {}), points=d.get("points", []), seeds=seeds)
+        search = {"search": d["search"], "seed": d["seed"], "trials": trials, "params": space.parse_params(
+            [f"{n}={t}" for n, t in d["params"].items()])} if d.get("search") else {}
+        return cls(make_config(d["base"]), grid=d.get("grid", {}), points=d.get("points", []),
+                   seeds=int(d.get("seeds", 1)), **search)
 
     def varied(self) -> list[str]:
         """The fields this sweep varies, in order (its table's columns)."""
@@ -88,9 +81,7 @@ class SweepSpec:
 
 
 def _canonical(base: RunConfig, name: str, value: Any) -> Any:
-    """A field value as the config stores it (0 -> 0.0 for reg), so equal sweeps compare
-    equal; left as given when it is only valid together with other changes."""
-    space.check_field(name, "grid")
+    """A value as the config stores it (reg 0 -> 0.0: equal sweeps compare equal), else as given."""
     try:
         return getattr(space.with_changes(base, {name: value}), name)
     except FcnetError:
@@ -98,14 +89,13 @@ def _canonical(base: RunConfig, name: str, value: Any) -> Any:
 
 
 def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
-    """A sweep TOML file -> (``[base]`` values, the sweep's [grid], [[points]] and [search]
-    tables parsed: docs/sweep.md); a file with none of these tables is a plain run config."""
+    """A sweep TOML file -> (``[base]`` values, SweepSpec's grid, points and, given [search], search,
+    trials, seed and params: docs/sweep.md); a file with none of these tables is a plain run config."""
     data = read_toml(path)
     tables = {"base", "grid", "points", "search"}
     if not tables & set(data):
         return data, {}
-    extra = sorted(set(data) - tables)
-    if extra:
+    if extra := sorted(set(data) - tables):
         raise FcnetError(f"{path}: unknown key {extra[0]!r} in a sweep file "
                          "(put run config keys under [base])")
     grid = data.get("grid", {})
@@ -116,50 +106,37 @@ def load_sweep_file(path: str | Path) -> tuple[dict, dict]:
         if isinstance(values, str):  # "START:STOP:STEP" or "V1,V2", as on the command line
             name, values = space.parse_grid_item(f"{name}={values}")
         sweep["grid"][name] = values if isinstance(values, list) else [values]
-    points = data.get("points", [])
+    sweep["points"] = points = data.get("points", [])
     if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
         raise FcnetError(f"{path}: points must be an array of tables ([[points]])")
-    sweep["points"] = points
     if "search" in data:
         s = dict(data["search"])
-        unknown = set(s) - {"method", "trials", "seed", "params"}
-        if unknown:
+        if unknown := set(s) - {"method", "trials", "seed", "params"}:
             raise FcnetError(f"{path}: [search] has unknown key {sorted(unknown)[0]!r}")
-        items = []
-        for name, v in s.get("params", {}).items():
-            if isinstance(v, list):
-                v = ",".join(space._choice_key(x) if isinstance(x, list) else
-                             json.dumps(x) for x in v)
-            items.append(f"{name}={v}")
-        sweep["search"] = {"method": s.get("method", "tpe"), "trials": s.get("trials"),
-                           "seed": s.get("seed"), "params": space.parse_params(items)}
+        items = [f"{name}=" + (",".join(space._choice_key(x) if isinstance(x, list) else json.dumps(x)
+                                        for x in v) if isinstance(v, list) else str(v))
+                 for name, v in s.get("params", {}).items()]
+        sweep.update(search=s.get("method", "tpe"), trials=s.get("trials"), seed=s.get("seed"),
+                     params=space.parse_params(items))
     return data.get("base", {}), sweep
 
 
-@dataclass
-class Job:
-    """One training run: a config (at the largest iteration count of its group)
-    and the iterations at which it is evaluated along the way."""
+class Job(NamedTuple):
+    """One training run: its config (at its group's largest iteration count) and where it is evaluated."""
 
     key: str
     config: RunConfig
     eval_at: list[int]
 
-    @property
-    def pop(self) -> str | None:
-        return pop_key(self.config)
-
 
 def pop_key(config: RunConfig) -> str | None:
-    """Jobs with equal keys may train as one population (None: never), as the population
-    trainer defines it; evaluating at the union of the members' ``eval_at`` changes nothing."""
+    """Jobs with equal keys may train as one population (None: never), as the population trainer says."""
     if not compatible([config]):
         return None
     return hashlib.sha256(repr(population_key(config)).encode()).hexdigest()[:12]
 
 
-@dataclass
-class Point:
+class Point(NamedTuple):
     """One grid point: its config, and which job's run gives its number."""
 
     changes: dict
@@ -169,27 +146,20 @@ class Point:
     iteration: int | None  # read along the job's run at this iteration; None: its end
 
 
-def shares_iterations(config: RunConfig) -> bool:
-    """Can this config's accuracy at k iterations be read along a longer run?"""
-    return config.schedule == "step" and not config.keep_best and config.epochs is None
-
-
 def plan(spec: SweepSpec) -> tuple[list[Point], dict[str, Job]]:
-    """Grid points in order, and the distinct jobs that compute them."""
-    expanded = space.expand(spec.base, spec.grid, spec.points)
-    groups: dict[str, list[tuple[dict, RunConfig]]] = {}
-    for changes, config in expanded:
-        g = config.model_copy(update={"iters": 1}) if shares_iterations(config) else config
-        groups.setdefault(run_key(g), []).append((changes, config))
-    jobs: dict[str, Job] = {}
-    job_of: dict[str, tuple[str, int | None]] = {}
+    """Grid points (``points x product(grid)``) in order, and the distinct jobs that compute them."""
+    combos = [dict(zip(spec.grid, c, strict=True)) for c in itertools.product(*spec.grid.values())]
+    changes = [{**point, **combo} for point in spec.points or [{}] for combo in combos]
+    configs = [space.with_changes(spec.base, ch) for ch in changes]  # all validated up front
+    groups: dict[str, list[RunConfig]] = {}
+    for c in configs:  # a step schedule without keep_best: k iterations are read along a longer run
+        shares = c.schedule == "step" and not c.keep_best and c.epochs is None
+        groups.setdefault(run_key(c.model_copy(update={"iters": 1}) if shares else c), []).append(c)
+    jobs, job_of = {}, {}  # job key -> Job; run key -> (job key, iteration read along it)
     for members in groups.values():
-        longest = max((c for _, c in members), key=lambda c: c.iters or 0)
+        longest = max(members, key=lambda c: c.iters or 0)
         key = run_key(longest)
-        shorter = sorted({c.iters for _, c in members if c.iters != longest.iters})
-        jobs[key] = Job(key, longest, shorter)
-        for _, c in members:
-            job_of[run_key(c)] = (key, None if c.iters == longest.iters else c.iters)
-    points = [Point(changes, config, run_key(config), *job_of[run_key(config)])
-              for changes, config in expanded]
+        jobs[key] = Job(key, longest, sorted({c.iters for c in members if c.iters != longest.iters}))
+        job_of.update({run_key(c): (key, None if c.iters == longest.iters else c.iters) for c in members})
+    points = [Point(ch, c, run_key(c), *job_of[run_key(c)]) for ch, c in zip(changes, configs, strict=True)]
     return points, jobs

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,6 @@ class Row:
     def finished(self) -> bool:
         return self.val_acc is not None and self.status not in ("running", "pending", "error")
 
-    def to_json(self) -> dict:
-        return {**vars(self), "config": json.loads(self.config.model_dump_json())}
-
 
 @dataclass
 class SweepResult:
@@ -57,7 +55,7 @@ class SweepResult:
         return all(r.finished or r.status == "diverged" for r in self.rows)
 
     def to_json(self) -> list[dict]:
-        return [r.to_json() for r in self.ranked()]
+        return [{**vars(r), "config": json.loads(r.config.model_dump_json())} for r in self.ranked()]
 
     def table(self, fmt: str = "text") -> str:
         """The ranked table as 'text' (aligned), 'markdown' (run dirs linked) or 'csv'."""
@@ -74,7 +72,10 @@ class SweepResult:
         head = ["#", *cols, "val acc", "status", "run"]
         body = []
         for i, r in enumerate(rows, 1):
-            run = self._rel(r.run_dir)
+            try:
+                run = os.path.relpath(r.run_dir, self.sweep_dir) if r.run_dir else ""
+            except ValueError:  # on another drive (Windows)
+                run = r.run_dir
             if fmt == "markdown" and run:
                 run = f"[{run}]({run}/)"
             if r.iteration is not None and run:
@@ -90,19 +91,11 @@ class SweepResult:
         return "".join("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() + "\n"
                        for cells in [head, *body])
 
-    def _rel(self, run_dir: str | None) -> str:
-        try:
-            return os.path.relpath(run_dir, self.sweep_dir) if run_dir else ""
-        except ValueError:  # on another drive (Windows)
-            return run_dir
-
     def write(self, study=None) -> None:
         """results.md, .csv and .json in the sweep directory, with the Optuna ``study``'s figures if given."""
         d = self.sweep_dir
-        md = self.table("markdown")
-        if study is not None:
-            for name, caption in optuna_figures(study, d):
-                md += f"\n![{caption}]({name})\n"
+        figures = optuna_figures(study, d) if study is not None else []
+        md = self.table("markdown") + "".join(f"\n![{caption}]({name})\n" for name, caption in figures)
         files.write_text(d / "results.md", md)
         files.write_text(d / "results.csv", self.table("csv"))
         files.write_text(d / "results.json", json.dumps(self.to_json(), indent=2) + "\n")
@@ -114,22 +107,21 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
-    """Optuna's own plots of the finished trials, when at least two params vary."""
+def optuna_figures(study, out: Path) -> Iterator[tuple[str, str]]:
+    """Optuna's own plots of the finished trials, when at least two params vary: (file, caption) each."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     varied = [n for n in {n for t in done for n in t.params}
               if len({json.dumps(t.params.get(n)) for t in done}) > 1]
     if len(varied) < 2:
-        return []
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as vis
 
-    written = []
     for name, fn, caption in (("importance.png", "plot_param_importances", "parameter importance (fANOVA)"),
                               ("parallel.png", "plot_parallel_coordinate", "parallel coordinates")):
         with warnings.catch_warnings(action="ignore"):  # "experimental" warnings of optuna's plots
@@ -142,5 +134,4 @@ def optuna_figures(study, out: Path) -> list[tuple[str, str]]:
         fig.tight_layout()
         files.atomic_write(out / name, lambda f, fig=fig: fig.savefig(f, format="png", dpi=100))
         plt.close(fig)
-        written.append((name, caption))
-    return written
+        yield name, caption

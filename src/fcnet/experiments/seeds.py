@@ -25,9 +25,8 @@ def expand(job: dict, seeds: int) -> list[dict]:
 def combine(job: dict, results: list[dict]) -> dict:
     """The seeds' results -> the trial's: an error if any seed failed, else their mean summary
     with ``seed_values`` (each seed's final accuracy) and ``seed_ci`` (the 95% t-interval)."""
-    for r in results:
-        if "error" in r:
-            return {**job, **{k: r[k] for k in ("error", "kind", "traceback") if k in r}}
+    if failed := next((r for r in results if "error" in r), None):
+        return {**job, **{k: failed[k] for k in ("error", "kind", "traceback") if k in failed}}
     sums = [r["summary"] for r in results]
 
     def mean(values: list) -> float | None:
@@ -38,20 +37,17 @@ def combine(job: dict, results: list[dict]) -> dict:
     ok = [float(v) for v in finals if v is not None and math.isfinite(v)]
     _, lo, hi = stats.mean_ci(ok) if ok else (None, None, None)
     at = sums[0].get("val_acc_at") or {}
-    status = next((s.get("status") for s in sums if s.get("status") != "completed"),
-                  sums[0].get("status"))
+    status = next((s.get("status") for s in sums if s.get("status") != "completed"), sums[0].get("status"))
     summary = {**sums[0], "status": status, "final_val_acc": mean(finals),
                "best_val_acc": mean([s.get("best_val_acc") for s in sums]),
-               "val_acc_at": {it: mean([(s.get("val_acc_at") or {}).get(it) for s in sums])
-                              for it in at},
+               "val_acc_at": {it: mean([(s.get("val_acc_at") or {}).get(it) for s in sums]) for it in at},
                "train_seconds": sum(s.get("train_seconds") or 0.0 for s in sums),
                "trained": any(s.get("trained") for s in sums),
                "seeds": len(sums), "seed_values": finals, "seed_ci": [lo, hi]}
     return {**job, "summary": summary}
 
 
-def run_trials(jobs: list[dict], seeds: int, run: Callable[[list[dict]], list[dict]]
-               ) -> list[dict]:
+def run_trials(jobs: list[dict], seeds: int, run: Callable[[list[dict]], list[dict]]) -> list[dict]:
     """Train a task's trials with ``seeds`` seeds each through ``run``: one result per trial."""
     if seeds <= 1:
         return run(jobs)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import itertools
 import json
 import math
 import typing
@@ -172,10 +171,9 @@ class SearchParam:
                 raise FcnetError(f"{where}: needs LOW < HIGH")
             if log and low <= 0:
                 raise FcnetError(f"{where}: a log range needs LOW > 0")
-            integer = kind is int
-            if integer and (low != int(low) or high != int(high)):
+            if kind is int and (low != int(low) or high != int(high)):
                 raise FcnetError(f"{where}: {name} is an integer field; bounds must be integers")
-            return cls(name, float(low), float(high), log, step, integer)
+            return cls(name, float(low), float(high), log, step, integer=kind is int)
         values = [parse_value(name, v) for v in split_values(text)]
         if len(values) < 2:
             raise FcnetError(f"{where}: give a range LOW:HIGH or at least two choices")
@@ -216,8 +214,7 @@ def parse_params(items: list[str]) -> dict[str, SearchParam]:
 
 
 def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep") -> RunConfig:
-    """``base`` with ``changes`` applied and validated; setting ``iters`` clears an
-    ``epochs`` inherited from the base (epochs already overrides iters)."""
+    """``base`` with ``changes`` applied and validated; setting ``iters`` clears the base's ``epochs``."""
     values = {**base.model_dump(), **changes}
     if "iters" in changes and "epochs" not in changes:
         values["epochs"] = None
@@ -231,17 +228,3 @@ def with_changes(base: RunConfig, changes: dict[str, Any], where: str = "sweep")
         if isinstance(v, float) and not math.isfinite(v):
             raise FcnetError(f"{where} {k}={changes[k]}: not a finite number")
     return config
-
-
-def expand(base: RunConfig, grid: dict[str, list], points: list[dict] | None = None
-           ) -> list[tuple[dict, RunConfig]]:
-    """Every (changes, config) of ``points x product(grid)`` in grid order, validated up front."""
-    out = []
-    names = list(grid)
-    for point in points or [{}]:
-        for name in point:
-            check_field(name, "points")
-        for combo in itertools.product(*(grid[n] for n in names)):
-            changes = {**point, **dict(zip(names, combo, strict=True))}
-            out.append((changes, with_changes(base, changes)))
-    return out

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import gc
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 LEVEL = 0.95
 
 
-@dataclass
-class Cell:
+class Cell(NamedTuple):
     """One cell of a table: its per-seed accuracies on a validation split of n images."""
 
     label: str
@@ -53,8 +52,7 @@ def sampling_ci(acc: float, n: int, level: float = LEVEL) -> tuple[float, float]
     return float(ci.low), float(ci.high)
 
 
-@dataclass
-class Difference:
+class Difference(NamedTuple):
     d: float  # mean(a) - mean(b)
     low: float
     high: float
@@ -71,8 +69,7 @@ def difference(a: Cell, b: Cell, level: float = LEVEL) -> Difference:
         d = float(xa.mean() - xb.mean())
         r = stats.ttest_ind(xa, xb, equal_var=False)
         ci = r.confidence_interval(level)
-        return Difference(d, float(ci.low), float(ci.high), float(r.pvalue),
-                          "Welch t-test over seeds")
+        return Difference(d, float(ci.low), float(ci.high), float(r.pvalue), "Welch t-test over seeds")
     from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
     ka, kb = int(round(a.mean * a.n)), int(round(b.mean * b.n))
@@ -83,8 +80,7 @@ def difference(a: Cell, b: Cell, level: float = LEVEL) -> Difference:
                       "two-proportion test of one run each (Newcombe interval)")
 
 
-@dataclass
-class Pair:
+class Pair(NamedTuple):
     i: int
     j: int
     diff: Difference
@@ -102,8 +98,7 @@ def beyond_noise(cells: list[Cell], level: float = LEVEL) -> list[Pair]:
         return []
     gc.freeze()  # statsmodels' Holm calls gc.collect(): 0.2 s each over a study's heap
     try:
-        reject, p_holm, _, _ = multipletests([d.p for _, _, d in pairs], alpha=1 - level,
-                                             method="holm")
+        reject, p_holm, _, _ = multipletests([d.p for _, _, d in pairs], alpha=1 - level, method="holm")
     finally:
         gc.unfreeze()
     return [Pair(i, j, d, float(p), bool(r)) for (i, j, d), p, r in zip(pairs, p_holm, reject)]

@@ -31,10 +31,6 @@ def default_url(sweep_dir: Path) -> str:
     return f"sqlite:///{(Path(sweep_dir) / 'sweep.db').resolve()}"
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite:")
-
-
 def driver_url(url: str) -> str:
     """``postgresql://`` with an installed driver: SQLAlchemy 2.1 reads a bare one as psycopg (3);
     fcnet's extra installs psycopg2, so pick it when psycopg is missing."""
@@ -55,13 +51,13 @@ def open_storage(url: str):
     logging.getLogger("alembic").setLevel(logging.WARNING)
     given, url = url, driver_url(url)
     # an SQLite file's timeout: worker processes and other readers (e.g. `optuna-dashboard`) share it
-    engine = {"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True}
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
     kwargs: dict = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
                     "heartbeat_stale_trial_callback": retry, "engine_kwargs": engine}
     for attempt in range(4):
         try:
             storage = optuna.storages.RDBStorage(url, **kwargs)
-            if is_sqlite(url):  # the tables were made on a plain connection: new ones get WAL
+            if url.startswith("sqlite:"):  # the tables were made on a plain connection: new ones get WAL
                 sqlalchemy.event.listen(storage.engine, "connect", _wal)
                 storage.engine.dispose()
             return storage
@@ -84,13 +80,10 @@ def _wal(dbapi_connection, _record) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
-JOB_ATTRS = ("key", "config", "eval_at", "pop")  # what a trial needs to run again
-
-
 def retry(study, trial) -> None:
-    """Queue a failed trial again (Optuna's retry callback) with only its job's user attributes."""
+    """Queue a failed trial again (Optuna's retry callback) with only what its job needs to run again."""
     job = copy.deepcopy(trial)
-    job.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in JOB_ATTRS}
+    job.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("key", "config", "eval_at", "pop")}
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)(study, job)
 
 
@@ -136,10 +129,9 @@ _CAUSES = (  # (words in the driver's message, cause, what to do); first match w
 
 
 def storage_error(url: str, err: BaseException) -> FcnetError:
-    """One line for a storage that failed under a sweep: which storage, why, what to do.
-    Whatever it was, finished runs stay on disk and are reused by the next run."""
+    """One line for a storage that failed under a sweep: which, why, what to do (finished runs are kept)."""
     text = " ".join(str(e) for e in (err, err.__cause__, err.__context__) if e).lower()
-    sqlite = is_sqlite(url)
+    sqlite = url.startswith("sqlite:")
     where = url.split(":///", 1)[-1] if sqlite else _safe(url)
     if sqlite and "disk i/o error" in text:  # a full disk (under 4 MiB free), seen from the WAL
         with contextlib.suppress(OSError):
@@ -156,8 +148,7 @@ def storage_error(url: str, err: BaseException) -> FcnetError:
 
 
 def heartbeat(storage, trial_id: int) -> threading.Event:
-    """A thread that records the trial's heartbeat every HEARTBEAT_S seconds (as Optuna's own
-    does, but riding out a blip in the connection) until the returned event is set."""
+    """Record the trial's heartbeat every HEARTBEAT_S s (riding out blips) until the event is set."""
     stop = threading.Event()
 
     def loop() -> None:

@@ -16,7 +16,6 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import space, studyfile
 from fcnet.experiments.claims import Axes, Claim
-from fcnet.experiments.studyfile import StudyTable
 
 
 def bundled() -> dict[str, Path]:
@@ -29,7 +28,7 @@ def bundled() -> dict[str, Path]:
 class Study:
     title: str
     base: RunConfig
-    tables: list[StudyTable]
+    tables: list[studyfile.StudyTable]
     blocks: dict[str, dict]
     note: str = ""
     source: str = ""  # the file as the user named it (a bundled study: its name)
@@ -47,8 +46,7 @@ class Study:
         the way: the baseline's and the chosen block's weight pictures need their final weights."""
         from fcnet.experiments.plan import SweepSpec, plan
 
-        along = {p.key for p in plan(SweepSpec(self.base, points=self.runs))[0]
-                 if p.iteration is not None}
+        along = {p.key for p in plan(SweepSpec(self.base, points=self.runs))[0] if p.iteration is not None}
         own = ([{}] if "baseline" in self.blocks else []) + self.blocks.get("chosen", {}).get("weights", [])
         configs = [space.with_changes(self.base, changes) for changes in own]
         return list({space.run_key(c): c for c in configs if space.run_key(c) in along}.values())
@@ -59,8 +57,7 @@ class Study:
 
 
 def load_study(path: str | Path, dataset: str | None = None, data_path: str | None = None,
-               dtype: str | None = None, backend: str | None = None,
-               seeds: int | None = None) -> Study:
+               dtype: str | None = None, backend: str | None = None, seeds: int | None = None) -> Study:
     """A study file (or a bundled study's name) -> Study, every value validated before anything
     runs. ``seeds`` overrides the file's ``seeds``, its tables' too."""
     source = str(path)
@@ -70,10 +67,10 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
         raise FcnetError(f"--seeds must be between 1 and {studyfile.MAX_SEEDS}, got {seeds}")
     overrides = {k: v for k, v in {"dataset": dataset, "path": data_path, "dtype": dtype,
                                    "backend": backend}.items() if v}
-    model, ctx = studyfile.parse(data, source, overrides, seeds)
+    model, base, note, claims, axes = studyfile.parse(data, source, overrides, seeds)
     blocks = {b.kind: b.model_dump() for b in model.block}
-    study = Study(model.title or Path(path).stem, ctx["base"], model.table, blocks, ctx["note"],
-                  source, model.seeds, model._claims, model._axes)
+    study = Study(model.title or path.stem, base, model.table, blocks, note, source, model.seeds,
+                  claims, axes)
     runs = study.runs
     if "baseline" in blocks:
         runs += study.seeded({}, study.seeds)
@@ -85,11 +82,11 @@ def load_study(path: str | Path, dataset: str | None = None, data_path: str | No
     return study
 
 
-def run_study(study: Study, out: Path, *, workers: int = 1,
-              storage: str | None = None, join: bool = False, population: int = 16,
+def run_study(study: Study, out: Path, *, workers: int = 1, storage: str | None = None, join: bool = False,
               quiet: bool = False, depth: bool = True, figures: bool = False) -> dict:
     """Run a study (one sweep of all its runs), then write report.md and report.html.
     ``figures``: each run's own PNGs too (the report never shows them)."""
+    from fcnet.experiments.floor import study_floor
     from fcnet.experiments.study_report import Sections
     from fcnet.experiments.sweep import SweepSpec, plan, run_sweep
     from fcnet.report.render import Report
@@ -100,19 +97,23 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     spec = SweepSpec(study.base, points=study.runs)
     if not quiet:
         print(f"{study.title}: {len(study.runs)} table cells and runs, one sweep", flush=True)
-    side = _BesideTheSweep(study, out, depth)
+    errors: list[BaseException] = []  # the side thread's, re-raised here
+    side = threading.Thread(target=_beside_the_sweep, args=(study, out, depth, errors),
+                            name="beside-the-sweep", daemon=True)
     result = run_sweep(spec, out, workers=workers, storage=storage, study=name, join=join,
-                       population=population, quiet=quiet, figures=figures, plots=False,
+                       population=16, quiet=quiet, figures=figures, plots=False,
                        on_start=side.start if workers > 1 else None)
-    side.finish()
+    if side.ident is not None:  # started
+        side.join()
+    if errors:
+        raise errors[0]
     rows = {}
     for r in result.rows:
         rows.setdefault(r.key, r)
     ctx, b = Sections(study, out, rows), study.blocks
     results: dict = {"dataset": study.base.dataset, "title": study.title, "sweep": name}
     wanted = [(ctx.toy, "toy" in b), (ctx.baseline, "baseline" in b), (ctx.tables, study.tables),
-              (ctx.chosen, "chosen" in b), (ctx.depth, "depth" in b and depth),
-              (ctx.claims, study.claims)]
+              (ctx.chosen, "chosen" in b), (ctx.depth, "depth" in b and depth), (ctx.claims, study.claims)]
     sections = [section(results) for section, on in wanted if on]
     elapsed = time.perf_counter() - started
     results["wall_seconds"] = elapsed
@@ -120,10 +121,7 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
             "seeds": study.seeds, "runs": len(plan(spec)[1]), "workers": workers,
             "wall seconds": f"{elapsed:.0f}", "dtype": study.base.dtype, "optuna study": name}
     # the header's floor: the trainings this invocation ran, at the floor step (docs/bench.md)
-    from fcnet.experiments.floor import study_floor
-
-    floor = study_floor(study, population=population, depth=depth, out=out,
-                        since=time.time() - elapsed)
+    floor = study_floor(study, population=16, depth=depth, out=out, since=time.time() - elapsed)
     results["floor_seconds"] = floor.seconds
     meta.update(floor.header(elapsed))
     md, html = Report(f"{study.title} on {study.base.dataset}", sections, meta).write(out)
@@ -131,32 +129,17 @@ def run_study(study: Study, out: Path, *, workers: int = 1,
     return results
 
 
-class _BesideTheSweep(threading.Thread):
-    """The report's own runs and the depth block's torch runs (on one torch thread), trained
-    while the sweep's worker processes train, in their idle start and tail. ``start`` once the
-    sweep is open and checked (a refused sweep trains nothing); ``finish`` waits and raises what
-    they raised. A daemon: an interrupted study exits without waiting (the depth cache is
-    written atomically, so nothing half-done is left)."""
+def _beside_the_sweep(study: Study, out: Path, depth: bool, errors: list) -> None:
+    """A daemon thread's work while the sweep's worker processes train (started once the sweep is open
+    and checked: a refused sweep trains nothing): the report's own runs and the depth block's torch runs,
+    on one torch thread. An interrupted study does not wait for it (the depth cache is written atomically)."""
+    from fcnet.experiments.study_report import depth_results
+    from fcnet.training import train_run
 
-    def __init__(self, study: Study, out: Path, depth: bool):
-        super().__init__(name="beside-the-sweep", daemon=True)
-        self.study, self.out, self.error = study, out, None
-        self.block = study.blocks.get("depth") if depth else None
-
-    def run(self) -> None:
-        from fcnet.experiments.study_report import depth_results
-        from fcnet.training import train_run
-
-        try:
-            for config in self.study.own_runs():
-                train_run(config, Path(self.out) / "runs" / space.run_key(config))
-            if self.block is not None:
-                depth_results(self.study, self.out, self.block, threads=1)
-        except BaseException as err:  # re-raised in the main thread by finish()
-            self.error = err
-
-    def finish(self) -> None:
-        if self.ident is not None:  # started
-            self.join()
-        if self.error is not None:
-            raise self.error
+    try:
+        for config in study.own_runs():
+            train_run(config, out / "runs" / space.run_key(config))
+        if depth and "depth" in study.blocks:
+            depth_results(study, out, study.blocks["depth"], threads=1)
+    except BaseException as err:
+        errors.append(err)

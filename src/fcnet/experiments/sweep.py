@@ -1,7 +1,6 @@
-"""Sweeps over a grid or a random/TPE search. Every job (one run, ``runs/<key>``) is an Optuna trial:
-params the varied fields, value the validation accuracy. Configs that differ only in ``iters`` (step
-schedule, no keep_best) are one job at the largest count, read along the way; a dead process's trial
-is queued again and its retry resumes the run directory."""
+"""Sweeps over a grid or a random/TPE search. Every job (one run, ``runs/<key>``) is an Optuna trial: params
+the varied fields, value the validation accuracy; configs differing only in ``iters`` (step schedule, no
+keep_best) are one job, read along the way. A dead process's trial is queued again; its retry resumes."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.experiments import space, worker
 from fcnet.experiments import storage as db
-from fcnet.experiments.plan import SweepSpec, load_sweep_file, plan  # noqa: F401  (re-exported)
+from fcnet.experiments.plan import Point, SweepSpec, load_sweep_file, plan, pop_key  # noqa: F401  (re-exported)
 from fcnet.experiments.results import Row, SweepResult
 
 STORAGE_LOST = 3  # a worker process's exit status when the storage failed under it
@@ -35,8 +34,7 @@ FORMAT = 2  # sweeps since run keys hash only the fields that differ from their 
 
 
 def refuse_old(where: str, name: str, attrs: dict) -> None:
-    """Refuse a sweep an earlier fcnet made: its run keys differ (reusing its runs would mix
-    engines; training them again would hide the old ones)."""
+    """Refuse a sweep an earlier fcnet made: its run keys differ (reusing them would mix engines)."""
     if "spec" in attrs and attrs.get("format") != FORMAT:
         raise FcnetError(f"{where}: study {name!r} was made by an earlier fcnet, whose run keys "
                          "differ, so none of its runs would be reused: move it away, or give "
@@ -47,16 +45,14 @@ class _Study:
     """The Optuna study behind a sweep, by default named 'sweep' in SQLite, else after its directory."""
 
     def __init__(self, url: str, name: str | None, sweep_dir: Path | None = None, create: bool = True):
-        name = name or ("sweep" if db.is_sqlite(url) else Path(sweep_dir).resolve().name)
-        self.url, self.name, self.created = url, name, False
-        self.storage = db.open_storage(url)
-        try:  # exactly one process creates a study: the name is a unique key
-            if not create:
-                raise optuna.exceptions.DuplicatedStudyError
-            self.study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize")
-            self.study.set_user_attr("format", FORMAT)
-            self.created = True
-        except optuna.exceptions.DuplicatedStudyError:
+        name = self.name = name or ("sweep" if url.startswith("sqlite:") else Path(sweep_dir).resolve().name)
+        self.url, self.created, self.storage = url, False, db.open_storage(url)
+        if create:  # exactly one process creates a study: the name is a unique key
+            with contextlib.suppress(optuna.exceptions.DuplicatedStudyError):
+                self.study = optuna.create_study(study_name=name, storage=self.storage, direction="maximize")
+                self.study.set_user_attr("format", FORMAT)
+                self.created = True
+        if not self.created:
             try:
                 self.study = optuna.load_study(study_name=name, storage=self.storage)
             except KeyError:
@@ -73,17 +69,17 @@ def _enqueue_missing(st: _Study, spec: SweepSpec) -> None:
     _, jobs = plan(spec)
     trials = st.trials()
     known = {t.user_attrs.get("key") for t in trials}
+    group = {k: pop_key(job.config) or k for k, job in jobs.items()}
     cost: dict[str, float] = defaultdict(float)  # longest first: no worker idles alone at the end
     for job in jobs.values():
         c = job.config
-        cost[job.pop or job.key] += (c.iters or c.epochs or 1) * c.batch_size * (sum(c.hidden) + 10)
+        cost[group[job.key]] += (c.iters or c.epochs or 1) * c.batch_size * (sum(c.hidden) + 10)
     order = {g: i for i, g in enumerate(cost)}  # ties: in plan order, mates together
-    for job in sorted(jobs.values(), key=lambda j: (-cost[j.pop or j.key], order[j.pop or j.key])):
+    for job in sorted(jobs.values(), key=lambda j: (-cost[group[j.key]], order[group[j.key]])):
         if job.key not in known:
             params = {n: space._choice_key(getattr(job.config, n)) for n in spec.varied()}
             st.study.enqueue_trial(params, {**worker.job_attrs(job.config), "eval_at": job.eval_at})
-    alive = {t.user_attrs.get("key") for t in trials if t.state in (
-        TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    alive = {t.user_attrs.get("key") for t in trials if t.state != TrialState.FAIL}  # PRUNED: no key
     for t in sorted(trials, key=lambda t: -t.number):  # the last failure of each job
         if t.state == TrialState.FAIL and t.user_attrs.get("key") in set(jobs) - alive:
             db.retry(st.study, t)
@@ -128,9 +124,9 @@ def _run_workers(st: _Study, spec: SweepSpec, runs_dir: Path, workers: int, popu
         return (f"sweep storage {st.url}: a worker lost it (its line above says why); "
                 "run the same command again")
     if 2 in (p.exitcode for p in procs):
-        errs = [t for t in st.trials(TrialState.FAIL) if t.user_attrs.get("error_kind") == "user"]
-        return max(errs, key=lambda t: t.number).user_attrs["error"] if errs else (
-            "a worker stopped on an error")
+        errs = {t.number: t.user_attrs["error"] for t in st.trials(TrialState.FAIL)
+                if t.user_attrs.get("error_kind") == "user"}
+        return errs[max(errs)] if errs else "a worker stopped on an error"
     if died:
         worker.fail_stale(st)  # their trials, queued again for the next run
         return (f"{len(died)} worker process(es) died (exit code {died[0]}); "
@@ -148,51 +144,49 @@ def worker_main(url: str, name: str, spec: SweepSpec, runs_dir: Path, population
         if worker.work(_Study(url, name, create=False), spec, runs_dir, population, workers, figures):
             sys.exit(2)
     except (FcnetError, *db.STORAGE_ERRORS) as err:  # one line; the sweep exits non-zero too
-        if not isinstance(err, FcnetError):
-            err = db.storage_error(url, err)
-        print(f"fcnet: error: {err}", file=sys.stderr)
+        print(f"fcnet: error: {err if isinstance(err, FcnetError) else db.storage_error(url, err)}",
+              file=sys.stderr)
         sys.exit(STORAGE_LOST)
 
 
 def _rows(st: _Study, spec: SweepSpec, runs_dir: Path) -> list[Row]:
+    # a key's trial: the first finished, else running, ..., else the last failed (sorted in reverse:
+    # the last one set wins)
     rank = {TrialState.COMPLETE: 0, TrialState.RUNNING: 1, TrialState.WAITING: 2, TrialState.FAIL: 3}
-    by_key: dict = {}  # a key's trial: the first finished, else running, ..., else last failed
-    for t in sorted((t for t in st.trials() if t.state in rank),
-                    key=lambda t: (rank[t.state], -t.number if t.state == TrialState.FAIL else t.number)):
-        if t.user_attrs.get("key") is not None:
-            by_key.setdefault(t.user_attrs["key"], t)
+    by_key = {t.user_attrs["key"]: t for t in sorted(
+        (t for t in st.trials() if t.state in rank and t.user_attrs.get("key") is not None), reverse=True,
+        key=lambda t: (rank[t.state], -t.number if t.state == TrialState.FAIL else t.number))}
 
-    def row(config, params, key, job_key, iteration, t, duplicate=False) -> Row:
-        run_dir = str((runs_dir / job_key).resolve())
+    def row(p: Point, duplicate: bool = False) -> Row:
+        t, run_dir = by_key.get(p.job), str((runs_dir / p.job).resolve())
         state = t.state if t else TrialState.WAITING  # no trial yet: pending
         if state != TrialState.COMPLETE:
             status = {TrialState.RUNNING: "running", TrialState.WAITING: "pending"}.get(state, "error")
-            return Row(config, params, None, status, key, run_dir, iteration, t.number if t else None,
-                       error=t.user_attrs.get("error") if status == "error" else None)
+            error = t.user_attrs.get("error") if status == "error" else None
+            return Row(p.config, p.changes, None, status, p.key, run_dir, p.iteration,
+                       t.number if t else None, error=error)
         a = t.user_attrs
-        if iteration is None:
+        if p.iteration is None:
             val, status = a.get("final_val_acc"), a.get("status", "completed")
         else:
-            val = (a.get("val_acc_at") or {}).get(str(iteration))
+            val = (a.get("val_acc_at") or {}).get(str(p.iteration))
             status = "shared" if val is not None else a.get("status", "missing")
         if duplicate or "reused_from" in a:
             status = "reused"
-        return Row(config, params, val, status, key, a.get("run_dir", run_dir), iteration,
+        return Row(p.config, p.changes, val, status, p.key, a.get("run_dir", run_dir), p.iteration,
                    t.number, train_seconds=a.get("train_seconds"))
 
     if spec.search is None:
         points = plan(spec)[0]
         first = {p.key: p for p in reversed(points)}
-        return [row(p.config, p.changes, p.key, p.job, p.iteration, by_key.get(p.job),
-                    duplicate=first[p.key] is not p) for p in points]
+        return [row(p, duplicate=first[p.key] is not p) for p in points]
     configs = {k: RunConfig.model_validate_json(t.user_attrs["config"]) for k, t in by_key.items()}
-    return [row(c, {n: getattr(c, n) for n in spec.params}, k, k, None, by_key[k])
+    return [row(Point({n: getattr(c, n) for n in spec.params}, c, k, k, None))
             for k, c in sorted(configs.items(), key=lambda kc: by_key[kc[0]].number)]
 
 
 def _spec_for(st: _Study, spec: SweepSpec | None, join: bool, wait_s: float) -> SweepSpec:
-    """The study's spec: set it when new; check it matches when given. A joining process waits (up
-    to ``wait_s``) until the one that set the sweep up queued its jobs (unless it is that one)."""
+    """The study's spec, set when new, else checked; a joiner first waits for its creator's queue."""
     deadline, kind = time.monotonic() + wait_s, st.url.split("://")[0]
     while join and "ready" not in st.study.user_attrs and not (st.created and spec is not None):
         if time.monotonic() >= deadline:
@@ -227,8 +221,8 @@ def run_sweep(spec: SweepSpec | None, sweep_dir: str | Path, *, workers: int = 1
     if spec is not None and spec.search is None:
         plan(spec)  # every config valid before anything is written
     given, url = spec is not None, storage or db.default_url(sweep_dir)
-    sqlite = db.is_sqlite(url)  # this process then holds the sweep's lock: nobody else runs it
-    if sqlite and not given and storage is None and not (sweep_dir / "sweep.db").exists():
+    sqlite = url.startswith("sqlite:")  # this process then holds the sweep's lock: nobody else runs it
+    if not given and storage is None and not (sweep_dir / "sweep.db").exists():
         raise FcnetError(f"{sweep_dir}: no sweep here (no sweep.db): give --grid, "
                          "--search or a sweep --config to start one")
     try:  # read-only, full, damaged, a server gone: one line
@@ -251,7 +245,7 @@ def run_sweep(spec: SweepSpec | None, sweep_dir: str | Path, *, workers: int = 1
             if spec.search is None and (st.created or not join):
                 _enqueue_missing(st, spec)
             st.study.set_user_attr("ready", True)
-            runs = Path(runs_dir) if runs_dir else sweep_dir / "runs"
+            runs = Path(runs_dir or sweep_dir / "runs")
             with tqdm(total=len(plan(spec)[1]) if spec.search is None else spec.trials, desc="sweep",
                       unit="trial", file=sys.stderr, dynamic_ncols=True, disable=quiet) as bar:
                 if on_start is not None:
@@ -278,8 +272,7 @@ def load_result(sweep_dir: str | Path, storage: str | None = None, study: str | 
     try:
         st = _Study(url, study, sweep_dir, create=False)
         spec = _spec_for(st, None, False, 0.0)
-        runs = Path(runs_dir) if runs_dir else sweep_dir / "runs"
-        return SweepResult(sweep_dir, spec, _rows(st, spec, runs))
+        return SweepResult(sweep_dir, spec, _rows(st, spec, Path(runs_dir or sweep_dir / "runs")))
     except db.STORAGE_ERRORS as err:
         raise db.storage_error(url, err) from None
 
@@ -292,8 +285,7 @@ def best_test_accuracy(result: SweepResult, quiet: bool = True) -> dict:
 
 
 def test_accuracy(sweep_dir: Path, row: Row, quiet: bool = True) -> dict:
-    """One row's test accuracy, cached by run key in ``sweep_dir/test.json``. A row read along a
-    longer run ('shared') is first trained alone for its own iteration count."""
+    """One row's test accuracy, cached in ``sweep_dir/test.json``; a 'shared' row is first trained alone."""
     from fcnet.training import evaluate_run, train_run
 
     cache_path = Path(sweep_dir) / "test.json"
@@ -302,13 +294,11 @@ def test_accuracy(sweep_dir: Path, row: Row, quiet: bool = True) -> dict:
         return cache[row.key]
     run_dir = Path(row.run_dir)
     record: dict = {"key": row.key, "params": row.params, "val_acc": row.val_acc}
-    if row.iteration is not None:
+    if row.iteration is not None:  # read along a longer run: trained alone for its own iterations
         run_dir = run_dir.parent / row.key
         s = train_run(row.config, run_dir, quiet=quiet, resume=True)
         record["own_run_val_acc"] = s.get("final_val_acc")
     ev = evaluate_run(run_dir, split="test")
     record.update(run_dir=str(run_dir), split=ev["split"], n=ev["n"], test_acc=ev["accuracy"])
-    cache[row.key] = record
-    files.write_json(cache_path, cache)
+    files.write_json(cache_path, {**cache, row.key: record})
     return record
-

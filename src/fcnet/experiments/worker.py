@@ -44,17 +44,10 @@ def _summary_mtime(run_dir: Path) -> int | None:
     return path.stat().st_mtime_ns if path.exists() else None
 
 
-def _error(job: dict, err: BaseException) -> dict:
-    if isinstance(err, FcnetError):
-        return {**job, "error": str(err), "kind": "user"}
-    return {**job, "error": f"{type(err).__name__}: {err}", "kind": "bug",
-            "traceback": traceback.format_exc()}
-
-
 def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
-    """Train a task's jobs (``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``): each job plus
-    ``"summary"`` (train_run's, ``"trained"`` False if the run directory held the finished run) or
-    ``"error"`` and ``"kind"`` ('user' for an FcnetError, 'bug' for anything else)."""
+    """Train a task's jobs (``{"trial", "key", "config" (JSON), "run_dir", "eval_at"}``), several as one
+    population: each job plus ``"summary"`` (train_run's, ``"trained"`` False if the run directory held
+    the finished run) or, on every job, ``"error"`` and ``"kind"`` ('user' for an FcnetError, else 'bug')."""
     try:
         with contextlib.ExitStack() as locks:
             configs = [RunConfig.model_validate_json(job["config"]) for job in jobs]
@@ -66,35 +59,21 @@ def run_task(jobs: list[dict], figures: bool = True) -> list[dict]:
             for job, run_dir in zip(jobs, run_dirs, strict=True):
                 _log_attempt(run_dir, job, start=time.time(), batch=len(jobs),
                              threads=os.environ.get("OMP_NUM_THREADS"))
-            results = _train(jobs, configs, run_dirs, figures)
-            for r, run_dir, old in zip(results, run_dirs, before, strict=True):
-                if (s := r.get("summary")) is not None:
-                    trained = old is None or _summary_mtime(run_dir) != old
-                    _log_attempt(run_dir, r, end=time.time(), trained=trained, status=s.get("status"))
-                    r["summary"] = {**s, "trained": trained}
+            kw = {"quiet": True, "resume": True, "figures": figures,
+                  "eval_at": sorted({i for job in jobs for i in job["eval_at"]}) or None}
+            summaries = (fcnet.training.train_population(configs, run_dirs, **kw) if len(jobs) > 1 else
+                         [fcnet.training.train_run(configs[0], run_dirs[0], **kw)])
+            results = []
+            for job, s, run_dir, old in zip(jobs, summaries, run_dirs, before, strict=True):
+                trained = old is None or _summary_mtime(run_dir) != old
+                _log_attempt(run_dir, job, end=time.time(), trained=trained, status=s.get("status"))
+                results.append({**job, "summary": {**s, "trained": trained}})
             return results
-    except Exception as err:  # e.g. an unreadable config: report it on every job
-        return [_error(job, err) for job in jobs]
-
-
-def _train(jobs, configs, run_dirs, figures) -> list[dict]:
-    """Each job with its summary or error (as run_task's): one population, or lone runs."""
-    if len(jobs) > 1:
-        eval_at = sorted({i for job in jobs for i in job["eval_at"]})
-        try:
-            summaries = fcnet.training.train_population(configs, run_dirs, quiet=True, resume=True,
-                                                        eval_at=eval_at or None, figures=figures)
-            return [{**job, "summary": s} for job, s in zip(jobs, summaries, strict=True)]
-        except Exception as err:  # the whole population failed
-            return [_error(job, err) for job in jobs]
-    out = []
-    for job, config, run_dir in zip(jobs, configs, run_dirs, strict=True):
-        try:
-            out.append({**job, "summary": fcnet.training.train_run(
-                config, run_dir, quiet=True, resume=True, eval_at=job["eval_at"] or None, figures=figures)})
-        except Exception as err:
-            out.append(_error(job, err))
-    return out
+    except Exception as err:  # e.g. an unreadable config, a failed run: on every job
+        if isinstance(err, FcnetError):
+            return [{**job, "error": str(err), "kind": "user"} for job in jobs]
+        error, tb = f"{type(err).__name__}: {err}", traceback.format_exc()
+        return [{**job, "error": error, "kind": "bug", "traceback": tb} for job in jobs]
 
 
 POLL_S = 1.0  # how often a worker waiting on other processes' trials looks again
@@ -105,9 +84,8 @@ RESULT_KEYS = ("status", "final_val_acc", "best_val_acc", "val_acc_at", "train_s
 
 def work(st, spec, runs_dir: Path, population: int = 8, workers: int = 1,
          figures: bool = True, on_tell=lambda: None) -> str | None:
-    """One worker: Optuna's ``_run_trial`` for a trial and the population mates queued right after it
-    (fail stale, ask, heartbeat, train as one task, tell). None when nothing is left to ask for and no
-    other process runs a trial that may yet fail back into the queue, else the user error's message."""
+    """One worker: Optuna's ``_run_trial`` for a trial and its queued mates (fail stale, ask, heartbeat,
+    train, tell) until nothing is left or may fail back into the queue; None, or the user error."""
     if spec.search:  # a restarted or joining process must not replay the first one's proposals
         sampler = optuna.samplers.RandomSampler if spec.search == "random" else optuna.samplers.TPESampler
         st.study.sampler = sampler(seed=spec.seed + len(st.trials()) + (0 if st.created else os.getpid()))
@@ -209,7 +187,8 @@ def _wants_mate(st, spec, task: list, population: int, workers: int) -> bool:
     waiting = sorted(st.trials(TrialState.WAITING), key=lambda t: t.number)
     if waiting and waiting[0].user_attrs.get("pop") == pop:
         mates = sum(1 for t in waiting if t.user_attrs.get("pop") == pop)
-    elif not waiting and spec.search and _shape_free(spec):
+    elif not waiting and spec.search and {pop_key(space.with_changes(spec.base, {p.name: v}))
+                                          for p in spec.params.values() for v in p.ends()} == {pop}:
         mates = _left(st, spec)
     else:
         return False
@@ -218,25 +197,16 @@ def _wants_mate(st, spec, task: list, population: int, workers: int) -> bool:
 
 def _left(st, spec) -> int:
     """How many trials are left to ask for: a grid's queued ones, or a search's unspent budget."""
-    if spec.search is None:
-        return len(st.trials(TrialState.WAITING))
-    return spec.trials - len(st.trials(TrialState.COMPLETE, TrialState.RUNNING))
-
-
-def _shape_free(spec) -> bool:
-    """Do all of a search's samples train together (its ranges change no shapes)?"""
-    pops = {pop_key(space.with_changes(spec.base, {p.name: v}))
-            for p in spec.params.values() for v in p.ends()}
-    return len(pops) == 1 and None not in pops
+    return (len(st.trials(TrialState.WAITING)) if spec.search is None
+            else spec.trials - len(st.trials(TrialState.COMPLETE, TrialState.RUNNING)))
 
 
 def fail_stale(st, everyone: bool = False, why: str = "its process died") -> None:
-    """Optuna's ``fail_stale_trials`` (its callback queues them again), and at once a dead local pid's
-    trials, or every RUNNING one when ``everyone`` (the SQLite lock proves nobody else runs)."""
-    host = socket.gethostname()
+    """Optuna's ``fail_stale_trials``, and at once a dead local pid's trials (every RUNNING one when
+    ``everyone``: the SQLite lock proves nobody else runs); the retry callback queues them again."""
     for t in st.trials(TrialState.RUNNING):
         o_host, _, o_pid = t.user_attrs.get("owner", "").rpartition(":")
-        if everyone or (o_host == host and o_pid.isdigit() and not _pid_alive(int(o_pid))):
+        if everyone or (o_host == socket.gethostname() and o_pid.isdigit() and not _pid_alive(int(o_pid))):
             fail(st, t._trial_id, f"interrupted ({why})")
     optuna.storages.fail_stale_trials(st.study)
 
@@ -276,4 +246,3 @@ def die_with_parent(parent_pid: int) -> None:
 def cores() -> int:
     """The cores this process may run on (its affinity, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-

@@ -1,6 +1,5 @@
-"""Each check's value from what the child returned, compared with fcnet's own net on the
-same inputs, in the grader's process.  A check returns ``(value, note, detail)`` (detail:
-extra data such as the toy loss curve) or raises ``Failed`` with a one-line reason."""
+"""Each check's value from what the child returned, against fcnet's own net on the same inputs, in the
+grader's process: ``(value, note, detail)`` (detail: the toy loss curve) or ``Failed`` with a reason."""
 
 from __future__ import annotations
 
@@ -31,13 +30,12 @@ class Failed(Exception):
 
 @dataclass
 class Seen:
-    """What a check is judged on: its outputs (one per step), earlier checks' verdicts,
-    the submission's staged folder and the modules it imported."""
+    """What a check is judged on."""
 
-    outputs: list
-    passed: dict[str, bool]
-    folder: Path | None
-    imports: list
+    outputs: list  # one per step
+    passed: dict[str, bool]  # earlier checks' verdicts
+    folder: Path | None  # the submission's staged folder
+    imports: list | None  # [name, file] of each module it asked for or loaded (None: never recorded)
 
 
 def _arr(value, shape: tuple | None, what: str) -> np.ndarray:
@@ -116,8 +114,7 @@ def q1_scores(seen: Seen, plan: Plan):
 
 
 def q1_stable(seen: Seen, plan: Plan):
-    case = plan.toy
-    want = case.reference().loss(case.X * LARGE_SCALE)
+    want = plan.toy.reference().loss(plan.toy.X * LARGE_SCALE)
     with np.errstate(all="ignore"):
         probs = _arr(_out(seen, 0).get("probs"), want.shape, "loss(X)")
         value = float(np.sum(np.abs(probs - want)))
@@ -180,9 +177,8 @@ def q2_gradients(seen: Seen, plan: Plan):
 
 def _matches(seen: Seen, i: int, ref: dict) -> bool:
     """Whether step ``i`` returned the gradients ``ref``."""
-    o = seen.outputs[i] if i < len(seen.outputs) else None
-    grads = o.get("grads") if isinstance(o, dict) else None
     try:
+        grads = _out(seen, i).get("grads")
         return all(rel_error(_arr(grads[k], ref[k].shape, k), ref[k]) < 1e-8 for k in PARAMS)
     except (Failed, KeyError, TypeError):
         return False
@@ -196,7 +192,8 @@ def _loops(seen: Seen, plan: Plan, part: str, need: str, clean: str, tail: tuple
         found = [f for f in find_loops(seen.folder) if f.part == part] if seen.folder else []
     except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as err:
         raise Failed(f"cannot read the source: {type(err).__name__}") from None
-    note = "; ".join(str(f) for f in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    note = "; ".join(f"{f.file}:{f.line} `{f.code}`" for f in found[:3]) + \
+        (f" and {len(found) - 3} more" if len(found) > 3 else "")
     return float(len(found)), "; ".join([note or clean, *tail]), None
 
 
@@ -248,17 +245,14 @@ def _training(seen: Seen, plan: Plan):
     o = _out(seen, 0)
     pred = _arr(o.get("predict", {"error": "predict(X_test) returned nothing"}), plan.y_test.shape,
                 "predict(X_test)")
-    acc = float(np.mean(pred == plan.y_test))
     hist = o.get("loss_history")
-    detail, note = None, ""
-    if isinstance(hist, list) and hist:
-        h = np.asarray(hist, dtype=np.float64).ravel()
-        note = f"final training loss {h[-1]:.4g}"
-        detail = {"loss_history": h[:: max(1, h.size // 2000)].tolist()}
-    return acc, note, detail
+    note = f"final training loss {np.asarray(hist, dtype=np.float64).ravel()[-1]:.4g}" \
+        if isinstance(hist, list) and hist else ""
+    return float(np.mean(pred == plan.y_test)), note, None
 
 
 JUDGE: dict[str, Callable[[Seen, Plan], tuple]] = {
+    "load": lambda seen, plan: (None, "TwoLayerNet from two_layernet.py", None),  # it imported: no steps
     **{f.__name__: f for f in (own_code, init, q1_scores, q1_stable, q1_loss, q1c_scaling, q2_gradients,
                                q3_toy_training)},
     "q1c_loops": partial(_loops, part="forward", need="q1_scores",

@@ -1,8 +1,6 @@
-"""Landlock (Linux 5.13+): the child confines its own writes, deletes and renames to its
-private folder before student code runs, with or without bubblewrap and even as root.
-Reads stay allowed (the interpreter and NumPy live everywhere).  Syscalls 444-446 are
-the same number on every architecture.
-"""
+"""Landlock (Linux 5.13+): the child confines its own writes, deletes and renames to its private
+folder before student code runs, with or without bubblewrap and even as root.  Reads stay allowed
+(the interpreter and NumPy live everywhere).  Syscalls 444-446 are the same on every architecture."""
 
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ def abi() -> int:
 
 
 def restrict_writes(writable: list[Path]) -> int:
-    """Allow writes only beneath ``writable`` (and to /dev/null) from now on; returns
-    the ABI used.  OSError when Landlock is missing or refuses."""
+    """Allow writes only beneath ``writable`` and /dev/null from now on: the ABI used, or OSError."""
     version = abi()
     if version < 1:
         raise OSError("Landlock is not available")

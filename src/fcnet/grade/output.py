@@ -6,20 +6,21 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
+from itertools import chain, count
 from pathlib import Path
 
 from fcnet.files import write_json, write_text
 from fcnet.grade.checks import BY_NAME
 from fcnet.grade.grade import Grade, fmt
 from fcnet.grade.similar import Pair
+from fcnet.report import plots
 from fcnet.report.render import Figure, Report, Section, Table, slugify
 
 SHOWN_LINES = 80  # shared lines shown per similar pair on a submission's page
 
 
 def table(grades: list[Grade]) -> str:
-    """Submission, score, checks passed and the names of those failed; with one
-    submission, every check on its own line too."""
+    """Submission, score, checks passed and those failed; with one submission, each check's line."""
     w = max([len("submission")] + [len(g.submission) for g in grades])
     lines = [f"{'submission':<{w}}  {'score':>5}  {'passed':>6}  failed"]
     for g in grades:
@@ -30,16 +31,6 @@ def table(grades: list[Grade]) -> str:
         lines += [""] + [f"[{'PASS' if c.passed else 'FAIL'}] {c.name:<{cw}}  {c.message}"
                          for c in grades[0].checks]
     return "\n".join(lines)
-
-
-def _csv(grades: list[Grade]) -> str:
-    names = [c.name for c in grades[0].checks] if grades else []
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["submission", "score", *names, "failed"])
-    w.writerows([g.submission, f"{g.score:.1f}", *[int(c.passed) for c in g.checks], " ".join(g.failed)]
-                for g in grades)
-    return buf.getvalue()
 
 
 def _rule(name: str, threshold: float | None) -> list[str]:
@@ -66,8 +57,6 @@ def _shared(g: Grade, pairs: list[Pair], slugs: dict[str, str]) -> list:
 
 
 def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: dict[str, str]) -> Path:
-    from fcnet.report import plots
-
     # each message without its leading "value rule threshold", which the columns show
     rows = [[c.name, "pass" if c.passed else "FAIL", fmt(c.value),
              *_rule(c.name, c.threshold), f"{c.points:g}",
@@ -94,8 +83,6 @@ def _submission_page(g: Grade, out: Path, meta: dict, pairs: list[Pair], slugs: 
 
 
 def _overview(grades: list[Grade], slugs: dict[str, str], out: Path, meta: dict, pairs: list[Pair]) -> Path:
-    from fcnet.report import plots
-
     figs = out / "figures"
     bins = [f"{10 * k}-{10 * k + 9}" for k in range(9)] + ["90-100"]
     counts = Counter(min(int(g.score // 10), 9) for g in grades)
@@ -145,21 +132,22 @@ def _overview(grades: list[Grade], slugs: dict[str, str], out: Path, meta: dict,
 
 
 def write_outputs(grades: list[Grade], out: Path, meta: dict, pairs: list[Pair] = ()) -> dict[str, Path]:
-    """grades.json, grades.csv, report.html (+ report.md) and submissions/<slug>/report.html;
-    ``pairs``: the similar submissions (``fcnet.grade.similar``)."""
+    """grades.json, grades.csv, report.html (+ .md), submissions/<slug>/report.html (one grade at least)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["submission", "score", *[c.name for c in grades[0].checks], "failed"])
+    w.writerows([g.submission, f"{g.score:.1f}", *[int(c.passed) for c in g.checks], " ".join(g.failed)]
+                for g in grades)
     paths = {"json": write_json(out / "grades.json", [g.to_json() for g in grades]),
-             "csv": write_text(out / "grades.csv", _csv(grades))}
-    if grades:
-        slugs: dict[str, str] = {}  # each submission's page folder: its name as a unique slug
-        for g in grades:
-            base = s = slugify(g.submission)
-            k = 2
-            while s in slugs.values():
-                s, k = f"{base}-{k}", k + 1
-            slugs[g.submission] = s
-        for g in grades:
-            _submission_page(g, out / "submissions" / slugs[g.submission], meta, pairs, slugs)
-        paths["html"] = _overview(grades, slugs, out, meta, pairs)
+             "csv": write_text(out / "grades.csv", buf.getvalue())}
+    slugs: dict[str, str] = {}  # each submission's page folder: its name as a unique slug
+    for g in grades:
+        base = slugify(g.submission)
+        slugs[g.submission] = next(s for s in chain([base], (f"{base}-{k}" for k in count(2)))
+                                   if s not in slugs.values())
+    for g in grades:
+        _submission_page(g, out / "submissions" / slugs[g.submission], meta, pairs, slugs)
+    paths["html"] = _overview(grades, slugs, out, meta, pairs)
     return paths

@@ -1,16 +1,16 @@
-"""What the grader asks of each submission: the inputs (study.md's toy example and, per
-grading run, random sizes, weights, inputs and regs a submission cannot memorise), written
-as ``.npy`` files for the child, and the steps of each check."""
+"""What the grader asks of each submission: the inputs (training data, study.md's toy example and, per
+run, random sizes, weights, inputs and regs a submission cannot memorise) and each check's steps."""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from fcnet.check import HIDDEN_SIZE, INPUT_SIZE, NUM_CLASSES, toy_data, toy_model
+from fcnet.nn.model import TwoLayerNet
 
 PARAMS = ("W1", "b1", "W2", "b2")
 TOY = (INPUT_SIZE, HIDDEN_SIZE, NUM_CLASSES)
@@ -25,8 +25,7 @@ TRAINING = {"digits": {"learning_rate": 1e-2, "reg": 0.05, "num_iters": 300},
             "cifar10": {"learning_rate": 1e-4, "reg": 0.25, "num_iters": 1000}}
 
 
-@dataclass
-class Case:
+class Case(NamedTuple):
     """A net and a batch: dims (D, H, C), weights, X (N, D), y (N,)."""
 
     name: str
@@ -35,10 +34,8 @@ class Case:
     X: np.ndarray
     y: np.ndarray
 
-    def reference(self):
+    def reference(self) -> TwoLayerNet:
         """fcnet's net holding these weights."""
-        from fcnet.nn.model import TwoLayerNet
-
         ref = TwoLayerNet(*self.dims, std=0.1, seed=0)
         for k in PARAMS:
             ref.params[k][...] = self.params[k]
@@ -49,8 +46,7 @@ class Case:
                 "y": f"{self.name}_y", **extra}
 
 
-@dataclass
-class Plan:
+class Plan(NamedTuple):
     """One grading run's inputs and steps, the same for every submission."""
 
     seed: int
@@ -61,16 +57,23 @@ class Plan:
     steps: dict[str, list[dict]]
 
 
-def save_arrays(dest: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Each array as ``dest/<name>.npy``, world-readable (the child may run as another uid)."""
-    for k, v in arrays.items():
-        np.save(dest / f"{k}.npy", np.ascontiguousarray(v))
-        (dest / f"{k}.npy").chmod(0o644)
+def make_plan(dataset: str, path: str | None, data: Path) -> tuple[int, Plan]:
+    """Write the training data (``path``: CIFAR-10's source) and this run's random inputs into ``data``
+    as world-readable ``.npy`` files (the child loads them without pickle, maybe as another uid) and list
+    the steps; returns the training data's size in bytes and the plan (y_test stays in it)."""
+    from fcnet.data import Preprocessor, get_CIFAR10_data, load_splits
 
-
-def make_plan(dataset: str, data: Path, D_train: int, C_train: int, y_test: np.ndarray) -> Plan:
-    """Draw this run's random case, write every input array into ``data`` and list the steps
-    (the training check's net has ``D_train`` inputs and ``C_train`` classes)."""
+    if dataset == "digits":
+        d = load_splits("digits", progress=False, cache=False)
+        prep = Preprocessor("mean").fit(d.train.x)
+        splits = [a for s in (d.train, d.val, d.test) for a in (prep.transform(s.x), s.y)]
+    else:  # CIFAR-10's images as float32, its labels as they are
+        splits = [a.astype(np.float32) if i % 2 == 0 else a
+                  for i, a in enumerate(get_CIFAR10_data(path=path, progress=False))]
+    train = dict(zip(("X_train", "y_train", "X_val", "y_val", "X_test"), splits))
+    y_test = np.asarray(splits[5])
+    D_train = int(train["X_train"].shape[1])
+    C_train = int(max(np.max(train["y_train"]), np.max(train["y_val"]), y_test.max())) + 1
     seed = secrets.randbits(32)
     rs = np.random.RandomState(seed)
     ref = toy_model()
@@ -85,8 +88,11 @@ def make_plan(dataset: str, data: Path, D_train: int, C_train: int, y_test: np.n
     n_max = SCALING_SIZES[-1]
     arrays = {"big_X": toy.X * LARGE_SCALE, "time_X": rs.randn(n_max, INPUT_SIZE),
               "time_y": rs.randint(NUM_CLASSES, size=n_max)}
-    save_arrays(data, arrays | {f"{c.name}_{k}": v for c in (toy, rand)
-                                for k, v in {"X": c.X, "y": c.y, **c.params}.items()})
+    data.mkdir(mode=0o755)
+    for name, a in (train | arrays | {f"{c.name}_{k}": v for c in (toy, rand)
+                                      for k, v in {"X": c.X, "y": c.y, **c.params}.items()}).items():
+        np.save(data / f"{name}.npy", np.ascontiguousarray(a))
+        (data / f"{name}.npy").chmod(0o644)
     steps = {
         "init": [{"op": "construct", "dims": list(TOY), "std": 0.1, "seed": 0},
                  {"op": "construct", **init_rand}],
@@ -105,4 +111,4 @@ def make_plan(dataset: str, data: Path, D_train: int, C_train: int, y_test: np.n
                            "predict": "X_test", "kwargs": {**TRAINING[dataset], "learning_rate_decay": 0.95,
                                                            "batch_size": 200}}],
     }
-    return Plan(seed, toy, rand, regs, y_test, steps)
+    return sum(int(np.asarray(a).nbytes) for a in train.values()), Plan(seed, toy, rand, regs, y_test, steps)

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fcnet.config import read_toml
 from fcnet.errors import FcnetError
-from fcnet.grade.checks import BY_NAME, Check
+from fcnet.grade.checks import BY_NAME
 
 DEFAULT = Path(__file__).with_name("rubric.toml")
 
 
-@dataclass(frozen=True)
-class Rubric:
+class Rubric(NamedTuple):
     points: dict[str, float]
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]  # overrides of the checks' own thresholds
     source: str
-
-    def threshold(self, check: Check) -> float | None:
-        return self.thresholds.get(check.name, check.threshold)
 
 
 def load_rubric(path: str | Path | None = None) -> Rubric:

@@ -1,11 +1,9 @@
 """Running one submission's child process, isolated and limited (docs/grade.md, "The sandbox").
-
-Mode ``bwrap``: bubblewrap namespaces, a read-only file system, a private /tmp and fcnet's
-package hidden.  Mode ``none`` (bubblewrap missing or unable to start, or ``--sandbox none``):
-no namespaces; as root, an unused uid (61000 + worker slot) when Landlock is missing.
-Either mode: ``python -I -S child.py`` with a clean environment and the wall clock here; the
-child sets rlimits, Landlock and seccomp on itself before student code runs.
-"""
+Mode ``bwrap``: bubblewrap namespaces, a read-only file system, a private /tmp, fcnet's package
+hidden.  Mode ``none`` (bubblewrap missing or unable to start, or ``--sandbox none``): no namespaces;
+as root, an unused uid (61000 + worker slot) when Landlock is missing.  Either mode: ``python -I -S
+child.py`` with a clean environment and the wall clock here; the child sets rlimits, Landlock and
+seccomp on itself before student code runs."""
 
 from __future__ import annotations
 
@@ -22,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy
 
@@ -32,10 +31,16 @@ DROP_UID = 61000  # + worker slot; ids no account uses
 OUTPUT_TAIL = 16 * 1024
 MAX_RESULT = 32 << 20
 HERE = Path(__file__).resolve().parent
+# the child's whole environment (plus HOME, TMPDIR, MPLCONFIGDIR): nothing of the grader's (tokens,
+# proxies) reaches student code; one BLAS thread per submission keeps timings fair and the task count small
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+       "PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+       **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"),
+       **{k: v for k, v in os.environ.items() if k == "OPENBLAS_CORETYPE"}}
+SITE = str(Path(numpy.__file__).resolve().parent.parent)  # the one site-packages folder the child needs
 
 
-@dataclass
-class Limits:
+class Limits(NamedTuple):
     timeout: float = 300.0
     memory_mb: int = 2048
     nproc: int = 64
@@ -43,14 +48,18 @@ class Limits:
     nofile: int = 256
     tmpfs_mb: int = 256
 
-    def for_child(self, uid: int | None) -> dict:
-        return {"cpu_s": int(self.timeout) + 1, "memory_mb": self.memory_mb,
-                "nproc": self.nproc + _processes_of(os.getuid() if uid is None else uid),
+    def for_child(self, uid: int) -> dict:
+        tasks = 0  # what ``uid`` runs now, processes and threads: RLIMIT_NPROC counts them all
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if d.stat().st_uid == uid:
+                        tasks += sum(1 for _ in (d / "task").iterdir())
+        return {"cpu_s": int(self.timeout) + 1, "memory_mb": self.memory_mb, "nproc": self.nproc + tasks,
                 "fsize_mb": self.fsize_mb, "nofile": self.nofile}
 
 
-@dataclass
-class RunResult:
+class RunResult(NamedTuple):
     records: list[dict]
     output: str
     output_bytes: int
@@ -76,46 +85,14 @@ class RunResult:
         return f"exited with status {rc} before the checks finished{last}"
 
 
-def _processes_of(uid: int) -> int:
-    """How many tasks (processes and threads) ``uid`` runs now: RLIMIT_NPROC counts them all."""
-    n = 0
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                if d.stat().st_uid == uid:
-                    n += sum(1 for _ in (d / "task").iterdir())
-    return n
-
-
-def _site() -> list[str]:
-    """The site-packages folder(s) the child needs: NumPy's."""
-    return [str(Path(numpy.__file__).resolve().parent.parent)]
-
-
 def _hidden_by_tmp() -> list[str]:
     """The interpreter's folders that bwrap's private /tmp would hide (a venv under /tmp)."""
     found = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                                         *_site())}
+                                         SITE)}
     found |= {Path(sys.executable).parent.parent, Path(sys.executable).resolve().parent.parent}
     tmp = Path("/tmp").resolve()
     inside = sorted(p for p in found if p.is_relative_to(tmp) and p != tmp)
     return [str(p) for p in inside if not any(p != q and p.is_relative_to(q) for q in inside)]
-
-
-def _env(home: str) -> dict[str, str]:
-    """A clean environment: nothing of the grader's (tokens, proxies) reaches student code."""
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "TMPDIR": home, "MPLCONFIGDIR": home,
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
-           "PYTHONHASHSEED": "0", "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8", "MPLBACKEND": "Agg"}
-    # one core per submission: timings stay fair and the task count small
-    env |= dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
-    if "OPENBLAS_CORETYPE" in os.environ:
-        env["OPENBLAS_CORETYPE"] = os.environ["OPENBLAS_CORETYPE"]
-    return env
-
-
-_NO_SECCOMP = (f"the seccomp filter is not available on {platform.machine()}: forks and sockets "
-               "of submissions are not blocked")
 
 
 @dataclass
@@ -126,8 +103,7 @@ class Sandbox:
 
     @classmethod
     def detect(cls, requested: str = "auto") -> Sandbox:
-        """The strongest sandbox that works here: each candidate runs a probe child,
-        which also reports whether Landlock and seccomp work."""
+        """The strongest sandbox that works here, found by running a probe child in each candidate."""
         why = "--sandbox none"
         if requested in ("auto", "bwrap"):
             if not shutil.which("bwrap"):
@@ -136,7 +112,6 @@ class Sandbox:
                 box = cls("bwrap", False)
                 caps, output = box.probe()
                 if caps is not None:
-                    box.warnings = [] if caps["seccomp"] else [_NO_SECCOMP]
                     return box
                 why = _bwrap_failure(output)
             if requested == "bwrap":
@@ -149,31 +124,32 @@ class Sandbox:
                 fs = ("writes outside its own folder are blocked (Landlock), but it can read the file system "
                       "and see other processes" if caps["landlock"]
                       else f"the file system is NOT isolated: it runs as {who} (no Landlock)")
-                box.warnings = [f"{why}: submissions run with resource limits only; {fs}"]
-                box.warnings += [] if caps["seccomp"] else [_NO_SECCOMP]
+                box.warnings.insert(0, f"{why}: submissions run with resource limits only; {fs}")
                 return box
         raise FcnetError(f"cannot start the grader's child process ({sys.executable} {HERE / 'child.py'})")
 
     def probe(self) -> tuple[dict | None, str]:
-        """What a probe child reports ({"landlock": abi, "seccomp": bool}, None when it fails),
-        and what it printed."""
+        """A probe child's report ({"landlock": abi, "seccomp": bool}; None: it failed) and output."""
         with tempfile.TemporaryDirectory(prefix="fcnet-grade-probe-", ignore_cleanup_errors=True) as tmp:
             os.chmod(tmp, 0o755)
             (Path(tmp) / "src").mkdir(mode=0o755)
-            r = self.run({"probe": True}, Path(tmp) / "src", None, Limits(timeout=60), slot=0)
-        lines = [ln for ln in r.output.splitlines() if ln.startswith("FCNET-PROBE ")]
-        if r.returncode != 0 or r.timed_out or not lines:
+            r = self.run({"probe": True}, Path(tmp) / "src", Path(tmp) / "src", Limits(timeout=60))  # no data
+        if r.returncode != 0 or r.timed_out or not r.records:
             return None, r.output
-        return json.loads(lines[0].split(" ", 1)[1]), r.output
+        caps = r.records[0]
+        if not caps["seccomp"]:
+            self.warnings = [f"the seccomp filter is not available on {platform.machine()}: forks and "
+                             "sockets of submissions are not blocked"]
+        return caps, r.output
 
-    def run(self, cfg: dict, stage: Path, data: Path | None, limits: Limits, slot: int = 0) -> RunResult:
-        """Run the child on the submission copied in ``stage`` (readable by the child's uid;
-        in mode "none" its private ``work`` folder is made beside it)."""
+    def run(self, cfg: dict, stage: Path, data: Path, limits: Limits, slot: int = 0) -> RunResult:
+        """Run the child on the submission copied in ``stage`` (mode "none": ``work`` is made beside it)."""
         uid = DROP_UID + slot if self.drop_uid else None
         r_fd, w_fd = os.pipe()
-        cfg = dict(cfg, result_fd=w_fd, limits=limits.for_child(uid), site=_site())
+        cfg = dict(cfg, result_fd=w_fd, site=[SITE],
+                   limits=limits.for_child(os.getuid() if uid is None else uid))
         if self.mode == "bwrap":
-            cfg.update(src="/tmp/submission", work="/tmp/work", data="/tmp/data" if data else None)
+            cfg.update(src="/tmp/submission", work="/tmp/work", data="/tmp/data")
             home, runner, cwd = "/tmp/work", "/tmp/runner", "/"
             argv = [shutil.which("bwrap") or "bwrap", "--ro-bind", "/", "/", "--dev", "/dev",
                     "--proc", "/proc", "--size", str(limits.tmpfs_mb * (1 << 20)), "--tmpfs", "/tmp"]
@@ -182,9 +158,7 @@ class Sandbox:
             argv += ["--tmpfs", str(Path(fcnet.__file__).resolve().parent)]  # fcnet is not importable
             for name in ("child.py", "landlock.py", "seccomp.py"):  # the standard library and NumPy only
                 argv += ["--ro-bind", str(HERE / name), f"{runner}/{name}"]
-            argv += ["--ro-bind", str(stage), "/tmp/submission"]
-            if data:
-                argv += ["--ro-bind", str(data), "/tmp/data"]
+            argv += ["--ro-bind", str(stage), "/tmp/submission", "--ro-bind", str(data), "/tmp/data"]
             argv += ["--unshare-all", "--die-with-parent", "--new-session", "--chdir", "/tmp"]
             if os.geteuid() == 0:
                 argv += ["--cap-drop", "ALL"]
@@ -194,21 +168,21 @@ class Sandbox:
             if uid is not None:
                 os.chown(work, uid, uid)
             os.chmod(work, 0o700)
-            cfg.update(src=str(stage), work=str(work), data=str(data) if data else None)
+            cfg.update(src=str(stage), work=str(work), data=str(data))
             home, argv, cwd, runner = str(work), [], str(work), str(HERE)
         argv += [sys.executable, "-I", "-S", f"{runner}/child.py", json.dumps(cfg)]
         t0 = time.perf_counter()
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(w_fd,), cwd=cwd, env=_env(home), start_new_session=True,
-                user=uid, group=uid, extra_groups=[] if uid is not None else None,
+                pass_fds=(w_fd,), cwd=cwd, env=ENV | dict.fromkeys(("HOME", "TMPDIR", "MPLCONFIGDIR"), home),
+                start_new_session=True, user=uid, group=uid, extra_groups=[] if uid is not None else None,
             )
         except OSError:
             os.close(r_fd)
-            os.close(w_fd)
             return RunResult([], "", 0, 127, False, 0.0)
-        os.close(w_fd)
+        finally:
+            os.close(w_fd)  # the child's end
         records: list[dict] = []
         tail = bytearray()
         total = [0]
@@ -234,11 +208,9 @@ class Sandbox:
         readers = [threading.Thread(target=f, daemon=True) for f in (read_records, read_output)]
         for t in readers:
             t.start()
-        timed_out = False
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=limits.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+        timed_out = proc.returncode is None  # still running at the wall-clock limit
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # also whatever the child left behind in its session
         proc.wait()

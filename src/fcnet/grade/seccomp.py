@@ -1,10 +1,8 @@
-"""A seccomp filter the child installs on itself before student code runs: no new
-processes (threads stay allowed) and no sockets but AF_UNIX.  It holds for root too,
-whom RLIMIT_NPROC exempts (the process limit alone cannot stop a fork bomb there).
-``fork``/``vfork``/``clone`` without CLONE_THREAD fail with EAGAIN, ``clone3`` with
-ENOSYS (glibc then uses ``clone``), ``socket`` but AF_UNIX with EACCES; a syscall of a
-foreign ABI (i386 or x32 on x86-64) kills the process.  Classic BPF, built here.
-"""
+"""A seccomp filter (classic BPF, built here) the child installs on itself before student code
+runs: no new processes (threads stay allowed) and no sockets but AF_UNIX, for root too, whom
+RLIMIT_NPROC exempts.  ``fork``/``vfork``/``clone`` without CLONE_THREAD fail with EAGAIN,
+``clone3`` with ENOSYS (glibc then uses ``clone``), ``socket`` but AF_UNIX with EACCES; a
+syscall of a foreign ABI (i386 or x32 on x86-64) kills the process."""
 
 from __future__ import annotations
 
@@ -63,14 +61,10 @@ def install() -> None:
     """Install the filter on this process (and everything it starts); OSError if refused."""
     prog = _program(platform.machine())
     buf = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *ins) for ins in prog))
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    fprog = SockFprog(len(prog), ctypes.cast(buf, ctypes.c_void_p))
+    fprog = ctypes.create_string_buffer(struct.pack("@HP", len(prog), ctypes.addressof(buf)))  # sock_fprog
     libc = ctypes.CDLL(None, use_errno=True)
     ulong = ctypes.c_ulong
     if libc.prctl(PR_SET_NO_NEW_PRIVS, ulong(1), ulong(0), ulong(0), ulong(0)) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
-    if libc.prctl(PR_SET_SECCOMP, ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), ulong(0), ulong(0)) != 0:
+    if libc.prctl(PR_SET_SECCOMP, ulong(SECCOMP_MODE_FILTER), fprog, ulong(0), ulong(0)) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")

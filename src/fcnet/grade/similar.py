@@ -1,24 +1,21 @@
-"""Similar submissions: pairs whose ``two_layernet.py`` is near-identical once names,
-comments and whitespace are normalised (copydetect's MOSS-style winnowing fingerprints;
-each file's similarity is the share of its fingerprints found in the other).  The course's
-template (``--template``, MOSS's "base file") never counts as shared."""
+"""Similar submissions: pairs whose ``two_layernet.py`` is near-identical once names, comments and
+whitespace are normalised (copydetect's MOSS-style winnowing fingerprints; each file's similarity is the
+share of its fingerprints found in the other).  The template (MOSS's "base file") never counts."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import itertools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NOISE = 25  # k-gram length in tokens: shorter matches are noise (copydetect's default)
 WINDOW = 1  # every k-gram is a fingerprint: the files are small
 THRESHOLD = 0.8  # both files at least this similar to each other
 
 
-@dataclass(frozen=True)
-class Pair:
-    """Two similar submissions: how much of each is found in the other, and the
-    line numbers (1-based) of each that the other shares."""
+class Pair(NamedTuple):
+    """Two similar submissions: the share of each found in the other, and the lines (1-based) shared."""
 
     a: str
     b: str

@@ -1,18 +1,15 @@
-"""Q1c's static half: Python loops over samples, units or classes in a submission's
-``loss`` and in what it calls, read from its source files (nothing of it runs here).
-A loop is flagged when what it iterates over depends on the data or array sizes;
-docs/grade.md ("The static loop checks") gives the rules and the forward/backward split.
-"""
+"""Q1c's static half: Python loops over samples, units or classes in a submission's ``loss`` and
+what it calls, read from its source files (nothing of it runs here): a loop whose iterable depends on
+the data or array sizes; docs/grade.md ("The static loop checks") gives the rules and the split."""
 
 from __future__ import annotations
 
 import ast
 import functools
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 _WRAPPERS = {"zip", "enumerate", "reversed", "sorted", "list", "tuple"}
-_DICT_VIEWS = {"items", "keys", "values"}
 _HIDDEN_LOOPS = {"vectorize", "apply_along_axis", "frompyfunc"}
 _SIZE_WORDS = ("size", "shape", "class", "dim", "num_")
 _FUNC = ast.FunctionDef | ast.AsyncFunctionDef
@@ -20,15 +17,11 @@ _MUTATORS = {"append", "extend", "insert", "fill", "update", "put", "itemset", "
              "__setitem__", "__iadd__", "__isub__"}
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     file: str
     line: int
     code: str
-    part: str = "forward"  # "forward" (forward pass and loss) or "backward"
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line} `{self.code}`"
+    part: str  # "forward" (forward pass and loss) or "backward"
 
 
 class _Taint:
@@ -62,15 +55,9 @@ class _Taint:
         """Whether iterating over ``it`` runs a fixed number of times."""
         if isinstance(it, ast.Tuple | ast.List | ast.Set | ast.Dict | ast.Constant):
             return True
-        if isinstance(it, ast.Call):
-            f = it.func
-            if isinstance(f, ast.Name) and f.id in _WRAPPERS:
-                return all(self.allowed(a) for a in it.args)
-            if isinstance(f, ast.Name) and f.id == "range":
-                return not any(self.tainted(a) for a in it.args)
-            if isinstance(f, ast.Attribute) and f.attr in _DICT_VIEWS:
-                return not self.tainted(f.value)
-        return not self.tainted(it)
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id in _WRAPPERS:
+            return all(self.allowed(a) for a in it.args)
+        return not self.tainted(it)  # range(n), d.items(), ...: whether n or d is tainted
 
 
 def _pairs(target: ast.AST, value: ast.AST | None) -> list[tuple[ast.AST, ast.AST | None]]:
@@ -81,20 +68,14 @@ def _pairs(target: ast.AST, value: ast.AST | None) -> list[tuple[ast.AST, ast.AS
     return [(target, value)]
 
 
-def _code(lines: list[str], lineno: int) -> str:
-    text = lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 class _Source:
     """One parsed file of the submission: its functions, classes and imports."""
 
     def __init__(self, path: Path):
         self.path, self.lines = path, path.read_text(errors="replace").splitlines()
-        self.tree = ast.parse("\n".join(self.lines), filename=path.name)
         self.defs: dict[str, ast.AST] = {}
         self.imports: dict[str, tuple[str, str | None]] = {}  # local name -> (module, attribute)
-        for node in self.tree.body:
+        for node in ast.parse("\n".join(self.lines), filename=path.name).body:
             if isinstance(node, _FUNC | ast.ClassDef):
                 self.defs[node.name] = node
             elif isinstance(node, ast.Import):
@@ -233,10 +214,8 @@ def find_loops(folder: Path) -> list[Finding]:
             where = part or ("backward" if id(top) in backward else "forward")
             for n in ast.walk(top):
                 bad = None
-                if isinstance(n, ast.For | ast.AsyncFor) and not taint.allowed(n.iter):
-                    bad = n
-                elif isinstance(n, ast.comprehension) and not taint.allowed(n.iter):
-                    bad = n.iter
+                if isinstance(n, ast.For | ast.AsyncFor | ast.comprehension) and not taint.allowed(n.iter):
+                    bad = n.iter if isinstance(n, ast.comprehension) else n  # a comprehension has no line
                 elif isinstance(n, ast.While) and taint.tainted(n.test):
                     bad = n
                 elif isinstance(n, ast.Call) and (
@@ -247,7 +226,9 @@ def find_loops(folder: Path) -> list[Finding]:
                 elif isinstance(n, ast.Call) and (callee := _resolve(files, src, cls, n.func)):
                     todo.append((*callee, where))
                 if bad is not None:
-                    findings.append(Finding(src.path.name, bad.lineno, _code(src.lines, bad.lineno), where))
+                    code = src.lines[bad.lineno - 1].strip()  # the parsed text is these lines
+                    code = code if len(code) <= 80 else code[:77] + "..."
+                    findings.append(Finding(src.path.name, bad.lineno, code, where))
     # a loop reached from both passes is the forward pass's (sorted last, it wins)
     best = {(f.file, f.line): f for f in sorted(findings, key=lambda f: f.part == "forward")}
     return sorted(best.values(), key=lambda f: (f.file, f.line))

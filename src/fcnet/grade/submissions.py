@@ -1,7 +1,7 @@
-"""Finding submissions (a ``.py``, a folder with ``two_layernet.py``, a ``.zip`` of one, or a
-folder of them) and copying each into the run's private folder.  Zips are read through
-``fcnet.data.archive`` (no path traversal, no links) and capped in size.  Faults in what the
-user named raise FcnetError; a bad entry in a folder of submissions is graded 0 with the reason."""
+"""Finding submissions (a ``.py``, a folder with ``two_layernet.py``, a ``.zip`` of one, or a folder of
+them) and copying each into the run's private folder; zips are read through ``fcnet.data.archive`` (no
+path traversal, no links), capped in size.  Faults in what the user named raise FcnetError; a bad
+entry in a folder of submissions is graded 0 with the reason."""
 
 from __future__ import annotations
 
@@ -56,8 +56,7 @@ def _check(path: Path) -> None:
 
 
 def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Submission]:
-    """The submissions the user named, each with a unique name, in the given order.
-    ``exclude``: folders never taken as submissions (the output folder)."""
+    """The submissions named, each under a unique name, in order (``exclude``: folders never taken)."""
     skip = {Path(e).resolve() for e in exclude}
     subs: list[Submission] = []
     for raw in paths:
@@ -94,29 +93,23 @@ def collect(paths: list[str | os.PathLike], exclude: list[Path] = ()) -> list[Su
 
 
 def stage(sub: Submission, dest: Path) -> None:
-    """Copy the submission's files into ``dest`` (made here), world-readable, with
-    ``two_layernet.py`` at its top.  Only regular files: links are skipped."""
+    """Make ``dest`` with the submission's regular files (no links), world-readable, ENTRY on top."""
     dest.mkdir(mode=0o755)
     p = sub.path
     if p.is_file():
-        for rel, data in [(ENTRY, p.read_bytes())] if p.suffix.lower() == ".py" else _zip_files(p):
-            _write(dest / rel, data)
-        return
-    total = count = 0
-    for root, dirs, names in os.walk(p):  # os.walk does not follow links to folders
-        dirs[:] = [d for d in dirs if d not in _SKIP]
-        for n in names:
-            src = Path(root) / n
-            if src.is_symlink() or not src.is_file():
-                continue
-            total += src.stat().st_size
-            count += 1
-            if total > MAX_BYTES or count > MAX_FILES:
-                raise FcnetError(f"{p}: more than {MAX_FILES} files or {MAX_BYTES >> 20} MB")
-            _write(dest / src.relative_to(p), src.read_bytes())
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    path.write_bytes(data)
-    os.chmod(path, 0o644)
+        files = [(ENTRY, p.read_bytes())] if p.suffix.lower() == ".py" else _zip_files(p)
+    else:
+        files, total = [], 0
+        for root, dirs, names in os.walk(p):  # os.walk does not follow links to folders
+            dirs[:] = [d for d in dirs if d not in _SKIP]
+            for src in (Path(root) / n for n in names):
+                if src.is_symlink() or not src.is_file():
+                    continue
+                total += src.stat().st_size
+                if total > MAX_BYTES or len(files) >= MAX_FILES:
+                    raise FcnetError(f"{p}: more than {MAX_FILES} files or {MAX_BYTES >> 20} MB")
+                files.append((src.relative_to(p), src.read_bytes()))
+    for rel, data in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        (dest / rel).write_bytes(data)
+        os.chmod(dest / rel, 0o644)

@@ -22,26 +22,28 @@ DPI = 120
 COLORS = ["#1f5a99", "#d1603d", "#3b8f5a", "#8a5fb0", "#b8862b", "#4a9fb5", "#c2577f", "#6b6b6b"]
 
 
-def _new_figure(width: float = 6.4, height: float = 4.0):
-    """A figure of its own (no pyplot state) and its one axes."""
-    fig = MplFigure(figsize=(width, height), dpi=DPI, layout="constrained")
-    return fig, fig.add_subplot()
+def _new_axes(width: float = 6.4, height: float = 4.0):
+    """The one axes of a figure of its own (no pyplot state)."""
+    return MplFigure(figsize=(width, height), dpi=DPI, layout="constrained").add_subplot()
 
 
-def _style(ax, title: str, xlabel: str, ylabel: str, integer_x: bool = False) -> None:
+def _save(ax, path: str | os.PathLike) -> Path:
+    # no Software/date metadata: the same data gives the same bytes
+    return files.atomic_write(
+        path, lambda f: ax.figure.savefig(f, format="png", dpi=DPI, metadata={"Software": None}))
+
+
+def _finish(ax, path: str | os.PathLike, title: str, xlabel: str, ylabel: str, integer_x: bool = False,
+            grid: str = "both") -> Path:
+    """Title, labels, a light ``grid`` ("both" axes or "y") and no top/right spines; then ``_save``."""
     ax.set_title(title, fontsize=11, loc="left")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if integer_x:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(True, color="#e3e3e3", linewidth=0.8)
+    ax.grid(True, axis=grid, color="#e3e3e3", linewidth=0.8)
     ax.set_axisbelow(True)
     ax.spines[["top", "right"]].set_visible(False)
-
-
-def _save(fig: MplFigure, path: str | os.PathLike) -> Path:
-    # no Software/date metadata: the same data gives the same bytes
-    return files.atomic_write(
-        path, lambda f: fig.savefig(f, format="png", dpi=DPI, metadata={"Software": None}))
+    return _save(ax, path)
 
 
 def _series(values: Sequence[float], what: str) -> np.ndarray:
@@ -70,7 +72,7 @@ def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: st
                smooth: int | None = None) -> Path:
     """Loss per iteration (iterations,); ``smooth=k`` fades it behind a k-point mean."""
     loss = _series(loss_history, "loss_curve")
-    fig, ax = _new_figure()
+    ax = _new_axes()
     if smooth and smooth > 1 and loss.size > 1:
         ax.plot(loss, color=COLORS[0], alpha=0.25, linewidth=0.8, label="per iteration")
         ax.plot(*moving_average(loss, smooth), color=COLORS[0], linewidth=1.6,
@@ -81,8 +83,7 @@ def loss_curve(loss_history: Sequence[float], path: str | os.PathLike, title: st
     if np.isfinite(loss).any():
         ax.annotate(f"final {loss[-1]:.4g}" if np.isfinite(loss[-1]) else "final: not finite",
                     xy=(1, 1), xycoords="axes fraction", ha="right", va="top", fontsize=9, color="#444")
-    _style(ax, title, "iteration", "loss", integer_x=True)
-    return _save(fig, path)
+    return _finish(ax, path, title, "iteration", "loss", integer_x=True)
 
 
 def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: str | os.PathLike,
@@ -90,7 +91,7 @@ def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: 
     """Training (n,) and validation (m,) accuracy, each against its index (epoch, or ``xlabel``)."""
     tr = _series(train_acc, "accuracy_curves: train_acc")
     va = _series(val_acc, "accuracy_curves: val_acc")
-    fig, ax = _new_figure()
+    ax = _new_axes()
     marker = "o" if max(tr.size, va.size) <= 30 else None
     ax.plot(tr, color=COLORS[0], marker=marker, ms=3.5, label="train")
     ax.plot(va, color=COLORS[1], marker=marker, ms=3.5, label="validation")
@@ -99,8 +100,7 @@ def accuracy_curves(train_acc: Sequence[float], val_acc: Sequence[float], path: 
         ax.annotate(f"best val {va[best]:.4g}", xy=(best, va[best]), xytext=(0, 8),
                     textcoords="offset points", ha="center", fontsize=9, color=COLORS[1])
     ax.legend(frameon=False, loc="lower right")
-    _style(ax, "Classification accuracy", xlabel, "accuracy", integer_x=True)
-    return _save(fig, path)
+    return _finish(ax, path, "Classification accuracy", xlabel, "accuracy", integer_x=True)
 
 
 def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | os.PathLike,
@@ -116,10 +116,8 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
     if c not in (1, 3):
         raise FcnetError(f"weight_grid: images need 1 or 3 channels, got {c}")
     units, pad = W1.shape[1], max(1, h // 16)
-    if channels_first:
-        tiles = W1.T.reshape(units, c, h, w).transpose(0, 2, 3, 1)
-    else:
-        tiles = W1.T.reshape(units, h, w, c)
+    tiles = W1.T.reshape(units, *((c, h, w) if channels_first else (h, w, c)))
+    tiles = np.moveaxis(tiles, 1, 3) if channels_first else tiles
     grid = visualize_grid(tiles, ubound=1.0, padding=pad)
     # padding and unused tiles are drawn transparent (white page) rather than black
     g = math.ceil(math.sqrt(units))
@@ -129,7 +127,7 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
     side = min(7.0, max(3.0, 0.55 * g))
     rows = math.ceil(units / g)  # the last rows may be empty: crop them
     grid, covered = grid[: rows * (h + pad) - pad], covered[: rows * (h + pad) - pad]
-    fig, ax = _new_figure(side, side * rows / g + 0.35)
+    ax = _new_axes(side, side * rows / g + 0.35)
     if c == 1:
         gray = np.ma.masked_array(grid[:, :, 0], mask=~covered)
         ax.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
@@ -137,7 +135,7 @@ def weight_grid(W1: np.ndarray, image_shape: tuple[int, int, int], path: str | o
         ax.imshow(np.dstack([grid, covered.astype(np.float64)]), interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{title} ({units} units)", fontsize=11, loc="left")
-    return _save(fig, path)
+    return _save(ax, path)
 
 
 def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike,
@@ -152,9 +150,9 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike
         totals = cm.sum(axis=1, keepdims=True)
         cm = np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
     side = min(9.0, max(4.0, 0.5 * k + 2.0))
-    fig, ax = _new_figure(side + 0.8, side)
+    ax = _new_axes(side + 0.8, side)
     im = ax.imshow(cm, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
-    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
+    ax.figure.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
     ax.set_xticks(range(k), classes, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(k), classes)
     ax.set(xlabel="predicted", ylabel="true")
@@ -162,10 +160,9 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], path: str | os.PathLike
     if k <= 20:  # numbers in the cells stay legible up to about 20 classes
         high = np.nanmax(cm) if cm.size else 0.0
         for (i, j), v in np.ndenumerate(cm):
-            text = f"{v:.2f}" if normalize else f"{v:.0f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7 if k > 10 else 8,
-                    color="white" if v > 0.6 * high else "#222")
-    return _save(fig, path)
+            ax.text(j, i, f"{v:.{2 if normalize else 0}f}", ha="center", va="center",
+                    fontsize=7 if k > 10 else 8, color="white" if v > 0.6 * high else "#222")
+    return _save(ax, path)
 
 
 def multi_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, xlabel: str,
@@ -174,7 +171,7 @@ def multi_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike,
     k-point trailing mean over a faded raw line; ``logy``: log y axis (values <= 0 left out)."""
     if not curves:
         raise FcnetError("multi_curves: no curves given")
-    fig, ax = _new_figure()
+    ax = _new_axes()
     for i, (label, values) in enumerate(curves.items()):
         y = _series(values, f"multi_curves: {label!r}")
         if logy:
@@ -189,15 +186,14 @@ def multi_curves(curves: Mapping[str, Sequence[float]], path: str | os.PathLike,
     if logy:
         ax.set_yscale("log")
     ax.legend(frameon=False, fontsize=9)
-    _style(ax, title, xlabel, ylabel, integer_x=True)
-    return _save(fig, path)
+    return _finish(ax, path, title, xlabel, ylabel, integer_x=True)
 
 
 def explained_variance(cumulative: np.ndarray, path: str | os.PathLike, line: float = 0.95) -> Path:
     """PCA's cumulative explained-variance ratio (n_components,), ``line`` and its ``crossing`` marked."""
     c = _series(cumulative, "explained_variance")
     k = crossing(c, line)
-    fig, ax = _new_figure()
+    ax = _new_axes()
     ax.plot(np.arange(1, c.size + 1), c, color=COLORS[0], linewidth=1.6)
     ax.axhline(line, color=COLORS[1], linestyle="--", linewidth=1.0)
     if k is not None:
@@ -208,8 +204,8 @@ def explained_variance(cumulative: np.ndarray, path: str | os.PathLike, line: fl
         note = f"{line:.0%} not reached with {c.size} components"
     ax.annotate(note, xy=(0.98, 0.05), xycoords="axes fraction", ha="right", fontsize=10, color=COLORS[1])
     ax.set_ylim(0, 1.02)
-    _style(ax, "PCA: cumulative explained variance", "components", "cumulative explained variance")
-    return _save(fig, path)
+    return _finish(ax, path, "PCA: cumulative explained variance", "components",
+                   "cumulative explained variance")
 
 
 def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], path: str | os.PathLike,
@@ -219,10 +215,9 @@ def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], p
         raise FcnetError("bar_table: no series given")
     n = len(labels)
     data = {name: _series(v, f"bar_table: {name!r}") for name, v in series.items()}
-    for name, v in data.items():
-        if v.size != n:
-            raise FcnetError(f"bar_table: series {name!r} has {v.size} values for {n} labels")
-    fig, ax = _new_figure(max(5.0, min(11.0, 1.6 + 0.45 * n * len(data))), 4.0)
+    if wrong := [(name, v.size) for name, v in data.items() if v.size != n]:
+        raise FcnetError(f"bar_table: series {wrong[0][0]!r} has {wrong[0][1]} values for {n} labels")
+    ax = _new_axes(max(5.0, min(11.0, 1.6 + 0.45 * n * len(data))), 4.0)
     width = 0.8 / len(data)
     x = np.arange(n)
     for i, (name, v) in enumerate(data.items()):
@@ -231,9 +226,7 @@ def bar_table(labels: Sequence[object], series: Mapping[str, Sequence[float]], p
     ax.set_xticks(x, [str(lab) for lab in labels])
     if len(data) > 1:
         ax.legend(frameon=False, fontsize=9)
-    _style(ax, title, xlabel, ylabel)
-    ax.grid(False, axis="x")
-    return _save(fig, path)
+    return _finish(ax, path, title, xlabel, ylabel, grid="y")
 
 
 def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[float], ...]],
@@ -243,7 +236,7 @@ def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[flo
     one run's sampling interval as a pale bar behind."""
     if not series:
         raise FcnetError("interval_plot: no series given")
-    fig, ax = _new_figure(6.4, 3.8)
+    ax = _new_axes(6.4, 3.8)
     x = np.arange(len(labels), dtype=float)
     step = 0.18  # columns side by side around each row's tick
     for i, (label, (mean, low, high, rlow, rhigh)) in enumerate(series.items()):
@@ -259,5 +252,4 @@ def interval_plot(labels: Sequence[str], series: Mapping[str, tuple[Sequence[flo
                   ha="right" if len(labels) > 6 else "center", fontsize=8)
     if len(series) > 1 or next(iter(series)) != "":
         ax.legend(frameon=False, fontsize=9)
-    _style(ax, title, xlabel, ylabel)
-    return _save(fig, path)
+    return _finish(ax, path, title, xlabel, ylabel)

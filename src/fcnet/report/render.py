@@ -30,6 +30,10 @@ _NUMBER = re.compile(r"^[+\-\u2212]?(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%
                      r"(\s*(\u00b1|\+/-)\s*(\d[\d,]*(\.\d*)?|\.\d+)([eE][+\-]?\d+)?\s*%?)?$")
 _MISSING = {"", "\u2014", "-", "n/a", "nan", "NaN", "inf", "-inf"}
 _IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp"}
+_TEMPLATES = jinja2.Environment(  # report.html.j2 autoescaped, report.md.j2 not
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), trim_blocks=True, lstrip_blocks=True,
+    autoescape=jinja2.select_autoescape(["html.j2"]), keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined)
 
 
 def format_cell(value: Any) -> str:
@@ -137,10 +141,9 @@ def _unique(own: str | None, default: str, taken: set[str], what: str) -> str:
     """The id ``own`` (an error when taken), else ``default`` made unique by -1, -2, ..."""
     if own is not None and own in taken:
         raise FcnetError(f"report {what}: id {own!r} is used twice")
-    base = name = own or default
-    k = 1
-    while name in taken:
-        name, k = f"{base}-{k}", k + 1
+    base = own or default
+    names = itertools.chain([base], (f"{base}-{k}" for k in itertools.count(1)))
+    name = next(n for n in names if n not in taken)
     taken.add(name)
     return name
 
@@ -166,19 +169,12 @@ def _md_reference(path: Path, out_dir: Path, copied: dict[Path, str], reserved: 
         return quote(src.relative_to(out).as_posix())
     if src not in copied:
         taken = reserved | set(copied.values())
-        rel, k = f"figures/{src.name}", 2
-        while rel in taken:
-            rel, k = f"figures/{src.stem}-{k}{src.suffix}", k + 1
+        names = (f"figures/{src.stem}-{k}{src.suffix}" for k in itertools.count(2))
+        rel = next(r for r in itertools.chain([f"figures/{src.name}"], names) if r not in taken)
         data = src.read_bytes()
         files.atomic_write(out / rel, lambda f: f.write(data))
         copied[src] = rel
     return quote(copied[src])
-
-
-def _environment(autoescape: bool) -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-                              autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
 
 
 @dataclass
@@ -220,8 +216,6 @@ class Report:
         meta = [(str(k), format_cell(v)) for k, v in self.meta.items()]
         context = dict(title=self.title, meta=meta, sections=sections, version=__version__,
                        written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
-        md = _environment(False).get_template("report.md.j2").render(context)
-        md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
-        html = _environment(True).get_template("report.html.j2").render(context)
-        md_path = files.write_text(out_dir / "report.md", md)
-        return md_path, files.write_text(out_dir / "report.html", html)
+        md = re.sub(r"\n{3,}", "\n\n", _TEMPLATES.get_template("report.md.j2").render(context)).strip() + "\n"
+        html = _TEMPLATES.get_template("report.html.j2").render(context)
+        return files.write_text(out_dir / "report.md", md), files.write_text(out_dir / "report.html", html)

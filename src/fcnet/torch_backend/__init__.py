@@ -25,8 +25,6 @@ def require_torch() -> ModuleType:
         _pool_flushes = True
         before = torch.tensor([1e-323], dtype=torch.float64).item() == 0.0
         torch.set_flush_denormal(True)
-        try:
-            torch.ones(1 << 20).sum()  # a parallel region: the pool starts here
-        finally:
-            torch.set_flush_denormal(before)
+        torch.ones(1 << 20).sum()  # a parallel region: the pool starts here
+        torch.set_flush_denormal(before)
     return torch

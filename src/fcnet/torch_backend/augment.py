@@ -1,6 +1,5 @@
-"""Flip and crop augmentation of rows X (N, D), each an image flattened in ``image_shape``
-order, on the rows' device: (H, W, C) (CIFAR-10's layout), (C, H, W) (a first dimension of
-1, 3 or 4 with a last one that is not) or (H, W) greyscale."""
+"""Flip and crop augmentation of rows X (N, D), each an image flattened in ``image_shape`` order, on the
+rows' device: (H, W, C) (CIFAR-10's), (C, H, W) (a first dimension of 1, 3 or 4, a last one not) or (H, W)."""
 
 from __future__ import annotations
 
@@ -29,9 +28,8 @@ class FlipCrop:
         self.pad = max(h // 8, 1)
 
     def apply(self, x, dy, dx, flip):
-        """x (B, D) shifted by (dy, dx) pixels (out (i, j) = in (i + dy, j + dx), zero outside),
-        then mirrored where ``flip``: (B, D), new.  The crop indexes the padded batch's
-        sliding windows per image, copying each pixel row once."""
+        """x (B, D) shifted by (dy, dx) pixels (out (i, j) = in (i + dy, j + dx), zero outside), then
+        mirrored where ``flip``: (B, D), new.  The crop indexes the padded batch's sliding windows."""
         b, p, h, w, c = x.shape[0], self.pad, self.h, self.w, self.c
         img = x.view(b, h, w, c) if self.channels_last else x.view(b, c, h, w).permute(0, 2, 3, 1)
         padded = F.pad(img, (0, 0, p, p, p, p))  # (B, H + 2p, W + 2p, C), zeros around

@@ -28,15 +28,12 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
                 batch_size: int = 200, lr: float = 1e-3, weight_decay: float = 1e-3,
                 decay: float = 0.95, seed: int = 0, device: str = "auto", probe_rows: int = 1000,
                 progress: bool = True) -> list[dict]:
-    """Train one network per (init, depth) and record the signals per epoch (0: the initial
-    network) and layer.  ``depths`` counts Linear layers (L - 1 hidden layers of ``hidden``
-    units); ``init`` is one init string or several.  One dict per (init, depth), in order::
-
-        {'init', 'depth', 'hidden': [H, ...], 'train_acc_on': '...',
-         'probe_rows', 'history': [{'epoch', 'loss', 'lr', 'train_acc', 'val_acc',
-         'act_std': [L floats], 'grad_norm': [L floats]}, ...],   # epochs + 1 rows
-         'final_train_acc', 'final_val_acc', 'seconds'}
-    """
+    """Train one network per (init, depth) and record the signals per epoch (0: the initial network)
+    and layer.  ``depths`` counts Linear layers (L - 1 hidden layers of ``hidden`` units); ``init`` is
+    one init string or several.  One dict per (init, depth), in order: {'init', 'depth', 'hidden',
+    'train_acc_on', 'probe_rows', 'history': epochs + 1 rows of {'epoch', 'loss', 'lr', 'train_acc',
+    'val_acc', 'act_std': [L floats], 'grad_norm': [L floats]}, 'final_train_acc', 'final_val_acc',
+    'seconds'}."""
     inits = [init] if isinstance(init, str) else list(init)
     for spec in inits:
         parse_init(spec)
@@ -114,9 +111,8 @@ def depth_table(results: list[dict]) -> str:
              "| grad norm, first layer (init -> end) |", "| --- | --- | --- | --- | --- | --- |"]
     for r in results:
         h0, h1 = r["history"][0], r["history"][-1]
-        lines.append(f"| {r['init']} | {r['depth']} | {100 * r['final_train_acc']:.1f}% "
-                     f"| {100 * r['final_val_acc']:.1f}% "
-                     f"| {h0['act_std'][-1]:.2e} -> {h1['act_std'][-1]:.2e} "
+        lines.append(f"| {r['init']} | {r['depth']} | {100 * r['final_train_acc']:.1f}% | "
+                     f"{100 * r['final_val_acc']:.1f}% | {h0['act_std'][-1]:.2e} -> {h1['act_std'][-1]:.2e} "
                      f"| {h0['grad_norm'][0]:.2e} -> {h1['grad_norm'][0]:.2e} |")
     return "\n".join(lines) + "\n"
 
@@ -145,10 +141,9 @@ def plot_depth_study(results: list[dict], path: str | Path) -> Path:
     axes[0, 0].set(title="training accuracy (whole split)", xlabel="epoch", ylabel="accuracy")
     axes[0, 1].set(title="validation accuracy", xlabel="epoch", ylabel="accuracy")
     for row, when in ((1, "at initialisation"), (2, "after training")):
-        axes[row, 0].set(title=f"activation std {when}", xlabel="Linear layer", ylabel="std")
-        axes[row, 1].set(title=f"|dJ/dW| {when}", xlabel="Linear layer", ylabel="norm")
-        for ax in axes[row]:
-            ax.set_xticks(range(1, max(depths) + 1))
+        ticks = {"xlabel": "Linear layer", "xticks": range(1, max(depths) + 1)}
+        axes[row, 0].set(title=f"activation std {when}", ylabel="std", **ticks)
+        axes[row, 1].set(title=f"|dJ/dW| {when}", ylabel="norm", **ticks)
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)

@@ -41,8 +41,7 @@ class Dropout(nn.Dropout):
         if not self.training or self.p == 0:
             return x
         bound = keep_bound(1 - self.p)
-        r = keep_bits(x.shape, self.generator, x.device)
-        return x * (r < bound).to(x.dtype) * (32768 / bound)
+        return x * (keep_bits(x.shape, self.generator, x.device) < bound).to(x.dtype) * (32768 / bound)
 
 
 def normal_init(sizes: Sequence[int], std: float, seed: int) -> list[np.ndarray]:
@@ -62,10 +61,9 @@ def parse_init(init: str) -> tuple[str, float | None]:
 
 
 class MultiLayerPerceptron(nn.Sequential):
-    """A fully-connected classifier, x (N, D) -> scores (N, C); ``linears``: its Linear layers.
-    ``dropout`` = 1 - keep (inverted); ``batchnorm`` before each hidden activation; ``init``
-    'default' (PyTorch's), 'kaiming' (He normal, fan_in, biases 0) or 'normal:<std>' (drawn
-    as the NumPy engine draws it); ``dtype`` None: torch's default."""
+    """A fully-connected classifier, x (N, D) -> scores (N, C); ``linears``: its Linear layers.  ``dropout``
+    = 1 - keep (inverted); ``batchnorm`` before each hidden activation; ``init`` 'default' (PyTorch's),
+    'kaiming' (He normal, fan_in, biases 0) or 'normal:<std>' (drawn as the NumPy engine draws it)."""
 
     def __init__(self, input_size: int, hidden_layers: int | Sequence[int], num_classes: int,
                  dropout: float = 0.0, batchnorm: bool = False, activation: str = "relu",

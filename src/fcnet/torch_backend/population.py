@@ -16,7 +16,7 @@ from fcnet.config import RunConfig
 from fcnet.errors import FcnetError
 from fcnet.torch_backend import require_torch
 from fcnet.torch_backend.model import keep_bits, keep_bound, normal_init
-from fcnet.torch_backend.train import Engine
+from fcnet.torch_backend.train import EVAL_CHUNK, Engine
 
 torch = require_torch()
 
@@ -43,17 +43,23 @@ class TorchPopulation(Engine):
         if self.threads < 1:
             raise FcnetError(f"threads must be positive, got {threads}")
         self.mixed = self.precision == "bfloat16-mixed"
-        self.md = torch.float64 if self.precision == "float64" else torch.float32  # master
-        self.cd = cd = torch.bfloat16 if self.mixed else self.md  # operands of the products
+        self.cd = cd = torch.bfloat16 if self.mixed else self.dtype  # the products' operands
         self.sizes = [int(input_size), *self.config.hidden, int(num_classes)]
         self.L = len(self.sizes) - 1
         self.regs = [m.reg for m in configs]
         keeps = [m.dropout_keep for m in configs]
         self.shared = len(self.streams) == 1
-        self.mask_gens = []
-        if min(keeps) < 1:  # one mask stream per seed, as each lone run's Dropout draws
-            self.mask_gens = [torch.Generator(dev).manual_seed(s) for s in self.stream_seeds]
-        self._stack([normal_init(self.sizes, m.init_std(), m.seed) for m in configs])
+        # one mask stream per seed, as each lone run's Dropout draws (none without dropout)
+        self.mask_gens = [torch.Generator(dev).manual_seed(s) for s in self.stream_seeds if min(keeps) < 1]
+        # W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1}) for l >= 1;
+        # b[l] (K, H_{l+1}); master dtype.  Wc/bc: the products' copies (the same unless mixed)
+        inits = [normal_init(self.sizes, m.init_std(), m.seed) for m in configs]
+        stacks = [torch.stack([torch.as_tensor(p[i], dtype=self.dtype) for p in inits], dim=int(i == 0))
+                  .to(dev).contiguous() for i in range(2 * self.L)]
+        self.W, self.b = [stacks[0].reshape(self.sizes[0], -1), *stacks[2::2]], stacks[1::2]
+        self.Wc, self.bc = self.W, self.b
+        if self.mixed:
+            self.Wc, self.bc = [w.to(cd) for w in self.W], [b.to(cd) for b in self.b]
         d, h1 = self.sizes[0], self.sizes[1]
         self.x = torch.empty((B, d) if self.shared else (k, B, d), dtype=cd, device=dev)
         self.z1 = torch.empty(B, k * h1, dtype=cd, device=dev)  # layer 1 for all members
@@ -63,40 +69,13 @@ class TorchPopulation(Engine):
         self.masks: list = [None] * (self.L - 1)
         bounds = [keep_bound(p) for p in keeps]  # dropout: r < bound kept, scaled 32768 / bound
         self.bound_t = torch.tensor(bounds, device=dev).view(k, 1, 1)
-        self.scale_t = torch.tensor([32768 / b for b in bounds], dtype=self.md, device=dev).view(k, 1, 1)
-        self.reg_t = torch.tensor(self.regs, dtype=self.md, device=dev)
+        self.scale_t = torch.tensor([32768 / b for b in bounds], dtype=self.dtype, device=dev).view(k, 1, 1)
+        self.reg_t = torch.tensor(self.regs, dtype=self.dtype, device=dev)
         self.reg_t64 = self.reg_t.double()
         self.any_reg = any(r != 0 for r in self.regs)
         self.group_t = torch.tensor(self.group, dtype=torch.long, device=dev)
-        self.active = torch.ones(k, dtype=torch.bool, device=dev)
-        self._active_host = [True] * k
+        self.active = torch.ones(k, dtype=torch.bool, device=dev)  # members still training
         self._lr = None  # the rates the step's coefficients were made for
-
-    def _stack(self, weights) -> None:
-        """W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1}) for
-        l >= 1; b[l] (K, H_{l+1}).  Wc/bc: the products' copies (the same unless mixed)."""
-        def stacked(i, dim=0):  # parameter i of every member, on the device, master dtype
-            w = torch.stack([torch.as_tensor(w[i], dtype=self.md) for w in weights], dim=dim)
-            return w.to(self.device).contiguous()
-
-        self.W = [stacked(0, dim=1).reshape(self.sizes[0], -1)]
-        self.W += [stacked(2 * i) for i in range(1, self.L)]
-        self.b = [stacked(2 * i + 1) for i in range(self.L)]
-        self.Wc, self.bc = self.W, self.b
-        if self.mixed:
-            self.Wc, self.bc = [w.to(self.cd) for w in self.W], [b.to(self.cd) for b in self.b]
-
-    def _set_lr(self, lr) -> None:
-        """The learning rates (K,) on the device, and what the step derives from them."""
-        if self._lr is not None and np.array_equal(lr, self._lr):
-            return
-        self._lr = np.array(lr, dtype=np.float64)
-        self.lr_t = torch.tensor(self._lr, dtype=self.md, device=self.device)
-        self.coef_t = (-self.lr_t / self.config.batch_size).view(self.k, 1, 1)  # dz = coef dJ/ds B
-        self.negcoef_t = -self.coef_t
-        shrink = [1 - 2 * lr * r for lr, r in zip(self._lr.tolist(), self.regs, strict=True)]
-        self.shrink = (None if not self.any_reg else shrink[0] if self.k == 1
-                       else torch.tensor(shrink, dtype=self.md, device=self.device))
 
     def data(self, X, y):
         """Rows (N, D) in the products' dtype and labels (N,), on the device, converted once."""
@@ -104,25 +83,21 @@ class TorchPopulation(Engine):
             raise FcnetError(f"X must be (N, {self.sizes[0]}) with y (N,), got "
                              f"{tuple(X.shape)} and {np.shape(y)}")
         if not torch.is_tensor(X):
-            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.md)[6:]))
+            X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.dtype)[6:]))
         X = X.to(self.device).to(self.cd).contiguous()
         return X, torch.as_tensor(np.asarray(y).astype(np.int64), device=self.device)
 
-    def _layer1(self, x, out=None):
-        """relu(x W1 + b1) for every member as (K, B, H1), a view of ``out`` (B, K*H1)
-        when given (kept there for the backward pass)."""
-        k, h1 = self.k, self.sizes[1]
-        if x.dim() == 2:
-            z = torch.addmm(self.bc[0].view(-1), x, self.Wc[0], out=out).relu_()
-            return z.view(x.shape[0], k, h1).permute(1, 0, 2)
-        w1 = self.Wc[0].view(-1, k, h1).permute(1, 0, 2)  # (K, D, H1)
-        z = torch.baddbmm(self.bc[0].unsqueeze(1), x, w1).relu_()
-        return z if out is None else out.view(x.shape[1], k, h1).permute(1, 0, 2).copy_(z)
-
     def _forward(self, x, train: bool):
-        """Scores (K, B, C) in the products' dtype; with ``train`` the hidden
-        activations stay in their buffers (dropout applied)."""
-        a = self._layer1(x, self.z1 if train else None)
+        """Scores (K, B, C) in the products' dtype; with ``train`` the hidden activations stay in
+        their buffers (layer 1's in ``z1`` (B, K*H1)), dropout applied."""
+        k, h1 = self.k, self.sizes[1]
+        if x.dim() == 2:  # relu(x W1 + b1) for every member as (K, B, H1)
+            a = torch.addmm(self.bc[0].view(-1), x, self.Wc[0], out=self.z1 if train else None).relu_()
+            a = a.view(x.shape[0], k, h1).permute(1, 0, 2)
+        else:
+            a = torch.baddbmm(self.bc[0].unsqueeze(1), x, self.Wc[0].view(-1, k, h1).permute(1, 0, 2)).relu_()
+            if train:
+                a = self.z1.view(x.shape[1], k, h1).permute(1, 0, 2).copy_(a)
         for i in range(1, self.L):
             if train and self.masks[i - 1] is not None:
                 a.mul_(self.masks[i - 1])
@@ -140,22 +115,14 @@ class TorchPopulation(Engine):
             return torch.mm(a[0], b[0]).unsqueeze(0)
         return torch.addmm(bias[0], a[0], b[0], out=None if out is None else out[0]).unsqueeze(0)
 
-    def _draw_masks(self) -> None:
-        """Inverted-dropout masks (K, B, H) per hidden layer, the lone runs' (``Dropout``)."""
-        for i, h in enumerate(self.sizes[1:-1] if self.mask_gens else []):
-            r = torch.stack([keep_bits((self.config.batch_size, h), g, self.device) for g in self.mask_gens])
-            r = r.index_select(0, self.group_t) if len(self.mask_gens) > 1 else r
-            self.masks[i] = ((r < self.bound_t) * self.scale_t).to(self.cd)
-
     @torch.no_grad()
-    def accuracies(self, X, y, train: bool = False, chunk: int = 4096) -> list[float]:
+    def accuracies(self, X, y, train: bool = False) -> list[float]:
         """Accuracy of every member on rows X (M, D) and labels y (M,) from ``data``."""
-        m = X.shape[0]
         correct = torch.zeros(self.k, dtype=torch.long, device=self.device)
-        for s in range(0, m, chunk):
-            pred = self._forward(X[s:s + chunk], train=False).argmax(dim=2)
-            correct += (pred == y[s:s + chunk]).sum(dim=1)
-        return (correct.double() / max(m, 1)).cpu().tolist()
+        for s in range(0, X.shape[0], EVAL_CHUNK):
+            pred = self._forward(X[s:s + EVAL_CHUNK], train=False).argmax(dim=2)
+            correct += (pred == y[s:s + EVAL_CHUNK]).sum(dim=1)
+        return (correct.double() / max(X.shape[0], 1)).cpu().tolist()
 
     @torch.no_grad()
     def step(self, X, y, idx, lr) -> torch.Tensor:
@@ -171,7 +138,7 @@ class TorchPopulation(Engine):
             torch.set_num_threads(before)
 
     def _step(self, X, y, idx, lr) -> torch.Tensor:
-        k, B, L, md = self.k, self.config.batch_size, self.L, self.md
+        k, B, L, md = self.k, self.config.batch_size, self.L, self.dtype
         if self.shared:  # this batch into x (B, D) or (K, B, D), its labels yb (B,) or (K, B)
             torch.index_select(X, 0, idx[0], out=self.x)
             yb = y.index_select(0, idx[0])
@@ -179,23 +146,38 @@ class TorchPopulation(Engine):
             member_idx = idx.index_select(0, self.group_t)  # (K, B)
             torch.index_select(X, 0, member_idx.reshape(-1), out=self.x.view(-1, self.sizes[0]))
             yb = y[member_idx]
-        self._set_lr(lr)
-        self._draw_masks()
+        if not np.array_equal(lr, self._lr):  # new rates (K,): what the step derives from them
+            self._lr = np.array(lr, dtype=np.float64)
+            self.lr_t = torch.tensor(self._lr, dtype=md, device=self.device)
+            self.coef_t = (-self.lr_t / B).view(k, 1, 1)  # dz = coef dJ/ds B
+            self.negcoef_t = -self.coef_t
+            shrink = [1 - 2 * a * r for a, r in zip(self._lr.tolist(), self.regs, strict=True)]
+            self.shrink = (None if not self.any_reg else shrink[0] if k == 1
+                           else torch.tensor(shrink, dtype=md, device=self.device))
+        for i, h in enumerate(self.sizes[1:-1] if self.mask_gens else []):  # as the lone runs' Dropout
+            r = torch.stack([keep_bits((B, h), g, self.device) for g in self.mask_gens])
+            r = r.index_select(0, self.group_t) if len(self.mask_gens) > 1 else r
+            self.masks[i] = ((r < self.bound_t) * self.scale_t).to(self.cd)  # inverted, (K, B, H)
         # softmax cross-entropy per member, in the master dtype: log-probabilities (K, B, C)
         s = torch.log_softmax(self._forward(self.x, train=True), dim=2, dtype=md)
         ys = (yb if yb.dim() == 2 else yb.expand(k, B)).unsqueeze(2)  # (K, B, 1)
         loss = s.gather(2, ys).mean(dim=(1, 2), dtype=torch.float64).neg_()  # (K,)
-        if self.any_reg:  # + reg_k * sum_l ||W_l,k||^2, one pass over each stack
-            loss += self.reg_t64 * self._sq_norms()
+        if self.any_reg and k == 1:  # + reg * sum_l ||W_l||^2
+            loss += self.reg_t64 * sum(torch.dot(w.view(-1), w.view(-1)) for w in self.W).double()
+        elif self.any_reg:  # per member, one pass over each stack; W1 * W1's column sums first:
+            # vector_norm over dims (0, 2) of the (D, K, H1) view took 4.5x as long (8 x 3072-50)
+            sq = (self.W[0] * self.W[0]).sum(0).view(k, -1).sum(1).double()
+            for w in self.W[1:]:
+                sq += (w * w).sum((1, 2)).double()
+            loss += self.reg_t64 * sq
         # dJ/dscores with -lr folded in; frozen (diverged) members get lr 0 and dz 0
-        fast = not self.cuda and all(self._active_host) and math.isfinite(loss.sum().item())
+        fast = not self.cuda and bool(self.active.all()) and math.isfinite(loss.sum().item())
         if fast:  # the CPU's common case, no masking
             coef, negcoef, shrink = self.coef_t, self.negcoef_t, self.shrink
         else:
             self.active &= torch.isfinite(loss)
             if not self.cuda:
-                self._active_host = self.active.tolist()
-                self.halted = not any(self._active_host)
+                self.halted = not self.active.any()
             lr = torch.where(self.active, self.lr_t, 0)
             coef = (-lr / B).view(k, 1, 1)
             negcoef = -coef
@@ -213,27 +195,15 @@ class TorchPopulation(Engine):
                 da.mul_(self.masks[i - 1])
             s = dz = torch.ops.aten.threshold_backward(da, a_prev, 0)  # ReLU's gate
         # layer 1: [dZ1_1 ... dZ1_K] as (B, K*H1), then one product x^T dZ1
-        h1 = self.sizes[1]
         if self.shared:
-            dz1 = dz[0] if k == 1 else self.dz1.view(B, k, h1).copy_(dz.permute(1, 0, 2)).view(B, -1)
+            dz1 = dz[0] if k == 1 else self.dz1.view(B, k, -1).copy_(dz.permute(1, 0, 2)).view(B, -1)
             torch.mm(self.x.t(), dz1, out=self.step1)
             self._update(0, self.step1, dz1.sum(dim=0), shrink)
         else:
             step = torch.bmm(self.x.transpose(1, 2), dz)  # (K, D, H1)
-            self.step1.view(-1, k, h1).copy_(step.permute(1, 0, 2))
+            self.step1.view(self.sizes[0], k, -1).copy_(step.permute(1, 0, 2))
             self._update(0, self.step1, dz.sum(dim=1), shrink)
         return loss
-
-    def _sq_norms(self) -> torch.Tensor:
-        """sum_l ||W_l,k||^2 per member, (K,) float64."""
-        if self.k == 1:
-            return sum(torch.dot(w.view(-1), w.view(-1)) for w in self.W).double().view(1)
-        # column sums of W1 * W1 first: vector_norm over dims (0, 2) of the (D, K, H1) view
-        # took 0.28 ms a step for 8 members of 3072-50 (4.5x this)
-        sq = (self.W[0] * self.W[0]).sum(0).view(self.k, -1).sum(1).double()
-        for w in self.W[1:]:
-            sq += (w * w).sum((1, 2)).double()
-        return sq
 
     def _update(self, i: int, step, db, shrink) -> None:
         """W_i <- shrink W_i + step, b_i <- b_i + db (master dtype), then the bf16 copies.
@@ -277,5 +247,4 @@ class TorchPopulation(Engine):
         for g, gen in enumerate(self.mask_gens):
             gen.set_state(state[f"mask_gen.{g}"])
         self._load_loop_state(state)
-        self._active_host = [d is None for d in self.diverged]
-        self.active.copy_(torch.tensor(self._active_host))
+        self.active.copy_(torch.tensor([d is None for d in self.diverged]))

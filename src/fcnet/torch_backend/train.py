@@ -1,7 +1,6 @@
-"""The torch backend's one training loop, ``Engine.run`` (lone runs and populations alike),
-and ``TorchTrainer``, a lone run on autograd and ``torch.optim``.  ``weight_decay=None`` is
-``2 * reg`` on the Linear weights, the loss adding ``reg * sum(W**2)`` as the NumPy engine's,
-whose init and batches these are (a float64 exercise run is the NumPy run to rounding)."""
+"""The torch backend's one training loop, ``Engine.run`` (lone runs and populations alike), and
+``TorchTrainer``, a lone run on autograd and ``torch.optim``: with the NumPy engine's init, batches and
+loss (``weight_decay=None``: ``2 * reg``), a float64 exercise run is the NumPy run to rounding."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,16 +55,6 @@ def flush_subnormals(threads: int | None = None):
             torch.set_num_threads(count)
 
 
-def resolve_device(device: str):
-    """'auto' -> CUDA when present, else CPU; 'cuda' without CUDA is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise FcnetError("device 'cuda' asked for, but PyTorch sees no CUDA device "
-                         "(use --device cpu or auto)")
-    return torch.device(device)  # the config allows nothing else
-
-
 def bf16_unsupported(device) -> str | None:
     """None when ``device`` runs bf16 products natively, else the reason it can't."""
     if device.type == "cuda":
@@ -79,33 +69,31 @@ def bf16_unsupported(device) -> str | None:
     return "this CPU has no bfloat16 instructions (AVX512-BF16, AMX or Arm BF16)"
 
 
-def precision(config: RunConfig, device) -> tuple[str, str | None]:
-    """('float64' | 'float32' | 'bfloat16-mixed', why bf16 fell back to float32 or None): a bf16
-    or ``amp`` run without bf16 instructions trains in float32 (emulated: 10-40x slower)."""
-    if config.amp and config.dtype == "float64":
-        raise FcnetError("config field 'amp': mixed precision needs dtype float32")
-    auto = device.type == "cuda" and config.dtype == "float32"
-    want = config.dtype == "bfloat16" or (auto if config.amp is None else config.amp)
-    why = bf16_unsupported(device) if want else None
-    if want and why is None:
-        return "bfloat16-mixed", None
-    return ("float64" if config.dtype == "float64" else "float32"), why
-
-
 class Engine:
-    """What a lone run (K = 1) and a population of K share: the loop, batch streams (one per
-    seed), histories and checkpoint part.  Subclasses call ``_setup`` and define ``data``,
-    ``step`` (rows idx (S, B), a row per stream, rates lr (K,) -> losses (K,); sets
-    ``halted`` when nothing is left to train), ``accuracies`` (K floats) and ``_finish``."""
+    """A lone run's (K = 1) and a population's loop, batch streams (one per seed), histories and checkpoint
+    part.  Subclasses call ``_setup``, define ``data``, ``accuracies`` (K floats) and ``step`` (rows idx
+    (S, B), a row per stream, rates lr (K,) -> losses (K,); sets ``halted`` once nothing trains)."""
 
     def _setup(self, configs: Sequence[RunConfig]) -> None:
-        self.config, self.k = configs[0], len(configs)  # config: the shared fields
-        self.device = resolve_device(self.config.device)
+        c = self.config = configs[0]  # the fields all members share
+        self.k = len(configs)
+        cuda = torch.cuda.is_available()
+        if c.device == "cuda" and not cuda:
+            raise FcnetError("device 'cuda' asked for, but PyTorch sees no CUDA device "
+                             "(use --device cpu or auto)")
+        self.device = torch.device(c.device if c.device != "auto" else "cuda" if cuda else "cpu")
         self.cuda = self.device.type == "cuda"
-        self.precision, self.bf16_fallback = precision(self.config, self.device)
-        self.lrs = np.array([c.lr for c in configs])
-        self.decays = np.array([c.decay for c in configs])
-        seeds = [c.seed for c in configs]
+        self.dtype = torch.float64 if c.dtype == "float64" else torch.float32  # the weights'
+        if c.amp and c.dtype == "float64":
+            raise FcnetError("config field 'amp': mixed precision needs dtype float32")
+        # bf16 (or amp) without bf16 instructions trains in float32 (emulated: 10-40x slower)
+        want = c.dtype == "bfloat16" or (self.cuda and c.dtype == "float32" if c.amp is None else c.amp)
+        self.bf16_fallback = bf16_unsupported(self.device) if want else None
+        self.precision = ("bfloat16-mixed" if want and self.bf16_fallback is None
+                          else "float64" if c.dtype == "float64" else "float32")
+        self.lrs = np.array([m.lr for m in configs])
+        self.decays = np.array([m.decay for m in configs])
+        seeds = [m.seed for m in configs]
         self.stream_seeds = sorted(set(seeds))
         self.group = [self.stream_seeds.index(s) for s in seeds]  # member -> its stream
         self.streams = [Stream(s) for s in self.stream_seeds]
@@ -123,10 +111,9 @@ class Engine:
 
     def run(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None) -> list[dict]:
-        """Train every member to the configured length (or iteration ``until``), from a loaded state
-        if any: a dict of histories, progress and timing each.  ``callback(record)`` runs after every
-        epoch with member 0's {'epoch', 'iteration', 'loss', 'train_acc', 'val_acc', 'lr', 'seconds'};
-        ``eval_at`` lists iterations after which validation accuracy is kept."""
+        """Train every member to its length (or iteration ``until``), from a loaded state if any: a dict
+        of histories, progress and timing each.  ``callback`` gets member 0's record after every epoch;
+        validation accuracy is also kept after the iterations in ``eval_at``."""
         c = self.config
         (Xt, yt), (Xv, yv) = self.data(X_train, y_train), self.data(X_val, y_val)
         n = Xt.shape[0]
@@ -147,9 +134,8 @@ class Engine:
         t0 = time.perf_counter()
         with flush_subnormals(self.threads):
             while self.it < stop and not self.halted and None in self.diverged:
-                # the learning rate of this iteration, then one step of every member
-                lr = lr_at(self.it, **schedule)
-                self._losses.append(self.step(Xt, yt, self.batch(n), lr))
+                # one step of every member at this iteration's learning rate
+                self._losses.append(self.step(Xt, yt, self.batch(n), lr_at(self.it, **schedule)))
                 self.it += 1
                 bar.update()
                 if self.it in wanted:  # kept for members still training
@@ -215,9 +201,8 @@ class Engine:
         out: dict = {"it": self.it, "epoch": self.epoch,
                      "diverged": torch.tensor([-1 if d is None else d for d in self.diverged])}
         for g, stream in enumerate(self.streams):
-            for k, v in legacy_state(stream.rng, f"rng.{g}.").items():
-                v = np.asarray(v)
-                out[k] = torch.from_numpy(v.astype(np.float64 if v.dtype.kind == "f" else np.int64))
+            out.update({k: torch.from_numpy(v.astype(np.float64 if v.dtype.kind == "f" else np.int64))
+                        for k, v in legacy_state(stream.rng, f"rng.{g}.").items()})
             out[f"perm.{g}"] = torch.from_numpy(stream.perm.astype(np.int64))
         for j, h in enumerate(self.hist):
             out.update({f"{k}.{j}": torch.tensor(v, dtype=torch.float64) for k, v in h.items()})
@@ -239,9 +224,9 @@ class Engine:
 
 
 class TorchTrainer(Engine):
-    """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``; ``image_shape``
-    (None: not images) for augmentation; ``optimizer(parameters)`` replaces the config's rule
-    (lr still set by the schedule; the loss history is then the data loss alone)."""
+    """Trains and serves one ``MultiLayerPerceptron`` built from a ``RunConfig``; ``image_shape`` (None: not
+    images) for augmentation; ``optimizer(parameters)`` replaces the config's rule (lr still scheduled,
+    the loss history then the data loss alone)."""
 
     def __init__(self, config: RunConfig, input_size: int, num_classes: int,
                  image_shape: Sequence[int] | None = None,
@@ -251,7 +236,7 @@ class TorchTrainer(Engine):
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.class_names = list(class_names) if class_names is not None else None
         self.amp = self.precision == "bfloat16-mixed"
-        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
         if config.augment and self.image_shape is None:
             raise FcnetError("config field 'augment': flip/crop needs image inputs "
                              "(this dataset has no image shape, or PCA removed it)")
@@ -263,14 +248,19 @@ class TorchTrainer(Engine):
             self.input_size, config.hidden, self.num_classes, dropout=1.0 - config.dropout_keep,
             batchnorm=config.batchnorm, activation=config.activation, init=init, seed=config.seed,
             dtype=self.dtype).to(self.device)
-        # one thread for small products: below a few MFLOP per product, waking a second
-        # costs more than it saves (on 2 loaded cores a digits step took 30x longer)
+        # one thread below a few MFLOP a product: waking a second costs more (digits, 2 busy cores: 30x)
         small = config.batch_size * self.input_size * max(config.hidden, default=1) < 4e6
         self.threads = 1 if small else torch.get_num_threads()
         self.weight_decay = 2 * config.reg if config.weight_decay is None else config.weight_decay
         # the loss history's L2 term: the coupled rules' decay is the gradient of wd/2 * sum(W**2)
         self.l2 = 0.0 if optimizer or config.optimizer == "adamw" else 0.5 * self.weight_decay
-        self.optimizer = optimizer(self.model.parameters()) if optimizer else self._make_optimizer()
+        params, rule = list(self.model.parameters()), optim.rule(config.optimizer)
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        # the config's rule as its torch.optim class; fused: one kernel a step (best-cpu's AdamW 23 -> 3.6 ms)
+        kwargs = rule.torch_kwargs(config.optim_config()) | ({"fused": True} if rule.torch_fused else {})
+        self.optimizer = (optimizer(params) if optimizer
+                          else getattr(torch.optim, rule.torch_class)(groups, lr=config.lr, **kwargs))
         swa = torch.optim.swa_utils
         self.ema = swa.AveragedModel(self.model, multi_avg_fn=swa.get_ema_multi_avg_fn(config.ema),
                                      use_buffers=True) if config.ema > 0 else None
@@ -286,16 +276,6 @@ class TorchTrainer(Engine):
     def __repr__(self) -> str:
         return (f"TorchTrainer({self.model.sizes}, optimizer={self.config.optimizer}, "
                 f"device={self.device.type}, precision={self.precision})")
-
-    def _make_optimizer(self):
-        """The config's update rule as its torch.optim class (nn.optim.RULES names it)."""
-        c = self.config
-        params = list(self.model.parameters())
-        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-        rule = optim.rule(c.optimizer)  # fused: one kernel a step (best-cpu's AdamW 23 -> 3.6 ms)
-        kwargs = rule.torch_kwargs(c.optim_config()) | ({"fused": True} if rule.torch_fused else {})
-        return getattr(torch.optim, rule.torch_class)(groups, lr=c.lr, **kwargs)
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -320,16 +300,12 @@ class TorchTrainer(Engine):
             lam = float(self.streams[0].rng.beta(c.mixup, c.mixup))
             xb = lam * xb + (1 - lam) * xb.flip(0)
         self.model.train()
-        penalty = 0.0  # of the weights before this step
-        if self.l2:
-            ws = [w.detach().view(-1) for w in self.optimizer.param_groups[0]["params"]]
-            penalty = self.l2 * sum(torch.dot(w, w) for w in ws)
-        with self._autocast():
+        ws = [w.detach().view(-1) for w in self.optimizer.param_groups[0]["params"]] if self.l2 else []
+        penalty = self.l2 * sum(torch.dot(w, w) for w in ws)  # of the weights before this step
+        with self.autocast:
             scores = self.model(xb).to(self.dtype)
-        loss = F.cross_entropy(scores, yb, label_smoothing=c.label_smoothing)
-        if c.mixup > 0:
-            loss = lam * loss + (1 - lam) * F.cross_entropy(scores, yb.flip(0),
-                                                            label_smoothing=c.label_smoothing)
+        ce = partial(F.cross_entropy, scores, label_smoothing=c.label_smoothing)
+        loss = lam * ce(yb) + (1 - lam) * ce(yb.flip(0)) if c.mixup > 0 else ce(yb)
         if not self.cuda and not math.isfinite(loss.item()):
             self.halted = True  # the last good weights are kept
             return loss.detach().view(1)
@@ -347,16 +323,12 @@ class TorchTrainer(Engine):
             self.model.load_state_dict(self.ema.module.state_dict())
         self._averaging = False
 
-    def _tensor(self, X):
-        """Rows as a tensor on the device, in the model's dtype (no copy when possible)."""
-        return torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.dtype)[6:])).to(self.device)
-
-    def data(self, X, y):
-        X, y = MLP.check_inputs(self, X, y)  # as the NumPy engine checks them (reads D and C)
-        return self._tensor(X), torch.from_numpy(y).to(self.device)
-
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+    def data(self, X, y=None):
+        """Rows in the model's dtype (no copy when possible) and labels, checked as the NumPy engine
+        checks them, as tensors on the device."""
+        X, y = MLP.check_inputs(self, X, y)  # reads D and C
+        X = torch.from_numpy(np.ascontiguousarray(X, dtype=str(self.dtype)[6:])).to(self.device)
+        return X, None if y is None else torch.from_numpy(y).to(self.device)
 
     @torch.no_grad()
     def _proba(self, Xt, tta: bool | None = None):
@@ -365,9 +337,8 @@ class TorchTrainer(Engine):
         model = self.ema.module if self.ema is not None and self._averaging else self.model
         model.eval()
         out = [torch.empty(0, self.num_classes, dtype=self.dtype, device=self.device)]
-        for s in range(0, Xt.shape[0], EVAL_CHUNK):
-            xb = Xt[s:s + EVAL_CHUNK]
-            with self._autocast():
+        for xb in Xt.split(EVAL_CHUNK):
+            with self.autocast:
                 p = torch.softmax(model(xb).to(self.dtype), dim=1)
                 if self.tta if tta is None else tta:
                     p = 0.5 * (p + torch.softmax(model(self.augment.mirror(xb)).to(self.dtype), dim=1))
@@ -381,15 +352,13 @@ class TorchTrainer(Engine):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (N, C), float64 (flip-averaged when ``tta``)."""
-        X, _ = MLP.check_inputs(self, X)
-        return self._proba(self._tensor(X)).double().cpu().numpy()
+        return self._proba(self.data(X)[0]).double().cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 
     def score(self, X, y) -> float:
-        X, y = MLP.check_inputs(self, X, y)
-        return float((self.predict(X) == y).mean())
+        return float((self.predict(X) == MLP.check_inputs(self, X, y)[1]).mean())
 
     def state_dict(self) -> dict:
         """The model's state_dict, on the CPU."""

@@ -41,8 +41,7 @@ def available() -> tuple[int | None, str]:
     if soft != resource.RLIM_INFINITY:
         mapped = _proc_bytes("/proc/self/status", "VmSize") or 0
         return max(soft - mapped, 0), f"of the {_gb(soft)} address-space limit (RLIMIT_AS)"
-    free = _proc_bytes("/proc/meminfo", "MemAvailable")
-    if free is not None:
+    if (free := _proc_bytes("/proc/meminfo", "MemAvailable")) is not None:
         return free, "of memory available on this machine"
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "of free memory"

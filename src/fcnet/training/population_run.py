@@ -44,21 +44,15 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
     torch = bool(configs) and configs[0].backend == "torch"
     if len(configs) != len(run_dirs):
         raise FcnetError("train_population needs one run directory per config")
-    eval_at = list(eval_at or [])
-    if not compatible(configs):
-        return [train_run(c, d, quiet=quiet, resume=resume, eval_at=eval_at, figures=figures)
-                for c, d in zip(configs, run_dirs)]
-    out: list[dict | None] = []
-    for c, d in zip(configs, run_dirs):
-        rundir.refuse_other(d, c)
-        out.append(rundir.finished(d, c, eval_at))
+    eval_at, together = list(eval_at or []), compatible(configs)
+    out = [rundir.finished(d, c, eval_at) if together else None for c, d in zip(configs, run_dirs)]
     todo = [i for i, s in enumerate(out) if s is None]
-    if len(todo) == 1 and not (torch and eval_at):  # lone torch runs cannot evaluate along the way
-        i = todo[0]
-        out[i] = train_run(configs[i], run_dirs[i], quiet=quiet, resume=resume, eval_at=eval_at,
-                           figures=figures)
+    todo_configs, todo_dirs = [configs[i] for i in todo], [Path(run_dirs[i]) for i in todo]
+    done: list[dict] = []
+    if not together or (len(todo) == 1 and not (torch and eval_at)):  # torch alone cannot eval_at
+        done = [train_run(c, d, quiet=quiet, resume=resume, eval_at=eval_at, figures=figures)
+                for c, d in zip(todo_configs, todo_dirs)]
     elif todo:
-        todo_configs, todo_dirs = [configs[i] for i in todo], [Path(run_dirs[i]) for i in todo]
         with ExitStack() as held:  # one writer per run directory, as for a lone run
             for c, d in zip(todo_configs, todo_dirs, strict=True):
                 held.enter_context(rundir.locked(d, c))
@@ -69,8 +63,8 @@ def train_population(configs: list[RunConfig], run_dirs: list[Path], quiet: bool
                 check_fits(todo_configs[0], *P.X_train.shape, len(P.classes),
                            members=len(todo_configs))  # before allocating
                 done = train_numpy(todo_configs, todo_dirs, P, quiet=quiet, eval_at=eval_at, figures=figures)
-        for i, s in zip(todo, done, strict=True):
-            out[i] = s
+    for i, s in zip(todo, done, strict=True):
+        out[i] = s
     return out  # type: ignore[return-value]
 
 

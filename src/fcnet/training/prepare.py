@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -12,6 +13,9 @@ from fcnet.config import RunConfig
 
 _CACHE: dict[tuple, Prepared] = {}
 _CACHE_SIZE = 2
+# config -> the fields its prepared data depends on (the cache's key)
+data_key = attrgetter("dataset", "path", "val_size", "test_size", "split_seed", "preprocess", "pca",
+                      "pca_whiten", "dtype", "zca_eps")
 
 
 @dataclass
@@ -29,21 +33,14 @@ class Prepared:
     image_shape = property(lambda self: self.data.image_shape)
 
 
-def data_key(config: RunConfig) -> tuple:
-    c = config
-    return (c.dataset, c.path, c.val_size, c.test_size, c.split_seed, c.preprocess, c.pca,
-            c.pca_whiten, c.dtype, c.zca_eps)
-
-
 def prepare(config: RunConfig, progress: bool = False) -> Prepared:
     """Load and preprocess the data a config asks for (cached by its data fields)."""
     from fcnet.data import Preprocessor, load_splits
     from fcnet.data.cache import fitted
 
-    key = data_key(config)
+    c, key = config, data_key(config)
     if key in _CACHE:
         return _CACHE[key]
-    c = config
     data = load_splits(c.dataset, c.path, val_size=c.val_size, test_size=c.test_size,
                        seed=c.split_seed, progress=progress)
     pca = None if c.pca is None else int(c.pca) if c.pca >= 1 else float(c.pca)

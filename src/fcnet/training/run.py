@@ -60,12 +60,11 @@ def train_run(config: RunConfig, run_dir: Path, quiet: bool = True, resume: bool
                     else "training again from the start"))
         prepared = prepare(config, progress=not quiet)  # bad data fails before anything is written
         check_fits(config, *prepared.X_train.shape, len(prepared.classes))  # before allocating
+        kw = dict(quiet=quiet, resume=resume, eval_at=eval_at, figures=figures,
+                  checkpoint_seconds=checkpoint_seconds)
         if config.backend == "torch":
-            return torch_run.train_torch(config, run_dir, prepared, quiet=quiet, resume=resume,
-                                         eval_at=eval_at, figures=figures,
-                                         checkpoint_seconds=checkpoint_seconds)
-        return train_numpy([config], [run_dir], prepared, quiet=quiet, resume=resume, eval_at=eval_at,
-                           checkpoint_seconds=checkpoint_seconds, figures=figures)[0]
+            return torch_run.train_torch(config, run_dir, prepared, **kw)
+        return train_numpy([config], [run_dir], prepared, **kw)[0]
 
 
 def blas_threads(config: RunConfig, input_size: int):
@@ -92,11 +91,9 @@ def _new_solver(configs: Sequence[RunConfig], P: Prepared) -> Solver:
     return Solver(models, P.X_train, P.y_train, P.X_val, P.y_val, hyper(configs, P.X_train.shape[0]))
 
 
-def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best: list) -> None:
-    acc, epoch, params = best
+def _save_checkpoint(path: Path, solver: Solver, val_at: dict, best: dict | None) -> None:
     files.save_npz(path, {**solver.state(), **{f"val_at.{k}": np.array(v) for k, v in val_at.items()},
-                          "best.acc": np.array(acc), "best.epoch": np.array(epoch),
-                          **{f"best.params.{k}": v for k, v in (params or {}).items()}})
+                          **{f"best.params.{k}": v for k, v in (best or {}).items()}})
 
 
 def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepared, *,
@@ -105,120 +102,107 @@ def train_numpy(configs: Sequence[RunConfig], run_dirs: Sequence[Path], P: Prepa
     """The NumPy loop: train K >= 1 configs at once (one ``Solver``), each into its own run
     directory; returns their summaries.  A lone run (K = 1) is checkpointed at epoch ends and
     resumes bit for bit; a population is not (killed, its members train again)."""
-    # divergence is detected from the loss, not warned about
-    with np.errstate(over="ignore", invalid="ignore"), \
-            blas_threads(configs[0], P.X_train.shape[1] * len(configs)):
-        return _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds, figures)
-
-
-def _train_numpy(configs, run_dirs, P, quiet, resume, eval_at, checkpoint_seconds, figures):
     from tqdm import tqdm
 
     k, run_dirs = len(configs), [Path(d) for d in run_dirs]
-    solver = _new_solver(configs, P)
-    n_iters, per_epoch = solver.hp.num_iters, solver.iters_per_epoch
-    ckpt = run_dirs[0] / CHECKPOINT if k == 1 else None
-    val_at: list[dict[str, float]] = [{} for _ in configs]
-    best = [[-1.0, -1, None] for _ in configs]  # per member: accuracy, epoch, params (keep_best)
-    if ckpt is not None and resume and ckpt.exists():
-        try:
-            state = files.load_npz(ckpt)
-            solver.load_state(state)
-            val_at[0] = {key[7:]: float(v) for key, v in state.items() if key.startswith("val_at.")}
-            params = {key[12:]: v for key, v in state.items() if key.startswith("best.params.")}
-            best[0] = [float(state["best.acc"]), int(state["best.epoch"]), params or None]
-        except FcnetError as err:  # unreadable: the solver is untouched
-            rundir.say(f"{err}; training again from the start")
-        except (KeyError, ValueError) as err:
-            rundir.say(f"{ckpt}: does not fit this run ({err}); training again from the start")
-            solver = _new_solver(configs, P)
-    summaries = [rundir.start(d, c, P, **({"population": k} if k > 1 else {}))
-                 for c, d in zip(configs, run_dirs, strict=True)]
-    tbs = [RunLogger.open(d, enabled=c.tensorboard, start_step=solver.it, total_steps=n_iters)
-           for c, d in zip(configs, run_dirs, strict=True)]
-    models, wanted, logged = solver.models, set(eval_at), solver.it
-    bar = tqdm(total=n_iters, initial=solver.it, unit="it", dynamic_ncols=True, disable=quiet,
-               desc=f"train {run_dirs[0].name}" + (f" (+{k - 1})" if k > 1 else ""))
+    # divergence is detected from the loss, not warned about
+    with np.errstate(over="ignore", invalid="ignore"), blas_threads(configs[0], P.X_train.shape[1] * k):
+        solver = _new_solver(configs, P)
+        n_iters, per_epoch = solver.hp.num_iters, solver.iters_per_epoch
+        ckpt = run_dirs[0] / CHECKPOINT if k == 1 else None
+        val_at: list[dict[str, float]] = [{} for _ in configs]
+        best: list[dict | None] = [None] * k  # keep_best: each member's params at its best val epoch
+        if ckpt is not None and resume and ckpt.exists():
+            try:
+                state = files.load_npz(ckpt)
+                solver.load_state(state)
+                val_at[0] = {key[7:]: float(v) for key, v in state.items() if key.startswith("val_at.")}
+                best[0] = {key[12:]: v for key, v in state.items() if key.startswith("best.params.")} or None
+            except FcnetError as err:  # unreadable: the solver is untouched
+                rundir.say(f"{err}; training again from the start")
+            except (KeyError, ValueError) as err:
+                rundir.say(f"{ckpt}: does not fit this run ({err}); training again from the start")
+                solver = _new_solver(configs, P)
+        summaries = [rundir.start(d, c, P, **({"population": k} if k > 1 else {}))
+                     for c, d in zip(configs, run_dirs, strict=True)]
+        tbs = [RunLogger.open(d, enabled=c.tensorboard, start_step=solver.it, total_steps=n_iters)
+               for c, d in zip(configs, run_dirs, strict=True)]
+        models, wanted, logged = solver.models, set(eval_at), solver.it
+        bar = tqdm(total=n_iters, initial=solver.it, unit="it", dynamic_ncols=True, disable=quiet,
+                   desc=f"train {run_dirs[0].name}" + (f" (+{k - 1})" if k > 1 else ""))
 
-    t0, clock, start_it = time.monotonic(), rundir.CheckpointClock(checkpoint_seconds), solver.it
-    with flush_denormals(solver.flush_denormals):
-        while solver.it < n_iters and solver.active.any():
-            # step: one minibatch for every member; at an epoch's first iteration
-            # the solver also records train/val accuracy and the learning rate
-            it = solver.it
-            loss = solver.step()
-            if solver.it == it:
-                break  # every member diverged: their last good parameters are kept
-            if solver.it in wanted:  # before a checkpoint, so a resume keeps the point
-                for j, acc in enumerate(solver.val_accuracies()):
-                    if solver.active[j]:
-                        val_at[j][str(solver.it)] = float(acc)
-            if it % per_epoch == 0:
-                # evaluate: log the epoch, keep each member's best
-                for j in np.flatnonzero(solver.active):
-                    h = solver.hist[j]
-                    tbs[j].losses(logged, solver.losses(j, logged))
-                    tbs[j].epoch(it, h["train_acc"][-1], h["val_acc"][-1], h["lr"][-1],
-                                 weights=lambda j=j: {n: w for n, w in models[j].params.items()
-                                                      if n[0] == "W"},
-                                 image_shape=P.image_shape, last=solver.it + per_epoch > n_iters)
-                    if h["val_acc"][-1] > best[j][0]:
-                        best[j][:2] = h["val_acc"][-1], len(h["val_acc"]) - 1
-                        if configs[j].keep_best:
-                            best[j][2] = {n: v.copy() for n, v in models[j].params.items()}
-                logged = solver.it
-                # checkpoint: at an epoch end, checkpoint_seconds apart at least
-                if ckpt is not None and clock.due():
-                    started = time.monotonic()
-                    tbs[0].flush()  # first: a resume from this checkpoint leaves no gap in tb/
-                    _save_checkpoint(ckpt, solver, val_at[0], best[0])
-                    rundir.write_metrics(run_dirs[0], solver.history(), per_epoch)
-                    clock.saved(started)
-            # log
-            if not quiet and (solver.it % 20 == 0 or solver.it == n_iters):
-                bar.n = solver.it
-                bar.set_postfix(loss=f"{float(np.min(loss)):.4f}", refresh=False)
-                bar.update(0)
-    seconds = (time.monotonic() - t0) / k  # each member's share
-    bar.close()
+        t0, clock, start_it = time.monotonic(), rundir.CheckpointClock(checkpoint_seconds), solver.it
+        with flush_denormals(solver.flush_denormals):
+            while solver.it < n_iters and solver.active.any():
+                # step: one minibatch for every member; at an epoch's first iteration
+                # the solver also records train/val accuracy and the learning rate
+                it = solver.it
+                loss = solver.step()
+                if solver.it == it:
+                    break  # every member diverged: their last good parameters are kept
+                if solver.it in wanted:  # before a checkpoint, so a resume keeps the point
+                    for j, acc in enumerate(solver.val_accuracies()):
+                        if solver.active[j]:
+                            val_at[j][str(solver.it)] = float(acc)
+                if it % per_epoch == 0:
+                    # evaluate: log the epoch, keep each member's best (keep_best)
+                    for j in np.flatnonzero(solver.active):
+                        h = solver.hist[j]
+                        tbs[j].losses(logged, solver.losses(j, logged))
+                        tbs[j].epoch(it, h["train_acc"][-1], h["val_acc"][-1], h["lr"][-1],
+                                     weights=lambda j=j: {n: w for n, w in models[j].params.items()
+                                                          if n[0] == "W"},
+                                     image_shape=P.image_shape, last=solver.it + per_epoch > n_iters)
+                        if configs[j].keep_best and h["val_acc"][-1] > max(h["val_acc"][:-1], default=-1.0):
+                            best[j] = {n: v.copy() for n, v in models[j].params.items()}
+                    logged = solver.it
+                    # checkpoint: at an epoch end, checkpoint_seconds apart at least
+                    if ckpt is not None and clock.due():
+                        started = time.monotonic()
+                        tbs[0].flush()  # first: a resume from this checkpoint leaves no gap in tb/
+                        _save_checkpoint(ckpt, solver, val_at[0], best[0])
+                        rundir.write_metrics(run_dirs[0], solver.history(), per_epoch)
+                        clock.saved(started)
+                # log
+                if not quiet and (solver.it % 20 == 0 or solver.it == n_iters):
+                    bar.n = solver.it
+                    bar.set_postfix(loss=f"{float(np.min(loss)):.4f}", refresh=False)
+                    bar.update(0)
+        seconds = (time.monotonic() - t0) / k  # each member's share
+        bar.close()
 
-    # finish: each member's files, then its summary with their checksums
-    out = []
-    for j, (c, d, summary, tb) in enumerate(zip(configs, run_dirs, summaries, tbs, strict=True)):
-        hist, diverged, model = solver.history(j), solver.diverged_at[j], models[j]
-        tb.losses(logged, hist["loss_history"][logged:])
-        if diverged is None and solver.it in wanted:
-            val_at[j][str(solver.it)] = float(solver.val_accuracies()[j])
-        written = []
-        if ckpt is not None:
-            _save_checkpoint(ckpt, solver, val_at[0], best[0])
-            written.append(CHECKPOINT)
-        if c.keep_best and best[j][2] is not None:
-            files.save_npz(d / "best_params.npz", best[j][2])
-            written.append("best_params.npz")
-        if not all(np.isfinite(v).all() for v in model.params.values()):
-            raise FcnetError(f"{d}: parameters became non-finite")  # never saved
-        files.save_npz(d / "params.npz", model.params)
-        written += ["params.npz", *rundir.write_metrics(d, hist, per_epoch)]
-        final_val, losses = _accuracy(model, P.X_val, P.y_val), hist["loss_history"]
-        iterations = solver.it if diverged is None else diverged
-        summary.update({
-            "status": "diverged" if diverged is not None else "completed",
-            "diverged_at": diverged, "iterations": iterations, "iters_per_epoch": per_epoch,
-            "epochs_recorded": len(hist["val_acc_history"]),
-            "final_loss": losses[-1] if losses and math.isfinite(losses[-1]) else None,
-            "final_val_acc": final_val, "best_val_acc": max([final_val, *hist["val_acc_history"]]),
-            "best_epoch": best[j][1], "final_train_acc": _accuracy(model, P.X_train, P.y_train),
-            "train_seconds": seconds,
-            "samples_per_second": (iterations - start_it) * c.batch_size / seconds if seconds > 0 else None,
-            "val_acc_at": val_at[j],
-        })
-        if figures:
-            pred = np.argmax(model.scores(P.X_val), axis=1)
-            written += rundir.write_figures(d, hist, model.params["W1"], P, pred)
-        tb.finish(c.model_dump(), summary)  # tb/ is a log, not checksummed: before the last write
-        out.append(rundir.complete(d, summary, written))
-    return out
+        # finish: each member's files, then its summary with their checksums
+        out = []
+        for j, (c, d, summary, tb) in enumerate(zip(configs, run_dirs, summaries, tbs, strict=True)):
+            hist, diverged, model = solver.history(j), solver.diverged_at[j], models[j]
+            tb.losses(logged, hist["loss_history"][logged:])
+            if diverged is None and solver.it in wanted:
+                val_at[j][str(solver.it)] = float(solver.val_accuracies()[j])
+            written = []
+            if ckpt is not None:
+                _save_checkpoint(ckpt, solver, val_at[0], best[0])
+                written.append(CHECKPOINT)
+            if c.keep_best and best[j] is not None:
+                files.save_npz(d / "best_params.npz", best[j])
+                written.append("best_params.npz")
+            if not all(np.isfinite(v).all() for v in model.params.values()):
+                raise FcnetError(f"{d}: parameters became non-finite")  # never saved
+            files.save_npz(d / "params.npz", model.params)
+            written += ["params.npz", *rundir.write_metrics(d, hist, per_epoch)]
+            final_val, losses = _accuracy(model, P.X_val, P.y_val), hist["loss_history"]
+            vals, iterations = hist["val_acc_history"], solver.it if diverged is None else diverged
+            out.append(rundir.complete(
+                d, c, summary, tb, written,
+                (hist, model.params["W1"], P, np.argmax(model.scores(P.X_val), axis=1)) if figures else None,
+                diverged_at=diverged, iterations=iterations, iters_per_epoch=per_epoch,
+                epochs_recorded=len(vals),
+                final_loss=losses[-1] if losses and math.isfinite(losses[-1]) else None,
+                final_val_acc=final_val, best_val_acc=max([final_val, *vals]),
+                best_epoch=int(np.argmax(vals)) if vals else -1,  # the first best
+                final_train_acc=_accuracy(model, P.X_train, P.y_train), train_seconds=seconds,
+                samples_per_second=(iterations - start_it) * c.batch_size / seconds if seconds > 0 else None,
+                val_acc_at=val_at[j]))
+        return out
 
 
 def _accuracy(model: MLP, X: np.ndarray, y: np.ndarray, chunk: int = 8192) -> float:

@@ -36,7 +36,6 @@ from fcnet.training.prepare import Prepared
 CONFIG = "config.toml"
 SUMMARY = "summary.json"
 PREPROCESS = "preprocess.npz"
-FINISHED = ("completed", "diverged")
 WAIT_NOTICE_S = 2.0  # how long a second writer waits quietly before saying why
 
 
@@ -75,10 +74,9 @@ def read_run_config(run_dir: Path) -> RunConfig:
 
 def read_summary(run_dir: Path) -> dict | None:
     """The summary, or None when there is none yet or it is unreadable (a damaged run)."""
-    try:
+    with suppress(FcnetError):
         return files.read_json(Path(run_dir) / SUMMARY)
-    except FcnetError:
-        return None
+    return None
 
 
 def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) -> dict[str, str]:
@@ -96,7 +94,7 @@ def damaged(run_dir: Path, summary: dict, names: Iterable[str] | None = None) ->
 
 
 def is_finished(summary: dict | None) -> bool:
-    return summary is not None and summary.get("status") in FINISHED
+    return summary is not None and summary.get("status") in ("completed", "diverged")
 
 
 def covers(summary: dict, eval_at: Iterable[int]) -> bool:
@@ -104,19 +102,20 @@ def covers(summary: dict, eval_at: Iterable[int]) -> bool:
     return {str(i) for i in eval_at} <= set(summary.get("val_acc_at", {}))
 
 
+def holds(run_dir: Path, config: RunConfig) -> bool:
+    """Whether ``run_dir`` holds a run of ``config``; FcnetError if of another config."""
+    if not (Path(run_dir) / CONFIG).exists():
+        return False
+    if read_run_config(run_dir) != config:
+        raise FcnetError(f"{run_dir}: holds a run with a different config; "
+                         "choose another --name or delete it")
+    return True
+
+
 def finished(run_dir: Path, config: RunConfig, eval_at: Iterable[int] = ()) -> dict | None:
     """The summary of a finished, intact run of ``config`` covering ``eval_at``, else None."""
-    if not (Path(run_dir) / CONFIG).exists() or read_run_config(run_dir) != config:
-        return None
-    s = read_summary(run_dir)
+    s = read_summary(run_dir) if holds(run_dir, config) else None
     return s if is_finished(s) and covers(s, eval_at) and not damaged(run_dir, s) else None
-
-
-def check_intact(run_dir: Path, summary: dict, names: Iterable[str]) -> None:
-    """FcnetError naming the first of ``names`` that is damaged."""
-    for name, why in damaged(run_dir, summary, names).items():
-        raise FcnetError(f"{Path(run_dir) / name}: {why}; train the run again with "
-                         f"fcnet train --resume {run_dir}")
 
 
 def lock_path(run_dir: Path) -> Path:
@@ -132,7 +131,7 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
     from filelock import Timeout
 
     run_dir = Path(run_dir)
-    refuse_other(run_dir, config)
+    holds(run_dir, config)
     path = lock_path(run_dir)
     made = not path.parent.exists()  # runs/ itself: removed again if nothing was written
     lock = files.lock(path)
@@ -140,23 +139,19 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=WAIT_NOTICE_S)
-            break
         except Timeout:
             say(f"{run_dir}: {files.lock_holder(path)} is writing this run; waiting for it to finish")
             lock.acquire()
-            break
         except FileNotFoundError:  # another process removed its empty runs/ just now
             if attempt == 2:
                 raise
-        except OSError as err:
-            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            continue
+        except OSError as err:  # an unwritable folder: no writer to keep out, the lock is not taken
+            if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):  # (a write fails in one line)
                 raise files.write_error(run_dir, err, folder=True) from None
-            # an unwritable folder: no writer to keep out (a write this run tries fails in one line)
-            refuse_other(run_dir, config)
-            yield
-            return
+        break
     try:
-        refuse_other(run_dir, config)  # the other process may have written another config
+        holds(run_dir, config)  # the other process may have written another config
         yield
     finally:
         if lock.lock_counter == 1:  # the outermost hold: leave no lock file behind (a
@@ -164,13 +159,7 @@ def locked(run_dir: Path, config: RunConfig) -> Iterator[None]:
             if made:
                 with suppress(OSError):
                     path.parent.rmdir()  # only if empty: a refused first run leaves nothing
-        lock.release()
-
-
-def refuse_other(run_dir: Path, config: RunConfig) -> None:
-    if (Path(run_dir) / CONFIG).exists() and read_run_config(run_dir) != config:
-        raise FcnetError(f"{run_dir}: holds a run with a different config; "
-                         "choose another --name or delete it")
+        lock.release()  # (a lock never taken: nothing to release)
 
 
 def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict:
@@ -198,49 +187,47 @@ def start(run_dir: Path, config: RunConfig, prepared: Prepared, **extra) -> dict
     return summary
 
 
-def _write_csv(path: Path, header: list[str], rows: Iterable[list]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
-    files.write_text(path, buf.getvalue())
-    return path.name
-
-
 def write_metrics(run_dir: Path, hist: dict, iters_per_epoch: int) -> list[str]:
     """loss.csv (per iteration) and epochs.csv (per epoch); returns their names."""
-    lrs = hist.get("lr_history", [])
-    losses = ([i, repr(float(v))] for i, v in enumerate(hist["loss_history"]))
-    epochs = ([e, e * iters_per_epoch, lrs[e] if e < len(lrs) else "", tr, va]
-              for e, (tr, va) in enumerate(zip(hist["train_acc_history"], hist["val_acc_history"])))
-    return [_write_csv(run_dir / "loss.csv", ["iteration", "loss"], losses),
-            _write_csv(run_dir / "epochs.csv", ["epoch", "iteration", "lr", "train_acc", "val_acc"],
-                       epochs)]
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    from sklearn.metrics import confusion_matrix
-
-    return confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    epochs = zip(hist["lr_history"], hist["train_acc_history"], hist["val_acc_history"])
+    tables = {"loss.csv": [["iteration", "loss"],
+                           *([i, repr(float(v))] for i, v in enumerate(hist["loss_history"]))],
+              "epochs.csv": [["epoch", "iteration", "lr", "train_acc", "val_acc"],
+                             *([e, e * iters_per_epoch, *row] for e, row in enumerate(epochs))]}
+    for name, rows in tables.items():
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        files.write_text(run_dir / name, buf.getvalue())
+    return list(tables)
 
 
 def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared, val_pred: np.ndarray) -> list[str]:
     """The run's pictures (fcnet.report.pictures), their names: loss, accuracies, first-layer
     weights W1 (D, H) when the inputs are images, the confusion of val predictions (M,)."""
+    from sklearn.metrics import confusion_matrix
+
     from fcnet.report import pictures as figures
 
+    cm = confusion_matrix(P.y_val, val_pred, labels=np.arange(len(P.classes)))
     out = [figures.loss_png(hist["loss_history"], run_dir / "loss.png")]
     if hist["val_acc_history"]:
         out.append(figures.accuracy_png(hist["train_acc_history"], hist["val_acc_history"],
                                         run_dir / "accuracy.png"))
     if (shape := P.image_shape) is not None and W1.shape[0] == np.prod(shape) and shape[-1] in (1, 3):
         out.append(figures.weights_png(W1, tuple(shape), run_dir / "weights.png"))
-    out.append(figures.confusion_png(confusion(P.y_val, val_pred, len(P.classes)), P.classes,
-                                     run_dir / "confusion.png"))
+    out.append(figures.confusion_png(cm, P.classes, run_dir / "confusion.png"))
     return [p.name for p in out]
 
 
-def complete(run_dir: Path, summary: dict, written: Sequence[str]) -> dict:
-    """Record the sha256 of every file the run wrote in the summary, written last: a summary
-    that says completed vouches for all of them."""
+def complete(run_dir: Path, config: RunConfig, summary: dict, tb, written: Sequence[str],
+             figures: tuple | None, **outcome) -> dict:
+    """Finish a trained run: ``outcome`` and its status into the summary, ``figures`` drawn (None, or
+    write_figures' arguments after run_dir), ``tb`` (its RunLogger) closed, then the sha256 of every
+    file the run wrote into the summary, written last: one that says completed vouches for them all."""
+    summary.update(status="completed" if outcome["diverged_at"] is None else "diverged", **outcome)
+    if figures is not None:
+        written = [*written, *write_figures(run_dir, *figures)]
+    tb.finish(config.model_dump(), summary)  # tb/ is a log, not checksummed: before the last write
     names = dict.fromkeys([CONFIG, PREPROCESS, *written])
     summary["files"] = {n: files.file_digest(Path(run_dir) / n) for n in names}
     files.write_json(Path(run_dir) / SUMMARY, summary)

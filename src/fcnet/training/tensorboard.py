@@ -56,7 +56,6 @@ class RunLogger:
         self.scalar_every = max(1, math.ceil(total / SCALAR_POINTS))
         self._pictured: int | None = None  # step of the last weight pictures
         self._picture_due = 0.0  # monotonic time before which no slow picture is made
-        self._pictures = 0
         self._last_loss: tuple[int, float] | None = None  # written at the end if skipped
         self._last_epoch: int | None = None
 
@@ -136,7 +135,7 @@ class RunLogger:
                                                  time.monotonic() >= self._picture_due)
         if weights is None or not due:
             return
-        started, self._pictured = time.monotonic(), step
+        first, started, self._pictured = self._pictured is None, time.monotonic(), step
         W = weights()
         for name, w in W.items():
             v = np.asarray(w, dtype=np.float64).ravel()
@@ -147,9 +146,8 @@ class RunLogger:
             self._call("add_image", "weights/first_layer", np.clip(picture, 0.0, 1.0),
                        int(step), dataformats="HWC")
         took = time.monotonic() - started
-        slow = took > 0.05 and self._pictures > 0  # the first one pays the imports
+        slow = took > 0.05 and not first  # the first one pays the imports
         self._picture_due = started + PICTURE_SPACING * took if slow else 0.0
-        self._pictures += 1
 
     def finish(self, config: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
         """The last loss point, the run as one HParams session (config values; its summary's

@@ -19,7 +19,7 @@ WEIGHTS = "model.pt"
 BUDGET_FILL = 0.95  # of a time budget planned for epochs; the rest absorbs noise and saves
 
 
-def _images(shape, input_size: int):
+def flat_images(shape, input_size: int):
     """``shape`` when rows are images flattened (not, say, PCA components), else None."""
     return shape if shape is not None and input_size == int(np.prod(shape)) else None
 
@@ -29,7 +29,7 @@ def trainer(config: RunConfig, P: Prepared):
     from fcnet.torch_backend.train import TorchTrainer  # without torch: one FcnetError
 
     D = P.X_train.shape[1]
-    return TorchTrainer(config, D, len(P.classes), _images(P.image_shape, D), P.classes)
+    return TorchTrainer(config, D, len(P.classes), flat_images(P.image_shape, D), P.classes)
 
 
 def measure_budget(t, P: Prepared) -> None:
@@ -108,33 +108,18 @@ def finish_torch(config: RunConfig, run_dir: Path, t, P: Prepared, out: dict, su
     t.save_checkpoint(run_dir / CHECKPOINT)
     t.save(run_dir / WEIGHTS)
     written = [CHECKPOINT, WEIGHTS, *rundir.write_metrics(run_dir, out, out["iters_per_epoch"])]
-    final_val = t.score(P.X_val, P.y_val)
-    seconds = out["train_seconds"]
-    summary.update({
-        "status": "diverged" if out["diverged_at"] is not None else "completed",
+    final_val, seconds = t.score(P.X_val, P.y_val), out["train_seconds"]
+    return rundir.complete(
+        run_dir, config, summary, tb, written,
+        (out, t.model.linears[0].weight.detach().cpu().double().numpy().T,  # W1 (D, H)
+         P, np.argmax(t.predict_proba(P.X_val), axis=1)) if figures else None,
         **{k: out[k] for k in ("diverged_at", "iterations", "iters_per_epoch")},
-        "epochs_recorded": out["epochs"],
-        "final_loss": out["loss_history"][-1] if out["loss_history"] else None,
-        "final_val_acc": final_val, "best_val_acc": max([final_val, *out["val_acc_history"]]),
-        "final_train_acc": out["final_train_acc"], "train_seconds": seconds,
-        "samples_per_second": out["iterations"] * config.batch_size / seconds if seconds else None,
+        epochs_recorded=out["epochs"],
+        final_loss=out["loss_history"][-1] if out["loss_history"] else None,
+        final_val_acc=final_val, best_val_acc=max([final_val, *out["val_acc_history"]]),
+        final_train_acc=out["final_train_acc"], train_seconds=seconds,
+        samples_per_second=out["iterations"] * config.batch_size / seconds if seconds else None,
         # precision as trained, and why a bfloat16 run trained in float32
-        "device": str(t.device), "precision": t.precision, "bf16_fallback": t.bf16_fallback,
-        "val_acc_at": out["val_acc_at"],
-    })
-    if figures:
-        W1 = t.model.linears[0].weight.detach().cpu().double().numpy().T  # (D, H)
-        pred = np.argmax(t.predict_proba(P.X_val), axis=1)
-        written += rundir.write_figures(run_dir, out, W1, P, pred)
-    tb.finish(config.model_dump(), summary)  # tb/ is a log, not in the checksums
-    return rundir.complete(run_dir, summary, written)
+        device=str(t.device), precision=t.precision, bf16_fallback=t.bf16_fallback,
+        val_acc_at=out["val_acc_at"])
 
-
-def load_torch_model(run_dir: Path, config: RunConfig, summary: dict):
-    """predict_proba of a finished torch run, its weights loaded with weights_only=True."""
-    from fcnet.torch_backend.train import TorchTrainer
-
-    D = summary["input_size"]
-    t = TorchTrainer.load(run_dir / WEIGHTS, config, D, len(summary["classes"]),
-                          _images(summary.get("image_shape"), D), summary["classes"])
-    return t.predict_proba
