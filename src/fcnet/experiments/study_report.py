@@ -298,9 +298,7 @@ class Sections:
     def depth(self, results: dict):
         """Q4: deeper networks in PyTorch, the exercise's init vs Kaiming."""
         block = self.study.blocks["depth"]
-        res = depth_results(self.study, self.out, block)  # torch or a clear error
-        from fcnet.torch_backend.depth import plot_depth_study
-
+        res, png = depth_results(self.study, self.out, block)  # torch or a clear error
         by = {(x["depth"], x["init"]): x for x in reversed(res)}
         for split, key in (("val", "depth"), ("train", "depth train")):
             n = self.sizes[f"n_{split}"]
@@ -314,7 +312,6 @@ class Sections:
                          pct(r["final_train_acc"]), pct(r["final_val_acc"]),
                          f"{h0['act_std'][-1]:.1e} -> {h1['act_std'][-1]:.1e}",
                          f"{h0['grad_norm'][0]:.1e} -> {h1['grad_norm'][0]:.1e}"])
-        plot_depth_study(res, self.figs / "depth.png")
         return Section(
             "Q4: deeper networks in PyTorch", id="depth",
             text="2-5 Linear layers, hidden 50, Adam 1e-3 with weight decay 1e-3, 10 epochs, batch 200, lr "
@@ -330,7 +327,7 @@ class Sections:
                                           "W1 grad norm (init -> end)"], rows,
                           note="held fixed: hidden 50, Adam 1e-3, wd 1e-3, 10 epochs, batch 200, "
                                "decay 0.95", id="t-depth")],
-            figures=[Figure(self.figs / "depth.png", "Accuracy per epoch, and activation std and "
+            figures=[Figure(png, "Accuracy per epoch, and activation std and "
                                                      "gradient norm per layer, by depth and init")])
 
     def claims(self, results: dict):
@@ -361,27 +358,34 @@ def _short(axis: str, v: Any) -> str:
     return str(v).split(":")[0] if axis == "configuration" else _fmt(v)
 
 
-def depth_results(study, out: Path, block: dict, threads: int | None = None) -> list[dict]:
-    """The depth block's results: read from ``out``/runs/depth-<key>-<tag>.json, else
-    trained now (on ``threads`` torch threads, when given) and cached there."""
+def depth_results(study, out: Path, block: dict, threads: int | None = None) -> tuple[list[dict], Path]:
+    """The depth block's results and figure: read from ``out``/runs/depth-<key>-<tag>.json, else
+    trained now (on ``threads`` torch threads, when given) and cached there; the figure
+    ``out``/figures/depth-<key>-<tag>.png drawn where missing (beside the sweep, with the runs)."""
     from fcnet.torch_backend import require_torch
 
     torch = require_torch()
-    from fcnet.torch_backend.depth import depth_study
+    from fcnet.torch_backend.depth import depth_study, plot_depth_study
     from fcnet.training.prepare import prepare
 
     cfg = space.with_changes(study.base, block["config"])
     depths, inits = tuple(block["depths"]), list(block["init"])
     tag = hashlib.sha256(json.dumps([depths, inits]).encode()).hexdigest()[:6]
     cache = Path(out) / "runs" / f"depth-{space.run_key(cfg)}-{tag}.json"
+    png = Path(out) / "figures" / f"{cache.stem}.png"
     if cache.exists():  # a rerun reuses the finished depth study
-        return files.read_json(cache)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
-        P = prepare(cfg)
-        res = depth_study(P.X_train, P.y_train, P.X_val, P.y_val, depths=depths, init=inits, progress=False)
-    finally:
-        torch.set_num_threads(before)
-    files.write_json(cache, res)
-    return res
+        res = files.read_json(cache)
+    else:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            P = prepare(cfg)
+            res = depth_study(P.X_train, P.y_train, P.X_val, P.y_val, depths=depths, init=inits,
+                              progress=False)
+        finally:
+            torch.set_num_threads(before)
+        files.write_json(cache, res)
+    if not png.exists():
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot_depth_study(res, png)
+    return res, png

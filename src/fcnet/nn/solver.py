@@ -238,7 +238,7 @@ class Solver:
         """Share of rows of X (M, D) each member classifies as y (M,), (K,)."""
         correct = 0
         for s in range(0, X.shape[0], chunk):
-            pred = np.argmax(self.stack.scores(X[s : s + chunk], members), axis=-1)
+            pred = np.argmax(self.stack.scores(X[s : s + chunk], members, scratch=True), axis=-1)
             correct = correct + (pred == y[s : s + chunk]).sum(axis=-1)
         return correct / max(X.shape[0], 1)
 

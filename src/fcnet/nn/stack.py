@@ -41,6 +41,7 @@ class Stack:
             self.W += [np.zeros((k, a, b), dtype=self.dtype) for a, b in pairs[1:]]
             self.b = [np.zeros((k, h), dtype=self.dtype) for h in self.sizes[1:]]
         self.params = [p for pair in zip(self.W, self.b, strict=True) for p in pair]
+        self._scratch: dict[tuple[int, int], list[np.ndarray]] = {}  # scores' buffers by (N, K)
 
     @classmethod
     def wrap(cls, models) -> Stack:
@@ -76,17 +77,24 @@ class Stack:
         shapes = [(1, -1, 1), (-1, 1)] + [(-1, 1, 1), (-1, 1)] * (self.L - 1)
         return [v.reshape(s) for s in shapes]
 
-    def scores(self, X: np.ndarray, members: slice = slice(None)) -> np.ndarray:
-        """Class scores z_L (K, N, C) of X (N, D), no dropout (prediction)."""
+    def scores(self, X: np.ndarray, members: slice = slice(None), scratch: bool = False) -> np.ndarray:
+        """Class scores z_L (K, N, C) of X (N, D), no dropout (prediction).  ``scratch``: into
+        buffers kept for the next call of this shape, valid until then (fresh arrays of this
+        size cost page faults: half the time of a population's validation pass)."""
         X = np.asarray(X, dtype=self.dtype)
         W0 = self.W[0][:, members]
-        k, h1 = W0.shape[1], self.sizes[1]
-        z = np.matmul(X, W0.reshape(-1, k * h1)) if k == 1 or W0.flags.c_contiguous \
-            else np.matmul(X, np.ascontiguousarray(W0).reshape(-1, k * h1))
-        a = z.reshape(X.shape[0], k, h1).transpose(1, 0, 2) + self.b[0][members, None, :]
+        n, k, h1 = X.shape[0], W0.shape[1], self.sizes[1]
+        W0 = W0 if k == 1 or W0.flags.c_contiguous else np.ascontiguousarray(W0)
+        if not scratch:
+            out = [None] * (self.L + 1)
+        elif (out := self._scratch.get((n, k))) is None:
+            out = self._scratch[n, k] = [np.empty((n, k * h1), self.dtype)] + [
+                np.empty((k, n, h), self.dtype) for h in self.sizes[1:]]
+        z = np.matmul(X, W0.reshape(-1, k * h1), out=out[0])
+        a = np.add(z.reshape(n, k, h1).transpose(1, 0, 2), self.b[0][members, None, :], out=out[1])
         for i in range(1, self.L):
             layers.relu_forward(a, inplace=True)
-            a = layers.affine_forward(a, self.W[i][members], self.b[i][members, None, :])
+            a = layers.affine_forward(a, self.W[i][members], self.b[i][members, None, :], out=out[i + 1])
         return a
 
     def sq_norms(self) -> np.ndarray:
@@ -128,14 +136,16 @@ def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
     written over the scores in ws.acts[-1].  J_k = mean_i CE(z_L,k,i, y_i) +
     reg_k sum_l ||W_l,k||^2; post-ReLU (and dropout) activations stay in ws.acts."""
     n, k, h1, L = ws.n, stack.k, stack.sizes[1], stack.L
+    a, b1 = ws.acts[0], stack.b[0][:, None, :]
     if ws.shared:  # layer 1: z_1 = x W_1 + b_1
         np.matmul(ws.x, stack.W[0].reshape(-1, k * h1), out=ws.z1)
-        a = ws.acts[0]
-        if k > 1:
-            np.copyto(a, ws.z1.reshape(n, k, h1).transpose(1, 0, 2))
+        if k > 1:  # (N, K*H1) -> (K, N, H1) in the bias's pass
+            np.add(ws.z1.reshape(n, k, h1).transpose(1, 0, 2), b1, out=a)
+        else:
+            a += b1
     else:
-        a = np.matmul(ws.x, stack.W[0].transpose(1, 0, 2), out=ws.acts[0])
-    a += stack.b[0][:, None, :]
+        np.matmul(ws.x, stack.W[0].transpose(1, 0, 2), out=a)
+        a += b1
     for i in range(1, L):  # a_i = relu(z_i), then inverted dropout
         layers.relu_forward(a, inplace=True)
         if ws.masks[i - 1] is not None:
@@ -156,19 +166,25 @@ def backward(stack: Stack, ws: Workspace, dz: np.ndarray) -> None:
     dropout and ReLU gates give dz_{l-1}.  The L2 term is the update rule's.  A
     caller may scale dz first (plain SGD folds in -lr: each gradient is the step)."""
     n, k, h1 = ws.n, stack.k, stack.sizes[1]
+    stacked = ws.shared and k > 1  # dZ_1 of every member side by side: z1 (N, K*H1)
+    z1 = ws.z1.reshape(n, k, h1).transpose(1, 0, 2) if stacked else None
     for i in range(stack.L - 1, 0, -1):  # stacked layer i is the model's layer i + 1
         a_prev = ws.acts[i - 1]
         da, _, _ = layers.affine_backward(dz, a_prev, stack.W[i], dw=ws.grads[2 * i],
                                           db=ws.grads[2 * i + 1], dx=ws.dacts[i - 1])
         if ws.masks[i - 1] is not None:
             layers.dropout_backward(da, ws.masks[i - 1], inplace=True)
-        dz = layers.relu_backward(da, a_prev, inplace=True)
+        dz = layers.relu_backward(da, a_prev, out=z1 if i == 1 and stacked else da)
     dW, db = ws.grads[:2]  # layer 1: dW_1 = x^T dz_1, db_1 = sum_i dz_1
     if not ws.shared:  # member by member: (K, D, N) @ (K, N, H1), into the (D, K, H1) layout
         np.matmul(ws.x.transpose(0, 2, 1), dz, out=dW.transpose(1, 0, 2))
-    elif k > 1:  # every member at once: x^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
-        np.copyto(ws.z1.reshape(n, k, h1), dz.transpose(1, 0, 2))
+    elif stacked:  # every member at once: x^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
+        if stack.L == 1:  # no hidden layer: dz is still the scores' own
+            np.copyto(z1, dz)
         np.matmul(ws.x.T, ws.z1, out=dW.reshape(-1, k * h1))
+        # the same sums over i as dz.sum(axis=1), bit for bit, read in z1's layout
+        ws.z1.sum(axis=0, out=db.reshape(-1))
+        return
     else:
         np.matmul(ws.x.T, dz.reshape(n, h1), out=dW.reshape(-1, h1))
     dz.sum(axis=1, out=db)
