@@ -1,7 +1,9 @@
 """``TorchPopulation``: K same-shaped MLPs trained at once by the exercise's SGD, by hand.
 Layer 1 of members sharing a seed's minibatch is one (B, D) @ (D, K*H1), of several seeds a
-batched (K, B, D) @ (K, D, H1); deeper layers ``torch.bmm`` over members.  A member whose loss
-turns non-finite is frozen at its last good parameters (no host read-back on CUDA).  Init,
+batched (K, B, D) @ (K, D, H1); deeper layers ``torch.bmm`` over members.  The update is the
+backward product itself, ``addmm_`` with beta = 1 - 2 lr reg (no pass over a separate step).
+A member whose loss turns non-finite is frozen at its last good parameters (no host read-back
+on CUDA).  Init,
 batches and dropout masks are each lone run's: a float64 member equals its lone run to rounding.
 bfloat16-mixed: bf16 operands accumulated in float32, everything else float32."""
 
@@ -51,12 +53,13 @@ class TorchPopulation(Engine):
         self.shared = len(self.streams) == 1
         # one mask stream per seed, as each lone run's Dropout draws (none without dropout)
         self.mask_gens = [torch.Generator(dev).manual_seed(s) for s in self.stream_seeds if min(keeps) < 1]
-        # W1 (D, K*H1), member k's columns k*H1 .. (k+1)*H1; W[l] (K, H_l, H_{l+1}) for l >= 1;
+        # W[0] holds W1 transposed, (K*H1, D): member k's rows k*H1 .. (k+1)*H1, one contiguous
+        # block each (its squared norm one dot product); W[l] (K, H_l, H_{l+1}) for l >= 1;
         # b[l] (K, H_{l+1}); master dtype.  Wc/bc: the products' copies (the same unless mixed)
         inits = [normal_init(self.sizes, m.init_std(), m.seed) for m in configs]
-        stacks = [torch.stack([torch.as_tensor(p[i], dtype=self.dtype) for p in inits], dim=int(i == 0))
-                  .to(dev).contiguous() for i in range(2 * self.L)]
-        self.W, self.b = [stacks[0].reshape(self.sizes[0], -1), *stacks[2::2]], stacks[1::2]
+        stacks = [torch.stack([torch.as_tensor(p[i].T if i == 0 else p[i], dtype=self.dtype)
+                               for p in inits]).to(dev).contiguous() for i in range(2 * self.L)]
+        self.W, self.b = [stacks[0].view(-1, self.sizes[0]), *stacks[2::2]], stacks[1::2]
         self.Wc, self.bc = self.W, self.b
         if self.mixed:
             self.Wc, self.bc = [w.to(cd) for w in self.W], [b.to(cd) for b in self.b]
@@ -64,8 +67,7 @@ class TorchPopulation(Engine):
         self.x = torch.empty((B, d) if self.shared else (k, B, d), dtype=cd, device=dev)
         self.z1 = torch.empty(B, k * h1, dtype=cd, device=dev)  # layer 1 for all members
         self.acts = [torch.empty(k, B, h, dtype=cd, device=dev) for h in self.sizes[2:]]
-        self.step1 = torch.empty(d, k * h1, dtype=cd, device=dev)
-        self.dz1 = torch.empty(B, k * h1, dtype=cd, device=dev)
+        self.dz1 = torch.empty(k * h1, B, dtype=cd, device=dev)  # [dZ1_1 ... dZ1_K]^T
         self.masks: list = [None] * (self.L - 1)
         bounds = [keep_bound(p) for p in keeps]  # dropout: r < bound kept, scaled 32768 / bound
         self.bound_t = torch.tensor(bounds, device=dev).view(k, 1, 1)
@@ -92,10 +94,10 @@ class TorchPopulation(Engine):
         their buffers (layer 1's in ``z1`` (B, K*H1)), dropout applied."""
         k, h1 = self.k, self.sizes[1]
         if x.dim() == 2:  # relu(x W1 + b1) for every member as (K, B, H1)
-            a = torch.addmm(self.bc[0].view(-1), x, self.Wc[0], out=self.z1 if train else None).relu_()
+            a = torch.addmm(self.bc[0].view(-1), x, self.Wc[0].t(), out=self.z1 if train else None).relu_()
             a = a.view(x.shape[0], k, h1).permute(1, 0, 2)
         else:
-            a = torch.baddbmm(self.bc[0].unsqueeze(1), x, self.Wc[0].view(-1, k, h1).permute(1, 0, 2)).relu_()
+            a = torch.baddbmm(self.bc[0].unsqueeze(1), x, self.Wc[0].view(k, h1, -1).transpose(1, 2)).relu_()
             if train:
                 a = self.z1.view(x.shape[1], k, h1).permute(1, 0, 2).copy_(a)
         for i in range(1, self.L):
@@ -159,17 +161,16 @@ class TorchPopulation(Engine):
             r = r.index_select(0, self.group_t) if len(self.mask_gens) > 1 else r
             self.masks[i] = ((r < self.bound_t) * self.scale_t).to(self.cd)  # inverted, (K, B, H)
         # softmax cross-entropy per member, in the master dtype: log-probabilities (K, B, C)
-        s = torch.log_softmax(self._forward(self.x, train=True), dim=2, dtype=md)
+        # (taken over a (K, C, B) layout: over a last axis of C = 10 it is 5-15x as slow)
+        scores = self._forward(self.x, train=True).transpose(1, 2)
+        s = torch.log_softmax(scores, dim=1, dtype=md).transpose(1, 2)
         ys = (yb if yb.dim() == 2 else yb.expand(k, B)).unsqueeze(2)  # (K, B, 1)
         loss = s.gather(2, ys).mean(dim=(1, 2), dtype=torch.float64).neg_()  # (K,)
         if self.any_reg and k == 1:  # + reg * sum_l ||W_l||^2
             loss += self.reg_t64 * sum(torch.dot(w.view(-1), w.view(-1)) for w in self.W).double()
-        elif self.any_reg:  # per member, one pass over each stack; W1 * W1's column sums first:
-            # vector_norm over dims (0, 2) of the (D, K, H1) view took 4.5x as long (8 x 3072-50)
-            sq = (self.W[0] * self.W[0]).sum(0).view(k, -1).sum(1).double()
-            for w in self.W[1:]:
-                sq += (w * w).sum((1, 2)).double()
-            loss += self.reg_t64 * sq
+        elif self.any_reg:  # per member: a dot product of each member's block, batched
+            flat = [w.view(k, 1, -1) for w in self.W]
+            loss += self.reg_t64 * sum(torch.bmm(f, f.transpose(1, 2)).view(k).double() for f in flat)
         # dJ/dscores with -lr folded in; frozen (diverged) members get lr 0 and dz 0
         fast = not self.cuda and bool(self.active.all()) and math.isfinite(loss.sum().item())
         if fast:  # the CPU's common case, no masking
@@ -186,38 +187,37 @@ class TorchPopulation(Engine):
         s.scatter_add_(2, ys, negcoef.expand(k, B, 1))
         if not fast:
             s.masked_fill_(~self.active.view(k, 1, 1), 0)  # a NaN member's dz is NaN, not 0
-        dz = s.to(self.cd)
+        dz = s.to(self.cd, memory_format=torch.contiguous_format)  # (K, B, C) for the products
         for i in range(L - 1, 0, -1):  # stacked layer i is the model's layer i + 1
             a_prev = self.acts[i - 2] if i > 1 else self.z1.view(B, k, -1).permute(1, 0, 2)
             da = self._bmm(dz, self.Wc[i].transpose(1, 2))  # from W_i before its update
-            self._update(i, self._bmm(a_prev.transpose(1, 2), dz), s.sum(dim=1), shrink)
+            self._update(i, a_prev.transpose(1, 2), dz, s.sum(dim=1), shrink)
             if self.masks[i - 1] is not None:
                 da.mul_(self.masks[i - 1])
             s = dz = torch.ops.aten.threshold_backward(da, a_prev, 0)  # ReLU's gate
-        # layer 1: [dZ1_1 ... dZ1_K] as (B, K*H1), then one product x^T dZ1
+        # layer 1 (W1 transposed): one product [dZ1_1 ... dZ1_K]^T x (K*H1, B) @ (B, D), or batched
         if self.shared:
-            dz1 = dz[0] if k == 1 else self.dz1.view(B, k, -1).copy_(dz.permute(1, 0, 2)).view(B, -1)
-            torch.mm(self.x.t(), dz1, out=self.step1)
-            self._update(0, self.step1, dz1.sum(dim=0), shrink)
+            dz1 = dz[0].t() if k == 1 else self.dz1.view(k, -1, B).copy_(dz.transpose(1, 2)).view(-1, B)
+            self._update(0, dz1, self.x, dz1.sum(dim=1), shrink)
         else:
-            step = torch.bmm(self.x.transpose(1, 2), dz)  # (K, D, H1)
-            self.step1.view(self.sizes[0], k, -1).copy_(step.permute(1, 0, 2))
-            self._update(0, self.step1, dz.sum(dim=1), shrink)
+            self._update(0, dz.transpose(1, 2), self.x, dz.sum(dim=1), shrink)
         return loss
 
-    def _update(self, i: int, step, db, shrink) -> None:
-        """W_i <- shrink W_i + step, b_i <- b_i + db (master dtype), then the bf16 copies.
-        ``shrink``: None (no L2), a float (K = 1) or per member (K,)."""
+    def _update(self, i: int, m1, m2, db, shrink) -> None:
+        """W_i <- shrink W_i + m1 @ m2, b_i <- b_i + db (master dtype), then the bf16 copies; the
+        product (K, m, p) or, for layer 1's W_i (K*H1, D), (K*H1, D) itself.  BLAS's beta folds a
+        common shrink into the product: one pass over W_i.  ``shrink``: None (no L2), a float
+        (K = 1) or per member (K,), applied in a pass of its own first."""
         W = self.W[i]
-        if isinstance(shrink, float):
-            torch.add(step, W, alpha=shrink, out=W)
-        elif shrink is None:
-            W.add_(step)
-        elif i == 0:  # W <- step + W * shrink_k, one pass over W
-            Wv = W.view(-1, self.k, self.sizes[1])
-            torch.addcmul(step.view(Wv.shape), Wv, shrink.view(1, -1, 1), out=Wv)
+        target = W if m1.dim() == 2 else W.view(self.k, -1, W.shape[-1])
+        beta = shrink if isinstance(shrink, float) else 1.0
+        if shrink is not None and not isinstance(shrink, float):
+            W.view(self.k, -1).mul_(shrink.view(-1, 1))
+        two = m1.dim() == 2
+        if self.mixed:  # bf16 operands, the sum in float32
+            torch.add(torch.mm(m1, m2) if two else torch.bmm(m1, m2), target, alpha=beta, out=target)
         else:
-            torch.addcmul(step, W, shrink.view(-1, 1, 1), out=W)
+            (target.addmm_ if two else target.baddbmm_)(m1, m2, beta=beta)
         self.b[i].add_(db.view_as(self.b[i]))
         if self.mixed:
             self.Wc[i].copy_(W)
@@ -226,7 +226,7 @@ class TorchPopulation(Engine):
     def member_params(self, member: int) -> list[torch.Tensor]:
         """[W1 (D, H1), b1, ..., WL, bL] of one member (master dtype, on the device)."""
         h1 = self.sizes[1]
-        W = [self.W[0][:, member * h1:(member + 1) * h1], *(w[member] for w in self.W[1:])]
+        W = [self.W[0][member * h1:(member + 1) * h1].t(), *(w[member] for w in self.W[1:])]
         return [p for w, b in zip(W, self.b, strict=True) for p in (w, b[member])]
 
     def state(self) -> dict:
