@@ -672,3 +672,47 @@ def test_batches_are_the_course_drivers_choice_draws():
     first = Stream(None).draw(49000, 200, "replacement", 0, 245)
     np.random.seed(0)
     np.testing.assert_array_equal(first, np.random.choice(49000, 200))
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blas_gemm_accumulates_into_c_like_numpy_for_every_operand_layout(ta, tb, dtype):
+    """fcnet.nn.blas.gemm (NumPy's own cblas gemm with beta) against plain NumPy arithmetic,
+    for row-major and transposed operands and a C that is a strided slice of a wider array."""
+    from fcnet.nn import blas
+
+    rs = np.random.RandomState(0)
+    a = rs.standard_normal((40, 30) if ta else (30, 40)).astype(dtype)
+    b = rs.standard_normal((25, 40) if tb else (40, 25)).astype(dtype)
+    a_, b_ = (a.T if ta else a), (b.T if tb else b)
+    wide = rs.standard_normal((30, 60)).astype(dtype)
+    want = wide.copy()
+    want[:, 10:35] = want[:, 10:35] * np.asarray(0.75, dtype) + a_ @ b_
+    blas.gemm(a_, b_, wide[:, 10:35], 0.75, scratch=np.empty((30, 25), dtype))
+    np.testing.assert_allclose(wide, want, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-5)
+    assert np.array_equal(wide[:, :10], want[:, :10]) and np.array_equal(wide[:, 35:], want[:, 35:])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_sgd_step_folded_into_the_gemm_equals_product_then_add_bit_for_bit(monkeypatch, dtype, k):
+    """Plain SGD's weight step as one gemm (beta = 1 - 2 lr reg) gives the very numbers of the
+    product into a gradient buffer followed by the scale and the add (the fallback path)."""
+    from fcnet.nn import blas
+
+    rs = np.random.RandomState(1)
+    X, y = (rs.standard_normal((600, 50)) * 10).astype(dtype), rs.randint(0, 10, 600)
+
+    def train():
+        models = [MLP(50, [20, 15], 10, std=0.05, seed=j, dtype=dtype) for j in range(k)]
+        s = Solver(models, X, y, X[:50], y[:50], learning_rate=[1e-2 * (j + 1) for j in range(k)],
+                   reg=[0.1 * j for j in range(k)], num_iters=40, batch_size=200, seed=0)
+        s.run()
+        return [p.copy() for p in s.stack.params], s.losses(0)
+
+    folded = train()
+    monkeypatch.setattr(blas, "_cblas_gemm", lambda kind: None)  # the fallback: product, then add
+    apart = train()
+    assert folded[1] == apart[1]
+    assert all(np.array_equal(p, q) for p, q in zip(folded[0], apart[0], strict=True))

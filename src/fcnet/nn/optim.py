@@ -146,20 +146,26 @@ class UpdateRule:
 class SGD(UpdateRule):
     """w -= lr (dw + 2 reg w), as w <- (1 - 2 lr reg) w + (-lr dw).  In training, backprop
     folds -lr into dJ/dz_L (``prescaled``: a small (N, C) array), so each gradient arrives
-    as the step itself: one product and one add per weight matrix."""
+    as the step itself, and a weight's step is then its backward product accumulated into it
+    (``stack.backward``'s ``keep``, the factors ``keep`` gives): one gemm per weight matrix."""
 
     name = "sgd"
     torch_class = "SGD"
     prescaled = True
 
+    @staticmethod
+    def keep(rate, decay):
+        """The factor 1 - lr 2 reg a weight's old value is kept with (1.0 without L2 term):
+        ``rate``/``decay`` one entry of ``update``'s lr/l2, so a float or per member."""
+        return 1.0 if decay is None else 1.0 - rate * decay
+
     def update(self, params, grads, lr, l2=None, scaled=False):
         for w, g, rate, decay in _aligned(params, grads, lr, l2):
             if not scaled:
                 g *= -rate  # -lr dw
-            if decay is not None:
-                shrink = 1.0 - rate * decay
-                if shrink != 1.0 if isinstance(shrink, float) else (shrink != 1.0).any():
-                    _scaled(w, shrink, out=w)  # (1 - 2 lr reg) w
+            keep = self.keep(rate, decay)
+            if keep != 1.0 if isinstance(keep, float) else (keep != 1.0).any():
+                _scaled(w, keep, out=w)  # (1 - 2 lr reg) w
             w += g  # - lr dw
 
 

@@ -198,11 +198,15 @@ class Solver:
         if not self.active.any():
             return loss
         with quiet():
-            if self.optimizer.prescaled:  # plain SGD: -lr dJ/dz_L, so backprop yields the step
+            if self.optimizer.prescaled:  # plain SGD: -lr dJ/dz_L, so backprop yields the steps,
+                # each weight's its product accumulated into it; the biases' steps are added
                 dz *= -lrs[0] if isinstance(lrs[0], float) else (-lr).astype(stack.dtype)[:, None, None]
-            backward(stack, ws, dz)
-            self.optimizer.update(stack.params, ws.grads, lrs, self._l2,
-                                  scaled=self.optimizer.prescaled)
+                keep = [self.optimizer.keep(r, d) for r, d in zip(lrs[::2], self._l2[::2], strict=True)]
+                backward(stack, ws, dz, keep)
+                self.optimizer.update(stack.params[1::2], ws.grads[1::2], lrs[1::2], scaled=True)
+            else:
+                backward(stack, ws, dz)
+                self.optimizer.update(stack.params, ws.grads, lrs, self._l2)
         for j, saved in self._frozen.items():
             for p, v in zip(stack.slices(j), saved, strict=True):
                 p[...] = v

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fcnet.nn import layers
+from fcnet.nn import blas, layers
 
 
 def row_max(d: np.ndarray) -> np.ndarray:
@@ -160,31 +160,51 @@ def forward_loss(stack: Stack, ws: Workspace, reg: np.ndarray, keep: np.ndarray,
     return np.atleast_1d(loss), dz
 
 
-def backward(stack: Stack, ws: Workspace, dz: np.ndarray) -> None:
+def backward(stack: Stack, ws: Workspace, dz: np.ndarray, keep: Sequence | None = None) -> None:
     """Back-propagate dz = dJ/dz_L (K, N, C) into ws.grads, top layer down:
-    dW_l = a_{l-1}^T dz_l, db_l = sum_i dz_l, da_{l-1} = dz_l W_l^T, then the
-    dropout and ReLU gates give dz_{l-1}.  The L2 term is the update rule's.  A
-    caller may scale dz first (plain SGD folds in -lr: each gradient is the step)."""
+    db_l = sum_i dz_l, da_{l-1} = dz_l W_l^T, the dropout and ReLU gates give dz_{l-1};
+    then every dW_l = a_{l-1}^T dz_l, each da having been taken from W_l before its step.
+    The L2 term is the update rule's.  A caller may scale dz first (plain SGD folds in
+    -lr: each gradient is the step).  ``keep``: plain SGD's factors 1 - 2 lr reg, one per
+    weight (a float, or per member shaped like ``stack.per_member``'s): the products then
+    land in the weights themselves, W_l <- keep_l W_l + a^T dz (``blas.gemm``'s beta, no
+    pass over a separate gradient), and ws.grads holds only the biases' steps."""
     n, k, h1 = ws.n, stack.k, stack.sizes[1]
     stacked = ws.shared and k > 1  # dZ_1 of every member side by side: z1 (N, K*H1)
     z1 = ws.z1.reshape(n, k, h1).transpose(1, 0, 2) if stacked else None
+    products = []  # (a^T, dz, l): dW_l = a^T dz
     for i in range(stack.L - 1, 0, -1):  # stacked layer i is the model's layer i + 1
         a_prev = ws.acts[i - 1]
-        da, _, _ = layers.affine_backward(dz, a_prev, stack.W[i], dw=ws.grads[2 * i],
-                                          db=ws.grads[2 * i + 1], dx=ws.dacts[i - 1])
+        products.append((np.swapaxes(a_prev, -1, -2), dz, i))
+        np.sum(dz, axis=-2, out=ws.grads[2 * i + 1])  # db = sum_i dz_i
+        da = np.matmul(dz, np.swapaxes(stack.W[i], -1, -2), out=ws.dacts[i - 1])  # da = dz W^T
         if ws.masks[i - 1] is not None:
             layers.dropout_backward(da, ws.masks[i - 1], inplace=True)
         dz = layers.relu_backward(da, a_prev, out=z1 if i == 1 and stacked else da)
-    dW, db = ws.grads[:2]  # layer 1: dW_1 = x^T dz_1, db_1 = sum_i dz_1
+    # layer 1: dW_1 = x^T dz_1, db_1 = sum_i dz_1, as (D, K, H1)
     if not ws.shared:  # member by member: (K, D, N) @ (K, N, H1), into the (D, K, H1) layout
-        np.matmul(ws.x.transpose(0, 2, 1), dz, out=dW.transpose(1, 0, 2))
+        dz.sum(axis=1, out=ws.grads[1])
+        products.append((ws.x.transpose(0, 2, 1), dz, 0))
     elif stacked:  # every member at once: x^T [dZ1_1 ... dZ1_K], (D, N) @ (N, K*H1)
         if stack.L == 1:  # no hidden layer: dz is still the scores' own
             np.copyto(z1, dz)
-        np.matmul(ws.x.T, ws.z1, out=dW.reshape(-1, k * h1))
         # the same sums over i as dz.sum(axis=1), bit for bit, read in z1's layout
-        ws.z1.sum(axis=0, out=db.reshape(-1))
-        return
+        ws.z1.sum(axis=0, out=ws.grads[1].reshape(-1))
+        products.append((ws.x.T, ws.z1, 0))
     else:
-        np.matmul(ws.x.T, dz.reshape(n, h1), out=dW.reshape(-1, h1))
-    dz.sum(axis=1, out=db)
+        dz.sum(axis=1, out=ws.grads[1])
+        products.append((ws.x.T, dz.reshape(n, h1), 0))
+    for a_t, d, i in products:
+        W, dW = stack.W[i], ws.grads[2 * i]
+        if i == 0 and ws.shared:  # (D, K, H1) seen as the product's (D, K*H1)
+            W, dW = W.reshape(-1, k * h1), dW.reshape(-1, k * h1)
+        elif i == 0:  # or member by member, (K, D, H1)
+            W, dW = W.transpose(1, 0, 2), dW.transpose(1, 0, 2)
+        if keep is None:
+            np.matmul(a_t, d, out=dW)
+            continue
+        beta = keep[i]
+        if not isinstance(beta, float):  # per member: its own pass, then gemm adds
+            np.multiply(stack.W[i], beta.astype(W.dtype), out=stack.W[i])
+            beta = 1.0
+        blas.gemm(a_t, d, W, beta, scratch=dW)
