@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+SMALL = 1 << 15  # elements of c below which the product and the add go apart
 
 
 @functools.cache
@@ -48,7 +49,8 @@ def _operand(m: np.ndarray) -> tuple[int, int] | None:
 def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float, scratch: np.ndarray) -> None:
     """c <- a @ b + beta c in place: a (M, K), b (K, N), c (M, N), or stacks of them.  ``scratch``:
     c's shape and dtype, for the product where the BLAS call cannot take it."""
-    fn = _cblas_gemm({np.float32: "s", np.float64: "d"}.get(c.dtype.type, "")) if c.ndim == 2 else None
+    big = c.ndim == 2 and c.size >= SMALL  # a small c: the ctypes call costs more than the pass
+    fn = _cblas_gemm({np.float32: "s", np.float64: "d"}.get(c.dtype.type, "")) if big else None
     ops = (_operand(a), _operand(b), _operand(c)) if fn is not None and a.dtype == b.dtype == c.dtype else ()
     if not ops or None in ops or ops[2][0] != _NO_TRANS:
         np.matmul(a, b, out=scratch)
