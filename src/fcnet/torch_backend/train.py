@@ -107,7 +107,7 @@ class Engine:
         """Rows (S, B) of iteration ``it``, one row per stream, on the device."""
         c = self.config
         rows = [s.draw(n, c.batch_size, c.sampling, self.it, self.per_epoch) for s in self.streams]
-        return torch.from_numpy(np.stack(rows).astype(np.int64)).to(self.device)
+        return torch.from_numpy(np.array(rows, dtype=np.int64)).to(self.device)
 
     def run(self, X_train, y_train, X_val, y_val, callback: Callable[[dict], None] | None = None,
             progress: bool = False, eval_at: Sequence[int] = (), until: int | None = None) -> list[dict]:
