@@ -61,6 +61,7 @@ class TorchPopulation(Engine):
                                for p in inits]).to(dev).contiguous() for i in range(2 * self.L)]
         self.W, self.b = [stacks[0].view(-1, self.sizes[0]), *stacks[2::2]], stacks[1::2]
         self.Wc, self.bc = self.W, self.b
+        self.flat = [w.view(-1) if k == 1 else w.view(k, 1, -1) for w in self.W]  # for the squared norms
         if self.mixed:
             self.Wc, self.bc = [w.to(cd) for w in self.W], [b.to(cd) for b in self.b]
         d, h1 = self.sizes[0], self.sizes[1]
@@ -168,10 +169,9 @@ class TorchPopulation(Engine):
         ys = (yb if yb.dim() == 2 else yb.expand(k, B)).unsqueeze(2)  # (K, B, 1)
         loss = s.gather(2, ys).mean(dim=(1, 2), dtype=torch.float64).neg_()  # (K,)
         if self.any_reg and k == 1:  # + reg * sum_l ||W_l||^2
-            loss += self.reg_t64 * sum(torch.dot(w.view(-1), w.view(-1)) for w in self.W).double()
+            loss.add_(sum(torch.dot(f, f) for f in self.flat).double(), alpha=self.regs[0])
         elif self.any_reg:  # per member: a dot product of each member's block, batched
-            flat = [w.view(k, 1, -1) for w in self.W]
-            loss += self.reg_t64 * sum(torch.bmm(f, f.transpose(1, 2)).view(k).double() for f in flat)
+            loss += self.reg_t64 * sum(torch.bmm(f, f.transpose(1, 2)).view(k).double() for f in self.flat)
         # dJ/dscores with -lr folded in; frozen (diverged) members get lr 0 and dz 0
         fast = not self.cuda and self._all_active and math.isfinite(loss.sum().item())
         if fast:  # the CPU's common case, no masking
