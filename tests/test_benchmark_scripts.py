@@ -69,3 +69,19 @@ def test_time_to_accuracy_rejects_a_target_outside_0_1():
     )
     assert proc.returncode == 2
     assert "--target must be in (0, 1]" in proc.stderr
+
+
+def test_fused_update_reports_both_ways_against_the_floor_with_the_same_parameters(tmp_path):
+    out = tmp_path / "fused.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "fused_update.py"), "--rows", "600", "--input", "300",
+         "--rounds", "3", "--block", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert [x["k"] for x in r] == [1, 8]
+    for x in r:
+        assert x["same_params"] is True  # batch 200 fits one OpenBLAS block: bit for bit
+        assert all(v > 0 for v in x["ms"].values())
+        assert x["fused / floor"] == x["ms"]["fused"] / x["ms"]["floor"]
