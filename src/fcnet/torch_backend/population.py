@@ -3,8 +3,8 @@ Layer 1 of members sharing a seed's minibatch is one (B, D) @ (D, K*H1), of seve
 batched (K, B, D) @ (K, D, H1); deeper layers ``torch.bmm`` over members.  The update is the
 backward product itself, ``addmm_`` with beta = 1 - 2 lr reg (no pass over a separate step).
 A member whose loss turns non-finite is frozen at its last good parameters (no host read-back
-on CUDA).  Init,
-batches and dropout masks are each lone run's: a float64 member equals its lone run to rounding.
+on CUDA).  Init, batches and dropout masks are each lone run's: a float64 member equals its
+lone run to rounding.
 bfloat16-mixed: bf16 operands accumulated in float32, everything else float32."""
 
 from __future__ import annotations
