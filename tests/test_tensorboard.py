@@ -281,11 +281,14 @@ def test_a_failing_tensorboard_write_is_one_line_and_resume_completes(tmp_path, 
     assert [e.step for e in got] == [int(r["iteration"]) for r in rows(run / "loss.csv")]
 
 
-def test_weight_pictures_are_spaced_and_computed_only_when_written(tmp_path):
+def test_weight_pictures_are_spaced_and_computed_only_when_written(tmp_path, monkeypatch):
     """A digits-sized run records an epoch every 6 iterations; histograms and the
     picture go out every WEIGHTS_EVERY iterations (and at the ends), and the
-    weights are not even fetched in between."""
+    weights are not even fetched in between (their time budget aside)."""
+    from fcnet.training import tensorboard
     from fcnet.training.tensorboard import WEIGHTS_EVERY
+
+    monkeypatch.setattr(tensorboard, "PICTURE_SPACING", 0)  # the iteration spacing alone
 
     calls: list[int] = []
     rng = np.random.RandomState(0)
@@ -310,8 +313,11 @@ def test_weight_pictures_are_spaced_and_computed_only_when_written(tmp_path):
     assert [e.step for e in acc.Scalars("accuracy/val")] == steps
 
 
-def test_a_long_run_has_about_max_pictures_weight_pictures(tmp_path):
+def test_a_long_run_has_about_max_pictures_weight_pictures(tmp_path, monkeypatch):
+    from fcnet.training import tensorboard
     from fcnet.training.tensorboard import MAX_PICTURES, WEIGHTS_EVERY
+
+    monkeypatch.setattr(tensorboard, "PICTURE_SPACING", 0)  # the iteration spacing alone
 
     assert RunLogger.open(tmp_path / "a", total_steps=1000).every == WEIGHTS_EVERY
     long = RunLogger.open(tmp_path / "b", total_steps=23_875)  # best-cpu: 125 epochs of 191
@@ -321,3 +327,33 @@ def test_a_long_run_has_about_max_pictures_weight_pictures(tmp_path):
     long.close()
     n = len(events(tmp_path / "b").Histograms("weights/W2"))
     assert MAX_PICTURES // 2 <= n <= MAX_PICTURES + 1
+
+
+def test_each_weight_picture_waits_picture_spacing_times_what_it_took(tmp_path, monkeypatch):
+    """On a clock where every iteration takes 1 ms and every picture 10 ms, a picture
+    after the first waits 50 x 10 ms = 0.5 s (500 iterations), not WEIGHTS_EVERY (200):
+    pictures cost at most 1 / PICTURE_SPACING of the run."""
+    from fcnet.training import tensorboard
+    from fcnet.training.tensorboard import PICTURE_SPACING, WEIGHTS_EVERY
+
+    now = [0.0]
+    monkeypatch.setattr(tensorboard.time, "monotonic", lambda: now[0])
+    calls: list[int] = []
+
+    def weights(step):
+        calls.append(step)
+        now[0] += 0.010
+        return {"W2": np.ones((3, 2))}
+
+    tb = RunLogger.open(tmp_path)
+    steps = list(range(0, 3000, 6))
+    for i, step in enumerate(steps):
+        now[0] = max(now[0], step * 1e-3)
+        tb.epoch(step, 0.5, 0.5, 1e-3, weights=lambda step=step: weights(step), last=i == len(steps) - 1)
+    tb.close()
+    gap = PICTURE_SPACING * 0.010 / 1e-3  # iterations
+    assert gap > WEIGHTS_EVERY
+    assert calls[0] == 0 and calls[-1] == steps[-1]
+    assert calls[1] < WEIGHTS_EVERY + 6  # the first (it paid the imports) sets no wait
+    assert all(b - a >= gap for a, b in zip(calls[1:-2], calls[2:-1])), calls
+    assert len(calls) < 3000 / gap + 3

@@ -27,7 +27,7 @@ METRICS = ("final_val_acc", "best_val_acc", "final_train_acc", "final_loss")  # 
 SCALAR_POINTS = 100  # loss points and epoch records a run writes, about
 WEIGHTS_EVERY = 200  # iterations between weight histograms and pictures, at least
 MAX_PICTURES = 50  # and at most about this many a run
-PICTURE_SPACING = 50  # a picture that took t s waits PICTURE_SPACING * t s (when t > 50 ms)
+PICTURE_SPACING = 50  # a picture that took t s waits PICTURE_SPACING * t s: at most 2% of a run
 FLUSH_SECS = 5.0  # a run being watched shows its progress within seconds
 _OURS: weakref.WeakSet = weakref.WeakSet()  # the writers' threads
 
@@ -55,7 +55,7 @@ class RunLogger:
         self.every = max(WEIGHTS_EVERY, total // MAX_PICTURES)  # iterations between pictures
         self.scalar_every = max(1, math.ceil(total / SCALAR_POINTS))
         self._pictured: int | None = None  # step of the last weight pictures
-        self._picture_due = 0.0  # monotonic time before which no slow picture is made
+        self._picture_due = 0.0  # monotonic time before which no picture is made
         self._last_loss: tuple[int, float] | None = None  # written at the end if skipped
         self._last_epoch: int | None = None
 
@@ -146,8 +146,8 @@ class RunLogger:
             self._call("add_image", "weights/first_layer", np.clip(picture, 0.0, 1.0),
                        int(step), dataformats="HWC")
         took = time.monotonic() - started
-        slow = took > 0.05 and not first  # the first one pays the imports
-        self._picture_due = started + PICTURE_SPACING * took if slow else 0.0
+        # a few ms each, 20 of them were 7% of a digits run; the first one pays the imports
+        self._picture_due = 0.0 if first else started + PICTURE_SPACING * took
 
     def finish(self, config: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
         """The last loss point, the run as one HParams session (config values; its summary's
