@@ -15,6 +15,7 @@ import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 SMALL = 1 << 15  # elements of c below which the product and the add go apart
+_KIND = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}  # cblas's prefix by dtype
 
 
 @functools.cache
@@ -50,7 +51,7 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float, scratch: np.n
     """c <- a @ b + beta c in place: a (M, K), b (K, N), c (M, N), or stacks of them.  ``scratch``:
     c's shape and dtype, for the product where the BLAS call cannot take it."""
     big = c.ndim == 2 and c.size >= SMALL  # a small c: the ctypes call costs more than the pass
-    fn = _cblas_gemm({np.float32: "s", np.float64: "d"}.get(c.dtype.type, "")) if big else None
+    fn = _cblas_gemm(_KIND[c.dtype]) if big and c.dtype in _KIND else None
     ops = (_operand(a), _operand(b), _operand(c)) if fn is not None and a.dtype == b.dtype == c.dtype else ()
     if not ops or None in ops or ops[2][0] != _NO_TRANS:
         np.matmul(a, b, out=scratch)

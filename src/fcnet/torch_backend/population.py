@@ -209,12 +209,11 @@ class TorchPopulation(Engine):
         product (K, m, p) or, for layer 1's W_i (K*H1, D), (K*H1, D) itself.  BLAS's beta folds a
         common shrink into the product: one pass over W_i.  ``shrink``: None (no L2), a float
         (K = 1) or per member (K,), applied in a pass of its own first."""
-        W = self.W[i]
-        target = W if m1.dim() == 2 else W.view(self.k, -1, W.shape[-1])
+        W, two = self.W[i], m1.dim() == 2
+        target = W if two else W.view(self.k, -1, W.shape[-1])
         beta = shrink if isinstance(shrink, float) else 1.0
         if shrink is not None and not isinstance(shrink, float):
             W.view(self.k, -1).mul_(shrink.view(-1, 1))
-        two = m1.dim() == 2
         if self.mixed:  # bf16 operands, the sum in float32
             torch.add(torch.mm(m1, m2) if two else torch.bmm(m1, m2), target, alpha=beta, out=target)
         else:
