@@ -1,19 +1,20 @@
-"""TensorBoard event files of a run (``<run_dir>/tb/``, one per attempt, through torch's
-``SummaryWriter``): loss and epoch records at about ``SCALAR_POINTS`` steps (an event costs
-~50 us, a digits iteration ~250 us; the CSVs keep every value), weight histograms and W1 as a
-picture, and the config with summary.json's ``METRICS`` as one HParams session.  Logs, not
-checksummed: a failed write is one ``fcnet: error`` line and drops the writer; ``--resume``
-opens a new file whose ``purge_step`` supersedes the killed attempt's later events."""
+"""TensorBoard event files of a run (``<run_dir>/tb/``, one per attempt, through the tensorboard
+package's own ``EventFileWriter``: no torch import, 1.5 s a process): loss and epoch records at
+about ``SCALAR_POINTS`` steps (an event costs ~20 us, a digits iteration ~200 us; the CSVs keep
+every value), weight histograms and W1 as a picture, and the config with summary.json's
+``METRICS`` as one HParams session.  Logs, not checksummed: a failed write is one ``fcnet: error``
+line and drops the writer; ``--resume`` opens a new file whose restart event supersedes the
+killed attempt's events from its checkpoint on."""
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -67,35 +68,52 @@ class RunLogger:
         if not enabled:
             return cls()
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
         except ImportError:  # optional: the CSVs and PNGs stay the record
             return cls()
         folder = files.ensure_dir(Path(run_dir) / TB_DIR)
         _quiet_writer_threads()
         before = set(threading.enumerate())
         try:
-            writer = SummaryWriter(str(folder), purge_step=int(start_step) or None,
-                                   max_queue=1000, flush_secs=FLUSH_SECS)
+            writer = EventFileWriter(str(folder), max_queue_size=1000, flush_secs=FLUSH_SECS)
         except OSError as err:
             raise files.write_error(_where(err, folder), err) from None
         _OURS.update(set(threading.enumerate()) - before)  # its writing thread
-        return cls(writer, folder, total_steps)
+        logger = cls(writer, folder, total_steps)
+        if start_step:  # a restart: TensorBoard drops this run's earlier events from here on
+            from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+            logger._call("add_event", Event(wall_time=time.time(), step=int(start_step),
+                                            session_log=SessionLog(status=SessionLog.START)))
+        return logger
 
     enabled = property(lambda self: self._w is not None)
 
-    def _call(self, method: str, *args, **kwargs) -> None:
-        """One call of the writer (``method`` may be dotted); a failure is one FcnetError line
-        and drops the writer, whose thread has stopped."""
+    def _call(self, method: str, *args) -> None:
+        """One call of the writer; a failure is one FcnetError line and drops the writer,
+        whose thread has stopped."""
         if self._w is None:
             return
         try:
-            attrgetter(method)(self._w)(*args, **kwargs)
+            getattr(self._w, method)(*args)
         except OSError as err:
             self._w = None
             raise files.write_error(_where(err, self._folder), err) from None
 
+    def _add(self, step: int, *values) -> None:
+        """One event at ``step`` holding these ``Summary.Value``s."""
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        self._call("add_event", Event(wall_time=time.time(), step=int(step), summary=Summary(value=values)))
+
+    def _scalar(self, tag: str, v: float, step: int) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        self._add(step, Summary.Value(tag=tag, simple_value=v))
+
     def _loss(self, step: int, v: float) -> None:
-        self._call("add_scalar", "loss", v if math.isfinite(v) else float("nan"), step)
+        self._scalar("loss", v if math.isfinite(v) else float("nan"), step)
 
     def flush(self) -> None:
         """Write what the writer holds (before a checkpoint, so a resume leaves no gap)."""
@@ -108,7 +126,7 @@ class RunLogger:
             self.losses(step, [values.pop("loss")])
         for k, v in values.items():
             if v is not None:
-                self._call("add_scalar", k, float(v), int(step))
+                self._scalar(k, float(v), step)
 
     def losses(self, start: int, values: list[float]) -> None:
         """``loss`` at steps start, start + 1, ...: those on the ``scalar_every`` grid."""
@@ -140,11 +158,10 @@ class RunLogger:
         for name, w in W.items():
             v = np.asarray(w, dtype=np.float64).ravel()
             if (v := v[np.isfinite(v)]).size:
-                self._call("add_histogram", f"weights/{name}", v, int(step), bins=30)
+                self._add(step, _histogram(f"weights/{name}", v))
         picture = first_layer_image(W["W1"], image_shape) if "W1" in W else None
         if picture is not None:
-            self._call("add_image", "weights/first_layer", np.clip(picture, 0.0, 1.0),
-                       int(step), dataformats="HWC")
+            self._add(step, _image("weights/first_layer", picture))
         took = time.monotonic() - started
         # a few ms each, 20 of them were 7% of a digits run; the first one pays the imports
         self._picture_due = 0.0 if first else started + PICTURE_SPACING * took
@@ -156,24 +173,62 @@ class RunLogger:
             return
         if self._last_loss is not None and self._last_loss[0] % self.scalar_every:
             self._loss(*self._last_loss)
-        from torch.utils.tensorboard.summary import hparams
+        from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 
         step = int(summary.get("iterations") or 0)
         metrics = {f"hparams/{k}": float(v) for k in METRICS
                    if (v := summary.get(k)) is not None and math.isfinite(v)}
         # the plugin takes bool, number or string (lists as '100,50'); unset fields are left out
-        flat = {k: ",".join(map(str, v)) if isinstance(v, list | tuple) else v for k, v in config.items()}
-        values = {k: v if isinstance(v, bool | int | float | str) else str(v)
-                  for k, v in flat.items() if v is not None}
-        _, start, end = hparams(values, metrics)
-        for session in (start, end):  # the session's start and end, not an experiment
-            self._call("file_writer.add_summary", session, step)
+        start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+        for k, v in config.items():
+            if v is None:
+                continue
+            v = ",".join(map(str, v)) if isinstance(v, list | tuple) else v
+            kind = ("bool_value" if isinstance(v, bool) else "number_value"
+                    if isinstance(v, int | float) else "string_value")
+            setattr(start.hparams[k], kind, v if kind != "string_value" else str(v))
+        end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+        # the session's start and end (the plugin infers the experiment from its sessions)
+        for tag, data in ((metadata.SESSION_START_INFO_TAG, {"session_start_info": start}),
+                          (metadata.SESSION_END_INFO_TAG, {"session_end_info": end})):
+            self._add(step, _plugin_value(tag, metadata.create_summary_metadata(
+                plugin_data_pb2.HParamsPluginData(**data))))
         self.scalars(step, **metrics)
         self.close()
 
     def close(self) -> None:
         self._call("close")
         self._w = None
+
+
+def _plugin_value(tag: str, meta):
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    return Summary.Value(tag=tag, metadata=meta)
+
+
+def _histogram(tag: str, v: np.ndarray):
+    """A histogram of v (M,) in 30 equal bins: bucket i counts the values up to bucket_limit i."""
+    from tensorboard.compat.proto.summary_pb2 import HistogramProto, Summary
+
+    counts, edges = np.histogram(v, bins=30)
+    return Summary.Value(tag=tag, histo=HistogramProto(
+        min=float(v.min()), max=float(v.max()), num=v.size, sum=float(v.sum()),
+        sum_squares=float(v @ v), bucket_limit=edges[1:].tolist(), bucket=counts.tolist()))
+
+
+def _image(tag: str, picture: np.ndarray):
+    """The picture (H, W, 3) or (H, W[, 1]) of values in [0, 1] as a PNG."""
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    pixels = (np.clip(picture, 0.0, 1.0) * 255).round().astype(np.uint8)
+    pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return Summary.Value(tag=tag, image=Summary.Image(
+        height=pixels.shape[0], width=pixels.shape[1], colorspace=1 if pixels.ndim == 2 else 3,
+        encoded_image_string=buf.getvalue()))
 
 
 def _where(err: OSError, folder: Path | None):
