@@ -302,6 +302,28 @@ def test_layer_functions_take_a_leading_axis_of_models():
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
 
 
+def test_softmax_loss_matches_scipy_for_shared_and_own_labels_and_rejects_bad_ones():
+    from scipy.special import log_softmax, softmax
+
+    from fcnet.nn.stack import row_max
+
+    rng = np.random.RandomState(3)
+    scores = 4 * rng.randn(3, 50, 7)
+    for y in (rng.randint(0, 7, 50), rng.randint(0, 7, (3, 50))):  # shared rows, each model's own
+        yk = np.broadcast_to(y, (3, 50))
+        losses, d = layers.softmax_loss(scores, y)
+        want = -np.take_along_axis(log_softmax(scores, axis=-1), yk[..., None], -1)[..., 0].mean(-1)
+        np.testing.assert_allclose(losses, want, rtol=1e-12)
+        onehot = np.eye(7)[yk]
+        np.testing.assert_allclose(d, (softmax(scores, axis=-1) - onehot) / 50, rtol=1e-10, atol=1e-15)
+        # the engine's row maximum (a transposed reduction) gives the same numbers bit for bit
+        fast = layers.softmax_loss(scores.copy(), y, inplace=True, row_max=row_max)
+        assert np.array_equal(fast[0], losses) and np.array_equal(fast[1], d)
+    for bad in (np.full(50, 7), np.full(50, -1)):
+        with pytest.raises(ValueError, match=r"labels y must be integers in \[0, 7\)"):
+            layers.softmax_loss(scores, bad)
+
+
 # ------------------------------------------------------------ bad inputs
 
 

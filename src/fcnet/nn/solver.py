@@ -152,6 +152,7 @@ class Solver:
                     for i, r in enumerate(self.stack.per_member(hp.reg))]
         self.callback, self.verbose, self.flush_denormals = callback, verbose, flush_denormals
         self.it = 0
+        self._rate_key, self._rated = b"", None  # the step's rates (bytes) and their derivatives
         self.active = np.ones(self.k, dtype=bool)
         self.diverged_at: list[int | None] = [None] * self.k
         self._frozen: dict[int, list[np.ndarray]] = {}
@@ -185,23 +186,30 @@ class Solver:
             np.take(self.X, idx, axis=0, out=ws.x if self.shared else ws.x[s], mode="clip")
             np.take(self.y, idx, out=ws.y if self.shared else ws.y[s], mode="clip")
         lr = self.rates()
-        lrs = stack.per_member(lr)
+        if (key := lr.tobytes()) != self._rate_key:  # new rates (K,), and what derives from them
+            lrs, coef, keep = stack.per_member(lr), None, None
+            if self.optimizer.prescaled:  # plain SGD: dJ/dz_L's factor -lr, the weights' 1 - 2 lr reg
+                coef = -lrs[0] if isinstance(lrs[0], float) else (-lr).astype(stack.dtype)[:, None, None]
+                keep = [self.optimizer.keep(r, d) for r, d in zip(lrs[::2], self._l2[::2], strict=True)]
+            self._rate_key, self._rated = key, (lrs, coef, keep)
+        lrs, coef, keep = self._rated
+
         def quiet():  # frozen members keep overflowing; their results are discarded
             return np.errstate(over="ignore", invalid="ignore") if self._frozen else nullcontext()
 
         with quiet():
             loss, dz = forward_loss(stack, ws, hp.reg, hp.keep, self.mask_rngs)
         self._losses.append(loss)
-        for j in np.flatnonzero(self.active & ~np.isfinite(loss)):
-            self.diverged_at[j], self.active[j] = it, False  # frozen at its last good parameters
-            self._frozen[j] = [a.copy() for a in stack.slices(j)]
+        if not np.isfinite(loss).all():
+            for j in np.flatnonzero(self.active & ~np.isfinite(loss)):
+                self.diverged_at[j], self.active[j] = it, False  # frozen at its last good parameters
+                self._frozen[j] = [a.copy() for a in stack.slices(j)]
         if not self.active.any():
             return loss
         with quiet():
             if self.optimizer.prescaled:  # plain SGD: -lr dJ/dz_L, so backprop yields the steps,
                 # each weight's its product accumulated into it; the biases' steps are added
-                dz *= -lrs[0] if isinstance(lrs[0], float) else (-lr).astype(stack.dtype)[:, None, None]
-                keep = [self.optimizer.keep(r, d) for r, d in zip(lrs[::2], self._l2[::2], strict=True)]
+                dz *= coef
                 backward(stack, ws, dz, keep)
                 self.optimizer.update(stack.params[1::2], ws.grads[1::2], lrs[1::2], scaled=True)
             else:
