@@ -163,9 +163,8 @@ class SGD(UpdateRule):
         for w, g, rate, decay in _aligned(params, grads, lr, l2):
             if not scaled:
                 g *= -rate  # -lr dw
-            keep = self.keep(rate, decay)
-            if keep != 1.0 if isinstance(keep, float) else (keep != 1.0).any():
-                _scaled(w, keep, out=w)  # (1 - 2 lr reg) w
+            if decay is not None:
+                _scaled(w, self.keep(rate, decay), out=w)  # (1 - 2 lr reg) w
             w += g  # - lr dw
 
 

@@ -88,8 +88,12 @@ class Stack:
         elif (out := self._scratch.get((n, k))) is None:
             out = self._scratch[n, k] = [np.empty((n, k * h1), self.dtype)] + [
                 np.empty((k, n, h), self.dtype) for h in self.sizes[1:]]
-        z = np.matmul(X, W0.reshape(-1, k * h1), out=out[0])
-        a = np.add(z.reshape(n, k, h1).transpose(1, 0, 2), self.b[0][members, None, :], out=out[1])
+        if k == 1:  # layer 1's product lands in a itself: no transposition
+            a = np.matmul(X, W0.reshape(-1, h1), out=None if out[1] is None else out[1][0])[None]
+            a += self.b[0][members, None, :]
+        else:
+            z = np.matmul(X, W0.reshape(-1, k * h1), out=out[0])
+            a = np.add(z.reshape(n, k, h1).transpose(1, 0, 2), self.b[0][members, None, :], out=out[1])
         for i in range(1, self.L):
             layers.relu_forward(a, inplace=True)
             a = layers.affine_forward(a, self.W[i][members], self.b[i][members, None, :], out=out[i + 1])

@@ -120,13 +120,14 @@ class RunLogger:
         self._call("flush")
 
     def scalars(self, step: int, **values: float | None) -> None:
-        """One scalar per keyword (tag = its name) at ``step``, None skipped; ``loss`` is
-        spaced as by :meth:`losses`."""
+        """One scalar per keyword (tag = its name) at ``step``, None skipped, all in one event
+        (each event is a write of its own); ``loss`` is spaced as by :meth:`losses`."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
         if "loss" in values:
             self.losses(step, [values.pop("loss")])
-        for k, v in values.items():
-            if v is not None:
-                self._scalar(k, float(v), step)
+        if kept := [Summary.Value(tag=k, simple_value=float(v)) for k, v in values.items() if v is not None]:
+            self._add(step, *kept)
 
     def losses(self, start: int, values: list[float]) -> None:
         """``loss`` at steps start, start + 1, ...: those on the ``scalar_every`` grid."""
