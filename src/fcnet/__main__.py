@@ -1,5 +1,3 @@
-import sys
+from fcnet.cli import run
 
-from fcnet.cli import main
-
-sys.exit(main())
+run()

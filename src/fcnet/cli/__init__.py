@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import os
 import sys
+import threading
 import warnings
 
 from fcnet.errors import FcnetError
@@ -66,3 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fcnet: interrupted", file=sys.stderr)
         return 130
+
+
+def run() -> None:
+    """The console script (and ``python -m fcnet``): ``main``, then a quick exit.  Threads are
+    joined, exit handlers run and stdout and stderr are flushed as at any exit; what is skipped is
+    the interpreter tearing down every module it loaded, which writes nothing of fcnet's: 0.5 s
+    once torch is loaded, 1.3 s at the end of a digits study."""
+    rc = main()
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`fcnet ... | head`) or stream
+            pass
+    os._exit(rc)
