@@ -249,3 +249,16 @@ def test_checkpoints_are_spaced_by_what_saving_costs(monkeypatch):
     every = rundir.CheckpointClock(0.0)
     every.saved(started=now[0] - 1.0)
     assert every.due()  # 0: every epoch end, whatever saving costs
+
+
+@pytest.mark.parametrize("n", [2, 3, 10])
+def test_the_confusion_counts_equal_scikit_learns_confusion_matrix(n):
+    from sklearn.metrics import confusion_matrix
+
+    from fcnet.training.rundir import confusion
+
+    rng = np.random.RandomState(n)
+    y, pred = rng.randint(0, n, 500), rng.randint(0, n, 500)
+    y[:3] = 0  # a class nobody predicts still has its row and column
+    pred[pred == n - 1] = 0
+    assert np.array_equal(confusion(y, pred, n), confusion_matrix(y, pred, labels=np.arange(n)))

@@ -49,8 +49,6 @@ def load_run(run_dir: Path):
 
 def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     """Accuracy, per-class accuracy and confusion matrix on a split."""
-    from sklearn.metrics import confusion_matrix
-
     from fcnet.data import load_splits
 
     if split not in SPLITS:
@@ -64,7 +62,7 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
                          f"(hash {got} != {want}); the data changed since training")
     part = getattr(data, split)
     pred, y = np.argmax(predict_proba(part.x), axis=1), np.asarray(part.y)
-    cm = confusion_matrix(y, pred, labels=np.arange(len(data.classes)))
+    cm = rundir.confusion(y, pred, len(data.classes))
     per_class = {name: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None
                  for i, name in enumerate(data.classes)}
     return {"split": split, "n": int(y.shape[0]), "accuracy": float((pred == y).mean()),

@@ -201,14 +201,19 @@ def write_metrics(run_dir: Path, hist: dict, iters_per_epoch: int) -> list[str]:
     return list(tables)
 
 
+def confusion(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """Counts (n, n), true class by row, predicted by column, of labels and predictions (M,) in
+    [0, n): scikit-learn's ``confusion_matrix(y, pred, labels=range(n))`` as one bincount (importing
+    scikit-learn for it took 1.3 s of a digits study)."""
+    return np.bincount(np.asarray(y) * n + np.asarray(pred), minlength=n * n).reshape(n, n)
+
+
 def write_figures(run_dir: Path, hist: dict, W1: np.ndarray, P: Prepared, val_pred: np.ndarray) -> list[str]:
     """The run's pictures (fcnet.report.pictures), their names: loss, accuracies, first-layer
     weights W1 (D, H) when the inputs are images, the confusion of val predictions (M,)."""
-    from sklearn.metrics import confusion_matrix
-
     from fcnet.report import pictures as figures
 
-    cm = confusion_matrix(P.y_val, val_pred, labels=np.arange(len(P.classes)))
+    cm = confusion(P.y_val, val_pred, len(P.classes))
     out = [figures.loss_png(hist["loss_history"], run_dir / "loss.png")]
     if hist["val_acc_history"]:
         out.append(figures.accuracy_png(hist["train_acc_history"], hist["val_acc_history"],
