@@ -62,3 +62,14 @@ def test_python_m_fcnet_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "fcnet", "--version"], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.startswith("fcnet ")
+
+
+def test_under_cprofile_the_console_script_exits_as_usual_so_the_profile_is_written(tmp_path):
+    import pstats
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "p"), "-m", "fcnet",
+                          "check"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "check" in str(pstats.Stats(str(tmp_path / "p")).stats)  # main ran, and the profile was saved
