@@ -356,3 +356,23 @@ def test_cli_non_finite_grid_value_is_one_line_and_writes_nothing(tmp_path):
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "reg" in r.stderr
         assert not (tmp_path / "s").exists()
+
+
+def test_a_search_trial_retried_after_a_torn_attribute_write_gets_the_attributes_it_lacks():
+    """A full disk can stop a search trial's attribute writes half way (its key written, its
+    population key not); retried, the trial gets the missing ones, and nothing is rewritten."""
+    import optuna
+
+    from fcnet.experiments.worker import _suggest, job_attrs
+
+    spec = SweepSpec(digits(), search="random", params=space.parse_params(["lr=1e-3:1e-1:log"]), trials=2)
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    want = job_attrs(space.with_changes(spec.base, {"lr": lr}, where="--param"))
+    trial.set_user_attr("key", want["key"])  # then the disk filled
+    writes = []
+    real = trial.set_user_attr
+    trial.set_user_attr = lambda k, v: (writes.append(k), real(k, v))
+    _suggest(trial, spec)
+    assert trial.user_attrs == want and sorted(writes) == sorted(set(want) - {"key"})

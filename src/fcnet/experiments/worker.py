@@ -147,8 +147,9 @@ def _suggest(trial, spec) -> None:
                                                             for p in points)))
         return
     changes = {n: p.suggest(trial) for n, p in spec.params.items()}
-    if "key" not in trial.user_attrs:
-        for k, v in job_attrs(space.with_changes(spec.base, changes, where="--param")).items():
+    have = trial.user_attrs  # a retried trial's; a write that failed (a full disk) may have left some out
+    for k, v in job_attrs(space.with_changes(spec.base, changes, where="--param")).items():
+        if k not in have:
             trial.set_user_attr(k, v)
 
 
