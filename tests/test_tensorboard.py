@@ -357,3 +357,28 @@ def test_each_weight_picture_waits_picture_spacing_times_what_it_took(tmp_path, 
     assert calls[1] < WEIGHTS_EVERY + 6  # the first (it paid the imports) sets no wait
     assert all(b - a >= gap for a, b in zip(calls[1:-2], calls[2:-1])), calls
     assert len(calls) < 3000 / gap + 3
+
+
+def test_a_pictures_wait_counts_the_writer_threads_checksum_of_its_bytes(tmp_path, monkeypatch):
+    """The writer thread checksums every event's bytes in Python after the picture is timed;
+    a picture that takes no time of its own still waits PICTURE_SPACING times that checksum."""
+    from fcnet.training import tensorboard
+    from fcnet.training.tensorboard import PICTURE_SPACING
+
+    now = [0.0]
+    monkeypatch.setattr(tensorboard.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(tensorboard, "_crc_seconds_per_byte", lambda: 1e-5)
+    W = {"W1": np.random.RandomState(0).randn(64, 50)}  # 8x8 digit tiles: a picture of some kB
+    tb = RunLogger.open(tmp_path)
+    pictured = []
+    for step in range(0, 20_000, 6):
+        now[0] = step * 1e-3  # 1 ms an iteration; the pictures themselves take no time
+        before = tb._pictured
+        tb.epoch(step, 0.5, 0.5, 1e-3, weights=lambda: W, image_shape=(8, 8))
+        if tb._pictured != before:
+            pictured.append(step)
+    tb.close()
+    size = len(events(tmp_path).Images("weights/first_layer")[-1].encoded_image_string)
+    gap = PICTURE_SPACING * size * 1e-5 / 1e-3  # iterations
+    assert gap > 200 and len(pictured) >= 4  # longer than WEIGHTS_EVERY: the checksum sets it
+    assert all(b - a >= gap for a, b in zip(pictured[1:], pictured[2:])), (pictured, gap)
