@@ -86,7 +86,7 @@ class Stack:
         if not scratch:
             out = [None] * (self.L + 1)
         elif (out := self._scratch.get((n, k))) is None:
-            out = self._scratch[n, k] = [np.empty((n, k * h1), self.dtype)] + [
+            out = self._scratch[n, k] = [np.empty((n, k * h1), self.dtype) if k > 1 else None] + [
                 np.empty((k, n, h), self.dtype) for h in self.sizes[1:]]
         if k == 1:  # layer 1's product lands in a itself: no transposition
             a = np.matmul(X, W0.reshape(-1, h1), out=None if out[1] is None else out[1][0])[None]
