@@ -91,3 +91,24 @@ def test_study_rerun_reuses_finished_runs(study):
                         str(out), "--quiet"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in params} == before
+
+
+def test_the_work_beside_the_sweep_takes_one_blas_thread(monkeypatch, tmp_path):
+    """The report's own runs train in the main process while the workers hold the cores: on one
+    BLAS thread (two only wait for each other there: 3x slower on CIFAR-10), restored afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import fcnet.training
+    from fcnet.experiments import study as study_mod
+
+    def blas_threads() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    seen = []
+    monkeypatch.setattr(fcnet.training, "train_run", lambda config, run_dir: seen.append(blas_threads()))
+    s = study_mod.load_study("exercise", dataset="digits")
+    errors: list = []
+    with threadpool_limits(2, user_api="blas"):
+        study_mod._beside_the_sweep(s, tmp_path, False, errors)
+        assert blas_threads() == {2}
+    assert not errors and seen and all(t == {1} for t in seen)

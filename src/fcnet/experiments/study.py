@@ -132,15 +132,21 @@ def run_study(study: Study, out: Path, *, workers: int = 1, storage: str | None 
 def _beside_the_sweep(study: Study, out: Path, depth: bool, errors: list) -> None:
     """A daemon thread's work while the sweep's worker processes train (started once the sweep is open
     and checked: a refused sweep trains nothing): the report's own runs and the depth block's torch runs,
-    on one torch thread. An interrupted study does not wait for it (the depth cache is written atomically)."""
+    on one BLAS and one torch thread. An interrupted study does not wait for it (the depth cache is
+    written atomically)."""
+    from threadpoolctl import threadpool_limits
+
     from fcnet.experiments.study_report import depth_results
     from fcnet.training import train_run
 
     try:
-        for config in study.own_runs():
-            train_run(config, out / "runs" / space.run_key(config))
-        if depth and "depth" in study.blocks:
-            depth_results(study, out, study.blocks["depth"], threads=1)
+        # one BLAS thread: the workers hold the cores, and OpenBLAS's second thread would only wait
+        # (spinning) for its turn on them; this process's limit, restored before the floor is timed
+        with threadpool_limits(1):
+            for config in study.own_runs():
+                train_run(config, out / "runs" / space.run_key(config))
+            if depth and "depth" in study.blocks:
+                depth_results(study, out, study.blocks["depth"], threads=1)
         _warm_report()
     except BaseException as err:
         errors.append(err)
