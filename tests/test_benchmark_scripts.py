@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -69,6 +70,25 @@ def test_time_to_accuracy_rejects_a_target_outside_0_1():
     )
     assert proc.returncode == 2
     assert "--target must be in (0, 1]" in proc.stderr
+
+
+def test_floor_noise_times_the_floor_step_three_ways_per_shape(tmp_path):
+    out = tmp_path / "noise.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "floor_noise.py"), "--rows", "600", "--dim", "48", "--loop", "20",
+         "--shapes", "8x1,8x3", "--json", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(out.read_text())
+    assert [x["shape"] for x in r["shapes"]] == ["48-8-10 batch 200", "48-8-10 batch 200, population of 3"]
+    for x in r["shapes"]:
+        assert x["timed_steps"] >= 25  # the study floor's 5 rounds of at least 5 steps
+        assert 0 < x["fastest_ms"] <= x["median_ms"]
+        assert math.isclose(x["loop / fastest"], x["loop_ms"] / x["fastest_ms"]) and x["loop_ms"] > 0
+        assert math.isclose(x["two_loops / 2 / fastest"], x["two_loops_ms"] / 2 / x["fastest_ms"])
+        assert x["two_loops_ms"] > 0
+    assert r["machine"]["cpu"]
 
 
 def test_fused_update_reports_both_ways_against_the_floor_with_the_same_parameters(tmp_path):
