@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import csv
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -89,6 +90,28 @@ def check_run(run_dir: Path, hidden: list[int], lr: float = 1e-2) -> None:
     final = acc.Scalars("hparams/final_val_acc")
     assert final[-1].value == pytest.approx(summary["final_val_acc"], rel=1e-6)
     assert final[-1].step == summary["iterations"]
+
+
+def test_every_record_carries_tensorboards_own_checksum(tmp_path):
+    """The records' masked CRC-32Cs (google-crc32c's C code, which bin/setup installs with the
+    tensorboard extra) equal those of tensorboard's own Python CRC-32C, record by record."""
+    import struct
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+
+    train_run(digits(), tmp_path / "run", figures=False)
+    if importlib.util.find_spec("google_crc32c"):
+        assert record_writer.masked_crc32c is not masked_crc32c  # the C one writes them
+    data = next((tmp_path / "run" / "tb").glob("events.*")).read_bytes()
+    pos = records = 0
+    while pos < len(data):  # TFRecord: length (8), its CRC (4), the event, its CRC (4)
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        body = data[pos + 12 : pos + 12 + length]
+        assert struct.unpack("<I", data[pos + 8 : pos + 12])[0] == masked_crc32c(data[pos : pos + 8])
+        assert struct.unpack("<I", data[pos + 12 + length : pos + 16 + length])[0] == masked_crc32c(body)
+        pos, records = pos + 16 + length, records + 1
+    assert pos == len(data) and records > 10
 
 
 def test_numpy_run_writes_its_csvs_and_pictures_as_events(tmp_path):
