@@ -221,7 +221,7 @@ class Sections:
 
     def tables(self, results: dict):
         from fcnet.report import plots
-        from fcnet.training.prepare import prepare
+        from fcnet.training.prepare import preprocessor
 
         tables = [self.table(t) for t in self.study.tables]
         figures = [self.interval_figure(t) for t in self.study.tables]
@@ -239,7 +239,7 @@ class Sections:
             figures.append(Figure(self.figs / "batch_noise.png", title))
         if pca := self.study.blocks.get("pca_curve"):
             line = float(pca["pca"])
-            curve = prepare(space.with_changes(self.study.base, {"pca": line})).prep.explained_variance_curve
+            curve = preprocessor(space.with_changes(self.study.base, {"pca": line})).explained_variance_curve
             if curve is not None:
                 plots.explained_variance(np.asarray(curve), self.figs / "pca_variance.png", line=line)
                 figures.append(Figure(self.figs / "pca_variance.png",
