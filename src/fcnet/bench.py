@@ -100,23 +100,27 @@ class FloorStep:
         self.rng = np.random.RandomState(seed)
         self.torch = torch = None if isinstance(X, np.ndarray) else sys.modules["torch"]
         if torch is None:
-            rs = np.random.RandomState(seed)
+            rs = np.random.default_rng(seed)  # its float32 normals: 4x faster than RandomState's
             self.mm = bmm = np.matmul
         else:
             gen = torch.Generator().manual_seed(seed)
             self.mm, bmm = torch.mm, torch.bmm
 
-        def new(*shape):
+        def new(*shape):  # a product's operand
             if torch is None:
-                return rs.standard_normal(shape).astype(X.dtype)
+                return rs.standard_normal(shape, dtype=X.dtype)
             return torch.randn(*shape, generator=gen).to(X.dtype)
+
+        def out(*shape):  # written before it is read (the gathered batch, a product's result)
+            return np.empty(shape, X.dtype) if torch is None else torch.empty(*shape, dtype=X.dtype)
 
         B, D = batch, sizes[0]
         lead, H = ((k,), sizes[1]) if self.own else ((), k * sizes[1])
-        self.x = new(*lead, B, D)
-        self.W1, self.z1, self.dz1, self.dW1 = (new(*lead, *s) for s in ((D, H), (B, H), (B, H), (D, H)))
+        self.x, self.W1, self.z1 = out(*lead, B, D), new(*lead, D, H), out(*lead, B, H)
+        self.dz1, self.dW1 = new(*lead, B, H), out(*lead, D, H)
         # deeper layers: weights (K, H, H'); activations/gradients (K, B, H), a[0] layer 1's
-        self.W, self.dW = ([new(k, h, h2) for h, h2 in zip(sizes[1:-1], sizes[2:])] for _ in range(2))
+        self.W = [new(k, h, h2) for h, h2 in zip(sizes[1:-1], sizes[2:])]
+        self.dW = [out(k, h, h2) for h, h2 in zip(sizes[1:-1], sizes[2:])]
         self.a, self.da = ([new(k, B, h) for h in sizes[1:]] for _ in range(2))
         self.bmm = (lambda a, b, out: self.mm(a[0], b[0], out=out[0])) if k == 1 else bmm
         self.mm1 = bmm if self.own else self.mm  # layer 1's products
