@@ -686,14 +686,20 @@ def test_batches_are_the_course_drivers_choice_draws():
     from fcnet.nn.solver import Stream
 
     for n, b in [(1437, 200), (49000, 200), (5, 7)]:
-        ours, course = Stream(3), np.random.RandomState(3)
-        for it in range(20):
-            np.testing.assert_array_equal(ours.draw(n, b, "replacement", it, n // b or 1),
-                                          course.choice(n, b))
+        for ahead in (1, 64):  # the Solver's streams draw 64 batches at a time: the same batches
+            ours, course = Stream(3, ahead), np.random.RandomState(3)
+            for it in range(150):
+                np.testing.assert_array_equal(ours.draw(n, b, "replacement", it, n // b or 1),
+                                              course.choice(n, b))
+    # the global generator is the caller's too: one batch at a time, whatever ``ahead``
     np.random.seed(0)
-    first = Stream(None).draw(49000, 200, "replacement", 0, 245)
+    ours = Stream(None, 64)
+    first, between, second = ours.draw(49000, 200, "replacement", 0, 245), np.random.rand(), \
+        ours.draw(49000, 200, "replacement", 1, 245)
     np.random.seed(0)
     np.testing.assert_array_equal(first, np.random.choice(49000, 200))
+    assert between == np.random.rand()
+    np.testing.assert_array_equal(second, np.random.choice(49000, 200))
 
 
 @pytest.mark.parametrize("ta", [False, True])
