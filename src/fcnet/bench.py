@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_info
 from fcnet.errors import FcnetError
 from fcnet.nn.fpenv import supported as ftz_supported
 from fcnet.nn.model import MLP, TwoLayerNet
-from fcnet.nn.solver import Solver
+from fcnet.nn.solver import AHEAD, Solver, Stream
 
 STEP_KEYS = ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "blas_floor_f64", "torch_f32", "sklearn_f32")
 TORCH_STEP_KEYS = ("torch_bf16", "bf16_floor")  # step_ms entries of the torch bf16 systems
@@ -97,7 +97,7 @@ class FloorStep:
     def __init__(self, X, sizes: list[int], batch: int, k: int = 1, seed: int = 0,
                  threads: int | None = None, own: bool = False):
         self.X, self.batch, self.threads, self.own = X, batch, threads, own and k > 1
-        self.rng = np.random.RandomState(seed)
+        self.stream = Stream(seed, AHEAD)  # the batches' indices, drawn as the NumPy Solver draws them
         self.torch = torch = None if isinstance(X, np.ndarray) else sys.modules["torch"]
         if torch is None:
             rs = np.random.default_rng(seed)  # its float32 normals: 4x faster than RandomState's
@@ -132,7 +132,7 @@ class FloorStep:
             if self.threads:
                 torch.set_num_threads(self.threads)
         for x in self.x if self.own else (self.x,):
-            idx = self.rng.randint(0, self.X.shape[0], self.batch)  # choice(n, B), as Stream draws it
+            idx = self.stream.draw(self.X.shape[0], self.batch, "replacement", 0, 1)  # choice(n, B)
             if torch is not None:
                 torch.index_select(self.X, 0, torch.from_numpy(idx), out=x)
             else:
