@@ -107,8 +107,6 @@ class Stream:
         exercise's; ``randint(0, n, B)`` is that draw without choice's checks); 'shuffle'
         slices ``permutation(n)``, redrawn at each epoch's start."""
         if sampling == "replacement":
-            if self.ahead == 1:
-                return self.rng.randint(0, n, batch)
             if self.pos == len(self.ready):  # at most 64k indices (512 kB) at a time
                 rows = max(1, min(self.ahead, (1 << 16) // batch))
                 self.ready, self.pos = self.rng.randint(0, n, (rows, batch)), 0
