@@ -54,3 +54,39 @@ def test_depth_study_rejects_bad_depths_and_inits():
         depth_study(X, y, X, y, depths=(0,), progress=False)
     with pytest.raises(FcnetError, match="init"):
         depth_study(X, y, X, y, init="xavier", progress=False)
+
+
+@pytest.mark.parametrize("hidden", [[50], [50, 50, 50], [37, 13]])
+def test_flat_adam_is_torch_adam_bit_for_bit(hidden):
+    """The depth study's FlatAdam against torch.optim.Adam itself (the exercise's optimizer):
+    the same weights, bit for bit, after 60 steps of 3 nets of odd and even widths."""
+    import copy
+
+    import torch
+
+    from fcnet.torch_backend.depth import FlatAdam
+    from fcnet.torch_backend.model import MultiLayerPerceptron
+
+    X, y = data(n=600, d=61)
+    X, y = torch.from_numpy(X), torch.from_numpy(y)
+    torch.manual_seed(1)  # the kaiming draws
+    nets = [MultiLayerPerceptron(61, hidden, 4, init="kaiming", dtype=torch.float32)]
+    nets.append(copy.deepcopy(nets[0]))
+    start = nets[0][0].weight.detach().clone()
+    ref = torch.optim.Adam(nets[0].parameters(), lr=1e-2, weight_decay=1e-3)
+    flat = FlatAdam(nets[1].parameters(), lr=1e-2, weight_decay=1e-3)
+    for step in range(60):
+        rows = torch.from_numpy(np.random.RandomState(step).randint(0, 600, 50))
+        for net, opt in zip(nets, (ref, flat), strict=True):
+            for group in opt.param_groups:
+                group["lr"] = 1e-2 * 0.95 ** (step // 10)  # as TorchTrainer sets it
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(X[rows]), y[rows]).backward()
+            opt.step()
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert not torch.equal(nets[1][0].weight, start)  # it trained
+    state = flat.state_dict()  # resumes where it stopped
+    again = FlatAdam(MultiLayerPerceptron(61, hidden, 4, seed=1, dtype=torch.float32).parameters(), lr=0)
+    again.load_state_dict(state)
+    assert again.steps == 60 and torch.equal(again.exp_avg_sq, flat.exp_avg_sq)

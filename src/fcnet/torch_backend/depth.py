@@ -49,8 +49,8 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
     sub = np.sort(np.random.RandomState(seed + 1).permutation(X_train.shape[0])[:TRAIN_ACC_ROWS])
     every = f"{sub.size:,} fixed training rows per epoch, the whole training split at the end"
 
-    def adam(params):  # the exercise's optim.Adam(model.parameters()); foreach: same bits, fewer kernels
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    def adam(params):  # the exercise's optim.Adam(model.parameters(), lr, weight_decay), bit for bit
+        return FlatAdam(params, lr=lr, weight_decay=weight_decay)
 
     bar = tqdm(total=len(inits) * len(depths) * epochs, unit="epoch", desc="depth study",
                dynamic_ncols=True, disable=not progress)
@@ -84,6 +84,57 @@ def depth_study(X_train, y_train, X_val, y_val, depths: Sequence[int] = (2, 3, 4
                             "final_val_acc": history[-1]["val_acc"], "seconds": time.perf_counter() - t0})
     bar.close()
     return results
+
+
+class FlatAdam:
+    """``torch.optim.Adam(params, lr, weight_decay)`` (L2 added to every gradient, as the exercise's
+    ``optim.Adam(model.parameters(), ...)``), its arithmetic op for op and so its numbers bit for bit
+    (tests), over one flat tensor that every parameter becomes a view of: nine kernels a step rather
+    than eight a parameter, and no per-parameter Python (a depth-study step on one thread: Adam 0.72
+    -> 0.47 ms, zero_grad 0.07 -> 0). The interface ``TorchTrainer`` uses: ``param_groups`` (its
+    'lr' set each step), ``zero_grad``, ``step``, ``state_dict`` / ``load_state_dict``."""
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = list(params)
+        if len({(p.dtype, p.device) for p in self.params}) != 1:
+            raise FcnetError("FlatAdam needs parameters of one dtype on one device")
+        with torch.no_grad():
+            self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        start = 0
+        for p in self.params:  # each parameter now a view of the flat tensor
+            p.data = self.flat[start:start + p.numel()].view_as(p)
+            start += p.numel()
+        self.grad, self.exp_avg, self.exp_avg_sq, self.denom = (torch.zeros_like(self.flat) for _ in range(4))
+        self.param_groups = [{"params": self.params, "lr": float(lr)}]
+        self.weight_decay, self.betas, self.eps, self.steps = float(weight_decay), betas, float(eps), 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One step, as ``torch.optim.adam``'s single-tensor (and foreach) path computes it."""
+        (beta1, beta2), lr = self.betas, self.param_groups[0]["lr"]
+        self.steps += 1
+        g = torch.cat([p.grad.reshape(-1) for p in self.params], out=self.grad)
+        if self.weight_decay != 0:
+            g.add_(self.flat, alpha=self.weight_decay)  # grad + weight_decay * param
+        self.exp_avg.lerp_(g, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        step = float(self.steps)
+        step_size = lr / (1 - beta1**step)
+        torch.sqrt(self.exp_avg_sq, out=self.denom).div_((1 - beta2**step) ** 0.5).add_(self.eps)
+        self.flat.addcdiv_(self.exp_avg, self.denom, value=-step_size)
+
+    def state_dict(self) -> dict:
+        return {"step": self.steps, "lr": self.param_groups[0]["lr"], "exp_avg": self.exp_avg.clone(),
+                "exp_avg_sq": self.exp_avg_sq.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps, self.param_groups[0]["lr"] = int(state["step"]), float(state["lr"])
+        self.exp_avg.copy_(state["exp_avg"])
+        self.exp_avg_sq.copy_(state["exp_avg_sq"])
 
 
 def _signals(t: TorchTrainer, epoch: int, loss: float | None, lr: float | None, Xt, yt, Xv, yv,
