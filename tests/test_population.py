@@ -227,3 +227,33 @@ def test_members_with_their_own_seeds_equal_their_lone_runs_dropout_included():
         assert pop.history(j)["val_acc_history"] == lone.val_acc_history
         np.testing.assert_allclose(pop.models[j].params["W1"], lone.model.params["W1"],
                                    rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_own_seeds_with_wide_layers_take_a_gemm_each_and_equal_their_lone_runs_bit_for_bit(dtype):
+    """Members with their own batches and first layers of at least ``blas.SMALL`` weights update
+    them a member at a time, each with its own decay as the gemm's beta: the very weights of
+    their lone runs (whose 2-D update is the same gemm), whatever their lr and reg."""
+    from fcnet.nn import blas
+
+    rng = np.random.RandomState(0)
+    centres = 2 * rng.randn(4, 300)
+    y = np.arange(440) % 4
+    Xw = centres[y] + rng.randn(440, 300)
+    seeds, lrs, regs = [3, 11, 5], [0.01, 0.003, 0.02], [0.0, 0.05, 0.01]
+
+    def run(j=None):
+        which = range(3) if j is None else [j]
+        models = [MLP(300, [128, 20], 4, std=0.05, seed=seeds[i], dtype=dtype) for i in which]
+        return Solver(models, Xw[:400], y[:400], Xw[400:], y[400:], num_iters=60, batch_size=50,
+                      learning_rate=[lrs[i] for i in which], reg=[regs[i] for i in which],
+                      seed=[seeds[i] for i in which])
+
+    pop = run()
+    assert not pop.shared and blas.per_slice(pop.stack.W[0].transpose(1, 0, 2))
+    pop.run()
+    for j in range(3):
+        lone = run(j).run()
+        for name, w in lone.model.params.items():
+            assert np.array_equal(pop.models[j].params[name], w), (j, name)
+        assert pop.history(j)["val_acc_history"] == lone.val_acc_history

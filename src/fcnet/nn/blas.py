@@ -47,9 +47,20 @@ def _operand(m: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
-def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float, scratch: np.ndarray) -> None:
+def per_slice(c: np.ndarray) -> bool:
+    """Whether ``gemm`` takes a stack c (S, M, N) one slice at a time, each with its own beta."""
+    return c.ndim == 3 and c[0].size >= SMALL
+
+
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, beta: float | list[float], scratch: np.ndarray) -> None:
     """c <- a @ b + beta c in place: a (M, K), b (K, N), c (M, N), or stacks of them.  ``scratch``:
-    c's shape and dtype, for the product where the BLAS call cannot take it."""
+    c's shape and dtype, for the product where the BLAS call cannot take it.  A stack of large
+    slices (``per_slice``; members with their own batches) goes a call a slice, as matmul takes a
+    stack, so the same sums, with no scratch and add passes; ``beta`` may then be one per slice."""
+    if per_slice(c):
+        for i in range(c.shape[0]):
+            gemm(a[i], b[i], c[i], beta[i] if isinstance(beta, list) else beta, scratch[i])
+        return
     big = c.ndim == 2 and c.size >= SMALL  # a small c: the ctypes call costs more than the pass
     fn = _cblas_gemm(_KIND[c.dtype]) if big and c.dtype in _KIND else None
     ops = (_operand(a), _operand(b), _operand(c)) if fn is not None and a.dtype == b.dtype == c.dtype else ()

@@ -206,7 +206,9 @@ def backward(stack: Stack, ws: Workspace, dz: np.ndarray, keep: Sequence | None 
             np.matmul(a_t, d, out=dW)
             continue
         beta = keep[i]
-        if not isinstance(beta, float):  # per member: its own pass, then gemm adds
+        if not isinstance(beta, float) and blas.per_slice(W):  # per member, each its gemm's beta
+            beta = [float(v) for v in beta.reshape(-1).astype(W.dtype)]
+        elif not isinstance(beta, float):  # per member: its own pass, then gemm adds
             w = stack.W[i]
             if i == 0:  # (D, K, H1) as (D, K*H1) by a factor per column: a 1.5x faster pass
                 w, beta = w.reshape(-1, k * h1), np.repeat(beta.reshape(-1), h1)
