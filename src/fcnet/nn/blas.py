@@ -2,9 +2,11 @@
 W <- (1 - 2 lr reg) W + a^T dz is one gemm whose beta keeps the decayed weights, and no pass
 over a separate gradient.  np.matmul has no beta, so this calls the cblas gemm of the very
 library np.matmul calls (the scipy-openblas of NumPy's wheels, found by threadpoolctl): the
-same kernels, the same sums.  Elsewhere (another BLAS, a 3-D product) the product goes into a
-scratch array and is added, one more pass: OpenBLAS applies beta before it adds the product, so
-both give the same numbers wherever the product's inner dimension fits one of its blocks."""
+same kernels, the same sums; a stack of large products (members with their own batches) goes a
+call a product, each with its own beta.  Elsewhere (another BLAS, a stack of small products) the
+product goes into a scratch array and is added, one more pass: OpenBLAS applies beta before it
+adds the product, so both give the same numbers wherever the product's inner dimension fits one
+of its blocks."""
 
 from __future__ import annotations
 
