@@ -15,6 +15,7 @@ from tqdm import tqdm
 from fcnet import files
 from fcnet.config import make_config
 from fcnet.errors import FcnetError
+from fcnet.nn import optim
 from fcnet.torch_backend import require_torch
 from fcnet.torch_backend.model import parse_init
 from fcnet.torch_backend.train import TRAIN_ACC_ROWS, TorchTrainer, flush_subnormals
@@ -94,7 +95,8 @@ class FlatAdam:
     -> 0.47 ms, zero_grad 0.07 -> 0). The interface ``TorchTrainer`` uses: ``param_groups`` (its
     'lr' set each step), ``zero_grad``, ``step``, ``state_dict`` / ``load_state_dict``."""
 
-    def __init__(self, params, lr: float, weight_decay: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(self, params, lr: float, weight_decay: float = 0.0,
+                 betas=(optim.BETA1.default, optim.BETA2.default), eps: float = optim.EPS.default):
         self.params = list(params)
         if len({(p.dtype, p.device) for p in self.params}) != 1:
             raise FcnetError("FlatAdam needs parameters of one dtype on one device")
