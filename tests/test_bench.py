@@ -3,6 +3,7 @@ speed targets live in benchmarks/, not in tests)."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import subprocess
 import sys
@@ -15,7 +16,10 @@ from fcnet.bench import (
     TORCH_STEP_KEYS,
     BenchSettings,
     FloorStep,
+    System,
     format_table,
+    measure,
+    ratio_ci,
     run_bench,
 )
 from fcnet.errors import FcnetError
@@ -76,6 +80,8 @@ def test_json_population_and_machine_blocks(bench_json):
     assert fallback == ("bf16" in bench_json["notes"])
     for name, t in targets.items():
         assert t["ratio"] > 0
+        lo, hi = t["ci95"]  # a bootstrap interval around the measured ratio
+        assert 0 < lo <= t["ratio"] <= hi
         assert t["met"] is None if fallback and "bf16" in name else t["met"] == (
             t["ratio"] <= float(name.split()[-1]))
     # peers and cross-precision ratios are reported figures, not targets
@@ -94,14 +100,22 @@ def test_table_names_every_system_and_the_population(bench_json):
     assert "torch bfloat16 population:" in text or "torch float32 population:" in text
     assert "population: 8 configurations of 3072-50-10" in text
     assert "its floor" in text
-    assert "targets (each against the floor of its own precision, this run):" in text
+    assert "targets (each against the floor of its own precision, this run; 95% interval):" in text
     assert "comparisons (reported, not targets):" in text
     for name in list(bench_json["targets"]) + list(bench_json["comparisons"]):
         assert name in text
 
 
 def test_missing_peers_are_null_in_json_with_a_note(monkeypatch):
-    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):  # import torch -> ImportError, as where it is not installed
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    # (not sys.modules["torch"] = None: scipy's array-API helpers read every module there)
+    monkeypatch.setattr(builtins, "__import__", no_torch)
     # torch asked for but missing, scikit-learn not asked for
     s = BenchSettings(rows=1000, steps=30, rounds=2, warmup=1, gap_s=0.0, switch_gap_s=0.0,
                       peers=("torch",), input_size=256, pop_k=2)
@@ -112,7 +126,7 @@ def test_missing_peers_are_null_in_json_with_a_note(monkeypatch):
     assert "torch_f32" in r["notes"] and "sklearn_f32" not in r["notes"]
     assert r["step_ms"]["fcnet_f32"] > 0 and r["step_ms"]["blas_floor_f64"] > 0
     assert r["comparisons"]["fcnet_f32 / torch_f32"] is None
-    assert r["targets"]["torch_bf16 / bf16_floor <= 1.2"] == {"ratio": None, "met": None}
+    assert r["targets"]["torch_bf16 / bf16_floor <= 1.2"] == {"ratio": None, "ci95": None, "met": None}
     assert r["population"]["floor_ms"] > 0 and r["population"]["torch_bf16_floor_ms"] is None
     assert json.loads(json.dumps(r))["step_ms"]["torch_f32"] is None  # null in JSON
     assert "(n/a)" in format_table(r)
@@ -135,6 +149,35 @@ def test_a_cpu_without_bf16_times_the_float32_fallback_and_leaves_bf16_targets_o
     t = r["targets"]["torch_population / torch_population_floor <= 1.25"]
     assert isinstance(t["met"], bool)
     assert "note: bf16: no bf16 here" in format_table(r)
+
+
+def test_a_target_and_its_floor_are_timed_step_for_step_in_turn():
+    calls: list[str] = []
+    systems = [System(name, lambda name=name: calls.append(name))
+               for name in ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "sequential")]
+    s = BenchSettings(steps=30, rounds=3, warmup=0, gap_s=0.0, switch_gap_s=0.0)
+    samples = measure(systems, s)
+    assert {k: len(v) for k, v in samples.items()} == dict.fromkeys(
+        ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "sequential"), 30)
+    # each round: 2 untimed steps of each side, then 10 timed pairs, the other side first next round
+    runs = [calls[i:i + 24] for i in range(len(calls) - 23) if set(calls[i:i + 24]) == {
+        "fcnet_f32", "blas_floor_f32"}]
+    pairs = [r for r in runs if r[4:] == r[4:6] * 10]
+    assert {tuple(r[4:6]) for r in pairs} == {("fcnet_f32", "blas_floor_f32"),
+                                             ("blas_floor_f32", "fcnet_f32")}
+
+
+def test_ratio_interval_holds_the_true_ratio_of_medians_and_narrows_with_samples():
+    rng = np.random.default_rng(1)
+    drift = rng.lognormal(0, 0.3, 2000)  # host noise shared by the two sides of a pair
+    a, b = 1.3 * drift * rng.lognormal(0, 0.02, 2000), drift * rng.lognormal(0, 0.02, 2000)
+    lo, hi = ratio_ci(list(a[:60]), list(b[:60]))
+    lo2, hi2 = ratio_ci(list(a), list(b))
+    assert lo <= np.median(a[:60]) / np.median(b[:60]) <= hi
+    assert lo2 < 1.3 < hi2 and hi2 - lo2 < hi - lo
+    # constant samples: no spread to resample; unequal or missing samples: no interval
+    assert ratio_ci([2.0] * 40, [1.0] * 40) == pytest.approx([2.0, 2.0])
+    assert ratio_ci([], []) is None and ratio_ci([1.0, 2.0], [1.0]) is None
 
 
 def test_too_few_steps_is_a_one_line_error_exit_2():

@@ -281,8 +281,16 @@ def build_systems(s: BenchSettings, notes: dict) -> list[System]:
     return systems
 
 
+# each target's system and its floor: timed step for step in turn, so a spell of host noise
+# touches both sides of the ratio alike (blocks of steps per system let one run's ratio move 0.12)
+PAIRS = {"fcnet_f32": "blas_floor_f32", "torch_bf16": "bf16_floor", "population": "pop_floor",
+         "pop_torch_bf16": "pop_torch_bf16_floor"}
+
+
 def measure(systems: list[System], s: BenchSettings, progress: Callable | None = None):
-    """Interleaved rounds; returns {name: [ms per step, ...]} (sklearn: one per epoch)."""
+    """Interleaved rounds; returns {name: [ms per step, ...]} (sklearn: one per epoch).  A target's
+    system and its floor (``PAIRS``) form one unit, timed alternately step by step, which goes
+    first alternating from round to round, so their samples pair up (sample i of each)."""
     samples: dict[str, list[float]] = {sys_.name: [] for sys_ in systems}
     for sys_ in systems:  # warm-up: workspaces, caches, thread pools, lazy inits
         if sys_.warm:
@@ -290,24 +298,45 @@ def measure(systems: list[System], s: BenchSettings, progress: Callable | None =
         else:
             for _ in range(s.warmup):
                 sys_.step()
+    by_name = {x.name: x for x in systems}
+    floors = {PAIRS[x.name] for x in systems if PAIRS.get(x.name) in by_name}
+    units = [[x, by_name[PAIRS[x.name]]] if x.name in PAIRS and PAIRS[x.name] in by_name else [x]
+             for x in systems if x.name not in floors]
     last = None
     for r in range(s.rounds):
-        shift = r % len(systems)
-        for sys_ in systems[shift:] + systems[:shift]:
+        shift = r % len(units)
+        for unit in units[shift:] + units[:shift]:
+            unit = unit[::-1] if r % 2 else unit
             # OpenBLAS's idle workers spin ~0.1 s and slow torch's threads (and the other way round)
-            time.sleep(s.gap_s if sys_.threads == last else s.switch_gap_s)
-            last = sys_.threads
+            time.sleep(s.gap_s if unit[0].threads == last else s.switch_gap_s)
+            last = unit[0].threads
             # ``steps`` steps in all over the rounds (sklearn: enough whole epochs)
-            calls = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
-            for _ in range(2 if sys_.steps_per_call == 1 else 0):  # untimed, after the gap
-                sys_.step()
+            calls = math.ceil(math.ceil(s.steps / unit[0].steps_per_call) / s.rounds)
+            for sys_ in unit:  # untimed, after the gap
+                for _ in range(2 if sys_.steps_per_call == 1 else 0):
+                    sys_.step()
             for _ in range(calls):
-                t0 = time.perf_counter()
-                sys_.step()
-                samples[sys_.name].append(1e3 * (time.perf_counter() - t0) / sys_.steps_per_call)
+                for sys_ in unit:
+                    t0 = time.perf_counter()
+                    sys_.step()
+                    samples[sys_.name].append(1e3 * (time.perf_counter() - t0) / sys_.steps_per_call)
         if progress:
             progress()
     return samples
+
+
+def ratio_ci(a: list[float], b: list[float], level: float = 0.95) -> list[float] | None:
+    """A ``level`` bootstrap interval of median(a) / median(b), paired samples resampled
+    together (scipy's percentile bootstrap, fixed seed); None without samples."""
+    if not a or len(a) != len(b):
+        return None
+    from scipy.stats import bootstrap
+
+    res = bootstrap((np.asarray(a), np.asarray(b)),
+                    lambda x, y, axis: np.median(x, axis=axis) / np.median(y, axis=axis),
+                    paired=True, vectorized=True, confidence_level=level, n_resamples=2000,
+                    method="percentile", random_state=0)
+    return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
 def machine_info() -> dict:
@@ -347,11 +376,11 @@ def summarise(samples: dict[str, list[float]], steps_timed: dict, s: BenchSettin
     tpop, tfloor = med.get("pop_torch_bf16"), med.get("pop_torch_bf16_floor")  # the torch population
     f32 = step["fcnet_f32"]
     # each against the floor of its own precision, measured in this run: they hold on any CPU
-    targets = {
-        "fcnet_f32 / blas_floor_f32 <= 1.15": _ratio(f32, step["blas_floor_f32"]),
-        "torch_bf16 / bf16_floor <= 1.2": _ratio(step["torch_bf16"], step["bf16_floor"]),
-        "population / population_floor <= 1.25": _ratio(pop, pop_floor),
-        "torch_population / torch_population_floor <= 1.25": _ratio(tpop, tfloor),
+    targets = {  # name: (ratio, its system, its floor)
+        "fcnet_f32 / blas_floor_f32 <= 1.15": (_ratio(f32, step["blas_floor_f32"]), "fcnet_f32"),
+        "torch_bf16 / bf16_floor <= 1.2": (_ratio(step["torch_bf16"], step["bf16_floor"]), "torch_bf16"),
+        "population / population_floor <= 1.25": (_ratio(pop, pop_floor), "population"),
+        "torch_population / torch_population_floor <= 1.25": (_ratio(tpop, tfloor), "pop_torch_bf16"),
     }
     fallback = "bf16" in notes  # the bf16 systems ran in float32: no bf16 target applies
     # reported, not targets: peers, and ratios across precisions (CPUs' bf16 units differ)
@@ -373,8 +402,9 @@ def summarise(samples: dict[str, list[float]], steps_timed: dict, s: BenchSettin
             "k_large": s.pop_k_large, "torch_dtype": "float32" if fallback else "bfloat16",
         },
         "machine": machine_info(),
-        "targets": {k: {"ratio": r, "met": None if r is None or (fallback and "bf16" in k)
-                        else r <= float(k.split()[-1])} for k, r in targets.items()},
+        "targets": {k: {"ratio": r, "ci95": ratio_ci(samples.get(a, []), samples.get(PAIRS[a], [])),
+                        "met": None if r is None or (fallback and "bf16" in k)
+                        else r <= float(k.split()[-1])} for k, (r, a) in targets.items()},
         "comparisons": comparisons,
         "settings": asdict(s) | {"peers": list(s.peers)},
         "steps_timed": steps_timed,
@@ -415,10 +445,13 @@ def format_table(r: dict) -> str:
         f"all {p['k']} (its floor {_ms(p.get('torch_bf16_floor_ms'))} ms), "
         f"{_ms(p.get('torch_bf16_k64_ms'))} ms of {p.get('k_large')}",
         "",
-        "targets (each against the floor of its own precision, this run):",
+        "targets (each against the floor of its own precision, this run; 95% interval):",
     ]
     mark = {True: "met", False: "MISSED", None: "n/a"}
-    lines += [f"  {k:<52} {_ms(t['ratio'], '.2f'):>6}  {mark[t['met']]}" for k, t in r["targets"].items()]
+    ci = {k: "" if t.get("ci95") is None else f"[{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]"
+          for k, t in r["targets"].items()}
+    lines += [f"  {k:<52} {_ms(t['ratio'], '.2f'):>6} {ci[k]:>12}  {mark[t['met']]}"
+              for k, t in r["targets"].items()]
     lines += ["", "comparisons (reported, not targets):"]
     lines += [f"  {name:<52} {_ms(v, '.2f'):>6}" for name, v in r["comparisons"].items()]
     m = r["machine"]
