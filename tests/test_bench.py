@@ -151,20 +151,21 @@ def test_a_cpu_without_bf16_times_the_float32_fallback_and_leaves_bf16_targets_o
     assert "note: bf16: no bf16 here" in format_table(r)
 
 
-def test_a_target_and_its_floor_are_timed_step_for_step_in_turn():
+def test_a_target_and_its_floor_are_visited_back_to_back_in_every_round():
     calls: list[str] = []
-    systems = [System(name, lambda name=name: calls.append(name))
-               for name in ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "sequential")]
-    s = BenchSettings(steps=30, rounds=3, warmup=0, gap_s=0.0, switch_gap_s=0.0)
+    names = ("fcnet_f32", "fcnet_f64", "sequential", "blas_floor_f32")
+    systems = [System(name, lambda name=name: calls.append(name)) for name in names]
+    s = BenchSettings(steps=30, rounds=4, warmup=0, gap_s=0.0, switch_gap_s=0.0)
     samples = measure(systems, s)
-    assert {k: len(v) for k, v in samples.items()} == dict.fromkeys(
-        ("fcnet_f32", "fcnet_f64", "blas_floor_f32", "sequential"), 30)
-    # each round: 2 untimed steps of each side, then 10 timed pairs, the other side first next round
-    runs = [calls[i:i + 24] for i in range(len(calls) - 23) if set(calls[i:i + 24]) == {
-        "fcnet_f32", "blas_floor_f32"}]
-    pairs = [r for r in runs if r[4:] == r[4:6] * 10]
-    assert {tuple(r[4:6]) for r in pairs} == {("fcnet_f32", "blas_floor_f32"),
-                                             ("blas_floor_f32", "fcnet_f32")}
+    assert {k: len(v) for k, v in samples.items()} == dict.fromkeys(names, 32)  # 8 a round
+    # a visit: 2 untimed steps and 8 timed ones; the pair's two visits adjacent, the other first
+    # in the next round; the unpaired systems visited on their own, between pairs
+    visits = [calls[i] for i in range(0, len(calls), 10)]
+    assert all(calls[i:i + 10] == [calls[i]] * 10 for i in range(0, len(calls), 10))
+    pairs = [tuple(visits[i:i + 2]) for i in range(len(visits) - 1)
+             if {visits[i], visits[i + 1]} == {"fcnet_f32", "blas_floor_f32"}]
+    assert pairs == [("fcnet_f32", "blas_floor_f32"), ("blas_floor_f32", "fcnet_f32")] * 2
+    assert visits.count("fcnet_f64") == visits.count("sequential") == 4
 
 
 def test_ratio_interval_holds_the_true_ratio_of_medians_and_narrows_with_samples():

@@ -281,16 +281,19 @@ def build_systems(s: BenchSettings, notes: dict) -> list[System]:
     return systems
 
 
-# each target's system and its floor: timed step for step in turn, so a spell of host noise
-# touches both sides of the ratio alike (blocks of steps per system let one run's ratio move 0.12)
+# each target's system and its floor, visited one right after the other (which first alternating
+# from round to round), so a spell of host noise touches both sides of the ratio alike: visited
+# apart, a single run's ratio moved by up to 0.12 on a shared 2-core VM.  Each keeps its block of
+# consecutive steps, as a run takes them: timed step for step in turn, each step ran in the other's
+# aftermath, and the ratio of fcnet_f32 came out 0.04 higher than either side's own.
 PAIRS = {"fcnet_f32": "blas_floor_f32", "torch_bf16": "bf16_floor", "population": "pop_floor",
          "pop_torch_bf16": "pop_torch_bf16_floor"}
 
 
 def measure(systems: list[System], s: BenchSettings, progress: Callable | None = None):
     """Interleaved rounds; returns {name: [ms per step, ...]} (sklearn: one per epoch).  A target's
-    system and its floor (``PAIRS``) form one unit, timed alternately step by step, which goes
-    first alternating from round to round, so their samples pair up (sample i of each)."""
+    system and its floor (``PAIRS``) are visited back to back, so sample i of each comes from the
+    same round: a pair for ``ratio_ci``."""
     samples: dict[str, list[float]] = {sys_.name: [] for sys_ in systems}
     for sys_ in systems:  # warm-up: workspaces, caches, thread pools, lazy inits
         if sys_.warm:
@@ -299,24 +302,22 @@ def measure(systems: list[System], s: BenchSettings, progress: Callable | None =
             for _ in range(s.warmup):
                 sys_.step()
     by_name = {x.name: x for x in systems}
-    floors = {PAIRS[x.name] for x in systems if PAIRS.get(x.name) in by_name}
-    units = [[x, by_name[PAIRS[x.name]]] if x.name in PAIRS and PAIRS[x.name] in by_name else [x]
-             for x in systems if x.name not in floors]
+    paired = {x.name: by_name[PAIRS[x.name]] for x in systems if PAIRS.get(x.name) in by_name}
+    floors = {f.name for f in paired.values()}
+    units = [[x, paired[x.name]] if x.name in paired else [x] for x in systems if x.name not in floors]
     last = None
     for r in range(s.rounds):
         shift = r % len(units)
         for unit in units[shift:] + units[:shift]:
-            unit = unit[::-1] if r % 2 else unit
-            # OpenBLAS's idle workers spin ~0.1 s and slow torch's threads (and the other way round)
-            time.sleep(s.gap_s if unit[0].threads == last else s.switch_gap_s)
-            last = unit[0].threads
-            # ``steps`` steps in all over the rounds (sklearn: enough whole epochs)
-            calls = math.ceil(math.ceil(s.steps / unit[0].steps_per_call) / s.rounds)
-            for sys_ in unit:  # untimed, after the gap
-                for _ in range(2 if sys_.steps_per_call == 1 else 0):
+            for sys_ in unit[::-1] if r % 2 else unit:
+                # OpenBLAS's idle workers spin ~0.1 s and slow torch's threads (and the other way round)
+                time.sleep(s.gap_s if sys_.threads == last else s.switch_gap_s)
+                last = sys_.threads
+                # ``steps`` steps in all over the rounds (sklearn: enough whole epochs)
+                calls = math.ceil(math.ceil(s.steps / sys_.steps_per_call) / s.rounds)
+                for _ in range(2 if sys_.steps_per_call == 1 else 0):  # untimed, after the gap
                     sys_.step()
-            for _ in range(calls):
-                for sys_ in unit:
+                for _ in range(calls):
                     t0 = time.perf_counter()
                     sys_.step()
                     samples[sys_.name].append(1e3 * (time.perf_counter() - t0) / sys_.steps_per_call)

@@ -13,7 +13,8 @@ def register(sub) -> None:
         help="time one SGD training step: fcnet vs the BLAS floor, PyTorch and scikit-learn",
         description="Times, interleaved in one process, one SGD step of 3072-100-10 at batch 200: fcnet "
         "in float32 and float64, the BLAS floor, PyTorch, scikit-learn, and 8 configurations one by "
-        "one vs as one population; each figure the median of its timed steps (docs/bench.md).",
+        "one vs as one population; each figure the median of its timed steps, each target (a system "
+        "against its floor, timed back to back) with a 95% bootstrap interval (docs/bench.md).",
     )
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of the table; peers not installed are null")
