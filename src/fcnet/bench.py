@@ -331,12 +331,16 @@ def ratio_ci(a: list[float], b: list[float], level: float = 0.95) -> list[float]
     together (scipy's percentile bootstrap, fixed seed); None without samples."""
     if not a or len(a) != len(b):
         return None
+    import inspect
+
     from scipy.stats import bootstrap
 
+    # SciPy 1.15 named the seed ``rng`` (``random_state`` before, and on its way out)
+    seed = "rng" if "rng" in inspect.signature(bootstrap).parameters else "random_state"
     res = bootstrap((np.asarray(a), np.asarray(b)),
                     lambda x, y, axis: np.median(x, axis=axis) / np.median(y, axis=axis),
                     paired=True, vectorized=True, confidence_level=level, n_resamples=2000,
-                    method="percentile", random_state=0)
+                    method="percentile", **{seed: 0})
     return [float(res.confidence_interval.low), float(res.confidence_interval.high)]
 
 
