@@ -348,6 +348,63 @@ def test_bench_study_json_sums_iterations_times_the_measured_step(small_study):
     assert r["dataset"] == "digits" and r["machine"]["cpu"]
 
 
+def test_study_floor_keeps_each_shapes_fastest_pass(small_study, monkeypatch):
+    # a pass timed in a slow spell does not raise the floor; a quieter one lowers it
+    import time
+
+    import fcnet.experiments.floor as fl
+    from fcnet.experiments.study import load_study
+
+    delay = [0.004]
+
+    class Step:  # a floor step that takes ``delay`` seconds
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def step(self):
+            time.sleep(delay[0])
+
+    monkeypatch.setattr(fl, "FloorStep", Step)
+    monkeypatch.setattr(fl, "_STEP_MS", {})
+    monkeypatch.setattr(fl, "_PASSES", {})
+    study = load_study(small_study)
+    got = []
+    for d in (0.004, 0.001, 0.004):
+        delay[0] = d
+        floor = fl.study_floor(study)
+        got.append(([r.step_ms for r in floor.runs], floor.passes))
+    (slow, one), (fast, two), (again, three) = got
+    assert (one, two, three) == (1, 2, 3)
+    assert all(4 <= ms < 12 for ms in slow) and all(1 <= ms < 3.5 for ms in fast)
+    assert again == fast
+    assert "measured now" in fl.StudyFloor(floor.runs, passes=1).header(10)["floor seconds"]
+    assert "timed before training and after" in floor.header(10)["floor seconds"]
+
+
+def test_study_floor_before_training_leaves_out_runs_whose_rows_need_a_fit(tmp_path, monkeypatch):
+    # before a study trains, a PCA's width is unknown and its fit slow: those runs wait for the
+    # floor's pass after training, when the workers' summaries give the width
+    import fcnet.training.prepare as prep
+    from fcnet.experiments.floor import floor_runs
+    from fcnet.experiments.study import load_study
+
+    path = tmp_path / "pca.toml"
+    path.write_text(STUDY.replace('name = "hidden"\nvary = { hidden = [[10], [20]] }',
+                                  'name = "pca"\nvary = { pca = [0.9] }'))
+    real = prep.prepare
+
+    def no_fit(config, progress=False):
+        assert config.pca is None, "the floor fitted a PCA before the study trained"
+        return real(config, progress)
+
+    assert "pca = [0.9]" in path.read_text()
+    monkeypatch.setattr(prep, "prepare", no_fit)
+    study = load_study(path)
+    runs = floor_runs(study, fit=False).runs
+    assert runs and all(r.config.pca is None for r in runs)
+    assert {r.shape.sizes[0] for r in runs} == {64}
+
+
 def test_bench_study_of_a_missing_file_is_a_one_line_error():
     proc = subprocess.run([sys.executable, "-m", "fcnet", "bench", "--study", "no-such.toml"],
                           capture_output=True, text=True, timeout=120)

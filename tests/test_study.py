@@ -75,6 +75,15 @@ def test_every_claim_has_a_verdict_and_the_header_names_the_study(study):
     assert "Claims and verdicts" in md and "Wilson" in md
 
 
+def test_the_header_holds_wall_and_floor_timed_before_training_and_after(study):
+    out, res = study
+    md = (out / "report.md").read_text()
+    floor = next(line for line in md.splitlines() if line.startswith("- **floor seconds**"))
+    assert "timed before training and after" in floor
+    ratio = next(line for line in md.splitlines() if line.startswith("- **wall / floor**"))
+    assert float(ratio.split()[-1]) == pytest.approx(res["wall_seconds"] / res["floor_seconds"], abs=0.006)
+
+
 def test_study_tables_fit_at_1280_px(study):
     from test_report_browser import _table_overflow
 

@@ -28,7 +28,8 @@ MIN_SECONDS = 0.005  # ... and at least this long
 MAX_STEPS = 400  # a block's most steps
 SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
 
-_STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> fastest ms, this process
+_STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> fastest ms of every pass, this process
+_PASSES: dict[tuple, int] = {}  # (Shape, training rows) -> passes that timed it, this process
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class StudyFloor:
     notes: list[str] = field(default_factory=list)
     data: _Data | None = field(default=None, repr=False)  # the rows, until measured
     load: float | None = None  # the 1-minute load average when measured (other work)
+    passes: int = 0  # timing passes of its shapes in this process (the most over the runs)
 
     @property
     def seconds(self) -> float:
@@ -82,13 +84,14 @@ class StudyFloor:
     def header(self, wall_seconds: float) -> dict[str, str]:
         """The report header's lines: the floor and wall / floor."""
         s, reused = self.seconds, f"; {self.reused} runs reused, not counted" if self.reused else ""
+        when = "measured now" if self.passes < 2 else "timed before training and after, each step its fastest"
         return {"floor seconds": f"{s:.{1 if s >= 10 else 3}f} ({len(self.runs)} trainings at the floor step"
-                f"{reused}{self._load()}, measured now: docs/bench.md)",
+                f"{reused}{self._load()}, {when}: docs/bench.md)",
                 "wall / floor": f"{wall_seconds / s:.2f}" if s > 0 else "n/a"}
 
     def to_json(self) -> dict:
         return {"seconds": self.seconds, "reused": self.reused, "notes": self.notes,
-                "load_average": self.load,
+                "load_average": self.load, "passes": self.passes,
                 "runs": [{"what": r.what, "shape": asdict(r.shape), "iterations": r.iterations,
                           "rows": r.rows, "step_ms": r.step_ms, "seconds": r.seconds}
                          for r in self.runs]}
@@ -134,13 +137,24 @@ def _precision(config: RunConfig) -> tuple[str, str]:
     return "torch", "float32" if bf16_unsupported(torch.device("cpu")) else "bfloat16"
 
 
+def _fits(config: RunConfig) -> bool:
+    """Whether the config's rows need a fitted PCA or ZCA (15 s or more on CIFAR-10)."""
+    return config.pca is not None or config.preprocess == "zca"
+
+
 @dataclass
 class _Data:
     """Training rows (N, D) and class count per data key, prepared once each (and
-    kept until measured: prepare's own cache holds two, and a PCA is slow to refit)."""
+    kept until measured: prepare's own cache holds two, and a PCA is slow to refit).
+    ``fit``: False leaves out the runs whose rows need a fit not yet known (``_fits``)."""
 
     prepared: dict[tuple, tuple[np.ndarray, int]] = field(default_factory=dict)
     pca_width: dict[tuple, int] = field(default_factory=dict)  # a PCA's components, from a run's summary
+    fit: bool = True
+
+    def ready(self, config: RunConfig) -> bool:
+        key = prep.data_key(config)
+        return self.fit or not _fits(config) or key in self.prepared or key in self.pca_width
 
     def rows(self, config: RunConfig) -> tuple[np.ndarray, int]:
         key = prep.data_key(config)
@@ -160,19 +174,23 @@ class _Data:
                 self.pca_width[prep.data_key(config)] = int(json.loads(summary.read_text())["input_size"])
 
 
-def _run(what: str, config: RunConfig, k: int, data: _Data, own: bool = False) -> FloorRun:
+def _run(what: str, config: RunConfig, k: int, data: _Data, own: bool = False) -> list[FloorRun]:
+    """The run at the floor, or none where its rows need a fit ``data`` may not make."""
+    if not data.ready(config):
+        return []
     X, c = data.rows(config)
     n, d = X.shape
     shape = Shape(*_precision(config), (d, *config.hidden, c), config.batch_size, k, own)
-    return FloorRun(what, shape, config.length(n)[0], n, config)
+    return [FloorRun(what, shape, config.length(n)[0], n, config)]
 
 
 def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
-               since: float | None = None) -> StudyFloor:
+               since: float | None = None, fit: bool = True) -> StudyFloor:
     """The trainings a :class:`fcnet.experiments.study.Study` executes, at most ``population`` mates at
-    once (not yet measured), less the runs finished in ``out`` (before ``since``, epoch seconds)."""
+    once (not yet measured), less the runs finished in ``out`` (before ``since``, epoch seconds).
+    ``fit=False``: less those whose rows need a PCA or ZCA fit too (before a study trains)."""
     runs_dir = Path(out) / "runs" if out is not None else None
-    data = _Data()
+    data = _Data(fit=fit)
     floor = StudyFloor([], data=data)
     _, jobs = plan(SweepSpec(study.base, points=study.runs))
     groups: dict[str, list] = {}
@@ -187,14 +205,14 @@ def floor_runs(study, *, population: int = 16, depth: bool = True, out: Path | N
         for i in range(0, len(members), population):
             chunk = members[i:i + population]
             # members of other seeds draw other batches (the population trainer's rule)
-            floor.runs.append(_run("population" if len(chunk) > 1 else "run", chunk[0].config, len(chunk),
-                                   data, own=len({j.config.seed for j in chunk}) > 1))
+            floor.runs += _run("population" if len(chunk) > 1 else "run", chunk[0].config, len(chunk),
+                               data, own=len({j.config.seed for j in chunk}) > 1)
     # rows read along a longer run that the report re-trains alone for their figures
     for config in study.own_runs():
         if _finished(runs_dir and runs_dir / space.run_key(config) / "summary.json", since):
             floor.reused += 1
         else:
-            floor.runs.append(_run("own run", config, 1, data))
+            floor.runs += _run("own run", config, 1, data)
     if depth and "depth" in study.blocks:
         floor.runs += _depth_runs(study, runs_dir, since, floor)
     return floor
@@ -221,19 +239,21 @@ def _depth_runs(study, runs_dir: Path | None, since, floor: StudyFloor) -> list[
     h = defaults["hidden"]
     config = config.model_copy(update={"backend": "torch", "dtype": "float32", "amp": False,
                                        "batch_size": defaults["batch_size"], "epochs": defaults["epochs"]})
-    return [_run("depth", config.model_copy(update={"hidden": [h] * (int(d) - 1)}), 1, floor.data)
-            for _ in inits for d in depths]
+    return [r for _ in inits for d in depths
+            for r in _run("depth", config.model_copy(update={"hidden": [h] * (int(d) - 1)}), 1, floor.data)]
 
 
 def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
-    """Fill in each run's step time (ms), measured once per shape and data in this process: the
-    shapes of one data key and precision timed in interleaved rounds after a warm-up. The fastest
-    step, not the median: the floor is what the machine can do; other work slows most steps."""
+    """Fill in each run's step time (ms): the shapes of one data key and precision timed in
+    interleaved rounds after a warm-up, a pass.  The fastest step, not the median: the floor is
+    what the machine can do; other work slows most steps.  Each call is a pass, and a shape's step
+    time the fastest of every pass in this process: a spell of host noise as long as a pass
+    (seconds) slowed all of it, a study's floor by up to 50%, and ``fcnet study`` times one pass
+    before it trains and one after."""
     todo: dict[tuple, dict[tuple, FloorRun]] = {}
     for r in floor.runs:
         key = (r.shape, prep.data_key(r.config))
-        if key not in _STEP_MS:
-            todo.setdefault((r.shape.backend, r.shape.dtype, key[1]), {})[key] = r
+        todo.setdefault((r.shape.backend, r.shape.dtype, key[1]), {})[key] = r
     last = None
     for (backend, dtype, _), shapes in sorted(todo.items(), key=lambda kv: kv[0][:2]):
         if last not in (None, backend):
@@ -261,19 +281,21 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
                     fastest[key] = min(fastest[key], time.perf_counter() - t0)
                     n += 1
         for key, t in fastest.items():
-            _STEP_MS[key] = 1e3 * t
+            _STEP_MS[key] = min(_STEP_MS.get(key, math.inf), 1e3 * t)
+            _PASSES[key] = _PASSES.get(key, 0) + 1
             if progress:
                 progress()
         del X, steps
     for r in floor.runs:
         r.step_ms = _STEP_MS[(r.shape, prep.data_key(r.config))]
+    floor.passes = max((_PASSES[(r.shape, prep.data_key(r.config))] for r in floor.runs), default=0)
     floor.data = None
     floor.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return floor
 
 
 def study_floor(study, *, population: int = 16, depth: bool = True, out: Path | None = None,
-                since: float | None = None, progress: Callable | None = None) -> StudyFloor:
+                since: float | None = None, progress: Callable | None = None, fit: bool = True) -> StudyFloor:
     """The study's floor on this machine, measured now (see the module docstring)."""
-    return measure(floor_runs(study, population=population, depth=depth, out=out, since=since),
+    return measure(floor_runs(study, population=population, depth=depth, out=out, since=since, fit=fit),
                    progress)
