@@ -285,7 +285,7 @@ def build_systems(s: BenchSettings, notes: dict) -> list[System]:
 # from round to round), so a spell of host noise touches both sides of the ratio alike: visited
 # apart, a single run's ratio moved by up to 0.12 on a shared 2-core VM.  Each keeps its block of
 # consecutive steps, as a run takes them: timed step for step in turn, each step ran in the other's
-# aftermath, and the ratio of fcnet_f32 came out 0.04 higher than either side's own.
+# aftermath, and the ratio of fcnet_f32 came out 0.04 higher than with blocks.
 PAIRS = {"fcnet_f32": "blas_floor_f32", "torch_bf16": "bf16_floor", "population": "pop_floor",
          "pop_torch_bf16": "pop_torch_bf16_floor"}
 
