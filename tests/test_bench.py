@@ -366,7 +366,6 @@ def test_study_floor_keeps_each_shapes_fastest_pass(small_study, monkeypatch):
 
     monkeypatch.setattr(fl, "FloorStep", Step)
     monkeypatch.setattr(fl, "_STEP_MS", {})
-    monkeypatch.setattr(fl, "_PASSES", {})
     study = load_study(small_study)
     got = []
     for d in (0.004, 0.001, 0.004):

@@ -381,7 +381,7 @@ def summarise(samples: dict[str, list[float]], steps_timed: dict, s: BenchSettin
     tpop, tfloor = med.get("pop_torch_bf16"), med.get("pop_torch_bf16_floor")  # the torch population
     f32 = step["fcnet_f32"]
     # each against the floor of its own precision, measured in this run: they hold on any CPU
-    targets = {  # name: (ratio, its system, its floor)
+    targets = {  # name: (ratio, its system; PAIRS names its floor)
         "fcnet_f32 / blas_floor_f32 <= 1.15": (_ratio(f32, step["blas_floor_f32"]), "fcnet_f32"),
         "torch_bf16 / bf16_floor <= 1.2": (_ratio(step["torch_bf16"], step["bf16_floor"]), "torch_bf16"),
         "population / population_floor <= 1.25": (_ratio(pop, pop_floor), "population"),

@@ -28,8 +28,8 @@ MIN_SECONDS = 0.005  # ... and at least this long
 MAX_STEPS = 400  # a block's most steps
 SWITCH_GAP_S = 0.3  # OpenBLAS's idle workers spin ~0.1 s and slow torch's (and back)
 
-_STEP_MS: dict[tuple, float] = {}  # (Shape, training rows) -> fastest ms of every pass, this process
-_PASSES: dict[tuple, int] = {}  # (Shape, training rows) -> passes that timed it, this process
+# (Shape, training rows) -> (fastest ms of every pass, passes that timed it), this process
+_STEP_MS: dict[tuple, tuple[float, int]] = {}
 
 
 @dataclass(frozen=True)
@@ -281,14 +281,15 @@ def measure(floor: StudyFloor, progress: Callable | None = None) -> StudyFloor:
                     fastest[key] = min(fastest[key], time.perf_counter() - t0)
                     n += 1
         for key, t in fastest.items():
-            _STEP_MS[key] = min(_STEP_MS.get(key, math.inf), 1e3 * t)
-            _PASSES[key] = _PASSES.get(key, 0) + 1
+            ms, passes = _STEP_MS.get(key, (math.inf, 0))
+            _STEP_MS[key] = (min(ms, 1e3 * t), passes + 1)
             if progress:
                 progress()
         del X, steps
-    for r in floor.runs:
-        r.step_ms = _STEP_MS[(r.shape, prep.data_key(r.config))]
-    floor.passes = max((_PASSES[(r.shape, prep.data_key(r.config))] for r in floor.runs), default=0)
+    timed = [_STEP_MS[(r.shape, prep.data_key(r.config))] for r in floor.runs]
+    for r, (ms, _) in zip(floor.runs, timed, strict=True):
+        r.step_ms = ms
+    floor.passes = max((passes for _, passes in timed), default=0)
     floor.data = None
     floor.load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return floor
