@@ -19,6 +19,7 @@ from fcnet.check import EXPECTED_LOSS, EXPECTED_PROBS, toy_data, toy_model
 from fcnet.gradcheck import check_model_gradients, eval_numerical_gradient, rel_error
 from fcnet.nn import layers
 from fcnet.nn.optim import Adam
+from fcnet.nn.schedule import lr_at, lr_period
 
 REPORT_TOY_FINAL_LOSS = 0.01714960793873205  # study.md Q3, the report's Figure 1
 
@@ -537,6 +538,20 @@ def test_lr_decay_count_for_small_problems(n, batch, iters, decays):
     assert len(solver.lr_history) == decays
     assert solver.lr == 0.5**decays  # exact: halving is exact in binary
     assert solver.lr_history == [0.5**k for k in range(decays)]
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+@pytest.mark.parametrize("per_epoch", [1, 3, 7])
+def test_the_rate_is_constant_over_each_period_the_stepper_derives_it_once_for(schedule, per_epoch):
+    # Solver.step recomputes its rates and their coefficients only when lr_period changes
+    kw = {"lr": np.array([0.1, 0.3]), "decay": np.array([0.9, 0.5]), "schedule": schedule,
+          "iters_per_epoch": per_epoch, "total": 40}
+    seen: dict[int, np.ndarray] = {}
+    for it in range(40):
+        key = lr_period(it, schedule=schedule, iters_per_epoch=per_epoch)
+        rate = lr_at(it, **kw)
+        assert np.array_equal(seen.setdefault(key, rate), rate)
+    assert len(seen) == (40 if schedule == "cosine" else -(-39 // per_epoch) + 1)
 
 
 # --------------------------------------------------------------- resuming

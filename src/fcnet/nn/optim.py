@@ -160,6 +160,10 @@ class SGD(UpdateRule):
         return 1.0 if decay is None else 1.0 - rate * decay
 
     def update(self, params, grads, lr, l2=None, scaled=False):
+        if scaled and l2 is None and isinstance(params, list):  # the steps themselves (a Solver's
+            for w, g in zip(params, grads, strict=True):  # biases, each step): a fifth of the time
+                w += g
+            return
         for w, g, rate, decay in _aligned(params, grads, lr, l2):
             if not scaled:
                 g *= -rate  # -lr dw

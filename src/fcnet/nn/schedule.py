@@ -19,3 +19,9 @@ def lr_at(it: int, *, lr, decay, schedule: str, iters_per_epoch: int, total: int
     if it < warm:
         return lr * ((it + 1) / warm)
     return lr * (0.5 * (1 + np.cos(np.pi * (it - warm) / max(total - warm, 1))))
+
+
+def lr_period(it: int, *, schedule: str, iters_per_epoch: int) -> int:
+    """What ``lr_at``'s rate depends on besides the settings: the epoch's count of decays for
+    'step' (one rate an epoch, so a stepper derives its coefficients once an epoch), else ``it``."""
+    return -(-it // iters_per_epoch) if schedule == "step" else it
