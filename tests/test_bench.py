@@ -21,8 +21,12 @@ from fcnet.bench import (
     measure,
     ratio_ci,
     run_bench,
+    solver_system,
 )
 from fcnet.errors import FcnetError
+from fcnet.nn.fpenv import flushing
+from fcnet.nn.fpenv import supported as ftz_supported
+from fcnet.nn.model import TwoLayerNet
 
 SMALL = ["--rows", "1000", "--steps", "30", "--rounds", "2", "--quiet"]
 
@@ -167,6 +171,28 @@ def test_a_target_and_its_floor_are_visited_back_to_back_in_every_round():
              if {visits[i], visits[i + 1]} == {"fcnet_f32", "blas_floor_f32"}]
     assert pairs == [("fcnet_f32", "blas_floor_f32"), ("blas_floor_f32", "fcnet_f32")] * 2
     assert visits.count("fcnet_f64") == visits.count("sequential") == 4
+
+
+@pytest.mark.skipif(not ftz_supported(), reason="FTZ/DAZ are set on Linux x86-64 (glibc) only")
+def test_solver_steps_are_timed_as_train_runs_them_subnormals_flushed_around_the_block():
+    s = BenchSettings(rows=400, steps=30, rounds=3, warmup=1, gap_s=0.0, switch_gap_s=0.0, input_size=12,
+                      hidden=5)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 12), dtype=np.float32), rng.integers(0, 10, 400)
+    solver = solver_system("fcnet_f32", s, X, y, [(TwoLayerNet(12, 5, 10, dtype="float32"), 1e-3, 0.1)])
+    seen: list[tuple[str, bool]] = []  # (system, whether this thread flushed while its step ran)
+
+    def step() -> None:  # the engine's step
+        seen.append(("fcnet", flushing()))
+        solver.step()
+
+    floor = FloorStep(X, [12, 5, 10], 200)
+    systems = [System("fcnet_f32", step, context=solver.context),
+               System("blas_floor_f32", lambda: seen.append(("floor", flushing())) or floor.step())]
+    samples = measure(systems, s)
+    assert len(samples["fcnet_f32"]) == 30 and len(seen) == 2 * (1 + 3 * 12)  # warm-up, 2 untimed + 10
+    assert {flush for name, flush in seen if name == "fcnet"} == {True}
+    assert {flush for name, flush in seen if name == "floor"} == {False} and not flushing()
 
 
 def test_ratio_interval_holds_the_true_ratio_of_medians_and_narrows_with_samples():
