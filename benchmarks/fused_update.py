@@ -3,6 +3,8 @@ with beta = 1 - 2 lr reg) against the product into a gradient buffer followed by
 the add (the fallback, forced by hiding NumPy's cblas), and both against the floor step of
 ``fcnet bench`` (the gather and the products alone), in one process: a lone 3072-100-10 net
 and a population of 8 x 3072-50-10 (bench's sweep configurations), batch 200, float32.
+``no_l2`` is the fused step with reg = 0: no squared norms for the loss and no decay of the
+weights, so ``fused - no_l2`` is what the L2 term's two passes over W1 cost inside the step.
 
 Systems alternate every few steps, so drift on a shared machine touches them alike; each
 figure is the median ms of the timed steps.  Both ways end with the same parameters (checked
@@ -36,6 +38,7 @@ def solver(X, y, hidden: int, configs: list[dict]) -> Solver:
 
 def measure(X, y, hidden: int, configs: list[dict], rounds: int, block: int) -> dict:
     fused, apart = solver(X, y, hidden, configs), solver(X, y, hidden, configs)
+    no_l2 = solver(X, y, hidden, [{**c, "reg": 0.0} for c in configs])
     floor = FloorStep(X, [X.shape[1], hidden, 10], 200, len(configs))
     real = blas._cblas_gemm
 
@@ -46,7 +49,8 @@ def measure(X, y, hidden: int, configs: list[dict], rounds: int, block: int) -> 
         finally:
             blas._cblas_gemm = real
 
-    systems = {"fused": fused.step, "product_then_add": product_then_add, "floor": floor.step}
+    systems = {"fused": fused.step, "product_then_add": product_then_add, "no_l2": no_l2.step,
+               "floor": floor.step}
     times: dict[str, list[float]] = {k: [] for k in systems}
     for f in systems.values():
         for _ in range(10):
@@ -62,6 +66,7 @@ def measure(X, y, hidden: int, configs: list[dict], rounds: int, block: int) -> 
     return {"k": len(configs), "hidden": hidden, "ms": ms,
             "fused / floor": ms["fused"] / ms["floor"],
             "product_then_add / floor": ms["product_then_add"] / ms["floor"],
+            "no_l2 / floor": ms["no_l2"] / ms["floor"],
             "same_params": all(np.array_equal(p, q) for p, q in
                                zip(fused.stack.params, apart.stack.params, strict=True)),
             "blas_gemm_found": real("s") is not None}
@@ -85,7 +90,8 @@ def main() -> None:
     for r in out:
         print(f"K = {r['k']} x {a.input}-{r['hidden']}-10: fused {r['ms']['fused']:.3f} ms "
               f"({r['fused / floor']:.3f}x floor), product then add {r['ms']['product_then_add']:.3f} ms "
-              f"({r['product_then_add / floor']:.3f}x), floor {r['ms']['floor']:.3f} ms; "
+              f"({r['product_then_add / floor']:.3f}x), without the L2 term {r['ms']['no_l2']:.3f} ms "
+              f"({r['no_l2 / floor']:.3f}x), floor {r['ms']['floor']:.3f} ms; "
               f"same parameters: {r['same_params']}, NumPy's cblas found: {r['blas_gemm_found']}")
     if a.json:
         with open(a.json, "w") as f:

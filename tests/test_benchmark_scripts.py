@@ -105,3 +105,4 @@ def test_fused_update_reports_both_ways_against_the_floor_with_the_same_paramete
         assert x["same_params"] is True  # batch 200 fits one OpenBLAS block: bit for bit
         assert all(v > 0 for v in x["ms"].values())
         assert x["fused / floor"] == x["ms"]["fused"] / x["ms"]["floor"]
+        assert x["no_l2 / floor"] == x["ms"]["no_l2"] / x["ms"]["floor"]
