@@ -173,7 +173,6 @@ class Solver:
         self.callback, self.verbose, self.flush_denormals = callback, verbose, flush_denormals
         self.it = 0
         self._rate_key, self._rated = -1, None  # the rates' period (lr_period), they, their derivatives
-        self._biases = (self.stack.params[1::2], self.ws.grads[1::2])  # plain SGD's own adds
         self.active = np.ones(self.k, dtype=bool)
         self.diverged_at: list[int | None] = [None] * self.k
         self._frozen: dict[int, list[np.ndarray]] = {}
@@ -233,7 +232,7 @@ class Solver:
                 # each weight's its product accumulated into it; the biases' steps are added
                 dz *= coef
                 backward(stack, ws, dz, keep)
-                self.optimizer.update(*self._biases, lrs[1::2], scaled=True)
+                self.optimizer.update(stack.params[1::2], ws.grads[1::2], lrs[1::2], scaled=True)
             else:
                 backward(stack, ws, dz)
                 self.optimizer.update(stack.params, ws.grads, lrs, self._l2)
